@@ -1,0 +1,156 @@
+"""Pure decisions: (event facts, rule) → Decision. No kernel, no I/O; shared by defender, console and tests."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from garrison.policy.model import ArgvPattern, Effect, NetTarget, ProcessPattern, Rule
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Decision:
+    """`violation` is True when some control objects; `effect` says whether to alert or prevent."""
+
+    violation: bool
+    effect: Effect = "disable"
+    control: str = ""
+    reason: str = ""
+
+    @property
+    def blocked(self) -> bool:
+        return self.violation and self.effect == "prevent"
+
+    @property
+    def audited(self) -> bool:
+        return self.violation and self.effect in ("alert", "prevent")
+
+
+ALLOW = Decision(violation=False)
+
+
+def _path_match(pattern: str, exe: str) -> bool:
+    if "/" not in pattern:
+        return fnmatchcase(os.path.basename(exe), pattern)
+    return fnmatchcase(exe, pattern)
+
+
+def process_pattern_matches(pattern: ProcessPattern, exe: str, argv: list[str]) -> bool:
+    if isinstance(pattern, ArgvPattern):
+        return _path_match(pattern.path, exe) and re.search(pattern.args, " ".join(argv[1:])) is not None
+    return _path_match(pattern, exe)
+
+
+def decide_exec(rule: Rule | None, exe: str, argv: list[str], *, in_baseline: bool = True) -> Decision:
+    """Decide an exec of `exe` (the resolved path; for `ld.so X`, the caller passes X)."""
+    if rule is None:
+        return ALLOW
+    pc = rule.processes
+    if pc.effect == "disable":
+        return ALLOW
+    for p in pc.deny:
+        if process_pattern_matches(p, exe, argv):
+            return Decision(True, pc.effect, "processes.deny", f"{exe} matches denied process {_show(p)}")
+    if pc.allow and not any(process_pattern_matches(p, exe, argv) for p in pc.allow):
+        return Decision(True, pc.effect, "processes.allow", f"{exe} is not in the allowed process list")
+    if pc.drift_prevention and not in_baseline:
+        return Decision(
+            True, pc.effect, "processes.drift_prevention", f"{exe} was not in the app image at start"
+        )
+    return ALLOW
+
+
+def _show(p: ProcessPattern) -> str:
+    return p if isinstance(p, str) else f"{p.path} /{p.args}/"
+
+
+def _in(targets: list[NetTarget], ip: IPAddress, port: int, proto: str) -> NetTarget | None:
+    for t in targets:
+        if t.matches(ip, port, proto):
+            return t
+    return None
+
+
+def decide_connect(
+    rule: Rule | None,
+    ip: str | IPAddress,
+    port: int,
+    proto: str = "tcp",
+    *,
+    pinned_names: list[str] | None = None,
+) -> Decision:
+    """Decide an outbound connect/sendto. `pinned_names` are DNS names that resolved to `ip`
+    (from the defender's resolver); with a DNS allow-list, an IP no allowed name resolved to is refused."""
+    if rule is None:
+        return ALLOW
+    nc = rule.network
+    addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    if nc.effect != "disable":
+        for bad in nc.bad_reputation_ips:
+            net = ipaddress.ip_network(bad, strict=False)
+            cand = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr
+            if net.version == cand.version and cand in net:
+                return Decision(
+                    True, nc.effect, "network.bad_reputation_ips", f"{addr} is on the bad-reputation list"
+                )
+        hit = _in(nc.outbound.deny, addr, port, proto)
+        if hit is not None:
+            return Decision(
+                True, nc.effect, "network.outbound.deny", f"{addr}:{port}/{proto} matches deny {hit.cidr}"
+            )
+        if nc.outbound.allow and _in(nc.outbound.allow, addr, port, proto) is None:
+            dns_ok = pinned_names is not None and any(dns_name_allowed(rule, n) for n in pinned_names)
+            if not (dns_ok and rule.dns.allow):
+                return Decision(
+                    True,
+                    nc.effect,
+                    "network.outbound.allow",
+                    f"{addr}:{port}/{proto} is not in the allowed list",
+                )
+    dc = rule.dns
+    if dc.effect != "disable" and dc.allow and pinned_names is not None and not addr.is_loopback:
+        if (
+            not any(dns_name_allowed(rule, n) for n in pinned_names)
+            and _in(nc.outbound.allow, addr, port, proto) is None
+        ):
+            return Decision(True, dc.effect, "dns.allow", f"{addr} was not resolved from an allowed name")
+    return ALLOW
+
+
+def dns_name_allowed(rule: Rule, name: str) -> bool:
+    name = name.lower().rstrip(".")
+    dc = rule.dns
+    if any(fnmatchcase(name, d) for d in dc.deny):
+        return False
+    return not dc.allow or any(fnmatchcase(name, d) for d in dc.allow)
+
+
+def decide_dns(rule: Rule | None, name: str) -> Decision:
+    if rule is None or rule.dns.effect == "disable":
+        return ALLOW
+    name = name.lower().rstrip(".")
+    dc = rule.dns
+    for d in dc.deny:
+        if fnmatchcase(name, d):
+            return Decision(True, dc.effect, "dns.deny", f"{name} matches denied domain {d}")
+    if dc.allow and not any(fnmatchcase(name, d) for d in dc.allow):
+        return Decision(True, dc.effect, "dns.allow", f"{name} is not in the allowed domain list")
+    return ALLOW
+
+
+def decide_bind(rule: Rule | None, port: int) -> Decision:
+    """Listening-port control; port 0 (ephemeral) is never a violation."""
+    if rule is None or rule.network.effect == "disable" or port == 0:
+        return ALLOW
+    lc = rule.network.listening
+    eff = rule.network.effect
+    if any(port in r for r in lc.deny):
+        return Decision(True, eff, "network.listening.deny", f"listening on port {port} is denied")
+    if lc.allow and not any(port in r for r in lc.allow):
+        return Decision(True, eff, "network.listening.allow", f"port {port} is not an allowed listening port")
+    return ALLOW
