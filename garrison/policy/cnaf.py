@@ -42,10 +42,14 @@ class RateLimit(_Strict):
     effect: CnafEffect = "prevent"
 
 
+def _default_effects() -> dict[str, CnafEffect]:
+    return dict.fromkeys(ATTACK_CLASSES, "alert")
+
+
 class CnafControls(_Strict):
     enabled: bool = True
     effects: dict[str, CnafEffect] = Field(
-        default_factory=lambda: dict.fromkeys(ATTACK_CLASSES, "alert"),
+        default_factory=_default_effects,
         description="attack class → effect",
     )
     exceptions: list[CnafException] = Field(default_factory=list, max_length=1000)

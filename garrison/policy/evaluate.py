@@ -1,4 +1,4 @@
-"""Pure decisions: (event facts, rule) → Decision. No kernel, no I/O; shared by defender, console and tests."""
+"""Pure decisions: (event facts, rule) → Decision. No kernel, no I/O; shared by defender and console."""
 
 from __future__ import annotations
 
@@ -113,12 +113,17 @@ def decide_connect(
                     f"{addr}:{port}/{proto} is not in the allowed list",
                 )
     dc = rule.dns
-    if dc.effect != "disable" and dc.allow and pinned_names is not None and not addr.is_loopback:
-        if (
+    if (
+        dc.effect != "disable"
+        and dc.allow
+        and pinned_names is not None
+        and not addr.is_loopback
+        and (
             not any(dns_name_allowed(rule, n) for n in pinned_names)
             and _in(nc.outbound.allow, addr, port, proto) is None
-        ):
-            return Decision(True, dc.effect, "dns.allow", f"{addr} was not resolved from an allowed name")
+        )
+    ):
+        return Decision(True, dc.effect, "dns.allow", f"{addr} was not resolved from an allowed name")
     return ALLOW
 
 
