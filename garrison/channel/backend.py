@@ -1,0 +1,63 @@
+"""The contract between the defender channel server (garrison.channel) and the console's store.
+
+The channel speaks WebSocket/TLS and the protocol; the console implements this backend with its
+services and SQL store. Keeping it a Protocol lets the channel be exercised against the real console
+and lets the console stay ignorant of framing, acks and sequence numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from garrison.policy.audit import AuditEvent
+from garrison.policy.model import RuntimePolicy
+
+
+class EnrolmentRefused(Exception):
+    """Bad, revoked or replayed enrolment credential; the message is safe to show the defender."""
+
+
+@dataclass
+class DefenderHello:
+    defender_id: str
+    app_id: str = ""
+    app_name: str = ""
+    org: str = ""
+    space: str = ""
+    app_guid: str = ""
+    instance: int = 0
+    version: str = ""
+    hostname: str = ""
+    kernel: dict[str, Any] = field(default_factory=dict)
+    """kernel features the defender found (seccomp notify, landlock ABI, pidfd_getfd, ...)"""
+    remote_addr: str = ""
+
+
+class ChannelBackend(Protocol):
+    async def enrol(
+        self, token: str, nonce: str, timestamp: float, csr_pem: bytes, requested_id: str
+    ) -> tuple[str, bytes]:
+        """Check the bundle's enrolment token (and that nonce was never seen, timestamp fresh); return
+        (defender_id, client certificate PEM) signed by the console CA. Raise EnrolmentRefused otherwise."""
+        ...
+
+    async def defender_connected(self, hello: DefenderHello) -> None: ...
+
+    async def defender_disconnected(self, defender_id: str) -> None: ...
+
+    async def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None: ...
+
+    async def current_policy(self) -> RuntimePolicy:
+        """The whole runtime policy with its revision; the defender selects its rule itself (and the
+        channel may also pre-select per defender)."""
+        ...
+
+    async def store_events(self, defender_id: str, events: Sequence[AuditEvent]) -> int:
+        """Persist a batch idempotently (duplicate event ids ignored). Returns how many were new."""
+        ...
+
+    async def is_revoked(self, defender_id: str) -> bool:
+        """True once the defender was deleted by an operator: its certificate no longer admits it."""
+        ...
