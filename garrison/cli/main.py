@@ -8,6 +8,7 @@ from garrison import __version__
 from garrison.cnaf import cli as cnaf_cli
 from garrison.console import cli as console_cli
 from garrison.defender import cli as defender_cli
+from garrison.demo import cli as demo_cli
 from garrison.embed import cli as embed_cli
 from garrison.scan import cli as scan_cli
 
@@ -30,5 +31,5 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _component in (console_cli, defender_cli, scan_cli, embed_cli, cnaf_cli):
+for _component in (console_cli, defender_cli, scan_cli, embed_cli, cnaf_cli, demo_cli):
     _component.register(app)

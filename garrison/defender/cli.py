@@ -1,9 +1,49 @@
-"""CLI commands of the defender component."""
+"""CLI commands of the defender component: `garrison defender app-embedded PROGRAM ARGS...`."""
 
 from __future__ import annotations
 
+import os
+
 import typer
+
+_CTX = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
 def register(app: typer.Typer) -> None:
     """Add this component's commands to the top-level `garrison` app."""
+    group = typer.Typer(name="defender", help="The app-embedded defender.", no_args_is_help=True)
+
+    @group.command("app-embedded", context_settings=_CTX)
+    def app_embedded(
+        program: list[str] = typer.Argument(None, help="the app's command line"),
+        policy: str = typer.Option(
+            None,
+            "--policy",
+            envvar="DEFENDER_POLICY_FILE",
+            help="runtime policy file (JSON/YAML) instead of the console",
+        ),
+        fail_open: bool = typer.Option(
+            False,
+            "--fail-open",
+            envvar="DEFENDER_FAIL_OPEN",
+            help="start even without a policy or enforcement",
+        ),
+        connect_timeout: float = typer.Option(
+            10.0,
+            "--connect-timeout",
+            envvar="DEFENDER_CONNECT_TIMEOUT",
+            help="seconds to wait for the console",
+        ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no start-up report"),
+    ) -> None:
+        """Run PROGRAM under the defender: it becomes the app's parent and enforces the runtime policy."""
+        from garrison.defender.launch import Options, main
+
+        code = main(
+            list(program or []),
+            Options(policy_file=policy, fail_open=fail_open, connect_timeout=connect_timeout, quiet=quiet),
+            dict(os.environ),
+        )
+        raise typer.Exit(code)
+
+    app.add_typer(group)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CnafEffect = Literal["disable", "alert", "prevent", "ban"]
 
@@ -35,10 +35,24 @@ class CnafException(_Strict):
     param: str | None = Field(default=None, max_length=256)
     attack: str = Field(default="*", max_length=64)
 
+    @field_validator("attack")
+    @classmethod
+    def _known_attack(cls, v: str) -> str:
+        if v != "*" and v not in ATTACK_CLASSES:
+            raise ValueError(
+                f"unknown attack class {v!r}; expected '*' or one of {', '.join(ATTACK_CLASSES)}"
+            )
+        return v
+
 
 class RateLimit(_Strict):
     burst: int = Field(default=100, ge=1, le=1_000_000, description="requests per second per client IP")
-    average: int = Field(default=50, ge=1, le=1_000_000, description="requests per minute per client IP / 60")
+    average: int = Field(
+        default=50,
+        ge=1,
+        le=1_000_000,
+        description="sustained requests per second per client IP, averaged over a 60 s window",
+    )
     effect: CnafEffect = "prevent"
 
 
@@ -50,7 +64,7 @@ class CnafControls(_Strict):
     enabled: bool = True
     effects: dict[str, CnafEffect] = Field(
         default_factory=_default_effects,
-        description="attack class → effect",
+        description="attack class → effect; classes left out default to 'alert'",
     )
     exceptions: list[CnafException] = Field(default_factory=list, max_length=1000)
     rate_limit: RateLimit | None = None
@@ -58,3 +72,17 @@ class CnafControls(_Strict):
     trust_x_forwarded_for: bool = False
     max_header_bytes: int = Field(default=16384, ge=1024, le=1 << 20)
     max_body_inspect_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+
+    @field_validator("effects")
+    @classmethod
+    def _known_classes(cls, v: dict[str, CnafEffect]) -> dict[str, CnafEffect]:
+        unknown = sorted(set(v) - set(ATTACK_CLASSES))
+        if unknown:
+            raise ValueError(f"unknown attack class(es) {unknown}; expected {', '.join(ATTACK_CLASSES)}")
+        return {**_default_effects(), **v}
+
+    def effect_for(self, attack: str) -> CnafEffect:
+        """Effect of one attack class; a disabled CNAF reports 'disable' for every class."""
+        if not self.enabled:
+            return "disable"
+        return self.effects.get(attack, "alert")

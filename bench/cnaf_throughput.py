@@ -1,0 +1,123 @@
+"""Throughput and latency of the CNAF proxy vs the bare back end, measured in the same run with wrk.
+
+Starts bench/cnaf_backend.py and `garrison cnaf proxy` (every attack class on, effect prevent) in
+front of it, then alternates wrk runs direct / through the proxy and prints req/s, p99 latency,
+the req/s ratio (goal >= 0.80) and the p99 added (goal < 2 ms).
+
+    .venv/bin/python bench/cnaf_throughput.py [--connections 32] [--duration 10] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on 127.0.0.1:{port}")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, connections: int, duration: int, threads: int) -> tuple[float, float]:
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if m is None:
+        raise SystemExit(f"cannot parse wrk output:\n{out}")
+    return rps, float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backend", choices=["asgi", "raw"], default="asgi", help="see bench/cnaf_backend.py")
+    ap.add_argument("--policy", choices=["prevent", "none"], default="prevent",
+                    help="'none' measures the bare proxy with inspection off")
+    ap.add_argument("--path", default="/api/items?page=2&q=coffee+beans", help="request target wrk sends")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        backend = subprocess.Popen([PY, str(ROOT / "bench" / "cnaf_backend.py"), args.backend], stdout=subprocess.PIPE, text=True)
+        procs.append(backend)
+        assert backend.stdout is not None
+        bport = int(backend.stdout.readline())
+        pport = free_port()
+        policy = Path(tempfile.mkdtemp()) / "cnaf.json"
+        classes = ["sqli", "xss", "cmdi", "lfi", "rfi", "code_injection", "shellshock", "attack_tools", "protocol"]
+        policy.write_text(json.dumps({"enabled": args.policy != "none", "effects": dict.fromkeys(classes, "prevent")}))
+        proxy = subprocess.Popen(
+            [PY, "-m", "garrison", "cnaf", "proxy", "--listen", f"127.0.0.1:{pport}",
+             "--upstream", f"127.0.0.1:{bport}", "--policy", str(policy), "--audit-log", "/dev/null"],
+            cwd=ROOT,
+        )
+        procs.append(proxy)
+        wait_port(bport)
+        wait_port(pport)
+        direct_url = f"http://127.0.0.1:{bport}{args.path}"
+        proxy_url = f"http://127.0.0.1:{pport}{args.path}"
+        wrk(direct_url, args.connections, 2, args.threads)  # warm-up
+        wrk(proxy_url, args.connections, 2, args.threads)
+        d_rps, d_p99, p_rps, p_p99 = [], [], [], []
+        for _ in range(args.rounds):
+            r, l = wrk(direct_url, args.connections, args.duration, args.threads)
+            d_rps.append(r)
+            d_p99.append(l)
+            r, l = wrk(proxy_url, args.connections, args.duration, args.threads)
+            p_rps.append(r)
+            p_p99.append(l)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(timeout=10)
+    dr, pr = statistics.median(d_rps), statistics.median(p_rps)
+    dl, pl = statistics.median(d_p99), statistics.median(p_p99)
+    print(
+        f"back end {args.backend}, CNAF policy {args.policy}; wrk -t{args.threads} -c{args.connections} "
+        f"-d{args.duration}s x{args.rounds} rounds, GET {args.path}"
+    )
+    print(f"direct      {dr:10.0f} req/s   p99 {dl:7.2f} ms   (runs: {', '.join(f'{x:.0f}' for x in d_rps)})")
+    print(f"via CNAF    {pr:10.0f} req/s   p99 {pl:7.2f} ms   (runs: {', '.join(f'{x:.0f}' for x in p_rps)})")
+    print(f"ratio       {pr / dr:10.2f}   (goal >= 0.80)")
+    print(f"p99 added   {pl - dl:10.2f} ms  (goal < 2 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

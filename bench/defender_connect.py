@@ -1,0 +1,138 @@
+"""Connect latency: bare vs under the defender's network guard (emulated connect), same run.
+
+Prints µs per connect (median of rounds) and the ratio; the goal is ≤ 2.0x. The app is run twice
+per mode — a Python loop and, when gcc is available, a C loop (the harsher ratio: no interpreter
+cost hides the supervisor's). Usage: .venv/bin/python bench/defender_connect.py [N] [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+from garrison.defender.net import TRAP_ONLY_IF_ARG_NONZERO, NetworkGuard
+from garrison.defender.net.standalone import StandaloneContext, Supervised
+from garrison.policy.model import Rule
+
+PY_APP = """
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+addr = ("127.0.0.1", port)
+socks = [socket.socket() for _ in range(n)]
+t = time.perf_counter()
+for s in socks:
+    s.connect(addr)
+dt = time.perf_counter() - t
+for s in socks: s.close()
+print(dt / n * 1e6)
+"""
+
+C_APP = r"""
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int port = atoi(argv[1]), n = atoi(argv[2]);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int *fds = malloc(sizeof(int) * n);
+    for (int i = 0; i < n; i++) fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < n; i++) if (connect(fds[i], (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 1; }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    for (int i = 0; i < n; i++) close(fds[i]);
+    printf("%f\n", ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / n / 1e3);
+    return 0;
+}
+"""
+
+RULE = Rule.model_validate(
+    {
+        "name": "bench",
+        "network": {
+            "effect": "prevent",
+            "outbound": {"deny": ["10.0.0.0/8:22", "192.0.2.0/24", "[2001:db8::]:1-1024"]},
+            "bad_reputation_ips": ["198.51.100.0/24", "203.0.113.7"],
+            "port_scan": {"threshold": 500, "window_s": 10},
+        },
+        "dns": {"effect": "prevent", "deny": ["*.evil.test"]},
+    }
+)
+
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4096)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept(); c.close()
+"""
+
+
+def server() -> tuple[subprocess.Popen[str], int]:
+    """The peer runs in its own process so it does not compete with the supervisor for the GIL."""
+    p = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    return p, int(p.stdout.readline())
+
+
+def run(argv: list[str], supervised: bool, user: tuple[int, int] | None) -> float:
+    if not supervised:
+        uid = user[0] if user else None
+        out = subprocess.run(
+            argv, capture_output=True, text=True, check=True, user=uid, group=user[1] if user else None
+        )
+        return float(out.stdout)
+    ctx = StandaloneContext(RULE)
+    guard = NetworkGuard(ctx, upstreams=[])
+    guard.start()
+    try:
+        sup = Supervised(
+            argv, guard.handlers, ctx, nonzero_arg=TRAP_ONLY_IF_ARG_NONZERO, user=user,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        rc, out, err = sup.communicate(timeout=300)
+        if rc != 0 or guard.stats["emulated"] == 0:
+            raise SystemExit(f"supervised run failed (rc={rc}, stats={guard.stats}): {err}")
+        return float(out)
+    finally:
+        guard.stop()
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    user = (65534, 65534) if os.geteuid() == 0 else None
+    srv, port = server()
+    apps: dict[str, list[str]] = {"python": ["/usr/bin/python3" if user else sys.executable, "-c", PY_APP]}
+    tmp = tempfile.mkdtemp(prefix="garrison-bench-")
+    os.chmod(tmp, 0o755)
+    if shutil.which("gcc"):
+        src = os.path.join(tmp, "connect.c")
+        with open(src, "w") as f:
+            f.write(C_APP)
+        subprocess.run(["gcc", "-O2", "-o", os.path.join(tmp, "connect"), src], check=True)
+        apps["c"] = [os.path.join(tmp, "connect")]
+    print(f"connect latency, {n} connects x {rounds} rounds, loopback, app as {'nobody' if user else 'self'}")
+    for name, argv in apps.items():
+        bare: list[float] = []
+        sup: list[float] = []
+        for _ in range(rounds):  # interleaved so drift hits both modes alike
+            bare.append(run([*argv, str(port), str(n)], False, user))
+            sup.append(run([*argv, str(port), str(n)], True, user))
+        b, s = statistics.median(bare), statistics.median(sup)
+        print(f"  {name:6s} bare {b:7.1f} us  supervised {s:7.1f} us  ratio {s / b:4.2f}x  (goal <= 2.0x)")
+    shutil.rmtree(tmp, ignore_errors=True)
+    srv.kill()
+
+
+if __name__ == "__main__":
+    main()

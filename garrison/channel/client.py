@@ -1,0 +1,411 @@
+"""Reference client of the defender channel, used by the defender and by tests/benches.
+
+One asyncio coroutine (`run`) does everything: enrol once, connect with the defender certificate,
+send `hello`, apply policy snapshots/pushes, stream the on-disk event spool in sequence-numbered
+batches (several in flight, deleted only when acked), send heartbeats, answer commands, and reconnect
+with jittered exponential backoff. The defender's supervisor is threaded, so `start()`/`stop()` run
+that coroutine on a private event loop in a background thread and `submit()` is thread-safe;
+simulations run many clients on one loop with `await client.run()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from garrison.channel import protocol as p
+from garrison.channel.bundle import InstallBundle
+from garrison.channel.credentials import (
+    Credentials,
+    forget_credentials,
+    load_credentials,
+    save_credentials,
+)
+from garrison.channel.policy_cache import save_cached_policy
+from garrison.channel.spool import EventSpool
+from garrison.pki.ca import client_ssl_context, make_key_and_csr
+from garrison.policy.audit import AuditEvent
+from garrison.policy.model import RuntimePolicy
+
+log = logging.getLogger("garrison.channel.client")
+
+SPOOL_FILE = "event-spool.sqlite"
+PolicyCallback = Callable[[int, RuntimePolicy], None]
+CommandCallback = Callable[[str, dict[str, Any]], Any]
+"""(name, args) → JSON-able data for the reply; raise to report failure. Runs in a worker thread."""
+
+_NETWORK_ERRORS = (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, ssl.SSLError)
+
+
+class EnrolmentFailed(Exception):
+    """The console refused the enrolment (bad/replayed token...): retrying soon will not help."""
+
+
+class Revoked(Exception):
+    """The console says this defender was removed by an operator."""
+
+
+class DefenderChannelClient:
+    def __init__(
+        self,
+        bundle: InstallBundle,
+        data_folder: Path,
+        hello: p.Hello,
+        on_policy: PolicyCallback | None = None,
+        on_command: CommandCallback | None = None,
+        *,
+        spool: EventSpool | None = None,
+        cache_policy: bool = True,
+        batch_size: int = 1000,
+        window: int = 4,
+        heartbeat_interval: float = 30.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        check_hostname: bool = True,
+        parser: Callable[[str | bytes], p.Message] = p.parse,
+    ) -> None:
+        """`parser` exists for simulations: many clients in one process may share parsed policies."""
+        self.bundle = bundle
+        self.data_folder = Path(data_folder)
+        self.hello = hello
+        self.on_policy = on_policy
+        self.on_command = on_command
+        self.spool = spool if spool is not None else EventSpool(self.data_folder / SPOOL_FILE)
+        self.cache_policy = cache_policy
+        self.batch_size = max(1, min(batch_size, p.MAX_EVENTS_PER_BATCH))
+        self.window = max(1, window)
+        self.heartbeat_interval = heartbeat_interval
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.check_hostname = check_hostname
+        self.parse = parser
+
+        self.policy: RuntimePolicy | None = None
+        self.last_error: str = ""
+        self.revoked = False
+        self.stats: dict[str, int] = {"sent": 0, "acked_batches": 0, "connects": 0, "enrolments": 0}
+        self.connected_event = threading.Event()
+        self.policy_event = threading.Event()
+        self._creds: Credentials | None = load_credentials(self.data_folder)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread: threading.Thread | None = None
+        self._ws: ClientConnection | None = None
+
+    # -- public, thread-safe -------------------------------------------------------------------
+    @property
+    def defender_id(self) -> str:
+        return self._creds.defender_id if self._creds else ""
+
+    @property
+    def connected(self) -> bool:
+        return self.connected_event.is_set()
+
+    def submit(self, event: AuditEvent) -> int:
+        """Spool an event durably (callable from any thread); it is sent as soon as possible."""
+        return self.submit_many([event])
+
+    def submit_many(self, events: Iterable[AuditEvent]) -> int:
+        seq = self.spool.append(events)
+        self.wake()  # if the loop is gone, the spool keeps the events for the next start
+        return seq
+
+    def wake(self) -> None:
+        """Make the sender look at the spool now (after events were appended to it directly)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+    def wait_policy(self, timeout: float | None = None) -> bool:
+        return self.policy_event.wait(timeout)
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self.connected_event.wait(timeout)
+
+    def wait_delivered(self, timeout: float = 30.0) -> bool:
+        """Block until the spool is empty (everything acked) or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while self.spool.pending():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def start(self) -> None:
+        """Run the client on its own event loop in a daemon thread."""
+        if self._thread is not None:
+            raise RuntimeError("client already started")
+        ready = threading.Event()
+
+        def main() -> None:
+            async def runner() -> None:
+                self._bind_loop()
+                ready.set()
+                await self.run()
+
+            asyncio.run(runner())
+
+        self._thread = threading.Thread(target=main, name="garrison-channel", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background thread; spooled events stay on disk for the next start."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.spool.close()
+
+    # -- async API --------------------------------------------------------------------------
+    def _bind_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    async def aclose(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def run(self) -> None:
+        """Connect and keep connected until aclose()/stop(); never raises for network trouble."""
+        if self._loop is None:
+            self._bind_loop()
+        assert self._stopping is not None
+        attempt = 0
+        while not self._stopping.is_set():
+            delay_cap = self.backoff_max
+            try:
+                if self._creds is None:
+                    await self.enrol()
+                if await self._session():
+                    attempt = 0
+            except EnrolmentFailed as exc:
+                self.last_error = f"enrolment refused: {exc}"
+                log.error("%s", self.last_error)
+                attempt = max(attempt, 6)
+            except Revoked as exc:
+                self.revoked = True
+                self.last_error = str(exc)
+                log.error("console: %s", exc)
+                attempt = max(attempt, 10)
+            except _NETWORK_ERRORS as exc:
+                self.last_error = f"console unreachable: {exc!r}"
+                log.info("%s", self.last_error)
+            finally:
+                self.connected_event.clear()
+                self._ws = None
+            if self._stopping.is_set():
+                break
+            attempt += 1
+            delay = random.uniform(0, min(delay_cap, self.backoff_base * 2**attempt))  # full jitter
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    # -- enrolment ---------------------------------------------------------------------------
+    def _connect(self, ctx: ssl.SSLContext) -> connect:
+        return connect(
+            self.bundle.ws_address,
+            ssl=ctx if self.bundle.ws_address.startswith("wss:") else None,
+            proxy=None,
+            compression=None,
+            max_size=p.MAX_MESSAGE_BYTES,
+            open_timeout=15,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+            user_agent_header=f"garrison-defender/{self.hello.version}",
+        )
+
+    async def enrol(self) -> None:
+        """Enrol now (run() does this by itself when there is no certificate yet)."""
+        key_pem, csr_pem = await asyncio.to_thread(make_key_and_csr, self.hello.defender_id or "defender")
+        ctx = client_ssl_context(self.bundle.ca_pem.encode(), check_hostname=self.check_hostname)
+        async with self._connect(ctx) as ws:
+            await ws.send(
+                p.dump(
+                    p.Enrol(
+                        token=self.bundle.enrolment_token,
+                        nonce=secrets.token_hex(16),
+                        timestamp=time.time(),
+                        csr_pem=csr_pem.decode(),
+                        requested_id=self.hello.defender_id,
+                    )
+                )
+            )
+            msg = p.parse(await asyncio.wait_for(ws.recv(), 30))
+        if isinstance(msg, p.Error):
+            raise EnrolmentFailed(msg.message)
+        if not isinstance(msg, p.Enrolled):
+            raise EnrolmentFailed(f"unexpected answer {msg.type!r} to enrolment")
+        self._creds = save_credentials(self.data_folder, key_pem, msg.cert_pem.encode())
+        self.stats["enrolments"] += 1
+        log.info("enrolled as defender %s", self._creds.defender_id)
+
+    def reset_enrolment(self) -> None:
+        """Forget the certificate so the next connection enrols again (e.g. the console was rebuilt)."""
+        forget_credentials(self.data_folder)
+        self._creds = None
+
+    # -- session -----------------------------------------------------------------------------
+    async def _session(self) -> bool:
+        """One connection's life; True if it got as far as the policy snapshot."""
+        creds = self._creds
+        assert creds is not None and self._stopping is not None and self._wake is not None
+        ctx = client_ssl_context(
+            self.bundle.ca_pem.encode(),
+            cert_pem=creds.cert_pem,
+            key_pem=creds.key_pem,
+            check_hostname=self.check_hostname,
+        )
+        async with self._connect(ctx) as ws:
+            self._ws = ws
+            hello = self.hello.model_copy(
+                update={
+                    "defender_id": creds.defender_id,
+                    "policy_revision": self.policy.revision if self.policy else None,
+                }
+            )
+            await ws.send(p.dump(hello))
+            first = self.parse(await asyncio.wait_for(ws.recv(), 30))
+            if isinstance(first, p.Error):
+                self._raise_for(first)
+                raise ConnectionError(f"console refused the connection: {first.message}")
+            if not isinstance(first, p.PolicySnapshot):
+                raise ConnectionError(f"expected a policy snapshot, got {first.type!r}")
+            self.stats["connects"] += 1
+            self.last_error = ""
+            self._apply_policy(first)
+            self.connected_event.set()
+            inflight: deque[int] = deque()
+            tasks = [
+                asyncio.create_task(self._reader(ws, inflight)),
+                asyncio.create_task(self._sender(ws, inflight)),
+                asyncio.create_task(self._heartbeats(ws)),
+                asyncio.create_task(self._stopping.wait()),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for t in done:
+                exc = t.exception()
+                if exc is not None and not isinstance(exc, ConnectionClosed):
+                    raise exc
+        return True
+
+    @staticmethod
+    def _raise_for(err: p.Error) -> None:
+        if err.code == "revoked":
+            raise Revoked(err.message)
+        if err.code == "enrolment_refused":
+            raise EnrolmentFailed(err.message)
+
+    def _apply_policy(self, snap: p.PolicySnapshot) -> None:
+        policy = snap.policy
+        if policy.revision != snap.revision:
+            policy = policy.model_copy(update={"revision": snap.revision})
+        self.policy = policy
+        if self.cache_policy:
+            try:
+                save_cached_policy(self.data_folder, policy)
+            except OSError as exc:
+                log.warning("cannot cache the policy in %s: %s", self.data_folder, exc)
+        if self.on_policy is not None:
+            try:
+                self.on_policy(snap.revision, policy)
+            except Exception:
+                log.exception("on_policy callback failed")
+        self.policy_event.set()
+
+    async def _reader(self, ws: ClientConnection, inflight: deque[int]) -> None:
+        assert self._wake is not None
+        async for raw in ws:
+            try:
+                msg = self.parse(raw)
+            except p.ProtocolError as exc:
+                log.warning("console sent a bad message: %s", exc)
+                continue
+            if isinstance(msg, p.Ack):
+                self.spool.ack_through(msg.seq)
+                while inflight and inflight[0] <= msg.seq:
+                    inflight.popleft()
+                self.stats["acked_batches"] += 1
+                self._wake.set()
+            elif isinstance(msg, p.PolicySnapshot):
+                self._apply_policy(msg)
+            elif isinstance(msg, p.Command):
+                task = asyncio.create_task(self._run_command(ws, msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(msg, p.Error):
+                log.warning("console error %s: %s", msg.code, msg.message)
+                if msg.fatal:
+                    self._raise_for(msg)
+                    self.last_error = f"console closed the connection: {msg.message}"
+            else:
+                log.warning("unexpected %r from the console", msg.type)
+
+    async def _sender(self, ws: ClientConnection, inflight: deque[int]) -> None:
+        """Stream the spool: up to `window` unacked batches in flight; restart from the oldest on reconnect."""
+        assert self._wake is not None
+        sent_through = 0
+        while True:
+            while len(inflight) < self.window:
+                rows = self.spool.read_after(sent_through, self.batch_size)
+                if not rows:
+                    break
+                seq = rows[-1][0]
+                body = ",".join(b for _, b in rows)
+                await ws.send(f'{{"v":{p.PROTOCOL_VERSION},"type":"events","seq":{seq},"events":[{body}]}}')
+                inflight.append(seq)
+                sent_through = seq
+                self.stats["sent"] += len(rows)
+            self._wake.clear()
+            if len(inflight) < self.window and self.spool.read_after(sent_through, 1):
+                continue
+            await self._wake.wait()
+
+    async def _heartbeats(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            stats: dict[str, Any] = {
+                "spooled": self.spool.pending(),
+                "dropped": self.spool.dropped,
+                "policy_revision": self.policy.revision if self.policy else None,
+                **self.stats,
+            }
+            await ws.send(p.dump(p.Heartbeat(stats=stats)))
+
+    async def _run_command(self, ws: ClientConnection, cmd: p.Command) -> None:
+        if self.on_command is None:
+            reply = p.CommandResult(id=cmd.id, ok=False, error=f"command {cmd.name!r} not supported")
+        else:
+            try:
+                data = await asyncio.to_thread(self.on_command, cmd.name, cmd.args)
+                reply = p.CommandResult(id=cmd.id, ok=True, data=data)
+            except Exception as exc:
+                reply = p.CommandResult(id=cmd.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:4000])
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(p.dump(reply))

@@ -1,0 +1,65 @@
+"""The defender's enrolment result on disk: its private key and the certificate the console signed.
+
+Both files are 0600 in the data folder. The defender id is the certificate's CN (the console decides
+it), so there is no third file that could disagree with the certificate.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+KEY_FILE = "defender-key.pem"
+CERT_FILE = "defender-cert.pem"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    defender_id: str
+    key_pem: bytes
+    cert_pem: bytes
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def cert_common_name(cert_pem: bytes) -> str:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ValueError("certificate has no common name")
+    return str(names[0].value)
+
+
+def load_credentials(data_folder: Path) -> Credentials | None:
+    """The stored key + certificate, or None if either is missing or unreadable (→ enrol again)."""
+    try:
+        key = (data_folder / KEY_FILE).read_bytes()
+        cert = (data_folder / CERT_FILE).read_bytes()
+        return Credentials(cert_common_name(cert), key, cert)
+    except (OSError, ValueError):
+        return None
+
+
+def save_credentials(data_folder: Path, key_pem: bytes, cert_pem: bytes) -> Credentials:
+    data_folder.mkdir(parents=True, exist_ok=True)
+    creds = Credentials(cert_common_name(cert_pem), key_pem, cert_pem)
+    _write_private(data_folder / KEY_FILE, key_pem)
+    _write_private(data_folder / CERT_FILE, cert_pem)
+    return creds
+
+
+def forget_credentials(data_folder: Path) -> None:
+    for name in (KEY_FILE, CERT_FILE):
+        (data_folder / name).unlink(missing_ok=True)

@@ -1,0 +1,203 @@
+"""Wire format of the defender channel: one JSON object per WebSocket text message.
+
+Every message carries `type` (the discriminator) and `v` (protocol version). Models forbid unknown
+fields so a peer's mistake is reported instead of silently ignored. Event batches carry events as
+plain objects: the server validates each one on its own so a single bad event cannot poison (and
+endlessly re-send) a whole batch.
+
+Flow::
+
+    no client cert:  enrol ──▶ enrolled | error          (then the defender reconnects with its cert)
+    client cert:     hello ──▶ policy {revision, policy}  (and a new `policy` on every change)
+                     events{seq} ──▶ ack{seq}             (at-least-once; the store dedups by event id)
+                     heartbeat ──▶ (nothing)
+                     ◀── command{id, name, args} ; command_result{id, ok, data|error} ──▶
+                     any malformed message ──▶ error{code, message, fatal}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from garrison.policy.audit import AuditEvent
+from garrison.policy.model import RuntimePolicy
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_EVENTS_PER_BATCH = 5000
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = Field(default=PROTOCOL_VERSION, ge=1)
+
+
+class Enrol(_Msg):
+    type: Literal["enrol"] = "enrol"
+    token: str = Field(min_length=1, max_length=4096)
+    nonce: str = Field(min_length=16, max_length=128)
+    timestamp: float
+    csr_pem: str = Field(min_length=1, max_length=16384)
+    requested_id: str = Field(default="", max_length=256)
+
+
+class Enrolled(_Msg):
+    type: Literal["enrolled"] = "enrolled"
+    defender_id: str
+    cert_pem: str
+
+
+class Hello(_Msg):
+    type: Literal["hello"] = "hello"
+    defender_id: str = Field(default="", max_length=256, description="ignored: the certificate CN wins")
+    app_id: str = Field(default="", max_length=256)
+    app_name: str = Field(default="", max_length=256)
+    org: str = Field(default="", max_length=256)
+    space: str = Field(default="", max_length=256)
+    app_guid: str = Field(default="", max_length=256)
+    instance: int = 0
+    version: str = Field(default="", max_length=64)
+    hostname: str = Field(default="", max_length=256)
+    kernel: dict[str, Any] = Field(default_factory=dict)
+    policy_revision: int | None = Field(default=None, description="revision the defender already has")
+
+
+class PolicySnapshot(_Msg):
+    type: Literal["policy"] = "policy"
+    revision: int
+    policy: RuntimePolicy
+
+
+class Events(_Msg):
+    type: Literal["events"] = "events"
+    seq: int = Field(ge=0)
+    events: list[Any] = Field(max_length=MAX_EVENTS_PER_BATCH, description="AuditEvent objects")
+
+
+class EventBatch(_Msg):
+    """Events with every event already valid: the server's fast path (one pydantic-core pass from
+    JSON to models). Anything that fails it goes through `Events` and per-event checks instead."""
+
+    type: Literal["events"] = "events"
+    seq: int = Field(ge=0)
+    events: list[AuditEvent] = Field(max_length=MAX_EVENTS_PER_BATCH)
+
+
+class Ack(_Msg):
+    type: Literal["ack"] = "ack"
+    seq: int
+    stored: int = 0
+    rejected: int = 0
+
+
+class Heartbeat(_Msg):
+    type: Literal["heartbeat"] = "heartbeat"
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class Command(_Msg):
+    type: Literal["command"] = "command"
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, description="e.g. 'upload_forensics'")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandResult(_Msg):
+    type: Literal["command_result"] = "command_result"
+    id: str = Field(min_length=1, max_length=64)
+    ok: bool
+    data: Any = None
+    error: str = Field(default="", max_length=4096)
+
+
+ErrorCode = Literal[
+    "malformed",  # not JSON / not an object / fails the schema
+    "unsupported",  # unknown type or protocol version
+    "unauthenticated",  # needs a defender certificate
+    "enrolment_refused",
+    "revoked",
+    "rejected_events",
+    "internal",
+    "replaced",  # another connection with the same defender id took over
+    "too_slow",  # the defender does not read fast enough; reconnect for a fresh snapshot
+]
+
+
+class Error(_Msg):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str = Field(max_length=4096)
+    fatal: bool = False
+    ref: str = Field(default="", max_length=64, description="seq/command id this error refers to")
+
+
+Message = Annotated[
+    Enrol | Enrolled | Hello | PolicySnapshot | Events | Ack | Heartbeat | Command | CommandResult | Error,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+KNOWN_TYPES = frozenset(
+    {
+        "enrol",
+        "enrolled",
+        "hello",
+        "policy",
+        "events",
+        "ack",
+        "heartbeat",
+        "command",
+        "command_result",
+        "error",
+    }
+)
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be understood; `code` is the Error code to answer with."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+
+
+def parse(raw: str | bytes) -> Message:
+    """Decode one wire message, raising ProtocolError with a short, peer-safe explanation."""
+    try:
+        obj = _ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0] if errors else {"type": "", "loc": (), "msg": "invalid"}
+        if first["type"] == "json_invalid":
+            raise ProtocolError("malformed", "message is not valid JSON") from None
+        if first["type"] in ("model_attributes_type", "model_type"):
+            raise ProtocolError("malformed", "message is not a JSON object") from None
+        if first["type"] == "union_tag_not_found":
+            raise ProtocolError("malformed", "message has no 'type' field") from None
+        if first["type"] == "union_tag_invalid":
+            raise ProtocolError("unsupported", "unknown message type") from None
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'message'}: {e['msg']}" for e in errors[:5]
+        )
+        raise ProtocolError("malformed", f"invalid message: {detail}") from None
+    if obj.v > PROTOCOL_VERSION:
+        raise ProtocolError("unsupported", f"protocol version {obj.v} not supported (max {PROTOCOL_VERSION})")
+    return obj
+
+
+def parse_event_batch(raw: str | bytes) -> EventBatch | None:
+    """The whole batch validated at once, or None when it is not a fully valid event batch."""
+    head = raw[:64].decode(errors="replace") if isinstance(raw, bytes) else raw[:64]
+    if '"type":"events"' not in head.replace(" ", ""):
+        return None
+    try:
+        batch = EventBatch.model_validate_json(raw)
+    except ValidationError:
+        return None
+    return batch if batch.v <= PROTOCOL_VERSION else None
+
+
+def dump(msg: _Msg) -> str:
+    return msg.model_dump_json()

@@ -1,0 +1,454 @@
+"""The console side of the defender channel: WebSocket over TLS, one task pair per defender.
+
+TLS asks for a client certificate but does not require one (CERT_OPTIONAL): a connection without a
+certificate may only enrol, everything else needs a defender certificate from the console CA whose
+CN is the defender id. Each connection has its own bounded outbox drained by its own writer task, so
+a policy push is "set a slot and wake the writer" for every defender — a slow or stuck defender only
+delays itself, and one that falls too far behind is disconnected (it reconnects and gets a fresh
+snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import ssl
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+
+from garrison.channel import protocol as p
+from garrison.channel.backend import ChannelBackend, DefenderHello, EnrolmentRefused
+from garrison.pki.ca import DEFENDER_OU
+from garrison.policy.audit import AuditEvent
+
+log = logging.getLogger("garrison.channel.server")
+
+ENROL_TIMEOUT_S = 30.0
+HELLO_TIMEOUT_S = 30.0
+MAX_BAD_MESSAGES = 20
+OUTBOX_LIMIT = 256
+BROADCAST_BUFFER_LIMIT = 256 * 1024  # bytes already waiting in a socket's buffer: use the slow path
+_CLOSE_POLICY = 1008  # RFC 6455 "policy violation"
+_CLOSE_OVERLOAD = 1013  # "try again later"
+
+
+class DefenderNotConnected(LookupError):
+    """send_command() to a defender that has no live connection to this console."""
+
+
+class _Peer:
+    """One authenticated defender connection and its writer."""
+
+    def __init__(self, defender_id: str, conn: ServerConnection, hello: p.Hello) -> None:
+        self.defender_id = defender_id
+        self.conn = conn
+        self.hello = hello
+        self.policy_slot: str | None = None  # newest policy wins; older unsent ones are dropped
+        self.outbox: collections.deque[str] = collections.deque()
+        self.wake = asyncio.Event()
+        self.commands: dict[str, asyncio.Future[p.CommandResult]] = {}
+        self.writer: asyncio.Task[None] | None = None
+        self.closer: asyncio.Task[None] | None = None
+        self.sending = False
+
+    def can_take_broadcast(self) -> bool:
+        """Nothing queued and the socket keeps up: a direct write cannot reorder or pile up."""
+        if self.policy_slot is not None or self.outbox or self.sending:
+            return False
+        transport = self.conn.transport
+        return transport is not None and transport.get_write_buffer_size() < BROADCAST_BUFFER_LIMIT
+
+    def push_policy(self, text: str) -> None:
+        self.policy_slot = text
+        self.wake.set()
+
+    def send(self, msg: p._Msg) -> None:
+        if len(self.outbox) >= OUTBOX_LIMIT:
+            log.warning("defender %s does not read its messages; disconnecting", self.defender_id)
+            self.outbox.clear()
+            self.closer = asyncio.get_running_loop().create_task(
+                self.conn.close(_CLOSE_OVERLOAD, "too slow: reconnect for a fresh snapshot")
+            )
+            return
+        self.outbox.append(p.dump(msg))
+        self.wake.set()
+
+    async def run_writer(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                while True:
+                    if self.policy_slot is not None:
+                        text, self.policy_slot = self.policy_slot, None
+                    elif self.outbox:
+                        text = self.outbox.popleft()
+                    else:
+                        break
+                    self.sending = True
+                    try:
+                        await self.conn.send(text)
+                    finally:
+                        self.sending = False
+
+
+def _peer_identity(conn: ServerConnection) -> str | None:
+    """CN of a verified defender certificate, or None when the peer sent no certificate."""
+    ssl_obj = conn.transport.get_extra_info("ssl_object") if conn.transport else None
+    if ssl_obj is None:
+        return None
+    cert = ssl_obj.getpeercert()
+    if not cert:
+        return None
+    attrs = {k: v for rdn in cert.get("subject", ()) for (k, v) in rdn}
+    if attrs.get("organizationalUnitName") != DEFENDER_OU or not attrs.get("commonName"):
+        return ""  # a certificate of the console CA, but not a defender's
+    return str(attrs["commonName"])
+
+
+class ChannelServer:
+    """Serves defenders on `host:port` (port 0 picks a free one; `.port` tells which)."""
+
+    def __init__(
+        self,
+        backend: ChannelBackend,
+        ssl_context: ssl.SSLContext | None,
+        host: str = "127.0.0.1",
+        port: int = 8084,
+        *,
+        policy_poll_interval: float | None = 5.0,
+        ping_interval: float | None = 20.0,
+    ) -> None:
+        """`policy_poll_interval`: also push when the stored revision changed behind our back (another
+        console replica on the same PostgreSQL took the PUT); None disables polling."""
+        self.backend = backend
+        self.ssl_context = ssl_context
+        self.host = host
+        self.port = port
+        self.policy_poll_interval = policy_poll_interval
+        self.ping_interval = ping_interval
+        self._server: Server | None = None
+        self._peers: dict[str, _Peer] = {}
+        self._pushed_revision: int | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._push_lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            max_size=p.MAX_MESSAGE_BYTES,
+            compression=None,  # CPU matters more than bytes on a 2-core console
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_interval,
+            server_header=None,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        if self.policy_poll_interval:
+            self._pushed_revision = (await self.backend.current_policy()).revision
+            self._poller = asyncio.create_task(self._poll_policy(self.policy_poll_interval))
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- API for the console -----------------------------------------------------------------
+    def connected_ids(self) -> list[str]:
+        return sorted(self._peers)
+
+    async def notify_policy_changed(self) -> int:
+        """Push the current policy to every connected defender; returns how many were queued."""
+        async with self._push_lock:
+            policy = await self.backend.current_policy()
+            self._pushed_revision = policy.revision
+            text = p.dump(p.PolicySnapshot(revision=policy.revision, policy=policy))
+            peers = list(self._peers.values())
+            # Fast path: one encoding, frames written straight into each idle socket's buffer. Busy or
+            # slow defenders get the policy through their own writer (newest revision wins).
+            direct = []
+            for peer in peers:
+                if peer.can_take_broadcast():
+                    direct.append(peer.conn)
+                else:
+                    peer.push_policy(text)
+            broadcast(direct, text.encode(), text=True)
+            return len(peers)
+
+    async def send_command(
+        self, defender_id: str, name: str, args: dict[str, Any] | None = None, *, timeout: float = 60.0
+    ) -> p.CommandResult:
+        """Ask a connected defender to do something (e.g. 'upload_forensics') and wait for its reply."""
+        peer = self._peers.get(defender_id)
+        if peer is None:
+            raise DefenderNotConnected(defender_id)
+        cid = uuid.uuid4().hex
+        fut: asyncio.Future[p.CommandResult] = asyncio.get_running_loop().create_future()
+        peer.commands[cid] = fut
+        try:
+            peer.send(p.Command(id=cid, name=name, args=args or {}))
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            peer.commands.pop(cid, None)
+
+    async def disconnect_defender(self, defender_id: str, reason: str = "was removed by an operator") -> bool:
+        """Close a defender's connection now (e.g. after an operator deleted it)."""
+        peer = self._peers.get(defender_id)
+        if peer is None:
+            return False
+        await self._fatal(peer.conn, "revoked", f"defender {defender_id} {reason}")
+        return True
+
+    # -- connection handling -----------------------------------------------------------------
+    async def _poll_policy(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                policy = await self.backend.current_policy()
+                if policy.revision != self._pushed_revision:
+                    await self.notify_policy_changed()
+            except Exception:
+                log.exception("policy poll failed")
+
+    @staticmethod
+    async def _send(conn: ServerConnection, msg: p._Msg) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await conn.send(p.dump(msg))
+
+    async def _fatal(self, conn: ServerConnection, code: p.ErrorCode, message: str) -> None:
+        await self._send(conn, p.Error(code=code, message=message, fatal=True))
+        with contextlib.suppress(ConnectionClosed):
+            await conn.close(_CLOSE_POLICY, message[:120])
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        try:
+            identity = _peer_identity(conn)
+            if identity is None:
+                await self._serve_enrolment(conn)
+            elif identity == "":
+                await self._fatal(conn, "unauthenticated", "certificate is not a defender certificate")
+            else:
+                await self._serve_defender(conn, identity)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("channel connection failed")
+            await self._fatal(conn, "internal", "internal error in the console; reconnect later")
+
+    async def _serve_enrolment(self, conn: ServerConnection) -> None:
+        """No client certificate: exactly one enrolment, then the defender reconnects with its cert."""
+        for _ in range(3):
+            try:
+                raw = await asyncio.wait_for(conn.recv(), ENROL_TIMEOUT_S)
+            except TimeoutError:
+                await self._fatal(conn, "unauthenticated", "enrolment timed out")
+                return
+            try:
+                msg = p.parse(raw)
+            except p.ProtocolError as exc:
+                await self._send(conn, p.Error(code=exc.code, message=str(exc)))
+                continue
+            if not isinstance(msg, p.Enrol):
+                await self._fatal(
+                    conn,
+                    "unauthenticated",
+                    f"'{msg.type}' needs a defender certificate; connect without one only to enrol",
+                )
+                return
+            try:
+                defender_id, cert = await self.backend.enrol(
+                    msg.token, msg.nonce, msg.timestamp, msg.csr_pem.encode(), msg.requested_id
+                )
+            except EnrolmentRefused as exc:
+                await self._fatal(conn, "enrolment_refused", str(exc) or "enrolment refused")
+                return
+            except ValueError as exc:  # e.g. an unparseable CSR
+                await self._fatal(conn, "enrolment_refused", f"bad enrolment request: {exc}")
+                return
+            await self._send(conn, p.Enrolled(defender_id=defender_id, cert_pem=cert.decode()))
+            await conn.close()
+            return
+        await self._fatal(conn, "malformed", "too many malformed messages")
+
+    async def _serve_defender(self, conn: ServerConnection, defender_id: str) -> None:
+        if await self.backend.is_revoked(defender_id):
+            await self._fatal(conn, "revoked", f"defender {defender_id} was removed by an operator")
+            return
+        hello = await self._await_hello(conn)
+        if hello is None:
+            return
+        remote = conn.remote_address[0] if conn.remote_address else ""
+        await self.backend.defender_connected(
+            DefenderHello(
+                defender_id=defender_id,
+                app_id=hello.app_id,
+                app_name=hello.app_name,
+                org=hello.org,
+                space=hello.space,
+                app_guid=hello.app_guid,
+                instance=hello.instance,
+                version=hello.version,
+                hostname=hello.hostname,
+                kernel=hello.kernel,
+                remote_addr=str(remote),
+            )
+        )
+        peer = _Peer(defender_id, conn, hello)
+        old = self._peers.get(defender_id)
+        self._peers[defender_id] = peer
+        if old is not None:
+            await self._fatal(old.conn, "replaced", "a newer connection of this defender took over")
+        peer.writer = asyncio.create_task(peer.run_writer())
+        try:
+            policy = await self.backend.current_policy()
+            peer.push_policy(p.dump(p.PolicySnapshot(revision=policy.revision, policy=policy)))
+            await self._read_loop(peer)
+        finally:
+            peer.writer.cancel()
+            for fut in peer.commands.values():
+                if not fut.done():
+                    fut.set_exception(DefenderNotConnected(defender_id))
+            if self._peers.get(defender_id) is peer:
+                del self._peers[defender_id]
+                await self.backend.defender_disconnected(defender_id)
+
+    async def _await_hello(self, conn: ServerConnection) -> p.Hello | None:
+        for _ in range(3):
+            try:
+                raw = await asyncio.wait_for(conn.recv(), HELLO_TIMEOUT_S)
+            except TimeoutError:
+                await self._fatal(conn, "malformed", "expected 'hello' first")
+                return None
+            try:
+                msg = p.parse(raw)
+            except p.ProtocolError as exc:
+                await self._send(conn, p.Error(code=exc.code, message=str(exc)))
+                continue
+            if isinstance(msg, p.Hello):
+                return msg
+            await self._send(conn, p.Error(code="malformed", message=f"expected 'hello', got '{msg.type}'"))
+        await self._fatal(conn, "malformed", "no valid 'hello' received")
+        return None
+
+    async def _read_loop(self, peer: _Peer) -> None:
+        bad = 0
+        async for raw in peer.conn:
+            batch = p.parse_event_batch(raw)
+            if batch is not None:
+                if not await self._store(peer, batch.seq, self._stamp(peer, batch.events), []):
+                    return
+                continue
+            try:
+                msg = p.parse(raw)
+            except p.ProtocolError as exc:
+                bad += 1
+                if bad > MAX_BAD_MESSAGES:
+                    await self._fatal(peer.conn, "malformed", "too many malformed messages")
+                    return
+                peer.send(p.Error(code=exc.code, message=str(exc)))
+                continue
+            if isinstance(msg, p.Events):
+                if not await self._ingest(peer, msg):
+                    return
+            elif isinstance(msg, p.Heartbeat):
+                await self.backend.heartbeat(peer.defender_id, msg.stats)
+            elif isinstance(msg, p.CommandResult):
+                fut = peer.commands.get(msg.id)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            else:
+                peer.send(
+                    p.Error(code="unsupported", message=f"'{msg.type}' is not expected from a defender")
+                )
+
+    async def _ingest(self, peer: _Peer, msg: p.Events) -> bool:
+        """Slow path for a batch with invalid events: keep the good ones, report the others."""
+        fill = _identity_filler(peer)
+        good: list[AuditEvent] = []
+        rejected: list[str] = []
+        for raw_event in msg.events:
+            try:
+                good.append(AuditEvent.model_validate(fill(raw_event)))
+            except (ValidationError, TypeError) as exc:
+                rejected.append(str(exc).splitlines()[0] if str(exc) else "invalid event")
+        return await self._store(peer, msg.seq, good, rejected)
+
+    @staticmethod
+    def _stamp(peer: _Peer, events: list[AuditEvent]) -> list[AuditEvent]:
+        """Events carry the authenticated defender id (never the one claimed) and the app identity."""
+        h = peer.hello
+        defaults = {"app_id": h.app_id, "app_name": h.app_name, "org": h.org, "space": h.space}
+        for e in events:
+            # Plain dict writes: these are validated models and pydantic's __setattr__ costs ~3 µs each.
+            d = e.__dict__
+            d["defender_id"] = peer.defender_id
+            for k, v in defaults.items():
+                if not d[k]:
+                    d[k] = v
+            if not d["instance"]:
+                d["instance"] = h.instance
+        return events
+
+    async def _store(self, peer: _Peer, seq: int, good: list[AuditEvent], rejected: list[str]) -> bool:
+        """Store, then ack. False = the connection was closed (store failure: nothing acked)."""
+        try:
+            stored = await self.backend.store_events(peer.defender_id, good) if good else 0
+        except Exception:
+            log.exception("storing events of %s failed", peer.defender_id)
+            # No ack: the defender keeps the batch and re-sends it after reconnecting.
+            await self._fatal(peer.conn, "internal", "could not store events; they stay spooled")
+            return False
+        if rejected:
+            log.warning(
+                "defender %s sent %d invalid events: %s", peer.defender_id, len(rejected), rejected[0]
+            )
+            peer.send(
+                p.Error(
+                    code="rejected_events",
+                    message=f"{len(rejected)} invalid events dropped: {rejected[0]}"[:4000],
+                    ref=str(seq),
+                )
+            )
+        peer.send(p.Ack(seq=seq, stored=stored, rejected=len(rejected)))
+        return True
+
+
+def _identity_filler(peer: _Peer) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Events carry the authenticated defender id (never the one the defender claims) and app identity."""
+    h = peer.hello
+    defaults = {
+        "app_id": h.app_id,
+        "app_name": h.app_name,
+        "org": h.org,
+        "space": h.space,
+        "instance": h.instance,
+    }
+
+    def fill(event: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(event, dict):
+            raise TypeError("event is not an object")
+        out = dict(event)
+        out["defender_id"] = peer.defender_id
+        for k, v in defaults.items():
+            if not out.get(k):
+                out[k] = v
+        return out
+
+    return fill

@@ -1,0 +1,1 @@
+"""One module per attack class; each exposes `detect(value, field) -> reason | None`."""

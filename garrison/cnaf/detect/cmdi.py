@@ -1,0 +1,60 @@
+"""OS command injection: a shell separator followed by a command with shell-like arguments.
+
+Shell quoting tricks (`c'a't`, `c\\at`, `$IFS`, `${IFS}`) are undone first. A separator followed by
+a known command only counts when what follows looks like a shell argument (a path, an option, a
+variable, a redirection or nothing), so "salt; pepper" or "fish & chips; ping pong" pass.
+"""
+
+from __future__ import annotations
+
+import re
+
+from garrison.cnaf.fields import Field
+
+_COMMANDS = (
+    "cat|ls|id|whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|dash|ksh|csh|tcsh|python[23]?|perl|"
+    "ruby|php|nslookup|ping|sleep|echo|rm|chmod|chown|busybox|telnet|ifconfig|ipconfig|cmd|cmd\\.exe|"
+    "powershell|pwsh|type|dir|systeminfo|tftp|base64|awk|sed|find|xargs|env|printenv|crontab|useradd|"
+    "kill|sudo|su|mkfifo|socat|head|tail|more|less|hostname|passwd|shutdown|reboot|nohup|ps|netstat|"
+    "lsof|cp|mv|touch|mkdir|tar|openssl|dig|host|scp|ssh|ftp|node|lua|certutil|bitsadmin|wmic|"
+    "reg|cscript|wscript|mshta|rundll32|regsvr32|net|whoami\\.exe|expr|timeout|grep|od|xxd|tee|sort"
+)
+_SEP = r"(?:;|\|\|?|&&?|\n|\r|`|\$\(|\$\{IFS\}|%0a)"
+_ARG = r"(?:\s*$|\s*[-/$~<>|;&`\\]|\s+[-/.~$]|\s+[a-z]:\\|\s+\d[\d.]*(?:\s|$)|\s+[\w.-]+\.(?:sh|py|pl|txt|php|exe|bat)\b|\s+\w+\s*[<>|])"
+_CHAIN = re.compile(
+    rf"{_SEP}\s*(?:\w+=\S*\s+){{0,3}}(?:/(?:usr/)?(?:local/)?s?bin/)?(?:{_COMMANDS})(?:{_ARG})", re.I
+)
+_STRONG = re.compile(
+    r"/bin/(?:ba|z|da|k)?sh\b|/dev/(?:tcp|udp)/|\bnc(?:at)?\s+(?:-\w+\s+)*-[ec]\s|"
+    r"\bbash\s+-[ic]\b|\bsh\s+-c\s|\bpowershell(?:\.exe)?\s+-(?:e|enc|encodedcommand|c|command|nop)\b|"
+    r"\bcmd(?:\.exe)?\s+/[ck]\s|\$\(\s*(?:" + _COMMANDS + r")\b|`\s*(?:" + _COMMANDS + r")\b[^`]*`|"
+    r"\b(?:wget|curl)\s+(?:-\S+\s+)*(?:https?|ftp)://\S+.*?(?:\||;|&&|-O|-o)",
+    re.I,
+)
+_STRONG_TRIGGERS = ("/bin/", "/dev/", "nc", "bash", "sh ", "powershell", "cmd", "$(", "`", "wget", "curl")
+_SEP_TRIGGERS = (";", "|", "&", "\n", "\r", "`", "$(", "${ifs}", "%0a")
+_DEQUOTE = re.compile(r"(?<=\w)(?:''|\"\"|\\)(?=\w)|(?<=\w)['\"\\](?=\w)")
+_IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d+)?\b|\{,|,\}", re.I)
+_QUICK = re.compile(r"[;|&`$\n\r]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b", re.I)
+
+
+def normalize(value: str) -> str:
+    """Undo shell quoting tricks: c'a't → cat, c\\at → cat, ${IFS} → space."""
+    if "$" in value or "{" in value:
+        value = _IFS.sub(" ", value)
+    if "'" in value or '"' in value or "\\" in value:
+        value = _DEQUOTE.sub("", value)
+    return value
+
+
+def detect(value: str, field: Field) -> str | None:
+    if not _QUICK.search(value):
+        return None
+    v = normalize(value)
+    low = v.lower()
+    m = (_STRONG.search(v) if any(t in low for t in _STRONG_TRIGGERS) else None) or (
+        _CHAIN.search(v) if any(t in low for t in _SEP_TRIGGERS) else None
+    )
+    if m:
+        return f"command injection near {m.group(0).strip()[:40]!r}"
+    return None

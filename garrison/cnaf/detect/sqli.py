@@ -1,0 +1,300 @@
+"""SQL injection: a libinjection-style tokenizer and fingerprint matcher.
+
+Like libinjection, the value is tokenized three times — as written, as if it continued a
+single-quoted string, and a double-quoted one — because an injection has to break out of the
+context the application pastes it into. Each token stream is folded into a short fingerprint of
+token types and matched against patterns of a *breakout followed by SQL*. Plain prose that merely
+contains SQL words ("select a plan", "O'Brien") never forms such a fingerprint, which is what keeps
+false positives low without libinjection's 9,000-entry fingerprint table.
+"""
+
+from __future__ import annotations
+
+import re
+
+from garrison.cnaf.fields import Field
+
+# Token types (one character each, so fingerprints are strings matched with regexes):
+#  q breakout of the surrounding string  s string  n number  v @variable  b bareword  k keyword  E statement  U union  F from
+#  O order/group/having/limit/into  & logic  o operator  f function  X dangerous function
+#  c comment  ( ) , ; .
+_STATEMENTS = frozenset(
+    [
+        "select",
+        "insert",
+        "update",
+        "delete",
+        "drop",
+        "create",
+        "alter",
+        "truncate",
+        "exec",
+        "execute",
+        "declare",
+        "shutdown",
+        "grant",
+        "revoke",
+        "merge",
+        "call",
+        "replace",
+    ]
+)
+_LOGIC = frozenset({"and", "or", "xor", "not", "div", "like", "rlike", "regexp", "sounds", "is", "in"})
+_CLAUSES = frozenset(
+    {"order", "group", "having", "limit", "into", "procedure", "offset", "outfile", "dumpfile"}
+)
+_KEYWORDS = frozenset(
+    [
+        "where",
+        "null",
+        "as",
+        "by",
+        "all",
+        "distinct",
+        "top",
+        "case",
+        "when",
+        "then",
+        "else",
+        "end",
+        "between",
+        "exists",
+        "values",
+        "set",
+        "table",
+        "from",
+        "information_schema",
+        "sysobjects",
+        "syscolumns",
+        "collate",
+        "binary",
+        "escape",
+        "asc",
+        "desc",
+    ]
+)
+_DANGEROUS = frozenset(
+    [
+        "sleep",
+        "benchmark",
+        "pg_sleep",
+        "waitfor",
+        "load_file",
+        "extractvalue",
+        "updatexml",
+        "xp_cmdshell",
+        "sp_executesql",
+        "dbms_pipe",
+        "utl_inaddr",
+        "utl_http",
+        "ctxsys",
+        "dbms_lock",
+        "randomblob",
+        "make_set",
+        "elt",
+        "geometrycollection",
+        "multipoint",
+        "polygon",
+        "exp",
+        "floor_rand",
+        "name_const",
+        "row_count",
+        "get_lock",
+        "sys_eval",
+        "sys_exec",
+        "lo_import",
+        "lo_export",
+        "pg_read_file",
+        "copy",
+    ]
+)
+_FUNCTIONS = frozenset(
+    [
+        "char",
+        "chr",
+        "concat",
+        "concat_ws",
+        "substring",
+        "substr",
+        "mid",
+        "ascii",
+        "ord",
+        "count",
+        "version",
+        "database",
+        "user",
+        "current_user",
+        "system_user",
+        "schema",
+        "cast",
+        "convert",
+        "hex",
+        "unhex",
+        "length",
+        "len",
+        "group_concat",
+        "if",
+        "ifnull",
+        "iif",
+        "isnull",
+        "coalesce",
+        "floor",
+        "rand",
+        "md5",
+        "sha1",
+        "char_length",
+        "lower",
+        "upper",
+        "replace",
+        "nullif",
+    ]
+)
+_WORD = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+_NUMBER = re.compile(r"0x[0-9a-fA-F]+|0b[01]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
+_OPS = ("<=>", "!=", "<>", "<=", ">=", ":=", "||", "&&", "==")
+_MAX_TOKENS = 12
+
+_PATTERNS = re.compile(
+    "|".join(
+        [
+            # a string context broken out of, then SQL
+            r"^q\)*(?:&\(*(?:[nsvfX(]|b(?:o|c|\)|$))|;[EXsn]|U|c|X|o[nsvf(]|Ok?|k?E)",
+            # a numeric context followed by SQL
+            r"^n\)*(?:&\(*(?:X|f|[nsvb]\)*o)|;[EXsn]|U|X|Ok?[nbs]?(?:c|o|,|\)|;|$)|k?E|\)+c)",
+            # anywhere: union select, stacked statement, tautology, dangerous call, subquery
+            r"Uk?\(*E",
+            r"[nsvq)];E",
+            r"&\(*[nsvf]\)*o\(*[nsvf]",
+            r"&\(*[sn]\)*c",
+            r"[&;,(oEUn]X",
+            r"^X\(",
+            r"[o&,U]\(+E.*?F",
+            r"Ok?[nb]\)*c",
+            r"^[qn]\)*o?\(+E",
+        ]
+    )
+)
+
+
+def tokenize(text: str, quote: str = "") -> str:
+    """Fingerprint of `text` as if it followed an opening `quote` ('' for no string context)."""
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    if quote:
+        end = text.find(quote)
+        if end < 0:
+            return ""
+        out.append("q")  # the string the application opened, closed by the input: a breakout
+        i = end + 1
+    while i < n and len(out) < _MAX_TOKENS:
+        ch = text[i]
+        if ch in " \t\r\n\x0b\x0c\x00\xa0":
+            i += 1
+            continue
+        if ch in "'\"`":
+            end = text.find(ch, i + 1)
+            while end >= 0 and ch != "`" and end + 1 < n and text[end + 1] == ch:  # '' escape
+                end = text.find(ch, end + 2)
+            out.append("s" if ch != "`" else "b")
+            if end < 0:
+                break
+            i = end + 1
+            continue
+        if ch == "#" or (ch == "-" and text.startswith("--", i)):
+            out.append("c")
+            break
+        if ch == "/" and text.startswith("/*", i):
+            if text.startswith("/*!", i):  # MySQL executable comment: its body is code
+                j = i + 3
+                while j < n and text[j].isdigit():
+                    j += 1
+                i = j
+                continue
+            end = text.find("*/", i + 2)
+            if end < 0:
+                out.append("c")
+                break
+            i = end + 2
+            continue
+        if ch == "*" and text.startswith("*/", i):
+            i += 2
+            continue
+        if ch == "@":
+            m = _WORD.match(text, i + 2 if text.startswith("@@", i) else i + 1)
+            out.append("v")
+            i = m.end() if m else i + 1
+            continue
+        if ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit()):
+            m = _NUMBER.match(text, i)
+            assert m is not None
+            j = m.end()
+            if j < n and (text[j].isalpha() or text[j] == "_"):  # 1abc: a name, not a number
+                m2 = _WORD.match(text, j)
+                j = m2.end() if m2 else j + 1
+                out.append("b")
+            else:
+                out.append("n")
+            i = j
+            continue
+        m = _WORD.match(text, i)
+        if m:
+            word = m.group(0).lower()
+            i = m.end()
+            j = i
+            while j < n and text[j] in " \t\r\n":
+                j += 1
+            call = j < n and text[j] == "("
+            if word == "union":
+                out.append("U")
+            elif word in _STATEMENTS:
+                out.append("E" if not (word == "replace" and call) else "f")
+            elif word == "from":
+                out.append("F")
+            elif word in _LOGIC:
+                out.append("&" if word in ("and", "or", "xor", "div") else "o")
+            elif word in _CLAUSES:
+                out.append("O")
+            elif word in _DANGEROUS and (call or word == "waitfor"):
+                out.append("X")
+            elif word in _FUNCTIONS and call:
+                out.append("f")
+            elif word == "where":
+                out.append("W")
+            elif word in _KEYWORDS:
+                out.append("k")
+            else:
+                out.append("b")
+            continue
+        if ch in "(),;.":
+            out.append(ch)
+            i += 1
+            continue
+        op = next((o for o in _OPS if text.startswith(o, i)), None)
+        if op is not None:
+            out.append("&" if op in ("||", "&&") else "o")
+            i += len(op)
+            continue
+        if ch in "=<>!+-*/%|^~&:":
+            out.append("o")
+            i += 1
+            continue
+        out.append("b")  # any other punctuation breaks words like a name would
+        i += 1
+    return "".join(out)
+
+
+_QUICK = re.compile(r"['\"`;#()=<>|&@-]|/\*|\b(?:union|select|sleep|benchmark|waitfor|or|and)\b", re.I)
+
+
+def fingerprints(value: str) -> list[str]:
+    return [fp for fp in (tokenize(value), tokenize(value, "'"), tokenize(value, '"')) if fp]
+
+
+def detect(value: str, field: Field) -> str | None:
+    if len(value) < 2 or not _QUICK.search(value):
+        return None
+    for fp in fingerprints(value):
+        if _PATTERNS.search(fp):
+            return f"SQL injection (fingerprint {fp})"
+    return None

@@ -1,0 +1,49 @@
+"""Cross-site scripting: markup or script that a browser would run if the value were echoed.
+
+Matches what an HTML5 parser would turn into script execution — script-capable tags, event-handler
+attributes (also after `/` separators), `javascript:` URLs, CSS expressions — rather than single
+words, so prose and code snippets that mention `alert` or `<b>` pass.
+"""
+
+from __future__ import annotations
+
+import re
+
+from garrison.cnaf.fields import Field
+
+_TAG = re.compile(
+    r"<\s*/?\s*(?:script|iframe|frame|frameset|object|embed|applet|meta|base|link|style|svg|math|"
+    r"xml|import|isindex|template|portal)\b",
+    re.I,
+)
+_HANDLER = re.compile(r"<[a-z!/?][^>]{0,512}?[\s/\"'`]on[a-z]{3,}\s*=", re.I)
+_ATTR_BREAKOUT = re.compile(r"[\"'`][\s/]*(?:>|[^=\s]{0,64}\s+)?[\s/]*on[a-z]{3,}\s*=\s*[^\s]", re.I)
+_JS_URL = re.compile(
+    r"(?:^|[=(,]\s*[\"'`]?)\s*(?:javascript|vbscript|livescript|mocha)\s*:|data\s*:\s*text/(?:html|xml)|"
+    r"data\s*:[^,]*;\s*base64",
+    re.I,
+)
+_CSS = re.compile(r"expression\s*\(|-moz-binding|behavior\s*:\s*url|@import\b", re.I)
+_JS_BREAKOUT = re.compile(
+    r"[\"'`]\s*(?:[-+*/;,)|&]+\s*)+(?:alert|prompt|confirm|eval|print|fetch|import)\s*[(`]|"
+    r"(?:document\s*\.\s*(?:cookie|domain|write)|window\s*\.\s*location|\.innerhtml)\s*[=(]?",
+    re.I,
+)
+_QUICK = re.compile(r"[<\"'`:(]")
+
+
+def detect(value: str, field: Field) -> str | None:
+    if not _QUICK.search(value):
+        return None
+    squashed = value.replace("\t", "").replace("\n", "").replace("\r", "").replace("\x00", "")
+    for rx, reason in (
+        (_TAG, "script-capable HTML tag"),
+        (_HANDLER, "HTML event handler"),
+        (_JS_URL, "script URL"),
+        (_ATTR_BREAKOUT, "attribute breakout with event handler"),
+        (_CSS, "CSS script expression"),
+        (_JS_BREAKOUT, "JavaScript string breakout"),
+    ):
+        if rx.search(squashed):
+            return f"XSS ({reason})"
+    return None

@@ -1,0 +1,148 @@
+"""The detection engine: request → findings, pure and in-process (the eval harness calls it directly).
+
+No I/O and no state: what to do about a finding (alert, 403, ban) is the firewall's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from garrison.cnaf.decode import decode_path
+from garrison.cnaf.detect import (
+    attack_tools,
+    cmdi,
+    code_injection,
+    lfi,
+    protocol,
+    rfi,
+    shellshock,
+    sqli,
+    xss,
+)
+from garrison.cnaf.fields import Field, extract
+from garrison.cnaf.request import HttpRequest
+from garrison.policy.cnaf import CnafControls, CnafException
+
+Detector = Callable[[str, Field], str | None]
+
+# Order matters only for which finding is reported first for one field.
+DETECTORS: tuple[tuple[str, Detector], ...] = (
+    ("attack_tools", attack_tools.detect),
+    ("shellshock", shellshock.detect),
+    ("code_injection", code_injection.detect),
+    ("cmdi", cmdi.detect),
+    ("lfi", lfi.detect),
+    ("rfi", rfi.detect),
+    ("sqli", sqli.detect),
+    ("xss", xss.detect),
+)
+_MAX_VALUE = 64 * 1024
+# Values made only of word characters with single dots/dashes (ids, numbers, slugs, file names)
+# cannot carry any of the attacks above; skipping them keeps the common request cheap.
+_SAFE_VALUE = re.compile(r"[\w\-]*(?:\.[\w\-]+)*\Z", re.ASCII)
+_SAFE_PATH = re.compile(r"(?:/[\w\-]+(?:\.[\w\-]+)*)*/?\Z", re.ASCII)
+# The union of every detector's own pre-check: a value matching none of these cannot trigger any
+# detector, so one regex replaces eight calls for the typical free-text value ("coffee beans").
+_MAYBE = re.compile(
+    r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|--|://|\.\.|/(?:etc|proc|var|bin|dev)\b|script|"
+    r"\b(?:union|select|sleep|benchmark|waitfor|or|and|powershell|cmd|nc|bash|sh|java|ognl|classloader)\b|"
+    r"\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|web\.config",
+    re.I,
+)
+VALUE_AUDIT_LIMIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    attack: str
+    field: str  # e.g. "query:id", "header:User-Agent", "body:user.name"
+    param: str
+    value: str  # decoded, truncated for the audit
+    reason: str
+
+
+def _excepted(exceptions: list[CnafException], path: str, attack: str, param: str | None) -> bool:
+    for ex in exceptions:
+        if ex.attack not in ("*", attack):
+            continue
+        if not fnmatchcase(path, ex.path):
+            continue
+        if ex.param is None or (param is not None and fnmatchcase(param, ex.param)):
+            return True
+    return False
+
+
+_LFI = next(fn for name, fn in DETECTORS if name == "lfi")
+_TOOLS = next(fn for name, fn in DETECTORS if name == "attack_tools")
+Hits = tuple[tuple[str, str], ...]  # (attack class, reason) for every class that fired
+_cache: dict[tuple[str, str, str], Hits] = {}
+_CACHE_MAX = 8192
+_CACHE_VALUE_MAX = 2048
+
+
+def _scan(fld: Field, value: str) -> Hits:
+    """Every detector on one value. Pure in (location, name, value), hence cacheable."""
+    loc = fld.location
+    if loc == "path":
+        if _SAFE_PATH.match(value):  # still check the path for /etc/passwd-like names
+            reason = _LFI(value, fld)
+            return (("lfi", reason),) if reason else ()
+        detectors = DETECTORS
+    elif loc != "header" and not loc.endswith("_name") and _SAFE_VALUE.match(value):
+        return ()
+    elif not _MAYBE.search(value):
+        if loc != "header":
+            return ()
+        reason = _TOOLS(value, fld)
+        return (("attack_tools", reason),) if reason else ()
+    else:
+        detectors = DETECTORS
+    hits: list[tuple[str, str]] = []
+    for name, fn in detectors:
+        reason = fn(value, fld)
+        if reason is not None:
+            hits.append((name, reason))
+    return tuple(hits)
+
+
+def scan(fld: Field) -> Hits:
+    """`_scan` behind a bounded cache: header values (User-Agent, Referer, cookies) repeat a lot."""
+    value = fld.value[:_MAX_VALUE]
+    if len(value) > _CACHE_VALUE_MAX:
+        return _scan(fld, value)
+    key = (fld.location, fld.name, value)
+    hit = _cache.get(key)
+    if hit is None:
+        hit = _scan(fld, value)
+        if len(_cache) >= _CACHE_MAX:
+            del _cache[next(iter(_cache))]  # oldest first (dicts keep insertion order)
+        _cache[key] = hit
+    return hit
+
+
+def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
+    """At most one finding per attack class whose effect is not 'disable', exceptions applied."""
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    path = decode_path(req.path)
+    exceptions = controls.exceptions
+    effect_for = controls.effect_for
+    if effect_for("protocol") != "disable":
+        violation = protocol.check(req, controls.max_header_bytes)
+        if violation and not _excepted(exceptions, path, "protocol", None):
+            findings.append(
+                Finding("protocol", "request", "", req.request_line[:VALUE_AUDIT_LIMIT], violation)
+            )
+            seen.add("protocol")
+    for fld in extract(req):
+        for name, reason in scan(fld):
+            if name in seen or effect_for(name) == "disable":
+                continue
+            if exceptions and _excepted(exceptions, path, name, fld.name):
+                continue
+            findings.append(Finding(name, fld.label, fld.name, fld.value[:VALUE_AUDIT_LIMIT], reason))
+            seen.add(name)
+    return findings

@@ -1,0 +1,102 @@
+"""Defenders: list, summary, revoke; the install bundle and the defender download."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from garrison.channel.bundle import encode_bundle
+from garrison.console.api.deps import Ctx, Reader, Writer
+from garrison.console.services.defender_image import IMAGE_NAME, build_image
+
+router = APIRouter(tags=["defenders"])
+
+
+class BundleOut(BaseModel):
+    bundle: str
+
+
+@router.get("/defenders")
+def list_defenders(
+    c: Ctx,
+    _p: Reader,
+    app: Annotated[str | None, Query(max_length=256)] = None,
+    connected: bool | None = None,
+    include_revoked: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[dict[str, Any]]:
+    return c.defenders.list(
+        app=app, connected=connected, include_revoked=include_revoked, limit=limit, offset=offset
+    )
+
+
+@router.get("/defenders/summary")
+def defenders_summary(c: Ctx, _p: Reader) -> dict[str, int]:
+    return c.store.defenders.summary()
+
+
+@router.get("/defenders/install-bundle", response_model=BundleOut)
+def install_bundle(
+    c: Ctx,
+    p: Writer,
+    consoleaddr: Annotated[
+        str | None, Query(max_length=255, description="host[:port] defenders use to reach the channel")
+    ] = None,
+) -> Any:
+    """A bundle with a fresh enrolment token (each call mints one; operators and admins only)."""
+    ws = c.ws_address
+    if consoleaddr:
+        ws = _ws_for(consoleaddr, ws)
+    token = c.defenders.new_enrolment_token(p.username)
+    c.store.mgmt.record(p.username, "defender.install_bundle", ws)
+    return {
+        "bundle": encode_bundle(
+            ca_pem=c.ca.cert_pem, ws_address=ws, enrolment_token=token, console_url=c.console_url
+        )
+    }
+
+
+def _ws_for(consoleaddr: str, default_ws: str) -> str:
+    """`consoleaddr` may be a host, host:port or a URL; the port defaults to the channel's."""
+    text = consoleaddr.strip()
+    parts = urlsplit(text if "//" in text else "//" + text)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or any(ch in host for ch in " /?#@"):
+        raise HTTPException(status_code=422, detail=f"consoleaddr {consoleaddr!r} is not a host[:port]")
+    port = port or urlsplit(default_ws).port or 8084
+    shown = f"[{host}]" if ":" in host else host
+    return f"wss://{shown}:{port}"
+
+
+@router.delete("/defenders/{defender_id}", status_code=204)
+async def delete_defender(defender_id: str, c: Ctx, p: Writer) -> None:
+    """Revoke: the defender's certificate is refused from now on and its connection is closed."""
+    await run_in_threadpool(c.defenders.revoke, defender_id, p.username)
+    if c.channel is not None:
+        await c.channel.disconnect_defender(defender_id, "removed by an operator")
+
+
+@router.get("/defenders/{defender_id}")
+def get_defender(defender_id: str, c: Ctx, _p: Reader) -> dict[str, Any]:
+    return c.defenders.get(defender_id)
+
+
+@router.get(
+    f"/images/{IMAGE_NAME}",
+    response_class=Response,
+    responses={200: {"content": {"application/gzip": {}}}},
+)
+def defender_image(c: Ctx, _p: Reader) -> Response:
+    return Response(
+        build_image(c.data_dir),
+        media_type="application/gzip",
+        headers={"content-disposition": f'attachment; filename="{IMAGE_NAME}"'},
+    )

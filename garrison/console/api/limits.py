@@ -1,0 +1,103 @@
+"""ASGI guards that run before any handler: body size limit (413) and NUL characters (400).
+
+NUL is refused up front because PostgreSQL text cannot hold it: without this guard the same request
+would be a 400 on SQLite and a 500 on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+async def _reply(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if b"%00" in raw_path or b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
+            await _reply(send, 400, "NUL characters are not allowed in the URL")
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_body
+            except ValueError:
+                await _reply(send, 400, "invalid Content-Length")
+                return
+            if too_big:
+                await _reply(send, 413, f"request body larger than {self.max_body} bytes")
+                return
+        # Buffer the (bounded) body so chunked uploads are limited too and NULs can be checked.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                break
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await _reply(send, 413, f"request body larger than {self.max_body} bytes")
+                return
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+        body = b"".join(chunks)
+        if b"\x00" in body or b"\\u0000" in body:
+            await _reply(send, 400, "NUL characters are not allowed in the request body")
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def status_counter(app: ASGIApp, inc: Any) -> ASGIApp:
+    """Count responses per status class for /metrics."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def counting_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                inc(f"{msg['status'] // 100}xx")
+            await send(msg)
+
+        await app(scope, receive, counting_send)
+
+    return wrapped

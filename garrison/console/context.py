@@ -1,0 +1,52 @@
+"""Everything a running console holds: config, store, CA, services, channel; shared by API and server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from garrison.console.metrics import ConsoleMetrics
+from garrison.console.services.alerts import AlertDispatcher
+from garrison.console.services.audits import AuditService
+from garrison.console.services.auth import AuthService
+from garrison.console.services.defenders import DefenderService
+from garrison.console.services.policies import PolicyService
+from garrison.console.store.open import Store
+from garrison.pki import CertificateAuthority
+
+if TYPE_CHECKING:
+    from garrison.channel.server import ChannelServer
+
+
+@dataclass
+class ConsoleContext:
+    data_dir: Path
+    store: Store
+    ca: CertificateAuthority
+    metrics: ConsoleMetrics
+    auth: AuthService
+    policies: PolicyService
+    defenders: DefenderService
+    audits: AuditService
+    alerts: AlertDispatcher
+    console_url: str = ""
+    ws_address: str = ""
+    channel: ChannelServer | None = None
+    blobstore: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, data_dir: Path, store: Store, ca: CertificateAuthority) -> ConsoleContext:
+        metrics = ConsoleMetrics()
+        return cls(
+            data_dir=data_dir,
+            store=store,
+            ca=ca,
+            metrics=metrics,
+            auth=AuthService(store),
+            policies=PolicyService(store),
+            defenders=DefenderService(store, ca),
+            audits=AuditService(store),
+            alerts=AlertDispatcher(on_drop=lambda name: metrics.alerts_dropped.labels(name).inc()),
+        )

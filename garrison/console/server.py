@@ -1,0 +1,167 @@
+"""Run the console: HTTPS (API + UI, uvicorn) and WSS (defender channel) in one event loop.
+
+Sockets are bound before serving so `--port 0` works; the real addresses are then written to
+`<data-dir>/console.json` (atomically) for tests and tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from garrison.channel.server import ChannelServer
+from garrison.console.api.app import asgi
+from garrison.console.api.settings import load_alert_settings
+from garrison.console.config import ConsoleConfig, url_host
+from garrison.console.context import ConsoleContext
+from garrison.console.services.channel_backend import ConsoleChannelBackend
+from garrison.console.store.open import Store
+from garrison.pki import ensure_ca, server_ssl_context
+from garrison.policy.audit import AuditEvent
+
+log = logging.getLogger("garrison.console")
+STATE_FILE = "console.json"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(addr)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `serve()` installs ours so shutdown runs our clean-up
+    (uvicorn would re-raise SIGTERM after serving, killing the process before it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _write_state(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, str | None, Path, Path]:
+    """CA, server certificate, store (migrated), admin user. Returns the context, the new admin password
+    (first start only) and the server certificate/key paths."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(cfg.data_dir, 0o700)
+    ca = ensure_ca(cfg.data_dir)
+    cert, key = ca.issue_server_cert(cfg.data_dir, cfg.server_names())
+    store = Store.open(cfg.db_url, cfg.data_dir)
+    if store.dialect == "sqlite":
+        store.defenders.mark_all_disconnected()
+    ctx = ConsoleContext.build(cfg.data_dir, store, ca)
+    ctx.blobstore = cfg.blobstore
+    password = ctx.auth.ensure_admin()
+    return ctx, password, cert, key
+
+
+async def serve(cfg: ConsoleConfig) -> None:
+    ctx, password, cert, key = await asyncio.to_thread(prepare, cfg)
+    if cfg.blobstore is not None:
+        cfg.blobstore.mkdir(parents=True, exist_ok=True)
+    await ctx.alerts.configure(await asyncio.to_thread(load_alert_settings, ctx))
+    ctx.metrics.policy_revision.set((await asyncio.to_thread(ctx.policies.runtime)).revision)
+
+    def on_events(events: list[AuditEvent]) -> None:
+        ctx.metrics.events_ingested.inc(len(events))
+        ctx.alerts.submit(events)
+
+    backend = ConsoleChannelBackend(ctx.store, ctx.defenders, ctx.policies, on_events)
+    channel_tls = server_ssl_context(cert, key, client_ca_pem=ctx.ca.cert_pem, client_cert="optional")
+    channel = ChannelServer(backend, channel_tls, cfg.host or "0.0.0.0", cfg.defender_port)
+    await channel.start()
+    ctx.channel = channel
+    ctx.metrics.defenders_connected.set_function(lambda: len(channel.connected_ids()))
+
+    sock = _bind(cfg.host, cfg.port)
+    port = sock.getsockname()[1]
+    shown = url_host(cfg.advertised_host())
+    ctx.console_url = f"https://{shown}:{port}"
+    ctx.ws_address = f"wss://{shown}:{channel.port}"
+
+    server = _Server(
+        uvicorn.Config(
+            asgi(ctx),
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+            log_level="warning",
+            lifespan="off",
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    state_path = cfg.data_dir / STATE_FILE
+    try:
+        if task.done():
+            await task
+            raise RuntimeError("the HTTPS server did not start")
+        _write_state(
+            state_path,
+            {
+                "url": ctx.console_url,
+                "api_url": ctx.console_url + "/api/v1",
+                "ws_address": ctx.ws_address,
+                "port": port,
+                "defender_port": channel.port,
+                "ca_pem_path": str(cfg.data_dir / "ca.pem"),
+                "database": ctx.store.dialect,
+                "pid": os.getpid(),
+            },
+        )
+        _announce(ctx, password)
+        await task
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            state_path.unlink()
+        await channel.stop()
+        await ctx.alerts.close()
+        ctx.store.engine.dispose()
+
+
+def _announce(ctx: ConsoleContext, password: str | None) -> None:
+    out = sys.stdout
+    print(f"Garrison console: {ctx.console_url}  (API {ctx.console_url}/api/v1, docs /api/v1/docs)", file=out)
+    print(f"Defender channel: {ctx.ws_address}", file=out)
+    print(f"Database: {ctx.store.dialect}; data directory: {ctx.data_dir}", file=out)
+    if password is not None:
+        print("First start: created the admin user (the password is shown only this once):", file=out)
+        print("  username: admin", file=out)
+        print(f"  password: {password}", file=out)
+    out.flush()
+
+
+def run(cfg: ConsoleConfig) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        asyncio.run(serve(cfg))
+    else:
+        uvloop.run(serve(cfg))

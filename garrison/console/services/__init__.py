@@ -1,0 +1,1 @@
+"""Console logic between the thin API routers and the SQL store."""

@@ -1,0 +1,73 @@
+"""The console's implementation of garrison.channel.backend.ChannelBackend.
+
+The channel server runs in the asyncio loop; the store is synchronous SQLAlchemy, so each call is
+handed to a worker thread. New events also go to the alert dispatcher, which never blocks ingestion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from garrison.channel.backend import DefenderHello
+from garrison.console.services.defenders import DefenderService
+from garrison.console.services.policies import PolicyService
+from garrison.console.store.open import Store
+from garrison.policy.audit import AuditEvent
+from garrison.policy.model import RuntimePolicy
+
+
+class ConsoleChannelBackend:
+    def __init__(
+        self,
+        store: Store,
+        defenders: DefenderService,
+        policies: PolicyService,
+        on_events: Callable[[list[AuditEvent]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.defenders = defenders
+        self.policies = policies
+        self.on_events = on_events
+
+    async def enrol(
+        self, token: str, nonce: str, timestamp: float, csr_pem: bytes, requested_id: str
+    ) -> tuple[str, bytes]:
+        return await asyncio.to_thread(self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id)
+
+    async def defender_connected(self, hello: DefenderHello) -> None:
+        values: dict[str, Any] = {
+            "app_id": hello.app_id[:256],
+            "app_name": hello.app_name[:256],
+            "org": hello.org[:256],
+            "space": hello.space[:256],
+            "app_guid": hello.app_guid[:256],
+            "instance": hello.instance if 0 <= hello.instance < 2**31 else 0,
+            "version": hello.version[:64],
+            "hostname": hello.hostname[:256],
+            "kernel": hello.kernel,
+            "remote_addr": hello.remote_addr[:64],
+        }
+        await asyncio.to_thread(self.store.defenders.connected, hello.defender_id, values)
+
+    async def defender_disconnected(self, defender_id: str) -> None:
+        await asyncio.to_thread(self.store.defenders.disconnected, defender_id)
+
+    async def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.store.defenders.heartbeat, defender_id, stats)
+
+    async def current_policy(self) -> RuntimePolicy:
+        return await asyncio.to_thread(self.policies.runtime)
+
+    async def store_events(self, defender_id: str, events: Sequence[AuditEvent]) -> int:
+        rows = [e.model_dump(mode="json") for e in events]
+        for r in rows:
+            r["defender_id"] = defender_id  # the authenticated identity, whatever the event claims
+        new_ids = await asyncio.to_thread(self.store.events.insert_batch, rows)
+        if new_ids and self.on_events is not None:
+            self.on_events([e for e in events if e.id in new_ids])
+        return len(new_ids)
+
+    async def is_revoked(self, defender_id: str) -> bool:
+        return await asyncio.to_thread(self.store.defenders.is_revoked, defender_id)

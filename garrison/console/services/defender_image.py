@@ -1,0 +1,58 @@
+"""The app-embedded defender download: a prebuilt standalone binary if one is present, else a launcher."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+
+IMAGE_NAME = "garrison_defender_app_embedded.tar.gz"
+
+LAUNCHER = """#!/bin/sh
+# Garrison app-embedded defender launcher: runs the defender from an installed `garrison` package.
+# (The console ships a standalone binary instead when one was built: see docs/console.md.)
+set -e
+if command -v garrison >/dev/null 2>&1; then exec garrison defender "$@"; fi
+for py in python3 python; do
+  if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import garrison' 2>/dev/null; then
+    exec "$py" -m garrison defender "$@"
+  fi
+done
+echo "defender: the garrison package is not installed in this droplet; use a console with a" >&2
+echo "standalone defender build (GARRISON_DEFENDER_DIST) or add garrison to the app's dependencies" >&2
+exit 127
+"""
+
+
+def find_dist(data_dir: Path) -> Path | None:
+    """A prebuilt `defender` executable: $GARRISON_DEFENDER_DIST (file or dir) or <data-dir>/defender-dist/."""
+    for cand in (os.environ.get("GARRISON_DEFENDER_DIST"), str(data_dir / "defender-dist")):
+        if not cand:
+            continue
+        p = Path(cand)
+        if p.is_dir():
+            p = p / "defender"
+        if p.is_file():
+            return p
+    return None
+
+
+def build_image(data_dir: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        dist = find_dist(data_dir)
+        if dist is not None:
+            info = tar.gettarinfo(str(dist), arcname="defender")
+            info.mode = 0o755
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with dist.open("rb") as fh:
+                tar.addfile(info, fh)
+        else:
+            data = LAUNCHER.encode()
+            info = tarfile.TarInfo("defender")
+            info.size, info.mode, info.mtime = len(data), 0o755, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

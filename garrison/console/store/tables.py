@@ -1,0 +1,147 @@
+"""Table definitions (SQLAlchemy Core). Migrations in `migrations/versions/` create exactly these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+)
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(128), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+)
+
+mgmt_audits = Table(
+    "mgmt_audits",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False, index=True),
+    Column("username", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(512), nullable=False, server_default=""),
+    Column("detail", JSON, nullable=False),
+)
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("author", String(128), nullable=False, server_default=""),
+    UniqueConstraint("kind", "revision", name="uq_policies_kind_revision"),
+)
+
+enrolment_tokens = Table(
+    "enrolment_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(128), nullable=False, server_default=""),
+    Column("revoked", Boolean, nullable=False, server_default=false()),
+)
+
+seen_nonces = Table(
+    "seen_nonces",
+    metadata,
+    Column("nonce", String(128), primary_key=True),
+    Column("seen_at", Float, nullable=False, index=True),
+)
+
+defenders = Table(
+    "defenders",
+    metadata,
+    Column("id", String(256), primary_key=True),
+    Column("app_id", String(256), nullable=False, server_default=""),
+    Column("app_name", String(256), nullable=False, server_default=""),
+    Column("org", String(256), nullable=False, server_default=""),
+    Column("space", String(256), nullable=False, server_default=""),
+    Column("app_guid", String(256), nullable=False, server_default=""),
+    Column("instance", Integer, nullable=False, server_default="0"),
+    Column("version", String(64), nullable=False, server_default=""),
+    Column("hostname", String(256), nullable=False, server_default=""),
+    Column("remote_addr", String(64), nullable=False, server_default=""),
+    Column("kernel", JSON, nullable=False),
+    Column("stats", JSON, nullable=False),
+    Column("connected", Boolean, nullable=False, server_default=false()),
+    Column("revoked", Boolean, nullable=False, server_default=false()),
+    Column("enrolled_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("time", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("defender_id", String(256), nullable=False),
+    Column("app_id", String(256), nullable=False),
+    Column("app_name", String(256), nullable=False),
+    Column("org", String(256), nullable=False),
+    Column("space", String(256), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("effect", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("rule", String(256), nullable=False),
+    Column("control", String(128), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("ix_events_time", "time"),
+    Index("ix_events_app_type_time", "app_name", "type", "time"),
+    Index("ix_events_defender", "defender_id"),
+)
+
+scans = Table(
+    "scans",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("digest", String(256), nullable=False, index=True),
+    Column("verdict", String(32), nullable=False),
+    Column("app_name", String(256), nullable=False, server_default="", index=True),
+    Column("created_at", Float, nullable=False),
+    Column("summary", JSON, nullable=False),
+    Column("body", JSON, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+)

@@ -1,0 +1,78 @@
+"""The drift baseline: the executables present when the app started.
+
+System roots (root-owned stack directories the app user cannot write) are trusted as whole trees;
+the app's own directories are recorded file by file (inode, size, mtime) so a file written,
+replaced or modified later is not in the baseline. The same facts drive Landlock's exec allow-set.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+
+DEFAULT_SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+MAX_FILES = 200_000
+
+
+def _interpreter_root() -> str | None:
+    """The Python install the defender itself runs from (CF stacks ship theirs under /usr)."""
+    root = os.path.realpath(sys.base_prefix)
+    return root if root not in ("/", "") else None
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+@dataclass
+class Baseline:
+    system_roots: list[str] = field(default_factory=list)
+    files: dict[tuple[int, int], tuple[int, int]] = field(
+        default_factory=dict
+    )  # (dev, ino) → (size, mtime_ns)
+    paths: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+    @classmethod
+    def capture(cls, app_dirs: list[str], extra_roots: list[str] | None = None) -> Baseline:
+        roots: list[str] = []
+        for r in [*DEFAULT_SYSTEM_ROOTS, *(extra_roots or []), _interpreter_root()]:
+            if r and os.path.isdir(r):
+                real = os.path.realpath(r)
+                if real not in roots:
+                    roots.append(real)
+        b = cls(system_roots=roots)
+        for d in app_dirs:
+            b._walk(os.path.realpath(d))
+        return b
+
+    def _walk(self, top: str) -> None:
+        if any(_under(top, r) for r in self.system_roots):
+            return
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+            for name in filenames:
+                p = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+                    if len(self.files) >= MAX_FILES:
+                        self.truncated = True
+                        return
+                    self.files[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)
+                    self.paths.append(p)
+
+    def contains(self, path: str, st: os.stat_result | None = None) -> bool:
+        """Is the real path `path` (already resolved) an executable present at start, unchanged?"""
+        if any(_under(path, r) for r in self.system_roots):
+            return True
+        if st is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return False
+        return self.files.get((st.st_dev, st.st_ino)) == (st.st_size, st.st_mtime_ns)

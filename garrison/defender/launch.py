@@ -1,0 +1,385 @@
+"""`defender app-embedded PROGRAM ARGS...`: identity, policy, start-up report, supervised launch.
+
+Exit codes (documented in docs/defender.md):
+  the app's own status (128+N when a signal N killed it), else
+  64  usage: no program given
+  69  no policy: the console is unreachable and no cached policy exists (and no fail-open)
+  78  configuration: missing/garbled INSTALL_BUNDLE, corrupt cached policy or policy file
+  125 the defender cannot enforce (seccomp unavailable, filter refused) and fail-open is off
+  126 the policy refused to start the program, or it is not executable
+  127 program not found
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from garrison.defender.baseline import Baseline
+from garrison.defender.context import DefenderContext
+from garrison.defender.forensics import ForensicRing
+from garrison.defender.notify import Handler
+from garrison.defender.process_controls import ProcessControls, count_user_procs
+from garrison.defender.supervisor import LaunchPlan, SpawnError, Supervisor
+from garrison.kernel.features import KernelFeatures, probe
+from garrison.policy.audit import AuditEvent
+from garrison.policy.model import Rule, RuntimePolicy
+from garrison.policy.scope import Identity
+
+log = logging.getLogger("garrison.defender")
+
+EX_USAGE = 64
+EX_NOPOLICY = 69
+EX_CONFIG = 78
+EX_CANNOT_ENFORCE = 125
+EX_REFUSED = 126
+EX_NOTFOUND = 127
+
+AUDIT_LOG = "garrison-audit.jsonl"
+FORENSICS = "garrison-forensics"
+
+
+class LaunchError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Options:
+    policy_file: str | None = None
+    fail_open: bool = False
+    connect_timeout: float = 10.0
+    trap_forks: bool = True
+    quiet: bool = False
+
+
+def say(msg: str) -> None:
+    print(f"garrison defender: {msg}", file=sys.stderr, flush=True)
+
+
+def load_policy_file(path: str) -> RuntimePolicy:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise LaunchError(EX_CONFIG, f"cannot read policy file {path}: {exc.strerror}") from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data: Any = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        if isinstance(data, list):
+            data = {"rules": data}
+        return RuntimePolicy.model_validate(data)
+    except Exception as exc:
+        raise LaunchError(EX_CONFIG, f"policy file {path} is invalid: {exc}") from None
+
+
+def identity_from_env(env: dict[str, str], features: KernelFeatures) -> tuple[Identity, Any]:
+    from garrison.channel.identity import hello_from_env
+
+    hello = hello_from_env(env, kernel=features.as_dict())
+    ident = Identity(
+        app_id=hello.app_id,
+        app_name=hello.app_name,
+        org=hello.org,
+        space=hello.space,
+        app_guid=hello.app_guid,
+        instance=hello.instance,
+    )
+    return ident, hello
+
+
+def startup_report(features: KernelFeatures, rule: Rule | None, guarantees: list[str]) -> list[str]:
+    have = [
+        f"kernel {features.kernel} {features.arch}",
+        f"seccomp notify {'yes' if features.seccomp_user_notif else 'NO'}",
+        f"landlock ABI {features.landlock_abi or 'unavailable'}",
+        f"pidfd_getfd {'yes' if features.pidfd_getfd else 'no'}",
+        f"process_vm_readv {'yes' if features.process_vm_readv else 'no (/proc/pid/mem)'}",
+        f"memfd noexec seal {'yes' if features.memfd_noexec_seal else 'no'}",
+        f"wait-killable {'yes' if features.wait_killable_recv else 'no'}",
+        f"sync wake-up {'yes' if features.sync_wakeup else 'no'}",
+    ]
+    lines = ["kernel features: " + ", ".join(have)]
+    lines.append(f"rule: {rule.name if rule else '(none matches: monitoring only)'}")
+    lines += [f"weaker: {g}" for g in [*features.weaker_guarantees(), *guarantees]]
+    return lines
+
+
+class AppEmbeddedDefender:
+    """One defender run; `run()` returns the exit status."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], opts: Options) -> None:
+        self.argv = argv
+        self.env = env
+        self.opts = opts
+        self.data = Path(env.get("DATA_FOLDER") or "/tmp")
+        self.client: Any = None
+        self.ctx: DefenderContext | None = None
+        self.guard: Any = None
+        self.cnaf: Any = None
+        self._audit_lock = threading.Lock()
+        self._audit_file: Any = None
+
+    # ---- policy --------------------------------------------------------------------------------
+    def _policy(self, ctx: DefenderContext, hello: Any) -> RuntimePolicy | None:
+        if self.opts.policy_file:
+            return load_policy_file(self.opts.policy_file)
+        from garrison.channel.bundle import BundleError, decode_bundle
+        from garrison.channel.client import DefenderChannelClient
+        from garrison.channel.policy_cache import PolicyCacheError, load_cached_policy
+
+        try:
+            bundle = decode_bundle(self.env.get("INSTALL_BUNDLE"))
+        except BundleError as exc:
+            raise LaunchError(EX_CONFIG, str(exc)) from None
+
+        def on_policy(_rev: int, policy: RuntimePolicy) -> None:
+            self._apply(policy)
+
+        self.client = DefenderChannelClient(
+            bundle, self.data, hello, on_policy=None, on_command=self._command
+        )
+        got = threading.Event()
+        first: list[RuntimePolicy] = []
+
+        def first_policy(rev: int, policy: RuntimePolicy) -> None:
+            if not got.is_set():
+                first.append(policy)
+                got.set()
+                self.client.on_policy = on_policy
+            else:
+                on_policy(rev, policy)
+
+        self.client.on_policy = first_policy
+        self.client.start()
+        if got.wait(self.opts.connect_timeout):
+            return first[0]
+        why = self.client.last_error or "no answer"
+        self.client.on_policy = on_policy  # a late policy still applies live
+        got.set()
+        try:
+            cached = load_cached_policy(self.data)
+        except PolicyCacheError as exc:
+            raise LaunchError(EX_CONFIG, f"console unreachable ({why}) and {exc}") from None
+        if cached is not None:
+            say(f"console unreachable ({why}): starting on the cached policy (revision {cached.revision})")
+            return cached
+        if self.opts.fail_open:
+            say(f"console unreachable ({why}) and no cached policy: FAIL-OPEN, starting with no rule")
+            return None
+        raise LaunchError(
+            EX_NOPOLICY, f"console unreachable ({why}) and no cached policy in {self.data}: refusing to start"
+        )
+
+    def _apply(self, policy: RuntimePolicy) -> None:
+        ctx = self.ctx
+        if ctx is None:
+            return
+        rule = ctx.set_policy(policy)
+        ctx.audit(
+            AuditEvent(
+                type="defender",
+                effect="info",
+                severity="low",
+                control="policy",
+                message=f"policy revision {policy.revision} applied; rule {rule.name if rule else '(none)'}",
+            )
+        )
+
+    def _command(self, name: str, args: dict[str, Any]) -> Any:
+        assert self.ctx is not None
+        if name in ("upload_forensics", "forensics"):
+            limit = int(args.get("max_bytes", 4 << 20))
+            return {"records": self.ctx.forensics.snapshot(limit)}
+        if name == "status":
+            return {"app_pid": self.sup.app_pid, "notifications": self.sup.notifications}
+        raise ValueError(f"unknown command {name!r}")
+
+    def _local_audit(self, event: AuditEvent) -> None:
+        with self._audit_lock:
+            if self._audit_file is None:
+                self._audit_file = open(self.data / AUDIT_LOG, "a", encoding="utf-8")  # noqa: SIM115
+            self._audit_file.write(event.model_dump_json() + "\n")
+            self._audit_file.flush()
+
+    def _submit(self, event: AuditEvent) -> None:
+        self.client.submit(event)
+
+    # ---- run -----------------------------------------------------------------------------------
+    def run(self) -> int:
+        if not self.argv:
+            raise LaunchError(EX_USAGE, "no program given: defender app-embedded PROGRAM [ARGS...]")
+        try:
+            self.data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LaunchError(EX_CONFIG, f"DATA_FOLDER {self.data} is unusable: {exc.strerror}") from None
+        features = probe()
+        ident, hello = identity_from_env(self.env, features)
+        forensics = ForensicRing(self.data, name=FORENSICS)
+        ctx = DefenderContext(ident, hello.defender_id or "local", features, forensics)
+        self.ctx = ctx
+        policy = self._policy(ctx, hello)
+        if self.client is not None:
+            ctx.defender_id = self.client.defender_id or ctx.defender_id
+            ctx.sinks.append(self._submit)
+        else:
+            ctx.sinks.append(self._local_audit)
+        rule = ctx.set_policy(policy) if policy is not None else None
+
+        exe = shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath))
+        if exe is None:
+            raise LaunchError(EX_NOTFOUND, f"program not found: {self.argv[0]}")
+        exe = os.path.abspath(exe)
+        cwd = os.getcwd()
+        app_dirs = [cwd]
+        if not os.path.realpath(exe).startswith(("/usr/", "/bin/", "/sbin/", "/lib")):
+            app_dirs.append(os.path.dirname(os.path.realpath(exe)))
+        app_dirs += [d for d in self.env.get("DEFENDER_APP_DIRS", "").split(":") if d]
+        baseline = Baseline.capture(app_dirs)
+
+        procs = ProcessControls(ctx, baseline)
+        handlers: dict[str, Handler] = dict(procs.handlers)
+        only_nonzero: dict[str, int] = {}
+        guarantees: list[str] = []
+        app_env = dict(self.env)
+        try:
+            from garrison.defender import net
+        except ImportError as exc:
+            guarantees.append(f"network controls unavailable: {exc}")
+            net = None  # type: ignore[assignment]
+        if net is not None:
+            self.guard = net.NetworkGuard(ctx)
+            handlers.update(self.guard.handlers)
+            only_nonzero = dict(getattr(net, "TRAP_ONLY_IF_ARG_NONZERO", {}))
+            for name in net.TRAPPED_SYSCALLS:
+                if name not in handlers:
+                    guarantees.append(f"network guard traps {name} but has no handler")
+        pc = rule.processes if rule else None
+        use_landlock = bool(
+            pc and pc.drift_prevention and pc.effect == "prevent" and features.landlock_abi > 0
+        )
+        nproc = None
+        if pc and pc.fork_bomb_guard and pc.effect == "prevent":
+            if os.getuid() == 0:
+                guarantees.append(
+                    "running as root: RLIMIT_NPROC does not bind; only the fork-rate guard applies"
+                )
+            else:
+                nproc = count_user_procs(os.getuid()) + pc.fork_bomb_guard.max_procs
+        if pc and pc.drift_prevention and not use_landlock:
+            guarantees.append(
+                "drift prevention without Landlock: exec checks only (racy against a second thread)"
+            )
+        if baseline.truncated:
+            guarantees.append("drift baseline truncated: too many files in the app directories")
+        plan = LaunchPlan(
+            exe=exe,
+            argv=self.argv,
+            env=app_env,
+            landlock_dirs=baseline.system_roots,
+            landlock_files=baseline.paths,
+            use_landlock=use_landlock,
+            nproc_limit=nproc,
+            trap_forks=self.opts.trap_forks,
+        )
+        self._start_cnaf(rule, plan)
+        if self.guard is not None:
+            self.guard.start()
+            guarantees.append(f"network checks: {self.guard.guarantee}")
+        if not self.opts.quiet:
+            for line in startup_report(features, rule, guarantees):
+                say(line)
+        self.sup = Supervisor(ctx, handlers, only_if_arg_nonzero=only_nonzero)
+        try:
+            pid = self.sup.start(plan)
+        except SpawnError as exc:
+            self._shutdown()
+            code = EX_NOTFOUND if exc.errno == 2 else EX_REFUSED
+            raise LaunchError(code, f"cannot start {self.argv[0]}: {exc}") from None
+        except OSError as exc:
+            fail_open = self.opts.fail_open or bool(rule and rule.fail_open)
+            self._shutdown()
+            if fail_open:
+                say(f"cannot enforce ({exc}): FAIL-OPEN, running {self.argv[0]} UNPROTECTED")
+                os.execve(exe, self.argv, app_env)
+            raise LaunchError(EX_CANNOT_ENFORCE, f"cannot enforce the policy: {exc}") from None
+        ctx.audit(
+            AuditEvent(
+                type="defender",
+                effect="info",
+                severity="low",
+                control="startup",
+                pid=pid,
+                exe=exe,
+                argv=self.argv[:256],
+                cwd=cwd,
+                message="app started under the defender",
+                extra={"features": features.as_dict(), "weaker": features.weaker_guarantees() + guarantees},
+            )
+        )
+        stop = threading.Event()
+
+        def flusher() -> None:
+            while not stop.wait(1.0):
+                forensics.flush()
+
+        threading.Thread(target=flusher, name="garrison-flush", daemon=True).start()
+        status = self.sup.wait()
+        stop.set()
+        ctx.audit(
+            AuditEvent(
+                type="defender",
+                effect="info",
+                severity="low",
+                control="exit",
+                pid=pid,
+                message=f"app exited with status {status}",
+            )
+        )
+        self._shutdown()
+        return status
+
+    def _start_cnaf(self, rule: Rule | None, plan: LaunchPlan) -> None:
+        if rule is None or rule.cnaf is None or not rule.cnaf.enabled or not self.env.get("PORT"):
+            return
+        from garrison.defender.cnaf_hook import start_cnaf
+
+        assert self.ctx is not None
+        self.cnaf = start_cnaf(self.ctx, plan, int(self.env["PORT"]))
+
+    def _shutdown(self) -> None:
+        if self.cnaf is not None:
+            self.cnaf.stop()
+        if self.guard is not None:
+            try:
+                self.guard.stop()
+            except Exception:
+                log.exception("network guard stop")
+        if self.client is not None:
+            self.client.wait_delivered(float(self.env.get("DEFENDER_DRAIN_TIMEOUT", "5")))
+            self.client.stop()
+        if self.ctx is not None:
+            self.ctx.forensics.close()
+        if self._audit_file is not None:
+            self._audit_file.close()
+
+
+def main(argv: list[str], opts: Options, env: dict[str, str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("DEFENDER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    d = AppEmbeddedDefender(argv, dict(os.environ if env is None else env), opts)
+    try:
+        return d.run()
+    except LaunchError as exc:
+        say(str(exc))
+        return exc.code

@@ -1,0 +1,257 @@
+"""Process controls: exec allow/deny and drift (before the program runs), memfd exec, fork-bomb
+guard, and the bypass closers (ptrace, process_vm_writev, io_uring). Decisions come from the shared
+pure evaluator; this module only gathers facts from the kernel and applies the verdict."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+
+from garrison.defender.baseline import Baseline
+from garrison.defender.context import RateWindow
+from garrison.defender.execinfo import ExecTarget, inspect
+from garrison.defender.notify import Handler, Notification, NotificationGone, SupervisorContext
+from garrison.kernel import memfd as kmemfd
+from garrison.kernel._libc import SYSCALLS
+from garrison.kernel.procmem import MemReader
+from garrison.policy.audit import AuditEvent
+from garrison.policy.evaluate import Decision, decide_exec
+
+log = logging.getLogger(__name__)
+
+CLONE_THREAD = 0x00010000
+_EXECVEAT = SYSCALLS["execveat"]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"PPid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def count_user_procs(uid: int) -> int:
+    n = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    n += 1
+            except OSError:
+                continue
+    return n
+
+
+class ProcessControls:
+    """Handlers for the syscalls the supervisor traps for its own controls."""
+
+    def __init__(self, ctx: SupervisorContext, baseline: Baseline, *, app_uid: int | None = None) -> None:
+        self.ctx = ctx
+        self.baseline = baseline
+        self.app_uid = os.getuid() if app_uid is None else app_uid
+        self.forks = RateWindow()
+        self._last_fork_audit = 0.0
+        self._proc_count = 0
+        self._proc_count_at = 0.0
+        self._uid_procs_at_start = count_user_procs(self.app_uid)
+        self._lock = threading.Lock()
+        self.handlers: dict[str, Handler] = {
+            "execve": self.on_exec,
+            "execveat": self.on_exec,
+            "memfd_create": self.on_memfd,
+            "clone": self.on_fork,
+            "fork": self.on_fork,
+            "vfork": self.on_fork,
+            "ptrace": self.on_ptrace,
+            "process_vm_writev": self.on_ptrace,
+            "io_uring_setup": self.on_io_uring,
+        }
+
+    # ---- exec -------------------------------------------------------------------------------
+    def on_exec(self, n: Notification, ctx: SupervisorContext) -> None:
+        mem = MemReader(n.tid)
+        try:
+            pid = n.pid
+            t = inspect(mem, pid, n.nr == _EXECVEAT, n.args)
+        except OSError as exc:
+            # unreadable target: gone, or its memory is garbage (EFAULT) → let the kernel answer
+            if not n.valid():
+                raise NotificationGone(str(exc)) from exc
+            n.reply_continue()
+            return
+        finally:
+            mem.close()
+        if not n.valid():  # ID_VALID after every read, before deciding
+            raise NotificationGone(f"exec notification {n.id} gone")
+        if not t.exists:
+            n.reply_continue()  # the kernel answers ENOENT/EACCES itself
+            return
+        rule = ctx.rule()
+        in_base = (not t.memfd) and self.baseline.contains(t.exe, t.st)
+        d = decide_exec(rule, t.exe, t.argv or [t.exe], in_baseline=in_base)
+        ctx.record("exec", pid=pid, exe=t.exe, argv=t.argv[:32], loader=t.via_loader, verdict=_verdict(d))
+        if d.audited:
+            self._audit_exec(ctx, pid, t, d)
+        if d.blocked:
+            n.reply_error(errno.EACCES)
+        else:
+            n.reply_continue()
+
+    def _audit_exec(self, ctx: SupervisorContext, pid: int, t: ExecTarget, d: Decision) -> None:
+        drift = d.control == "processes.drift_prevention"
+        msg = d.reason
+        if t.memfd:
+            msg = f"exec of an in-memory file (memfd) {t.exe}: {d.reason}"
+        if t.via_loader:
+            msg = f"{msg} (run through the dynamic loader {t.via_loader})"
+        ctx.audit(
+            AuditEvent(
+                type="drift" if drift else "process",
+                control=d.control,
+                effect="prevent" if d.blocked else "alert",
+                severity="high",
+                pid=pid,
+                ppid=_ppid(pid),
+                exe=t.exe,
+                argv=t.argv[:256],
+                cwd=t.cwd or None,
+                message=msg,
+                extra={"memfd": t.memfd, "loader": t.via_loader} if (t.memfd or t.via_loader) else {},
+            )
+        )
+
+    # ---- memfd: make it non-executable forever under drift prevention (prevent) -------------
+    def on_memfd(self, n: Notification, ctx: SupervisorContext) -> None:
+        rule = ctx.rule()
+        pc = rule.processes if rule else None
+        if (
+            pc is None
+            or not pc.drift_prevention
+            or pc.effect != "prevent"
+            or not ctx.features.memfd_noexec_seal
+            or not ctx.features.notif_addfd_send
+        ):
+            n.reply_continue()  # the exec check still refuses/reports exec of memfd files
+            return
+        name = n.read_cstring(n.args[0], 249)
+        flags = n.args[1] & 0xFFFFFFFF
+        if flags & kmemfd.MFD_HUGETLB:
+            n.reply_continue()
+            return
+        if flags & kmemfd.MFD_EXEC:
+            ctx.record("memfd_exec_flag", pid=n.pid, name=name.decode(errors="replace"))
+        new_flags = (
+            (flags & ~kmemfd.MFD_EXEC & ~kmemfd.MFD_CLOEXEC) | kmemfd.MFD_NOEXEC_SEAL | kmemfd.MFD_CLOEXEC
+        )
+        try:
+            fd = kmemfd.memfd_create(name, new_flags)
+        except OSError as exc:
+            n.reply_error(exc.errno or errno.ENOMEM)
+            return
+        try:
+            n.reply_addfd(fd, cloexec=bool(flags & kmemfd.MFD_CLOEXEC))
+        finally:
+            os.close(fd)
+
+    # ---- fork-bomb guard ------------------------------------------------------------------------
+    def _live_procs(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._proc_count_at > 0.05:
+                self._proc_count = max(0, count_user_procs(self.app_uid) - self._uid_procs_at_start)
+                self._proc_count_at = now
+            return self._proc_count
+
+    def on_fork(self, n: Notification, ctx: SupervisorContext) -> None:
+        rate = self.forks.hit()
+        rule = ctx.rule()
+        fb = rule.processes.fork_bomb_guard if rule else None
+        if rule is None or fb is None or rule.processes.effect == "disable":
+            n.reply_continue()
+            return
+        reason = ""
+        if rate > fb.max_forks_per_s:
+            reason = f"fork rate {rate:.0f}/s exceeds {fb.max_forks_per_s}/s"
+        elif rate > fb.max_forks_per_s / 4:
+            live = self._live_procs()
+            if live >= fb.max_procs:
+                reason = f"{live} live processes reach the cap of {fb.max_procs}"
+        if not reason:
+            n.reply_continue()
+            return
+        prevent = rule.processes.effect == "prevent"
+        now = time.monotonic()
+        if now - self._last_fork_audit >= 1.0:
+            self._last_fork_audit = now
+            pid = n.pid
+            info = ctx.proc(pid)
+            ctx.audit(
+                AuditEvent(
+                    type="fork_bomb",
+                    control="processes.fork_bomb_guard",
+                    effect="prevent" if prevent else "alert",
+                    severity="high",
+                    pid=pid,
+                    ppid=info.ppid,
+                    exe=info.exe,
+                    argv=info.argv or None,
+                    cwd=info.cwd,
+                    message=f"fork bomb suspected: {reason}",
+                )
+            )
+        if prevent:
+            n.reply_error(errno.EAGAIN)
+        else:
+            n.reply_continue()
+
+    # ---- bypass closers: always refused, always audited ------------------------------------------
+    def on_ptrace(self, n: Notification, ctx: SupervisorContext) -> None:
+        pid = n.pid
+        info = ctx.proc(pid)
+        what = n.syscall
+        target = n.args[1] if what == "ptrace" else n.args[0]
+        n.reply_error(errno.EPERM)
+        ctx.audit(
+            AuditEvent(
+                type="process",
+                control=f"kernel.{what}",
+                effect="prevent",
+                severity="high",
+                pid=pid,
+                ppid=info.ppid,
+                exe=info.exe,
+                argv=info.argv or None,
+                cwd=info.cwd,
+                message=f"{what} on pid {target & 0xFFFFFFFF} refused: it could tamper with supervised processes",
+            )
+        )
+
+    def on_io_uring(self, n: Notification, ctx: SupervisorContext) -> None:
+        pid = n.pid
+        n.reply_error(errno.EPERM)
+        info = ctx.proc(pid)
+        ctx.audit(
+            AuditEvent(
+                type="kernel",
+                control="kernel.io_uring",
+                effect="prevent",
+                severity="medium",
+                pid=pid,
+                ppid=info.ppid,
+                exe=info.exe,
+                argv=info.argv or None,
+                cwd=info.cwd,
+                message="io_uring refused: its operations would bypass the syscall checks",
+            )
+        )
+
+
+def _verdict(d: Decision) -> str:
+    return "prevent" if d.blocked else ("alert" if d.audited else "allow")

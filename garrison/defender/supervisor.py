@@ -1,0 +1,284 @@
+"""The supervisor: installs the seccomp filter (and Landlock) on a helper thread, spawns the app
+from it, dispatches notifications to handlers, forwards signals, reaps, propagates the exit status.
+
+Why a helper thread: seccomp NEW_LISTENER and Landlock apply to the calling thread, and the listener
+fd lands in the shared fd table, so the supervisor's own threads stay unrestricted while everything
+the app starts inherits the filter. The helper stays alive (blocked) for the app's lifetime because
+PR_SET_PDEATHSIG fires when the *thread* that forked the app exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from garrison.defender.notify import Handler, Notification, NotificationGone, SupervisorContext
+from garrison.kernel import landlock, prctl, seccomp
+from garrison.kernel._libc import NR_TO_NAME
+
+log = logging.getLogger(__name__)
+
+FORWARDED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCONT,
+    signal.SIGALRM,
+)
+PR_SET_DUMPABLE = 4
+ENOSYS_SYSCALLS = {"clone3": errno.ENOSYS}
+DENY_SYSCALLS = {"io_uring_enter": errno.EPERM, "io_uring_register": errno.EPERM}
+
+
+class SpawnError(Exception):
+    """The app could not be started (exec refused by the policy, not found, ...)."""
+
+    def __init__(self, errno_: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+@dataclass
+class LaunchPlan:
+    """Everything decided before the app starts."""
+
+    exe: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None = None
+    landlock_dirs: list[str] = field(default_factory=list)
+    landlock_files: list[str] = field(default_factory=list)
+    use_landlock: bool = False
+    nproc_limit: int | None = None
+    trap_forks: bool = True
+
+
+def build_filter_spec(
+    handlers: Iterable[str], only_if_arg_nonzero: dict[str, int], magic: int | None = None
+) -> seccomp.FilterSpec:
+    names = set(handlers)
+    spec = seccomp.FilterSpec(exempt_magic=magic)
+    for name in names:
+        if name == "clone":
+            spec.notify_unless_flag["clone"] = 0x00010000  # CLONE_THREAD: threads are not processes
+        elif name in only_if_arg_nonzero:
+            spec.notify_if_arg_nonzero[name] = only_if_arg_nonzero[name]
+        else:
+            spec.notify.add(name)
+    spec.errno.update(ENOSYS_SYSCALLS)
+    spec.errno.update(DENY_SYSCALLS)
+    # PR_SET_DUMPABLE 0 would take away our read access to its memory: fake success instead
+    spec.errno_if.append(("prctl", [seccomp.ArgEq(0, PR_SET_DUMPABLE), seccomp.ArgEq(1, 0)], 0))
+    return spec
+
+
+class Supervisor:
+    def __init__(
+        self,
+        ctx: SupervisorContext,
+        handlers: dict[str, Handler],
+        *,
+        only_if_arg_nonzero: dict[str, int] | None = None,
+        threads: int = 3,
+    ) -> None:
+        self.ctx = ctx
+        self.handlers = handlers
+        self.only_if_arg_nonzero = only_if_arg_nonzero or {}
+        self.threads = threads
+        self.listener = -1
+        self.app_pid = 0
+        self.landlock_rules = 0
+        self._helper_release = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self.notifications = 0
+        self._magic = 0
+
+    # ---- launch --------------------------------------------------------------------------------
+    def start(self, plan: LaunchPlan) -> int:
+        """Install the filter on a helper thread, start listeners, spawn the app; return its pid."""
+        handlers = dict(self.handlers)
+        if not plan.trap_forks:
+            for k in ("clone", "fork", "vfork"):
+                handlers.pop(k, None)
+        self._magic = secrets.randbits(64) | 1
+        spec = build_filter_spec(handlers, self.only_if_arg_nonzero, self._magic)
+        prog = seccomp.build_filter(spec)
+        installed = threading.Event()
+        go = threading.Event()
+        result: dict[str, object] = {}
+        r, w = os.pipe2(os.O_CLOEXEC)
+        # same-uid app processes must not read or write our memory through /proc/<pid>/mem
+        prctl.prctl(prctl.PR_SET_DUMPABLE, 0)
+
+        def helper() -> None:
+            try:
+                prctl.set_no_new_privs()
+                if plan.use_landlock:
+                    self.landlock_rules, _ = landlock.restrict_exec(plan.landlock_dirs, plan.landlock_files)
+                fd, killable = seccomp.install_listener(prog)
+                self.ctx.features.wait_killable_recv = killable
+                self.ctx.features.sync_wakeup = seccomp.set_sync_wakeup(fd)
+                result["fd"] = fd
+            except BaseException as exc:
+                result["error"] = exc
+                installed.set()
+                return
+            installed.set()
+            go.wait()
+            try:
+                result["pid"] = self._fork_exec(plan, fd, r, w)
+            except BaseException as exc:
+                result["error"] = exc
+            finally:
+                installed.set()
+                go.clear()
+            # keep this thread alive: the app's PDEATHSIG is tied to it
+            self._helper_release.wait()
+
+        t = threading.Thread(target=helper, name="garrison-spawn", daemon=True)
+        t.start()
+        installed.wait()
+        if "error" in result:
+            raise result["error"]  # type: ignore[misc]
+        self.listener = int(result["fd"])  # type: ignore[call-overload]
+        for i in range(self.threads):
+            wt = threading.Thread(target=self._listen, name=f"garrison-notify-{i}", daemon=True)
+            wt.start()
+            self._workers.append(wt)
+        installed.clear()
+        go.set()
+        installed.wait()
+        os.close(w)
+        err = os.read(r, 256)
+        os.close(r)
+        if "error" in result:
+            raise result["error"]  # type: ignore[misc]
+        self.app_pid = int(result["pid"])  # type: ignore[call-overload]
+        if err:
+            code, _, msg = err.decode(errors="replace").partition(":")
+            os.waitpid(self.app_pid, 0)
+            raise SpawnError(int(code), msg)
+        return self.app_pid
+
+    def _fork_exec(self, plan: LaunchPlan, listener: int, r: int, w: int) -> int:
+        parent = os.getpid()
+        pid = prctl.fork_with_tag(self._magic)
+        if pid:
+            return pid
+        try:  # child: only this thread exists; keep to plain syscalls
+            os.close(listener)  # the app must never be able to answer its own notifications
+            os.close(r)
+            prctl.set_pdeathsig(signal.SIGKILL)
+            prctl.prctl(prctl.PR_SET_DUMPABLE, 1)  # the supervisor is not; the app must be readable
+            if os.getppid() != parent:
+                os._exit(137)
+            for s in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGCHLD):
+                signal.signal(s, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            if plan.nproc_limit:
+                prctl.set_nproc_limit(plan.nproc_limit)
+            if plan.cwd:
+                os.chdir(plan.cwd)
+            os.execve(plan.exe, plan.argv, plan.env)
+        except OSError as exc:
+            os.write(w, f"{exc.errno}:{exc.strerror}".encode())
+        except BaseException as exc:
+            os.write(w, f"0:{exc}".encode())
+        os._exit(127)
+
+    # ---- notifications -------------------------------------------------------------------------
+    def _listen(self) -> None:
+        buf = seccomp.SeccompNotif()
+        fd = self.listener
+        while True:
+            try:
+                seccomp.notif_recv(fd, buf)
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.ENOENT):
+                    continue
+                if exc.errno == errno.EBADF:
+                    return
+                log.error("seccomp listener: %s", exc)
+                return
+            self.notifications += 1
+            n = Notification(fd, buf.id, buf.pid, buf.data.nr, tuple(buf.data.args))
+            handler = self.handlers.get(NR_TO_NAME.get(buf.data.nr, ""))
+            if handler is None:
+                n.reply_continue()
+                continue
+            try:
+                handler(n, self.ctx)
+            except NotificationGone:
+                n.close()
+            except Exception:
+                log.exception("handler for %s failed", n.syscall)
+                if not n.replied:
+                    try:
+                        n.reply_error(errno.EPERM) if self._prevents() else n.reply_continue()
+                    except Exception:
+                        log.exception("fail-safe reply failed")
+
+    def _prevents(self) -> bool:
+        rule = self.ctx.rule()
+        if rule is None:
+            return False
+        return "prevent" in (rule.processes.effect, rule.network.effect, rule.dns.effect)
+
+    # ---- waiting -------------------------------------------------------------------------------
+    def wait(self) -> int:
+        """Forward signals to the app, reap everything re-parented to us, return the app's status as
+        a shell would (128+N for a signal)."""
+        app = self.app_pid
+
+        def forward(sig: int, _frame: object) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(app, sig)
+
+        for s in FORWARDED_SIGNALS:
+            signal.signal(s, forward)
+        status = 0
+        while True:
+            try:
+                pid, st = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == app:
+                status = os.waitstatus_to_exitcode(st)
+                break
+        self.kill_orphans()
+        return 128 - status if status < 0 else status
+
+    def kill_orphans(self) -> None:
+        """Descendants left behind (re-parented to us as subreaper) die with the app: fail-closed."""
+        me = os.getpid()
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open(f"/proc/{name}/status", "rb") as f:
+                    ppid = next((int(ln.split()[1]) for ln in f if ln.startswith(b"PPid:")), 0)
+            except (OSError, ValueError):
+                continue
+            if ppid == me:
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except OSError:
+                    continue
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break

@@ -1,0 +1,73 @@
+"""libc access and x86_64 syscall numbers: the only place that knows them."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+# x86_64 syscall table (arch/x86/entry/syscalls/syscall_64.tbl), the ones Garrison traps or calls.
+SYSCALLS: dict[str, int] = {
+    "read": 0,
+    "write": 1,
+    "open": 2,
+    "close": 3,
+    "socket": 41,
+    "connect": 42,
+    "accept": 43,
+    "sendto": 44,
+    "recvfrom": 45,
+    "sendmsg": 46,
+    "recvmsg": 47,
+    "bind": 49,
+    "listen": 50,
+    "clone": 56,
+    "fork": 57,
+    "vfork": 58,
+    "execve": 59,
+    "kill": 62,
+    "ptrace": 101,
+    "prctl": 157,
+    "accept4": 288,
+    "sendmmsg": 307,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "seccomp": 317,
+    "memfd_create": 319,
+    "execveat": 322,
+    "pidfd_send_signal": 424,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "clone3": 435,
+    "pidfd_open": 434,
+    "pidfd_getfd": 438,
+    "landlock_create_ruleset": 444,
+    "landlock_add_rule": 445,
+    "landlock_restrict_self": 446,
+    "unshare": 272,
+    "bpf": 321,
+    "perf_event_open": 298,
+    "fanotify_init": 300,
+}
+NR_TO_NAME: dict[int, str] = {v: k for k, v in SYSCALLS.items()}
+
+
+def syscall(name: str, *args: object) -> int:
+    """Call a raw syscall by name; raise OSError(errno) on failure like os.* functions do."""
+    ret = int(libc.syscall(ctypes.c_long(SYSCALLS[name]), *args))
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+    return ret
+
+
+def check(ret: int, what: str) -> int:
+    """Turn a libc -1 return into OSError with errno."""
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret

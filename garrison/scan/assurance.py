@@ -1,0 +1,140 @@
+"""Assurance policy: the rules that turn a scan report into a pass/fail verdict.
+
+Used from a file (`garrison scan --policy`) or fetched from the console (`/api/v1/policies/assurance`);
+the same pydantic model is the wire format in both places.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import UTC, date, datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from garrison.scan.model import ScanReport, Severity
+
+
+class VulnerabilityException(BaseModel):
+    """Accept one advisory (by id or any alias), optionally only for some packages, until `expires`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    packages: list[str] = Field(default_factory=list)  # package-name globs; empty = any package
+    reason: str = Field(min_length=1)
+    expires: date | None = None
+
+
+class PackageException(BaseModel):
+    """Accept every finding on a package (name glob, optional ecosystem and version glob) until `expires`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    ecosystem: str | None = None
+    version: str | None = None
+    reason: str = Field(min_length=1)
+    expires: date | None = None
+
+
+class SeverityThresholds(BaseModel):
+    """Maximum number of (non-excepted) findings allowed per severity; None = unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    critical: int | None = Field(default=0, ge=0)
+    high: int | None = Field(default=None, ge=0)
+    medium: int | None = Field(default=None, ge=0)
+    low: int | None = Field(default=None, ge=0)
+    unknown: int | None = Field(default=None, ge=0)
+
+
+class AssurancePolicy(BaseModel):
+    """Compliance rules for droplets; an empty document is a sensible default (block critical, secrets, malware)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "default"
+    enabled: bool = True
+    thresholds: SeverityThresholds = Field(default_factory=SeverityThresholds)
+    block_secrets: bool = True
+    block_malware: bool = True
+    max_db_age_days: int | None = Field(default=7, ge=0)
+    vulnerability_exceptions: list[VulnerabilityException] = Field(default_factory=list)
+    package_exceptions: list[PackageException] = Field(default_factory=list)
+    # "prevent": the defender refuses to start a failed droplet; "alert": it starts but audits.
+    runtime_effect: str = Field(default="alert", pattern="^(disable|alert|prevent)$")
+
+    @field_validator("vulnerability_exceptions")
+    @classmethod
+    def _unique_ids(cls, v: list[VulnerabilityException]) -> list[VulnerabilityException]:
+        seen: set[tuple[str, tuple[str, ...]]] = set()
+        for exc in v:
+            key = (exc.id.upper(), tuple(exc.packages))
+            if key in seen:
+                raise ValueError(f"duplicate exception for {exc.id}")
+            seen.add(key)
+        return v
+
+
+def _active(expires: date | None, today: date) -> bool:
+    return expires is None or today <= expires
+
+
+def evaluate(
+    report: ScanReport, policy: AssurancePolicy, *, now: datetime | None = None
+) -> tuple[str, list[str]]:
+    """Return (verdict, reasons). Reasons name every rule that failed, so a staging log is actionable."""
+    now = now or datetime.now(UTC)
+    today = now.date()
+    if not policy.enabled:
+        return "pass", ["assurance policy disabled"]
+    reasons: list[str] = []
+    counts: dict[Severity, list[str]] = {s: [] for s in Severity}
+    vexc = [e for e in policy.vulnerability_exceptions if _active(e.expires, today)]
+    pexc = [e for e in policy.package_exceptions if _active(e.expires, today)]
+    for f in report.vulnerabilities:
+        ids = {f.id.upper(), *(a.upper() for a in f.aliases)}
+        if any(
+            e.id.upper() in ids
+            and (not e.packages or any(fnmatch.fnmatchcase(f.package, p) for p in e.packages))
+            for e in vexc
+        ):
+            continue
+        if any(
+            fnmatch.fnmatchcase(f.package.lower(), e.name.lower())
+            and (e.ecosystem is None or f.ecosystem.split(":")[0].lower() == e.ecosystem.lower())
+            and (e.version is None or fnmatch.fnmatchcase(f.version, e.version))
+            for e in pexc
+        ):
+            continue
+        counts[f.severity].append(f"{f.id} in {f.package} {f.version}")
+    for sev in (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.UNKNOWN):
+        limit = getattr(policy.thresholds, sev.value)
+        found = counts[sev]
+        if limit is not None and len(found) > limit:
+            sample = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+            reasons.append(f"{len(found)} {sev.value} vulnerabilities (allowed {limit}): {sample}")
+    if policy.block_secrets and report.secrets:
+        where = ", ".join(f"{s.kind} at {s.path}:{s.line}" for s in report.secrets[:5])
+        reasons.append(f"{len(report.secrets)} secrets found: {where}")
+    if policy.block_malware and report.malware:
+        where = ", ".join(f"{m.path} ({m.rule})" for m in report.malware[:5])
+        reasons.append(f"{len(report.malware)} malware findings: {where}")
+    if policy.max_db_age_days is not None:
+        if report.db_updated_at is None:
+            reasons.append("no vulnerability database was used")
+        else:
+            updated = report.db_updated_at
+            if updated.tzinfo is None:
+                updated = updated.replace(tzinfo=UTC)
+            if now - updated > timedelta(days=policy.max_db_age_days):
+                age = (now - updated).days
+                reasons.append(f"vulnerability database is {age} days old (max {policy.max_db_age_days})")
+    return ("fail" if reasons else "pass"), reasons
+
+
+def apply(report: ScanReport, policy: AssurancePolicy, *, now: datetime | None = None) -> ScanReport:
+    """Set the report's verdict and reasons from the policy (returns the same object)."""
+    report.verdict, report.reasons = evaluate(report, policy, now=now)  # type: ignore[assignment]
+    return report

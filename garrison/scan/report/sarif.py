@@ -1,0 +1,93 @@
+"""SARIF 2.1.0 output so code-scanning UIs can show vulnerabilities, secrets and malware as results."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from garrison import __version__
+from garrison.scan.model import ScanReport, Severity
+
+SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+_LEVEL = {
+    Severity.CRITICAL: "error",
+    Severity.HIGH: "error",
+    Severity.MEDIUM: "warning",
+    Severity.LOW: "note",
+    Severity.UNKNOWN: "warning",
+}
+
+
+def _location(path: str, line: int | None = None) -> dict[str, Any]:
+    phys: dict[str, Any] = {"artifactLocation": {"uri": path.split("!/", 1)[0] or "."}}
+    if line:
+        phys["region"] = {"startLine": line}
+    return {"physicalLocation": phys}
+
+
+def render_sarif(report: ScanReport) -> str:
+    rules: dict[str, dict[str, Any]] = {}
+    results: list[dict[str, Any]] = []
+    for v in report.vulnerabilities:
+        rules.setdefault(
+            v.id,
+            {
+                "id": v.id,
+                "shortDescription": {"text": v.summary or v.id},
+                "helpUri": f"https://osv.dev/vulnerability/{v.id}",
+                "properties": {
+                    "security-severity": f"{v.cvss_score:.1f}" if v.cvss_score is not None else "0.0",
+                    "aliases": v.aliases,
+                },
+            },
+        )
+        fix = f"; fixed in {', '.join(v.fixed_versions)}" if v.fixed_versions else ""
+        results.append(
+            {
+                "ruleId": v.id,
+                "level": _LEVEL[v.severity],
+                "message": {"text": f"{v.package} {v.version} ({v.ecosystem}) is affected by {v.id}{fix}"},
+                "locations": [_location(loc) for loc in v.locations[:10]] or [_location(".")],
+            }
+        )
+    for s in report.secrets:
+        rid = "secret/" + s.kind.lower().replace(" ", "-")
+        rules.setdefault(rid, {"id": rid, "shortDescription": {"text": f"{s.kind} in a file"}})
+        results.append(
+            {
+                "ruleId": rid,
+                "level": "error",
+                "message": {"text": f"{s.kind} found (value redacted, fingerprint {s.fingerprint})"},
+                "locations": [_location(s.path, s.line)],
+            }
+        )
+    for m in report.malware:
+        rid = "malware/" + m.rule
+        rules.setdefault(rid, {"id": rid, "shortDescription": {"text": f"Malware indicator {m.rule}"}})
+        results.append(
+            {
+                "ruleId": rid,
+                "level": "error",
+                "message": {"text": f"file matches {m.rule} (sha256 {m.sha256})"},
+                "locations": [_location(m.path)],
+            }
+        )
+    doc = {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "garrison-scan",
+                        "version": __version__,
+                        "informationUri": "https://github.com/garrison",
+                        "rules": list(rules.values()),
+                    }
+                },
+                "results": results,
+                "properties": {"digest": report.digest, "verdict": report.verdict, "reasons": report.reasons},
+            }
+        ],
+    }
+    return json.dumps(doc, indent=2)

@@ -1,0 +1,262 @@
+"""Walk a droplet (tar, optionally compressed), a directory or a host root, refusing hostile input.
+
+Archives are *streamed*, never extracted: nothing is written to disk, so traversal, absolute names,
+links pointing out and device nodes cannot plant files anywhere; they are skipped with a notice.
+Limits (file count, total bytes, compression ratio) stop tar bombs with `ScanRefused`; a single file
+above `max_file_bytes` is skipped (hashed only) so one gigantic file cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import stat
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from garrison.scan.model import ScanNotice
+
+_CHUNK = 1 << 20
+HOST_EXCLUDES = (
+    "proc",
+    "sys",
+    "dev",
+    "run",
+    "tmp",
+    "var/tmp",
+    "var/cache",
+    "var/lib/docker",
+    "snap",
+    "mnt",
+    "media",
+)
+
+
+class ScanRefused(Exception):
+    """The target cannot be scanned safely (corrupt archive, limits exceeded); exit code 2."""
+
+
+@dataclass
+class Limits:
+    max_files: int = 500_000
+    max_total_bytes: int = 16 << 30
+    max_file_bytes: int = 256 << 20
+    max_ratio: int = 200  # uncompressed/compressed, checked once past `ratio_floor` bytes
+    ratio_floor: int = 64 << 20
+
+
+@dataclass
+class Entry:
+    path: str  # relative, '/'-separated, no leading './'
+    size: int
+    data: bytes | None  # None when larger than max_file_bytes
+    sha256: str | None = None  # set for oversized files when hashing was asked for
+
+
+@dataclass
+class Walk:
+    """Result holder filled while iterating: the target digest and the notices."""
+
+    digest: str = ""
+    notices: list[ScanNotice] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+
+    def note(self, path: str, message: str) -> None:
+        self.notices.append(ScanNotice(path=path, message=message))
+
+
+class _HashingReader:
+    """File wrapper that hashes what tarfile reads, so the droplet digest costs no second pass."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.h = hashlib.sha256()
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.raw.read(n)
+        self.h.update(b)
+        self.pos += len(b)
+        return b
+
+    def drain(self) -> str:
+        while self.read(_CHUNK):
+            pass
+        return "sha256:" + self.h.hexdigest()
+
+
+def _safe_name(name: str) -> str | None:
+    """Normalised relative member name, or None for absolute names and '..' traversal."""
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        return None
+    return "/".join(parts)
+
+
+def _link_escapes(member: str, target: str, hard: bool) -> bool:
+    if target.startswith("/"):
+        return True
+    base = "" if hard else posixpath.dirname(member)
+    norm = posixpath.normpath(posixpath.join(base, target))
+    return norm == ".." or norm.startswith("../")
+
+
+def _read_limited(
+    f: IO[bytes], size: int, limits: Limits, want_hash: bool
+) -> tuple[bytes | None, str | None]:
+    if size <= limits.max_file_bytes:
+        return f.read(), None
+    h = hashlib.sha256() if want_hash else None
+    while chunk := f.read(_CHUNK):
+        if h:
+            h.update(chunk)
+    return None, (h.hexdigest() if h else None)
+
+
+def iter_tar(
+    path: Path,
+    walk: Walk,
+    limits: Limits,
+    *,
+    hash_big: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Entry]:
+    total_in = path.stat().st_size
+    with path.open("rb") as raw:
+        reader = _HashingReader(raw)
+        try:
+            tf = tarfile.open(fileobj=reader, mode="r|*")  # type: ignore[call-overload]  # noqa: SIM115
+        except (tarfile.TarError, zlib.error, EOFError, OSError) as exc:
+            raise ScanRefused(f"{path}: not a readable tar archive ({exc})") from exc
+        try:
+            for m in tf:
+                if walk.files >= limits.max_files:
+                    raise ScanRefused(f"{path}: more than {limits.max_files} entries (tar bomb?), refused")
+                walk.files += 1
+                name = _safe_name(m.name)
+                if name is None:
+                    walk.note(m.name, "refused: absolute or '..' path in archive (path traversal), skipped")
+                    continue
+                if m.issym() or m.islnk():
+                    if _link_escapes(name, m.linkname, m.islnk()):
+                        kind = "hardlink" if m.islnk() else "symlink"
+                        walk.note(
+                            name, f"refused: {kind} points outside the archive ({m.linkname}), not followed"
+                        )
+                    continue
+                if m.ischr() or m.isblk() or m.isfifo():
+                    walk.note(name, "skipped: device or FIFO entry in archive")
+                    continue
+                if not m.isreg():
+                    continue
+                walk.bytes += m.size
+                if walk.bytes > limits.max_total_bytes:
+                    raise ScanRefused(
+                        f"{path}: more than {limits.max_total_bytes} bytes uncompressed, refused"
+                    )
+                if walk.bytes > limits.ratio_floor and walk.bytes > limits.max_ratio * max(reader.pos, 1):
+                    raise ScanRefused(
+                        f"{path}: compression ratio above {limits.max_ratio}:1 (decompression bomb?), refused"
+                    )
+                f = tf.extractfile(m)
+                if f is None:
+                    continue
+                data, digest = _read_limited(f, m.size, limits, hash_big)
+                if data is None:
+                    walk.note(
+                        name, f"skipped: {m.size} bytes is above the {limits.max_file_bytes}-byte file limit"
+                    )
+                if progress:
+                    progress(reader.pos, total_in)
+                yield Entry(name, m.size, data, digest)
+            walk.digest = reader.drain()
+        except (tarfile.TarError, zlib.error, EOFError) as exc:
+            raise ScanRefused(f"{path}: corrupt archive ({exc.__class__.__name__}: {exc})") from exc
+        finally:
+            tf.close()
+
+
+def iter_dir(
+    root: Path,
+    walk: Walk,
+    limits: Limits,
+    *,
+    host: bool = False,
+    hash_big: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Entry]:
+    """Walk `root` without following symlinks; the digest is a tree digest of paths and contents."""
+    root = root.resolve()
+    excludes = {root / e for e in HOST_EXCLUDES} if host else set()
+    tree = hashlib.sha256()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                items = sorted(it, key=lambda e: e.name, reverse=True)
+        except OSError as exc:
+            walk.note(str(d.relative_to(root)), f"skipped: cannot list directory ({exc.strerror})")
+            continue
+        dirs: list[Path] = []
+        for de in reversed(items):
+            p = Path(de.path)
+            rel = p.relative_to(root).as_posix()
+            try:
+                st = de.stat(follow_symlinks=False)
+            except OSError as exc:
+                walk.note(rel, f"skipped: {exc.strerror}")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if p not in excludes:
+                    dirs.append(p)
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                if not host:
+                    target = os.readlink(p)
+                    if _link_escapes(rel, target, False):
+                        walk.note(
+                            rel, f"refused: symlink points outside the scanned tree ({target}), not followed"
+                        )
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                if not host:
+                    walk.note(rel, "skipped: device, FIFO or socket")
+                continue
+            if walk.files >= limits.max_files:
+                raise ScanRefused(f"{root}: more than {limits.max_files} files, refused")
+            walk.files += 1
+            walk.bytes += st.st_size
+            if walk.bytes > limits.max_total_bytes:
+                raise ScanRefused(f"{root}: more than {limits.max_total_bytes} bytes, refused")
+            try:
+                fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+                with os.fdopen(fd, "rb") as f:
+                    data, digest = _read_limited(f, st.st_size, limits, hash_big)
+            except OSError as exc:
+                walk.note(rel, f"skipped: cannot read ({exc.strerror})")
+                continue
+            if data is None:
+                walk.note(
+                    rel, f"skipped: {st.st_size} bytes is above the {limits.max_file_bytes}-byte file limit"
+                )
+            if host:
+                tree.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            else:
+                content = (
+                    hashlib.sha256(data).hexdigest() if data is not None else (digest or str(st.st_size))
+                )
+                tree.update(f"{rel}\0{content}\n".encode())
+            if progress:
+                progress(walk.files, 0)
+            yield Entry(rel, st.st_size, data, digest)
+        stack.extend(reversed(dirs))
+    walk.digest = "sha256:" + tree.hexdigest()

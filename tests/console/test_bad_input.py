@@ -1,0 +1,116 @@
+"""Bad input gets a clear 4xx and changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+POLICY = "/policies/runtime/app-embedded"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"rules": [{"name": "x", "processes": {"effect": "maybe"}}]}, "effect"),
+        ({"rules": [{"name": "x", "unknown_control": {}}]}, "unknown_control"),
+        ({"rules": [{"name": "x"}, {"name": "x"}]}, "duplicate rule name"),
+        ({"rules": "not-a-list"}, "rules"),
+        ({"rules": [{"name": "x", "network": {"outbound": {"allow": ["10.0.0.0/99"]}}}]}, "allow"),
+    ],
+)
+def test_invalid_policy_is_422_naming_the_field(console, body, field):
+    before = console.policy()
+    with console.api() as c:
+        r = c.put(POLICY, json=body)
+    assert r.status_code == 422, r.text
+    assert field in r.text
+    assert console.policy() == before
+
+
+def test_malformed_json_and_wrong_content(console):
+    before = console.policy()
+    with console.api() as c:
+        for raw in (b"{", b"[]", b"null", b'{"rules": [}', "{\"rules\": []}".encode("utf-16")):
+            r = c.put(POLICY, content=raw, headers={"content-type": "application/json"})
+            assert 400 <= r.status_code < 500, (raw, r.status_code, r.text)
+    assert console.policy() == before
+
+
+def test_oversized_body_is_413(console):
+    before = console.policy()
+    huge = b'{"rules": [], "pad": "' + b"x" * (3 * 1024 * 1024) + b'"}'
+    with console.api() as c:
+        r = c.put(POLICY, content=huge, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+
+        def chunks():
+            yield b'{"rules": [], "pad": "'
+            for _ in range(40):
+                yield b"x" * 100_000
+            yield b'"}'
+
+        r = c.put(POLICY, content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+    assert console.policy() == before
+
+
+def test_nul_characters_refused(console):
+    with console.api() as c:
+        assert c.get("/audits/runtime/app-embedded", params={"app": "a\x00b"}).status_code == 400
+        r = c.post("/scans", json={"digest": "sha256:\u0000", "verdict": "pass"})
+        assert r.status_code == 400
+        assert c.get("/scans", params={"digest": "sha256:\u0000"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "value", ["' OR 1=1 --", "x'; DROP TABLE events; --", '" OR ""="', "%", "_", "\\", "app' UNION SELECT *"]
+)
+def test_sql_metacharacters_in_filters(console, value):
+    with console.api() as c:
+        for path, key in (
+            ("/audits/runtime/app-embedded", "app"),
+            ("/audits/runtime/app-embedded", "rule"),
+            ("/defenders", "app"),
+            ("/scans", "digest"),
+            ("/incidents", "defender"),
+        ):
+            r = c.get(path, params={key: value})
+            assert r.status_code == 200 and r.json() == [], (path, r.text)
+        assert c.get("/version").status_code == 200  # tables still there
+
+
+def test_bad_filter_values(console):
+    with console.api() as c:
+        for params in (
+            {"from": "yesterday"},
+            {"to": "nan"},
+            {"from": "1e300"},
+            {"type": "nope"},
+            {"effect": "DROP"},
+            {"limit": "0"},
+            {"limit": "100000"},
+            {"offset": "-1"},
+            {"limit": "abc"},
+        ):
+            r = c.get("/audits/runtime/app-embedded", params=params)
+            assert r.status_code == 422, (params, r.text)
+        assert c.get("/audits/runtime/app-embedded", params={"from": "2026-01-01T00:00:00Z"}).status_code == 200
+        assert c.get("/scans/99999999999999999999").status_code == 422
+        assert c.get("/defenders/install-bundle", params={"consoleaddr": "bad host/x"}).status_code == 422
+
+
+def test_scan_reports(console):
+    digest = "sha256:" + uuid.uuid4().hex
+    with console.api() as c:
+        for body in ({"verdict": "pass"}, {"digest": digest}, {"digest": 5, "verdict": "pass"}, []):
+            assert c.post("/scans", json=body).status_code == 422
+        assert c.get("/scans", params={"digest": digest}).json() == []
+        assert c.get("/scans/verdict", params={"digest": digest}).status_code == 404
+        r1 = c.post("/scans", json={"digest": digest, "verdict": "fail", "app_name": "shop", "vulns": [1]})
+        r2 = c.post("/scans", json={"digest": digest, "verdict": "pass", "app_name": "shop", "summary": {"high": 0}})
+        assert r1.status_code == r2.status_code == 201
+        assert c.get("/scans/verdict", params={"digest": digest}).json()["verdict"] == "pass"
+        full = c.get(f"/scans/{r1.json()['id']}").json()
+        assert full["body"]["vulns"] == [1] and full["verdict"] == "fail"
+        assert len(c.get("/scans", params={"app": "shop", "digest": digest}).json()) == 2

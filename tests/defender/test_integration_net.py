@@ -1,0 +1,43 @@
+"""The network guard plugged into the full defender (its own tests cover the controls in depth)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.defender.helpers import Sandbox, rule, unpriv_python
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    yield s.getsockname()[1]
+    s.close()
+
+
+@pytest.mark.parametrize("effect", ["alert", "prevent"])
+def test_denied_connect_through_the_defender(sandbox: Sandbox, mode: str, effect: str, listener: int) -> None:
+    py, _ = unpriv_python()
+    sandbox.write(
+        "app.py",
+        f"""
+import socket
+s = socket.socket()
+try:
+    s.connect(("127.0.0.1", {listener}))
+    print("connected")
+except OSError as e:
+    print("refused", e.errno)
+""",
+        mode=0o644,
+    )
+    pol = rule(network={"effect": effect, "outbound": {"deny": [f"127.0.0.1:{listener}"]}})
+    r = sandbox.run(pol, [py, "app.py"], garden=mode == "garden")
+    assert r.returncode == 0, r.stderr
+    hits = [a for a in r.audits if a["type"] == "network"]
+    assert hits and hits[0]["dest_port"] == listener and hits[0]["effect"] == effect
+    assert ("refused" if effect == "prevent" else "connected") in r.stdout
