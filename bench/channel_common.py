@@ -40,23 +40,46 @@ def bench_policy(revision_hint: int, n_rules: int = 20) -> Any:
     )
 
 
-async def _serve(data_dir: Path, db: str | None) -> None:
+class _Discarding:
+    """The console backend, except that events are dropped after the channel validated them: shows
+    what the channel alone can carry."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def store_events(self, defender_id: str, events: Any) -> int:
+        return len(events)
+
+
+def open_console_backend(data_dir: Path, db: str | None) -> tuple[Any, Any, Any]:
+    """(store, ConsoleContext, ConsoleChannelBackend) of a console data dir, as the console builds them."""
+    from garrison.console.context import ConsoleContext
+    from garrison.console.services.channel_backend import ConsoleChannelBackend
+    from garrison.console.store.open import Store
+    from garrison.pki import ensure_ca
+
+    store = Store.open(db, data_dir)
+    ctx = ConsoleContext.build(data_dir, store, ensure_ca(data_dir))
+    return store, ctx, ConsoleChannelBackend(store, ctx.defenders, ctx.policies)
+
+
+async def _serve(data_dir: Path, db: str | None, discard: bool = False) -> None:
     from sqlalchemy import func, select
 
     from garrison.channel.bundle import encode_bundle
     from garrison.channel.server import ChannelServer
-    from garrison.console.context import ConsoleContext
-    from garrison.console.services.channel_backend import ConsoleChannelBackend
-    from garrison.console.store.open import Store
     from garrison.console.store.tables import events
-    from garrison.pki import ensure_ca, server_ssl_context
+    from garrison.pki import server_ssl_context
 
     raise_fd_limit()
-    store = Store.open(db, data_dir)
-    ca = ensure_ca(data_dir)
+    store, ctx, backend = open_console_backend(data_dir, db)
+    ca = ctx.ca
     cert, key = ca.issue_server_cert(data_dir, ["127.0.0.1"])
-    ctx = ConsoleContext.build(data_dir, store, ca)
-    backend = ConsoleChannelBackend(store, ctx.defenders, ctx.policies)
+    if discard:
+        backend = _Discarding(backend)
     server = ChannelServer(
         backend,
         server_ssl_context(cert, key, client_ca_pem=ca.cert_pem, client_cert="optional"),
@@ -90,7 +113,7 @@ async def _serve(data_dir: Path, db: str | None) -> None:
 class ConsoleProcess:
     """The child console; `command()` sends one line and returns the answer line."""
 
-    def __init__(self, db: str | None = None, *, plain_asyncio: bool = False) -> None:
+    def __init__(self, db: str | None = None, *, plain_asyncio: bool = False, discard: bool = False) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="garrison-bench-")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         args = [sys.executable, __file__, "serve", "--data-dir", self.tmp.name]
@@ -98,6 +121,8 @@ class ConsoleProcess:
             args += ["--db", db]
         if plain_asyncio:
             args.append("--asyncio")
+        if discard:
+            args.append("--discard")
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         hello = json.loads(self.proc.stdout.readline())
@@ -150,5 +175,6 @@ if __name__ == "__main__":
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--db", default=None)
     ap.add_argument("--asyncio", action="store_true", help="plain asyncio loop instead of uvloop")
+    ap.add_argument("--discard", action="store_true", help="drop events after validation (channel only)")
     a = ap.parse_args()
-    run(_serve(a.data_dir, a.db), plain=a.asyncio)
+    run(_serve(a.data_dir, a.db, a.discard), plain=a.asyncio)

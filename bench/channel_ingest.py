@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.channel_common import ConsoleProcess, load_note, raise_fd_limit, run
+from bench.channel_common import ConsoleProcess, load_note, open_console_backend, raise_fd_limit, run
 from garrison.channel.bundle import decode_bundle
 from garrison.channel.simulate import SimulatedFleet
 from garrison.policy.audit import AuditEvent
@@ -47,8 +47,10 @@ def make_events(prefix: str, n: int) -> list[AuditEvent]:
     ]
 
 
-async def one_run(db: str | None, label: str, n_def: int, n_events: int, batch: int, window: int) -> None:
-    console = ConsoleProcess(db)
+async def one_run(
+    db: str | None, label: str, n_def: int, n_events: int, batch: int, window: int, discard: bool = False
+) -> None:
+    console = ConsoleProcess(db, discard=discard)
     try:
         with tempfile.TemporaryDirectory(prefix="garrison-fleet-") as tmp:
             fleet = SimulatedFleet(
@@ -72,13 +74,31 @@ async def one_run(db: str | None, label: str, n_def: int, n_events: int, batch: 
             await fleet.wait_delivered(timeout=300)
             again = int(await asyncio.to_thread(console.command, "count"))
             await fleet.stop()
-        ok = "ok" if stored == total == again else f"MISMATCH stored={stored} after-dups={again}"
+        if discard:
+            ok = "n/a (discarded)"
+        else:
+            ok = "ok" if stored == total == again else f"MISMATCH stored={stored} after-dups={again}"
         print(
             f"{label:10s} defenders={n_def:4d} batch={batch:5d} window={window}  "
             f"{total} events in {dt:6.2f} s = {total / dt:9.0f} events/s   stored once: {ok}"
         )
     finally:
         console.close()
+
+
+async def store_only(db: str | None, label: str, n_events: int, batch: int) -> None:
+    """The console backend's store_events alone, no channel: the ceiling the store sets."""
+    with tempfile.TemporaryDirectory(prefix="garrison-store-") as tmp:
+        store, _, backend = open_console_backend(Path(tmp), db)
+        evs = make_events("s", n_events)
+        t0 = time.perf_counter()
+        for i in range(0, n_events, batch):
+            await backend.store_events("bench-defender", evs[i : i + batch])
+        dt = time.perf_counter() - t0
+        store.engine.dispose()
+    print(
+        f"{label:10s} store only (ConsoleChannelBackend.store_events, batch={batch}): {n_events / dt:9.0f} events/s"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -89,10 +109,16 @@ async def main(args: argparse.Namespace) -> None:
         stores.append(("postgresql", pg))
     else:
         print("PostgreSQL: skipped (no --pg and no GARRISON_TEST_PG_URL)")
+    for n_def in args.defenders:
+        for batch in args.batch:
+            await one_run(None, "channel", n_def, args.events, batch, args.window, discard=True)
     for label, db in stores:
+        await store_only(db, label, min(args.events, 50_000), max(args.batch))
         for n_def in args.defenders:
             for batch in args.batch:
                 await one_run(db, label, n_def, args.events, batch, args.window)
+    print("'channel' rows: the console discards events after validating them (channel + TLS + protocol")
+    print("only); 'store only': the console store without the channel; other rows: end to end.")
     print("goal: >= 20,000 events/s with batching " + load_note())
 
 

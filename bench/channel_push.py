@@ -22,13 +22,26 @@ from garrison.channel.bundle import decode_bundle
 from garrison.channel.simulate import SimulatedFleet
 
 
-async def main(n: int, pushes: int, db: str | None, plain: bool = False) -> None:
+def parse_cost_ms() -> float:
+    from bench.channel_common import bench_policy
+    from garrison.channel import protocol as p
+
+    text = p.dump(p.PolicySnapshot(revision=1, policy=bench_policy(1)))
+    t = time.perf_counter()
+    for _ in range(200):
+        p.parse(text)
+    return (time.perf_counter() - t) / 200 * 1000
+
+
+async def main(n: int, pushes: int, db: str | None, plain: bool = False, shared_parse: bool = True) -> None:
     raise_fd_limit()
     console = ConsoleProcess(db, plain_asyncio=plain)
     print(f"event loop: {'asyncio' if plain else 'uvloop'} in both processes; store: {db or 'sqlite'}")
     try:
         with tempfile.TemporaryDirectory(prefix="garrison-fleet-") as tmp:
-            fleet = SimulatedFleet(decode_bundle(console.bundle_text), Path(tmp), n)
+            fleet = SimulatedFleet(
+                decode_bundle(console.bundle_text), Path(tmp), n, share_policy_parsing=shared_parse
+            )
             t = time.perf_counter()
             await fleet.start(timeout=600)
             print(f"{n} defenders enrolled and connected in {time.perf_counter() - t:.1f} s")
@@ -52,6 +65,14 @@ async def main(n: int, pushes: int, db: str | None, plain: bool = False) -> None
                 f"worst {max(worst):.1f} ms   (goal: p99 < 1000 ms)"
             )
             print("  " + load_note())
+            how = (
+                "the simulated fleet validates each distinct snapshot once for all"
+                if shared_parse
+                else f"here all {n} validations ran one after another in the one fleet process"
+            )
+            print(
+                f"  each defender validates the policy itself: {parse_cost_ms():.2f} ms per snapshot ({how})"
+            )
             await fleet.stop()
     finally:
         console.close()
@@ -63,5 +84,8 @@ if __name__ == "__main__":
     ap.add_argument("--pushes", type=int, default=20)
     ap.add_argument("--db", default=None, help="console store URL (default: SQLite in a temp dir)")
     ap.add_argument("--asyncio", action="store_true", help="plain asyncio loops instead of uvloop")
+    ap.add_argument(
+        "--no-shared-parse", action="store_true", help="every simulated defender validates its own copy"
+    )
     a = ap.parse_args()
-    run(main(a.defenders, a.pushes, a.db, a.asyncio), plain=a.asyncio)
+    run(main(a.defenders, a.pushes, a.db, a.asyncio, not a.no_shared_parse), plain=a.asyncio)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import socket
@@ -45,9 +46,22 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, connections: int, duration: int, threads: int) -> tuple[float, float]:
+# Every request a different URL, so no cache anywhere can answer from a previous request.
+_UNIQUE_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/api/items?page=" .. n .. "&q=coffee+beans+" .. n .. "&sort=price")
+end
+"""
+
+
+def wrk(
+    url: str, connections: int, duration: int, threads: int, script: str | None = None
+) -> tuple[float, float]:
+    extra = ["-s", script] if script else []
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -66,25 +80,57 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", choices=["asgi", "raw"], default="asgi", help="see bench/cnaf_backend.py")
-    ap.add_argument("--policy", choices=["prevent", "none"], default="prevent",
-                    help="'none' measures the bare proxy with inspection off")
+    ap.add_argument(
+        "--policy",
+        choices=["prevent", "none"],
+        default="prevent",
+        help="'none' measures the bare proxy with inspection off",
+    )
+    ap.add_argument("--unique", action="store_true", help="a different URL on every request (no cache hits)")
     ap.add_argument("--path", default="/api/items?page=2&q=coffee+beans", help="request target wrk sends")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[subprocess.Popen[str] | subprocess.Popen[bytes]] = []
     try:
-        backend = subprocess.Popen([PY, str(ROOT / "bench" / "cnaf_backend.py"), args.backend], stdout=subprocess.PIPE, text=True)
+        backend = subprocess.Popen(
+            [PY, str(ROOT / "bench" / "cnaf_backend.py"), args.backend], stdout=subprocess.PIPE, text=True
+        )
         procs.append(backend)
         assert backend.stdout is not None
         bport = int(backend.stdout.readline())
         pport = free_port()
         policy = Path(tempfile.mkdtemp()) / "cnaf.json"
-        classes = ["sqli", "xss", "cmdi", "lfi", "rfi", "code_injection", "shellshock", "attack_tools", "protocol"]
-        policy.write_text(json.dumps({"enabled": args.policy != "none", "effects": dict.fromkeys(classes, "prevent")}))
+        classes = [
+            "sqli",
+            "xss",
+            "cmdi",
+            "lfi",
+            "rfi",
+            "code_injection",
+            "shellshock",
+            "attack_tools",
+            "protocol",
+        ]
+        policy.write_text(
+            json.dumps({"enabled": args.policy != "none", "effects": dict.fromkeys(classes, "prevent")})
+        )
         proxy = subprocess.Popen(
-            [PY, "-m", "garrison", "cnaf", "proxy", "--listen", f"127.0.0.1:{pport}",
-             "--upstream", f"127.0.0.1:{bport}", "--policy", str(policy), "--audit-log", "/dev/null"],
+            [
+                PY,
+                "-m",
+                "garrison",
+                "cnaf",
+                "proxy",
+                "--listen",
+                f"127.0.0.1:{pport}",
+                "--upstream",
+                f"127.0.0.1:{bport}",
+                "--policy",
+                str(policy),
+                "--audit-log",
+                "/dev/null",
+            ],
             cwd=ROOT,
         )
         procs.append(proxy)
@@ -92,16 +138,20 @@ def main() -> int:
         wait_port(pport)
         direct_url = f"http://127.0.0.1:{bport}{args.path}"
         proxy_url = f"http://127.0.0.1:{pport}{args.path}"
-        wrk(direct_url, args.connections, 2, args.threads)  # warm-up
-        wrk(proxy_url, args.connections, 2, args.threads)
+        script = None
+        if args.unique:
+            script = str(Path(tempfile.mkdtemp()) / "unique.lua")
+            Path(script).write_text(_UNIQUE_LUA)
+        wrk(direct_url, args.connections, 2, args.threads, script)  # warm-up
+        wrk(proxy_url, args.connections, 2, args.threads, script)
         d_rps, d_p99, p_rps, p_p99 = [], [], [], []
         for _ in range(args.rounds):
-            r, l = wrk(direct_url, args.connections, args.duration, args.threads)
+            r, lat = wrk(direct_url, args.connections, args.duration, args.threads, script)
             d_rps.append(r)
-            d_p99.append(l)
-            r, l = wrk(proxy_url, args.connections, args.duration, args.threads)
+            d_p99.append(lat)
+            r, lat = wrk(proxy_url, args.connections, args.duration, args.threads, script)
             p_rps.append(r)
-            p_p99.append(l)
+            p_p99.append(lat)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -110,7 +160,11 @@ def main() -> int:
     dl, pl = statistics.median(d_p99), statistics.median(p_p99)
     print(
         f"back end {args.backend}, CNAF policy {args.policy}; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration}s x{args.rounds} rounds, GET {args.path}"
+        f"-d{args.duration}s x{args.rounds} rounds, GET {'<unique URL per request>' if args.unique else args.path}"
+    )
+    load = os.getloadavg()
+    print(
+        f"load average during the run: {load[0]:.1f} (1 min) on {os.cpu_count()} CPUs — other load skews both sides"
     )
     print(f"direct      {dr:10.0f} req/s   p99 {dl:7.2f} ms   (runs: {', '.join(f'{x:.0f}' for x in d_rps)})")
     print(f"via CNAF    {pr:10.0f} req/s   p99 {pl:7.2f} ms   (runs: {', '.join(f'{x:.0f}' for x in p_rps)})")

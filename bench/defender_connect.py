@@ -7,6 +7,7 @@ cost hides the supervisor's). Usage: .venv/bin/python bench/defender_connect.py 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -107,6 +108,22 @@ def run(argv: list[str], supervised: bool, user: tuple[int, int] | None) -> floa
         guard.stop()
 
 
+def run_defender(argv: list[str], policy_dir: str) -> float:
+    """Through the full app-embedded defender (supervisor engineer's launcher), as the current user."""
+    garrison = os.path.join(os.path.dirname(sys.executable), "garrison")
+    policy = os.path.join(policy_dir, "policy.json")
+    with open(policy, "w") as f:
+        f.write(json.dumps({"rules": [RULE.model_dump(mode="json")]}))
+    env = {**os.environ, "DATA_FOLDER": policy_dir}
+    p = subprocess.run(
+        [garrison, "defender", "app-embedded", "--quiet", "--policy", policy, *argv],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    if p.returncode != 0:
+        raise SystemExit(f"defender run failed: {p.stderr}")
+    return float(p.stdout)
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -122,14 +139,22 @@ def main() -> None:
         subprocess.run(["gcc", "-O2", "-o", os.path.join(tmp, "connect"), src], check=True)
         apps["c"] = [os.path.join(tmp, "connect")]
     print(f"connect latency, {n} connects x {rounds} rounds, loopback, app as {'nobody' if user else 'self'}")
+    full = os.path.exists(os.path.join(os.path.dirname(sys.executable), "garrison"))
     for name, argv in apps.items():
         bare: list[float] = []
         sup: list[float] = []
-        for _ in range(rounds):  # interleaved so drift hits both modes alike
+        dfd: list[float] = []
+        for _ in range(rounds):  # interleaved so drift hits every mode alike
             bare.append(run([*argv, str(port), str(n)], False, user))
             sup.append(run([*argv, str(port), str(n)], True, user))
+            if full:
+                dfd.append(run_defender([*argv, str(port), str(n)], tmp))
         b, s = statistics.median(bare), statistics.median(sup)
-        print(f"  {name:6s} bare {b:7.1f} us  supervised {s:7.1f} us  ratio {s / b:4.2f}x  (goal <= 2.0x)")
+        line = f"  {name:6s} bare {b:6.1f} us | guard-only runner {s:6.1f} us = {s / b:4.2f}x"
+        if dfd:
+            d = statistics.median(dfd)
+            line += f" | full defender {d:6.1f} us = {d / b:4.2f}x"
+        print(line + "   (goal <= 2.0x)")
     shutil.rmtree(tmp, ignore_errors=True)
     srv.kill()
 

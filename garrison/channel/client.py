@@ -50,6 +50,19 @@ CommandCallback = Callable[[str, dict[str, Any]], Any]
 _NETWORK_ERRORS = (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, ssl.SSLError)
 
 
+MAX_BATCH_BYTES = 1024 * 1024
+"""Far below the server's message limit, so a batch of big events is never refused as too large."""
+
+
+def _cap_bytes(rows: list[tuple[int, str]], limit: int) -> list[tuple[int, str]]:
+    total = 0
+    for i, (_, body) in enumerate(rows):
+        total += len(body) + 1
+        if total > limit and i > 0:
+            return rows[:i]
+    return rows
+
+
 class EnrolmentFailed(Exception):
     """The console refused the enrolment (bad/replayed token...): retrying soon will not help."""
 
@@ -75,9 +88,11 @@ class DefenderChannelClient:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         check_hostname: bool = True,
+        proxy: str | bool | None = None,
         parser: Callable[[str | bytes], p.Message] = p.parse,
     ) -> None:
-        """`parser` exists for simulations: many clients in one process may share parsed policies."""
+        """`proxy`: None = connect directly; True = honour HTTPS_PROXY/NO_PROXY; or a proxy URL.
+        `parser` exists for simulations: many clients in one process may share parsed policies."""
         self.bundle = bundle
         self.data_folder = Path(data_folder)
         self.hello = hello
@@ -92,6 +107,7 @@ class DefenderChannelClient:
         self.backoff_max = backoff_max
         self.check_hostname = check_hostname
         self.parse = parser
+        self.proxy = proxy
 
         self.policy: RuntimePolicy | None = None
         self.last_error: str = ""
@@ -165,8 +181,13 @@ class DefenderChannelClient:
         self._thread.start()
         ready.wait(10)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the background thread; spooled events stay on disk for the next start."""
+    def stop(self, timeout: float = 10.0, *, flush_timeout: float = 5.0) -> None:
+        """Stop the background thread; spooled events stay on disk for the next start.
+
+        While connected, first give pending events up to `flush_timeout` s to be acked: in Cloud
+        Foundry the container (and its data folder) usually goes away with the app."""
+        if self._thread is not None and self.connected and flush_timeout > 0:
+            self.wait_delivered(flush_timeout)
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -226,7 +247,7 @@ class DefenderChannelClient:
         return connect(
             self.bundle.ws_address,
             ssl=ctx if self.bundle.ws_address.startswith("wss:") else None,
-            proxy=None,
+            proxy=self.proxy,
             compression=None,
             max_size=p.MAX_MESSAGE_BYTES,
             open_timeout=15,
@@ -376,6 +397,7 @@ class DefenderChannelClient:
                 rows = self.spool.read_after(sent_through, self.batch_size)
                 if not rows:
                     break
+                rows = _cap_bytes(rows, MAX_BATCH_BYTES)
                 seq = rows[-1][0]
                 body = ",".join(b for _, b in rows)
                 await ws.send(f'{{"v":{p.PROTOCOL_VERSION},"type":"events","seq":{seq},"events":[{body}]}}')

@@ -17,6 +17,26 @@ from pathlib import Path
 from garrison.policy.audit import AuditEvent
 
 DEFAULT_MAX_EVENTS = 1_000_000
+MAX_EVENT_BYTES = 256 * 1024
+
+
+def _body(event: AuditEvent) -> str:
+    """JSON of the event; an oversized one (huge argv/extra) is trimmed, and says so, not dropped."""
+    body = event.model_dump_json(exclude_none=True)
+    if len(body) <= MAX_EVENT_BYTES:
+        return body
+    trimmed = event.model_copy(
+        update={
+            "argv": [a[:1024] for a in event.argv[:64]] if event.argv else event.argv,
+            "extra": {"truncated": True, "original_bytes": len(body)},
+            "message": event.message[:1024],
+        }
+    )
+    return trimmed.model_dump_json(exclude_none=True)  # bounded: every other field has a max length
+
+
+class SpoolClosed(RuntimeError):
+    """Events submitted after the channel client was stopped."""
 
 
 class EventSpool:
@@ -29,6 +49,7 @@ class EventSpool:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._closed = False
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -44,10 +65,11 @@ class EventSpool:
 
     def append(self, events: Iterable[AuditEvent]) -> int:
         """Spool events; returns the last sequence number (0 when nothing was given)."""
-        bodies = [(e.model_dump_json(exclude_none=True),) for e in events]
+        bodies = [(_body(e),) for e in events]
         if not bodies:
             return 0
         with self._lock:
+            self._check_open()
             self._db.execute("BEGIN")
             try:
                 self._db.executemany("INSERT INTO spool (body) VALUES (?)", bodies)
@@ -68,9 +90,14 @@ class EventSpool:
             )
             self.dropped += excess
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SpoolClosed(f"event spool {self.path} is closed: the channel client was stopped")
+
     def read_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
         """Up to `limit` (seq, event JSON) rows with seq > after_seq, oldest first."""
         with self._lock:
+            self._check_open()
             rows = self._db.execute(
                 "SELECT seq, body FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
             ).fetchall()
@@ -79,10 +106,12 @@ class EventSpool:
     def ack_through(self, seq: int) -> None:
         """The console stored everything up to `seq`: forget it."""
         with self._lock:
+            self._check_open()
             self._db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
 
     def pending(self) -> int:
         with self._lock:
+            self._check_open()
             return int(self._db.execute("SELECT count(*) FROM spool").fetchone()[0])
 
     def pending_events(self) -> list[AuditEvent]:
@@ -90,4 +119,5 @@ class EventSpool:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()

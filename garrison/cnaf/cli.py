@@ -91,7 +91,9 @@ def proxy_cmd(
 def inspect_cmd(
     target: Annotated[str, typer.Argument(help="request target, e.g. '/search?q=1%27%20or%201=1'")],
     method: Annotated[str, typer.Option(help="HTTP method")] = "GET",
-    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable")] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable")
+    ] = None,
     data: Annotated[str | None, typer.Option(help="request body")] = None,
     policy: Annotated[Path | None, typer.Option(help="controls file (default: every class on)")] = None,
 ) -> None:

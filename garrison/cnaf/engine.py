@@ -5,8 +5,8 @@ No I/O and no state: what to do about a finding (alert, 403, ban) is the firewal
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -76,6 +76,8 @@ def _excepted(exceptions: list[CnafException], path: str, attack: str, param: st
 
 
 _LFI = next(fn for name, fn in DETECTORS if name == "lfi")
+_SHELLSHOCK = shellshock.detect
+_CODE = code_injection.detect
 _TOOLS = next(fn for name, fn in DETECTORS if name == "attack_tools")
 Hits = tuple[tuple[str, str], ...]  # (attack class, reason) for every class that fired
 _cache: dict[tuple[str, str, str], Hits] = {}
@@ -86,6 +88,12 @@ _CACHE_VALUE_MAX = 2048
 def _scan(fld: Field, value: str) -> Hits:
     """Every detector on one value. Pure in (location, name, value), hence cacheable."""
     loc = fld.location
+    if loc == "raw_header":
+        return tuple(
+            (name, reason)
+            for name, fn in (("shellshock", _SHELLSHOCK), ("code_injection", _CODE))
+            if (reason := fn(value, fld)) is not None
+        )
     if loc == "path":
         if _SAFE_PATH.match(value):  # still check the path for /etc/passwd-like names
             reason = _LFI(value, fld)

@@ -184,6 +184,17 @@ def _multipart_fields(body: bytes, boundary: bytes) -> Iterator[Field]:
             yield Field("body", name, decode(_text(bytes(data))))
 
 
+def body_inspectable(content_type: str) -> bool:
+    """Bodies worth buffering for inspection: forms, JSON, multipart, text, XML (and unlabelled ones)."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    return (
+        not ctype
+        or ctype in ("application/x-www-form-urlencoded", "application/json", "multipart/form-data")
+        or ctype.endswith(("+json", "xml", "+xml"))
+        or ctype.startswith("text/")
+    )
+
+
 def _body_fields(req: HttpRequest) -> Iterator[Field]:
     if not req.body:
         return
@@ -219,7 +230,11 @@ def extract(req: HttpRequest) -> list[Field]:
         out.extend(_qs_fields(req.query, "query"))
     out.extend(_cookie_fields(req))
     for name, value in req.headers:
-        if name.lower() not in _STRUCTURAL_HEADERS:
+        lname = name.lower()
+        if lname not in _STRUCTURAL_HEADERS:
             out.append(Field("header", name, decode(value)))
+        elif lname != "cookie" and ("()" in value or "${" in value):
+            # structural headers still reach CGI environments and loggers: Shellshock, Log4Shell
+            out.append(Field("raw_header", name, value))
     out.extend(_body_fields(req))
     return out[:_MAX_FIELDS]

@@ -37,6 +37,7 @@ _SEVERITY: dict[str, Severity] = {
 }
 _REDACT = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _RATE_AUDIT_EVERY_S = 10.0
+_RECENT_MAX = 4096
 
 
 @dataclass(slots=True)
@@ -65,8 +66,10 @@ def error_response(status: int, reason: str, event_id: str = "") -> bytes:
     title = {
         400: "Bad Request",
         403: "Forbidden",
+        408: "Request Timeout",
         429: "Too Many Requests",
         431: "Request Header Fields Too Large",
+        502: "Bad Gateway",
     }.get(status, "Error")
     ref = f"<p>Event ID: <code>{html.escape(event_id)}</code></p>" if event_id else ""
     body = (
@@ -95,6 +98,7 @@ class Firewall:
         self.rates = RateLimiter(clock)
         self._clock = clock
         self._last_rate_audit: dict[str, float] = {}
+        self._recent: dict[tuple[object, ...], tuple[CnafControls, list[Finding]]] = {}
 
     # -- audit helpers -------------------------------------------------------------------------
     def _event(
@@ -144,10 +148,25 @@ class Firewall:
             rl = controls.rate_limit
             if not self.rates.allow(ip, rl.burst, rl.average):
                 return self._rate_limited(req, ip, controls)
-        findings = inspect(req, controls)
+        findings = self._inspect(req, controls)
         if not findings:
             return Verdict()
         return self._apply(req, ip, controls, findings)
+
+    def _inspect(self, req: HttpRequest, controls: CnafControls) -> list[Finding]:
+        """Detection is a pure function of the request, so identical body-less requests (health checks,
+        polling, assets) reuse the previous result; bans, rate limits and audits still run every time."""
+        if req.body:
+            return inspect(req, controls)
+        key = (req.method, req.target, req.version, tuple(req.headers))
+        hit = self._recent.get(key)
+        if hit is not None and hit[0] is controls:
+            return hit[1]
+        findings = inspect(req, controls)
+        if len(self._recent) >= _RECENT_MAX:
+            del self._recent[next(iter(self._recent))]
+        self._recent[key] = (controls, findings)
+        return findings
 
     def _apply(self, req: HttpRequest, ip: str, controls: CnafControls, findings: list[Finding]) -> Verdict:
         events: list[AuditEvent] = []

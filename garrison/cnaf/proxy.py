@@ -20,12 +20,16 @@ from typing import Any, cast
 import httptools
 
 from garrison.cnaf.detect.protocol import classify_parser_error
+from garrison.cnaf.fields import body_inspectable
 from garrison.cnaf.firewall import AuditSink, ControlsGetter, Firewall, Verdict, error_response
 from garrison.cnaf.request import HttpRequest
 
 log = logging.getLogger(__name__)
 
 _LINGER_S = 2.0
+HEAD_TIMEOUT_S = 30.0  # a request head must arrive within this (slowloris)
+IDLE_TIMEOUT_S = 120.0  # keep-alive connection with nothing in flight
+_SWEEP_S = 5.0
 _HEAD_LIMIT_WITHOUT_POLICY = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -103,7 +107,9 @@ class _ClientConn(asyncio.Protocol):
         self.body_limit = 0
         self.chunked = False
         self.sent_continue = False
+        self.head_started = 0.0
         self.head_buf = b""
+        self.last_active = self.loop.time()
 
     # -- client side ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -121,6 +127,7 @@ class _ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_active = self.loop.time()
         if self.tunnel:
             self._to_upstream(data)
             return
@@ -162,6 +169,7 @@ class _ClientConn(asyncio.Protocol):
 
     # -- httptools request callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.head_started = self.last_active
         self.url = b""
         self.headers = []
         self.head_size = 0
@@ -199,6 +207,7 @@ class _ClientConn(asyncio.Protocol):
         self.req = req
         has_body = False
         expect = False
+        ctype = ""
         for k, v in self.headers:
             lk = k.lower()
             if lk == b"transfer-encoding":
@@ -207,12 +216,14 @@ class _ClientConn(asyncio.Protocol):
                 has_body = v.strip() not in (b"0", b"")
             elif lk == b"expect":
                 expect = v.strip().lower() == b"100-continue"
+            elif lk == b"content-type":
+                ctype = v.decode("latin-1")
         controls = self.fw.controls_getter()
         if controls is None or not controls.enabled:
             self._forward_head()
             self.state = "streaming"
             return
-        if has_body and not p.should_upgrade():
+        if has_body and not p.should_upgrade() and body_inspectable(ctype):
             self.state = "buffering"
             self.body_limit = controls.max_body_inspect_bytes
             if expect and not self.slots:
@@ -305,7 +316,7 @@ class _ClientConn(asyncio.Protocol):
             self.slots.clear()
             self._send_local_and_close(error_response(502, "The application is not reachable."))
             return
-        if self.closing or self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():  # the client went away meanwhile
             if up.transport is not None:
                 up.transport.close()
             return
@@ -322,17 +333,31 @@ class _ClientConn(asyncio.Protocol):
         self._flush_local()
 
     def _refuse(self, status: int, reason: str) -> None:
-        req = self.req or HttpRequest(method="?", target=self.url.decode("latin-1"), peer_ip=self.peer_ip)
-        if (
-            self.state in ("idle", "head")
-            and self.req is not None
-            and self.req.target != self.url.decode("latin-1")
-        ):
-            req = HttpRequest(method="?", target=self.url.decode("latin-1"), peer_ip=self.peer_ip)
-        if self.headers and not req.headers:
-            req.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers]
+        """The strict parser gave up on this request: answer it here, audit it, never forward it."""
+        p = self.parser
+        try:
+            method = p.get_method().decode("latin-1")
+        except Exception:  # the request line itself was unparsable
+            method = "?"
+        req = HttpRequest(
+            method=method,
+            target=self.url.decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers],
+            peer_ip=self.peer_ip,
+        )
         verdict = self.fw.protocol_error(req, reason, status)
         self._block(verdict.response)
+
+    def sweep(self, now: float) -> None:
+        """Called every few seconds: drop slow heads (408) and long-idle keep-alive connections."""
+        if self.closing or self.tunnel:
+            return
+        if self.state == "head" and now - self.head_started > HEAD_TIMEOUT_S:
+            self._block(error_response(408, "request head not received in time"))
+        elif self.state == "idle" and not self.slots and now - self.last_active > IDLE_TIMEOUT_S:
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
 
     def _flush_local(self) -> None:
         """Write locally made answers that are now at the head of the queue."""
@@ -411,12 +436,15 @@ class _ClientConn(asyncio.Protocol):
 
     def _upstream_lost(self) -> None:
         self.up = None
-        if self.closing:
+        t = self.transport
+        if t is None or t.is_closing():
             return
-        self._flush_local()
-        if self.transport is not None and not self.closing:
+        if self.slots and self.slots[0].local is not None:
+            self._flush_local()
+        elif self.slots or not self.closing:
+            # the app closed: after its last response (keep-alive ended) or in the middle of one
             self.closing = True
-            self.transport.close()
+            t.close()
 
 
 class CnafProxy:
@@ -433,6 +461,7 @@ class CnafProxy:
         self.upstream_port = upstream_port
         self.server: asyncio.Server | None = None
         self.connections: set[_ClientConn] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -447,9 +476,20 @@ class CnafProxy:
     async def start(self, host: str, port: int) -> CnafProxy:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: _ClientConn(self), host, port, backlog=1024)
+        self._sweeper = loop.create_task(self._sweep())
         return self
 
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            now = loop.time()
+            for conn in list(self.connections):
+                conn.sweep(now)
+
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
         for c in list(self.connections):

@@ -38,6 +38,7 @@ class ExecTarget:
     st: os.stat_result | None = None
     memfd: bool = False
     via_loader: str | None = None  # the loader path when this is `ld.so FILE`
+    named: str = ""  # absolute path as the app named it, before symlinks were resolved
 
 
 def _signed(v: int) -> int:
@@ -122,7 +123,8 @@ def inspect(mem: MemReader, pid: int, nr_is_execveat: bool, args: tuple[int, ...
     raw = mem.read_cstring(path_ptr).decode(errors="surrogateescape")
     argv = read_argv(mem, argv_ptr)
     exe, cwd, memfd = resolve(pid, dirfd, raw, flags)
-    t = ExecTarget(raw_path=raw, exe=exe, argv=argv, cwd=cwd, exists=False, memfd=memfd)
+    named = os.path.normpath(os.path.join(cwd, raw)) if raw and dirfd == AT_FDCWD else ""
+    t = ExecTarget(raw_path=raw, exe=exe, argv=argv, cwd=cwd, exists=False, memfd=memfd, named=named)
     if memfd:
         t.exists = True
         return t
@@ -134,7 +136,7 @@ def inspect(mem: MemReader, pid: int, nr_is_execveat: bool, args: tuple[int, ...
     if t.exists and is_loader(exe):
         idx = loader_target(argv)
         if idx is not None:
-            target = argv[idx] if argv[idx].startswith("/") else os.path.join(cwd, argv[idx])
+            target = os.path.normpath(os.path.join(cwd, argv[idx]))
             real = os.path.realpath(_proc_path(pid, target))
             try:
                 st = os.stat(real)
@@ -148,5 +150,6 @@ def inspect(mem: MemReader, pid: int, nr_is_execveat: bool, args: tuple[int, ...
                 exists=st is not None,
                 st=st,
                 via_loader=exe,
+                named=target,
             )
     return t

@@ -293,6 +293,10 @@ class AppEmbeddedDefender:
             nproc_limit=nproc,
             trap_forks=self.opts.trap_forks,
         )
+        want_ptrace = self.env.get("DEFENDER_PTRACE", "")
+        if want_ptrace == "1" or (features.landlock_abi == 0 and want_ptrace != "0"):
+            plan.post_exec_check = procs.check_exec_stop
+            guarantees.append("exec checks: ptrace exec stop (race-free; +1 context switch per fork/exec)")
         self._start_cnaf(rule, plan)
         if self.guard is not None:
             self.guard.start()
@@ -356,7 +360,16 @@ class AppEmbeddedDefender:
         from garrison.defender.cnaf_hook import start_cnaf
 
         assert self.ctx is not None
-        self.cnaf = start_cnaf(self.ctx, plan, int(self.env["PORT"]))
+        try:
+            port = int(self.env["PORT"])
+            self.cnaf = start_cnaf(self.ctx, plan, port)
+        except (ValueError, OSError) as exc:
+            if self.opts.fail_open or rule.fail_open:
+                say(f"CNAF cannot listen on PORT={self.env['PORT']} ({exc}): FAIL-OPEN, app serves directly")
+                return
+            raise LaunchError(
+                EX_CANNOT_ENFORCE, f"CNAF cannot listen on PORT={self.env['PORT']}: {exc}"
+            ) from None
 
     def _shutdown(self) -> None:
         if self.cnaf is not None:

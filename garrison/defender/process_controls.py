@@ -12,13 +12,14 @@ import time
 
 from garrison.defender.baseline import Baseline
 from garrison.defender.context import RateWindow
-from garrison.defender.execinfo import ExecTarget, inspect
+from garrison.defender.execinfo import MAX_ARGS, ExecTarget, inspect, is_loader, loader_target
 from garrison.defender.notify import Handler, Notification, NotificationGone, SupervisorContext
 from garrison.kernel import memfd as kmemfd
 from garrison.kernel._libc import SYSCALLS
 from garrison.kernel.procmem import MemReader
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision, decide_exec
+from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ProcessControls:
             return
         rule = ctx.rule()
         in_base = (not t.memfd) and self.baseline.contains(t.exe, t.st)
-        d = decide_exec(rule, t.exe, t.argv or [t.exe], in_baseline=in_base)
+        d = self._decide(rule, t, in_base)
         ctx.record("exec", pid=pid, exe=t.exe, argv=t.argv[:32], loader=t.via_loader, verdict=_verdict(d))
         if d.audited:
             self._audit_exec(ctx, pid, t, d)
@@ -104,9 +105,57 @@ class ProcessControls:
         else:
             n.reply_continue()
 
-    def _audit_exec(self, ctx: SupervisorContext, pid: int, t: ExecTarget, d: Decision) -> None:
+    @staticmethod
+    def _decide(rule: Rule | None, t: ExecTarget, in_base: bool) -> Decision:
+        """Patterns match the resolved file *or* the path as the app named it (/bin/sh → /usr/bin/dash):
+        a deny on either refuses; an allow-list accepts either."""
+        argv = t.argv or [t.exe]
+        d = decide_exec(rule, t.exe, argv, in_baseline=in_base)
+        named = t.named
+        if not named or named == t.exe:
+            return d
+        d2 = decide_exec(rule, named, argv, in_baseline=in_base)
+        for cand in (d, d2):
+            if cand.violation and cand.control == "processes.deny":
+                return cand
+        return d if not d.violation else d2
+
+    def check_exec_stop(self, pid: int) -> bool:
+        """Post-exec check at the ptrace exec stop: True = kill. Audits only what it refuses (the
+        seccomp pre-check already audited what it let through)."""
+        rule = self.ctx.rule()
+        if rule is None or rule.processes.effect != "prevent":
+            return False
+        base = f"/proc/{pid}"
+        exe = os.readlink(f"{base}/exe")
+        with open(f"{base}/cmdline", "rb") as f:
+            argv = [a.decode(errors="surrogateescape") for a in f.read(65536).split(b"\0")[:-1]][:MAX_ARGS]
+        cwd = os.readlink(f"{base}/cwd")
+        memfd = exe.startswith("/memfd:")
+        st = None if memfd else os.stat(f"{base}/exe")  # the exact inode now mapped
+        t = ExecTarget(raw_path=exe, exe=exe, argv=argv, cwd=cwd, exists=True, st=st, memfd=memfd)
+        if not memfd and is_loader(exe):
+            idx = loader_target(argv)
+            if idx is not None:
+                named = os.path.normpath(os.path.join(cwd, argv[idx]))
+                real = os.path.realpath(named)
+                try:
+                    tst: os.stat_result | None = os.stat(real)
+                except OSError:
+                    tst = None
+                t = ExecTarget(argv[idx], real, argv[idx:], cwd, True, tst, via_loader=exe, named=named)
+        in_base = (not t.memfd) and self.baseline.contains(t.exe, t.st)
+        d = self._decide(rule, t, in_base)
+        if not d.blocked:
+            return False
+        self._audit_exec(self.ctx, pid, t, d, stage="killed at the exec stop (ptrace)")
+        return True
+
+    def _audit_exec(
+        self, ctx: SupervisorContext, pid: int, t: ExecTarget, d: Decision, stage: str = ""
+    ) -> None:
         drift = d.control == "processes.drift_prevention"
-        msg = d.reason
+        msg = f"{d.reason}; {stage}" if stage else d.reason
         if t.memfd:
             msg = f"exec of an in-memory file (memfd) {t.exe}: {d.reason}"
         if t.via_loader:

@@ -16,9 +16,10 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from garrison.defender.exec_tracer import ExecTracer
 from garrison.defender.notify import Handler, Notification, NotificationGone, SupervisorContext
 from garrison.kernel import landlock, prctl, seccomp
 from garrison.kernel._libc import NR_TO_NAME
@@ -62,6 +63,7 @@ class LaunchPlan:
     use_landlock: bool = False
     nproc_limit: int | None = None
     trap_forks: bool = True
+    post_exec_check: Callable[[int], bool] | None = None  # set: trace exec stops with ptrace
 
 
 def build_filter_spec(
@@ -103,6 +105,7 @@ class Supervisor:
         self._workers: list[threading.Thread] = []
         self.notifications = 0
         self._magic = 0
+        self.tracer: ExecTracer | None = None
 
     # ---- launch --------------------------------------------------------------------------------
     def start(self, plan: LaunchPlan) -> int:
@@ -120,6 +123,7 @@ class Supervisor:
         r, w = os.pipe2(os.O_CLOEXEC)
         # same-uid app processes must not read or write our memory through /proc/<pid>/mem
         prctl.prctl(prctl.PR_SET_DUMPABLE, 0)
+        prctl.set_child_subreaper()  # orphans of the app tree come to us: reaped, and killed with the app
 
         def helper() -> None:
             try:
@@ -156,6 +160,9 @@ class Supervisor:
             wt = threading.Thread(target=self._listen, name=f"garrison-notify-{i}", daemon=True)
             wt.start()
             self._workers.append(wt)
+        if plan.post_exec_check is not None:
+            self.tracer = ExecTracer(plan.post_exec_check)
+            self.tracer.start()
         installed.clear()
         go.set()
         installed.wait()
@@ -173,14 +180,33 @@ class Supervisor:
 
     def _fork_exec(self, plan: LaunchPlan, listener: int, r: int, w: int) -> int:
         parent = os.getpid()
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC) if self.tracer else (-1, -1)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC) if self.tracer else (-1, -1)
         pid = prctl.fork_with_tag(self._magic)
         if pid:
+            if self.tracer:
+                os.close(hold_r)
+                os.close(ready_w)
+                os.read(ready_r, 1)  # the child made itself dumpable (traceable) again
+                os.close(ready_r)
+                try:
+                    self.tracer.attach(pid, hold_w)
+                except OSError:
+                    os.kill(pid, signal.SIGKILL)
+                    raise
             return pid
         try:  # child: only this thread exists; keep to plain syscalls
             os.close(listener)  # the app must never be able to answer its own notifications
             os.close(r)
             prctl.set_pdeathsig(signal.SIGKILL)
             prctl.prctl(prctl.PR_SET_DUMPABLE, 1)  # the supervisor is not; the app must be readable
+            if hold_r >= 0:  # wait until the tracer has seized us, so even the first exec is checked
+                os.close(hold_w)
+                os.close(ready_r)
+                os.write(ready_w, b"r")
+                os.close(ready_w)
+                if os.read(hold_r, 1) != b"g":
+                    os._exit(125)
             if os.getppid() != parent:
                 os._exit(137)
             for s in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGCHLD):
@@ -248,6 +274,13 @@ class Supervisor:
         for s in FORWARDED_SIGNALS:
             signal.signal(s, forward)
         status = 0
+        if self.tracer is not None:  # the tracer thread is the only waiter
+            while not self.tracer.done.wait(0.5):
+                pass
+            st = self.tracer.app_status
+            status = os.waitstatus_to_exitcode(st) if st is not None else -9
+            self.kill_orphans()
+            return 128 - status if status < 0 else status
         while True:
             try:
                 pid, st = os.waitpid(-1, 0)

@@ -278,6 +278,9 @@ def register(app: typer.Typer) -> None:
         space: Annotated[str, typer.Option("--space")] = "local-space",
         instance_index: Annotated[int, typer.Option("--instance-index")] = 0,
         memory_mb: Annotated[int, typer.Option("--memory-mb")] = 512,
+        user: Annotated[
+            str | None, typer.Option("--user", help="Run the app as this user, like CF's vcap (needs root).")
+        ] = None,
     ) -> None:
         """Run a droplet locally like a Diego cell: CF env, profile.d, start command via bash."""
         if not droplet.is_file():
@@ -290,6 +293,7 @@ def register(app: typer.Typer) -> None:
             port=port or free_port(),
             memory_mb=memory_mb,
             command=start_command,
+            user=user,
         )
         if manifest is not None:
             _apply_manifest(spec, manifest, app_name)

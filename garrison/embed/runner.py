@@ -10,6 +10,8 @@ caller's shell.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -52,6 +54,8 @@ class RunSpec:
     disk_mb: int = 1024
     command: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    """run the app as this user (CF runs apps as the unprivileged `vcap`); needs root"""
 
     def guid(self, kind: str) -> str:
         """Stable ids per (org, space, name) so a re-run looks like the same app to the console."""
@@ -128,12 +132,32 @@ def prepare(droplet: Path, root: Path, limits: Limits | None = None) -> str:
     return info.start_command
 
 
-def launch(root: Path, command: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def hand_over(root: Path, user: str) -> tuple[int, int]:
+    """chown the extracted droplet to `user` (as a cell's droplet belongs to vcap); (uid, gid)."""
+    try:
+        pw = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+    except KeyError:
+        raise ValueError(f"no such user: {user}") from None
+    if os.getuid() != 0:
+        raise ValueError("--user needs root (the runner hands the droplet over to that user)")
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in [*dirnames, *filenames]:
+            os.lchown(os.path.join(dirpath, n), pw.pw_uid, pw.pw_gid)
+    os.chown(root, pw.pw_uid, pw.pw_gid)
+    return pw.pw_uid, pw.pw_gid
+
+
+def launch(
+    root: Path, command: str, env: Mapping[str, str], ids: tuple[int, int] | None = None
+) -> subprocess.Popen[bytes]:
     """Start the launcher: bash sources the profile scripts, then execs `bash -c command`."""
     return subprocess.Popen(
         ["/bin/bash", "-c", LAUNCHER, "launcher", str(root / "app"), command],
         env=dict(env),
         cwd=root / "app",
+        user=ids[0] if ids else None,
+        group=ids[1] if ids else None,
+        extra_groups=[] if ids else None,
     )
 
 
@@ -145,7 +169,8 @@ def run(droplet: Path, spec: RunSpec, *, workdir: Path | None = None, keep: bool
         command = spec.command or staged
         if not command:
             raise ValueError("the droplet has no start_command and none was given (--command)")
-        proc = launch(root, command, cf_environment(spec, root))
+        ids = hand_over(root, spec.user) if spec.user else None
+        proc = launch(root, command, cf_environment(spec, root), ids)
 
         def forward(signum: int, _frame: FrameType | None) -> None:
             proc.send_signal(signum)

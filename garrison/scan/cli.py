@@ -29,7 +29,7 @@ class Fmt(StrEnum):
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    _err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -185,7 +185,7 @@ def db_import(
         f"skipped) into {db_dir} in {time.monotonic() - t0:.1f}s; index {size / 1e6:.1f} MB"
     )
     for e in errors.errors[:50]:
-        _err.print(f"[yellow]skipped[/] {e}", highlight=False)
+        _err.print(f"[yellow]skipped[/] {e}", highlight=False, soft_wrap=True)
     if errors.errors:
         raise _fail(f"{len(errors.errors)} files could not be imported (the rest were)")
 

@@ -8,7 +8,10 @@ above `max_file_bytes` is skipped (hashed only) so one gigantic file cannot exha
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import lzma
 import os
 import posixpath
 import stat
@@ -17,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from garrison.scan.model import ScanNotice
 
@@ -91,6 +94,20 @@ class _HashingReader:
         return "sha256:" + self.h.hexdigest()
 
 
+def _decompressor(reader: _HashingReader, raw: BinaryIO) -> Any:
+    """Pick the decompressor by magic bytes. gzip/bz2/lzma file objects check end-of-stream markers
+    and CRCs, so a truncated droplet is reported as corrupt instead of silently scanned in part."""
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=cast(Any, reader), mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(cast(Any, reader), mode="rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(cast(Any, reader), mode="rb")
+    return reader
+
+
 def _safe_name(name: str) -> str | None:
     """Normalised relative member name, or None for absolute names and '..' traversal."""
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -133,9 +150,10 @@ def iter_tar(
     with path.open("rb") as raw:
         reader = _HashingReader(raw)
         try:
-            tf = tarfile.open(fileobj=reader, mode="r|*")  # type: ignore[call-overload]  # noqa: SIM115
-        except (tarfile.TarError, zlib.error, EOFError, OSError) as exc:
-            raise ScanRefused(f"{path}: not a readable tar archive ({exc})") from exc
+            stream = _decompressor(reader, raw)
+            tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115
+        except (tarfile.TarError, zlib.error, EOFError, OSError, lzma.LZMAError) as exc:
+            raise ScanRefused(f"{path}: corrupt or not a tar archive ({exc})") from exc
         try:
             for m in tf:
                 if walk.files >= limits.max_files:
@@ -177,8 +195,12 @@ def iter_tar(
                 if progress:
                     progress(reader.pos, total_in)
                 yield Entry(name, m.size, data, digest)
+            # tarfile treats a truncated header as the end: read the compressed stream to its end
+            # marker so truncation raises, then finish the file digest
+            while stream is not reader and stream.read(_CHUNK):
+                pass
             walk.digest = reader.drain()
-        except (tarfile.TarError, zlib.error, EOFError) as exc:
+        except (tarfile.TarError, zlib.error, EOFError, OSError, lzma.LZMAError) as exc:
             raise ScanRefused(f"{path}: corrupt archive ({exc.__class__.__name__}: {exc})") from exc
         finally:
             tf.close()

@@ -361,3 +361,30 @@ async def test_server_port_zero_and_stop_marks_disconnected(
     await server.stop()
     await _until(lambda: not backend.connected(c.defender_id))
     await r.close()
+
+
+async def test_big_events_are_split_into_small_batches(
+    tmp_path: Path, pki: Pki, backend: SqliteBackend
+) -> None:
+    async with running_server(backend, pki) as server:
+        c = _client(pki, server.port, tmp_path)
+        big = [
+            AuditEvent(id=f"big-{i:04d}", type="process", effect="alert", argv=["a" * 1000] * 200)
+            for i in range(30)
+        ]
+        c.submit_many(big)  # ~6 MB in all: more than 1 MiB per batch would be sent otherwise
+        r = Running(c)
+        await _until(lambda: c.spool.pending() == 0)
+        assert len(backend.event_ids()) == 30 and c.stats["acked_batches"] >= 6
+        await r.close()
+
+
+async def test_heartbeats_carry_spool_stats(tmp_path: Path, pki: Pki, backend: SqliteBackend) -> None:
+    async with running_server(backend, pki) as server:
+        c = _client(pki, server.port, tmp_path, heartbeat_interval=0.05)
+        r = Running(c)
+        await _until(lambda: c.connected)
+        await _until(lambda: (backend.stats_of(c.defender_id) or {}).get("policy_revision") == 0)
+        stats = backend.stats_of(c.defender_id)
+        assert stats is not None and stats["spooled"] == 0 and stats["connects"] == 1
+        await r.close()

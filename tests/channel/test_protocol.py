@@ -1,4 +1,8 @@
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from garrison.channel import protocol as p
 from garrison.policy.model import Rule, RuntimePolicy
@@ -40,3 +44,31 @@ def test_round_trip_every_message() -> None:
     for m in msgs:
         assert p.parse(p.dump(m)) == m
     assert {m.type for m in msgs} == p.KNOWN_TYPES  # type: ignore[attr-defined]
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda kids: (
+                st.lists(kids, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["type", "v", "seq", "events", "id", "token", "nonce", "x"])
+                    | st.text(max_size=5),
+                    kids,
+                    max_size=5,
+                )
+            ),
+            max_leaves=20,
+        ).map(lambda o: json.dumps(o, allow_nan=True)),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_parse_never_fails_other_than_protocol_error(raw: str | bytes) -> None:
+    try:
+        p.parse(raw)
+    except p.ProtocolError as exc:
+        assert exc.code in ("malformed", "unsupported") and str(exc)
+    assert p.parse_event_batch(raw) is None or isinstance(p.parse_event_batch(raw), p.EventBatch)

@@ -55,3 +55,22 @@ def test_policy_cache(tmp_path: Path) -> None:
     (tmp_path / CACHE_FILE).write_text('{"rules": [{"nme": 1}]}')
     with pytest.raises(PolicyCacheError, match="invalid"):
         load_cached_policy(tmp_path)
+
+
+def test_oversized_event_is_trimmed_not_lost(tmp_path: Path) -> None:
+    s = EventSpool(tmp_path / "s.sqlite")
+    huge = AuditEvent(id="huge-event", type="process", effect="alert", argv=["x" * 100_000] * 50)
+    s.append([huge])
+    (got,) = s.pending_events()
+    assert got.id == "huge-event" and got.extra["truncated"] is True
+    assert got.argv is not None and len(got.argv[0]) == 1024
+    s.close()
+
+
+def test_closed_spool_says_so(tmp_path: Path) -> None:
+    from garrison.channel.spool import SpoolClosed
+
+    s = EventSpool(tmp_path / "s.sqlite")
+    s.close()
+    with pytest.raises(SpoolClosed, match="was stopped"):
+        s.append([_ev(1)])

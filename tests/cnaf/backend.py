@@ -38,7 +38,9 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not msg.get("more_body"):
             break
     if scope["path"] == "/stream":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
         for i in range(5):
             await send({"type": "http.response.body", "body": b"part%d\n" % i, "more_body": True})
         await send({"type": "http.response.body", "body": b""})

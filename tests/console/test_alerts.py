@@ -105,7 +105,10 @@ def test_webhook_and_syslog(console):
         conn.close()
         _wait(lambda: len(_Hook.received) == 3)
         headers, body = _Hook.received[-1]
-        assert headers["x-garrison-signature"] == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert (
+            headers["x-garrison-signature"]
+            == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        )
     finally:
         hook.shutdown()
         udp.close()

@@ -18,7 +18,7 @@ T0 = 1_790_000_000.0
 
 @pytest.fixture(scope="module")
 def loaded(any_console):
-    """One app with 3 bursts of events: process prevent ×10, network alert ×4, dns info ×3, drift later."""
+    """One app with 3 bursts of events: 10 process prevents, 4 network alerts, 3 dns infos, one late one."""
     app = "aud-" + uuid.uuid4().hex[:6]
     events = []
     for i in range(10):
@@ -72,7 +72,9 @@ def test_incidents(any_console, loaded):
     kinds = sorted((i["type"], i["count"]) for i in inc)
     assert kinds == [("network", 4), ("process", 1), ("process", 10)]  # dns "info" is not an incident
     newest = inc[0]
-    assert newest["type"] == "process" and newest["severity"] == "critical" and newest["rules"] == ["block-nc"]
+    assert (
+        newest["type"] == "process" and newest["severity"] == "critical" and newest["rules"] == ["block-nc"]
+    )
 
 
 def test_defender_image_launcher(console):

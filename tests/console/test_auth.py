@@ -26,7 +26,9 @@ def test_authenticate_returns_bearer_token(console):
         r = c.post("/authenticate", json={"username": "admin", "password": console.admin_password}, auth=None)
         assert r.status_code == 200
         token = r.json()["token"]
-        assert c.post("/authenticate", json={"username": "admin", "password": "x"}, auth=None).status_code == 401
+        assert (
+            c.post("/authenticate", json={"username": "admin", "password": "x"}, auth=None).status_code == 401
+        )
         assert c.post("/authenticate", json={"username": "admin"}, auth=None).status_code == 422
     with console.api(token=token) as t:
         assert t.get("/version").status_code == 200
@@ -46,7 +48,10 @@ def test_roles(console):
     with console.api(operator, "operator-pass-1") as o:
         assert o.put("/policies/runtime/app-embedded", json={"rules": []}).status_code == 200
         assert o.get("/users").status_code == 403
-        assert o.post("/users", json={"username": "x1", "password": "password1", "role": "admin"}).status_code == 403
+        assert (
+            o.post("/users", json={"username": "x1", "password": "password1", "role": "admin"}).status_code
+            == 403
+        )
         assert o.get("/settings/alerts").status_code == 403
 
 
@@ -55,8 +60,16 @@ def test_user_crud_and_mgmt_audit(console):
     with console.api() as c:
         r = c.post("/users", json={"username": user, "password": "first-password", "role": "auditor"})
         assert r.status_code == 201 and r.json()["role"] == "auditor"
-        assert c.post("/users", json={"username": user, "password": "first-password", "role": "auditor"}).status_code == 409
-        assert c.put(f"/users/{user}", json={"role": "operator", "password": "second-password"}).status_code == 200
+        assert (
+            c.post(
+                "/users", json={"username": user, "password": "first-password", "role": "auditor"}
+            ).status_code
+            == 409
+        )
+        assert (
+            c.put(f"/users/{user}", json={"role": "operator", "password": "second-password"}).status_code
+            == 200
+        )
         with console.api(user, "second-password") as u:
             assert u.put("/policies/runtime/app-embedded", json={"rules": []}).status_code == 200
         assert c.delete(f"/users/{user}").status_code == 204

@@ -31,7 +31,7 @@ def test_invalid_policy_is_422_naming_the_field(console, body, field):
 def test_malformed_json_and_wrong_content(console):
     before = console.policy()
     with console.api() as c:
-        for raw in (b"{", b"[]", b"null", b'{"rules": [}', "{\"rules\": []}".encode("utf-16")):
+        for raw in (b"{", b"[]", b"null", b'{"rules": [}', '{"rules": []}'.encode("utf-16")):
             r = c.put(POLICY, content=raw, headers={"content-type": "application/json"})
             assert 400 <= r.status_code < 500, (raw, r.status_code, r.text)
     assert console.policy() == before
@@ -95,7 +95,9 @@ def test_bad_filter_values(console):
         ):
             r = c.get("/audits/runtime/app-embedded", params=params)
             assert r.status_code == 422, (params, r.text)
-        assert c.get("/audits/runtime/app-embedded", params={"from": "2026-01-01T00:00:00Z"}).status_code == 200
+        assert (
+            c.get("/audits/runtime/app-embedded", params={"from": "2026-01-01T00:00:00Z"}).status_code == 200
+        )
         assert c.get("/scans/99999999999999999999").status_code == 422
         assert c.get("/defenders/install-bundle", params={"consoleaddr": "bad host/x"}).status_code == 422
 
@@ -108,7 +110,9 @@ def test_scan_reports(console):
         assert c.get("/scans", params={"digest": digest}).json() == []
         assert c.get("/scans/verdict", params={"digest": digest}).status_code == 404
         r1 = c.post("/scans", json={"digest": digest, "verdict": "fail", "app_name": "shop", "vulns": [1]})
-        r2 = c.post("/scans", json={"digest": digest, "verdict": "pass", "app_name": "shop", "summary": {"high": 0}})
+        r2 = c.post(
+            "/scans", json={"digest": digest, "verdict": "pass", "app_name": "shop", "summary": {"high": 0}}
+        )
         assert r1.status_code == r2.status_code == 201
         assert c.get("/scans/verdict", params={"digest": digest}).json()["verdict"] == "pass"
         full = c.get(f"/scans/{r1.json()['id']}").json()

@@ -80,8 +80,12 @@ def test_enrolment_refusals(any_console):
         msg = enrol_msg(token)
         first = await enrol_raw(any_console.ws_address, any_console.ca_pem, msg)
         replay = await enrol_raw(any_console.ws_address, any_console.ca_pem, msg)
-        bad_token = await enrol_raw(any_console.ws_address, any_console.ca_pem, enrol_msg("enr_not-a-real-token"))
-        stale = await enrol_raw(any_console.ws_address, any_console.ca_pem, enrol_msg(token, ts=time.time() - 3600))
+        bad_token = await enrol_raw(
+            any_console.ws_address, any_console.ca_pem, enrol_msg("enr_not-a-real-token")
+        )
+        stale = await enrol_raw(
+            any_console.ws_address, any_console.ca_pem, enrol_msg(token, ts=time.time() - 3600)
+        )
         return [first, replay, bad_token, stale]
 
     first, replay, bad_token, stale = asyncio.run(scenario())
@@ -107,17 +111,21 @@ def test_revoked_defender_is_refused(any_console):
 
     ident = asyncio.run(connect_and_wait_delete())
 
-    async def reconnect() -> p.Message:
-        from garrison.pki import client_ssl_context
+    async def reconnect() -> str:
         from websockets.asyncio.client import connect
 
-        ctx = client_ssl_context(any_console.ca_pem.encode(), cert_pem=ident.cert_pem, key_pem=ident.key_pem)
-        async with connect(any_console.ws_address, ssl=ctx) as conn:
-            await conn.send(p.dump(p.Hello(app_name=app)))
-            return p.parse(await conn.recv())
+        from garrison.pki import client_ssl_context
 
-    msg = asyncio.run(reconnect())
-    assert isinstance(msg, p.Error) and msg.code == "revoked"
+        ctx = client_ssl_context(any_console.ca_pem.encode(), cert_pem=ident.cert_pem, key_pem=ident.key_pem)
+        try:
+            async with connect(any_console.ws_address, ssl=ctx) as conn:
+                msg = p.parse(await asyncio.wait_for(conn.recv(), 10))  # refused before any hello
+                assert isinstance(msg, p.Error) and msg.fatal
+                return msg.code
+        except ConnectionClosed as exc:
+            return "revoked" if exc.rcvd and "removed" in exc.rcvd.reason else repr(exc)
+
+    assert asyncio.run(reconnect()) == "revoked"
     with any_console.api() as c:
         assert c.get("/defenders", params={"app": app}).json() == []
         listed = c.get("/defenders", params={"app": app, "include_revoked": True}).json()

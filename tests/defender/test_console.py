@@ -43,7 +43,9 @@ def _audits(console: RunningConsole, app: str, **params: str) -> list[dict[str, 
         return list(r.json())
 
 
-def _wait_audits(console: RunningConsole, app: str, timeout: float = 20, **params: str) -> list[dict[str, Any]]:
+def _wait_audits(
+    console: RunningConsole, app: str, timeout: float = 20, **params: str
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         got = _audits(console, app, **params)
@@ -76,7 +78,7 @@ def test_audits_reach_the_console_and_cached_policy_survives_an_outage(
     assert "refused" in r.stdout
     got = _wait_audits(console, app, type="process")
     assert got and got[0]["effect"] == "prevent" and got[0]["org"] == "org-e2e"
-    assert got[0]["rule"] == f"rule-{app}" and got[0]["exe"] == "/bin/sh"
+    assert got[0]["rule"] == f"rule-{app}" and got[0]["exe"] == "/usr/bin/dash"
     assert (sandbox.data / "policy-cache.json").exists()
 
     console.stop()  # console away: start on the cached policy, spool the audits
@@ -90,7 +92,9 @@ def test_audits_reach_the_console_and_cached_policy_survives_an_outage(
     assert "starting on the cached policy" in r.stderr
     assert "refused" in r.stdout
 
-    console.start()  # back: the spooled audits are delivered by the next run
+    # back on the same ports (the bundle names them): the spooled audits are delivered by the next run
+    console.args = (*console.args, "--port", str(console.port), "--defender-port", str(console.defender_port))
+    console.start()
     r = sandbox.run(None, ["/bin/true"], env=env)
     assert r.returncode == 0, r.stderr
     deadline = time.monotonic() + 20
@@ -105,7 +109,10 @@ def test_unreachable_console_without_cache_refuses(sandbox: Sandbox, console: Ru
 
     doc = json.loads(base64.b64decode(bundle))
     doc["ws_address"] = "wss://127.0.0.1:9"  # nothing listens on the discard port
-    env = {"INSTALL_BUNDLE": base64.b64encode(json.dumps(doc).encode()).decode(), "DEFENDER_DRAIN_TIMEOUT": "0"}
+    env = {
+        "INSTALL_BUNDLE": base64.b64encode(json.dumps(doc).encode()).decode(),
+        "DEFENDER_DRAIN_TIMEOUT": "0",
+    }
     r = sandbox.run(None, ["/bin/true"], env=env, defender_args=["--connect-timeout", "1"])
     assert r.returncode == 69, r.stderr
     assert "console unreachable" in r.stderr and "refusing to start" in r.stderr

@@ -8,6 +8,7 @@ import struct
 import tarfile
 import threading
 import zipfile
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ def uvarint(n: int) -> bytes:
     return bytes(out)
 
 
-def go_modinfo(main: str, deps: list[tuple[str, str]], replace: dict[str, tuple[str, str]] | None = None) -> str:
+def go_modinfo(
+    main: str, deps: list[tuple[str, str]], replace: dict[str, tuple[str, str]] | None = None
+) -> str:
     lines = [f"path\t{main}", f"mod\t{main}\t(devel)\t"]
     for name, ver in deps:
         lines.append(f"dep\t{name}\t{ver}\th1:abc=")
@@ -55,7 +58,27 @@ def go_binary_legacy(go_version: str, modinfo: str) -> bytes:
     mod_addr = ver_addr + len(ver)
     file = bytearray(data_off + len(ver) + len(mod))
     ehdr = struct.pack(
-        "<4sBBBBB7sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, b"\0" * 7, 2, 0x3E, 1, base, 64, 0, 0, 64, 56, 1, 0, 0, 0
+        "<4sBBBBB7sHHIQQQIHHHHHH",
+        b"\x7fELF",
+        2,
+        1,
+        1,
+        0,
+        0,
+        b"\0" * 7,
+        2,
+        0x3E,
+        1,
+        base,
+        64,
+        0,
+        0,
+        64,
+        56,
+        1,
+        0,
+        0,
+        0,
     )
     file[0:64] = ehdr
     phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, len(file), len(file), 0x1000)
@@ -84,7 +107,7 @@ def pom(group: str, artifact: str, version: str) -> dict[str, bytes]:
     }
 
 
-def write_tree(root: Path, files: dict[str, bytes | str]) -> Path:
+def write_tree(root: Path, files: Mapping[str, bytes | str]) -> Path:
     for rel, data in files.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +115,7 @@ def write_tree(root: Path, files: dict[str, bytes | str]) -> Path:
     return root
 
 
-def make_droplet(path: Path, files: dict[str, bytes | str], *, prefix: str = "./") -> Path:
+def make_droplet(path: Path, files: Mapping[str, bytes | str], *, prefix: str = "./") -> Path:
     """A CF-style droplet: gzip tar with ./app, ./deps ... entries."""
     with tarfile.open(path, "w:gz") as tf:
         for rel, data in files.items():

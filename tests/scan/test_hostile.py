@@ -88,7 +88,11 @@ def test_symlinks_and_hardlinks_pointing_out(sandbox: Path) -> None:
 def test_device_files_skipped(sandbox: Path) -> None:
     d = _tar(
         sandbox / "d.tgz",
-        [_special("app/mem", tarfile.CHRTYPE), _special("app/sda", tarfile.BLKTYPE), _special("app/p", tarfile.FIFOTYPE)],
+        [
+            _special("app/mem", tarfile.CHRTYPE),
+            _special("app/sda", tarfile.BLKTYPE),
+            _special("app/p", tarfile.FIFOTYPE),
+        ],
     )
     notes = _scan_and_check(sandbox, d)
     assert sum("device or FIFO" in n for n in notes) == 3
@@ -126,7 +130,7 @@ def test_corrupt_and_truncated_archives(sandbox: Path) -> None:
     (sandbox / "garbage.tgz").write_bytes(b"\x1f\x8b" + os.urandom(2000))
     (sandbox / "notatar.gz").write_bytes(gzip.compress(b"hello, not a tar" * 100))
     for name in ("trunc.tgz", "garbage.tgz", "notatar.gz"):
-        with pytest.raises(ScanRefused, match="corrupt|not a readable"):
+        with pytest.raises(ScanRefused, match="corrupt"):
             scan(sandbox / name, ScanOptions())
 
 

@@ -23,7 +23,9 @@ def test_python_sources(tmp_path: Path) -> None:
             "site-packages/old.egg-info/PKG-INFO": "Metadata-Version: 1.0\nName: oldpkg\nVersion: 0.1\n",
             "requirements.txt": "# pinned\nrequests[socks]==2.19.0 ; python_version>'3'\nunpinned>=1\n-r other.txt\n",
             "requirements-dev.txt": "pytest===7.0.0 \\\n    --hash=sha256:abc\n",
-            "Pipfile.lock": json.dumps({"default": {"urllib3": {"version": "==1.24.1"}}, "develop": {"x": {"version": "*"}}}),
+            "Pipfile.lock": json.dumps(
+                {"default": {"urllib3": {"version": "==1.24.1"}}, "develop": {"x": {"version": "*"}}}
+            ),
             "poetry.lock": '[[package]]\nname = "jinja2"\nversion = "2.10"\n\n[[package]]\nname = "pyyaml"\nversion = "5.3"\n',
         },
     )
@@ -39,9 +41,19 @@ def test_python_sources(tmp_path: Path) -> None:
 
 
 def test_node_sources(tmp_path: Path) -> None:
-    v1 = {"lockfileVersion": 1, "dependencies": {"lodash": {"version": "4.17.4", "dependencies": {"minimist": {"version": "0.0.8"}}}}}
-    v3 = {"lockfileVersion": 3, "packages": {"": {"name": "app"}, "node_modules/express": {"version": "4.17.1"},
-          "node_modules/express/node_modules/qs": {"version": "6.7.0"}, "node_modules/local": {"link": True}}}
+    v1 = {
+        "lockfileVersion": 1,
+        "dependencies": {"lodash": {"version": "4.17.4", "dependencies": {"minimist": {"version": "0.0.8"}}}},
+    }
+    v3 = {
+        "lockfileVersion": 3,
+        "packages": {
+            "": {"name": "app"},
+            "node_modules/express": {"version": "4.17.1"},
+            "node_modules/express/node_modules/qs": {"version": "6.7.0"},
+            "node_modules/local": {"link": True},
+        },
+    }
     yarn_v1 = '# yarn lockfile v1\n\n"@babel/core@^7.0.0", "@babel/core@^7.1.0":\n  version "7.1.2"\n  resolved "x"\n\nleft-pad@1.3.0:\n  version "1.3.0"\n'
     berry = '__metadata:\n  version: 6\n\n"ms@npm:^2.0.0":\n  version: 2.0.0\n  resolution: "ms@npm:2.0.0"\n'
     write_tree(
@@ -94,7 +106,11 @@ def test_ruby_sources(tmp_path: Path) -> None:
 
 def test_java_nested_jars_and_manifest_fallback(tmp_path: Path) -> None:
     inner = jar(pom("org.apache.logging.log4j", "log4j-core", "2.14.1"))
-    manifest_only = jar({"META-INF/MANIFEST.MF": b"Manifest-Version: 1.0\nBundle-SymbolicName: org.example.util;singleton:=true\nBundle-Version: 3.2.1\n"})
+    manifest_only = jar(
+        {
+            "META-INF/MANIFEST.MF": b"Manifest-Version: 1.0\nBundle-SymbolicName: org.example.util;singleton:=true\nBundle-Version: 3.2.1\n"
+        }
+    )
     deep = jar({"lib/d2.jar": jar({"lib/d3.jar": jar({"lib/d4.jar": jar(pom("g", "too-deep", "1"))})})})
     boot = jar(
         {
@@ -108,7 +124,9 @@ def test_java_nested_jars_and_manifest_fallback(tmp_path: Path) -> None:
         tmp_path,
         {
             "app.jar": boot,
-            "exploded/WEB-INF/lib/jackson.jar": jar(pom("com.fasterxml.jackson.core", "jackson-databind", "2.9.10")),
+            "exploded/WEB-INF/lib/jackson.jar": jar(
+                pom("com.fasterxml.jackson.core", "jackson-databind", "2.9.10")
+            ),
             "exploded/META-INF/maven/org.springframework/spring-core/pom.properties": "groupId=org.springframework\nartifactId=spring-core\nversion=5.3.17\n",
             "broken.jar": b"PK\x03\x04 not really",
         },
@@ -137,7 +155,9 @@ def test_go_buildinfo_inline_and_legacy(tmp_path: Path) -> None:
     assert read_buildinfo(go_binary_inline("go1.20.1", mod)) == ("go1.20.1", mod[16:-16])
     assert read_buildinfo(go_binary_legacy("go1.16.3", mod)) == ("go1.16.3", mod[16:-16])
     assert read_buildinfo(b"\x7fELF no go here") is None
-    write_tree(tmp_path, {"bin/app": go_binary_inline("go1.20.1", mod), "bin/old": go_binary_legacy("go1.16.3", mod)})
+    write_tree(
+        tmp_path, {"bin/app": go_binary_inline("go1.20.1", mod), "bin/old": go_binary_legacy("go1.16.3", mod)}
+    )
     assert _pkgs(tmp_path) == {
         ("Go", "stdlib", "1.20.1"),
         ("Go", "stdlib", "1.16.3"),

@@ -62,7 +62,15 @@ def _adv(**ranges: object) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     ("version", "expected"),
-    [("0.9", False), ("1.0", True), ("1.5", True), ("2.0", False), ("3.0", True), ("3.1", True), ("3.2", False)],
+    [
+        ("0.9", False),
+        ("1.0", True),
+        ("1.5", True),
+        ("2.0", False),
+        ("3.0", True),
+        ("3.1", True),
+        ("3.2", False),
+    ],
 )
 def test_osv_range_events(version: str, expected: bool) -> None:
     data = {
@@ -78,7 +86,19 @@ def test_osv_versions_list_limit_and_fixed_reported() -> None:
     assert is_affected("PyPI", "1.3.4.3", {"versions": ["1.3.4.3"], "ranges": []})[0]
     lim = {"ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"limit": "1.5.0"}]}]}
     assert is_affected("npm", "1.4.0", lim)[0] and not is_affected("npm", "1.5.0", lim)[0]
-    multi = {"ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.2.3"}, {"introduced": "2.0.0"}, {"fixed": "2.0.4"}]}]}
+    multi = {
+        "ranges": [
+            {
+                "type": "SEMVER",
+                "events": [
+                    {"introduced": "0"},
+                    {"fixed": "1.2.3"},
+                    {"introduced": "2.0.0"},
+                    {"fixed": "2.0.4"},
+                ],
+            }
+        ]
+    }
     assert is_affected("npm", "1.2.0", multi) == (True, ["1.2.3", "2.0.4"])
     assert is_affected("npm", "2.0.1", multi) == (True, ["2.0.4"])
     assert is_affected("npm", "1.9.0", multi)[0] is False
@@ -104,14 +124,26 @@ def test_import_sources_aliases_withdrawn_and_bad_files(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     rng = [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}]
-    a = {"id": "PYSEC-1", "aliases": ["CVE-1"], "modified": "2024-01-01T00:00:00Z",
-         "affected": [{"package": {"ecosystem": "PyPI", "name": "Demo_Pkg"}, "ranges": rng}],
-         "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}]}
-    b = {"id": "GHSA-x", "aliases": ["CVE-1"], "modified": "2024-01-01T00:00:00Z",
-         "affected": [{"package": {"ecosystem": "PyPI", "name": "demo-pkg"}, "ranges": rng}],
-         "database_specific": {"severity": "MODERATE"}}
-    w = {"id": "PYSEC-2", "withdrawn": "2024-02-01T00:00:00Z", "modified": "2024-02-01T00:00:00Z",
-         "affected": [{"package": {"ecosystem": "PyPI", "name": "demo-pkg"}, "ranges": rng}]}
+    a = {
+        "id": "PYSEC-1",
+        "aliases": ["CVE-1"],
+        "modified": "2024-01-01T00:00:00Z",
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "Demo_Pkg"}, "ranges": rng}],
+        "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+    }
+    b = {
+        "id": "GHSA-x",
+        "aliases": ["CVE-1"],
+        "modified": "2024-01-01T00:00:00Z",
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "demo-pkg"}, "ranges": rng}],
+        "database_specific": {"severity": "MODERATE"},
+    }
+    w = {
+        "id": "PYSEC-2",
+        "withdrawn": "2024-02-01T00:00:00Z",
+        "modified": "2024-02-01T00:00:00Z",
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "demo-pkg"}, "ranges": rng}],
+    }
     _write(src / "a.json", a)
     _write(src / "b.yaml", b)
     with zipfile.ZipFile(src / "all.zip", "w") as zf:
@@ -153,17 +185,27 @@ def test_real_advisories_pypi_go_rubysec(real_db: Path) -> None:
     pysec = yaml.safe_load((VULNDB / "pypa-advisory-db-vulns/werkzeug/PYSEC-2023-221.yaml").read_text())
     go = json.loads((VULNDB / "go-vulndb-osv/GO-2023-2102.json").read_text())
     with VulnIndex(real_db) as ix:
-        w = {f.id: f for f in match_packages(ix, [Package(ecosystem="PyPI", name="werkzeug", version="2.2.2")])}
+        w = {
+            f.id: f for f in match_packages(ix, [Package(ecosystem="PyPI", name="werkzeug", version="2.2.2")])
+        }
         assert "PYSEC-2023-221" in w
         assert set(pysec["aliases"]) <= set(w["PYSEC-2023-221"].aliases)
         fixed = [e["fixed"] for r in pysec["affected"][0]["ranges"] for e in r["events"] if "fixed" in e]
         assert set(w["PYSEC-2023-221"].fixed_versions) <= set(fixed)
         assert w["PYSEC-2023-221"].severity is Severity.HIGH  # CVSS:3.1/.../A:H = 7.5
-        top = [f.id for f in match_packages(ix, [Package(ecosystem="PyPI", name="werkzeug", version="3.1.3")])]
+        top = [
+            f.id for f in match_packages(ix, [Package(ecosystem="PyPI", name="werkzeug", version="3.1.3")])
+        ]
         assert "PYSEC-2023-221" not in top
-        n = {f.id: f for f in match_packages(ix, [Package(ecosystem="Go", name="golang.org/x/net", version="v0.7.0")])}
+        n = {
+            f.id: f
+            for f in match_packages(ix, [Package(ecosystem="Go", name="golang.org/x/net", version="v0.7.0")])
+        }
         assert go["id"] in n and n[go["id"]].fixed_versions == ["0.17.0"]
-        r = {f.id: f for f in match_packages(ix, [Package(ecosystem="RubyGems", name="resque", version="2.2.0")])}
+        r = {
+            f.id: f
+            for f in match_packages(ix, [Package(ecosystem="RubyGems", name="resque", version="2.2.0")])
+        }
         assert "CVE-2023-50725" in r and r["CVE-2023-50725"].fixed_versions == ["2.2.1"]
         assert r["CVE-2023-50725"].severity is Severity.MEDIUM  # cvss_v3: 6.3
         assert "CVE-2023-50725" not in {

@@ -8,10 +8,57 @@ from garrison.cnaf.fields import Field
 
 # Matched as whole lower-case words (a set lookup per word is far cheaper than a big alternation).
 _TOOLS = frozenset(
-    """sqlmap nikto nmap masscan zgrab nuclei acunetix netsparker invicti w3af wpscan joomscan dirbuster
-    gobuster dirb wfuzz ffuf feroxbuster hydra arachni skipfish whatweb openvas jaeles commix xsstrike havij
-    fimap paros webinspect appscan qualysguard zmeu morfeus brutus bsqlbf sqlninja pangolin grabber nessus
-    burpcollaborator interactsh dotdotpwn wapiti struts-pwn metasploit msfconsole medusa x-scanner""".split()
+    [
+        "sqlmap",
+        "nikto",
+        "nmap",
+        "masscan",
+        "zgrab",
+        "nuclei",
+        "acunetix",
+        "netsparker",
+        "invicti",
+        "w3af",
+        "wpscan",
+        "joomscan",
+        "dirbuster",
+        "gobuster",
+        "dirb",
+        "wfuzz",
+        "ffuf",
+        "feroxbuster",
+        "hydra",
+        "arachni",
+        "skipfish",
+        "whatweb",
+        "openvas",
+        "jaeles",
+        "commix",
+        "xsstrike",
+        "havij",
+        "fimap",
+        "paros",
+        "webinspect",
+        "appscan",
+        "qualysguard",
+        "zmeu",
+        "morfeus",
+        "brutus",
+        "bsqlbf",
+        "sqlninja",
+        "pangolin",
+        "grabber",
+        "nessus",
+        "burpcollaborator",
+        "interactsh",
+        "dotdotpwn",
+        "wapiti",
+        "struts-pwn",
+        "metasploit",
+        "msfconsole",
+        "medusa",
+        "x-scanner",
+    ]
 )
 _PHRASES = ("fuzz faster u fool", "owasp zap", "nmap scripting engine", "zap/")
 _WORDS = re.compile(r"[a-z][a-z0-9-]*")
@@ -27,7 +74,7 @@ def detect(value: str, field: Field) -> str | None:
     if name == "user-agent":
         low = value.lower()
         for word in _WORDS.findall(low):
-            if word in _TOOLS:
+            if word in _TOOLS or word.split("-", 1)[0] in _TOOLS:
                 return f"attack tool {word!r}"
         for phrase in _PHRASES:
             if phrase in low:

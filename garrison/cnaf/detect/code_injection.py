@@ -29,7 +29,11 @@ _RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
         ("(",),
     ),
     (re.compile(r"\$_(?:GET|POST|REQUEST|COOKIE|SERVER)\s*\[", re.I), "PHP superglobal", ("$_",)),
-    (re.compile(r"\bphpinfo\s*\(\s*\)|\bbase64_decode\s*\(", re.I), "PHP function", ("phpinfo", "base64_decode")),
+    (
+        re.compile(r"\bphpinfo\s*\(\s*\)|\bbase64_decode\s*\(", re.I),
+        "PHP function",
+        ("phpinfo", "base64_decode"),
+    ),
     (
         re.compile(
             r"java\.lang\.(?:Runtime|ProcessBuilder|System|Class|reflect)|Runtime\s*\.\s*getRuntime\s*\(|"
@@ -64,7 +68,11 @@ _RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
         "template statement",
         ("{%",),
     ),
-    (re.compile(r"<%[=\s].{0,200}?(?:system|exec|`|IO\.popen|Runtime)", re.I | re.S), "ERB/JSP code", ("<%",)),
+    (
+        re.compile(r"<%[=\s].{0,200}?(?:system|exec|`|IO\.popen|Runtime)", re.I | re.S),
+        "ERB/JSP code",
+        ("<%",),
+    ),
     (
         re.compile(
             r"__import__\s*\(|\b(?:os|subprocess|commands|pty)\s*\.\s*(?:system|popen|Popen|call|run|"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI, Request
@@ -15,6 +16,7 @@ from garrison.console.context import ConsoleContext
 from garrison.console.services.errors import Conflict, Invalid, NotFound
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger("garrison.console")
 
 
 def create_app(ctx: ConsoleContext) -> FastAPI:
@@ -35,9 +37,12 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     for exc_type, status in ((NotFound, 404), (Conflict, 409), (Invalid, 422)):
         app.add_exception_handler(exc_type, _handler(status))
 
-    from garrison.console.ui import router as ui_router
-
-    app.include_router(ui_router)
+    try:
+        from garrison.console.ui import router as ui_router
+    except Exception:  # a broken UI build must not take the API (and the defenders) down with it
+        log.exception("the web UI failed to load; serving the API only")
+    else:
+        app.include_router(ui_router)
     return app
 
 

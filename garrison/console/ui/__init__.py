@@ -1,5 +1,11 @@
-"""Web UI served by the console (owned by the UI component); the console mounts `router` at '/'."""
+"""Web UI served by the console; the console mounts `router` at '/'.
 
-from fastapi import APIRouter
+Pages are server-rendered shells (layout, navigation, empty states) and a small hand-written script
+fills them from the same REST API operators script against (/api/v1, bearer token from
+`POST /api/v1/authenticate`). The UI therefore has no privileges of its own: what an auditor cannot
+do through the API, the UI cannot do either; hiding edit controls is only a courtesy.
+"""
 
-router = APIRouter()
+from garrison.console.ui.routes import router
+
+__all__ = ["router"]

@@ -91,8 +91,10 @@ class DnsProxy:
         upstreams: list[Upstream] | None = None,
         host: str = "127.0.0.1",
         timeout_s: float = 3.0,
+        on_query: Callable[[str, Upstream], None] | None = None,
     ) -> None:
         self._rule = rule
+        self._on_query = on_query
         self._audit = audit
         self.pins = pins
         self.upstreams = upstreams if upstreams is not None else resolv_conf_upstreams()
@@ -201,6 +203,8 @@ class DnsProxy:
         for q in query.question:
             name = q.name.to_text(omit_final_dot=True)
             decision = decide_dns(rule, name)
+            if self._on_query is not None:
+                self._on_query(name, client)
             if decision.audited:
                 self._audit(name, decision, client)
             if decision.blocked:

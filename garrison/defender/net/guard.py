@@ -127,7 +127,9 @@ class NetworkGuard:
     ) -> None:
         self.ctx = ctx
         self.pins = PinTable()
-        self.dns = DnsProxy(ctx.rule, self._audit_dns, self.pins, upstreams, host=proxy_host)
+        self.dns = DnsProxy(
+            ctx.rule, self._audit_dns, self.pins, upstreams, host=proxy_host, on_query=self._dns_query
+        )
         self.dns_redirect = dns_redirect
         self.emulate = emulate
         self.scans = PortScanTracker()
@@ -445,8 +447,15 @@ class NetworkGuard:
     ) -> None:
         """Try without blocking; if the app's socket would block, finish on a worker thread."""
         assert sock.fd is not None
-        n, err = op(flags | MSG_DONTWAIT)
-        if err in (errno.EAGAIN, errno.EWOULDBLOCK) and not sock.nonblocking and not flags & MSG_DONTWAIT:
+        blocking = not sock.nonblocking and not flags & MSG_DONTWAIT
+        if blocking and flags & MSG_FASTOPEN and sock.type == socket.SOCK_STREAM:
+            n, err = -1, errno.EINPROGRESS  # a blocking Fast Open connect: wait for it on a worker
+        else:
+            n, err = op(flags | MSG_DONTWAIT)
+        if blocking and (
+            err in (errno.EAGAIN, errno.EWOULDBLOCK)
+            or (err == errno.EINPROGRESS and n < 0 and flags & MSG_FASTOPEN)
+        ):
             owned = _Sock(None)
             owned.fd, sock.fd = sock.fd, None
             self._off_loop(notif, owned, lambda: op(flags))
@@ -661,6 +670,11 @@ class NetworkGuard:
                 message=decision.reason,
             )
         )
+
+    def _dns_query(self, name: str, client: Upstream) -> None:
+        with self._lock:
+            pid = self._clients.get(client)
+        self._record("dns", pid=pid, name=name)
 
     def _audit_dns(self, name: str, decision: Decision, client: Upstream | None) -> None:
         with self._lock:

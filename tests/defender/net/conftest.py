@@ -173,6 +173,7 @@ def run_app(netns: str) -> Callable[..., Run]:
         emulate: bool = True,
         timeout: float = 120,
         argv: list[str] | None = None,
+        during: Callable[[StandaloneContext], None] | None = None,
     ) -> Run:
         def scenario() -> Run:
             up = DnsServer(zone or {})
@@ -189,6 +190,8 @@ def run_app(netns: str) -> Callable[..., Run]:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                 )
+                if during is not None:
+                    during(ctx)
                 rc, out, err = sup.communicate(timeout=timeout)
                 return Run(rc, out, err, list(ctx.audits), dict(guard.stats), {"dns_queries": up.queries})
             finally:

@@ -13,7 +13,7 @@ import pytest
 
 from .conftest import APP_PYTHON, HOST4
 from .servers import TcpServer
-from .test_toctou import RACE
+from .test_toctou import RACE, _settle
 
 pytestmark = pytest.mark.slow
 GARRISON = str(Path(sys.executable).parent / "garrison")
@@ -79,4 +79,5 @@ def test_toctou_race_through_the_defender(defender, ns_call):
     p, _ = defender(rule, APP_PYTHON, "-c", RACE, HOST4, str(ok.port), str(bad.port), "2000")
     connected, refused = map(int, p.stdout.split())
     assert connected + refused == 2000 and refused > 0, p.stderr
-    assert bad.accepted == 0
+    _settle(ok, bad)
+    assert bad.accepted == 0 and ok.accepted == connected

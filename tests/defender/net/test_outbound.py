@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from .conftest import HOST4, HOST6, OTHER4
+from .conftest import HOST4, HOST6, OTHER4, rule_from
 from .servers import TcpServer, UdpServer
 
 pytestmark = pytest.mark.slow
@@ -253,3 +254,48 @@ def test_blocking_connect_in_progress_waits_off_the_listener_and_honours_sndtime
     r = run_app({"network": {"effect": "prevent"}}, SLOW, HOST4, str(ok.port))
     # 10.99.0.50 has no host behind it: the SYN waits for ARP, SO_SNDTIMEO (1 s) ends the wait
     assert r.out.split() == ["EINPROGRESS", "True", "0", "True"], r.err
+
+
+LIVE = """
+import socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+first = None
+for i in range(400):
+    s = socket.socket(); r = s.connect_ex((host, port)); s.close()
+    if first is None: first = r
+    if r == 111: break
+    time.sleep(0.01)
+print(first, r)
+"""
+
+
+def test_policy_update_applies_live(run_app, ns_call):
+    srv = ns_call(lambda: TcpServer(HOST4))
+    new = rule_from({"network": {"effect": "prevent", "outbound": {"deny": [f"{HOST4}:{srv.port}"]}}})
+
+    def later(ctx) -> None:
+        threading.Timer(0.5, lambda: setattr(ctx, "current", new)).start()
+
+    r = run_app({"network": {"effect": "prevent"}}, LIVE, HOST4, str(srv.port), during=later)
+    assert r.out.split() == ["0", "111"], r.err
+    assert [a.control for a in r.of("network")] == ["network.outbound.deny"]
+
+
+FASTOPEN = """
+import socket, sys
+host, ok, bad = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for port in (ok, bad):
+    s = socket.socket()
+    try: print(port, s.sendto(b"GET /", socket.MSG_FASTOPEN, (host, port)))
+    except OSError as e: print(port, -e.errno)
+"""
+
+
+def test_tcp_fast_open_sendto_cannot_bypass_connect_rules(run_app, ns_call):
+    ok, bad = ns_call(lambda: TcpServer(HOST4)), ns_call(lambda: TcpServer(HOST4))
+    rule = {"network": {"effect": "prevent", "outbound": {"deny": [f"{HOST4}:{bad.port}"]}}}
+    r = run_app(rule, FASTOPEN, HOST4, str(ok.port), str(bad.port))
+    res = _results(r.out)
+    assert res[ok.port] == 5, r.err  # TFO connect + data on the allowed port
+    assert res[bad.port] == -111 and bad.accepted == 0
+    assert [a.control for a in r.of("network")] == ["network.outbound.deny"]

@@ -1,0 +1,110 @@
+"""fork+exec+wait cost under the defender, as a ratio against bare, measured in the same run.
+
+A small C loop (fork, execve /bin/true, waitpid) prints microseconds per operation; it runs bare, under
+the defender with an allow-all policy, with a prevent policy (deny list + drift prevention: Landlock),
+and with the ptrace exec stop forced on (the Garden fallback). Goal: ≤ 1.3x for the default path.
+
+    .venv/bin/python bench/defender_exec.py [--n 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+C_LOOP = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    char *args[] = {"true", NULL}; char *env[] = {NULL};
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p == 0) { execve("/bin/true", args, env); _exit(127); }
+        int st; waitpid(p, &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) { fprintf(stderr, "child failed\n"); return 1; }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.1f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / 1e3 / n);
+    return 0;
+}
+"""
+
+DEFENDER = [sys.executable, "-m", "garrison", "defender", "app-embedded", "-q"]
+
+
+def build(tmp: Path) -> Path:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if not gcc:
+        sys.exit("a C compiler is needed for this benchmark")
+    src = tmp / "loop.c"
+    src.write_text(C_LOOP)
+    exe = tmp / "loop"
+    subprocess.run([gcc, "-O2", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def measure(cmd: list[str], env: dict[str, str]) -> float:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        exe = build(tmp)
+        allow = tmp / "allow.json"
+        allow.write_text(json.dumps({"rules": [{"name": "allow-all"}]}))
+        strict = tmp / "strict.json"
+        strict.write_text(
+            json.dumps(
+                {
+                    "rules": [
+                        {
+                            "name": "strict",
+                            "processes": {"effect": "prevent", "deny": ["nc", "*/ncat"], "drift_prevention": True},
+                        }
+                    ]
+                }
+            )
+        )
+        base_env = {**os.environ, "DATA_FOLDER": str(tmp)}
+        variants = {
+            "bare": ([str(exe), str(a.n)], base_env),
+            "defender allow-all": ([*DEFENDER, "--policy", str(allow), str(exe), str(a.n)], base_env),
+            "defender prevent+drift (Landlock)": ([*DEFENDER, "--policy", str(strict), str(exe), str(a.n)], base_env),
+            "defender prevent+drift (ptrace exec stop)": (
+                [*DEFENDER, "--policy", str(strict), str(exe), str(a.n)],
+                {**base_env, "DEFENDER_PTRACE": "1"},
+            ),
+        }
+        results: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(a.rounds):  # interleaved so machine noise hits every variant alike
+            for name, (cmd, env) in variants.items():
+                results[name].append(measure(cmd, env))
+    bare = statistics.median(results["bare"])
+    print(f"fork+exec+wait of /bin/true, {a.n} per run, median of {a.rounds} interleaved runs")
+    for name, vals in results.items():
+        med = statistics.median(vals)
+        print(f"  {name:45s} {med:8.1f} µs/op   ratio {med / bare:5.2f}x")
+    print("goal: ≤ 1.30x (allow-all / prevent with Landlock)")
+
+
+if __name__ == "__main__":
+    main()

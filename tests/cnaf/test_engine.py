@@ -1,0 +1,134 @@
+"""The detection engine in-process: decoding, each detector, exceptions, the eval corpora as a floor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from garrison.cnaf.decode import decode
+from garrison.cnaf.detect.code_injection import deobfuscate_lookups
+from garrison.cnaf.detect.sqli import fingerprints
+from garrison.cnaf.engine import inspect
+from garrison.cnaf.request import HttpRequest
+from garrison.policy.cnaf import ATTACK_CLASSES, CnafControls, CnafException
+from garrison.policy.model import RuntimePolicy
+
+ALL = CnafControls()
+
+
+def req(
+    target: str, headers: list[tuple[str, str]] | None = None, body: bytes = b"", ctype: str = ""
+) -> HttpRequest:
+    h = [("Host", "app.example.com"), *(headers or [])]
+    if ctype:
+        h.append(("Content-Type", ctype))
+    return HttpRequest(
+        method="POST" if body else "GET", target=target, headers=h, body=body, peer_ip="192.0.2.1"
+    )
+
+
+def classes(r: HttpRequest, controls: CnafControls = ALL) -> set[str]:
+    return {f.attack for f in inspect(r, controls)}
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        ("%253Cscript%253E", "<script>"),  # double URL encoding
+        ("%u003Cscript%u003E", "<script>"),  # IIS %u encoding
+        ("&lt;img src=x onerror=alert(1)&gt;", "<img src=x onerror=alert(1)>"),  # HTML entities
+        ("&#x3c;svg&#62;", "<svg>"),
+        ("\uff1cscript\uff1e", "<script>"),  # full-width forms
+        ("..%c0%af..%c0%afetc", "../../etc"),  # overlong UTF-8
+        ("\\x3cscript\\u003e", "<script>"),  # JS escapes
+        ("java\tscript", "java\tscript"),  # tab kept here; XSS squashes it
+        ("plain text", "plain text"),
+    ],
+)
+def test_decode_to_fixed_point(raw: str, decoded: str) -> None:
+    assert decode(raw) == decoded
+
+
+def test_sqli_fingerprints_need_a_breakout() -> None:
+    assert fingerprints("O'Brien") == ["bs", "qb"]  # no SQL after the quote
+    assert "q&sos" in fingerprints("1' or '1'='1")
+    assert classes(req("/?q=select+a+plan")) == set()
+    assert classes(req("/?id=1+UNION+SELECT+1,2")) == {"sqli"}
+
+
+def test_log4shell_lookup_nesting_is_collapsed() -> None:
+    assert deobfuscate_lookups("${${lower:j}${::-n}di:ldap://x/a}") == "${jndi:ldap://x/a}"
+
+
+def test_json_multipart_cookie_and_header_fields_are_inspected() -> None:
+    body = json.dumps({"user": {"bio": "<script>alert(1)</script>"}}).encode()
+    found = inspect(req("/p", body=body, ctype="application/json"), ALL)
+    assert [(f.attack, f.field) for f in found] == [("xss", "body:user.bio")]
+    b = "xyz"
+    mp = (
+        f'--{b}\r\nContent-Disposition: form-data; name="doc"; filename="../../../etc/cron.d/x"\r\n\r\ndata\r\n'
+        f'--{b}\r\nContent-Disposition: form-data; name="note"\r\n\r\n1; DROP TABLE notes\r\n--{b}--\r\n'
+    ).encode()
+    assert classes(req("/u", body=mp, ctype=f"multipart/form-data; boundary={b}")) == {"lfi", "sqli"}
+    assert classes(req("/", [("Cookie", "a=1; b=%27%20OR%201%3D1--")])) == {"sqli"}
+    assert classes(req("/", [("Accept-Charset", "() { :; }; /bin/id")])) == {"shellshock"}
+
+
+def test_exceptions_by_path_param_and_class() -> None:
+    controls = CnafControls(exceptions=[CnafException(path="/docs/*", param="snippet", attack="xss")])
+    attack = "<img src=x onerror=alert(1)>"
+    assert classes(req(f"/docs/a?snippet={attack}"), controls) == set()
+    assert classes(req(f"/docs/a?title={attack}"), controls) == {"xss"}
+    assert classes(req(f"/blog/a?snippet={attack}"), controls) == {"xss"}
+    everything = CnafControls(exceptions=[CnafException(path="/health")])
+    assert classes(req("/health?x=../../etc/passwd"), everything) == set()
+
+
+def test_disabled_classes_and_disabled_cnaf() -> None:
+    off = CnafControls(effects={"sqli": "disable"})
+    assert classes(req("/?id=1+OR+1=1"), off) == set()
+    assert CnafControls(enabled=False).effect_for("xss") == "disable"
+
+
+def test_protocol_checks_on_parsed_heads() -> None:
+    r = HttpRequest(method="GET", target="/", headers=[("Host", "a"), ("Host", "b")])
+    assert classes(r) == {"protocol"}
+    r = HttpRequest(method="GET", target="/", headers=[])
+    assert classes(r) == {"protocol"}  # HTTP/1.1 without Host
+
+
+def test_controls_model_validation_names_the_problem() -> None:
+    with pytest.raises(ValidationError, match="unknown attack class"):
+        CnafControls.model_validate({"effects": {"sqlinjection": "prevent"}})
+    with pytest.raises(ValidationError, match="unknown attack class"):
+        CnafException.model_validate({"attack": "nope"})
+    partial = CnafControls.model_validate({"effects": {"sqli": "ban"}})
+    assert partial.effects["sqli"] == "ban" and partial.effects["xss"] == "alert"
+    assert set(partial.effects) == set(ATTACK_CLASSES)
+    policy = RuntimePolicy.model_validate(
+        {"rules": [{"name": "web", "cnaf": {"effects": {"xss": "prevent"}}}]}
+    )
+    assert policy.rules[0].cnaf is not None and policy.rules[0].cnaf.effect_for("xss") == "prevent"
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "bench" / "corpus" / "cnaf"
+
+
+def test_corpus_floor() -> None:
+    """Regression floor on the labelled corpora (the figures themselves come from bench/cnaf_eval.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cnaf_eval", CORPUS.parents[1] / "cnaf_eval.py")
+    assert spec is not None and spec.loader is not None
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    for prefix, min_detect, max_fp in (("", 0.97, 0.01), ("holdout_", 0.90, 0.06)):
+        attacks = ev.load(f"{prefix}attacks.jsonl")
+        benign = ev.load(f"{prefix}benign.jsonl")
+        hit = sum(item["class"] in classes(ev.build(item)) for item in attacks)
+        fp = sum(bool(inspect(ev.build(item), ALL)) for item in benign)
+        assert hit / len(attacks) >= min_detect
+        assert fp / len(benign) <= max_fp

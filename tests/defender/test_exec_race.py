@@ -1,0 +1,54 @@
+"""A thread flips the exec path between an allowed and a drifted binary while vfork children exec it:
+the seccomp check reads one path, the kernel may open the other. Landlock (native) or the ptrace exec
+stop (Garden) must leave 0 bypasses."""
+
+from __future__ import annotations
+
+from tests.defender.helpers import Sandbox, rule, unpriv_python
+
+RACE_APP = """
+import ctypes, os, shutil, threading
+shutil.copy("/bin/false", "drifted")  # written after start: exit status 1 if it ever runs
+os.chmod("drifted", 0o755)
+libc = ctypes.CDLL(None, use_errno=True)
+good = b"/usr/bin/true\\0"
+bad = os.path.abspath("drifted").encode() + b"\\0"
+buf = ctypes.create_string_buffer(max(len(good), len(bad)) + 1)
+ctypes.memmove(buf, good, len(good))
+stop = False
+def flip():
+    while not stop:
+        ctypes.memmove(buf, bad, len(bad))
+        ctypes.memmove(buf, good, len(good))
+t = threading.Thread(target=flip); t.start()
+argv = (ctypes.c_char_p * 2)(b"x", None)
+envp = (ctypes.c_char_p * 1)(None)
+counts = {}
+for i in range(N):
+    pid = ctypes.c_int()
+    err = libc.posix_spawn(ctypes.byref(pid), buf, None, None, argv, envp)
+    if err:
+        counts["spawn-error"] = counts.get("spawn-error", 0) + 1
+        continue
+    _, st = os.waitpid(pid.value, 0)
+    code = os.waitstatus_to_exitcode(st)
+    counts[code] = counts.get(code, 0) + 1
+stop = True; t.join()
+print("bypassed", counts.get(1, 0), "ran-allowed", counts.get(0, 0), counts, flush=True)
+"""
+
+
+def test_exec_path_race_is_closed(sandbox: Sandbox, mode: str) -> None:
+    py, _ = unpriv_python()
+    sandbox.write("race.py", RACE_APP.replace("range(N)", "range(400)"), mode=0o644)
+    r = sandbox.run(
+        rule(processes={"effect": "prevent", "drift_prevention": True}),
+        [py, "race.py"],
+        garden=mode == "garden",
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    print(mode, r.stdout.strip())
+    assert words[0] == "bypassed" and words[1] == "0", r.stdout
+    assert int(words[3]) > 0, r.stdout  # the allowed binary kept working
