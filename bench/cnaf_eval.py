@@ -84,11 +84,71 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--show-misses", action="store_true")
     ap.add_argument("--show-fps", action="store_true")
+    ap.add_argument("--vulndb", type=Path, default=Path("/work/shared/vulndb"), help="advisory prose set")
+    ap.add_argument("--vulndb-limit", type=int, default=50_000)
     args = ap.parse_args()
     for title, prefix in (("development set", ""), ("held-out set", "holdout_")):
         report(title, load(f"{prefix}attacks.jsonl"), load(f"{prefix}benign.jsonl"), args)
         print()
+    if args.vulndb.is_dir():
+        prose_report(args.vulndb, args.vulndb_limit, args.show_fps)
     return 0
+
+
+def advisory_texts(root: Path, limit: int) -> list[str]:
+    """Summaries and details of real advisories (OSV JSON/YAML): prose *about* attacks."""
+    import yaml
+
+    texts: list[str] = []
+    for path in sorted(root.rglob("*")):
+        if len(texts) >= limit:
+            break
+        if path.suffix not in (".json", ".yaml", ".yml"):
+            continue
+        try:
+            doc = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+        except (ValueError, yaml.YAMLError, OSError):
+            continue
+        if isinstance(doc, dict):
+            for key in ("summary", "details", "title", "description"):
+                v = doc.get(key)
+                if isinstance(v, str) and v.strip():
+                    texts.append(v)
+    return texts[:limit]
+
+
+def prose_report(root: Path, limit: int, show: bool) -> None:
+    """A hard benign set: advisory text posted as JSON (think: a security tracker). Many advisories
+    quote real payloads (`<script>`, `../../`), so part of this rate is correct detection."""
+    texts = advisory_texts(root, limit)
+    if not texts:
+        return
+    controls = CnafControls()
+    by_class: Counter[str] = Counter()
+    flagged = 0
+    examples: list[str] = []
+    for text in texts:
+        body = json.dumps({"details": text}).encode()
+        r = HttpRequest(
+            method="POST",
+            target="/advisories",
+            headers=[("Host", "tracker.example.com"), ("Content-Type", "application/json")],
+            body=body,
+            peer_ip="192.0.2.1",
+        )
+        found = inspect(r, controls)
+        if found:
+            flagged += 1
+            for f in found:
+                by_class[f.attack] += 1
+            if len(examples) < 15:
+                examples.append(f"  {[f.attack for f in found]} {found[0].value[:90]!r}")
+    print(
+        f"Advisory prose ({root}): {len(texts)} texts posted as JSON, {100.0 * flagged / len(texts):.1f}% flagged"
+    )
+    print("  by class: " + ", ".join(f"{k} {100.0 * v / len(texts):.1f}%" for k, v in by_class.most_common()))
+    if show:
+        print(*examples, sep="\n")
 
 
 def report(

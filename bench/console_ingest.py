@@ -35,9 +35,20 @@ from tests.fixtures.console import RunningConsole, fresh_pg_database
 def make_events(n: int, app: str) -> list[AuditEvent]:
     t = time.time()
     return [
-        AuditEvent(id=uuid.uuid4().hex, time=t + i * 1e-3, type="network", effect="alert", severity="medium",
-                   app_name=app, rule="egress", control="outbound", dest_ip="203.0.113.7", dest_port=4444,
-                   protocol="tcp", message="outbound connection to a denied address")  # fmt: skip
+        AuditEvent(
+            id=uuid.uuid4().hex,
+            time=t + i * 1e-3,
+            type="network",
+            effect="alert",
+            severity="medium",
+            app_name=app,
+            rule="egress",
+            control="outbound",
+            dest_ip="203.0.113.7",
+            dest_port=4444,
+            protocol="tcp",
+            message="outbound connection to a denied address",
+        )
         for i in range(n)
     ]
 
@@ -45,10 +56,10 @@ def make_events(n: int, app: str) -> list[AuditEvent]:
 def store_baseline(db_url: str | None, total: int, batch: int) -> float:
     with tempfile.TemporaryDirectory() as d:
         store = Store.open(db_url, Path(d))
-        rows = [e.model_dump(mode="json") | {"defender_id": "bench"} for e in make_events(total, "baseline")]
+        rows = make_events(total, "baseline")
         start = time.perf_counter()
         for i in range(0, total, batch):
-            store.events.insert_batch(rows[i : i + batch])
+            store.events.insert_batch(rows[i : i + batch], "bench")
         elapsed = time.perf_counter() - start
         store.engine.dispose()
     return total / elapsed
@@ -68,7 +79,11 @@ async def run_fleet(console: RunningConsole, n: int, per: int, batch: int) -> fl
         await fleet.stop()
     with console.api() as c:
         stored = sum(
-            int(c.get("/audits/runtime/app-embedded", params={"app": f"bench-{i}", "limit": 1}).headers["Total-Count"])
+            int(
+                c.get("/audits/runtime/app-embedded", params={"app": f"bench-{i}", "limit": 1}).headers[
+                    "Total-Count"
+                ]
+            )
             for i in range(n)
         )
     assert stored == n * per, f"stored {stored} of {n * per}"

@@ -20,6 +20,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,8 @@ def generate(path: Path, size_mb: int, packages: int) -> tuple[int, int]:
             tf.addfile(info, io.BytesIO(data))
             files += 1
 
+        for j in range(60):  # the application's own code: scanned for secrets too
+            add(f"./app/src/module{j}.py", pool[rng.randrange(len(pool))])
         for i in range(packages):
             kind = i % 3
             name, ver = f"pkg{i}", f"1.{i % 7}.{i % 11}"
@@ -115,18 +118,17 @@ def generate(path: Path, size_mb: int, packages: int) -> tuple[int, int]:
                 )
                 base = f"./app/node_modules/{name}/lib"
             else:
-                import zipfile
-
                 buf = io.BytesIO()
-                with zipfile.ZipFile(buf, "w") as zf:
+                with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
                     zf.writestr(
                         f"META-INF/maven/org.bench/{name}/pom.properties",
                         f"groupId=org.bench\nartifactId={name}\nversion={ver}\n",
                     )
-                    zf.writestr("Main.class", os.urandom(2048))
+                    for j in range(rng.randint(2, 6)):
+                        zf.writestr(f"org/bench/{name}/C{j}.class", pool[rng.randrange(len(pool))])
                 add(f"./app/BOOT-INF/lib/{name}-{ver}.jar", buf.getvalue())
-                base = f"./app/BOOT-INF/classes/{name}"
-            for j in range(rng.randint(2, 6)):
+                base = f"./app/BOOT-INF/lib/{name}-native"
+            for j in range(rng.randint(2, 6) if kind != 2 else 0):
                 add(f"{base}/mod{j}.py", pool[rng.randrange(len(pool))])
             if i % blob_every == 0:
                 add(f"{base}/_native{i}.so", b"\x7fELF" + os.urandom(blob_bytes))

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -88,7 +88,7 @@ class DefenderChannelClient:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         check_hostname: bool = True,
-        proxy: str | bool | None = None,
+        proxy: str | Literal[True] | None = None,
         parser: Callable[[str | bytes], p.Message] = p.parse,
     ) -> None:
         """`proxy`: None = connect directly; True = honour HTTPS_PROXY/NO_PROXY; or a proxy URL.
@@ -315,7 +315,7 @@ class DefenderChannelClient:
                 raise ConnectionError(f"expected a policy snapshot, got {first.type!r}")
             self.stats["connects"] += 1
             self.last_error = ""
-            self._apply_policy(first)
+            await self._apply_policy(first)
             self.connected_event.set()
             inflight: deque[int] = deque()
             tasks = [
@@ -343,14 +343,14 @@ class DefenderChannelClient:
         if err.code == "enrolment_refused":
             raise EnrolmentFailed(err.message)
 
-    def _apply_policy(self, snap: p.PolicySnapshot) -> None:
+    async def _apply_policy(self, snap: p.PolicySnapshot) -> None:
         policy = snap.policy
         if policy.revision != snap.revision:
             policy = policy.model_copy(update={"revision": snap.revision})
         self.policy = policy
         if self.cache_policy:
-            try:
-                save_cached_policy(self.data_folder, policy)
+            try:  # in a thread: the fsync must not stall heartbeats and event sending
+                await asyncio.to_thread(save_cached_policy, self.data_folder, policy)
             except OSError as exc:
                 log.warning("cannot cache the policy in %s: %s", self.data_folder, exc)
         if self.on_policy is not None:
@@ -375,7 +375,7 @@ class DefenderChannelClient:
                 self.stats["acked_batches"] += 1
                 self._wake.set()
             elif isinstance(msg, p.PolicySnapshot):
-                self._apply_policy(msg)
+                await self._apply_policy(msg)
             elif isinstance(msg, p.Command):
                 task = asyncio.create_task(self._run_command(ws, msg))
                 self._tasks.add(task)

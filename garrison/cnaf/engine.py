@@ -6,6 +6,7 @@ No I/O and no state: what to do about a finding (alert, 403, ban) is the firewal
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -44,14 +45,47 @@ _MAX_VALUE = 64 * 1024
 # cannot carry any of the attacks above; skipping them keeps the common request cheap.
 _SAFE_VALUE = re.compile(r"[\w\-]*(?:\.[\w\-]+)*\Z", re.ASCII)
 _SAFE_PATH = re.compile(r"(?:/[\w\-]+(?:\.[\w\-]+)*)*/?\Z", re.ASCII)
-# The union of every detector's own pre-check: a value matching none of these cannot trigger any
-# detector, so one regex replaces eight calls for the typical free-text value ("coffee beans").
-_MAYBE = re.compile(
-    r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|--|://|\.\.|/(?:etc|proc|var|bin|dev)\b|script|"
-    r"\b(?:union|select|sleep|benchmark|waitfor|or|and|powershell|cmd|nc|bash|sh|java|ognl|classloader)\b|"
-    r"\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|web\.config",
-    re.I,
+# The union of every detector's own pre-check: a value with none of these characters, substrings or
+# words cannot trigger any detector, so this replaces eight calls for typical free text ("coffee
+# beans"). Split into a character class, substring tests and a word-set lookup because one big
+# case-insensitive alternation costs several microseconds per value in `re`.
+_MAYBE_SIGNS = (
+    r"--|://|\.\.|/(?:etc|proc|var|bin|dev)|script|\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|"
+    r"web\.config"
 )
+_MAYBE_CHARS = re.compile(r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)  # on lower-cased text
+# The same for a whole raw query string, where '&' and '=' are separators (encodings start with '%').
+_MAYBE_CHARS_QUERY = re.compile(r"['\"`;#()<>|@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)
+_MAYBE_WORDS = frozenset(
+    [
+        "union",
+        "select",
+        "sleep",
+        "benchmark",
+        "waitfor",
+        "or",
+        "and",
+        "powershell",
+        "cmd",
+        "nc",
+        "bash",
+        "sh",
+        "java",
+        "ognl",
+        "classloader",
+    ]
+)
+_LETTERS = re.compile(r"[a-z]+")
+
+
+def maybe_attack(value: str, signs: re.Pattern[str] = _MAYBE_CHARS) -> bool:
+    """False only when no detector could fire on `value` (a cheap superset of their triggers)."""
+    low = value.lower()
+    if signs.search(low):
+        return True
+    return not _MAYBE_WORDS.isdisjoint(_LETTERS.findall(low))
+
+
 VALUE_AUDIT_LIMIT = 256
 
 
@@ -80,7 +114,7 @@ _SHELLSHOCK = shellshock.detect
 _CODE = code_injection.detect
 _TOOLS = next(fn for name, fn in DETECTORS if name == "attack_tools")
 Hits = tuple[tuple[str, str], ...]  # (attack class, reason) for every class that fired
-_cache: dict[tuple[str, str, str], Hits] = {}
+_cache: OrderedDict[tuple[str, str, str], Hits] = OrderedDict()
 _CACHE_MAX = 8192
 _CACHE_VALUE_MAX = 2048
 
@@ -101,7 +135,7 @@ def _scan(fld: Field, value: str) -> Hits:
         detectors = DETECTORS
     elif loc != "header" and not loc.endswith("_name") and _SAFE_VALUE.match(value):
         return ()
-    elif not _MAYBE.search(value):
+    elif not maybe_attack(value):
         if loc != "header":
             return ()
         reason = _TOOLS(value, fld)
@@ -126,7 +160,7 @@ def scan(fld: Field) -> Hits:
     if hit is None:
         hit = _scan(fld, value)
         if len(_cache) >= _CACHE_MAX:
-            del _cache[next(iter(_cache))]  # oldest first (dicts keep insertion order)
+            _cache.popitem(last=False)  # oldest first, O(1)
         _cache[key] = hit
     return hit
 
@@ -145,7 +179,8 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
                 Finding("protocol", "request", "", req.request_line[:VALUE_AUDIT_LIMIT], violation)
             )
             seen.add("protocol")
-    for fld in extract(req):
+    query = req.query
+    for fld in extract(req, query=bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY)):
         for name, reason in scan(fld):
             if name in seen or effect_for(name) == "disable":
                 continue

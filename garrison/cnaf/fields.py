@@ -223,10 +223,10 @@ def _cookie_fields(req: HttpRequest) -> Iterator[Field]:
                 yield Field("cookie", name, decode(value.strip('"'), plus_is_space=False))
 
 
-def extract(req: HttpRequest) -> list[Field]:
-    """All inspectable values of a request, decoded."""
+def extract(req: HttpRequest, *, query: bool = True) -> list[Field]:
+    """All inspectable values of a request, decoded (`query=False` skips a query known to be plain)."""
     out: list[Field] = [Field("path", "", decode_path(req.path))]
-    if req.query:
+    if query and req.query:
         out.extend(_qs_fields(req.query, "query"))
     out.extend(_cookie_fields(req))
     for name, value in req.headers:

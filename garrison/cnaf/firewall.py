@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import ipaddress
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ _SEVERITY: dict[str, Severity] = {
 _REDACT = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _RATE_AUDIT_EVERY_S = 10.0
 _RECENT_MAX = 4096
+_RECENT_HEAD_MAX = 2048  # bounds the cache to ~8 MiB
 
 
 @dataclass(slots=True)
@@ -98,7 +100,7 @@ class Firewall:
         self.rates = RateLimiter(clock)
         self._clock = clock
         self._last_rate_audit: dict[str, float] = {}
-        self._recent: dict[tuple[object, ...], tuple[CnafControls, list[Finding]]] = {}
+        self._recent: OrderedDict[tuple[object, ...], tuple[CnafControls, list[Finding]]] = OrderedDict()
 
     # -- audit helpers -------------------------------------------------------------------------
     def _event(
@@ -156,7 +158,7 @@ class Firewall:
     def _inspect(self, req: HttpRequest, controls: CnafControls) -> list[Finding]:
         """Detection is a pure function of the request, so identical body-less requests (health checks,
         polling, assets) reuse the previous result; bans, rate limits and audits still run every time."""
-        if req.body:
+        if req.body or len(req.target) + sum(len(v) for _, v in req.headers) > _RECENT_HEAD_MAX:
             return inspect(req, controls)
         key = (req.method, req.target, req.version, tuple(req.headers))
         hit = self._recent.get(key)
@@ -164,7 +166,7 @@ class Firewall:
             return hit[1]
         findings = inspect(req, controls)
         if len(self._recent) >= _RECENT_MAX:
-            del self._recent[next(iter(self._recent))]
+            self._recent.popitem(last=False)  # O(1); deleting a plain dict's first key is not
         self._recent[key] = (controls, findings)
         return findings
 

@@ -244,14 +244,14 @@ class _ClientConn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.state == "buffering":
-            self._decide_and_forward()
-        if self.state == "streaming" and self.chunked:
+            self._decide_and_forward(complete=True)
+        elif self.state == "streaming" and self.chunked:
             self._to_upstream(b"0\r\n\r\n")
         if self.state != "blocked":
             self.state = "idle"
 
     # -- decisions and forwarding ------------------------------------------------------------------
-    def _decide_and_forward(self, truncated: bool = False) -> None:
+    def _decide_and_forward(self, truncated: bool = False, complete: bool = False) -> None:
         req = self.req
         assert req is not None
         if self.body:
@@ -265,14 +265,19 @@ class _ClientConn(asyncio.Protocol):
         if verdict.status is not None:
             self._block(verdict.response)
             return
-        self._forward_head()
         self.state = "streaming"
-        if self.body:
-            body = req.body
+        out = self._head_bytes()
+        if self.body:  # head and the inspected body in one write (one syscall)
             self.body = []
-            self._forward_body(body)
+            out += self._body_bytes(req.body)
+        if complete and self.chunked:
+            out += b"0\r\n\r\n"
+        self._to_upstream(out)
 
     def _forward_head(self) -> None:
+        self._to_upstream(self._head_bytes())
+
+    def _head_bytes(self) -> bytes:
         req = self.req
         assert req is not None
         parts = [self.parser.get_method(), b" ", self.url, b" HTTP/", req.version.encode(), b"\r\n"]
@@ -283,15 +288,16 @@ class _ClientConn(asyncio.Protocol):
         parts.append(b"\r\n")
         upgrade = bool(self.parser.should_upgrade())
         self.slots.append(_Slot(head=req.method == "HEAD", upgrade=upgrade))
-        self._to_upstream(b"".join(parts))
+        return b"".join(parts)
+
+    def _body_bytes(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
 
     def _forward_body(self, data: bytes) -> None:
-        if not data:
-            return
-        if self.chunked:
-            self._to_upstream(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            self._to_upstream(data)
+        if data:
+            self._to_upstream(self._body_bytes(data))
 
     def _to_upstream(self, data: bytes) -> None:
         if self.up is not None and self.up.transport is not None:

@@ -12,6 +12,7 @@ from garrison.console.services.audits import AuditService
 from garrison.console.services.auth import AuthService
 from garrison.console.services.defenders import DefenderService
 from garrison.console.services.policies import PolicyService
+from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
 from garrison.pki import CertificateAuthority
 
@@ -30,6 +31,7 @@ class ConsoleContext:
     defenders: DefenderService
     audits: AuditService
     alerts: AlertDispatcher
+    scans: ScanService
     console_url: str = ""
     ws_address: str = ""
     channel: ChannelServer | None = None
@@ -39,13 +41,15 @@ class ConsoleContext:
     @classmethod
     def build(cls, data_dir: Path, store: Store, ca: CertificateAuthority) -> ConsoleContext:
         metrics = ConsoleMetrics()
+        policies = PolicyService(store)
         return cls(
             data_dir=data_dir,
             store=store,
             ca=ca,
             metrics=metrics,
             auth=AuthService(store),
-            policies=PolicyService(store),
+            policies=policies,
+            scans=ScanService(store, policies),
             defenders=DefenderService(store, ca),
             audits=AuditService(store),
             alerts=AlertDispatcher(on_drop=lambda name: metrics.alerts_dropped.labels(name).inc()),

@@ -80,6 +80,7 @@ async def serve(cfg: ConsoleConfig) -> None:
     ctx, password, cert, key = await asyncio.to_thread(prepare, cfg)
     if cfg.blobstore is not None:
         cfg.blobstore.mkdir(parents=True, exist_ok=True)
+        ctx.scans.start_blobstore(cfg.blobstore)
     await ctx.alerts.configure(await asyncio.to_thread(load_alert_settings, ctx))
     ctx.metrics.policy_revision.set((await asyncio.to_thread(ctx.policies.runtime)).revision)
 
@@ -143,6 +144,7 @@ async def serve(cfg: ConsoleConfig) -> None:
             state_path.unlink()
         await channel.stop()
         await ctx.alerts.close()
+        await asyncio.to_thread(ctx.scans.stop)
         ctx.store.engine.dispose()
 
 

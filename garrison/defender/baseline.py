@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 from dataclasses import dataclass, field
 
 DEFAULT_SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -76,3 +77,27 @@ class Baseline:
             except OSError:
                 return False
         return self.files.get((st.st_dev, st.st_ino)) == (st.st_size, st.st_mtime_ns)
+
+
+class LazyBaseline:
+    """Captured in the background when drift prevention is off at start (it may be switched on by a
+    policy push later); `get()` waits for it. Start-up stays fast for large app directories."""
+
+    def __init__(self, app_dirs: list[str], *, background: bool) -> None:
+        self._dirs = app_dirs
+        self._value: Baseline | None = None
+        self._done = threading.Event()
+        if background:
+            threading.Thread(target=self._capture, name="garrison-baseline", daemon=True).start()
+        else:
+            self._capture()
+
+    def _capture(self) -> None:
+        try:
+            self._value = Baseline.capture(self._dirs)
+        finally:
+            self._done.set()
+
+    def get(self) -> Baseline:
+        self._done.wait()
+        return self._value if self._value is not None else Baseline()

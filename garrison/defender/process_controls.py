@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from garrison.defender.baseline import Baseline
+from garrison.defender.baseline import Baseline, LazyBaseline
 from garrison.defender.context import RateWindow
 from garrison.defender.execinfo import MAX_ARGS, ExecTarget, inspect, is_loader, loader_target
 from garrison.defender.notify import Handler, Notification, NotificationGone, SupervisorContext
@@ -53,9 +53,11 @@ def count_user_procs(uid: int) -> int:
 class ProcessControls:
     """Handlers for the syscalls the supervisor traps for its own controls."""
 
-    def __init__(self, ctx: SupervisorContext, baseline: Baseline, *, app_uid: int | None = None) -> None:
+    def __init__(
+        self, ctx: SupervisorContext, baseline: Baseline | LazyBaseline, *, app_uid: int | None = None
+    ) -> None:
         self.ctx = ctx
-        self.baseline = baseline
+        self._baseline = baseline
         self.app_uid = os.getuid() if app_uid is None else app_uid
         self.forks = RateWindow()
         self._last_fork_audit = 0.0
@@ -95,8 +97,7 @@ class ProcessControls:
             n.reply_continue()  # the kernel answers ENOENT/EACCES itself
             return
         rule = ctx.rule()
-        in_base = (not t.memfd) and self.baseline.contains(t.exe, t.st)
-        d = self._decide(rule, t, in_base)
+        d = self._decide(rule, t, self.in_baseline(rule, t))
         ctx.record("exec", pid=pid, exe=t.exe, argv=t.argv[:32], loader=t.via_loader, verdict=_verdict(d))
         if d.audited:
             self._audit_exec(ctx, pid, t, d)
@@ -119,6 +120,15 @@ class ProcessControls:
             if cand.violation and cand.control == "processes.deny":
                 return cand
         return d if not d.violation else d2
+
+    def in_baseline(self, rule: Rule | None, t: ExecTarget) -> bool:
+        """Only computed when drift prevention is on (else every exec would pay for it)."""
+        if rule is None or not rule.processes.drift_prevention or rule.processes.effect == "disable":
+            return True
+        if t.memfd:
+            return False
+        b = self._baseline.get() if isinstance(self._baseline, LazyBaseline) else self._baseline
+        return b.contains(t.exe, t.st)
 
     def check_exec_stop(self, pid: int) -> bool:
         """Post-exec check at the ptrace exec stop: True = kill. Audits only what it refuses (the
@@ -144,8 +154,7 @@ class ProcessControls:
                 except OSError:
                     tst = None
                 t = ExecTarget(argv[idx], real, argv[idx:], cwd, True, tst, via_loader=exe, named=named)
-        in_base = (not t.memfd) and self.baseline.contains(t.exe, t.st)
-        d = self._decide(rule, t, in_base)
+        d = self._decide(rule, t, self.in_baseline(rule, t))
         if not d.blocked:
             return False
         self._audit_exec(self.ctx, pid, t, d, stage="killed at the exec stop (ptrace)")

@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -172,9 +173,14 @@ class Supervisor:
         if "error" in result:
             raise result["error"]  # type: ignore[misc]
         self.app_pid = int(result["pid"])  # type: ignore[call-overload]
+        self._forward_signals()
         if err:
             code, _, msg = err.decode(errors="replace").partition(":")
-            os.waitpid(self.app_pid, 0)
+            if self.tracer is not None:  # the tracer thread is the waiter
+                self.tracer.done.wait(10)
+            else:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.app_pid, 0)
             raise SpawnError(int(code), msg)
         return self.app_pid
 
@@ -262,9 +268,8 @@ class Supervisor:
         return "prevent" in (rule.processes.effect, rule.network.effect, rule.dns.effect)
 
     # ---- waiting -------------------------------------------------------------------------------
-    def wait(self) -> int:
-        """Forward signals to the app, reap everything re-parented to us, return the app's status as
-        a shell would (128+N for a signal)."""
+    def _forward_signals(self) -> None:
+        """From the moment the app exists, the signals an operator or CF sends us are the app's."""
         app = self.app_pid
 
         def forward(sig: int, _frame: object) -> None:
@@ -273,6 +278,11 @@ class Supervisor:
 
         for s in FORWARDED_SIGNALS:
             signal.signal(s, forward)
+
+    def wait(self) -> int:
+        """Forward signals to the app, reap everything re-parented to us, return the app's status as
+        a shell would (128+N for a signal)."""
+        app = self.app_pid
         status = 0
         if self.tracer is not None:  # the tracer thread is the only waiter
             while not self.tracer.done.wait(0.5):
@@ -293,8 +303,23 @@ class Supervisor:
         return 128 - status if status < 0 else status
 
     def kill_orphans(self) -> None:
-        """Descendants left behind (re-parented to us as subreaper) die with the app: fail-closed."""
+        """Descendants left behind (re-parented to us as subreaper) die with the app: fail-closed.
+        Repeated, because killing one orphan re-parents its own children to us."""
         me = os.getpid()
+        for _ in range(100):
+            kids = self._children(me)
+            if not kids:
+                break
+            for pid in kids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            self._reap_nohang()
+            time.sleep(0.01)
+        self._reap_nohang()
+
+    @staticmethod
+    def _children(me: int) -> list[int]:
+        out = []
         for name in os.listdir("/proc"):
             if not name.isdigit() or int(name) == me:
                 continue
@@ -304,14 +329,15 @@ class Supervisor:
             except (OSError, ValueError):
                 continue
             if ppid == me:
-                try:
-                    os.kill(int(name), signal.SIGKILL)
-                except OSError:
-                    continue
+                out.append(int(name))
+        return out
+
+    @staticmethod
+    def _reap_nohang() -> None:
         while True:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
+                return
             if pid == 0:
-                break
+                return

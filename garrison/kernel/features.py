@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from garrison.kernel import landlock, memfd, pidfd, procmem, seccomp
+from garrison.kernel import landlock, memfd, pidfd, procmem, ptrace, seccomp
 
 
 def _kernel_version() -> tuple[int, int]:
@@ -45,8 +44,8 @@ class KernelFeatures:
             out.append("no seccomp user notification: nothing can be enforced by the supervisor")
         if self.landlock_abi == 0:
             out.append(
-                "Landlock unavailable: drift prevention relies on the supervisor's exec check "
-                "(ptrace exec stop where possible), which a racing thread could in theory beat"
+                "Landlock unavailable: exec/drift prevention comes from the supervisor's exec check "
+                "and the ptrace exec stop instead of the kernel's exec allow-set"
             )
         if not self.pidfd_getfd:
             out.append(
@@ -84,5 +83,5 @@ def probe() -> KernelFeatures:
         process_vm_readv=procmem.vm_readv_available(),
         memfd_noexec_seal=memfd.noexec_seal_available(),
         landlock_abi=landlock.abi_version(),
-        ptrace=os.path.exists("/proc/self/status"),
+        ptrace=ptrace.available(),
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import os
 import re
+import threading
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -76,6 +78,50 @@ def _in(targets: list[NetTarget], ip: IPAddress, port: int, proto: str) -> NetTa
     return None
 
 
+class _IntervalSet:
+    """Merged [start, end] address intervals per IP version: O(log n) lookups for lists of 100k."""
+
+    def __init__(self, cidrs: list[str]) -> None:
+        spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for c in cidrs:
+            net = ipaddress.ip_network(c, strict=False)
+            spans[net.version].append((int(net.network_address), int(net.broadcast_address)))
+        self._starts: dict[int, list[int]] = {}
+        self._ends: dict[int, list[int]] = {}
+        for v, items in spans.items():
+            merged: list[list[int]] = []
+            for lo, hi in sorted(items):
+                if merged and lo <= merged[-1][1] + 1:
+                    merged[-1][1] = max(merged[-1][1], hi)
+                else:
+                    merged.append([lo, hi])
+            self._starts[v] = [m[0] for m in merged]
+            self._ends[v] = [m[1] for m in merged]
+
+    def contains(self, ip: IPAddress) -> bool:
+        starts, n = self._starts[ip.version], int(ip)
+        i = bisect.bisect_right(starts, n) - 1
+        return i >= 0 and n <= self._ends[ip.version][i]
+
+
+_BAD_REP_CACHE: dict[int, tuple[list[str], int, _IntervalSet]] = {}
+_BAD_REP_LOCK = threading.Lock()
+
+
+def _bad_reputation(cidrs: list[str]) -> _IntervalSet:
+    """Compiled once per list object (policies are replaced, not mutated, on every push); the lock
+    keeps concurrent callers from compiling a 100k list several times."""
+    with _BAD_REP_LOCK:
+        hit = _BAD_REP_CACHE.get(id(cidrs))
+        if hit is not None and hit[0] is cidrs and hit[1] == len(cidrs):
+            return hit[2]
+        compiled = _IntervalSet(cidrs)
+        if len(_BAD_REP_CACHE) >= 16:
+            _BAD_REP_CACHE.clear()
+        _BAD_REP_CACHE[id(cidrs)] = (cidrs, len(cidrs), compiled)
+        return compiled
+
+
 def decide_connect(
     rule: Rule | None,
     ip: str | IPAddress,
@@ -91,13 +137,11 @@ def decide_connect(
     nc = rule.network
     addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
     if nc.effect != "disable":
-        for bad in nc.bad_reputation_ips:
-            net = ipaddress.ip_network(bad, strict=False)
-            cand = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr
-            if net.version == cand.version and cand in net:
-                return Decision(
-                    True, nc.effect, "network.bad_reputation_ips", f"{addr} is on the bad-reputation list"
-                )
+        cand = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr
+        if nc.bad_reputation_ips and _bad_reputation(nc.bad_reputation_ips).contains(cand):
+            return Decision(
+                True, nc.effect, "network.bad_reputation_ips", f"{addr} is on the bad-reputation list"
+            )
         hit = _in(nc.outbound.deny, addr, port, proto)
         if hit is not None:
             return Decision(

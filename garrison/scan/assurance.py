@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -63,7 +64,7 @@ class AssurancePolicy(BaseModel):
     vulnerability_exceptions: list[VulnerabilityException] = Field(default_factory=list)
     package_exceptions: list[PackageException] = Field(default_factory=list)
     # "prevent": the defender refuses to start a failed droplet; "alert": it starts but audits.
-    runtime_effect: str = Field(default="alert", pattern="^(disable|alert|prevent)$")
+    runtime_effect: Literal["disable", "alert", "prevent"] = "alert"
 
     @field_validator("vulnerability_exceptions")
     @classmethod

@@ -83,6 +83,9 @@ def scan_command(
     secrets: Annotated[
         bool, typer.Option("--secrets/--no-secrets", help="Secret detection (off for --host)")
     ] = True,
+    secrets_in_deps: Annotated[
+        bool, typer.Option("--secrets-in-deps", help="Also search site-packages, node_modules, vendor ...")
+    ] = False,
     max_files: Annotated[int, typer.Option(help="Refuse archives with more entries")] = 500_000,
     max_bytes: Annotated[int, typer.Option(help="Refuse archives larger than this uncompressed")] = 16 << 30,
     max_file_bytes: Annotated[int, typer.Option(help="Skip content analysis of larger files")] = 256 << 20,
@@ -120,13 +123,12 @@ def scan_command(
         app_name=app,
         host=host,
         secrets=secrets and not host,
+        secrets_in_deps=secrets_in_deps,
         malware=mal,
         limits=Limits(max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes),
         policy=policy or AssurancePolicy(),
     )
-    show_progress = (
-        fmt == Fmt.table and _err.is_terminal and path.is_file() and path.stat().st_size > 20 << 20
-    )
+    show_progress = fmt == Fmt.table and _err.is_terminal and path.is_file() and path.stat().st_size > 8 << 20
     try:
         if show_progress:
             with Progress(

@@ -6,7 +6,9 @@ uses its own CA, so `ca_cert` (PEM path) or `insecure` is needed for HTTPS.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +54,14 @@ class ConsoleConfig:
             headers["Authorization"] = f"Bearer {self.token}"
         elif self.user is not None:
             auth = httpx.BasicAuth(self.user, self.password or "")
-        verify: Any = False if self.insecure else (self.ca_cert or True)
+        verify: Any = True
+        if self.insecure:
+            verify = False
+        elif self.ca_cert:
+            try:
+                verify = ssl.create_default_context(cafile=self.ca_cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConsoleError(f"console CA certificate {self.ca_cert}: {exc}") from exc
         return httpx.Client(
             base_url=self.url.rstrip("/"), auth=auth, headers=headers, verify=verify, timeout=self.timeout
         )
@@ -74,6 +83,8 @@ def fetch_policy(cfg: ConsoleConfig) -> AssurancePolicy:
     body = r.json()
     if isinstance(body, dict) and isinstance(body.get("policy"), dict):
         body = body["policy"]
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k != "revision"}  # console bookkeeping, not policy
     try:
         return AssurancePolicy.model_validate(body)
     except ValueError as exc:
@@ -96,11 +107,31 @@ def post_report(cfg: ConsoleConfig, report: ScanReport) -> dict[str, Any]:
 
 
 def fetch_verdict(cfg: ConsoleConfig, digest: str, app_name: str = "") -> VerdictResponse:
+    """Latest verdict for a digest. A 404 means "never scanned" (`unknown`); reasons and the policy's
+    runtime effect are filled from the stored report and the assurance policy when the verdict row
+    does not carry them."""
     params = {"digest": digest}
     if app_name:
         params["app"] = app_name
-    r = _call(cfg, "GET", "/api/v1/scans/verdict", params=params)
     try:
-        return VerdictResponse.model_validate(r.json())
+        r = _call(cfg, "GET", "/api/v1/scans/verdict", params=params)
+    except ConsoleError as exc:
+        if " answered 404" in str(exc):
+            return VerdictResponse(digest=digest, verdict="unknown")
+        raise
+    try:
+        data = r.json()
+        v = VerdictResponse.model_validate(data)
     except ValueError as exc:
         raise ConsoleError(f"console returned an unreadable verdict: {exc}") from exc
+    if v.verdict == "fail" and not v.reasons and isinstance(data.get("id"), int):
+        try:
+            row = _call(cfg, "GET", f"/api/v1/scans/{data['id']}").json()
+            body = row.get("body") if isinstance(row.get("body"), dict) else row
+            v.reasons = [str(x) for x in body.get("reasons") or []]
+        except (ConsoleError, ValueError, AttributeError):
+            pass
+    if "effect" not in data:
+        with contextlib.suppress(ConsoleError):
+            v.effect = fetch_policy(cfg).runtime_effect
+    return v

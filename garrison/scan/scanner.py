@@ -3,6 +3,8 @@ checks, match the inventory against the vulnerability index, and apply the assur
 
 from __future__ import annotations
 
+import hashlib
+import re
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -11,10 +13,10 @@ from typing import Literal
 
 from garrison import __version__
 from garrison.scan.assurance import AssurancePolicy, apply
-from garrison.scan.inventory import all_detectors
-from garrison.scan.malware import IndicatorError, MalwareScanner
+from garrison.scan.inventory import Detector, all_detectors
+from garrison.scan.malware import MalwareScanner
 from garrison.scan.model import Package, ScanReport, Severity, Summary
-from garrison.scan.secrets import scan_secrets
+from garrison.scan.secrets import scan_secrets, secret_candidate
 from garrison.scan.source import Entry, Limits, ScanRefused, Walk, iter_dir, iter_tar
 from garrison.scan.vulndb.index import VulnIndex
 from garrison.scan.vulndb.match import match_packages
@@ -28,21 +30,44 @@ class ScanOptions:
     app_name: str = ""
     host: bool = False
     secrets: bool = True
+    secrets_in_deps: bool = False  # also search dependency trees (site-packages, node_modules, ...)
     malware: MalwareScanner = field(default_factory=MalwareScanner)
     limits: Limits = field(default_factory=Limits)
     policy: AssurancePolicy | None = None
     progress: Callable[[int, int], None] | None = None
 
 
+_SHARED_LIB = re.compile(r"\.so(\.[0-9.]+)?$")
 Kind = Literal["droplet", "directory", "host"]
 
 
-def _entries(target: Path, opts: ScanOptions, walk: Walk) -> tuple[Kind, Iterator[Entry]]:
+def _host_want(detectors: list[Detector], opts: ScanOptions) -> Callable[[str, bytes], bool] | None:
+    """On a host, read only what a detector (or malware check) asks for; skip shared libraries."""
+    if not opts.host or opts.malware.active:
+        return None
+
+    def want(path: str, head: bytes) -> bool:
+        if head.startswith(b"\x7fELF") and _SHARED_LIB.search(path):
+            return False
+        return any(d.wants(path, head) for d in detectors)
+
+    return want
+
+
+def _entries(
+    target: Path, opts: ScanOptions, walk: Walk, detectors: list[Detector]
+) -> tuple[Kind, Iterator[Entry]]:
     hash_big = bool(opts.malware.hashes)
     if opts.host or target.is_dir():
         kind: Kind = "host" if opts.host else "directory"
         return kind, iter_dir(
-            target, walk, opts.limits, host=opts.host, hash_big=hash_big, progress=opts.progress
+            target,
+            walk,
+            opts.limits,
+            host=opts.host,
+            hash_big=hash_big,
+            progress=opts.progress,
+            want=_host_want(detectors, opts),
         )
     if not target.exists():
         raise ScanRefused(f"{target}: no such file or directory")
@@ -56,8 +81,7 @@ def _entries(target: Path, opts: ScanOptions, walk: Walk) -> tuple[Kind, Iterato
 
 
 def _single(target: Path, walk: Walk, limits: Limits) -> Iterator[Entry]:
-    import hashlib
-
+    """A jar/war/ear given directly: one entry, digest of the file."""
     data = target.read_bytes() if target.stat().st_size <= limits.max_file_bytes else None
     if data is None:
         raise ScanRefused(f"{target}: larger than the {limits.max_file_bytes}-byte file limit")
@@ -86,8 +110,8 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
     index = VulnIndex(opts.db_dir) if opts.db_dir is not None else None
     try:
         walk = Walk()
-        kind, entries = _entries(target, opts, walk)
         detectors = all_detectors()
+        kind, entries = _entries(target, opts, walk, detectors)
         report = ScanReport(
             digest="",
             target=str(target),
@@ -102,13 +126,13 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
                 for d in detectors:
                     if d.wants(e.path, head):
                         d.feed(e.path, data)
-                if opts.secrets:
+                if opts.secrets and secret_candidate(e.path, include_deps=opts.secrets_in_deps):
                     report.secrets.extend(scan_secrets(e.path, data))
             if opts.malware.active:
-                try:
-                    report.malware.extend(opts.malware.check(e.path, data, e.sha256))
-                except IndicatorError as exc:
-                    walk.note(e.path, str(exc))
+                found, problem = opts.malware.check(e.path, data, e.sha256)
+                report.malware.extend(found)
+                if problem:
+                    walk.note(e.path, problem)
         report.digest = walk.digest
         packages: list[Package] = []
         for d in detectors:

@@ -29,6 +29,61 @@ from detect_secrets.plugins.stripe import StripeDetector
 from garrison.scan.model import SecretFinding
 
 MAX_TEXT_BYTES = 4 << 20
+# Third-party dependency trees are not where an app's own credentials live, and library test
+# fixtures there are full of sample keys (the same default as Trivy's built-in allow rules).
+_DEP_DIRS = re.compile(
+    r"(^|/)(site-packages|dist-packages|node_modules|bower_components|vendor/bundle|gems/[^/]+/gems"
+    r"|BOOT-INF/lib|WEB-INF/lib|\.git)/"
+)
+_BINARY_EXT = frozenset(
+    [
+        ".so",
+        ".pyc",
+        ".pyo",
+        ".class",
+        ".jar",
+        ".war",
+        ".ear",
+        ".zip",
+        ".gz",
+        ".tgz",
+        ".bz2",
+        ".xz",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".ico",
+        ".woff",
+        ".woff2",
+        ".ttf",
+        ".otf",
+        ".eot",
+        ".pdf",
+        ".mp3",
+        ".mp4",
+        ".wasm",
+        ".a",
+        ".o",
+        ".dylib",
+        ".dll",
+        ".exe",
+        ".bin",
+        ".node",
+        ".whl",
+        ".egg",
+        ".db",
+        ".sqlite",
+    ]
+)
+
+
+def secret_candidate(path: str, *, include_deps: bool = False) -> bool:
+    """Cheap path test: is this file worth a secrets pass?"""
+    dot = path.rfind(".")
+    if dot > path.rfind("/") and path[dot:].lower() in _BINARY_EXT:
+        return False
+    return include_deps or not _DEP_DIRS.search(path)
 
 
 @dataclass(frozen=True)

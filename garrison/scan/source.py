@@ -214,8 +214,10 @@ def iter_dir(
     host: bool = False,
     hash_big: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    want: Callable[[str, bytes], bool] | None = None,
 ) -> Iterator[Entry]:
-    """Walk `root` without following symlinks; the digest is a tree digest of paths and contents."""
+    """Walk `root` without following symlinks; the digest is a tree digest of paths and contents
+    (paths, sizes and mtimes for a host, where `want(path, head)` limits what is read at all)."""
     root = root.resolve()
     excludes = {root / e for e in HOST_EXCLUDES} if host else set()
     tree = hashlib.sha256()
@@ -257,11 +259,15 @@ def iter_dir(
                 raise ScanRefused(f"{root}: more than {limits.max_files} files, refused")
             walk.files += 1
             walk.bytes += st.st_size
-            if walk.bytes > limits.max_total_bytes:
+            if not host and walk.bytes > limits.max_total_bytes:
                 raise ScanRefused(f"{root}: more than {limits.max_total_bytes} bytes, refused")
             try:
                 fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
                 with os.fdopen(fd, "rb") as f:
+                    if want is not None and not want(rel, f.read(8)):
+                        tree.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                        continue  # host mode: only files some check asked for are read
+                    f.seek(0)
                     data, digest = _read_limited(f, st.st_size, limits, hash_big)
             except OSError as exc:
                 walk.note(rel, f"skipped: cannot read ({exc.strerror})")

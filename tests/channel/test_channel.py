@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import stat
 import time
@@ -18,10 +19,10 @@ from garrison.channel import protocol as p
 from garrison.channel.client import DefenderChannelClient
 from garrison.channel.credentials import CERT_FILE, KEY_FILE
 from garrison.channel.policy_cache import load_cached_policy
-from garrison.channel.server import ChannelServer
+from garrison.channel.server import ChannelServer, DefenderNotConnected
 from garrison.pki.ca import client_ssl_context, ensure_ca, make_key_and_csr
 from garrison.policy.audit import AuditEvent
-from garrison.policy.model import Rule, RuntimePolicy
+from garrison.policy.model import ProcessControls, Rule, RuntimePolicy
 from tests.channel.conftest import TOKEN, Pki, ServerThread, running_server
 from tests.channel.sqlite_backend import SqliteBackend
 
@@ -316,11 +317,20 @@ async def test_same_defender_reconnecting_replaces_old_connection(
 
 async def test_slow_defender_does_not_stall_others(tmp_path: Path, pki: Pki, backend: SqliteBackend) -> None:
     """One defender never reads; policies (large) still reach the others promptly."""
-    big = RuntimePolicy(rules=[Rule(name=f"rule-{i}-" + "x" * 150) for i in range(1000)])
+    # ~600 kB each and cheap to validate: 30 of them fill the stuck socket's buffers (4 MB send max)
+    big = RuntimePolicy(
+        rules=[
+            Rule(name=f"r{i}", processes=ProcessControls(deny=[f"/opt/{j}/" + "x" * 500 for j in range(60)]))
+            for i in range(20)
+        ]
+    )
     async with running_server(backend, pki) as server:
-        _, ctx = await _enrolled_context(pki, backend, server.port)
+        stuck_id, ctx = await _enrolled_context(pki, backend, server.port)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a defender that stops reading
+        sock.connect(("127.0.0.1", server.port))
         stuck = await connect(
-            f"wss://127.0.0.1:{server.port}", ssl=ctx, proxy=None, max_queue=1, max_size=None
+            f"wss://127.0.0.1:{server.port}", ssl=ctx, proxy=None, max_queue=1, max_size=None, sock=sock
         )
         await stuck.send(p.dump(p.Hello()))
         got: dict[int, int] = {}
@@ -331,16 +341,19 @@ async def test_slow_defender_does_not_stall_others(tmp_path: Path, pki: Pki, bac
                 tmp_path / f"c{i}",
                 name=f"c{i}",
                 on_policy=lambda rev, pol, i=i: got.__setitem__(i, rev),
+                cache_policy=False,
             )
             for i in range(3)
         ]
         runs = [Running(c) for c in clients]
         await _until(lambda: all(c.connected for c in clients))
-        for _ in range(15):
+        for _ in range(30):
             backend.put_policy(big)
             await server.notify_policy_changed()
         last = (await backend.current_policy()).revision
         await _until(lambda: all(got.get(i) == last for i in range(3)), timeout=30)
+        stuck_peer = server._peers[stuck_id]  # really stuck: its writer is blocked, the newest waits
+        assert stuck_peer.sending
         for r in runs:
             await r.close()
         stuck.transport.abort()
@@ -388,3 +401,25 @@ async def test_heartbeats_carry_spool_stats(tmp_path: Path, pki: Pki, backend: S
         stats = backend.stats_of(c.defender_id)
         assert stats is not None and stats["spooled"] == 0 and stats["connects"] == 1
         await r.close()
+
+
+async def test_reenrols_when_certificate_is_gone(tmp_path: Path, pki: Pki, backend: SqliteBackend) -> None:
+    async with running_server(backend, pki) as server:
+        c = _client(pki, server.port, tmp_path)
+        r = Running(c)
+        await _until(lambda: c.connected)
+        first_id = c.defender_id
+        await r.close()
+        c.spool.close()
+        again = _client(pki, server.port, tmp_path)
+        assert again.defender_id == first_id  # the certificate on disk is reused
+        again.spool.close()
+        (tmp_path / CERT_FILE).unlink()
+        c3 = _client(pki, server.port, tmp_path)
+        assert c3.defender_id == ""
+        r3 = Running(c3)
+        await _until(lambda: c3.connected)
+        assert c3.stats["enrolments"] == 1 and c3.defender_id not in ("", first_id)
+        with pytest.raises(DefenderNotConnected):
+            await server.send_command(first_id, "status")
+        await r3.close()

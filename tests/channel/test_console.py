@@ -198,7 +198,7 @@ def test_events_spooled_while_console_down(
         assert not c2.connected
         console.args = ["--port", str(console.port), "--defender-port", str(console.defender_port)]
         console.start()
-        assert c2.wait_delivered(60), c2.last_error
+        assert c2.wait_delivered(120), f"{c2.spool.pending()} left; {c2.last_error}\n{console.log()[-3000:]}"
         assert c2.stats["enrolments"] == 0  # same certificate as before the restart
         with console.api() as api:
             assert _audit_count(api, app) == 200

@@ -132,3 +132,37 @@ def test_corpus_floor() -> None:
         fp = sum(bool(inspect(ev.build(item), ALL)) for item in benign)
         assert hit / len(attacks) >= min_detect
         assert fp / len(benign) <= max_fp
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Use `wget` or `curl` to download the release, then run `tar xzf` on it.",
+        "There was an open redirect in the webserver's `/confirm` endpoint.",
+        'The "#cgo pkg-config" directive can be abused at build time when the flags are long.',
+        "Incorrect path matching for 'limit container paths' directive",
+        'Improper handling of "select" tags in the HTML parser',
+        "Users can create a keyspace containing '/'. Future attempts to view it fail.",
+    ],
+)
+def test_prose_and_markdown_about_attacks_pass(text: str) -> None:
+    body = json.dumps({"details": text}).encode()
+    assert classes(req("/advisories", body=body, ctype="application/json")) == set()
+
+
+@pytest.mark.parametrize("value", ["8.8.8.8`id`", "`id`", "x;`uname -a`"])
+def test_backtick_substitution_is_still_caught(value: str) -> None:
+    assert "cmdi" in classes(
+        req("/ping", body=json.dumps({"host": value}).encode(), ctype="application/json")
+    )
+
+
+def test_image_data_uri_in_json_is_benign() -> None:
+    avatar = (
+        "data:image/png;base64,"
+        + "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    )
+    body = json.dumps({"avatar": avatar}).encode()
+    assert classes(req("/profile", body=body, ctype="application/json")) == set()
+    svg = json.dumps({"avatar": "data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+"}).encode()
+    assert classes(req("/profile", body=svg, ctype="application/json")) == {"xss"}

@@ -426,3 +426,23 @@ def test_slow_request_head_gets_408(make_proxy: Callable[..., ProxyHandle]) -> N
             time.sleep(0.02)
         data = s.recv(1000)
     assert data.startswith(b"HTTP/1.1 408")
+
+
+GARBAGE = [
+    b"\x00\x01\x02\xff" * 100,
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"GET /\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"\r\n\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",  # body never completes
+]
+
+
+def test_garbage_never_breaks_the_proxy(make_proxy: Callable[..., ProxyHandle]) -> None:
+    p = make_proxy()
+    for payload in GARBAGE:
+        out = raw(p.port, payload)
+        assert out == b"" or out.startswith(b"HTTP/1.1 "), (payload, out[:100])
+    status, _, _ = request(p.port, "GET", "/still-alive")
+    assert status == 200

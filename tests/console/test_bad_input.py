@@ -108,8 +108,18 @@ def test_scan_reports(console):
         for body in ({"verdict": "pass"}, {"digest": digest}, {"digest": 5, "verdict": "pass"}, []):
             assert c.post("/scans", json=body).status_code == 422
         assert c.get("/scans", params={"digest": digest}).json() == []
-        assert c.get("/scans/verdict", params={"digest": digest}).status_code == 404
-        r1 = c.post("/scans", json={"digest": digest, "verdict": "fail", "app_name": "shop", "vulns": [1]})
+        unknown = c.get("/scans/verdict", params={"digest": digest})
+        assert unknown.status_code == 200 and unknown.json()["verdict"] == "unknown"
+        r1 = c.post(
+            "/scans",
+            json={"digest": digest, "verdict": "fail", "app_name": "shop", "vulns": [1], "reasons": ["x"]},
+        )
+        failed = c.get("/scans/verdict", params={"digest": digest}).json()
+        assert (
+            failed["verdict"] == "fail"
+            and failed["reasons"] == ["x"]
+            and failed["effect"] in ("alert", "prevent")
+        )
         r2 = c.post(
             "/scans", json={"digest": digest, "verdict": "pass", "app_name": "shop", "summary": {"high": 0}}
         )
@@ -118,3 +128,28 @@ def test_scan_reports(console):
         full = c.get(f"/scans/{r1.json()['id']}").json()
         assert full["body"]["vulns"] == [1] and full["verdict"] == "fail"
         assert len(c.get("/scans", params={"app": "shop", "digest": digest}).json()) == 2
+
+
+def test_assurance_policy(console):
+    with console.api() as c:
+        before = c.get("/policies/assurance").json()
+        r = c.put("/policies/assurance", json={"runtime_effect": "explode"})
+        assert r.status_code == 422 and "runtime_effect" in r.text
+        assert c.put("/policies/assurance", json={"bogus_field": 1}).status_code == 422
+        assert c.get("/policies/assurance").json() == before
+        saved = c.put("/policies/assurance", json={"runtime_effect": "prevent", "block_secrets": False})
+        assert saved.status_code == 200, saved.text
+        got = c.get("/policies/assurance").json()
+        assert got["runtime_effect"] == "prevent" and got["block_secrets"] is False
+        assert c.get("/scans/verdict", params={"digest": "sha256:none"}).json()["effect"] == "prevent"
+
+
+def test_large_scan_report_allowed_but_bounded(console):
+    pkgs = [{"name": f"p{i}", "version": "1.0", "purl": "pkg:pypi/p" + "x" * 200} for i in range(12_000)]
+    with console.api() as c:
+        r = c.post("/scans", json={"digest": "sha256:big", "verdict": "pass", "packages": pkgs})
+        assert r.status_code == 201  # ~3 MiB: over the general limit, within the scan-report one
+        huge = b'{"digest": "sha256:huge", "verdict": "pass", "pad": "' + b"x" * (33 * 1024 * 1024) + b'"}'
+        r = c.post("/scans", content=huge, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert c.get("/scans", params={"digest": "sha256:huge"}).json() == []

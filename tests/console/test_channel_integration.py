@@ -90,6 +90,13 @@ def test_enrolment_refusals(any_console):
 
     first, replay, bad_token, stale = asyncio.run(scenario())
     assert isinstance(first, p.Enrolled)
+    # Revoking the enrolment tokens invalidates every bundle issued so far, not the enrolled defenders.
+    with any_console.api() as c:
+        r = c.delete("/enrolment-tokens")
+        assert r.status_code == 200 and r.json()["revoked"] >= 1
+    revoked = asyncio.run(enrol_raw(any_console.ws_address, any_console.ca_pem, enrol_msg(token)))
+    assert isinstance(revoked, p.Error) and "unknown or revoked" in revoked.message
+    assert isinstance(first, p.Enrolled)
     for msg, words in ((replay, "already used"), (bad_token, "unknown or revoked"), (stale, "clock")):
         assert isinstance(msg, p.Error) and msg.code == "enrolment_refused", msg
         assert words in msg.message
@@ -153,3 +160,32 @@ def test_foreign_certificate_is_rejected(any_console, tmp_path):
 
     with pytest.raises((ssl.SSLError, ConnectionClosed, InvalidHandshake, OSError)):
         asyncio.run(attempt())
+
+
+def test_forensics_command_round_trip(any_console):
+    token = bundle_fields(any_console.install_bundle())["enrolment_token"]
+    app = "for-" + uuid.uuid4().hex[:6]
+
+    async def scenario() -> tuple[int, object, int]:
+        ident = await enrol(any_console.ws_address, any_console.ca_pem, token, requested_id=app)
+        conn, _ = await open_defender(any_console.ws_address, any_console.ca_pem, ident, app_name=app)
+
+        async def answer() -> None:
+            cmd = await next_of(conn, p.Command)
+            assert cmd.name == "upload_forensics" and cmd.args["max_bytes"] == 2048
+            await conn.send(p.dump(p.CommandResult(id=cmd.id, ok=True, data={"records": ["exec /bin/ls"]})))
+
+        responder = asyncio.create_task(answer())
+        with any_console.api() as c:
+            r = await asyncio.to_thread(
+                c.get, f"/defenders/{ident.defender_id}/forensics", params={"max_bytes": 2048}
+            )
+        await responder
+        await conn.close()
+        with any_console.api() as c:
+            gone = await asyncio.to_thread(c.get, "/defenders/nobody-here/forensics")
+        return r.status_code, r.json(), gone.status_code
+
+    status, body, gone = asyncio.run(scenario())
+    assert status == 200 and body == {"records": ["exec /bin/ls"]}
+    assert gone == 404

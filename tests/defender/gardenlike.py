@@ -2,6 +2,7 @@
 EPERM), so the defender's fallbacks (/proc/<pid>/mem, no Landlock, no pidfd) are exercised for real.
 
 Usage: python -m tests.defender.gardenlike PROGRAM ARGS...
+(GARDENLIKE_ALSO_BLOCK=seccomp,... blocks more, e.g. to test a host where nothing can be enforced)
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ BLOCKED = [
 
 
 def main() -> None:
-    spec = seccomp.FilterSpec(errno=dict.fromkeys(BLOCKED, errno.EPERM), kill_foreign_abi=False)
+    extra = [n for n in os.environ.get("GARDENLIKE_ALSO_BLOCK", "").split(",") if n]
+    spec = seccomp.FilterSpec(errno=dict.fromkeys(BLOCKED + extra, errno.EPERM), kill_foreign_abi=False)
     prctl.set_no_new_privs()
     seccomp.install_filter(seccomp.build_filter(spec), listener=False)
     os.execvp(sys.argv[1], sys.argv[1:])

@@ -4,15 +4,18 @@ stop (Garden) must leave 0 bypasses."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.defender.helpers import Sandbox, rule, unpriv_python
 
 RACE_APP = """
 import ctypes, os, shutil, threading
 shutil.copy("/bin/false", "drifted")  # written after start: exit status 1 if it ever runs
 os.chmod("drifted", 0o755)
+BAD = os.path.abspath("drifted") if MODE == "drift" else "/usr/bin/false"  # both exit 1
 libc = ctypes.CDLL(None, use_errno=True)
 good = b"/usr/bin/true\\0"
-bad = os.path.abspath("drifted").encode() + b"\\0"
+bad = BAD.encode() + b"\\0"
 buf = ctypes.create_string_buffer(max(len(good), len(bad)) + 1)
 ctypes.memmove(buf, good, len(good))
 stop = False
@@ -38,17 +41,21 @@ print("bypassed", counts.get(1, 0), "ran-allowed", counts.get(0, 0), counts, flu
 """
 
 
-def test_exec_path_race_is_closed(sandbox: Sandbox, mode: str) -> None:
+@pytest.mark.parametrize("control", ["drift", "deny"])
+def test_exec_path_race_is_closed(sandbox: Sandbox, mode: str, control: str) -> None:
+    """drift: closed by Landlock (native) / the ptrace exec stop (Garden); a deny list on a baseline
+    binary: closed by the ptrace exec stop, switched on because the rule prevents with a list."""
     py, _ = unpriv_python()
-    sandbox.write("race.py", RACE_APP.replace("range(N)", "range(400)"), mode=0o644)
-    r = sandbox.run(
-        rule(processes={"effect": "prevent", "drift_prevention": True}),
-        [py, "race.py"],
-        garden=mode == "garden",
-        timeout=180,
+    app = RACE_APP.replace("range(N)", "range(400)").replace("MODE ==", f"{control!r} ==")
+    sandbox.write("race.py", app, mode=0o644)
+    procs = (
+        {"effect": "prevent", "drift_prevention": True}
+        if control == "drift"
+        else {"effect": "prevent", "deny": ["/usr/bin/false"]}
     )
+    r = sandbox.run(rule(processes=procs), [py, "race.py"], garden=mode == "garden", timeout=180)
     assert r.returncode == 0, r.stderr
     words = r.stdout.split()
-    print(mode, r.stdout.strip())
+    print(mode, control, r.stdout.strip())
     assert words[0] == "bypassed" and words[1] == "0", r.stdout
     assert int(words[3]) > 0, r.stdout  # the allowed binary kept working

@@ -110,3 +110,90 @@ def _pol(sandbox: Sandbox) -> object:
     p = sandbox.root / "allow.json"
     p.write_text(json.dumps(ALLOW_ALL))
     return p
+
+
+FAIL_CLOSED_APP = """
+import os, sys, time
+out = sys.argv[1]
+pid = os.fork()
+if pid == 0:  # a grandchild of the defender: not its direct child
+    for _ in range(400):
+        try:
+            child = os.fork()
+        except OSError as e:
+            open(out, "w").write(f"fork-errno {e.errno}")
+            os._exit(0)
+        if child == 0:
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(0.05)
+    os._exit(0)
+print("ready", pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_supervisor_death_fails_closed(sandbox: Sandbox, mode: str) -> None:
+    """SIGKILL the defender: the app dies (PDEATHSIG; with the ptrace exec stop the whole tree dies,
+    EXITKILL); a surviving descendant cannot fork/exec/connect any more (ENOSYS)."""
+    from tests.defender.helpers import as_nobody, unpriv_python
+
+    py, env = unpriv_python()
+    sandbox.write("app.py", FAIL_CLOSED_APP, mode=0o644)
+    out = sandbox.data / "grandchild.txt"
+    cmd = [*as_nobody()]
+    if mode == "garden":
+        cmd += [py, "-m", "tests.defender.gardenlike"]
+    cmd += [py, "-m", "garrison", "defender", "app-embedded", "-q", "--policy", str(_pol(sandbox))]
+    p = subprocess.Popen(
+        [*cmd, py, "app.py", str(out)],
+        cwd=sandbox.app,
+        env={"PATH": "/usr/bin:/bin", "DATA_FOLDER": str(sandbox.data), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None
+    words = p.stdout.readline().split()
+    assert words[0] == "ready", p.stderr.read() if p.stderr else ""
+    grandchild = int(words[1])
+    p.kill()  # SIGKILL: no clean-up code runs in the defender
+    p.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        gone = not _alive(grandchild)
+        if gone or out.exists():
+            break
+        time.sleep(0.05)
+    if _alive(grandchild) and not out.exists():
+        raise AssertionError("a descendant kept running with working fork after the supervisor died")
+    if out.exists():
+        assert out.read_text() == "fork-errno 38"  # ENOSYS: the trapped syscall has no supervisor
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "State:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_no_enforcement_refuses_unless_fail_open(sandbox: Sandbox) -> None:
+    env = {"GARDENLIKE_ALSO_BLOCK": "seccomp"}
+    r = sandbox.run(ALLOW_ALL, ["/bin/echo", "app-ran"], garden=True, env=env)
+    assert r.returncode == 125 and "cannot enforce" in r.stderr
+    assert "app-ran" not in r.stdout
+    r = sandbox.run(rule(fail_open=True), ["/bin/echo", "app-ran"], garden=True, env=env)
+    assert r.returncode == 0 and "app-ran" in r.stdout
+    assert "UNPROTECTED" in r.stderr
+
+
+def test_app_does_not_inherit_the_enrolment_bundle(sandbox: Sandbox) -> None:
+    r = sandbox.run(
+        ALLOW_ALL,
+        ["/bin/sh", "-c", 'echo "bundle=${INSTALL_BUNDLE:-none} data=$DATA_FOLDER"'],
+        env={"INSTALL_BUNDLE": "secret"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("bundle=none data=/")

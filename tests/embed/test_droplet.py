@@ -39,15 +39,6 @@ def test_embed_then_undo(tmp_path: Path, fake_defender: Path) -> None:
     assert read_member(out, "staging_info.yml") == original_staging
 
 
-def test_embed_from_real_tarball(tmp_path: Path, defender_tarball: Path) -> None:
-    src = build_droplet(tmp_path / "shop.tgz")
-    r = CliRunner().invoke(app, ["embed", str(src), "--defender", str(defender_tarball)])
-    assert r.exit_code == 0, r.output
-    got = members(src)
-    assert "app/.garrison/defender" in got
-    assert any(n.startswith("app/.garrison/defender_lib/") for n in got)
-
-
 def test_droplet_and_manifest_together(tmp_path: Path, fake_defender: Path) -> None:
     src = build_droplet(tmp_path / "shop.tgz", start_command="cd . && python3 app.py")
     manifest = tmp_path / "manifest.yml"

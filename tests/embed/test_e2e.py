@@ -145,3 +145,31 @@ def _run(console: Any, tarball: Path, workdir: Path, denied_port: int, allowed_p
             raise
     assert rc == 128 + signal.SIGTERM, log.read_text()  # the app's status, through defender and runner
     assert "rule: " + APP in log.read_text()
+
+
+def test_embed_fetches_bundle_and_defender_from_the_console(console: Any, tmp_path: Path) -> None:
+    """`--console` downloads the install bundle and the defender tarball through the API."""
+    from garrison.channel.bundle import decode_bundle
+    from tests.embed.droplets import members
+
+    droplet = build_droplet(tmp_path / "shop.tgz")
+    manifest = tmp_path / "manifest.yml"
+    manifest.write_text("applications:\n- name: fetched\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "garrison", "embed", str(droplet), "-m", str(manifest),
+         "--console", console.url, "-u", console.admin_user, "-p", console.admin_password,
+         "--cacert", str(console.ca_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "app/.garrison/defender" in members(droplet)
+    bundle = manifest.read_text().split("INSTALL_BUNDLE: ", 1)[1].split()[0]
+    assert decode_bundle(bundle).ws_address == console.ws_address
+    assert f"WS_ADDRESS: {console.ws_address}\n" in manifest.read_text()
+
+    r = subprocess.run(
+        [sys.executable, "-m", "garrison", "embed", str(droplet), "--console", console.url,
+         "-u", console.admin_user, "-p", "wrong", "--cacert", str(console.ca_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 2 and "401" in r.stderr

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from garrison.kernel import features, landlock, seccomp
+from garrison.kernel import features, landlock
 
 
 def run_child(code: str) -> subprocess.CompletedProcess[str]:

@@ -142,6 +142,7 @@ class StubConsole:
         self.token = token
         self.reports: list[dict[str, Any]] = []
         self.verdicts: dict[str, dict[str, Any]] = {}
+        self.rows: dict[int, dict[str, Any]] = {}
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -171,7 +172,13 @@ class StubConsole:
                     from urllib.parse import parse_qs, urlparse
 
                     digest = parse_qs(urlparse(self.path).query)["digest"][0]
-                    self._send(200, stub.verdicts.get(digest, {"digest": digest, "verdict": "unknown"}))
+                    if digest in stub.verdicts:
+                        self._send(200, stub.verdicts[digest])
+                    else:  # like the console: no scan for this digest
+                        self._send(404, {"detail": f"no scan for digest {digest!r}"})
+                elif self.path.startswith("/api/v1/scans/") and self.path.rsplit("/", 1)[-1].isdigit():
+                    row = stub.rows.get(int(self.path.rsplit("/", 1)[-1]))
+                    self._send(200 if row else 404, row or {"detail": "no scan"})
                 else:
                     self._send(404, {"detail": "not found"})
 

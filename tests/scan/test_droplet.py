@@ -149,3 +149,19 @@ def test_sarif_and_cyclonedx_shapes(report: ScanReport) -> None:
 def test_json_round_trip(report: ScanReport) -> None:
     again = ScanReport.model_validate_json(render(report, "json"))
     assert again == report
+
+
+def test_dependency_trees_skipped_for_secrets_unless_asked(tmp_path: Path) -> None:
+    from tests.scan.helpers import write_tree
+
+    write_tree(
+        tmp_path,
+        {
+            "node_modules/lib/test/fixture.pem": PEM,
+            "deps/0/python/lib/python3.11/site-packages/x/tests/key.pem": PEM,
+            "app/key.pem": PEM,
+            "app/logo.png": PEM,
+        },
+    )
+    assert [s.path for s in scan(tmp_path, ScanOptions()).secrets] == ["app/key.pem"]
+    assert len(scan(tmp_path, ScanOptions(secrets_in_deps=True)).secrets) == 3

@@ -39,6 +39,22 @@ def test_check_droplet_against_console(tmp_path: Path) -> None:
         assert check_droplet(cfg, "sha256:other").allow
         bad = ConsoleConfig(url=console.url, token="nope")
         assert check_droplet(bad, digest).verdict == "error"
+    # the console's own shapes: verdict row without reasons/effect; both come from the report and policy
+    with StubConsole(policy={"runtime_effect": "prevent", "revision": 3}) as console:
+        console.verdicts[digest] = {
+            "id": 7,
+            "digest": digest,
+            "verdict": "fail",
+            "app_name": "shop",
+            "summary": {},
+        }
+        console.rows[7] = {
+            "id": 7,
+            "digest": digest,
+            "body": {"reasons": ["1 secrets found: Private Key at k:1"]},
+        }
+        d = check_droplet(ConsoleConfig(url=console.url, token="tok"), digest)
+        assert not d.allow and d.effect == "prevent" and "Private Key at k:1" in d.reason
     down = ConsoleConfig(url="http://127.0.0.1:9", token="t", timeout=2)
     assert check_droplet(down, digest).allow
     closed = check_droplet(down, digest, fail_open=False)

@@ -23,6 +23,7 @@ def test_python_sources(tmp_path: Path) -> None:
             "site-packages/old.egg-info/PKG-INFO": "Metadata-Version: 1.0\nName: oldpkg\nVersion: 0.1\n",
             "requirements.txt": "# pinned\nrequests[socks]==2.19.0 ; python_version>'3'\nunpinned>=1\n-r other.txt\n",
             "requirements-dev.txt": "pytest===7.0.0 \\\n    --hash=sha256:abc\n",
+            "requirements/prod.txt": "gunicorn==19.4.0\n",
             "Pipfile.lock": json.dumps(
                 {"default": {"urllib3": {"version": "==1.24.1"}}, "develop": {"x": {"version": "*"}}}
             ),
@@ -34,6 +35,7 @@ def test_python_sources(tmp_path: Path) -> None:
         ("PyPI", "oldpkg", "0.1"),
         ("PyPI", "requests", "2.19.0"),
         ("PyPI", "pytest", "7.0.0"),
+        ("PyPI", "gunicorn", "19.4.0"),
         ("PyPI", "urllib3", "1.24.1"),
         ("PyPI", "jinja2", "2.10"),
         ("PyPI", "pyyaml", "5.3"),
@@ -181,3 +183,13 @@ def test_dpkg_status_source_packages(tmp_path: Path) -> None:
         ("Debian:12", "bash", "5.2.15-2+b2"),
     }
     assert report.target_kind == "host"
+
+
+def test_single_jar_target(tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "service.war"
+    path.write_bytes(jar({"WEB-INF/lib/a.jar": jar(pom("org.yaml", "snakeyaml", "1.33"))}))
+    report = scan(path, ScanOptions(secrets=False))
+    assert [(p.name, p.version) for p in report.packages] == [("org.yaml:snakeyaml", "1.33")]
+    assert report.digest == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

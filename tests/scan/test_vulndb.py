@@ -211,3 +211,30 @@ def test_real_advisories_pypi_go_rubysec(real_db: Path) -> None:
         assert "CVE-2023-50725" not in {
             f.id for f in match_packages(ix, [Package(ecosystem="RubyGems", name="resque", version="2.6.0")])
         }
+
+
+def test_debian_release_scoped_advisories(tmp_path: Path) -> None:
+    adv = {
+        "id": "DSA-5678-1",
+        "modified": "2024-05-01T00:00:00Z",
+        "affected": [
+            {
+                "package": {"ecosystem": "Debian:12", "name": "openssl"},
+                "ranges": [
+                    {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.13-1~deb12u1"}]}
+                ],
+            }
+        ],
+    }
+    with VulnIndex(tmp_path, create=True) as ix:
+        ix.import_advisories([adv], "t")
+        hit = match_packages(ix, [Package(ecosystem="Debian:12", name="openssl", version="3.0.11-1~deb12u2")])
+        assert [f.fixed_versions for f in hit] == [["3.0.13-1~deb12u1"]]
+        assert (
+            match_packages(ix, [Package(ecosystem="Debian:11", name="openssl", version="1.1.1n-0+deb11u5")])
+            == []
+        )
+        assert (
+            match_packages(ix, [Package(ecosystem="Debian:12", name="openssl", version="3.0.13-1~deb12u1")])
+            == []
+        )

@@ -24,7 +24,9 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'; scripts/bootstrap --test installs it)")
+        pytest.skip(
+            f"{CHROMIUM} not installed (Debian package 'chromium'; scripts/bootstrap --test installs it)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -19,7 +19,7 @@ _COMMANDS = (
     "lsof|cp|mv|touch|mkdir|tar|openssl|dig|host|scp|ssh|ftp|node|lua|certutil|bitsadmin|wmic|"
     "reg|cscript|wscript|mshta|rundll32|regsvr32|net|whoami\\.exe|expr|timeout|grep|od|xxd|tee|sort"
 )
-_SEP = r"(?:;|\|\|?|&&?|\n|\r|`|\$\(|\$\{IFS\}|%0a)"
+_SEP = r"(?:;|\|\|?|&&?|\n|\r|\$\(|\$\{IFS\}|%0a)"
 _ARG = r"(?:\s*$|\s*[-/$~<>|;&`\\]|\s+[-/.~$]|\s+[a-z]:\\|\s+\d[\d.]*(?:\s|$)|\s+[\w.-]+\.(?:sh|py|pl|txt|php|exe|bat)\b|\s+\w+\s*[<>|])"
 _CHAIN = re.compile(
     rf"{_SEP}\s*(?:\w+=\S*\s+){{0,3}}(?:/(?:usr/)?(?:local/)?s?bin/)?(?:{_COMMANDS})(?:{_ARG})", re.I
@@ -27,7 +27,10 @@ _CHAIN = re.compile(
 _STRONG = re.compile(
     r"/bin/(?:ba|z|da|k)?sh\b|/dev/(?:tcp|udp)/|\bnc(?:at)?\s+(?:-\w+\s+)*-[ec]\s|"
     r"\bbash\s+-[ic]\b|\bsh\s+-c\s|\bpowershell(?:\.exe)?\s+-(?:e|enc|encodedcommand|c|command|nop)\b|"
-    r"\bcmd(?:\.exe)?\s+/[ck]\s|\$\(\s*(?:" + _COMMANDS + r")\b|`\s*(?:" + _COMMANDS + r")\b[^`]*`|"
+    r"\bcmd(?:\.exe)?\s+/[ck]\s|\$\(\s*(?:" + _COMMANDS + r")\b|"
+    # backtick substitution glued to a value (x`id`) or as the whole value; a backtick after a space
+    # is Markdown inline code ("use `wget` to…"), not shell
+    r"(?:(?<=[\w.;|&'\"=])|^\s*)`(?:" + _COMMANDS + r")(?:\s+[^`\s]+){0,8}\s*`|"
     r"\b(?:wget|curl)\s+(?:-\S+\s+)*(?:https?|ftp)://\S+.*?(?:\||;|&&|-O|-o)",
     re.I,
 )

@@ -17,7 +17,7 @@ from garrison.cnaf.fields import Field
 # Token types (one character each, so fingerprints are strings matched with regexes):
 #  q breakout of the surrounding string  s string  n number  v @variable  b bareword  k keyword  E statement  U union  F from
 #  O order/group/having/limit/into  & logic  o operator  f function  X dangerous function
-#  c comment  ( ) , ; .
+#  a arithmetic  c comment (C: long trailing text)  ( ) , ; .
 _STATEMENTS = frozenset(
     [
         "select",
@@ -153,12 +153,13 @@ _WORD = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|0b[01]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
 _OPS = ("<=>", "!=", "<>", "<=", ">=", ":=", "||", "&&", "==")
 _MAX_TOKENS = 12
+_SHORT_COMMENT = 24
 
 _PATTERNS = re.compile(
     "|".join(
         [
             # a string context broken out of, then SQL
-            r"^q\)*(?:&\(*(?:[nsvfX(]|b(?:o|c|\)|$))|;[EXsn]|U|c|X|o[nsvf(]|Ok?|k?E)",
+            r"^q\)*(?:&\(*(?:[nsvfX(]|b(?:o|c|\)|$))|;[EXsn]|U|c|X|o[nsvf(]|Ok?(?:n|O|[bs]?[co,;O])|k?E(?!s|$))",
             # a numeric context followed by SQL
             r"^n\)*(?:&\(*(?:X|f|[nsvb]\)*o)|;[EXsn]|U|X|Ok?[nbs]?(?:c|o|,|\)|;|$)|k?E|\)+c)",
             # anywhere: union select, stacked statement, tautology, dangerous call, subquery
@@ -202,7 +203,11 @@ def tokenize(text: str, quote: str = "") -> str:
             i = end + 1
             continue
         if ch == "#" or (ch == "-" and text.startswith("--", i)):
-            out.append("c")
+            # A comment that ends the value (admin'--) is the classic truncation; a long line of
+            # text after '#'/'--' is prose or Markdown ("#cgo …"), typed 'C' and matched by nothing.
+            eol = text.find("\n", i)
+            rest = text[i + 2 : eol if eol >= 0 else n]
+            out.append("c" if len(rest.strip()) <= _SHORT_COMMENT else "C")
             break
         if ch == "/" and text.startswith("/*", i):
             if text.startswith("/*!", i):  # MySQL executable comment: its body is code
@@ -275,7 +280,11 @@ def tokenize(text: str, quote: str = "") -> str:
             out.append("&" if op in ("||", "&&") else "o")
             i += len(op)
             continue
-        if ch in "=<>!+-*/%|^~&:":
+        if ch in "+-*/%^~":
+            out.append("a")  # arithmetic: prose is full of '/' and '-', comparisons are what inject
+            i += 1
+            continue
+        if ch in "=<>!|&:":
             out.append("o")
             i += 1
             continue

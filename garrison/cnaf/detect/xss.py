@@ -20,12 +20,12 @@ _HANDLER = re.compile(r"<[a-z!/?][^>]{0,512}?[\s/\"'`]on[a-z]{3,}\s*=", re.I)
 _ATTR_BREAKOUT = re.compile(r"[\"'`][\s/]*(?:>|[^=\s]{0,64}\s+)?[\s/]*on[a-z]{3,}\s*=\s*[^\s]", re.I)
 _JS_URL = re.compile(
     r"(?:^|[=(,]\s*[\"'`]?)\s*(?:javascript|vbscript|livescript|mocha)\s*:|data\s*:\s*text/(?:html|xml)|"
-    r"data\s*:[^,]*;\s*base64",
+    r"data\s*:\s*(?:text/(?:html|xml|javascript)|image/svg\+xml|application/(?:xhtml|javascript))[^,]*;\s*base64",
     re.I,
 )
 _CSS = re.compile(r"expression\s*\(|-moz-binding|behavior\s*:\s*url|@import\b", re.I)
 _JS_BREAKOUT = re.compile(
-    r"[\"'`]\s*(?:[-+*/;,)|&]+\s*)+(?:alert|prompt|confirm|eval|print|fetch|import)\s*[(`]|"
+    r"[\"'`]\s*(?:[-+*/;,)|&]+\s*)+(?:alert|prompt|confirm|eval|print|fetch|import)\s*(?:\(|`[^`\s]*`)|"
     r"(?:document\s*\.\s*(?:cookie|domain|write)|window\s*\.\s*location|\.innerhtml)\s*[=(]?",
     re.I,
 )

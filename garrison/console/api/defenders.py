@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from garrison.channel.bundle import encode_bundle
-from garrison.console.api.deps import Ctx, Reader, Writer
+from garrison.console.api.deps import Admin, Ctx, Reader, Writer
 from garrison.console.services.defender_image import IMAGE_NAME, build_image
 
 router = APIRouter(tags=["defenders"])
@@ -61,6 +61,14 @@ def install_bundle(
     }
 
 
+@router.delete("/enrolment-tokens")
+def revoke_enrolment_tokens(c: Ctx, p: Admin) -> dict[str, int]:
+    """Invalidate every install bundle issued so far (enrolled defenders keep their certificates)."""
+    n = c.store.defenders.revoke_enrolment_tokens()
+    c.store.mgmt.record(p.username, "defender.enrolment_tokens.revoke", "", {"revoked": n})
+    return {"revoked": n}
+
+
 def _ws_for(consoleaddr: str, default_ws: str) -> str:
     """`consoleaddr` may be a host, host:port or a URL; the port defaults to the channel's."""
     text = consoleaddr.strip()
@@ -82,6 +90,34 @@ async def delete_defender(defender_id: str, c: Ctx, p: Writer) -> None:
     await run_in_threadpool(c.defenders.revoke, defender_id, p.username)
     if c.channel is not None:
         await c.channel.disconnect_defender(defender_id, "removed by an operator")
+
+
+@router.get("/defenders/{defender_id}/forensics")
+async def defender_forensics(
+    defender_id: str,
+    c: Ctx,
+    p: Writer,
+    max_bytes: Annotated[int, Query(ge=1024, le=16 * 1024 * 1024)] = 4 * 1024 * 1024,
+) -> Any:
+    """Ask a connected defender for its forensic records (recent process and network activity)."""
+    from garrison.channel.server import DefenderNotConnected
+
+    if c.channel is None:
+        raise HTTPException(status_code=409, detail="the defender channel is not running")
+    await run_in_threadpool(c.store.mgmt.record, p.username, "defender.forensics", defender_id)
+    try:
+        result = await c.channel.send_command(
+            defender_id, "upload_forensics", {"max_bytes": max_bytes}, timeout=30
+        )
+    except DefenderNotConnected:
+        raise HTTPException(status_code=404, detail=f"defender {defender_id!r} is not connected") from None
+    except TimeoutError:
+        raise HTTPException(
+            status_code=504, detail=f"defender {defender_id!r} did not answer in 30 s"
+        ) from None
+    if not result.ok:
+        raise HTTPException(status_code=409, detail=f"defender {defender_id!r} refused: {result.error}")
+    return result.data
 
 
 @router.get("/defenders/{defender_id}")

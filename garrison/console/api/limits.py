@@ -12,6 +12,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+# Scan reports list every package and finding of a droplet: they get a larger allowance.
+LARGE_BODY_PATHS = {"/api/v1/scans": 32 * 1024 * 1024}
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:
@@ -31,9 +33,12 @@ class _TooLarge(Exception):
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body: int = MAX_BODY_BYTES, large: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.large = LARGE_BODY_PATHS if large is None else large
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,16 +48,17 @@ class RequestGuard:
         if b"%00" in raw_path or b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
             await _reply(send, 400, "NUL characters are not allowed in the URL")
             return
+        limit = self.large.get(scope["path"].rstrip("/"), self.max_body)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
-                too_big = int(declared) > self.max_body
+                too_big = int(declared) > limit
             except ValueError:
                 await _reply(send, 400, "invalid Content-Length")
                 return
             if too_big:
-                await _reply(send, 413, f"request body larger than {self.max_body} bytes")
+                await _reply(send, 413, f"request body larger than {limit} bytes")
                 return
         # Buffer the (bounded) body so chunked uploads are limited too and NULs can be checked.
         chunks: list[bytes] = []
@@ -64,8 +70,8 @@ class RequestGuard:
                 break
             chunk = msg.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
-                await _reply(send, 413, f"request body larger than {self.max_body} bytes")
+            if size > limit:
+                await _reply(send, 413, f"request body larger than {limit} bytes")
                 return
             chunks.append(chunk)
             more = msg.get("more_body", False)

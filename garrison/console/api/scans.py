@@ -28,8 +28,7 @@ class ScanCreated(BaseModel):
 
 @router.post("", response_model=ScanCreated, status_code=201)
 def post_scan(report: ScanReportIn, c: Ctx, _p: Writer) -> Any:
-    body = report.model_dump(mode="json")
-    return {"id": c.store.scans.add(report.digest, report.verdict, report.app_name, report.summary, body)}
+    return {"id": c.scans.add(report.model_dump(mode="json"))}
 
 
 @router.get("")
@@ -48,10 +47,9 @@ def list_scans(
 def scan_verdict(
     c: Ctx, _p: Reader, digest: Annotated[str, Query(min_length=1, max_length=256)]
 ) -> dict[str, Any]:
-    row = c.store.scans.latest_for_digest(digest)
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no scan for digest {digest!r}")
-    return row
+    """Latest verdict for a droplet digest: pass | fail | unknown (never scanned), with the assurance
+    policy's runtime `effect` telling the defender whether a failed verdict blocks the start."""
+    return c.scans.verdict(digest)
 
 
 @router.get("/{scan_id}")

@@ -12,6 +12,7 @@ from typing import Any
 
 from garrison.channel.backend import DefenderHello
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.ingest import EventWriter
 from garrison.console.services.policies import PolicyService
 from garrison.console.store.open import Store
 from garrison.policy.audit import AuditEvent
@@ -30,6 +31,7 @@ class ConsoleChannelBackend:
         self.defenders = defenders
         self.policies = policies
         self.on_events = on_events
+        self.writer = EventWriter(store)
 
     async def enrol(
         self, token: str, nonce: str, timestamp: float, csr_pem: bytes, requested_id: str
@@ -61,10 +63,8 @@ class ConsoleChannelBackend:
         return await asyncio.to_thread(self.policies.runtime)
 
     async def store_events(self, defender_id: str, events: Sequence[AuditEvent]) -> int:
-        rows = [e.model_dump(mode="json") for e in events]
-        for r in rows:
-            r["defender_id"] = defender_id  # the authenticated identity, whatever the event claims
-        new_ids = await asyncio.to_thread(self.store.events.insert_batch, rows)
+        # The store records the authenticated defender id, whatever the events claim.
+        new_ids = await self.writer.write(events, defender_id)
         if new_ids and self.on_events is not None:
             self.on_events([e for e in events if e.id in new_ids])
         return len(new_ids)

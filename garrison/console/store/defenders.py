@@ -34,7 +34,8 @@ class DefenderStore:
 
     def revoke_enrolment_tokens(self) -> int:
         with self.engine.begin() as c:
-            return c.execute(update(enrolment_tokens).values(revoked=True)).rowcount
+            q = update(enrolment_tokens).where(enrolment_tokens.c.revoked.is_(False))
+            return c.execute(q.values(revoked=True)).rowcount
 
     def claim_nonce(self, nonce: str, now: float, forget_before: float) -> bool:
         """Record `nonce`; False if it was seen before (a replay). Old nonces are forgotten: the

@@ -180,13 +180,21 @@ def notif_recv(listener: int) -> tuple[int, int, int, tuple[int, ...]]:
 
 
 def notif_send(listener: int, nid: int, val: int = 0, error: int = 0, flags: int = 0) -> None:
+    """Reply; retried on EINTR (the kernel takes the notify lock interruptibly)."""
     buf = ctypes.create_string_buffer(_RESP.pack(nid, val, error, flags), _RESP.size)
-    _check(_libc.ioctl(listener, NOTIF_SEND, buf))
+    while _libc.ioctl(listener, NOTIF_SEND, buf) < 0:
+        if ctypes.get_errno() != errno.EINTR:
+            _check(-1)
 
 
 def notif_id_valid(listener: int, nid: int) -> bool:
+    """False only when the kernel says the id is gone (ENOENT); EINTR is retried."""
     v = ctypes.c_uint64(nid)
-    return _libc.ioctl(listener, NOTIF_ID_VALID, ctypes.byref(v)) == 0
+    while _libc.ioctl(listener, NOTIF_ID_VALID, ctypes.byref(v)) < 0:
+        e = ctypes.get_errno()
+        if e != errno.EINTR:
+            return e != errno.ENOENT and e != errno.EBADF
+    return True
 
 
 class _IoVec(ctypes.Structure):

@@ -22,7 +22,6 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +41,7 @@ from garrison.defender.net.sockaddr import (
     family_of,
     inet_sockaddr,
 )
+from garrison.defender.net.workers import DaemonPool
 from garrison.policy.audit import AuditEvent, AuditType, Severity
 from garrison.policy.evaluate import Decision, decide_bind, decide_connect
 from garrison.policy.model import Rule
@@ -88,6 +88,17 @@ class _Sock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _answer_if_still_waiting(notif: Notification) -> None:
+    """A "gone" error for a thread that is in fact still waiting must not leave it hanging."""
+    valid = getattr(notif, "valid", None)
+    if valid is None or getattr(notif, "replied", False):
+        return
+    with contextlib.suppress(Exception):
+        if valid():
+            log.warning("notification %s reported gone but still waiting: answered EFAULT", notif.id)
+            notif.reply_error(errno.EFAULT)
 
 
 def _getfd_works() -> bool:
@@ -140,8 +151,10 @@ class NetworkGuard:
         self.stats = {"emulated": 0, "continued": 0, "refused": 0, "redirected": 0}
         self._stats_lock = threading.Lock()
         # blocking emulated calls wait here, not on the listener thread; threads are reused
-        self._workers = ThreadPoolExecutor(max_workers=256, thread_name_prefix="garrison-net-emulate")
+        self._workers = DaemonPool()
         self._cache_rule: Rule | None = None
+        self._inert_rule: Rule | None = None
+        self._inert_value = False
         self._cache: dict[tuple[str, int, str, tuple[str, ...]], Decision] = {}
         self.handlers: dict[str, Handler] = {
             "connect": self._guarded(self.on_connect),
@@ -165,7 +178,7 @@ class NetworkGuard:
 
     def stop(self) -> None:
         self.dns.stop()
-        self._workers.shutdown(wait=False)
+        self._workers.shutdown()
 
     def environment(self) -> dict[str, str]:
         """Nothing is required in the app's environment; exported for diagnostics only."""
@@ -186,11 +199,18 @@ class NetworkGuard:
             try:
                 fn(notif)
             except GONE:
-                pass
+                _answer_if_still_waiting(notif)
             except Exception:  # never leave the app's thread hanging in the kernel
                 log.exception("network guard: %s", fn.__name__)
+                if getattr(notif, "replied", False):
+                    return
+                rule = self.ctx.rule()
+                fail_closed = rule is not None and "prevent" in (rule.network.effect, rule.dns.effect)
                 with contextlib.suppress(Exception):
-                    notif.reply_continue()
+                    if fail_closed:
+                        notif.reply_error(errno.EPERM)
+                    else:
+                        notif.reply_continue()
 
         handler.__name__ = fn.__name__
         return handler
@@ -250,7 +270,7 @@ class NetworkGuard:
                 value, err = op()
                 self._result(notif, value, err)
             except GONE:
-                pass
+                _answer_if_still_waiting(notif)
             except Exception:
                 log.exception("network guard: emulated call")
                 with contextlib.suppress(Exception):
@@ -308,6 +328,27 @@ class NetworkGuard:
         self._cache[key] = decision
         return decision
 
+    def _inert(self, rule: Rule | None) -> bool:
+        """True when no outbound, DNS or port-scan control can object to any destination: then a
+        racing thread has nothing to win and the call is let through without emulation."""
+        if rule is None:
+            return True
+        if rule is not self._inert_rule:
+            nc, dc = rule.network, rule.dns
+            net_idle = nc.effect == "disable" or not (
+                nc.outbound.allow
+                or nc.outbound.deny
+                or nc.bad_reputation_ips
+                or (nc.port_scan is not None and nc.port_scan.enabled)
+            )
+            dns_idle = dc.effect == "disable" or not (dc.allow or dc.deny)
+            self._inert_rule, self._inert_value = rule, net_idle and dns_idle
+        return self._inert_value
+
+    def _pass(self, notif: Notification, dest: InetAddr) -> None:
+        self._record("net", pid=notif.pid, dest_ip=str(dest.ip), dest_port=dest.port)
+        self._continue(notif)
+
     def _refuse(self, notif: Notification, proto: str) -> None:
         self._count("refused")
         # what a firewall REJECT looks like to the app: refused stream, EPERM on datagrams
@@ -325,6 +366,8 @@ class NetworkGuard:
             return self._continue(notif)
         assert dest is not None
         rule = self.ctx.rule()
+        if dest.port != DNS_PORT and self._inert(rule):
+            return self._pass(notif, dest)
         sock = self._take(notif, fd)
         try:
             if dest.port == DNS_PORT and self._redirectable(sock, dest):
@@ -362,9 +405,19 @@ class NetworkGuard:
         timeout = _send_timeout_ms(fd)
 
         def wait() -> tuple[int, int]:
-            if not p.poll(timeout if timeout > 0 else None):
-                return 0, errno.EINPROGRESS
-            return 0, _so_error(fd)
+            # wake up every second to notice an app thread that died meanwhile
+            left = timeout if timeout > 0 else None
+            while True:
+                step = 1000 if left is None else min(left, 1000)
+                if p.poll(step):
+                    return 0, _so_error(fd)
+                if left is not None:
+                    left -= step
+                    if left <= 0:
+                        return 0, errno.EINPROGRESS
+                valid = getattr(notif, "valid", None)
+                if valid is not None and not valid():
+                    return 0, errno.EINTR  # nobody is waiting for this answer any more
 
         owned = _Sock(None)
         owned.fd, sock.fd = sock.fd, None
@@ -423,6 +476,8 @@ class NetworkGuard:
         except BadSockaddr:
             return self._continue(notif)
         assert dest is not None
+        if dest.port != DNS_PORT and self._inert(self.ctx.rule()):
+            return self._pass(notif, dest)
         sock = self._take(notif, fd)
         try:
             if not self._needs_decision(sock, flags):
@@ -491,6 +546,8 @@ class NetworkGuard:
         except BadSockaddr:
             return self._continue(notif)
         assert dest is not None
+        if dest.port != DNS_PORT and self._inert(self.ctx.rule()):
+            return self._pass(notif, dest)
         sock = self._take(notif, fd)
         try:
             if not self._needs_decision(sock, flags):
@@ -545,7 +602,7 @@ class NetworkGuard:
                             self._remember(sock, dest, notif.pid)
                             dest_raw = self._proxy_sockaddr(family_of(raw))
                         elif self._decide_dest(notif, rule, dest, sock.proto):
-                            if sent == 0:
+                            if sent == 0 or sock.fd is None:  # CONTINUE could not stop half-way
                                 return self._refuse(notif, sock.proto)
                             break
                 if sock.fd is None:

@@ -89,8 +89,11 @@ class StandaloneNotification:
         self.nr = nr
         self.args = args
 
+    def valid(self) -> bool:
+        return _kernel.notif_id_valid(self._sup.listener, self.id)
+
     def _valid(self) -> None:
-        if not _kernel.notif_id_valid(self._sup.listener, self.id):
+        if not self.valid():
             raise LocalGone(self.id)
 
     def read(self, addr: int, size: int) -> bytes:

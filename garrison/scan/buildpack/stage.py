@@ -104,10 +104,12 @@ def run(
         _say(out, f"       **ERROR** Garrison: cannot load the assurance policy: {exc}")
         return 2
     policy = policy or AssurancePolicy()
-    db_dir: Path | None = buildpack_dir / "vulndb"
-    if not (db_dir / "osv.sqlite").exists():  # type: ignore[operator]
-        env_db = os.environ.get("GARRISON_DB_DIR")
-        db_dir = Path(env_db) if env_db and (Path(env_db) / "osv.sqlite").exists() else None
+    db_dir: Path | None = None
+    env_db = os.environ.get("GARRISON_DB_DIR")
+    for cand in (buildpack_dir / "vulndb", Path(env_db) if env_db else None):
+        if cand is not None and (cand / "osv.sqlite").exists():
+            db_dir = cand
+            break
     if db_dir is None:
         _say(out, "       WARNING: no vulnerability database bundled; vulnerability matching skipped")
     app = _app_name()

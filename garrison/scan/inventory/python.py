@@ -41,7 +41,9 @@ class PythonDetector(Detector):
             return True
         if base in ("Pipfile.lock", "poetry.lock"):
             return True
-        return base.startswith("requirements") and base.endswith(".txt")
+        if not base.endswith(".txt"):
+            return False
+        return base.startswith("requirements") or "/requirements/" in f"/{path}"
 
     def feed(self, path: str, data: bytes) -> None:
         base = basename(path)

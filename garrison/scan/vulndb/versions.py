@@ -6,13 +6,14 @@ not dpkg); a version that does not parse returns None so the caller can fall bac
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
 from debian.debian_support import Version as DebianVersion
 from packaging.version import InvalidVersion
 from packaging.version import Version as Pep440Version
-from univers.versions import MavenVersion, RubygemsVersion, SemverVersion
+from univers.versions import MavenVersion
 
 
 def base_ecosystem(ecosystem: str) -> str:
@@ -20,22 +21,20 @@ def base_ecosystem(ecosystem: str) -> str:
     return ecosystem.split(":", 1)[0]
 
 
+_SEMVER = re.compile(r"^[vV]?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+
+
 def _semver(text: str) -> Any:
-    t = text[1:] if text[:1] in ("v", "V") else text
-    t = t.removesuffix("+incompatible")
-    try:
-        return SemverVersion(t)
-    except Exception:
-        # Go pseudo-versions and short forms ("1.2") are padded to three numeric parts.
-        core, sep, rest = t.partition("-")
-        nums = core.split(".")
-        if all(n.isdigit() for n in nums) and 0 < len(nums) < 3:
-            nums += ["0"] * (3 - len(nums))
-            try:
-                return SemverVersion(".".join(nums) + (sep + rest if sep else ""))
-            except Exception:
-                return None
+    """SemVer 2.0 precedence as a tuple key (lenient: `v` prefix, missing minor/patch = 0, Go's
+    `+incompatible`); a release sorts after its pre-releases, numeric identifiers before alphanumeric."""
+    m = _SEMVER.match(text.strip())
+    if not m:
         return None
+    core = (int(m[1]), int(m[2] or 0), int(m[3] or 0))
+    if m[4] is None:
+        return (*core, (1,))
+    pre = tuple((0, int(i), "") if i.isdigit() else (1, 0, i) for i in m[4].split("."))
+    return (*core, (0, pre))
 
 
 def _pypi(text: str) -> Any:
@@ -52,11 +51,28 @@ def _maven(text: str) -> Any:
         return None
 
 
+_GEM_VALID = re.compile(r"^\s*[0-9]+(?:\.[0-9a-zA-Z]+)*(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?\s*$")
+_GEM_SEG = re.compile(r"[0-9]+|[a-z]+", re.IGNORECASE)
+
+
 def _rubygems(text: str) -> Any:
-    try:
-        return RubygemsVersion(text)
-    except Exception:
+    """Gem::Version ordering as a precomputed tuple (univers compares by re-parsing on every call,
+    which dominated matching time): canonical segments, numbers above strings, padded with zeros."""
+    if not _GEM_VALID.match(text):
         return None
+    segs: list[int | str] = [
+        int(x) if x.isdigit() else x for x in _GEM_SEG.findall(text.strip().replace("-", ".pre."))
+    ]
+    first_str = next((i for i, x in enumerate(segs) if isinstance(x, str)), len(segs))
+    parts = [segs[:first_str], segs[first_str:]]
+    canon: list[int | str] = []
+    for part in parts:
+        while part and part[-1] == 0:
+            part.pop()
+        canon.extend(part)
+    key = [(1, x, "") if isinstance(x, int) else (0, 0, x) for x in canon]
+    key += [(1, 0, "")] * max(0, 12 - len(key))
+    return tuple(key)
 
 
 def _debian(text: str) -> Any:

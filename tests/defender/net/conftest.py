@@ -174,6 +174,7 @@ def run_app(netns: str) -> Callable[..., Run]:
         timeout: float = 120,
         argv: list[str] | None = None,
         during: Callable[[StandaloneContext], None] | None = None,
+        without: tuple[str, ...] = (),
     ) -> Run:
         def scenario() -> Run:
             up = DnsServer(zone or {})
@@ -184,7 +185,7 @@ def run_app(netns: str) -> Callable[..., Run]:
                 cmd = argv if argv is not None else [APP_PYTHON, "-c", code, *args]
                 sup = Supervised(
                     cmd,
-                    guard.handlers,
+                    {k: h for k, h in guard.handlers.items() if k not in without},
                     ctx,
                     nonzero_arg=TRAP_ONLY_IF_ARG_NONZERO,
                     stdout=subprocess.PIPE,

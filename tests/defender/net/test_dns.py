@@ -68,15 +68,17 @@ s = socket.socket(); print("literal", literal, s.connect_ex((literal, port)))
 """
 
 
-def test_allowed_name_pins_connects_to_its_answers(run_app, ns_call):
+@pytest.mark.parametrize("effect", ["prevent", "alert"])
+def test_allowed_name_pins_connects_to_its_answers(run_app, ns_call, effect):
     a = ns_call(lambda: TcpServer("0.0.0.0"))
-    rule = {"dns": {"effect": "prevent", "allow": ["good.test"]}, "network": {"effect": "prevent"}}
+    rule = {"dns": {"effect": effect, "allow": ["good.test"]}, "network": {"effect": "prevent"}}
     r = run_app(rule, PIN, "good.test", str(a.port), OTHER4, zone=ZONE)
     by_name, literal = r.out.splitlines()
     assert by_name == f"by-name {HOST4} 0", r.err
-    assert literal == f"literal {OTHER4} 111"  # no allowed name resolved to it
+    # no allowed name resolved to OTHER4: refused on prevent, let through (and audited) on alert
+    assert literal == f"literal {OTHER4} {111 if effect == 'prevent' else 0}"
     [audit] = r.of("dns")
-    assert audit.control == "dns.allow" and audit.dest_ip == OTHER4
+    assert audit.control == "dns.allow" and audit.dest_ip == OTHER4 and audit.effect == effect
 
 
 UNCONNECTED = """
@@ -109,3 +111,13 @@ def test_dns_over_tcp_is_redirected_too(run_app):
     r = run_app({"dns": {"effect": "prevent", "deny": ["*.evil.test"]}}, TCP_DNS, zone=ZONE)
     assert r.out.strip() == "rcode 3", r.err  # NXDOMAIN
     assert [a.dest_name for a in r.of("dns")] == ["x.evil.test"]
+
+
+@pytest.mark.parametrize("argv", [["getent", "hosts", "good.test"], None])
+def test_glibc_needs_only_the_redirected_connect(run_app, argv):
+    """Documented finding: glibc connects its UDP socket, so redirecting connect() is enough; the
+    recvfrom source rewrite is for unconnected resolvers only."""
+    code = "import socket; print(socket.getaddrinfo('good.test', 80, type=socket.SOCK_STREAM)[0][4][0])"
+    r = run_app({"dns": {"effect": "prevent"}}, code, argv=argv, zone=ZONE, without=("recvfrom",))
+    assert r.rc == 0 and HOST4 in r.out, r.err
+    assert r.stats["redirected"] >= 1

@@ -81,3 +81,24 @@ def test_toctou_race_through_the_defender(defender, ns_call):
     assert connected + refused == 2000 and refused > 0, p.stderr
     _settle(ok, bad)
     assert bad.accepted == 0 and ok.accepted == connected
+
+
+SWEEP_AND_PIN = """
+import socket, sys
+host, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+res = []
+for p in ports:
+    s = socket.socket(); res.append(s.connect_ex((host, p))); s.close()
+print(" ".join(map(str, res)))
+"""
+
+
+def test_port_scan_through_the_defender(defender, ns_call):
+    from .servers import free_port
+
+    ports = sorted({ns_call(lambda: free_port(HOST4)) for _ in range(110)})[:100]
+    rule = {"network": {"effect": "alert", "port_scan": {"threshold": 50, "window_s": 60}}}
+    p, audits = defender(rule, APP_PYTHON, "-c", SWEEP_AND_PIN, HOST4, *map(str, ports))
+    assert p.returncode == 0 and len(p.stdout.split()) == 100, p.stderr
+    scans = [a for a in audits if a["type"] == "port_scan"]
+    assert len(scans) == 1 and scans[0]["effect"] == "alert" and scans[0]["severity"] == "high"

@@ -220,6 +220,16 @@ def test_no_rule_allows_everything(run_app, ns_call):
     ok = ns_call(lambda: TcpServer(HOST4))
     r = run_app(None, CONNECT, HOST4, str(ok.port))
     assert _results(r.out)[ok.port] == 0 and not r.audits
+    assert r.stats["emulated"] == 0  # nothing can object: no emulation cost
+
+
+def test_rule_without_network_controls_is_not_emulated_but_dns_still_is(run_app, ns_call):
+    ok = ns_call(lambda: TcpServer(HOST4))
+    rule = {"network": {"effect": "prevent"}, "processes": {"effect": "prevent"}}
+    r = run_app(rule, CONNECT, HOST4, str(ok.port))
+    assert _results(r.out)[ok.port] == 0 and r.stats["emulated"] == 0
+    r = run_app({"dns": {"effect": "prevent", "deny": ["*.evil.test"]}}, CONNECT, HOST4, str(ok.port))
+    assert _results(r.out)[ok.port] == 0 and r.stats["emulated"] == 1  # DNS rules need the redirect
 
 
 def test_continue_fallback_still_decides(run_app, ns_call):
@@ -299,3 +309,14 @@ def test_tcp_fast_open_sendto_cannot_bypass_connect_rules(run_app, ns_call):
     assert res[ok.port] == 5, r.err  # TFO connect + data on the allowed port
     assert res[bad.port] == -111 and bad.accepted == 0
     assert [a.control for a in r.of("network")] == ["network.outbound.deny"]
+
+
+def test_sendmmsg_fallback_refuses_the_whole_batch(run_app, ns_call):
+    """CONTINUE cannot stop half-way, so a batch holding a denied address is refused as a whole."""
+    ok, bad = ns_call(lambda: UdpServer(HOST4)), ns_call(lambda: UdpServer(HOST4))
+    rule = {"network": {"effect": "prevent", "outbound": {"deny": [f"{HOST4}:{bad.port}"]}}}
+    r = run_app(rule, SENDMMSG, HOST4, str(ok.port), str(bad.port), emulate=False)
+    first, second = r.out.splitlines()
+    assert first.startswith("-1 1 "), (r.out, r.err)
+    assert second == "-1 1"
+    assert ok.drain() == [] and bad.drain() == []

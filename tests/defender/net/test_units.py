@@ -176,3 +176,50 @@ def test_proxy_ignores_garbage_and_survives(proxy):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(b"\x00\x01garbage", p.address)
     assert _ask(p.address, "good.test").rcode() == dns.rcode.NOERROR
+
+
+def test_daemon_pool_runs_everything_and_reuses_threads():
+    import threading as th
+
+    from garrison.defender.net.workers import DaemonPool
+
+    pool = DaemonPool(max_threads=4)
+    done: list[int] = []
+    lock = th.Lock()
+    ev = th.Event()
+
+    def task(i: int) -> None:
+        with lock:
+            done.append(i)
+            if len(done) == 200:
+                ev.set()
+
+    for i in range(200):
+        pool.submit(lambda i=i: task(i))
+    assert ev.wait(10) and sorted(done) == list(range(200))
+    assert pool._threads <= 4
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+
+
+def test_bad_reputation_list_is_compiled_and_exact():
+    from garrison.policy.evaluate import decide_connect
+
+    ips = [f"10.0.{i // 256}.{i % 256}" for i in range(0, 5000, 2)] + ["2001:db8::/32", "192.0.2.0/24"]
+    r = Rule(name="r", network={"effect": "prevent", "bad_reputation_ips": ips})
+    cases = {
+        "10.0.0.0": True,
+        "10.0.0.1": False,
+        "10.0.19.134": True,
+        "10.0.19.135": False,
+        "192.0.2.255": True,
+        "::ffff:192.0.2.7": True,
+        "2001:db8::9": True,
+        "2001:db9::": False,
+        "9.255.255.255": False,
+    }
+    for ip, bad in cases.items():
+        d = decide_connect(r, ip, 443)
+        assert d.violation == bad, ip
+        assert not bad or d.control == "network.bad_reputation_ips"

@@ -270,7 +270,7 @@ function drawChart(events, mode) {
   const max = Math.max(1, ...bins.map((b) => Object.values(b).reduce((s, n) => s + n, 0)));
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": `Audits per hour by ${mode}` });
   const plotH = H - PADB - 6, bw = (W - PADL) / BINS;
-  for (const f of [0, 0.5, 1]) {
+  for (const f of max % 2 === 0 ? [0, 0.5, 1] : [0, 1]) {
     const y = 6 + plotH * (1 - f);
     root.append(svg("line", { x1: PADL, x2: W, y1: y, y2: y, stroke: "#e3e8ef", "stroke-width": 1 }));
     const t = svg("text", { x: PADL - 6, y: y + 4, "text-anchor": "end", class: "axis" });

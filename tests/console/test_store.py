@@ -1,0 +1,110 @@
+"""The store without a server: migrations match the tables, URL handling, idempotent event batches."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from garrison.console.store.db import DatabaseUrlError, normalise_url
+from garrison.console.store.events import EventFilter
+from garrison.console.store.open import Store
+from garrison.console.store.tables import metadata
+from garrison.policy.audit import AuditEvent
+from tests.fixtures.console import fresh_pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    drop = None
+    url = None
+    if request.param == "postgresql":
+        base = os.environ.get("GARRISON_TEST_PG_URL")
+        if not base:
+            pytest.skip(
+                "GARRISON_TEST_PG_URL is not set (scripts/test starts a PostgreSQL cluster and sets it)"
+            )
+        url, drop = fresh_pg_database(base)
+    s = Store.open(url, tmp_path)
+    try:
+        yield s
+    finally:
+        s.engine.dispose()
+        if drop is not None:
+            drop()
+
+
+def test_migrations_match_the_tables(store: Store):
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_migrations_are_idempotent(store: Store, tmp_path: Path):
+    again = Store.open(store.engine.url.render_as_string(hide_password=False), tmp_path)
+    again.engine.dispose()
+
+
+def test_event_batches_are_idempotent(store: Store):
+    events = [
+        AuditEvent(type="process", effect="alert", app_name="s", defender_id="liar") for _ in range(1500)
+    ]
+    assert store.events.insert_batch(events, "d1") == {e.id for e in events}
+    assert store.events.insert_batch(events[:10] + events[:10], "d1") == set()
+    extra = AuditEvent(type="dns", effect="info", app_name="s")
+    assert store.events.insert_batch([*events[:3], extra, extra], "d1") == {extra.id}
+    assert store.events.count(EventFilter(app="s")) == 1501
+    assert {e["defender_id"] for e in store.events.query(EventFilter(app="s"), limit=1000, offset=0)} == {
+        "d1"
+    }
+
+
+def test_policy_revisions(store: Store):
+    assert store.policies.current("k") is None
+    assert store.policies.save("k", {"rules": [], "revision": 0}, "a") == 1
+    assert store.policies.save("k", {"rules": [], "revision": 0}, "b") == 2
+    assert store.policies.current("k") == (2, {"rules": [], "revision": 2})
+    assert [h["author"] for h in store.policies.history("k")] == ["b", "a"]
+
+
+def test_nonce_replay(store: Store):
+    n = uuid.uuid4().hex
+    assert store.defenders.claim_nonce(n, 100.0, 0.0)
+    assert not store.defenders.claim_nonce(n, 101.0, 0.0)
+
+
+def test_url_normalisation(tmp_path: Path):
+    assert normalise_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'garrison.db'}"
+    assert normalise_url("postgresql://u:p@h/db", tmp_path) == "postgresql+psycopg://u:p@h/db"
+    assert normalise_url("postgres://u@h:5/db", tmp_path) == "postgresql+psycopg://u@h:5/db"
+    for bad in ("mysql://h/db", "not a url"):
+        with pytest.raises(DatabaseUrlError):
+            normalise_url(bad, tmp_path)
+
+
+def test_group_commit_gives_each_batch_its_own_new_ids(store: Store):
+    import asyncio
+
+    from garrison.console.services.ingest import EventWriter
+
+    shared = AuditEvent(type="process", effect="alert", app_name="g")
+    batches = [
+        [AuditEvent(type="process", effect="alert", app_name="g") for _ in range(50)] for _ in range(20)
+    ]
+    batches[3].append(shared)
+    batches[7].append(shared)  # the same event re-sent on another connection
+
+    async def run() -> list[set[str]]:
+        writer = EventWriter(store, group_commit=True)
+        return await asyncio.gather(*(writer.write(b, f"d{i}") for i, b in enumerate(batches)))
+
+    results = asyncio.run(run())
+    assert sum(len(r) for r in results) == 20 * 50 + 1
+    assert [shared.id in r for r in results].count(True) == 1
+    for batch, new in zip(batches, results, strict=True):
+        assert {e.id for e in batch if e.id != shared.id} <= new
+    assert store.events.count(EventFilter(app="g")) == 1001
