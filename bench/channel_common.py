@@ -4,7 +4,7 @@ defenders) and the console do not share a Python interpreter — as in productio
 
 Child protocol: it prints one JSON line {"port", "bundle"}; then for each stdin line:
   "push"  → store a new runtime policy revision, notify the channel, print the revision;
-  "count" → print how many events the store holds;  "quit" → stop.
+  "count PREFIX" → print how many stored events have ids starting with PREFIX;  "quit" → stop.
 """
 
 from __future__ import annotations
@@ -102,9 +102,10 @@ async def _serve(data_dir: Path, db: str | None, discard: bool = False) -> None:
             pol = await asyncio.to_thread(ctx.policies.put_runtime, bench_policy(n), "bench")
             await server.notify_policy_changed()
             print(pol.revision, flush=True)
-        elif line == "count":
+        elif line.startswith("count "):
+            q = select(func.count()).select_from(events).where(events.c.event_id.startswith(line[6:]))
             with store.engine.connect() as c:
-                print(c.execute(select(func.count()).select_from(events)).scalar_one(), flush=True)
+                print(c.execute(q).scalar_one(), flush=True)
         else:
             break
     await server.stop()

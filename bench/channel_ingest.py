@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,22 +58,23 @@ async def one_run(
                 decode_bundle(console.bundle_text), Path(tmp), n_def, batch_size=batch, window=window
             )
             await fleet.start(timeout=300)
+            run_id = uuid.uuid4().hex[:8]  # a PostgreSQL database may hold earlier runs' events
             per = n_events // n_def
             for i, c in enumerate(fleet.clients):
-                c.spool.append(make_events(f"d{i}", per))  # spooled, not yet sent
+                c.spool.append(make_events(f"{run_id}-d{i}", per))  # spooled, not yet sent
             total = per * n_def
             t0 = time.perf_counter()
             for c in fleet.clients:
                 c.wake()
             await fleet.wait_delivered(timeout=1800)
             dt = time.perf_counter() - t0
-            stored = int(await asyncio.to_thread(console.command, "count"))
+            stored = int(await asyncio.to_thread(console.command, f"count {run_id}-"))
             # send everything again: the store must ignore all duplicates
             for i, c in enumerate(fleet.clients):
-                c.spool.append(make_events(f"d{i}", per)[:100])
+                c.spool.append(make_events(f"{run_id}-d{i}", per)[:100])
                 c.wake()
             await fleet.wait_delivered(timeout=300)
-            again = int(await asyncio.to_thread(console.command, "count"))
+            again = int(await asyncio.to_thread(console.command, f"count {run_id}-"))
             await fleet.stop()
         if discard:
             ok = "n/a (discarded)"
@@ -90,7 +92,7 @@ async def store_only(db: str | None, label: str, n_events: int, batch: int) -> N
     """The console backend's store_events alone, no channel: the ceiling the store sets."""
     with tempfile.TemporaryDirectory(prefix="garrison-store-") as tmp:
         store, _, backend = open_console_backend(Path(tmp), db)
-        evs = make_events("s", n_events)
+        evs = make_events("s" + uuid.uuid4().hex[:8], n_events)  # fresh ids even in a reused database
         t0 = time.perf_counter()
         for i in range(0, n_events, batch):
             await backend.store_events("bench-defender", evs[i : i + batch])

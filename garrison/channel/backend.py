@@ -58,6 +58,11 @@ class ChannelBackend(Protocol):
         """Persist a batch idempotently (duplicate event ids ignored). Returns how many were new."""
         ...
 
+    async def droplet_verdict(self, digest: str, app_name: str) -> dict[str, Any]:
+        """Latest assurance verdict for a droplet digest: {digest, verdict: pass|fail|unknown, effect,
+        reasons}. Answered in the first policy snapshot so the defender can refuse a non-compliant droplet."""
+        ...
+
     async def is_revoked(self, defender_id: str) -> bool:
         """True once the defender was deleted by an operator: its certificate no longer admits it."""
         ...

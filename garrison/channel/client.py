@@ -110,6 +110,8 @@ class DefenderChannelClient:
         self.proxy = proxy
 
         self.policy: RuntimePolicy | None = None
+        self.verdict: p.DropletVerdict | None = None
+        """the console's assurance verdict for GARRISON_DROPLET_DIGEST (first snapshot only)"""
         self.last_error: str = ""
         self.revoked = False
         self.stats: dict[str, int] = {"sent": 0, "acked_batches": 0, "connects": 0, "enrolments": 0}
@@ -344,6 +346,8 @@ class DefenderChannelClient:
             raise EnrolmentFailed(err.message)
 
     async def _apply_policy(self, snap: p.PolicySnapshot) -> None:
+        if snap.verdict is not None:
+            self.verdict = snap.verdict
         policy = snap.policy
         if policy.revision != snap.revision:
             policy = policy.model_copy(update={"revision": snap.revision})

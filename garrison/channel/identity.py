@@ -44,4 +44,5 @@ def hello_from_env(
         version=__version__,
         hostname=socket.gethostname(),
         kernel=kernel or {},
+        droplet_digest=env.get("GARRISON_DROPLET_DIGEST", "")[:128],
     )

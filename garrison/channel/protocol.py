@@ -63,12 +63,31 @@ class Hello(_Msg):
     hostname: str = Field(default="", max_length=256)
     kernel: dict[str, Any] = Field(default_factory=dict)
     policy_revision: int | None = Field(default=None, description="revision the defender already has")
+    droplet_digest: str = Field(
+        default="",
+        max_length=128,
+        description="sha256 digest of the droplet (buildpack profile.d), for the gate",
+    )
+
+
+class DropletVerdict(BaseModel):
+    """The console's assurance verdict for the droplet named in `hello` (the run-time gate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    digest: str = Field(max_length=128)
+    verdict: Literal["pass", "fail", "unknown"]
+    effect: Literal["disable", "alert", "prevent"] = "alert"
+    reasons: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class PolicySnapshot(_Msg):
     type: Literal["policy"] = "policy"
     revision: int
     policy: RuntimePolicy
+    verdict: DropletVerdict | None = Field(
+        default=None, description="only in the first snapshot, when the hello named a droplet digest"
+    )
 
 
 class Events(_Msg):

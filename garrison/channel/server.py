@@ -318,7 +318,10 @@ class ChannelServer:
         peer.writer = asyncio.create_task(peer.run_writer())
         try:
             policy = await self.backend.current_policy()
-            peer.push_policy(p.dump(p.PolicySnapshot(revision=policy.revision, policy=policy)))
+            verdict = await self._verdict(hello)
+            peer.push_policy(
+                p.dump(p.PolicySnapshot(revision=policy.revision, policy=policy, verdict=verdict))
+            )
             await self._read_loop(peer)
         finally:
             peer.writer.cancel()
@@ -328,6 +331,20 @@ class ChannelServer:
             if self._peers.get(defender_id) is peer:
                 del self._peers[defender_id]
                 await self.backend.defender_disconnected(defender_id)
+
+    async def _verdict(self, hello: p.Hello) -> p.DropletVerdict | None:
+        """The run-time gate's answer; a failing lookup omits it (the defender then decides by its
+        fail-open setting) rather than dropping the connection."""
+        if not hello.droplet_digest:
+            return None
+        try:
+            raw = await self.backend.droplet_verdict(hello.droplet_digest, hello.app_name)
+            return p.DropletVerdict.model_validate(
+                {k: raw.get(k) for k in ("digest", "verdict", "effect", "reasons") if raw.get(k) is not None}
+            )
+        except Exception:
+            log.exception("verdict lookup for %s failed", hello.droplet_digest)
+            return None
 
     async def _await_hello(self, conn: ServerConnection) -> p.Hello | None:
         for _ in range(3):

@@ -88,7 +88,7 @@ async def serve(cfg: ConsoleConfig) -> None:
         ctx.metrics.events_ingested.inc(len(events))
         ctx.alerts.submit(events)
 
-    backend = ConsoleChannelBackend(ctx.store, ctx.defenders, ctx.policies, on_events)
+    backend = ConsoleChannelBackend(ctx.store, ctx.defenders, ctx.policies, on_events, ctx.scans)
     channel_tls = server_ssl_context(cert, key, client_ca_pem=ctx.ca.cert_pem, client_cert="optional")
     channel = ChannelServer(backend, channel_tls, cfg.host or "0.0.0.0", cfg.defender_port)
     await channel.start()

@@ -185,6 +185,36 @@ class AppEmbeddedDefender:
             EX_NOPOLICY, f"console unreachable ({why}) and no cached policy in {self.data}: refusing to start"
         )
 
+    def _gate(self, hello: Any) -> None:
+        """The run-time gate (issue 5): the console answered the droplet's assurance verdict with the first
+        policy snapshot; a failed verdict under a `prevent` runtime effect keeps the droplet from running."""
+        digest = getattr(hello, "droplet_digest", "")
+        if not digest or self.client is None or self.ctx is None:
+            return
+        from garrison.scan.gate import decide
+        from garrison.scan.model import VerdictResponse
+
+        v = self.client.verdict
+        if v is None:
+            say(f"no assurance verdict for droplet {digest} (console offline or no scanner): starting")
+            return
+        d = decide(VerdictResponse(digest=v.digest, verdict=v.verdict, effect=v.effect, reasons=v.reasons))
+        if d.verdict == "fail" or not d.allow:
+            self.ctx.audit(
+                AuditEvent(
+                    type="assurance",
+                    effect="alert" if d.allow else "prevent",
+                    severity="high",
+                    control="assurance.runtime_gate",
+                    argv=self.argv[:256],
+                    message=d.reason,
+                    extra={"digest": digest, "verdict": d.verdict},
+                )
+            )
+        if not d.allow:
+            self._shutdown()
+            raise LaunchError(EX_REFUSED, f"refusing to start: {d.reason}")
+
     def _apply(self, policy: RuntimePolicy) -> None:
         ctx = self.ctx
         if ctx is None:
@@ -239,6 +269,7 @@ class AppEmbeddedDefender:
         else:
             ctx.sinks.append(self._local_audit)
         rule = ctx.set_policy(policy) if policy is not None else None
+        self._gate(hello)
 
         exe = shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath))
         if exe is None:

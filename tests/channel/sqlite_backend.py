@@ -89,6 +89,9 @@ class SqliteBackend:
         self.db.execute("COMMIT")
         return self.db.total_changes - before
 
+    async def droplet_verdict(self, digest: str, app_name: str) -> dict[str, Any]:
+        return {"digest": digest, "verdict": "unknown", "reasons": [], "effect": "alert"}
+
     async def is_revoked(self, defender_id: str) -> bool:
         row = self.db.execute("SELECT revoked FROM defenders WHERE id = ?", (defender_id,)).fetchone()
         return row is None or bool(row[0])

@@ -446,3 +446,16 @@ def test_garbage_never_breaks_the_proxy(make_proxy: Callable[..., ProxyHandle]) 
         assert out == b"" or out.startswith(b"HTTP/1.1 "), (payload, out[:100])
     status, _, _ = request(p.port, "GET", "/still-alive")
     assert status == 200
+
+
+def test_protocol_violation_the_parser_accepts_follows_the_effect(
+    make_proxy: Callable[..., ProxyHandle],
+) -> None:
+    payload = b"GET /dup HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n"
+    p = make_proxy(CnafControls(effects={**ALL_PREVENT, "protocol": "alert"}))
+    out = raw(p.port, payload)
+    assert not out.startswith(b"HTTP/1.1 403")
+    assert [(e.control, e.effect) for e in p.events] == [("protocol", "alert")]
+    assert "duplicate Host" in p.events[0].message
+    p = make_proxy(CnafControls(effects=ALL_PREVENT))
+    assert raw(p.port, payload).startswith(b"HTTP/1.1 403")

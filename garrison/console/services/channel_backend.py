@@ -14,6 +14,7 @@ from garrison.channel.backend import DefenderHello
 from garrison.console.services.defenders import DefenderService
 from garrison.console.services.ingest import EventWriter
 from garrison.console.services.policies import PolicyService
+from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
@@ -26,7 +27,9 @@ class ConsoleChannelBackend:
         defenders: DefenderService,
         policies: PolicyService,
         on_events: Callable[[list[AuditEvent]], None] | None = None,
+        scans: ScanService | None = None,
     ) -> None:
+        self.scans = scans
         self.store = store
         self.defenders = defenders
         self.policies = policies
@@ -68,6 +71,11 @@ class ConsoleChannelBackend:
         if new_ids and self.on_events is not None:
             self.on_events([e for e in events if e.id in new_ids])
         return len(new_ids)
+
+    async def droplet_verdict(self, digest: str, app_name: str) -> dict[str, Any]:
+        if self.scans is None:
+            return {"digest": digest, "verdict": "unknown", "reasons": [], "effect": "alert"}
+        return await asyncio.to_thread(self.scans.verdict, digest)
 
     async def is_revoked(self, defender_id: str) -> bool:
         return await asyncio.to_thread(self.store.defenders.is_revoked, defender_id)
