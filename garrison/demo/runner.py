@@ -188,7 +188,8 @@ def run_demo(
             f"  Admin login: {creds.username} / {creds.password}\n"
             f"  Sample app:  {app_url}   (app '{DEMO_APP}', rule '{DEMO_RULE['name']}')\n"
             f"Try an attack and watch it in the console's Audits page:\n"
-            f"  curl '{app_url}/run?cmd=sh -c id'        # denied process\n"
+            f"  curl '{app_url}/run?cmd=bash'                    # denied process (kernel-enforced)\n"
+            f"  curl '{app_url}/run?cmd=sh+-c+id'                # command injection (CNAF)\n"
             f"  curl '{app_url}/connect?host=127.0.0.1&port=25'   # denied outbound port\n"
             f"Press Ctrl-C to stop.\n"
             "GARRISON-DEMO-READY",

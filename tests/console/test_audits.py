@@ -101,6 +101,28 @@ def test_defender_image_ships_prebuilt_binary(console_factory, tmp_path):
         assert tar.extractfile(member).read() == b"\x7fELF-pretend-binary"  # type: ignore[union-attr]
 
 
+def test_defender_image_ships_onedir_build_and_tarball(console_factory, tmp_path):
+    onedir = tmp_path / "onedir"
+    (onedir / "defender_lib").mkdir(parents=True)
+    (onedir / "defender").write_bytes(b"\x7fELF-launcher")
+    os.chmod(onedir / "defender", 0o755)
+    (onedir / "defender_lib" / "libpython.so").write_bytes(b"lib")
+    c2 = console_factory(env={"GARRISON_DEFENDER_DIST": str(onedir)})
+    with c2.api() as c:
+        r = c.get("/images/garrison_defender_app_embedded.tar.gz")
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        assert tar.extractfile("defender").read() == b"\x7fELF-launcher"  # type: ignore[union-attr]
+        assert tar.extractfile("defender_lib/libpython.so").read() == b"lib"  # type: ignore[union-attr]
+        assert all(m.uid == 0 and not m.name.startswith(("/", "..")) for m in tar.getmembers())
+
+    built = tmp_path / "dist"
+    built.mkdir()
+    (built / "garrison_defender_app_embedded.tar.gz").write_bytes(r.content)
+    c3 = console_factory(env={"GARRISON_DEFENDER_DIST": str(built)})
+    with c3.api() as c:
+        assert c.get("/images/garrison_defender_app_embedded.tar.gz").content == r.content
+
+
 def test_metrics(any_console, loaded):
     with any_console.api() as c:
         text = c.get(any_console.url + "/metrics", auth=None).text

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -57,21 +58,27 @@ def test_demo_protects_the_sample_app(tmp_path: Path) -> None:
         assert "Admin login: admin / " in text
         app = f"http://127.0.0.1:{app_port}"
         assert httpx.get(f"{app}/run", params={"cmd": "date"}, timeout=10).json()["exit"] == 0
-        denied = httpx.get(f"{app}/run", params={"cmd": "sh -c id"}, timeout=10)
+        # A bare program name passes the CNAF, so this one is stopped at exec by the process control.
+        denied = httpx.get(f"{app}/run", params={"cmd": "bash"}, timeout=10)
         assert denied.status_code == 403, denied.text
+        assert "errno" in denied.json()["error"], denied.text
+        # An injected shell command line never reaches the app: the CNAF answers for it.
+        injected = httpx.get(f"{app}/run", params={"cmd": "sh -c id"}, timeout=10)
+        assert injected.status_code == 403, injected.text
 
         state = json.loads((tmp_path / "d" / "console" / "console.json").read_text())
         creds = json.loads((tmp_path / "d" / "demo-credentials.json").read_text())
         api = httpx.Client(
             base_url=state["api_url"],
-            verify=state["ca_pem_path"],
+            verify=ssl.create_default_context(cafile=state["ca_pem_path"]),
             auth=(creds["username"], creds["password"]),
         )
         deadline = time.monotonic() + 60
         while True:
             audits = api.get("/audits/runtime/app-embedded", params={"app": "garrison-sample"}).json()
             items = audits if isinstance(audits, list) else audits.get("items", audits.get("audits", []))
-            if any(a.get("effect") == "prevent" and a.get("type") == "process" for a in items):
+            seen = {a.get("type") for a in items if a.get("effect") == "prevent"}
+            if {"process", "cnaf"} <= seen:
                 break
             assert time.monotonic() < deadline, f"no prevent audit reached the console: {items}"
             time.sleep(0.5)

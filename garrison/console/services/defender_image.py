@@ -27,23 +27,48 @@ exit 127
 
 
 def find_dist(data_dir: Path) -> Path | None:
-    """A prebuilt `defender` executable: $GARRISON_DEFENDER_DIST (file or dir) or <data-dir>/defender-dist/."""
+    """The prebuilt defender: $GARRISON_DEFENDER_DIST, else <data-dir>/defender-dist.
+
+    Either may be the built tarball, a folder holding it (scripts/build-defender's dist/), a PyInstaller
+    onedir folder (`defender` + `defender_lib/`), or a single `defender` executable.
+    """
     for cand in (os.environ.get("GARRISON_DEFENDER_DIST"), str(data_dir / "defender-dist")):
         if not cand:
             continue
         p = Path(cand)
         if p.is_dir():
-            p = p / "defender"
+            if (p / IMAGE_NAME).is_file():
+                return p / IMAGE_NAME
+            if (p / "defender").is_file():
+                return p
+            continue
         if p.is_file():
             return p
     return None
 
 
+def _add_tree(tar: tarfile.TarFile, root: Path) -> None:
+    """Every entry under `root` at the tarball's top level, owned by root (the droplet's user differs)."""
+    for path in sorted(root.rglob("*")):
+        info = tar.gettarinfo(str(path), arcname=str(path.relative_to(root)))
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        if info.isfile():
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+        else:
+            tar.addfile(info)
+
+
 def build_image(data_dir: Path) -> bytes:
+    dist = find_dist(data_dir)
+    if dist is not None and dist.is_file() and dist.name == IMAGE_NAME:
+        return dist.read_bytes()  # already the artefact scripts/build-defender made
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        dist = find_dist(data_dir)
-        if dist is not None:
+        if dist is not None and dist.is_dir():
+            _add_tree(tar, dist)
+        elif dist is not None:
             info = tar.gettarinfo(str(dist), arcname="defender")
             info.mode = 0o755
             info.uid = info.gid = 0

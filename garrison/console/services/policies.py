@@ -45,7 +45,7 @@ class PolicyService:
     def assurance(self) -> dict[str, Any]:
         cur = self.store.policies.current(ASSURANCE_KIND)
         if cur is not None:
-            return {**cur[1], "revision": cur[0]} if "revision" in cur[1] else cur[1]
+            return cur[1]  # stored as validated by AssurancePolicy, so it reads back through it unchanged
         model = assurance_model()
         return model().model_dump(mode="json") if model is not None else {}
 
