@@ -115,8 +115,16 @@ def startup_report(features: KernelFeatures, rule: Rule | None, guarantees: list
     lines = ["kernel features: " + ", ".join(have)]
     lines.append(f"rule: {rule.name if rule else '(none matches: monitoring only)'}")
     for g in [*features.weaker_guarantees(), *guarantees]:
-        lines.append(g if g.startswith(("exec checks:", "network checks:")) else f"weaker: {g}")
+        lines.append(f"weaker: {g}" if is_weaker(g) else g)
     return lines
+
+
+_FULL_STRENGTH = ("exec checks: ptrace exec stop", "network checks: emulated")
+
+
+def is_weaker(guarantee: str) -> bool:
+    """Start-up notes are either the mechanism in use at full strength or a guarantee weakened here."""
+    return not guarantee.startswith(_FULL_STRENGTH)
 
 
 class AppEmbeddedDefender:
@@ -385,7 +393,8 @@ class AppEmbeddedDefender:
                 message="app started under the defender",
                 extra={
                     "features": features.as_dict(),
-                    "weaker": features.weaker_guarantees() + guarantees,
+                    "mechanisms": [g for g in guarantees if not is_weaker(g)],
+                    "weaker": [g for g in features.weaker_guarantees() + guarantees if is_weaker(g)],
                     "defender_type": self.env.get("DEFENDER_TYPE", ""),
                 },
             )

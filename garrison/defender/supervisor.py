@@ -253,6 +253,7 @@ class Supervisor:
                 handler(n, self.ctx)
             except NotificationGone:
                 n.close()
+                self._answer_if_still_waiting(n)
             except Exception:
                 log.exception("handler for %s failed", n.syscall)
                 if not n.replied:
@@ -260,6 +261,18 @@ class Supervisor:
                         n.reply_error(errno.EPERM) if self._prevents() else n.reply_continue()
                     except Exception:
                         log.exception("fail-safe reply failed")
+
+    @staticmethod
+    def _answer_if_still_waiting(n: Notification) -> None:
+        """Memory that cannot be read from a thread that is still waiting is a bad pointer, not a
+        vanished thread: answer EFAULT as the kernel would, never leave the thread hanging."""
+        if n.replied:
+            return
+        try:
+            if n.valid():
+                n.reply_error(errno.EFAULT)
+        except OSError:
+            log.exception("EFAULT reply failed")
 
     def _prevents(self) -> bool:
         rule = self.ctx.rule()

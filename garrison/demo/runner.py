@@ -204,7 +204,9 @@ def run_demo(
             stop.wait(0.5)
         return 0
     except httpx.HTTPStatusError as exc:
-        raise DemoError(f"the console refused {exc.request.method} {exc.request.url}: {exc.response.text}") from None
+        raise DemoError(
+            f"the console refused {exc.request.method} {exc.request.url}: {exc.response.text}"
+        ) from None
     except KeyboardInterrupt:
         return 0
     finally:

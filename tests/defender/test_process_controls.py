@@ -371,3 +371,21 @@ def test_real_shell_fork_bomb_box_survives(sandbox: Sandbox) -> None:
 
     left = subprocess.run(["pgrep", "-u", "65534", "-f", "b | b"], capture_output=True, text=True).stdout
     assert left.strip() == ""
+
+
+def test_unreadable_exec_path_gets_efault_not_a_hang(sandbox: Sandbox, mode: str) -> None:
+    """execve() with a pointer the defender cannot read: the app gets EFAULT, as from the kernel."""
+    argv = py_app(
+        sandbox,
+        "app.py",
+        """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.execve(ctypes.c_void_p(0xdead0000), None, None)
+        print("execve", rc, ctypes.get_errno())
+        """,
+    )
+    pol = rule(processes={"effect": "prevent", "deny": ["/bin/nc*"], "drift_prevention": True})
+    r = sandbox.run(pol, argv, garden=mode == "garden", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "execve -1 14" in r.stdout, r.stdout + r.stderr

@@ -17,7 +17,12 @@ pytestmark = pytest.mark.slow
 
 def _report(console: RunningConsole, digest: str, app: str, verdict: str) -> None:
     with console.api() as c:
-        body = {"digest": digest, "verdict": verdict, "app_name": app, "reasons": ["2 critical vulnerabilities"]}
+        body = {
+            "digest": digest,
+            "verdict": verdict,
+            "app_name": app,
+            "reasons": ["2 critical vulnerabilities"],
+        }
         c.post("/scans", json=body).raise_for_status()
 
 

@@ -99,9 +99,8 @@ class StandaloneNotification:
     def read(self, addr: int, size: int) -> bytes:
         try:
             data = _kernel.read_mem(self.tid, addr, size)
-        except OSError as exc:
-            self._valid()
-            raise OSError(exc.errno, f"cannot read target memory: {exc.strerror}") from exc
+        except OSError as exc:  # as the defender's own Notification: unreadable means "gone" to handlers
+            raise LocalGone(self.id) from exc
         self._valid()
         return data
 

@@ -320,3 +320,26 @@ def test_sendmmsg_fallback_refuses_the_whole_batch(run_app, ns_call):
     assert first.startswith("-1 1 "), (r.out, r.err)
     assert second == "-1 1"
     assert ok.drain() == [] and bad.drain() == []
+
+
+BAD_POINTERS = """
+import ctypes, errno, socket
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+for addr in (1, 0xdead0000):  # unmapped: the kernel itself would answer EFAULT
+    rc = libc.connect(s.fileno(), ctypes.c_void_p(addr), 16)
+    print(rc, ctypes.get_errno())
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+rc = libc.sendto(u.fileno(), b"x", 1, 0, ctypes.c_void_p(0xdead0000), 16)
+print(rc, ctypes.get_errno())
+"""
+
+
+def test_unreadable_sockaddr_gets_efault_not_a_hang(run_app):
+    """A live thread whose arguments cannot be read must still get an answer (EFAULT, as the kernel
+    would give), never be left waiting on a notification nobody replies to."""
+    rule = {"network": {"effect": "prevent", "outbound": {"deny": ["192.0.2.0/24"]}}}
+    r = run_app(rule, BAD_POINTERS, timeout=60)
+    assert r.rc == 0, r.err
+    lines = [tuple(map(int, line.split())) for line in r.out.split("\n") if line.strip()]
+    assert lines == [(-1, 14), (-1, 14), (-1, 14)], r.out
