@@ -1,8 +1,9 @@
 """Connect latency: bare vs under the defender's network guard (emulated connect), same run.
 
 Prints µs per connect (median of rounds) and the ratio; the goal is ≤ 2.0x. The app is run twice
-per mode — a Python loop and, when gcc is available, a C loop (the harsher ratio: no interpreter
-cost hides the supervisor's). Usage: .venv/bin/python bench/defender_connect.py [N] [ROUNDS]
+per mode — a Python loop and, when gcc is available, a C loop timing connect() alone (the harsher
+ratio: no interpreter cost hides the supervisor's) and a C loop timing socket+connect+close per
+connection (`c-conn`, what a client pays per outbound connection). Usage: .venv/bin/python bench/defender_connect.py [N] [ROUNDS]
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
+
+# What a client does per outbound connection: socket, connect, close (the accept happens in the peer).
+C_LIFECYCLE = (
+    C_APP.replace("for (int i = 0; i < n; i++) fds[i] = socket(AF_INET, SOCK_STREAM, 0);", "")
+    .replace(
+        'for (int i = 0; i < n; i++) if (connect(fds[i], (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 1; }',
+        "for (int i = 0; i < n; i++) { fds[i] = socket(AF_INET, SOCK_STREAM, 0);"
+        ' if (connect(fds[i], (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 1; } close(fds[i]); }',
+    )
+    .replace("for (int i = 0; i < n; i++) close(fds[i]);", "")
+)
+
 
 RULE = Rule.model_validate(
     {
@@ -138,6 +151,11 @@ def main() -> None:
             f.write(C_APP)
         subprocess.run(["gcc", "-O2", "-o", os.path.join(tmp, "connect"), src], check=True)
         apps["c"] = [os.path.join(tmp, "connect")]
+        src = os.path.join(tmp, "lifecycle.c")
+        with open(src, "w") as f:
+            f.write(C_LIFECYCLE)
+        subprocess.run(["gcc", "-O2", "-o", os.path.join(tmp, "lifecycle"), src], check=True)
+        apps["c-conn"] = [os.path.join(tmp, "lifecycle")]
     print(f"connect latency, {n} connects x {rounds} rounds, loopback, app as {'nobody' if user else 'self'}")
     full = os.path.exists(os.path.join(os.path.dirname(sys.executable), "garrison"))
     for name, argv in apps.items():

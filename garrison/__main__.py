@@ -1,5 +1,5 @@
 """`python -m garrison` == `garrison` (used where the console script is not on PATH, e.g. the demo)."""
 
-from garrison.cli.main import app
+from garrison.cli.entry import main
 
-app(prog_name="garrison")
+main()

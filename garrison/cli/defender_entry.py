@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 
 
-def main() -> None:
+def run(args: list[str], prog_name: str = "defender") -> None:
+    """`defender ARGS` (or `garrison defender ARGS`) with only the defender's commands loaded."""
     import typer
 
     from garrison.defender import cli as defender_cli
@@ -21,7 +22,11 @@ def main() -> None:
         """Garrison app-embedded defender."""
 
     defender_cli.register(app)
-    app(args=["defender", *sys.argv[1:]], prog_name="defender")
+    app(args=["defender", *args], prog_name=prog_name)
+
+
+def main() -> None:
+    run(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -98,13 +98,14 @@ class ProcessControls:
             return
         rule = ctx.rule()
         d = self._decide(rule, t, self.in_baseline(rule, t))
-        ctx.record("exec", pid=pid, exe=t.exe, argv=t.argv[:32], loader=t.via_loader, verdict=_verdict(d))
-        if d.audited:
+        if d.audited:  # before the reply: the audit reads the live process (ppid)
             self._audit_exec(ctx, pid, t, d)
         if d.blocked:
             n.reply_error(errno.EACCES)
         else:
             n.reply_continue()
+        # the forensic line does not need the app to wait for it
+        ctx.record("exec", pid=pid, exe=t.exe, argv=t.argv[:32], loader=t.via_loader, verdict=_verdict(d))
 
     @staticmethod
     def _decide(rule: Rule | None, t: ExecTarget, in_base: bool) -> Decision:

@@ -150,6 +150,7 @@ class NetworkGuard:
         self._getfd_ok = True
         self.stats = {"emulated": 0, "continued": 0, "refused": 0, "redirected": 0}
         self._stats_lock = threading.Lock()
+        self._later = threading.local()  # forensic lines of the handler running on this thread
         # blocking emulated calls wait here, not on the listener thread; threads are reused
         self._workers = DaemonPool()
         self._cache_rule: Rule | None = None
@@ -196,6 +197,7 @@ class NetworkGuard:
     # -- plumbing ------------------------------------------------------------------------------------
     def _guarded(self, fn: Callable[[Any], None]) -> Handler:
         def handler(notif: Notification, _ctx: SupervisorContext) -> None:
+            self._later.lines = []
             try:
                 fn(notif)
             except GONE:
@@ -211,6 +213,10 @@ class NetworkGuard:
                         notif.reply_error(errno.EPERM)
                     else:
                         notif.reply_continue()
+            finally:  # the app's thread has its answer by now: write the forensic lines
+                lines, self._later.lines = self._later.lines, None
+                for kind, facts in lines:
+                    self._record(kind, **facts)
 
         handler.__name__ = fn.__name__
         return handler
@@ -251,6 +257,14 @@ class NetworkGuard:
             except Exception:
                 log.debug("forensic record failed", exc_info=True)
 
+    def _record_later(self, kind: str, **facts: object) -> None:
+        """Allowed activity is recorded after the reply when a handler runs on this thread."""
+        lines = getattr(self._later, "lines", None)
+        if lines is None:
+            self._record(kind, **facts)
+        else:
+            lines.append((kind, facts))
+
     def _continue(self, notif: Notification) -> None:
         self._count("continued")
         notif.reply_continue()
@@ -290,7 +304,7 @@ class NetworkGuard:
             self._audit(notif, rule, decision, dest, proto, names)
         if decision.blocked:
             return True
-        self._record("net", pid=notif.pid, dest_ip=ip, dest_port=dest.port, protocol=proto, names=names)
+        self._record_later("net", pid=notif.pid, dest_ip=ip, dest_port=dest.port, protocol=proto, names=names)
         if rule is not None and rule.network.effect != "disable":
             cfg = rule.network.port_scan
             if cfg is not None and cfg.enabled:
