@@ -104,18 +104,18 @@ class Notification:
     def read(self, addr: int, size: int) -> bytes:
         """Read target memory (process_vm_readv, else /proc/<pid>/mem), then check ID_VALID: raises
         NotificationGone if the thread went away meanwhile. Short at unmapped pages."""
-        try:
-            data = self._reader().read_chunked(addr, size)
-        except OSError as exc:
-            self._gone()
-            raise NotificationGone(f"cannot read memory of {self.tid}: {exc}") from exc
-        self._gone()
-        return data
+        return self._checked(lambda m: m.read_chunked(addr, size))
 
     def read_cstring(self, addr: int, limit: int = 4096) -> bytes:
         """A NUL-terminated string from target memory (ID_VALID checked after the read)."""
+        return self._checked(lambda m: m.read_cstring(addr, limit))
+
+    def _checked(self, read: Callable[[MemReader], bytes]) -> bytes:
+        """Data read for a notification counts only if the notification is still valid afterwards (the
+        thread may be gone and its tid recycled); unreadable memory also counts as gone (the
+        supervisor answers EFAULT if the thread is in fact still waiting)."""
         try:
-            data = self._reader().read_cstring(addr, limit)
+            data = read(self._reader())
         except OSError as exc:
             self._gone()
             raise NotificationGone(f"cannot read memory of {self.tid}: {exc}") from exc
