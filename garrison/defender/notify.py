@@ -48,7 +48,7 @@ class NotificationGone(Exception):
 
 class Notification:
     """One seccomp user notification (x86_64). `tid` is the trapping thread (notif.pid is a thread id);
-    `pid` is its thread group, looked up lazily in /proc/<tid>/status."""
+    `pid` is its thread group, looked up lazily (pidfd_open, else /proc/<tid>/status)."""
 
     __slots__ = ("__dict__", "_listener", "_mem", "_pidfd", "_replied", "args", "id", "nr", "tid")
 
@@ -73,11 +73,17 @@ class Notification:
             # pidfd_open succeeds only on a thread-group leader: then tid is the pid, and the pidfd is
             # kept for get_fd. Two syscalls instead of rendering /proc/<tid>/status (~50 µs per exec).
             try:
-                self._pidfd = pidfd.pidfd_open(self.tid)
-                return self.tid
+                fd = pidfd.pidfd_open(self.tid)
             except OSError as exc:
+                fd = -1
                 if exc.errno in (_errno.ENOSYS, _errno.EPERM):  # Garden's profile blocks pidfd_*
                     _pidfd_open_ok = False
+            if fd >= 0:
+                if self._replied:  # asked after the reply: close() has run, keep nothing open
+                    os.close(fd)
+                else:
+                    self._pidfd = fd
+                return self.tid
         try:
             with open(f"/proc/{self.tid}/status", "rb") as f:
                 for line in f:
