@@ -244,6 +244,18 @@ class NetworkGuard:
             return None
         return notif.read(ptr, length)
 
+    def _inet_addr(self, notif: Notification, ptr: int, length: int) -> tuple[bytes, InetAddr] | None:
+        """The IPv4/IPv6 address a call names (raw and decoded), or None for what the guard leaves to
+        the kernel: no address, unix, netlink, AF_UNSPEC disconnect, or a malformed one (its EINVAL)."""
+        raw = self._read_addr(notif, ptr, length)
+        if raw is None or family_of(raw) not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        try:
+            addr = decode_inet(raw)
+        except BadSockaddr:
+            return None
+        return None if addr is None else (raw, addr)
+
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self.stats[key] += 1
@@ -371,14 +383,10 @@ class NetworkGuard:
     # -- connect -----------------------------------------------------------------------------------
     def on_connect(self, notif: Notification) -> None:
         fd, ptr, length = notif.args[0], notif.args[1], notif.args[2]
-        raw = self._read_addr(notif, ptr, length)
-        if raw is None or family_of(raw) not in (socket.AF_INET, socket.AF_INET6):
-            return self._continue(notif)  # unix, netlink, AF_UNSPEC disconnect, or the kernel's EINVAL
-        try:
-            dest = decode_inet(raw)
-        except BadSockaddr:
+        named = self._inet_addr(notif, ptr, length)
+        if named is None:
             return self._continue(notif)
-        assert dest is not None
+        raw, dest = named
         rule = self.ctx.rule()
         if dest.port != DNS_PORT and self._inert(rule):
             return self._pass(notif, dest)
@@ -480,34 +488,44 @@ class NetworkGuard:
         # a connected stream socket ignores the address unless it is a TCP Fast Open connect
         return not (sock.type == socket.SOCK_STREAM and not flags & MSG_FASTOPEN)
 
+    def _send_address(
+        self, notif: Notification, sock: _Sock, raw: bytes, dest: InetAddr, flags: int
+    ) -> bytes | None:
+        """Where an addressed send goes: `raw`, or the DNS proxy for a redirected query. None when the
+        notification was answered here (no decision needed, refused, or the CONTINUE fallback)."""
+        if not self._needs_decision(sock, flags):
+            self._continue(notif)
+            return None
+        if dest.port == DNS_PORT and sock.type == socket.SOCK_DGRAM and self._redirectable(sock, dest):
+            self._remember(sock, dest, notif.pid)
+            raw = self._proxy_sockaddr(family_of(raw))
+        elif self._decide_dest(notif, self.ctx.rule(), dest, sock.proto):
+            self._refuse(notif, sock.proto)
+            return None
+        if sock.fd is None:
+            self._continue(notif)
+            return None
+        return raw
+
     def on_sendto(self, notif: Notification) -> None:
         fd, buf, size, flags, ptr, length = notif.args[:6]
-        raw = self._read_addr(notif, ptr, length)
-        if raw is None or family_of(raw) not in (socket.AF_INET, socket.AF_INET6):
+        named = self._inet_addr(notif, ptr, length)
+        if named is None:
             return self._continue(notif)
-        try:
-            dest = decode_inet(raw)
-        except BadSockaddr:
-            return self._continue(notif)
-        assert dest is not None
+        raw, dest = named
         if dest.port != DNS_PORT and self._inert(self.ctx.rule()):
             return self._pass(notif, dest)
         sock = self._take(notif, fd)
         try:
-            if not self._needs_decision(sock, flags):
-                return self._continue(notif)
-            if dest.port == DNS_PORT and sock.type == socket.SOCK_DGRAM and self._redirectable(sock, dest):
-                self._remember(sock, dest, notif.pid)
-                raw = self._proxy_sockaddr(family_of(raw))
-            elif self._decide_dest(notif, self.ctx.rule(), dest, sock.proto):
-                return self._refuse(notif, sock.proto)
-            if sock.fd is None:
-                return self._continue(notif)
+            to = self._send_address(notif, sock, raw, dest, flags)
+            if to is None:
+                return None
+            assert sock.fd is not None  # the CONTINUE fallback was answered by _send_address
             if size > MAX_PAYLOAD and sock.type != socket.SOCK_STREAM:
                 return notif.reply_error(errno.EMSGSIZE)
             data = notif.read(buf, min(size, MAX_PAYLOAD)) if size else b""
             fd_ = sock.fd
-            return self._send(notif, sock, lambda f: _kernel.raw_sendto(fd_, data, f, raw), flags)
+            return self._send(notif, sock, lambda f: _kernel.raw_sendto(fd_, data, f, to), flags)
         finally:
             sock.close()
 
@@ -552,30 +570,21 @@ class NetworkGuard:
         if msg_ptr == 0:
             return self._continue(notif)
         hdr = decode_msghdr(notif.read(msg_ptr, MSGHDR.size))
-        raw = self._read_addr(notif, hdr.name_ptr, hdr.name_len)
-        if raw is None or family_of(raw) not in (socket.AF_INET, socket.AF_INET6):
+        named = self._inet_addr(notif, hdr.name_ptr, hdr.name_len)
+        if named is None:
             return self._continue(notif)
-        try:
-            dest = decode_inet(raw)
-        except BadSockaddr:
-            return self._continue(notif)
-        assert dest is not None
+        raw, dest = named
         if dest.port != DNS_PORT and self._inert(self.ctx.rule()):
             return self._pass(notif, dest)
         sock = self._take(notif, fd)
         try:
-            if not self._needs_decision(sock, flags):
-                return self._continue(notif)
-            if dest.port == DNS_PORT and sock.type == socket.SOCK_DGRAM and self._redirectable(sock, dest):
-                self._remember(sock, dest, notif.pid)
-                raw = self._proxy_sockaddr(family_of(raw))
-            elif self._decide_dest(notif, self.ctx.rule(), dest, sock.proto):
-                return self._refuse(notif, sock.proto)
-            if sock.fd is None:
-                return self._continue(notif)
+            to = self._send_address(notif, sock, raw, dest, flags)
+            if to is None:
+                return None
+            assert sock.fd is not None  # the CONTINUE fallback was answered by _send_address
             data, control = self._gather(notif, hdr)
             fd_ = sock.fd
-            return self._send(notif, sock, lambda f: _kernel.raw_sendmsg(fd_, raw, data, control, f), flags)
+            return self._send(notif, sock, lambda f: _kernel.raw_sendmsg(fd_, to, data, control, f), flags)
         finally:
             sock.close()
 
@@ -638,14 +647,10 @@ class NetworkGuard:
     # -- bind ----------------------------------------------------------------------------------------
     def on_bind(self, notif: Notification) -> None:
         fd, ptr, length = notif.args[0], notif.args[1], notif.args[2]
-        raw = self._read_addr(notif, ptr, length)
-        if raw is None or family_of(raw) not in (socket.AF_INET, socket.AF_INET6):
+        named = self._inet_addr(notif, ptr, length)
+        if named is None:
             return self._continue(notif)
-        try:
-            addr = decode_inet(raw)
-        except BadSockaddr:
-            return self._continue(notif)
-        assert addr is not None
+        raw, addr = named
         rule = self.ctx.rule()
         decision = decide_bind(rule, addr.port)
         if decision.audited:
