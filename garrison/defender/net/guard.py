@@ -488,28 +488,17 @@ class NetworkGuard:
         # a connected stream socket ignores the address unless it is a TCP Fast Open connect
         return not (sock.type == socket.SOCK_STREAM and not flags & MSG_FASTOPEN)
 
-    def _send_address(
-        self, notif: Notification, sock: _Sock, raw: bytes, dest: InetAddr, flags: int
-    ) -> bytes | None:
-        """Where an addressed send goes: `raw`, or the DNS proxy for a redirected query. None when the
-        notification was answered here (no decision needed, refused, or the CONTINUE fallback)."""
-        if not self._needs_decision(sock, flags):
-            self._continue(notif)
-            return None
-        if dest.port == DNS_PORT and sock.type == socket.SOCK_DGRAM and self._redirectable(sock, dest):
-            self._remember(sock, dest, notif.pid)
-            raw = self._proxy_sockaddr(family_of(raw))
-        elif self._decide_dest(notif, self.ctx.rule(), dest, sock.proto):
-            self._refuse(notif, sock.proto)
-            return None
-        if sock.fd is None:
-            self._continue(notif)
-            return None
-        return raw
-
-    def on_sendto(self, notif: Notification) -> None:
-        fd, buf, size, flags, ptr, length = notif.args[:6]
-        named = self._inet_addr(notif, ptr, length)
+    def _addressed_send(
+        self,
+        notif: Notification,
+        fd: int,
+        name: tuple[int, int],
+        flags: int,
+        send: Callable[[_Sock, bytes], None],
+    ) -> None:
+        """sendto/sendmsg with an address: decide it, then `send(sock, to)` to `to` — the address
+        itself, or the DNS proxy for a redirected query. Everything else is answered here."""
+        named = self._inet_addr(notif, *name)
         if named is None:
             return self._continue(notif)
         raw, dest = named
@@ -517,17 +506,31 @@ class NetworkGuard:
             return self._pass(notif, dest)
         sock = self._take(notif, fd)
         try:
-            to = self._send_address(notif, sock, raw, dest, flags)
-            if to is None:
-                return None
-            assert sock.fd is not None  # the CONTINUE fallback was answered by _send_address
+            if not self._needs_decision(sock, flags):
+                return self._continue(notif)
+            if dest.port == DNS_PORT and sock.type == socket.SOCK_DGRAM and self._redirectable(sock, dest):
+                self._remember(sock, dest, notif.pid)
+                raw = self._proxy_sockaddr(family_of(raw))
+            elif self._decide_dest(notif, self.ctx.rule(), dest, sock.proto):
+                return self._refuse(notif, sock.proto)
+            if sock.fd is None:
+                return self._continue(notif)
+            return send(sock, raw)
+        finally:
+            sock.close()
+
+    def on_sendto(self, notif: Notification) -> None:
+        fd, buf, size, flags, ptr, length = notif.args[:6]
+
+        def send(sock: _Sock, to: bytes) -> None:
             if size > MAX_PAYLOAD and sock.type != socket.SOCK_STREAM:
                 return notif.reply_error(errno.EMSGSIZE)
             data = notif.read(buf, min(size, MAX_PAYLOAD)) if size else b""
             fd_ = sock.fd
+            assert fd_ is not None
             return self._send(notif, sock, lambda f: _kernel.raw_sendto(fd_, data, f, to), flags)
-        finally:
-            sock.close()
+
+        return self._addressed_send(notif, fd, (ptr, length), flags, send)
 
     def _send(
         self, notif: Notification, sock: _Sock, op: Callable[[int], tuple[int, int]], flags: int
@@ -570,23 +573,14 @@ class NetworkGuard:
         if msg_ptr == 0:
             return self._continue(notif)
         hdr = decode_msghdr(notif.read(msg_ptr, MSGHDR.size))
-        named = self._inet_addr(notif, hdr.name_ptr, hdr.name_len)
-        if named is None:
-            return self._continue(notif)
-        raw, dest = named
-        if dest.port != DNS_PORT and self._inert(self.ctx.rule()):
-            return self._pass(notif, dest)
-        sock = self._take(notif, fd)
-        try:
-            to = self._send_address(notif, sock, raw, dest, flags)
-            if to is None:
-                return None
-            assert sock.fd is not None  # the CONTINUE fallback was answered by _send_address
+
+        def send(sock: _Sock, to: bytes) -> None:
             data, control = self._gather(notif, hdr)
             fd_ = sock.fd
+            assert fd_ is not None
             return self._send(notif, sock, lambda f: _kernel.raw_sendmsg(fd_, to, data, control, f), flags)
-        finally:
-            sock.close()
+
+        return self._addressed_send(notif, fd, (hdr.name_ptr, hdr.name_len), flags, send)
 
     def on_sendmmsg(self, notif: Notification) -> None:
         fd, vec, vlen, flags = notif.args[0], notif.args[1], notif.args[2], notif.args[3]
