@@ -9,11 +9,12 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 from garrison.defender.baseline import Baseline, LazyBaseline
 from garrison.defender.context import RateWindow
 from garrison.defender.execinfo import MAX_ARGS, ExecTarget, inspect, is_loader, loader_target
-from garrison.defender.notify import Handler, Notification, NotificationGone, SupervisorContext
+from garrison.defender.notify import Handler, Notification, NotificationGone, ProcInfo, SupervisorContext
 from garrison.kernel import memfd as kmemfd
 from garrison.kernel._libc import SYSCALLS
 from garrison.kernel.procmem import MemReader
@@ -249,21 +250,14 @@ class ProcessControls:
         now = time.monotonic()
         if now - self._last_fork_audit >= 1.0:
             self._last_fork_audit = now
-            pid = n.pid
-            info = ctx.proc(pid)
-            ctx.audit(
-                AuditEvent(
-                    type="fork_bomb",
-                    control="processes.fork_bomb_guard",
-                    effect="prevent" if prevent else "alert",
-                    severity="high",
-                    pid=pid,
-                    ppid=info.ppid,
-                    exe=info.exe,
-                    argv=info.argv or None,
-                    cwd=info.cwd,
-                    message=f"fork bomb suspected: {reason}",
-                )
+            _audit_proc(
+                ctx,
+                n.pid,
+                type="fork_bomb",
+                control="processes.fork_bomb_guard",
+                effect="prevent" if prevent else "alert",
+                severity="high",
+                message=f"fork bomb suspected: {reason}",
             )
         if prevent:
             n.reply_error(errno.EAGAIN)
@@ -273,43 +267,41 @@ class ProcessControls:
     # ---- bypass closers: always refused, always audited ------------------------------------------
     def on_ptrace(self, n: Notification, ctx: SupervisorContext) -> None:
         pid = n.pid
-        info = ctx.proc(pid)
+        info = ctx.proc(pid)  # read while the caller still waits for its answer
         what = n.syscall
         target = n.args[1] if what == "ptrace" else n.args[0]
         n.reply_error(errno.EPERM)
-        ctx.audit(
-            AuditEvent(
-                type="process",
-                control=f"kernel.{what}",
-                effect="prevent",
-                severity="high",
-                pid=pid,
-                ppid=info.ppid,
-                exe=info.exe,
-                argv=info.argv or None,
-                cwd=info.cwd,
-                message=f"{what} on pid {target & 0xFFFFFFFF} refused: it could tamper with supervised processes",
-            )
+        _audit_proc(
+            ctx,
+            pid,
+            info,
+            type="process",
+            control=f"kernel.{what}",
+            effect="prevent",
+            severity="high",
+            message=f"{what} on pid {target & 0xFFFFFFFF} refused: it could tamper with supervised processes",
         )
 
     def on_io_uring(self, n: Notification, ctx: SupervisorContext) -> None:
         pid = n.pid
         n.reply_error(errno.EPERM)
-        info = ctx.proc(pid)
-        ctx.audit(
-            AuditEvent(
-                type="kernel",
-                control="kernel.io_uring",
-                effect="prevent",
-                severity="medium",
-                pid=pid,
-                ppid=info.ppid,
-                exe=info.exe,
-                argv=info.argv or None,
-                cwd=info.cwd,
-                message="io_uring refused: its operations would bypass the syscall checks",
-            )
+        _audit_proc(
+            ctx,
+            pid,
+            type="kernel",
+            control="kernel.io_uring",
+            effect="prevent",
+            severity="medium",
+            message="io_uring refused: its operations would bypass the syscall checks",
         )
+
+
+def _audit_proc(ctx: SupervisorContext, pid: int, info: ProcInfo | None = None, **event: Any) -> None:
+    """An audit about process `pid`, its identity (ppid, exe, argv, cwd) read from /proc unless given."""
+    info = ctx.proc(pid) if info is None else info
+    ctx.audit(
+        AuditEvent(pid=pid, ppid=info.ppid, exe=info.exe, argv=info.argv or None, cwd=info.cwd, **event)
+    )
 
 
 def _verdict(d: Decision) -> str:
