@@ -60,8 +60,13 @@ NR_TO_NAME: dict[int, str] = {v: k for k, v in SYSCALLS.items()}
 
 
 def syscall(name: str, *args: object) -> int:
-    """Call a raw syscall by name; raise OSError(errno) on failure like os.* functions do."""
-    ret = int(libc.syscall(ctypes.c_long(SYSCALLS[name]), *args))
+    """Call a raw syscall by name; raise OSError(errno) on failure like os.* functions do.
+
+    Plain ints are widened to C longs: syscall(2) reads every argument as a long, and an int passed
+    untyped fills only half of a stack slot (the 7th argument of a 6-argument syscall is on the
+    stack), so process_vm_readv sometimes saw garbage flags and failed with EINVAL."""
+    wide = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    ret = int(libc.syscall(ctypes.c_long(SYSCALLS[name]), *wide))
     if ret == -1:
         err = ctypes.get_errno()
         raise OSError(err, f"{name}: {os.strerror(err)}")

@@ -7,7 +7,7 @@ import ctypes
 import errno
 import os
 
-from garrison.kernel._libc import SYSCALLS, libc
+from garrison.kernel._libc import syscall
 
 PAGE = 4096
 
@@ -24,20 +24,7 @@ def vm_readv(pid: int, addr: int, size: int) -> bytes:
     buf = ctypes.create_string_buffer(size)
     local = IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
     remote = IoVec(addr, size)
-    n = int(
-        libc.syscall(
-            ctypes.c_long(SYSCALLS["process_vm_readv"]),
-            pid,
-            ctypes.byref(local),
-            1,
-            ctypes.byref(remote),
-            1,
-            0,
-        )
-    )
-    if n < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"process_vm_readv: {os.strerror(err)}")
+    n = syscall("process_vm_readv", pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
     return buf.raw[:n]
 
 
