@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from garrison.defender.net import _kernel
+from garrison.kernel import prctl, seccomp
 
 
 def main(argv: list[str]) -> None:
@@ -20,7 +20,11 @@ def main(argv: list[str]) -> None:
         os.setgid(int(gid))
         os.setuid(int(uid))
     cond = {k: int(v) for k, v in (p.split("=") for p in nonzero.split(",") if p)}
-    listener = _kernel.install_listener(names.split(","), cond)
+    trapped = {n for n in names.split(",") if n and n not in cond}
+    prctl.set_no_new_privs()
+    listener, _killable = seccomp.install_listener(
+        seccomp.build_filter(seccomp.FilterSpec(notify=trapped, notify_if_arg_nonzero=cond))
+    )
     os.write(int(ready), str(listener).encode())
     os.close(int(ready))
     if os.read(int(ack), 1) != b"1":

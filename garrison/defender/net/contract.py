@@ -1,17 +1,19 @@
 """The supervisor ↔ guard contract, as structural types.
 
-The supervisor (garrison.defender.notify) owns the real classes; the guard only relies on this shape,
-so it runs unchanged under the supervisor or the standalone runner used by tests and the benchmark.
+The supervisor (garrison.defender.notify) owns the real classes; the guard only relies on this shape.
+The standalone runner used by tests and the benchmark hands it the same Notification class.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from garrison.defender.notify import NotificationGone
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import Rule
+
+__all__ = ["GONE", "Handler", "Notification", "NotificationGone", "SupervisorContext"]
 
 
 class Notification(Protocol):
@@ -42,21 +44,5 @@ class SupervisorContext(Protocol):
 Handler = Callable[[Any, Any], None]
 
 
-class _LocalGone(Exception):
-    """Raised by the standalone runner when the notification is no longer valid."""
-
-
-def _gone_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [_LocalGone]
-    try:
-        mod = importlib.import_module("garrison.defender.notify")
-        cls = getattr(mod, "NotificationGone", None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            errs.append(cls)
-    except ImportError:
-        pass
-    return tuple(errs)
-
-
-LocalGone = _LocalGone
-GONE: tuple[type[BaseException], ...] = _gone_errors()
+# A notification that is no longer valid (its thread died or was interrupted): decide nothing on it.
+GONE: tuple[type[BaseException], ...] = (NotificationGone,)

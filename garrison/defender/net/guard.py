@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from garrison.defender.net import _kernel
-from garrison.defender.net.contract import GONE, Handler, Notification, SupervisorContext
+from garrison.defender.net.contract import GONE, Handler, Notification, NotificationGone, SupervisorContext
 from garrison.defender.net.dns_proxy import DnsProxy, PinTable, Upstream
 from garrison.defender.net.portscan import PortScanTracker
 from garrison.defender.net.sockaddr import (
@@ -42,6 +42,7 @@ from garrison.defender.net.sockaddr import (
     inet_sockaddr,
 )
 from garrison.defender.net.workers import DaemonPool
+from garrison.kernel import pidfd
 from garrison.policy.audit import AuditEvent, AuditType, Severity
 from garrison.policy.evaluate import Decision, decide_bind, decide_connect
 from garrison.policy.model import Rule
@@ -101,20 +102,6 @@ def _answer_if_still_waiting(notif: Notification) -> None:
             notif.reply_error(errno.EFAULT)
 
 
-def _getfd_works() -> bool:
-    try:
-        pidfd = _kernel.pidfd_open(os.getpid())
-    except OSError:
-        return False
-    try:
-        os.close(_kernel.pidfd_getfd(pidfd, pidfd))
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(pidfd)
-
-
 def _so_error(fd: int) -> int:
     return struct.unpack("=i", _kernel.getsockopt(fd, socket.SOL_SOCKET, socket.SO_ERROR, 4))[0]
 
@@ -169,7 +156,7 @@ class NetworkGuard:
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Probe pidfd_getfd (Garden blocks it) and start the resolver proxy on loopback."""
-        self._getfd_ok = self.emulate and _getfd_works()
+        self._getfd_ok = self.emulate and pidfd.available()[1]
         if self.dns_redirect:
             try:
                 self.dns.start()
@@ -242,7 +229,12 @@ class NetworkGuard:
     def _read_addr(self, notif: Notification, ptr: int, length: int) -> bytes | None:
         if ptr == 0 or length < 2 or length > MAX_SOCKADDR:
             return None
-        return notif.read(ptr, length)
+        raw = notif.read(ptr, length)
+        if len(raw) < length:
+            # Partly unmapped: the kernel would fault. Never CONTINUE on it (a racing thread could map
+            # a denied address there before the kernel reads it): treated as gone, answered EFAULT.
+            raise NotificationGone(f"sockaddr of notification {notif.id} is unreadable")
+        return raw
 
     def _inet_addr(self, notif: Notification, ptr: int, length: int) -> tuple[bytes, InetAddr] | None:
         """The IPv4/IPv6 address a call names (raw and decoded), or None for what the guard leaves to

@@ -41,14 +41,10 @@ def _kernel_ok() -> str | None:
         return "needs iproute2 (`ip`)"
     if not os.path.exists(APP_PYTHON):
         return f"needs {APP_PYTHON} for the unprivileged app"
-    try:
-        from garrison.defender.net import _kernel
+    from garrison.kernel import pidfd
 
-        fd = _kernel.pidfd_open(os.getpid())
-        os.close(_kernel.pidfd_getfd(fd, 0))
-        os.close(fd)
-    except OSError as exc:
-        return f"kernel lacks pidfd_getfd/pidfd_open: {exc}"
+    if not all(pidfd.available()):
+        return "kernel lacks pidfd_open/pidfd_getfd"
     return None
 
 

@@ -7,7 +7,6 @@ argv: HOST
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import subprocess
@@ -16,8 +15,9 @@ import time
 
 from servers import TcpServer  # type: ignore[import-not-found]
 
-from garrison.defender.net import TRAP_ONLY_IF_ARG_NONZERO, NetworkGuard, _kernel
+from garrison.defender.net import TRAP_ONLY_IF_ARG_NONZERO, NetworkGuard
 from garrison.defender.net.standalone import StandaloneContext, Supervised
+from garrison.kernel import pidfd, seccomp
 from garrison.policy.model import Rule
 
 GARDEN_BLOCKED = {"pidfd_open": 434, "pidfd_getfd": 438, "process_vm_readv": 310}
@@ -30,13 +30,9 @@ def garden_filter() -> None:
         prog.append((0x15, 0, 1, nr))
         prog.append((0x06, 0, 0, 0x00050000 | errno.EPERM))
     prog.append((0x06, 0, 0, 0x7FFF0000))
-    arr = (_kernel._SockFilter * len(prog))(*[_kernel._SockFilter(*p) for p in prog])
-    fprog = _kernel._SockFprog(len(prog), arr)
-    rc = _kernel._libc.syscall(
-        317, ctypes.c_uint(1), ctypes.c_uint(SECCOMP_FILTER_FLAG_TSYNC), ctypes.byref(fprog)
-    )
-    if rc != 0:
-        raise OSError(ctypes.get_errno(), "garden-like filter")
+    # every thread of this process, the supervisor's included (privileged: no no_new_privs needed)
+    if seccomp.install_filter(prog, listener=False, flags=SECCOMP_FILTER_FLAG_TSYNC) != 0:
+        raise OSError("garden-like filter: a thread could not be synchronised")
 
 
 def main() -> None:
@@ -57,10 +53,9 @@ def main() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    sup._pidfds.clear()  # as in Garden: no pidfd survives for the handlers
     garden_filter()
     try:
-        _kernel.pidfd_open(1)
+        pidfd.pidfd_open(1)
         blocked = False
     except OSError as exc:
         blocked = exc.errno == errno.EPERM
