@@ -121,7 +121,9 @@ if pid == 0:  # a grandchild of the defender: not its direct child
         try:
             child = os.fork()
         except OSError as e:
-            open(out, "w").write(f"fork-errno {e.errno}")
+            with open(out + ".tmp", "w") as f:  # renamed into place: the test never reads it half-written
+                f.write(f"fork-errno {e.errno}")
+            os.rename(out + ".tmp", out)
             os._exit(0)
         if child == 0:
             os._exit(0)
