@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from garrison.channel.protocol import AppIdentity
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
 
@@ -37,13 +38,24 @@ class DefenderHello:
 
 class ChannelBackend(Protocol):
     async def enrol(
-        self, token: str, nonce: str, timestamp: float, csr_pem: bytes, requested_id: str
+        self,
+        token: str,
+        nonce: str,
+        timestamp: float,
+        csr_pem: bytes,
+        requested_id: str,
+        identity: AppIdentity | None = None,
     ) -> tuple[str, bytes]:
-        """Check the bundle's enrolment token (and that nonce was never seen, timestamp fresh); return
-        (defender_id, client certificate PEM) signed by the console CA. Raise EnrolmentRefused otherwise."""
+        """Check the bundle's enrolment token (and that nonce was never seen, timestamp fresh, the
+        claimed app identity inside the token's scope); return (defender_id, client certificate PEM)
+        signed by the console CA. Raise EnrolmentRefused otherwise. An id is never issued for a key
+        other than the one it was first issued for."""
         ...
 
-    async def defender_connected(self, hello: DefenderHello) -> None: ...
+    async def defender_connected(self, hello: DefenderHello) -> AppIdentity | None:
+        """Record the connection; return the app identity bound to this defender (events are stamped
+        with it, whatever they or the hello claim), or None to use the hello's."""
+        ...
 
     async def defender_disconnected(self, defender_id: str) -> None: ...
 

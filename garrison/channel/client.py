@@ -272,6 +272,14 @@ class DefenderChannelClient:
                         timestamp=time.time(),
                         csr_pem=csr_pem.decode(),
                         requested_id=self.hello.defender_id,
+                        app=p.AppIdentity(
+                            app_id=self.hello.app_id,
+                            app_name=self.hello.app_name,
+                            org=self.hello.org,
+                            space=self.hello.space,
+                            app_guid=self.hello.app_guid,
+                            instance=self.hello.instance,
+                        ),
                     )
                 )
             )

@@ -19,7 +19,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
@@ -35,13 +45,42 @@ class _Msg(BaseModel):
     v: int = Field(default=PROTOCOL_VERSION, ge=1)
 
 
+MAX_INSTANCE = 2**31 - 1
+Name = Annotated[str, StringConstraints(max_length=256)]
+_Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+_Scalar = Annotated[str, StringConstraints(max_length=512)] | StrictInt | StrictFloat | StrictBool | None
+Features = Annotated[
+    dict[_Key, _Scalar | Annotated[list[_Scalar], Field(max_length=32)]],
+    Field(max_length=64),
+]
+"""Defender-supplied maps (kernel features, heartbeat stats): at most 64 small entries, so a defender
+cannot make the console store and serve back megabytes (issue 10 #4)."""
+
+
+class AppIdentity(BaseModel):
+    """Which app instance a defender protects, as the defender sees it (VCAP_APPLICATION).
+
+    Claimed at enrolment: a scoped install bundle only enrols the org/space/app it was made for, and
+    the console binds the defender id to this identity (later `hello`s cannot change it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: Name = ""
+    app_name: Name = ""
+    org: Name = ""
+    space: Name = ""
+    app_guid: Name = ""
+    instance: int = Field(default=0, ge=0, le=MAX_INSTANCE)
+
+
 class Enrol(_Msg):
     type: Literal["enrol"] = "enrol"
     token: str = Field(min_length=1, max_length=4096)
     nonce: str = Field(min_length=16, max_length=128)
-    timestamp: float
+    timestamp: float = Field(allow_inf_nan=False)
     csr_pem: str = Field(min_length=1, max_length=16384)
-    requested_id: str = Field(default="", max_length=256)
+    requested_id: str = Field(default="", max_length=256, description="a readable prefix for the id")
+    app: AppIdentity | None = Field(default=None, description="the app instance this defender protects")
 
 
 class Enrolled(_Msg):
@@ -58,10 +97,10 @@ class Hello(_Msg):
     org: str = Field(default="", max_length=256)
     space: str = Field(default="", max_length=256)
     app_guid: str = Field(default="", max_length=256)
-    instance: int = 0
+    instance: int = Field(default=0, ge=0, le=MAX_INSTANCE)
     version: str = Field(default="", max_length=64)
     hostname: str = Field(default="", max_length=256)
-    kernel: dict[str, Any] = Field(default_factory=dict)
+    kernel: Features = Field(default_factory=dict)
     policy_revision: int | None = Field(default=None, description="revision the defender already has")
     droplet_digest: str = Field(
         default="",
@@ -114,7 +153,7 @@ class Ack(_Msg):
 
 class Heartbeat(_Msg):
     type: Literal["heartbeat"] = "heartbeat"
-    stats: dict[str, Any] = Field(default_factory=dict)
+    stats: Features = Field(default_factory=dict)
 
 
 class Command(_Msg):

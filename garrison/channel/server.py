@@ -35,6 +35,12 @@ HELLO_TIMEOUT_S = 30.0
 MAX_BAD_MESSAGES = 20
 OUTBOX_LIMIT = 256
 BROADCAST_BUFFER_LIMIT = 256 * 1024  # bytes already waiting in a socket's buffer: use the slow path
+MAX_SMALL_MESSAGE_BYTES = 64 * 1024
+"""hello, heartbeat, enrol: far above what a defender sends (schema-bounded fields)"""
+MAX_EVENT_BYTES = 256 * 1024
+"""one event; the client (spool) trims an event above this before sending it"""
+MAX_EVENTS_MESSAGE_BYTES = 4 * 1024 * 1024
+"""one batch; the client keeps batches under 1 MiB (plus at most one event)"""
 _CLOSE_POLICY = 1008  # RFC 6455 "policy violation"
 _CLOSE_OVERLOAD = 1013  # "try again later"
 
@@ -46,10 +52,12 @@ class DefenderNotConnected(LookupError):
 class _Peer:
     """One authenticated defender connection and its writer."""
 
-    def __init__(self, defender_id: str, conn: ServerConnection, hello: p.Hello) -> None:
+    def __init__(self, defender_id: str, conn: ServerConnection, hello: p.Hello, *, bound: bool = False) -> None:
         self.defender_id = defender_id
         self.conn = conn
         self.hello = hello
+        self.bound = bound
+        """the app identity in `hello` is the one bound at enrolment: it overrides what events claim"""
         self.policy_slot: str | None = None  # newest policy wins; older unsent ones are dropped
         self.outbox: collections.deque[str] = collections.deque()
         self.wake = asyncio.Event()
@@ -238,6 +246,8 @@ class ChannelServer:
             await conn.close(_CLOSE_POLICY, message[:120])
 
     async def _handle(self, conn: ServerConnection) -> None:
+        # Until a defender has said hello, nothing it may send is large (enrol, hello).
+        conn.protocol.max_message_size = MAX_SMALL_MESSAGE_BYTES
         try:
             identity = _peer_identity(conn)
             if identity is None:
@@ -274,7 +284,7 @@ class ChannelServer:
                 return
             try:
                 defender_id, cert = await self.backend.enrol(
-                    msg.token, msg.nonce, msg.timestamp, msg.csr_pem.encode(), msg.requested_id
+                    msg.token, msg.nonce, msg.timestamp, msg.csr_pem.encode(), msg.requested_id, msg.app
                 )
             except EnrolmentRefused as exc:
                 await self._fatal(conn, "enrolment_refused", str(exc) or "enrolment refused")
@@ -294,8 +304,9 @@ class ChannelServer:
         hello = await self._await_hello(conn)
         if hello is None:
             return
+        conn.protocol.max_message_size = p.MAX_MESSAGE_BYTES
         remote = conn.remote_address[0] if conn.remote_address else ""
-        await self.backend.defender_connected(
+        bound = await self.backend.defender_connected(
             DefenderHello(
                 defender_id=defender_id,
                 app_id=hello.app_id,
@@ -310,7 +321,9 @@ class ChannelServer:
                 remote_addr=str(remote),
             )
         )
-        peer = _Peer(defender_id, conn, hello)
+        if bound is not None:
+            hello = hello.model_copy(update=dict(bound))
+        peer = _Peer(defender_id, conn, hello, bound=bound is not None and bool(bound.app_name or bound.app_guid))
         old = self._peers.get(defender_id)
         self._peers[defender_id] = peer
         if old is not None:
@@ -367,9 +380,18 @@ class ChannelServer:
     async def _read_loop(self, peer: _Peer) -> None:
         bad = 0
         async for raw in peer.conn:
+            too_big = _oversized(raw)
+            if too_big:
+                bad += 1
+                if bad > MAX_BAD_MESSAGES:
+                    await self._fatal(peer.conn, "malformed", "too many malformed messages")
+                    return
+                peer.send(p.Error(code="malformed", message=too_big))
+                continue
             batch = p.parse_event_batch(raw)
             if batch is not None:
-                if not await self._store(peer, batch.seq, self._stamp(peer, batch.events), []):
+                good, rejected = _split_oversized(batch.events, len(raw))
+                if not await self._store(peer, batch.seq, self._stamp(peer, good), rejected):
                     return
                 continue
             try:
@@ -405,22 +427,23 @@ class ChannelServer:
                 good.append(AuditEvent.model_validate(fill(raw_event)))
             except (ValidationError, TypeError) as exc:
                 rejected.append(str(exc).splitlines()[0] if str(exc) else "invalid event")
-        return await self._store(peer, msg.seq, good, rejected)
+        good, too_big = _split_oversized(good, MAX_EVENTS_MESSAGE_BYTES)
+        return await self._store(peer, msg.seq, good, rejected + too_big)
 
     @staticmethod
     def _stamp(peer: _Peer, events: list[AuditEvent]) -> list[AuditEvent]:
-        """Events carry the authenticated defender id (never the one claimed) and the app identity."""
-        h = peer.hello
-        defaults = {"app_id": h.app_id, "app_name": h.app_name, "org": h.org, "space": h.space}
+        """Events carry the authenticated defender id (never the one claimed) and the app identity:
+        the bound one replaces whatever an event claims (an app's defender reports on its own app
+        only); without a bound identity, empty fields are filled from the hello."""
+        ident = _identity(peer)
+        bound = peer.bound
         for e in events:
             # Plain dict writes: these are validated models and pydantic's __setattr__ costs ~3 µs each.
             d = e.__dict__
             d["defender_id"] = peer.defender_id
-            for k, v in defaults.items():
-                if not d[k]:
+            for k, v in ident.items():
+                if bound or not d[k]:
                     d[k] = v
-            if not d["instance"]:
-                d["instance"] = h.instance
         return events
 
     async def _store(self, peer: _Peer, seq: int, good: list[AuditEvent], rejected: list[str]) -> bool:
@@ -447,24 +470,63 @@ class ChannelServer:
         return True
 
 
-def _identity_filler(peer: _Peer) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Events carry the authenticated defender id (never the one the defender claims) and app identity."""
+def _oversized(raw: str | bytes) -> str:
+    """Why a message is too large for its type ("" when it is not): only event batches and command
+    results may be large, so a defender cannot make the console hold (and store) megabytes of
+    heartbeat stats or hello fields."""
+    size = len(raw)
+    if size <= MAX_SMALL_MESSAGE_BYTES:
+        return ""
+    head = raw[:64].decode(errors="replace") if isinstance(raw, bytes) else raw[:64]
+    head = head.replace(" ", "")
+    if '"type":"events"' in head:
+        limit = MAX_EVENTS_MESSAGE_BYTES
+    elif '"type":"command_result"' in head:
+        limit = p.MAX_MESSAGE_BYTES
+    else:
+        limit = MAX_SMALL_MESSAGE_BYTES
+    if size <= limit:
+        return ""
+    return f"message of {size} bytes refused: the limit for this message type is {limit} bytes"
+
+
+def _event_size(e: AuditEvent) -> int:
+    """Cheap upper-bound-ish size of an event's unbounded parts (argv items, extra); the other
+    fields have schema limits."""
+    n = len(e.message) + len(e.exe or "") + len(e.cwd or "")
+    if e.argv:
+        n += sum(map(len, e.argv))
+    if e.extra:
+        n += len(repr(e.extra))
+    return n
+
+
+def _split_oversized(events: list[AuditEvent], message_size: int) -> tuple[list[AuditEvent], list[str]]:
+    """Events over MAX_EVENT_BYTES are refused (the client trims bigger ones before sending)."""
+    if message_size <= MAX_EVENT_BYTES:
+        return events, []
+    good = [e for e in events if _event_size(e) <= MAX_EVENT_BYTES]
+    if len(good) == len(events):
+        return events, []
+    return good, [f"event larger than {MAX_EVENT_BYTES} bytes"] * (len(events) - len(good))
+
+
+def _identity(peer: _Peer) -> dict[str, Any]:
     h = peer.hello
-    defaults = {
-        "app_id": h.app_id,
-        "app_name": h.app_name,
-        "org": h.org,
-        "space": h.space,
-        "instance": h.instance,
-    }
+    return {"app_id": h.app_id, "app_name": h.app_name, "org": h.org, "space": h.space, "instance": h.instance}
+
+
+def _identity_filler(peer: _Peer) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The per-event path's version of ChannelServer._stamp."""
+    ident = _identity(peer)
 
     def fill(event: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(event, dict):
             raise TypeError("event is not an object")
         out = dict(event)
         out["defender_id"] = peer.defender_id
-        for k, v in defaults.items():
-            if not out.get(k):
+        for k, v in ident.items():
+            if peer.bound or not out.get(k):
                 out[k] = v
         return out
 

@@ -8,6 +8,7 @@ operator bringing a PKI. Keys are ECDSA P-256; files are written 0600 in the con
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import ssl
@@ -100,6 +101,17 @@ class CertificateAuthority:
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cert_path, key_path
 
+    @staticmethod
+    def csr_key_fingerprint(csr_pem: bytes) -> str:
+        """Hex SHA-256 of the CSR's public key (SubjectPublicKeyInfo): what a defender id is bound to.
+
+        Raises ValueError for an unparseable CSR or one whose self-signature does not verify (the
+        requester must hold the private key of the key it asks a certificate for)."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        if not csr.is_signature_valid:
+            raise ValueError("CSR signature is invalid")
+        return key_fingerprint(csr.public_key())
+
     def sign_defender_csr(self, csr_pem: bytes, defender_id: str, *, days: int = 365) -> bytes:
         """Issue a client certificate whose CN is the defender id the console decided, not what the CSR says."""
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -117,6 +129,13 @@ class CertificateAuthority:
             .sign(self.key, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_fingerprint(public_key: object) -> str:
+    spki = public_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
 
 
 def ensure_ca(

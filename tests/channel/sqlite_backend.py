@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from garrison.channel.backend import DefenderHello, EnrolmentRefused
+from garrison.channel.protocol import AppIdentity
 from garrison.pki.ca import CertificateAuthority
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
@@ -36,7 +37,13 @@ class SqliteBackend:
         self.fail_store = False
 
     async def enrol(
-        self, token: str, nonce: str, timestamp: float, csr_pem: bytes, requested_id: str
+        self,
+        token: str,
+        nonce: str,
+        timestamp: float,
+        csr_pem: bytes,
+        requested_id: str,
+        identity: AppIdentity | None = None,
     ) -> tuple[str, bytes]:
         if token != self.token:
             raise EnrolmentRefused("unknown enrolment token")
@@ -51,11 +58,12 @@ class SqliteBackend:
         self.db.execute("INSERT INTO defenders (id, connected, revoked) VALUES (?, 0, 0)", (defender_id,))
         return defender_id, cert
 
-    async def defender_connected(self, hello: DefenderHello) -> None:
+    async def defender_connected(self, hello: DefenderHello) -> AppIdentity | None:
         self.db.execute(
             "UPDATE defenders SET connected = 1, hello = ?, last_seen = ? WHERE id = ?",
             (json.dumps(hello.__dict__), time.time(), hello.defender_id),
         )
+        return None
 
     async def defender_disconnected(self, defender_id: str) -> None:
         self.db.execute("UPDATE defenders SET connected = 0 WHERE id = ?", (defender_id,))

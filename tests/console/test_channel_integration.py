@@ -56,7 +56,7 @@ def test_enrol_connect_push_events(any_console):
         return ident.defender_id, snap.revision, stored
 
     defender_id, _rev, stored = asyncio.run(scenario())
-    assert defender_id == f"{app}-0"
+    assert defender_id.startswith(f"{app}-0-")  # + the key's fingerprint: ids are bound to keys
     assert stored == [25, 0]
     with any_console.api() as c:
         r = c.get("/audits/runtime/app-embedded", params={"app": app})

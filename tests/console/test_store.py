@@ -100,7 +100,10 @@ def test_group_commit_gives_each_batch_its_own_new_ids(store: Store):
 
     async def run() -> list[set[str]]:
         writer = EventWriter(store, group_commit=True)
-        return await asyncio.gather(*(writer.write(b, f"d{i}") for i, b in enumerate(batches)))
+        # batch 7 re-sends, on another connection of the same defender, an event of batch 3
+        return await asyncio.gather(
+            *(writer.write(b, "d3" if i == 7 else f"d{i}") for i, b in enumerate(batches))
+        )
 
     results = asyncio.run(run())
     assert sum(len(r) for r in results) == 20 * 50 + 1
@@ -108,3 +111,60 @@ def test_group_commit_gives_each_batch_its_own_new_ids(store: Store):
     for batch, new in zip(batches, results, strict=True):
         assert {e.id for e in batch if e.id != shared.id} <= new
     assert store.events.count(EventFilter(app="g")) == 1001
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        yield normalise_url(None, tmp_path)
+        return
+    base = os.environ.get("GARRISON_TEST_PG_URL")
+    if not base:
+        pytest.skip("GARRISON_TEST_PG_URL is not set (scripts/test starts a PostgreSQL cluster and sets it)")
+    url, drop = fresh_pg_database(base)
+    try:
+        yield normalise_url(url, tmp_path)
+    finally:
+        drop()
+
+
+def test_upgrade_from_0001_keeps_events_and_dedups_per_defender(db_url: str, tmp_path: Path):
+    """A store made by the first release: its events survive the upgrade, and afterwards the same
+    event id from another defender is stored while a re-send by the same defender is not."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from garrison.console.store.db import make_engine
+    from garrison.console.store.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(
+            text(
+                "INSERT INTO events (event_id, time, received_at, defender_id, app_id, app_name, org, space,"
+                " type, effect, severity, rule, control, message, body) VALUES ('old-event-1', 1, 1, 'd-old',"
+                " '', 'legacy', '', '', 'process', 'alert', 'medium', '', '', 'm', '{}')"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO defenders (id, kernel, stats, enrolled_at) VALUES ('d-old', '{}', '{}', 1)")
+        )
+    engine.dispose()
+    store = Store.open(db_url, tmp_path)
+    try:
+        assert store.events.count(EventFilter(app="legacy")) == 1
+        assert store.defenders.get("d-old")["key_fingerprint"] == ""
+        ev = AuditEvent(id="old-event-1", type="process", effect="alert", app_name="legacy")
+        assert store.events.insert_batch([ev], "d-old") == set()
+        assert store.events.insert_batch([ev], "d-new") == {"old-event-1"}
+        assert store.events.insert_groups([([ev], "d-third"), ([ev], "d-third"), ([ev], "d-new")]) == [
+            {"old-event-1"},
+            set(),
+            set(),
+        ]
+        assert store.events.count(EventFilter(app="legacy")) == 3
+    finally:
+        store.engine.dispose()

@@ -47,13 +47,21 @@ def install_bundle(
     consoleaddr: Annotated[
         str | None, Query(max_length=255, description="host[:port] defenders use to reach the channel")
     ] = None,
+    org: Annotated[str | None, Query(max_length=256, description="only apps of this CF org")] = None,
+    space: Annotated[str | None, Query(max_length=256, description="only apps of this CF space")] = None,
+    app: Annotated[str | None, Query(max_length=256, description="only this CF app name")] = None,
+    app_guid: Annotated[str | None, Query(max_length=256, description="only the CF app with this guid")] = None,
 ) -> Any:
-    """A bundle with a fresh enrolment token (each call mints one; operators and admins only)."""
+    """A bundle with a fresh enrolment token (each call mints one; operators and admins only).
+
+    `org`, `space`, `app`, `app_guid` scope the bundle: a defender may enrol with it only when the
+    app identity it reports (VCAP_APPLICATION) matches every given value."""
     ws = c.ws_address
     if consoleaddr:
         ws = _ws_for(consoleaddr, ws)
-    token = c.defenders.new_enrolment_token(p.username)
-    c.store.mgmt.record(p.username, "defender.install_bundle", ws)
+    scope = {k: v for k, v in (("org", org), ("space", space), ("app", app), ("app_guid", app_guid)) if v}
+    token = c.defenders.new_enrolment_token(p.username, scope)
+    c.store.mgmt.record(p.username, "defender.install_bundle", ws, {"scope": scope} if scope else None)
     return {
         "bundle": encode_bundle(
             ca_pem=c.ca.cert_pem, ws_address=ws, enrolment_token=token, console_url=c.console_url
@@ -72,8 +80,8 @@ def revoke_enrolment_tokens(c: Ctx, p: Admin) -> dict[str, int]:
 def _ws_for(consoleaddr: str, default_ws: str) -> str:
     """`consoleaddr` may be a host, host:port or a URL; the port defaults to the channel's."""
     text = consoleaddr.strip()
-    parts = urlsplit(text if "//" in text else "//" + text)
-    try:
+    try:  # urlsplit itself raises on a lone '[' (unbalanced IPv6 bracket)
+        parts = urlsplit(text if "//" in text else "//" + text)
         host, port = parts.hostname, parts.port
     except ValueError:
         host = port = None

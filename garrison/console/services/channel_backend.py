@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from garrison.channel.backend import DefenderHello
+from garrison.channel.protocol import AppIdentity
 from garrison.console.services.defenders import DefenderService
 from garrison.console.services.ingest import EventWriter
 from garrison.console.services.policies import PolicyService
@@ -37,11 +38,19 @@ class ConsoleChannelBackend:
         self.writer = EventWriter(store)
 
     async def enrol(
-        self, token: str, nonce: str, timestamp: float, csr_pem: bytes, requested_id: str
+        self,
+        token: str,
+        nonce: str,
+        timestamp: float,
+        csr_pem: bytes,
+        requested_id: str,
+        identity: AppIdentity | None = None,
     ) -> tuple[str, bytes]:
-        return await asyncio.to_thread(self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id)
+        return await asyncio.to_thread(
+            self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id, identity
+        )
 
-    async def defender_connected(self, hello: DefenderHello) -> None:
+    async def defender_connected(self, hello: DefenderHello) -> AppIdentity:
         values: dict[str, Any] = {
             "app_id": hello.app_id[:256],
             "app_name": hello.app_name[:256],
@@ -54,7 +63,8 @@ class ConsoleChannelBackend:
             "kernel": hello.kernel,
             "remote_addr": hello.remote_addr[:64],
         }
-        await asyncio.to_thread(self.store.defenders.connected, hello.defender_id, values)
+        bound = await asyncio.to_thread(self.store.defenders.connected, hello.defender_id, values)
+        return AppIdentity.model_construct(**bound)
 
     async def defender_disconnected(self, defender_id: str) -> None:
         await asyncio.to_thread(self.store.defenders.disconnected, defender_id)

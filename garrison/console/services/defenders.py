@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import secrets
 import time
-import uuid
 from typing import Any
 
 from garrison.channel.backend import EnrolmentRefused
+from garrison.channel.protocol import AppIdentity
 from garrison.console.services.auth import token_hash
 from garrison.console.services.errors import NotFound
 from garrison.console.store.open import Store
@@ -16,6 +16,9 @@ from garrison.pki import CertificateAuthority
 
 ENROL_CLOCK_SKEW_S = 300.0
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
+MAX_PREFIX = 120
+SCOPE_KEYS = ("org", "space", "app", "app_guid")
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
@@ -24,17 +27,28 @@ class DefenderService:
         self.store = store
         self.ca = ca
 
-    def new_enrolment_token(self, created_by: str) -> str:
-        """A fresh bundle credential; only its hash is stored, so each download mints a new one."""
+    def new_enrolment_token(self, created_by: str, scope: dict[str, str] | None = None) -> str:
+        """A fresh bundle credential; only its hash is stored, so each download mints a new one.
+
+        `scope` ({org, space, app, app_guid}, each optional) limits which app instances the bundle
+        can enrol: a defender whose claimed identity does not match is refused."""
         token = "enr_" + secrets.token_urlsafe(32)
-        self.store.defenders.add_enrolment_token(token_hash(token), created_by)
+        clean = {k: v for k, v in (scope or {}).items() if k in SCOPE_KEYS and v}
+        self.store.defenders.add_enrolment_token(token_hash(token), created_by, clean)
         return token
 
     def enrol(
-        self, token: str, nonce: str, timestamp: float, csr_pem: bytes, requested_id: str
+        self,
+        token: str,
+        nonce: str,
+        timestamp: float,
+        csr_pem: bytes,
+        requested_id: str,
+        identity: AppIdentity | None = None,
     ) -> tuple[str, bytes]:
         now = time.time()
-        if not self.store.defenders.enrolment_token_valid(token_hash(token)):
+        tok = self.store.defenders.enrolment_token(token_hash(token))
+        if tok is None:
             raise EnrolmentRefused("enrolment token is unknown or revoked: download a fresh install bundle")
         if abs(now - timestamp) > ENROL_CLOCK_SKEW_S:
             raise EnrolmentRefused(
@@ -43,22 +57,18 @@ class DefenderService:
             )
         if not _NONCE_RE.match(nonce):
             raise EnrolmentRefused("enrolment nonce must be 16-128 URL-safe characters")
+        claim = identity or AppIdentity()
+        _check_scope(tok["scope"], claim)
+        fingerprint = self.ca.csr_key_fingerprint(csr_pem)  # ValueError on a bad CSR
         if not self.store.defenders.claim_nonce(nonce, now, now - 2 * ENROL_CLOCK_SKEW_S):
             raise EnrolmentRefused("enrolment nonce was already used (replayed enrolment)")
-        defender_id = self._choose_id(requested_id)
-        cert = self.ca.sign_defender_csr(csr_pem, defender_id)  # ValueError on a bad CSR
-        if self.store.defenders.exists(defender_id) is None:
-            self.store.defenders.create(defender_id)
-        return defender_id, cert
-
-    def _choose_id(self, requested: str) -> str:
-        if not requested or not _ID_RE.match(requested):
-            return uuid.uuid4().hex
-        row = self.store.defenders.exists(requested)
-        if row is not None and row["revoked"]:
-            # The old identity stays refused; a re-deployed instance comes back under a new one.
-            return f"{requested[:180]}-{secrets.token_hex(4)}"
-        return requested
+        try:
+            defender_id = self.store.defenders.register(
+                id_prefix(requested_id, claim), fingerprint, claim.model_dump(), tok["id"]
+            )
+        except PermissionError as exc:
+            raise EnrolmentRefused(f"{exc}: enrol with a new key") from None
+        return defender_id, self.ca.sign_defender_csr(csr_pem, defender_id)
 
     def list(self, **filters: Any) -> list[dict[str, Any]]:
         return [public(d) for d in self.store.defenders.list(**filters)]
@@ -76,4 +86,24 @@ class DefenderService:
 
 
 def public(d: dict[str, Any]) -> dict[str, Any]:
-    return {**d, "connected": bool(d["connected"]), "revoked": bool(d["revoked"])}
+    out = {k: v for k, v in d.items() if k not in ("key_fingerprint", "token_id")}
+    return {**out, "connected": bool(d["connected"]), "revoked": bool(d["revoked"])}
+
+
+def id_prefix(requested: str, claim: AppIdentity) -> str:
+    """The readable part of a defender id: what the defender asked for (`<app>-<instance>`), else
+    built from its app identity; the console appends the key fingerprint (see DefenderStore.register)."""
+    text = requested or (f"{claim.app_name}-{claim.instance}" if claim.app_name else "defender")
+    text = _UNSAFE.sub("-", text).strip("-._:")[:MAX_PREFIX]
+    return text if _ID_RE.match(text) else "defender"
+
+
+def _check_scope(scope: dict[str, str], claim: AppIdentity) -> None:
+    """A scoped bundle enrols only the org/space/app it was made for (issue 10 #1)."""
+    claimed = {"org": claim.org, "space": claim.space, "app": claim.app_name, "app_guid": claim.app_guid}
+    wrong = [f"{k} {claimed[k]!r} (bundle is for {v!r})" for k, v in scope.items() if claimed.get(k) != v]
+    if wrong:
+        raise EnrolmentRefused(
+            "this install bundle is scoped to another app: " + ", ".join(wrong)
+            + "; download a bundle for this app"
+        )

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from garrison.console.store.tables import defenders, enrolment_tokens, seen_nonces
 
-_PUBLIC = [c for c in defenders.c if c.name != "stats"] + [defenders.c.stats]
+IDENTITY_FIELDS = ("app_id", "app_name", "org", "space", "app_guid", "instance")
 
 
 class DefenderStore:
@@ -18,19 +18,33 @@ class DefenderStore:
         self.engine = engine
 
     # -- enrolment ---------------------------------------------------------------------------
-    def add_enrolment_token(self, token_hash: str, created_by: str) -> None:
+    def add_enrolment_token(
+        self, token_hash: str, created_by: str, scope: dict[str, str] | None = None
+    ) -> None:
         with self.engine.begin() as c:
             c.execute(
                 insert(enrolment_tokens).values(
-                    token_hash=token_hash, created_at=time.time(), created_by=created_by, revoked=False
+                    token_hash=token_hash,
+                    created_at=time.time(),
+                    created_by=created_by,
+                    revoked=False,
+                    scope=scope or None,
                 )
             )
 
-    def enrolment_token_valid(self, token_hash: str) -> bool:
-        q = select(enrolment_tokens.c.revoked).where(enrolment_tokens.c.token_hash == token_hash)
+    def enrolment_token(self, token_hash: str) -> dict[str, Any] | None:
+        """The valid (not revoked) token with this hash: {id, scope}; None otherwise."""
+        q = select(enrolment_tokens.c.id, enrolment_tokens.c.revoked, enrolment_tokens.c.scope).where(
+            enrolment_tokens.c.token_hash == token_hash
+        )
         with self.engine.connect() as c:
             row = c.execute(q).first()
-        return row is not None and not row.revoked
+        if row is None or row.revoked:
+            return None
+        return {"id": row.id, "scope": dict(row.scope or {})}
+
+    def enrolment_token_valid(self, token_hash: str) -> bool:
+        return self.enrolment_token(token_hash) is not None
 
     def revoke_enrolment_tokens(self) -> int:
         with self.engine.begin() as c:
@@ -55,24 +69,77 @@ class DefenderStore:
             row = c.execute(q).mappings().first()
         return dict(row) if row else None
 
-    def create(self, defender_id: str) -> None:
-        with self.engine.begin() as c:
-            c.execute(insert(defenders).values(id=defender_id, kernel={}, stats={}, enrolled_at=time.time()))
+    def register(
+        self, prefix: str, fingerprint: str, identity: dict[str, Any], token_id: int | None
+    ) -> str:
+        """The id for a defender holding the key with this fingerprint, created if new.
 
-    def connected(self, defender_id: str, values: dict[str, Any]) -> None:
+        The id is `<prefix>-<first hex digits of the fingerprint>`: a different key always gets a
+        different id (on a prefix collision more digits are used), and the same key gets its own id
+        back (a re-enrolment that proves it holds the key). A revoked key stays revoked."""
+        for digits in (8, 16, 64):
+            defender_id = f"{prefix}-{fingerprint[:digits]}"
+            row = self._id_owner(defender_id)
+            if row is None:
+                try:
+                    with self.engine.begin() as c:
+                        c.execute(
+                            insert(defenders).values(
+                                id=defender_id,
+                                **identity,
+                                kernel={},
+                                stats={},
+                                enrolled_at=time.time(),
+                                key_fingerprint=fingerprint,
+                                token_id=token_id,
+                            )
+                        )
+                    return defender_id
+                except IntegrityError:  # created concurrently: by the same key, or another one?
+                    row = self._id_owner(defender_id)
+                    if row is None:
+                        raise
+            if row.key_fingerprint == fingerprint:
+                if row.revoked:
+                    raise PermissionError("this key belongs to a defender an operator removed")
+                return defender_id
+        raise RuntimeError("no free defender id")  # 64 hex digits collide only for the same key
+
+    def _id_owner(self, defender_id: str) -> Any:
+        with self.engine.connect() as c:
+            return c.execute(
+                select(defenders.c.key_fingerprint, defenders.c.revoked).where(defenders.c.id == defender_id)
+            ).first()
+
+    def connected(self, defender_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Mark connected and record what the defender reports; return its bound app identity.
+
+        The identity fields (app, org, space, app guid, instance) are bound at enrolment; a defender
+        enrolled without them (an unscoped bundle, an old defender) binds them on its first hello.
+        Later hellos can change versions, hostname and kernel features, never the identity."""
         now = time.time()
         with self.engine.begin() as c:
-            n = c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(**values, connected=True, last_seen=now)
-            ).rowcount
-            if n == 0:  # certificate from an earlier database (e.g. restored CA): re-register
+            row = c.execute(
+                select(*(defenders.c[k] for k in IDENTITY_FIELDS)).where(defenders.c.id == defender_id)
+            ).mappings().first()
+            if row is None:  # certificate from an earlier database (e.g. restored CA): re-register
                 c.execute(
                     insert(defenders).values(
                         id=defender_id, **values, stats={}, connected=True, last_seen=now, enrolled_at=now
                     )
                 )
+                return {k: values.get(k, "") for k in IDENTITY_FIELDS}
+            bound = dict(row)
+            if bound["app_name"] or bound["app_guid"]:
+                values = {k: v for k, v in values.items() if k not in IDENTITY_FIELDS}
+            else:
+                bound = {k: values.get(k, bound[k]) for k in IDENTITY_FIELDS}
+            c.execute(
+                update(defenders)
+                .where(defenders.c.id == defender_id)
+                .values(**values, connected=True, last_seen=now)
+            )
+            return bound
 
     def disconnected(self, defender_id: str) -> None:
         with self.engine.begin() as c:

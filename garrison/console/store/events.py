@@ -1,4 +1,4 @@
-"""Runtime audit events: idempotent batch insert (event id is unique) and filtered queries."""
+"""Runtime audit events: idempotent batch insert (unique per defender and event id) and filtered queries."""
 
 from __future__ import annotations
 
@@ -63,39 +63,49 @@ class EventStore:
         return self.insert_groups([(batch, defender_id)])[0]
 
     def insert_groups(self, groups: Sequence[tuple[Sequence[AuditEvent], str]]) -> list[set[str]]:
-        """Several defenders' batches in one transaction; the new ids of each group (an id sent by two
-        groups counts for the first). Bodies are serialised by pydantic (Rust), once."""
+        """Several defenders' batches in one transaction; the new event ids of each group.
+
+        An event is identified by (defender id, event id): a defender can never make another
+        defender's event look like a duplicate by sending its id first. Within one defender an id
+        sent by two groups counts for the first. Bodies are serialised by pydantic (Rust), once."""
         rows = [row for batch, defender_id in groups for row in _rows(batch, defender_id)]
         if not rows:
             return [set() for _ in groups]
         new = self._insert_pg(rows) if self.engine.dialect.name == "postgresql" else self._insert_sqlite(rows)
         out: list[set[str]] = []
-        for batch, _ in groups:
-            mine = {e.id for e in batch} & new
+        for batch, defender_id in groups:
+            mine = {(defender_id, e.id) for e in batch} & new
             new -= mine
-            out.append(mine)
+            out.append({event_id for _, event_id in mine})
         return out
 
-    def _insert_sqlite(self, rows: list[tuple[Any, ...]]) -> set[str]:
-        """Look up which ids exist, then one executemany of INSERT OR IGNORE (the driver's C path).
+    def _insert_sqlite(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+        """Look up which (defender, event) keys exist, then one executemany of INSERT OR IGNORE.
 
         SQLite has one writer at a time anyway; the lock makes look-up + insert atomic within this
         process, so the "new" set is exact (one console process per SQLite file)."""
-        ids = list(dict.fromkeys(r[0] for r in rows))
+        keys = list(dict.fromkeys((r[3], r[0]) for r in rows))
+        by_defender: dict[str, list[str]] = {}
+        for defender_id, event_id in keys:
+            by_defender.setdefault(defender_id, []).append(event_id)
         cols = ", ".join(_COLUMNS)
         marks = ", ".join("?" for _ in _COLUMNS)
         with self._sqlite_lock, self.engine.begin() as c:
             cur = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            existing: set[str] = set()
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                q = f"SELECT event_id FROM events WHERE event_id IN ({', '.join('?' for _ in chunk)})"
-                existing.update(row[0] for row in cur.execute(q, chunk))
+            existing: set[tuple[str, str]] = set()
+            for defender_id, ids in by_defender.items():
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    q = (
+                        "SELECT event_id FROM events WHERE defender_id = ? AND event_id IN "
+                        f"({', '.join('?' for _ in chunk)})"
+                    )
+                    existing.update((defender_id, row[0]) for row in cur.execute(q, [defender_id, *chunk]))
             cur.executemany(f"INSERT OR IGNORE INTO events ({cols}) VALUES ({marks})", rows)
             cur.close()
-        return set(ids) - existing
+        return set(keys) - existing
 
-    def _insert_pg(self, rows: list[tuple[Any, ...]]) -> set[str]:
+    def _insert_pg(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
         """COPY into a per-connection staging table, then one INSERT ... ON CONFLICT DO NOTHING.
 
         A multi-row INSERT with thousands of bound parameters spends most of its time in the driver's
@@ -112,10 +122,11 @@ class EventStore:
                     for r in rows:
                         copy.write_row(r)
                 cur.execute(
-                    f"INSERT INTO events ({cols}) SELECT DISTINCT ON (event_id) {cols} FROM events_stage "
-                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+                    f"INSERT INTO events ({cols}) SELECT DISTINCT ON (defender_id, event_id) {cols} "
+                    "FROM events_stage ON CONFLICT (defender_id, event_id) DO NOTHING "
+                    "RETURNING defender_id, event_id"
                 )
-                return {row[0] for row in cur.fetchall()}
+                return {(row[0], row[1]) for row in cur.fetchall()}
 
     def query(self, flt: EventFilter, *, limit: int, offset: int) -> list[dict[str, Any]]:
         q = flt.apply(select(events.c.body)).order_by(events.c.time.desc(), events.c.seq.desc())

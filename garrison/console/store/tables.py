@@ -73,6 +73,7 @@ enrolment_tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("created_by", String(128), nullable=False, server_default=""),
     Column("revoked", Boolean, nullable=False, server_default=false()),
+    Column("scope", JSON, nullable=True),  # {org, space, app, app_guid}: what the bundle may enrol
 )
 
 seen_nonces = Table(
@@ -101,13 +102,15 @@ defenders = Table(
     Column("revoked", Boolean, nullable=False, server_default=false()),
     Column("enrolled_at", Float, nullable=False),
     Column("last_seen", Float, nullable=True),
+    Column("key_fingerprint", String(64), nullable=False, server_default=""),
+    Column("token_id", Integer, nullable=True),
 )
 
 events = Table(
     "events",
     metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("event_id", String(64), nullable=False, unique=True),
+    Column("event_id", String(64), nullable=False),
     Column("time", Float, nullable=False),
     Column("received_at", Float, nullable=False),
     Column("defender_id", String(256), nullable=False),
@@ -122,6 +125,7 @@ events = Table(
     Column("control", String(128), nullable=False),
     Column("message", Text, nullable=False),
     Column("body", JSON, nullable=False),
+    UniqueConstraint("defender_id", "event_id", name="uq_events_defender_event"),
     Index("ix_events_time", "time"),
     Index("ix_events_app_type_time", "app_name", "type", "time"),
     Index("ix_events_defender", "defender_id"),
