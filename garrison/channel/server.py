@@ -52,7 +52,9 @@ class DefenderNotConnected(LookupError):
 class _Peer:
     """One authenticated defender connection and its writer."""
 
-    def __init__(self, defender_id: str, conn: ServerConnection, hello: p.Hello, *, bound: bool = False) -> None:
+    def __init__(
+        self, defender_id: str, conn: ServerConnection, hello: p.Hello, *, bound: bool = False
+    ) -> None:
         self.defender_id = defender_id
         self.conn = conn
         self.hello = hello
@@ -323,7 +325,9 @@ class ChannelServer:
         )
         if bound is not None:
             hello = hello.model_copy(update=dict(bound))
-        peer = _Peer(defender_id, conn, hello, bound=bound is not None and bool(bound.app_name or bound.app_guid))
+        peer = _Peer(
+            defender_id, conn, hello, bound=bound is not None and bool(bound.app_name or bound.app_guid)
+        )
         old = self._peers.get(defender_id)
         self._peers[defender_id] = peer
         if old is not None:
@@ -513,7 +517,13 @@ def _split_oversized(events: list[AuditEvent], message_size: int) -> tuple[list[
 
 def _identity(peer: _Peer) -> dict[str, Any]:
     h = peer.hello
-    return {"app_id": h.app_id, "app_name": h.app_name, "org": h.org, "space": h.space, "instance": h.instance}
+    return {
+        "app_id": h.app_id,
+        "app_name": h.app_name,
+        "org": h.org,
+        "space": h.space,
+        "instance": h.instance,
+    }
 
 
 def _identity_filler(peer: _Peer) -> Callable[[dict[str, Any]], dict[str, Any]]:

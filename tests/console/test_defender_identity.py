@@ -125,7 +125,13 @@ def test_scoped_bundle_cannot_claim_another_app(any_console):
     # The readable part is what was asked for; the identity is the one checked against the scope.
     with any_console.api() as c:
         d = c.get(f"/defenders/{ok.defender_id}").json()
-    assert (d["app_name"], d["org"], d["space"], d["app_guid"], d["instance"]) == (app, "acme", "prod", "g-1", 2)
+    assert (d["app_name"], d["org"], d["space"], d["app_guid"], d["instance"]) == (
+        app,
+        "acme",
+        "prod",
+        "g-1",
+        2,
+    )
     assert "key_fingerprint" not in d
 
 
@@ -148,6 +154,7 @@ def test_same_app_name_in_two_spaces(any_console):
         for conn in conns:
             await conn.send(p.dump(p.Events(seq=1, events=[_ev(app) for _ in range(3)])))
             stored.append((await next_of(conn, p.Ack)).stored)
+
         # Forensics reach the right instance.
         async def answer(conn: Any, tag: str) -> None:
             cmd = await next_of(conn, p.Command)
@@ -184,7 +191,9 @@ def test_event_id_squatting(any_console):
     async def scenario() -> list[int]:
         acks = []
         for who in ("squatter", "genuine"):
-            ident = await _identity(any_console, token, requested_id=who, app=p.AppIdentity(app_name=app, space=who))
+            ident = await _identity(
+                any_console, token, requested_id=who, app=p.AppIdentity(app_name=app, space=who)
+            )
             conn, _ = await open_defender(any_console.ws_address, any_console.ca_pem, ident)
             for seq in (1, 2):  # the re-send of each is still a duplicate of its own
                 await conn.send(p.dump(p.Events(seq=seq, events=[_ev(app, shared_id)])))
@@ -217,7 +226,9 @@ def test_hello_cannot_change_bound_identity(any_console):
         ident = await _identity(any_console, token, app=claim)
         ctx = client_ssl_context(any_console.ca_pem.encode(), cert_pem=ident.cert_pem, key_pem=ident.key_pem)
         async with connect(any_console.ws_address, ssl=ctx) as conn:
-            await conn.send(p.dump(p.Hello(app_name="payments", org="bank", space="prod", instance=7, version="9")))
+            await conn.send(
+                p.dump(p.Hello(app_name="payments", org="bank", space="prod", instance=7, version="9"))
+            )
             assert isinstance(p.parse(await conn.recv()), p.PolicySnapshot)
         return ident.defender_id
 

@@ -50,7 +50,9 @@ def install_bundle(
     org: Annotated[str | None, Query(max_length=256, description="only apps of this CF org")] = None,
     space: Annotated[str | None, Query(max_length=256, description="only apps of this CF space")] = None,
     app: Annotated[str | None, Query(max_length=256, description="only this CF app name")] = None,
-    app_guid: Annotated[str | None, Query(max_length=256, description="only the CF app with this guid")] = None,
+    app_guid: Annotated[
+        str | None, Query(max_length=256, description="only the CF app with this guid")
+    ] = None,
 ) -> Any:
     """A bundle with a fresh enrolment token (each call mints one; operators and admins only).
 

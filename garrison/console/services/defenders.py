@@ -104,6 +104,7 @@ def _check_scope(scope: dict[str, str], claim: AppIdentity) -> None:
     wrong = [f"{k} {claimed[k]!r} (bundle is for {v!r})" for k, v in scope.items() if claimed.get(k) != v]
     if wrong:
         raise EnrolmentRefused(
-            "this install bundle is scoped to another app: " + ", ".join(wrong)
+            "this install bundle is scoped to another app: "
+            + ", ".join(wrong)
             + "; download a bundle for this app"
         )

@@ -69,9 +69,7 @@ class DefenderStore:
             row = c.execute(q).mappings().first()
         return dict(row) if row else None
 
-    def register(
-        self, prefix: str, fingerprint: str, identity: dict[str, Any], token_id: int | None
-    ) -> str:
+    def register(self, prefix: str, fingerprint: str, identity: dict[str, Any], token_id: int | None) -> str:
         """The id for a defender holding the key with this fingerprint, created if new.
 
         The id is `<prefix>-<first hex digits of the fingerprint>`: a different key always gets a
@@ -119,9 +117,13 @@ class DefenderStore:
         Later hellos can change versions, hostname and kernel features, never the identity."""
         now = time.time()
         with self.engine.begin() as c:
-            row = c.execute(
-                select(*(defenders.c[k] for k in IDENTITY_FIELDS)).where(defenders.c.id == defender_id)
-            ).mappings().first()
+            row = (
+                c.execute(
+                    select(*(defenders.c[k] for k in IDENTITY_FIELDS)).where(defenders.c.id == defender_id)
+                )
+                .mappings()
+                .first()
+            )
             if row is None:  # certificate from an earlier database (e.g. restored CA): re-register
                 c.execute(
                     insert(defenders).values(
