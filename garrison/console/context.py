@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from garrison.console.services.auth import AuthService
 from garrison.console.services.defenders import DefenderService
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
+from garrison.console.services.throttle import LoginThrottle, policy_from_env
 from garrison.console.store.open import Store
 from garrison.pki import CertificateAuthority
 
@@ -47,7 +49,11 @@ class ConsoleContext:
             store=store,
             ca=ca,
             metrics=metrics,
-            auth=AuthService(store),
+            auth=AuthService(
+                store,
+                throttle=LoginThrottle(policy_from_env(os.environ.get("GARRISON_LOGIN_THROTTLE"))),
+                on_login_event=lambda kind: metrics.logins.labels(kind).inc(),
+            ),
             policies=policies,
             scans=ScanService(store, policies),
             defenders=DefenderService(store, ca),

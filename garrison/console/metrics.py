@@ -21,6 +21,12 @@ class ConsoleMetrics:
         self.defenders_connected = Gauge(
             "garrison_defenders_connected", "Defenders connected to this console", registry=self.registry
         )
+        self.logins = Counter(
+            "garrison_login_failures",
+            "Refused logins: failed (wrong credentials), throttled (back-off/lockout), lockout (started)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.policy_revision = Gauge(
             "garrison_policy_revision", "Current runtime policy revision", registry=self.registry
         )

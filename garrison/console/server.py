@@ -60,9 +60,10 @@ def _write_state(path: Path, data: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
-def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, str | None, Path, Path]:
-    """CA, server certificate, store (migrated), admin user. Returns the context, the new admin password
-    (first start only) and the server certificate/key paths."""
+def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, Path, Path]:
+    """CA, server certificate, store (migrated). Returns the context and the server certificate/key
+    paths. The admin user is created only once both listeners are up (see serve): a first start
+    that fails (port in use...) must not create it and lose its password."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(cfg.data_dir, 0o700)
     ca = ensure_ca(cfg.data_dir)
@@ -72,12 +73,11 @@ def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, str | None, Path, Path]
         store.defenders.mark_all_disconnected()
     ctx = ConsoleContext.build(cfg.data_dir, store, ca)
     ctx.blobstore = cfg.blobstore
-    password = ctx.auth.ensure_admin()
-    return ctx, password, cert, key
+    return ctx, cert, key
 
 
 async def serve(cfg: ConsoleConfig) -> None:
-    ctx, password, cert, key = await asyncio.to_thread(prepare, cfg)
+    ctx, cert, key = await asyncio.to_thread(prepare, cfg)
     if cfg.blobstore is not None:
         cfg.blobstore.mkdir(parents=True, exist_ok=True)
         ctx.scans.start_blobstore(cfg.blobstore)
@@ -124,6 +124,7 @@ async def serve(cfg: ConsoleConfig) -> None:
         if task.done():
             await task
             raise RuntimeError("the HTTPS server did not start")
+        password = await asyncio.to_thread(ctx.auth.ensure_admin)
         _write_state(
             state_path,
             {

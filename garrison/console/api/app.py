@@ -14,6 +14,7 @@ from garrison.console.api import audits, auth, defenders, policies, scans, setti
 from garrison.console.api.limits import RequestGuard, status_counter
 from garrison.console.context import ConsoleContext
 from garrison.console.services.errors import Conflict, Invalid, NotFound
+from garrison.console.services.throttle import Throttled
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("garrison.console")
@@ -36,6 +37,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
 
     for exc_type, status in ((NotFound, 404), (Conflict, 409), (Invalid, 422)):
         app.add_exception_handler(exc_type, _handler(status))
+    app.add_exception_handler(Throttled, _throttled)
 
     try:
         from garrison.console.ui import router as ui_router
@@ -51,6 +53,11 @@ def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONRespon
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     return handle
+
+
+async def _throttled(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Throttled)
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
 
 def asgi(ctx: ConsoleContext) -> ASGIApp:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -57,8 +57,9 @@ router = APIRouter(tags=["auth"])
 
 
 @router.post("/authenticate", response_model=TokenOut)
-async def authenticate(body: Credentials, c: Ctx) -> Any:
-    p = await run_in_threadpool(c.auth.check_password, body.username, body.password)
+async def authenticate(body: Credentials, c: Ctx, request: Request) -> Any:
+    address = request.client.host if request.client else ""
+    p = await run_in_threadpool(c.auth.login, body.username, body.password, address, via="authenticate")
     if p is None:
         raise HTTPException(status_code=401, detail="wrong username or password")
     _, token = await run_in_threadpool(c.auth.issue_token, p.username)
@@ -79,10 +80,12 @@ def create_user(body: NewUser, c: Ctx, p: Admin) -> Any:
 
 @router.put("/users/{username}", response_model=UserOut)
 def update_user(username: str, body: UserUpdate, c: Ctx, p: Admin) -> Any:
-    c.auth.update_user(username, password=body.password, role=body.role)
+    revoked = c.auth.update_user(username, password=body.password, role=body.role)
     detail: dict[str, Any] = {"role": body.role} if body.role else {}
     if body.password is not None:
         detail["password"] = "changed"
+    if revoked:
+        detail["tokens_revoked"] = revoked
     c.store.mgmt.record(p.username, "user.update", username, detail)
     return next(u for u in c.store.users.all() if u["username"] == username)
 

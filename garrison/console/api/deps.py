@@ -48,7 +48,8 @@ def principal(
             username, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
         except (binascii.Error, ValueError):
             raise _unauthorized("malformed Basic credentials") from None
-        p = c.auth.check_password(username, password) if sep else None
+        address = request.client.host if request.client else ""
+        p = c.auth.login(username, password, address, via="basic") if sep else None
         if p is None:
             raise _unauthorized("wrong username or password")
         return p

@@ -95,6 +95,17 @@ class UserStore:
             )
             return res.rowcount > 0
 
+    def delete_tokens(self, username: str, *, name: str | None = None) -> int:
+        """Revoke the user's tokens (only those called `name` when given); returns how many."""
+        with self.engine.begin() as c:
+            uid = c.execute(select(users.c.id).where(users.c.username == username)).scalar_one_or_none()
+            if uid is None:
+                return 0
+            q = delete(api_tokens).where(api_tokens.c.user_id == uid)
+            if name is not None:
+                q = q.where(api_tokens.c.name == name)
+            return int(c.execute(q).rowcount)
+
     def purge_expired_tokens(self, now: float) -> None:
         with self.engine.begin() as c:
             c.execute(delete(api_tokens).where(api_tokens.c.expires_at < now))

@@ -78,6 +78,17 @@ function showError(box, message) {
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
+/** Where to go after signing in: a same-origin path only. `next` comes from the URL, so anyone can
+ * craft it: `//host`, `/\\host`, `/<TAB>/host` and absolute URLs would leave the console. */
+function safeNext(raw) {
+  const local = /^\/(?![\/\\])[\x21-\x7e]*$/;  // one leading '/', then printable ASCII only
+  if (!raw || !local.test(raw)) return "/dashboard";
+  let url;
+  try { url = new URL(raw, location.origin); } catch (_) { return "/dashboard"; }
+  const target = url.pathname + url.search + url.hash;  // normalised: '/..//host' becomes '//host'
+  return url.origin === location.origin && local.test(target) ? target : "/dashboard";
+}
+
 function toLogin() {
   const next = encodeURIComponent(location.pathname + location.search);
   location.replace(`/login?next=${next}`);
@@ -192,10 +203,13 @@ function initLogin() {
       resp = await fetch(`${API}/authenticate`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     } catch (_) { showError(err, "The console is unreachable."); return; }
     if (resp.status === 401) { showError(err, "Wrong username or password."); return; }
+    if (resp.status === 429) {
+      showError(err, `Too many failed sign-ins: try again in ${resp.headers.get("Retry-After") || "a few"} s.`);
+      return;
+    }
     if (!resp.ok) { showError(err, `Sign-in failed (${resp.status}).`); return; }
     sessionStorage.setItem(TOKEN_KEY, (await resp.json()).token);
-    const next = new URLSearchParams(location.search).get("next");
-    location.replace(next && next.startsWith("/") && !next.startsWith("//") ? next : "/dashboard");
+    location.replace(safeNext(new URLSearchParams(location.search).get("next")));
   });
 }
 

@@ -1,0 +1,227 @@
+"""Accounts: brute-force throttling (issue 10 #3), the admin password on a failed first start and
+`garrison console reset-admin` (#6), sessions revoked on password/role change (#9)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from garrison.console.services.throttle import LoginThrottle, Throttled, ThrottlePolicy, policy_from_env
+from tests.fixtures.console import RunningConsole
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_backs_off_then_locks_per_user_and_per_address():
+    clock = _Clock()
+    t = LoginThrottle(
+        ThrottlePolicy(free=3, base_delay_s=1, max_delay_s=8, lockout_after=8, lockout_s=600), clock
+    )
+    # Per user, from ever-changing addresses (a botnet guessing one account).
+    for i in range(3):
+        t.check("admin", f"10.0.0.{i}")
+        t.failed("admin", f"10.0.0.{i}")
+    t.check("admin", "10.0.1.1")  # three free failures
+    t.failed("admin", "10.0.1.1")
+    with pytest.raises(Throttled) as exc:
+        t.check("admin", "10.0.1.2")
+    assert exc.value.retry_after == 1 and not exc.value.locked
+    t.check("someone-else", "10.0.1.3")  # other users are not affected
+    delays = []
+    for i in range(3):
+        clock.now += 100
+        t.failed("admin", f"10.0.2.{i}")
+        with pytest.raises(Throttled) as exc:
+            t.check("admin", "10.0.9.9")
+        delays.append(exc.value.retry_after)
+    assert delays == [2, 4, 8]  # exponential, capped
+    clock.now += 100
+    assert t.failed("admin", "10.0.3.1") == ["user:admin"]  # the 8th failure locks the user
+    with pytest.raises(Throttled) as exc:
+        t.check("admin", "192.168.1.1")
+    assert exc.value.locked and exc.value.retry_after == 600
+    clock.now += 601
+    t.check("admin", "192.168.1.1")
+    # Per address, spraying many user names.
+    for i in range(4):
+        t.failed(f"user{i}", "172.16.0.1")
+    with pytest.raises(Throttled):
+        t.check("fresh-user", "172.16.0.1")
+    t.succeeded("fresh-user", "172.16.0.1")  # a success clears the address
+    t.check("fresh-user", "172.16.0.1")
+
+
+def test_throttle_settings_from_env():
+    assert policy_from_env("free=2,lockout_after=4,lockout_s=60") == ThrottlePolicy(
+        free=2, lockout_after=4, lockout_s=60.0
+    )
+    with pytest.raises(ValueError, match="unknown setting"):
+        policy_from_env("fee=1")
+
+
+def _metric(c: RunningConsole, token: str, kind: str) -> float:
+    text = httpx.get(
+        c.url + "/metrics", verify=c.ssl_context(), headers={"authorization": f"Bearer {token}"}
+    ).text
+    m = re.search(rf'^garrison_login_failures_total{{kind="{kind}"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_brute_force_is_throttled_locked_audited_and_counted(console_factory):
+    c = console_factory(
+        env={"GARRISON_LOGIN_THROTTLE": "free=5,base=0.2,max=0.4,lockout_after=9,lockout_s=600"}
+    )
+    with c.api() as api:
+        token = api.post("/authenticate", json={"username": "admin", "password": c.admin_password}).json()[
+            "token"
+        ]
+    statuses: list[int] = []
+    retry_after: list[str] = []
+    with httpx.Client(base_url=c.url + "/api/v1", verify=c.ssl_context()) as anon:
+        for _ in range(7):
+            r = anon.post("/authenticate", json={"username": "admin", "password": "wrong-guess"})
+            statuses.append(r.status_code)
+            retry_after.append(r.headers.get("retry-after", ""))
+        assert statuses[:6] == [401] * 6 and statuses[6] == 429, statuses
+        assert int(retry_after[6]) >= 1
+        # While waiting, even the right password is refused: no oracle for a correct guess.
+        r = anon.post("/authenticate", json={"username": "admin", "password": c.admin_password})
+        assert r.status_code == 429
+        # Basic auth on any route is throttled the same way.
+        assert anon.get("/version", auth=("admin", c.admin_password)).status_code == 429
+        # Keep failing (respecting the back-off) until the lockout.
+        for _ in range(10):
+            time.sleep(0.45)
+            r = anon.post("/authenticate", json={"username": "admin", "password": "wrong-guess"})
+            if r.status_code == 429 and "locked" in r.json()["detail"]:
+                break
+        assert r.status_code == 429 and "locked" in r.json()["detail"], r.text
+        assert int(r.headers["retry-after"]) > 500
+    with c.api(token=token) as api:  # an already issued token keeps working
+        audits = api.get("/audits/mgmt", params={"limit": 100}).json()
+    failed = [a for a in audits if a["action"] == "auth.login_failed"]
+    assert len(failed) >= 9 and failed[0]["detail"]["address"] == "127.0.0.1"
+    assert failed[0]["target"] == "admin"
+    assert any(a["action"] == "auth.lockout" for a in audits)
+    assert _metric(c, token, "failed") >= 9
+    assert _metric(c, token, "throttled") >= 3
+    assert _metric(c, token, "lockout") >= 1
+    assert "failed login for 'admin' from 127.0.0.1" in c.log()
+
+
+def test_failed_first_start_does_not_lose_the_admin_password(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "garrison",
+                "console",
+                "--data-dir",
+                str(tmp_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--defender-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        busy.close()
+    assert r.returncode != 0 and "password:" not in r.stdout
+    c = RunningConsole(tmp_path).start()  # the next start creates the admin and prints its password
+    try:
+        assert c.admin_password
+        with c.api() as api:
+            assert api.get("/version").status_code == 200
+    finally:
+        c.stop()
+
+
+def _reset_admin(c: RunningConsole) -> str:
+    r = subprocess.run(
+        [sys.executable, "-m", "garrison", "console", "reset-admin", "--data-dir", str(c.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    return re.search(r"password: (\S+)", r.stdout).group(1)
+
+
+def test_reset_admin_sets_a_new_password_and_revokes_tokens(console_factory, tmp_path):
+    c = console_factory()
+    with c.api() as api:
+        session = api.post("/authenticate", json={"username": "admin", "password": c.admin_password}).json()
+        # Even a deleted or demoted admin account is brought back as an admin.
+        api.post("/users", json={"username": "boss", "password": "boss-password-1", "role": "admin"})
+    with c.api("boss", "boss-password-1") as boss:
+        assert boss.put("/users/admin", json={"role": "auditor"}).status_code == 200
+    new = _reset_admin(c)
+    assert new != c.admin_password
+    with c.api(token=session["token"]) as api:
+        assert api.get("/version").status_code == 401
+    with c.api("admin", new) as api:
+        assert api.get("/users").status_code == 200  # the admin role is back
+        audits = api.get("/audits/mgmt").json()
+    assert any(a["action"] == "user.reset_admin" and a["username"] == "local" for a in audits)
+    r = subprocess.run(
+        [sys.executable, "-m", "garrison", "console", "reset-admin", "--data-dir", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "not a console data directory" in r.stderr
+
+
+def test_sessions_are_revoked_on_password_and_role_change(console_factory):
+    c = console_factory()
+    c.create_user("carol", "carol-password-1", "operator")
+
+    def login(password: str) -> str:
+        with c.api("carol", password) as api:
+            return str(
+                api.post("/authenticate", json={"username": "carol", "password": password}).json()["token"]
+            )
+
+    def works(token: str) -> bool:
+        with c.api(token=token) as api:
+            return api.get("/version").status_code == 200
+
+    session = login("carol-password-1")
+    with c.api("carol", "carol-password-1") as api:
+        api_token = api.post("/tokens", json={"name": "ci", "ttl_days": 1}).json()["token"]
+    with c.api() as admin:
+        assert admin.put("/users/carol", json={"role": "auditor"}).status_code == 200
+    assert not works(session)  # the UI session signed in under the old role is gone
+    assert works(api_token)  # API tokens follow the new role at once
+    with c.api(token=api_token) as api:
+        assert api.put("/policies/runtime/app-embedded", json={"rules": []}).status_code == 403
+    session = login("carol-password-1")
+    with c.api() as admin:
+        r = admin.put("/users/carol", json={"password": "carol-password-2"})
+        assert r.status_code == 200
+        audit = admin.get("/audits/mgmt", params={"username": "admin"}).json()[0]
+    assert not works(session) and not works(api_token)  # a password change revokes every token
+    assert audit["action"] == "user.update" and audit["detail"]["tokens_revoked"] == 2
+    assert works(login("carol-password-2"))
