@@ -178,11 +178,11 @@ def collect_tar(path: Path, limits: Limits | None = None) -> ContentDigest:
                             f"{path}: more than {limits.max_files} entries (tar bomb?), refused"
                         )
                     name = _safe_name(m.name)
-                    if name is None or not _in_scope(name):
+                    if name is None:
                         continue
                     if m.islnk():
                         target = _safe_name(m.linkname)
-                        if target is not None and target in by_member:
+                        if _in_scope(name) and target is not None and target in by_member:
                             cd.add(name, by_member[target])
                         continue
                     if not m.isreg():
@@ -202,8 +202,9 @@ def collect_tar(path: Path, limits: Limits | None = None) -> ContentDigest:
                         h.update(chunk)
                         if keep:
                             body += chunk
-                    by_member[name] = h.hexdigest()
-                    cd.add(name, by_member[name])
+                    by_member[name] = h.hexdigest()  # every member: a hard link may point anywhere
+                    if _in_scope(name):
+                        cd.add(name, by_member[name])
                     if keep:
                         cd.records[name] = body
         except (tarfile.TarError, zlib.error, EOFError, OSError, lzma.LZMAError) as exc:
