@@ -65,6 +65,16 @@ class Package(BaseModel):
     source: str = ""  # which detector found it: dist-info, package-lock, pom.properties, buildinfo, dpkg...
 
 
+class Waiver(BaseModel):
+    """Why a finding does not count against the assurance policy: the exception that accepted it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exception: str  # "vulnerability:<id>" or "package:<name glob>"
+    reason: str
+    expires: date | None = None
+
+
 class VulnerabilityFinding(BaseModel):
     """A package version matched by an advisory (aliases folded into one finding)."""
 
@@ -72,6 +82,7 @@ class VulnerabilityFinding(BaseModel):
 
     id: str
     aliases: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)  # advisory databases: osv, rubysec, nodejs-security-wg
     ecosystem: str
     package: str
     version: str
@@ -81,6 +92,7 @@ class VulnerabilityFinding(BaseModel):
     cvss_vector: str | None = None
     summary: str = ""
     locations: list[str] = Field(default_factory=list)
+    waiver: Waiver | None = None  # set by the assurance policy when an exception accepts the finding
 
 
 class SecretFinding(BaseModel):
@@ -209,6 +221,7 @@ class ScanReport(BaseModel):
     policy: str = ""  # name of the assurance policy the verdict came from
     verdict: Literal["pass", "fail"] = "pass"
     reasons: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)  # policy findings that warn without failing
     waived: list[WaivedFinding] = Field(default_factory=list)
     summary: Summary = Field(default_factory=Summary)
     packages: list[Package] = Field(default_factory=list)
