@@ -155,7 +155,7 @@ def test_rescans_map_blob_to_app_use_late_db_imports_and_policy_changes(tmp_path
     r = next(x for x in got[2:] if x.digest == digest)
     assert r.verdict == "fail" and [v.id for v in r.vulnerabilities] == ["DEMO-2026-1"]
     assert r.db_revision.startswith("1@")
-    with VulnIndex(db) as ix:
+    with VulnIndex(db, writable=True) as ix:
         ix.import_advisories([{**ADVISORY, "modified": "2026-02-01T00:00:00Z"}], "second import")
     n = len(got)
     scanner.scan_once()  # and every later import
