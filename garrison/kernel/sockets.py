@@ -12,17 +12,17 @@ from garrison.kernel._libc import libc as _libc
 from garrison.kernel.procmem import IoVec as _IoVec
 
 # Raw socket calls on a descriptor taken from the target: the exact address bytes already checked.
-_libc.connect.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-_libc.sendto.argtypes = [
+_int, _bytes, _ptr, _size, _len = (
     ctypes.c_int,
     ctypes.c_char_p,
+    ctypes.c_void_p,
     ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_char_p,
     ctypes.c_uint,
-]
+)
+_libc.connect.argtypes = [_int, _bytes, _len]
+_libc.sendto.argtypes = [_int, _bytes, _size, _int, _bytes, _len]
 _libc.sendto.restype = ctypes.c_ssize_t
-_libc.sendmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_libc.sendmsg.argtypes = [_int, _ptr, _int]
 _libc.sendmsg.restype = ctypes.c_ssize_t
 
 
@@ -60,17 +60,10 @@ def raw_sendmsg(fd: int, name: bytes | None, data: bytes, control: bytes, flags:
     return (int(n), 0) if n >= 0 else (-1, ctypes.get_errno())
 
 
-_libc.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-_libc.getsockname.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-_libc.bind.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-_libc.recvfrom.argtypes = [
-    ctypes.c_int,
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-]
+_libc.getsockopt.argtypes = [_int, _int, _int, _ptr, _ptr]
+_libc.getsockname.argtypes = [_int, _ptr, _ptr]
+_libc.bind.argtypes = [_int, _bytes, _len]
+_libc.recvfrom.argtypes = [_int, _ptr, _size, _int, _ptr, _ptr]
 _libc.recvfrom.restype = ctypes.c_ssize_t
 _SOL_SOCKET, _SO_TYPE, _SO_PROTOCOL, _SO_DOMAIN = 1, 3, 38, 39
 

@@ -8,21 +8,12 @@ import time
 
 import pytest
 
+from tests.defender.test_net_address_forms import CONNECT_FORMS, FORMS
+
 from .conftest import HOST4
 from .servers import TcpServer, UdpServer
 
 pytestmark = pytest.mark.slow
-
-FORMS = ["0.0.0.0", "::", "::ffff:0.0.0.0", "::ffff:127.0.0.1", "127.0.0.2", "::1"]
-
-CONNECT_FORMS = """
-import socket, sys
-port = int(sys.argv[1])
-for host in sys.argv[2:]:
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    print(host, s.connect_ex((host, port)))
-    s.close()
-"""
 
 
 def _loopback_listeners(ns_call):
