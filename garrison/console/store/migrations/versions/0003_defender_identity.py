@@ -6,8 +6,8 @@
   issued to another key) and `token_id` (the install bundle that enrolled it).
 - enrolment_tokens: `scope` (org / space / app / app_guid the bundle may enrol, null = any).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_defender_identity
+Revises: 0002_scan_identity
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003_defender_identity"
+down_revision = "0002_scan_identity"
 branch_labels = None
 depends_on = None
 
