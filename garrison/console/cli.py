@@ -80,6 +80,15 @@ def console(
             "--blobstore-poll", help="seconds between blobstore polls (new droplets, DB imports)", min=0.1
         ),
     ] = 60.0,
+    public_metrics: Annotated[
+        bool, typer.Option("--public-metrics", help="serve /metrics without a token (default: token needed)")
+    ] = False,
+    public_api_docs: Annotated[
+        bool,
+        typer.Option(
+            "--public-api-docs", help="serve the OpenAPI document without a token (default: token needed)"
+        ),
+    ] = False,
 ) -> None:
     """Run the console: HTTPS API + web UI and the WSS defender channel."""
     if ctx.invoked_subcommand is not None:
@@ -96,6 +105,8 @@ def console(
         public_address=public_address,
         blobstore=blobstore.resolve() if blobstore else None,
         blobstore_poll_s=blobstore_poll,
+        public_metrics=public_metrics,
+        public_api_docs=public_api_docs,
     )
     try:
         run(cfg)

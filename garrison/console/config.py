@@ -21,6 +21,8 @@ class ConsoleConfig:
     defender_port: int = 8084
     public_address: str | None = None
     blobstore: Path | None = None
+    public_metrics: bool = False
+    public_api_docs: bool = False
     blobstore_poll_s: float = 60.0
 
     def advertised_host(self) -> str:

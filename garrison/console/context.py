@@ -40,6 +40,8 @@ class ConsoleContext:
     channel: ChannelServer | None = None
     blobstore: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    public: frozenset[str] = frozenset()
+    """what may be read without a token: "metrics" (--public-metrics), "docs" (--public-api-docs)"""
     live: LiveHub = field(default_factory=LiveHub)
 
     @classmethod

@@ -73,6 +73,9 @@ def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, Path, Path]:
         store.defenders.mark_all_disconnected()
     ctx = ConsoleContext.build(cfg.data_dir, store, ca)
     ctx.blobstore = cfg.blobstore
+    ctx.public = frozenset(
+        name for name, on in (("metrics", cfg.public_metrics), ("docs", cfg.public_api_docs)) if on
+    )
     return ctx, cert, key
 
 

@@ -125,5 +125,6 @@ def test_defender_image_ships_onedir_build_and_tarball(console_factory, tmp_path
 
 def test_metrics(any_console, loaded):
     with any_console.api() as c:
-        text = c.get(any_console.url + "/metrics", auth=None).text
+        assert c.get(any_console.url + "/metrics", auth=None).status_code == 401  # token needed
+        text = c.get(any_console.url + "/metrics").text
     assert "garrison_events_ingested_total" in text and "garrison_defenders_connected" in text

@@ -46,8 +46,10 @@ def fuzz_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_target):
-    c, _ = fuzz_target
-    spec = httpx.get(c.url + "/api/v1/openapi.json", verify=c.ssl_context()).json()
+    c, token = fuzz_target
+    spec = httpx.get(
+        c.url + "/api/v1/openapi.json", verify=c.ssl_context(), headers={"authorization": f"Bearer {token}"}
+    ).json()
     schema = schemathesis.openapi.from_dict(spec)
     # The live SSE stream never ends by design (its bad input is tested in tests/ui/test_live.py).
     schema = schema.exclude(path="/api/v1/audits/runtime/app-embedded/stream")
@@ -78,7 +80,7 @@ def test_no_server_errors(api_schema, fuzz_target):
         fuzz()
     assert not failures, "\n".join(failures[:20])
     # The console's own counters confirm the requests were made and none failed with a 5xx.
-    metrics = httpx.get(c.url + "/metrics", verify=c.ssl_context()).text
+    metrics = httpx.get(c.url + "/metrics", verify=c.ssl_context(), headers=headers).text
     counts = {
         line.split('"')[1]: float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()

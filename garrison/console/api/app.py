@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from garrison import __version__
-from garrison.console.api import audits, auth, defenders, policies, scans, settings, system
-from garrison.console.api.limits import RequestGuard, status_counter
+from garrison.console.api import audits, auth, defenders, docs, policies, scans, settings, system
+from garrison.console.api.limits import RequestGuard, security_headers, status_counter
 from garrison.console.context import ConsoleContext
 from garrison.console.services.errors import Conflict, Invalid, NotFound
 from garrison.console.services.throttle import Throttled
@@ -24,8 +24,8 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     app = FastAPI(
         title="Garrison Console API",
         version=__version__,
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        openapi_url=None,  # served by api/docs.py, behind a token unless made public
+        docs_url=None,
         redoc_url=None,
     )
     app.state.ctx = ctx
@@ -34,6 +34,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(system.metrics_router)
+    app.include_router(docs.router)
 
     for exc_type, status in ((NotFound, 404), (Conflict, 409), (Invalid, 422)):
         app.add_exception_handler(exc_type, _handler(status))
@@ -63,4 +64,4 @@ async def _throttled(_request: Request, exc: Exception) -> JSONResponse:
 def asgi(ctx: ConsoleContext) -> ASGIApp:
     """The app wrapped in the request guards (size/NUL) and the status counter."""
     inc = lambda status: ctx.metrics.http_requests.labels(status).inc()  # noqa: E731
-    return status_counter(RequestGuard(create_app(ctx)), inc)
+    return security_headers(status_counter(RequestGuard(create_app(ctx)), inc))

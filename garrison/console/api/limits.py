@@ -107,3 +107,31 @@ def status_counter(app: ASGIApp, inc: Any) -> ASGIApp:
         await app(scope, receive, counting_send)
 
     return wrapped
+
+
+HSTS = b"max-age=31536000"
+"""one year; the console serves HTTPS only, on every port it has"""
+
+
+def security_headers(app: ASGIApp) -> ASGIApp:
+    """HSTS and nosniff on every response (API, UI, docs, errors from the guards, 404s)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                headers = list(msg.get("headers") or [])
+                names = {k.lower() for k, _ in headers}
+                if b"strict-transport-security" not in names:
+                    headers.append((b"strict-transport-security", HSTS))
+                if b"x-content-type-options" not in names:
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                msg = {**msg, "headers": headers}
+            await send(msg)
+
+        await app(scope, receive, send_with_headers)
+
+    return wrapped

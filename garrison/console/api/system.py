@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
 
 from garrison import __version__
 from garrison.console.api.deps import Ctx, Reader
+from garrison.console.api.docs import public_or_reader
 
 router = APIRouter(tags=["system"])
 metrics_router = APIRouter()
@@ -25,6 +26,7 @@ def version(c: Ctx, _p: Reader) -> dict[str, Any]:
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
-def metrics(c: Ctx) -> Response:
-    """Prometheus text format (unauthenticated, like most scrape targets; contains counts only)."""
+def metrics(c: Ctx, _a: Annotated[None, public_or_reader("metrics")]) -> Response:
+    """Prometheus text format; needs a token (Prometheus `authorization: credentials_file`) unless
+    the console runs with --public-metrics."""
     return Response(c.metrics.render(), media_type="text/plain; version=0.0.4")
