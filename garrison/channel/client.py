@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from garrison.channel import protocol as p
 from garrison.channel.bundle import InstallBundle
@@ -61,6 +61,13 @@ def _cap_bytes(rows: list[tuple[int, str]], limit: int) -> list[tuple[int, str]]
         if total > limit and i > 0:
             return rows[:i]
     return rows
+
+
+def _retry_after(exc: InvalidStatus) -> float:
+    try:
+        return max(0.0, float(exc.response.headers.get("Retry-After", "0")))
+    except ValueError:
+        return 0.0
 
 
 class EnrolmentFailed(Exception):
@@ -217,6 +224,7 @@ class DefenderChannelClient:
         attempt = 0
         while not self._stopping.is_set():
             delay_cap = self.backoff_max
+            at_least = 0.0
             try:
                 if self._creds is None:
                     await self.enrol()
@@ -231,6 +239,11 @@ class DefenderChannelClient:
                 self.last_error = str(exc)
                 log.error("console: %s", exc)
                 attempt = max(attempt, 10)
+            except InvalidStatus as exc:
+                # 503 + Retry-After: the console is at its connection limit; come back when it says.
+                at_least = min(_retry_after(exc), self.backoff_max * 4)
+                self.last_error = f"console refused the connection: {exc}"
+                log.info("%s", self.last_error)
             except _NETWORK_ERRORS as exc:
                 self.last_error = f"console unreachable: {exc!r}"
                 log.info("%s", self.last_error)
@@ -241,6 +254,7 @@ class DefenderChannelClient:
                 break
             attempt += 1
             delay = random.uniform(0, min(delay_cap, self.backoff_base * 2**attempt))  # full jitter
+            delay = max(delay, at_least * random.uniform(1.0, 1.5))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from garrison.channel import protocol as p
 from garrison.channel.backend import ChannelBackend, DefenderHello, EnrolmentRefused
@@ -30,6 +31,8 @@ from garrison.policy.audit import AuditEvent
 
 log = logging.getLogger("garrison.channel.server")
 
+HANDSHAKE_TIMEOUT_S = 10.0
+"""TLS + WebSocket opening handshake: a connection that does not finish it in time is closed"""
 ENROL_TIMEOUT_S = 30.0
 HELLO_TIMEOUT_S = 30.0
 MAX_BAD_MESSAGES = 20
@@ -135,9 +138,13 @@ class ChannelServer:
         *,
         policy_poll_interval: float | None = 5.0,
         ping_interval: float | None = 20.0,
+        admission: Callable[[], str | None] | None = None,
+        retry_after_s: int = 30,
     ) -> None:
         """`policy_poll_interval`: also push when the stored revision changed behind our back (another
-        console replica on the same PostgreSQL took the PUT); None disables polling."""
+        console replica on the same PostgreSQL took the PUT); None disables polling.
+        `admission()` returns why a new connection must be refused now (e.g. file descriptors near
+        the limit) or None; a refused defender gets HTTP 503 with `Retry-After: retry_after_s`."""
         self.backend = backend
         self.ssl_context = ssl_context
         self.host = host
@@ -149,6 +156,10 @@ class ChannelServer:
         self._pushed_revision: int | None = None
         self._poller: asyncio.Task[None] | None = None
         self._push_lock = asyncio.Lock()
+        self.admission = admission
+        self.retry_after_s = retry_after_s
+        self.refused: collections.Counter[str] = collections.Counter()
+        """connections refused before the WebSocket opened, by reason"""
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -162,12 +173,23 @@ class ChannelServer:
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_interval,
             server_header=None,
+            process_request=self._admit,
+            open_timeout=HANDSHAKE_TIMEOUT_S,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         if self.policy_poll_interval:
             self._pushed_revision = (await self.backend.current_policy()).revision
             self._poller = asyncio.create_task(self._poll_policy(self.policy_poll_interval))
+
+    def _admit(self, conn: ServerConnection, _request: Request) -> Response | None:
+        reason = self.admission() if self.admission is not None else None
+        if reason is None:
+            return None
+        self.refused[reason] += 1
+        response = conn.respond(503, f"the console cannot take more defenders now ({reason}); retry later\n")
+        response.headers["Retry-After"] = str(self.retry_after_s)
+        return response
 
     async def stop(self) -> None:
         if self._poller is not None:

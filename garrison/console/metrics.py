@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+
+if TYPE_CHECKING:
+    from garrison.console.connections import HttpsConnectionStats
+
+
+class _CounterView:
+    """A labelled counter whose values live elsewhere (read at scrape time)."""
+
+    def __init__(self, name: str, doc: str, read: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        self.name, self.doc, self.read = name, doc, read
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.doc, labels=["listener", "reason"])
+        for listener, reason, value in self.read():
+            family.add_metric([listener, reason], value)
+        yield family
 
 
 class ConsoleMetrics:
@@ -29,6 +49,34 @@ class ConsoleMetrics:
         )
         self.policy_revision = Gauge(
             "garrison_policy_revision", "Current runtime policy revision", registry=self.registry
+        )
+
+    def watch_connections(self, channel_refused: Mapping[str, int], https: HttpsConnectionStats) -> None:
+        """Descriptors and refused connections, read at scrape time."""
+        from garrison.console.connections import fd_limit, fd_reserve, open_fds
+
+        Gauge(
+            "garrison_open_fds", "File descriptors open in the console process", registry=self.registry
+        ).set_function(open_fds)
+        Gauge(
+            "garrison_fd_limit", "Soft RLIMIT_NOFILE of the console process", registry=self.registry
+        ).set_function(fd_limit)
+        Gauge(
+            "garrison_fd_reserve",
+            "Descriptors kept for the store: defenders are refused (503) when open_fds reaches limit - reserve",
+            registry=self.registry,
+        ).set_function(lambda: fd_reserve(fd_limit()))
+        refused = _CounterView(
+            "garrison_connections_refused",
+            "Connections refused: defender channel (fd_limit) and HTTPS (per_address, header_timeout)",
+            lambda: (
+                [("channel", k, v) for k, v in channel_refused.items()]
+                + [("https", k, v) for k, v in https.refused.items()]
+            ),
+        )
+        self.registry.register(refused)
+        Gauge("garrison_https_connections", "Open HTTPS connections", registry=self.registry).set_function(
+            lambda: sum(https.per_address.values())
         )
 
     def render(self) -> bytes:

@@ -23,6 +23,13 @@ from garrison.channel.server import ChannelServer
 from garrison.console.api.app import asgi
 from garrison.console.api.settings import load_alert_settings
 from garrison.console.config import ConsoleConfig, url_host
+from garrison.console.connections import (
+    fd_admission,
+    guarded_protocol,
+    https_limits_from_env,
+    raise_nofile_limit,
+    with_handshake_timeout,
+)
 from garrison.console.context import ConsoleContext
 from garrison.console.services.channel_backend import ConsoleChannelBackend
 from garrison.console.store.open import Store
@@ -80,6 +87,9 @@ def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, Path, Path]:
 
 
 async def serve(cfg: ConsoleConfig) -> None:
+    before, after = raise_nofile_limit()
+    if after != before:
+        log.info("raised the open-files limit from %d to %d", before, after)
     ctx, cert, key = await asyncio.to_thread(prepare, cfg)
     if cfg.blobstore is not None:
         cfg.blobstore.mkdir(parents=True, exist_ok=True)
@@ -94,10 +104,14 @@ async def serve(cfg: ConsoleConfig) -> None:
 
     backend = ConsoleChannelBackend(ctx.store, ctx.defenders, ctx.policies, on_events, ctx.scans)
     channel_tls = server_ssl_context(cert, key, client_ca_pem=ctx.ca.cert_pem, client_cert="optional")
-    channel = ChannelServer(backend, channel_tls, cfg.host or "0.0.0.0", cfg.defender_port)
+    channel = ChannelServer(
+        backend, channel_tls, cfg.host or "0.0.0.0", cfg.defender_port, admission=fd_admission()
+    )
     await channel.start()
     ctx.channel = channel
     ctx.metrics.defenders_connected.set_function(lambda: len(channel.connected_ids()))
+    https_stats = https_limits_from_env(os.environ.get("GARRISON_HTTPS_LIMITS"))
+    ctx.metrics.watch_connections(channel.refused, https_stats)
 
     sock = _bind(cfg.host, cfg.port)
     port = sock.getsockname()[1]
@@ -115,9 +129,11 @@ async def serve(cfg: ConsoleConfig) -> None:
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=5,
+            http=guarded_protocol(https_stats),
         )
     )
     loop = asyncio.get_running_loop()
+    undo_handshake_timeout = with_handshake_timeout(loop, https_stats.handshake_timeout)
 
     def stop() -> None:
         server.should_exit = True
@@ -128,6 +144,7 @@ async def serve(cfg: ConsoleConfig) -> None:
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.02)
+    undo_handshake_timeout()
     state_path = cfg.data_dir / STATE_FILE
     try:
         if task.done():

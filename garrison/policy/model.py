@@ -49,7 +49,10 @@ class ArgvPattern(_Strict):
 
     path: str = Field(default="*", min_length=1, max_length=512)
     args: str = Field(
-        min_length=1, max_length=1024, description="Python regex searched in ' '.join(argv[1:])"
+        min_length=1,
+        max_length=1024,
+        description="Python regex searched in ' '.join(argv[1:])",
+        json_schema_extra={"format": "regex"},
     )
 
     @field_validator("args")
@@ -257,7 +260,9 @@ class RuntimePolicy(_Strict):
     """The ordered rule list as stored by the console and pushed to defenders."""
 
     rules: list[Rule] = Field(default_factory=list, max_length=1000)
-    revision: int = Field(default=0, ge=0, description="set by the console; bumped on every change")
+    revision: int = Field(
+        default=0, ge=0, strict=True, description="set by the console; bumped on every change"
+    )
 
     @field_validator("rules")
     @classmethod

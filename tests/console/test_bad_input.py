@@ -99,7 +99,9 @@ def test_bad_filter_values(console):
             c.get("/audits/runtime/app-embedded", params={"from": "2026-01-01T00:00:00Z"}).status_code == 200
         )
         assert c.get("/scans/99999999999999999999").status_code == 422
-        assert c.get("/defenders/install-bundle", params={"consoleaddr": "bad host/x"}).status_code == 422
+        for addr in ("bad host/x", "[", "[::1", "http://[x]:1"):
+            r = c.get("/defenders/install-bundle", params={"consoleaddr": addr})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "consoleaddr"], r.text
 
 
 def test_scan_reports(console):

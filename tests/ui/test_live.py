@@ -26,15 +26,30 @@ def any_console(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue("console" if request.param == "sqlite" else "console_pg")
 
 
-@pytest.fixture(scope="module")
-def defender(any_console: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DefenderChannelClient]:
+def _defender(console: Any, folder: Path, app: str) -> DefenderChannelClient:
     client = DefenderChannelClient(
-        decode_bundle(any_console.install_bundle()),
-        tmp_path_factory.mktemp("defender"),
-        Hello(app_id="live-id", app_name="live-app", org="o", space="s", instance=0, version="t"),
+        decode_bundle(console.install_bundle()),
+        folder,
+        Hello(app_id=f"{app}-id", app_name=app, org="o", space="s", instance=0, version="t"),
     )
     client.start()
     assert client.wait_connected(30), client.last_error
+    return client
+
+
+@pytest.fixture(scope="module")
+def defender(any_console: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DefenderChannelClient]:
+    client = _defender(any_console, tmp_path_factory.mktemp("defender"), "live-app")
+    yield client
+    client.stop()
+
+
+@pytest.fixture(scope="module")
+def other_defender(
+    any_console: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DefenderChannelClient]:
+    """Another app's defender: a defender's audits are stamped with the app it enrolled for."""
+    client = _defender(any_console, tmp_path_factory.mktemp("other-defender"), "other")
     yield client
     client.stop()
 
@@ -79,18 +94,20 @@ def collect(
 
 
 def test_stream_pushes_filtered_audits_and_resumes(
-    any_console: Any, defender: DefenderChannelClient, tmp_path: Path
+    any_console: Any, defender: DefenderChannelClient, other_defender: DefenderChannelClient, tmp_path: Path
 ) -> None:
     tag = f"{time.time():.6f}"
     with any_console.api() as api, api.stream("GET", STREAM, params={"app": "live-app"}) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
+        other_defender.submit(
+            AuditEvent(type="process", effect="alert", app_name="other", message=f"other-{tag}")
+        )
         defender.submit_many(
             [
                 AuditEvent(type="process", effect="alert", app_name="live-app", message=f"a{i}-{tag}")
                 for i in range(3)
             ]
-            + [AuditEvent(type="process", effect="alert", app_name="other", message=f"other-{tag}")]
         )
         got, cursor, defenders = collect(resp, {f"a{i}-{tag}" for i in range(3)})
     assert set(got) == {f"a{i}-{tag}" for i in range(3)}  # the other app's audit was not sent

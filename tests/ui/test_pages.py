@@ -210,7 +210,9 @@ def test_audit_columns_named_per_type(page: Any, screenshots: Path) -> None:
             shot(page, screenshots, "audits-cnaf")
 
 
-def test_audits_arrive_by_server_push(page: Any, defender: DefenderChannelClient) -> None:
+def test_audits_arrive_by_server_push(
+    page: Any, defender: DefenderChannelClient, console: Any, tmp_path: Path
+) -> None:
     """New audits are pushed over the SSE stream: no list request is made while waiting for them."""
     from playwright.sync_api import expect
 
@@ -230,10 +232,18 @@ def test_audits_arrive_by_server_push(page: Any, defender: DefenderChannelClient
     assert page.evaluate("() => window.__marker") == marker
     listed = [u for u in requests if "/api/v1/audits/runtime/app-embedded?" in u or "/stream" in u]
     assert listed == [], f"the page asked instead of being told: {listed}"
-    # another app's audit does not match the filter and is not pushed into this table
-    defender.submit_many(
-        [AuditEvent(type="process", effect="alert", app_name="other-app", message="not-mine")]
-    )
+    # another app's audit (from that app's own defender: a defender's audits are stamped with the app
+    # it enrolled for) does not match the filter and is not pushed into this table
+    other = _client(console, tmp_path / "other-defender", "other-app")
+    other.start()
+    try:
+        assert other.wait_connected(30), other.last_error
+        other.submit_many(
+            [AuditEvent(type="process", effect="alert", app_name="other-app", message="not-mine")]
+        )
+        assert other.wait_delivered(30)
+    finally:
+        other.stop()
     page.wait_for_timeout(1500)
     expect(page.locator("#audits-table tr.audit", has_text="not-mine")).to_have_count(0)
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator, Field
 
 from garrison.console.api.deps import Ctx, Reader, principal
 from garrison.console.services.live import audit_stream
+from garrison.console.services.throttle import Throttled
 from garrison.console.store.events import EventFilter
 from garrison.policy.audit import AuditEffect, AuditType
 
@@ -18,27 +20,31 @@ router = APIRouter(tags=["audits"])
 _TIME_DOC = "UNIX seconds or ISO 8601 (e.g. 2026-01-31T12:00:00Z)"
 
 
-def _parse_time(name: str, value: str | None) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        t = float(value)
-    except ValueError:
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise HTTPException(status_code=422, detail=f"'{name}' is not a time: use {_TIME_DOC}") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        t = parsed.timestamp()
-    if not math.isfinite(t) or not -1e11 < t < 1e11:
-        raise HTTPException(status_code=422, detail=f"'{name}' is out of range")
-    return t
+def _not_a_number(value: object) -> object:
+    """A number out of the seconds range must not be taken as a datetime (pydantic would)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value.strip())):
+        raise ValueError("not an ISO 8601 time")
+    return value
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|infinity|nan)$", re.I)
+Seconds = Annotated[float, Field(ge=-1e11, le=1e11, allow_inf_nan=False)]
+IsoTime = Annotated[dt.datetime, BeforeValidator(_not_a_number)]
+TimeParam = Seconds | IsoTime | None
+"""UNIX seconds, or an ISO 8601 / RFC 3339 time (naive = UTC); anything else is a 422 naming it"""
+
+
+def _seconds(value: float | dt.datetime | None) -> float | None:
+    if value is None or isinstance(value, float | int):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
 
 
 def event_filter(
-    from_: Annotated[str | None, Query(alias="from", max_length=64, description=_TIME_DOC)] = None,
-    to: Annotated[str | None, Query(max_length=64, description=_TIME_DOC)] = None,
+    from_: Annotated[TimeParam, Query(alias="from", description=_TIME_DOC)] = None,
+    to: Annotated[TimeParam, Query(description=_TIME_DOC)] = None,
     app: Annotated[str | None, Query(max_length=256)] = None,
     defender: Annotated[str | None, Query(max_length=256)] = None,
     type: Annotated[AuditType | None, Query()] = None,
@@ -46,8 +52,8 @@ def event_filter(
     rule: Annotated[str | None, Query(max_length=256)] = None,
 ) -> EventFilter:
     return EventFilter(
-        since=_parse_time("from", from_),
-        until=_parse_time("to", to),
+        since=_seconds(from_),
+        until=_seconds(to),
         app=app,
         defender=defender,
         type=type,
@@ -108,7 +114,7 @@ def runtime_audits_stream(
     def still_allowed() -> bool:
         try:
             principal(request, c)
-        except HTTPException:
+        except (HTTPException, Throttled):
             return False
         return True
 

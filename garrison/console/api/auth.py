@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from garrison.console.api.deps import Admin, Ctx, Reader
-from garrison.console.services.auth import Role
+from garrison.console.services.auth import Role, token_hash
 
 
 class Credentials(BaseModel):
@@ -79,8 +79,14 @@ def create_user(body: NewUser, c: Ctx, p: Admin) -> Any:
 
 
 @router.put("/users/{username}", response_model=UserOut)
-def update_user(username: str, body: UserUpdate, c: Ctx, p: Admin) -> Any:
-    revoked = c.auth.update_user(username, password=body.password, role=body.role)
+def update_user(username: str, body: UserUpdate, c: Ctx, p: Admin, request: Request) -> Any:
+    """A password change revokes the user's tokens (when changing your own password, all but the one
+    of this request); a role change revokes their sessions. Your own role cannot be changed here."""
+    if username == p.username and body.role is not None and body.role != p.role:
+        raise HTTPException(status_code=409, detail="you cannot change your own role: ask another admin")
+    revoked = c.auth.update_user(
+        username, password=body.password, role=body.role, keep_token=_own_token(request, username, p.username)
+    )
     detail: dict[str, Any] = {"role": body.role} if body.role else {}
     if body.password is not None:
         detail["password"] = "changed"
@@ -90,8 +96,17 @@ def update_user(username: str, body: UserUpdate, c: Ctx, p: Admin) -> Any:
     return next(u for u in c.store.users.all() if u["username"] == username)
 
 
+def _own_token(request: Request, username: str, caller: str) -> str | None:
+    if username != caller:
+        return None
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
 @router.delete("/users/{username}", status_code=204)
 def delete_user(username: str, c: Ctx, p: Admin) -> None:
+    if username == p.username:
+        raise HTTPException(status_code=409, detail="you cannot delete your own account: ask another admin")
     c.auth.delete_user(username)
     c.store.mgmt.record(p.username, "user.delete", username)
 
@@ -111,7 +126,16 @@ def list_tokens(c: Ctx, p: Reader) -> list[dict[str, Any]]:
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def delete_token(token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], c: Ctx, p: Reader) -> None:
+def delete_token(
+    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], c: Ctx, p: Reader, request: Request
+) -> None:
+    """Revoke one of your tokens — not the one authenticating this request (409): automation cannot
+    lock itself out by accident; sign out by forgetting the token, or revoke it with another one."""
+    own = _own_token(request, p.username, p.username)
+    if own is not None and c.store.users.token_id_for(token_hash(own)) == token_id:
+        raise HTTPException(
+            status_code=409, detail="this token authenticates this request: revoke it with another"
+        )
     if not c.store.users.delete_token(p.username, token_id):
         raise HTTPException(status_code=404, detail=f"no token {token_id}")
     c.store.mgmt.record(p.username, "token.delete", str(token_id))

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from garrison.channel.bundle import encode_bundle
 from garrison.console.api.deps import Admin, Ctx, Reader, Writer
 from garrison.console.services.defender_image import IMAGE_NAME, build_image
+from garrison.console.services.errors import invalid_detail
 
 router = APIRouter(tags=["defenders"])
 
@@ -88,7 +89,10 @@ def _ws_for(consoleaddr: str, default_ws: str) -> str:
     except ValueError:
         host = port = None
     if not host or any(ch in host for ch in " /?#@"):
-        raise HTTPException(status_code=422, detail=f"consoleaddr {consoleaddr!r} is not a host[:port]")
+        raise HTTPException(
+            status_code=422,
+            detail=invalid_detail(("query", "consoleaddr"), f"{consoleaddr!r} is not a host[:port]"),
+        )
     port = port or urlsplit(default_ws).port or 8084
     shown = f"[{host}]" if ":" in host else host
     return f"wss://{shown}:{port}"

@@ -1,12 +1,14 @@
-"""ASGI guards that run before any handler: body size limit (413) and NUL characters (400).
+"""ASGI guards that run before any handler: body size limit (413) and NUL characters.
 
-NUL is refused up front because PostgreSQL text cannot hold it: without this guard the same request
-would be a 400 on SQLite and a 500 on PostgreSQL.
+PostgreSQL text cannot hold NUL. A NUL byte in the URL or a raw one in a body is refused (400); an
+escaped `\u0000` inside a JSON string is valid JSON and valid for the schema, so it is accepted and
+stored as U+FFFD (the replacement character) — the same on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +28,14 @@ async def _reply(send: Send, status: int, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+# An escaped NUL: `\u0000` preceded by an even number of backslashes (`\\u0000` is a backslash + text).
+_ESCAPED_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def replace_escaped_nul(body: bytes) -> bytes:
+    return _ESCAPED_NUL.sub(rb"\1\\ufffd", body) if b"\\u0000" in body else body
 
 
 class _TooLarge(Exception):
@@ -76,9 +86,11 @@ class RequestGuard:
             chunks.append(chunk)
             more = msg.get("more_body", False)
         body = b"".join(chunks)
-        if b"\x00" in body or b"\\u0000" in body:
+        if b"\x00" in body:
             await _reply(send, 400, "NUL characters are not allowed in the request body")
             return
+        if _is_json(headers.get(b"content-type", b"")):
+            body = replace_escaped_nul(body)
         sent = False
 
         async def replay() -> Message:
@@ -89,6 +101,11 @@ class RequestGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 def status_counter(app: ASGIApp, inc: Any) -> ASGIApp:

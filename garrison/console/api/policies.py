@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from garrison.console.api.deps import Ctx, Reader, Writer
-from garrison.console.services.policies import assurance_model
 from garrison.policy.model import RuntimePolicy
+from garrison.scan.assurance import AssurancePolicy
 
 router = APIRouter(prefix="/policies", tags=["policies"])
 
@@ -21,8 +21,18 @@ def get_runtime(c: Ctx, _p: Reader) -> Any:
 
 
 @router.put("/runtime/app-embedded", response_model=RuntimePolicy)
-async def put_runtime(policy: RuntimePolicy, c: Ctx, p: Writer) -> Any:
+async def put_runtime(policy: RuntimePolicy, c: Ctx, p: Writer, request: Request) -> Any:
     """Replace the ordered rule list; `revision` in the body is ignored (the console bumps it)."""
+    try:  # types exactly as documented: no `0` for false, no `"5"` for 5
+        policy = RuntimePolicy.model_validate_json(await request.body(), strict=True)
+    except ValidationError as exc:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {**e, "loc": ["body", *e["loc"]]}
+                for e in exc.errors(include_url=False, include_context=False)
+            ],
+        ) from None
     saved = await run_in_threadpool(c.policies.put_runtime, policy, p.username)
     c.metrics.policy_revision.set(saved.revision)
     if c.channel is not None:
@@ -41,15 +51,6 @@ def get_assurance(c: Ctx, _p: Reader) -> dict[str, Any]:
 
 
 @router.put("/assurance")
-def put_assurance(c: Ctx, p: Writer, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+def put_assurance(body: AssurancePolicy, c: Ctx, p: Writer) -> dict[str, Any]:
     """Validated by the scanner's AssurancePolicy model (422 names the field; nothing stored)."""
-    model = assurance_model()
-    if model is None:
-        raise HTTPException(status_code=409, detail="the scanner component is not installed in this console")
-    try:
-        validated = model.model_validate(body).model_dump(mode="json")
-    except ValidationError as exc:
-        raise HTTPException(
-            status_code=422, detail=exc.errors(include_url=False, include_context=False)
-        ) from None
-    return c.policies.put_assurance(validated, p.username)
+    return c.policies.put_assurance(body.model_dump(mode="json"), p.username)

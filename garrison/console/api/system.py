@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 
 from garrison import __version__
 from garrison.console.api.deps import Ctx, Reader
@@ -14,10 +15,14 @@ router = APIRouter(tags=["system"])
 metrics_router = APIRouter()
 
 
-@router.get("/_ping")
-def ping() -> Response:
-    """Unauthenticated liveness probe."""
-    return Response("OK", media_type="text/plain")
+@router.get(
+    "/_ping",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"example": "OK"}}}},
+)
+def ping() -> PlainTextResponse:
+    """Unauthenticated liveness probe: `OK` as text/plain."""
+    return PlainTextResponse("OK")
 
 
 @router.get("/version")

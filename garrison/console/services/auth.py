@@ -145,12 +145,16 @@ class AuthService:
     # -- user management (admin) -------------------------------------------------------------
     def create_user(self, username: str, password: str, role: Role) -> None:
         if not USERNAME_RE.match(username):
-            raise Invalid("username must be 1-128 of letters, digits, '_', '.', '@', '-'")
+            raise Invalid(
+                "username must be 1-128 of letters, digits, '_', '.', '@', '-'", ("body", "username")
+            )
         if self.store.users.get(username) is not None:
             raise Conflict(f"user {username!r} already exists")
         self.store.users.create(username, _hasher.hash(password), role)
 
-    def update_user(self, username: str, *, password: str | None, role: Role | None) -> int:
+    def update_user(
+        self, username: str, *, password: str | None, role: Role | None, keep_token: str | None = None
+    ) -> int:
         """Change password and/or role; returns how many of the user's tokens were revoked.
 
         A password change revokes every token of the user (sessions and API tokens: whoever knew the
@@ -171,7 +175,8 @@ class AuthService:
             self.store.users.update(username, **values)
             self.forget_cached()
             if password is not None:
-                revoked = self.store.users.delete_tokens(username)
+                keep = token_hash(keep_token) if keep_token else None
+                revoked = self.store.users.delete_tokens(username, except_hash=keep)
             elif role is not None and role != user["role"]:
                 revoked = self.store.users.delete_tokens(username, name=SESSION_TOKEN_NAME)
         return revoked

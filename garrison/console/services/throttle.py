@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 
 class Throttled(Exception):
-    """Too many failed logins: retry after `retry_after` seconds (HTTP 429 + Retry-After)."""
+    """Too many failed logins: retry after `retry_after` seconds (HTTP 401 + Retry-After)."""
 
     def __init__(self, retry_after: float, locked: bool) -> None:
         self.retry_after = max(1, int(retry_after + 0.999))

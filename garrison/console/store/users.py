@@ -85,6 +85,10 @@ class UserStore:
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
+    def token_id_for(self, token_hash: str) -> int | None:
+        with self.engine.connect() as c:
+            return c.execute(select(api_tokens.c.id).where(api_tokens.c.token_hash == token_hash)).scalar()
+
     def delete_token(self, username: str, token_id: int) -> bool:
         with self.engine.begin() as c:
             uid = c.execute(select(users.c.id).where(users.c.username == username)).scalar_one_or_none()
@@ -95,8 +99,8 @@ class UserStore:
             )
             return res.rowcount > 0
 
-    def delete_tokens(self, username: str, *, name: str | None = None) -> int:
-        """Revoke the user's tokens (only those called `name` when given); returns how many."""
+    def delete_tokens(self, username: str, *, name: str | None = None, except_hash: str | None = None) -> int:
+        """Revoke the user's tokens (only those called `name` when given; never `except_hash`)."""
         with self.engine.begin() as c:
             uid = c.execute(select(users.c.id).where(users.c.username == username)).scalar_one_or_none()
             if uid is None:
@@ -104,6 +108,8 @@ class UserStore:
             q = delete(api_tokens).where(api_tokens.c.user_id == uid)
             if name is not None:
                 q = q.where(api_tokens.c.name == name)
+            if except_hash is not None:
+                q = q.where(api_tokens.c.token_hash != except_hash)
             return int(c.execute(q).rowcount)
 
     def purge_expired_tokens(self, now: float) -> None:

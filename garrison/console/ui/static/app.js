@@ -263,11 +263,11 @@ function initLogin() {
     try {
       resp = await fetch(`${API}/authenticate`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     } catch (_) { showError(err, "The console is unreachable."); return; }
-    if (resp.status === 401) { showError(err, "Wrong username or password."); return; }
-    if (resp.status === 429) {
-      showError(err, `Too many failed sign-ins: try again in ${resp.headers.get("Retry-After") || "a few"} s.`);
+    if (resp.status === 401 && resp.headers.get("Retry-After")) {
+      showError(err, `Too many failed sign-ins: try again in ${resp.headers.get("Retry-After")} s.`);
       return;
     }
+    if (resp.status === 401) { showError(err, "Wrong username or password."); return; }
     if (!resp.ok) { showError(err, `Sign-in failed (${resp.status}).`); return; }
     sessionStorage.setItem(TOKEN_KEY, (await resp.json()).token);
     location.replace(safeNext(new URLSearchParams(location.search).get("next")));
