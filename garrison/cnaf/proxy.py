@@ -1,7 +1,7 @@
 """The inline reverse proxy: asyncio protocols + httptools (llhttp) parsing, uvloop when available.
 
-Why protocols and not streams or aiohttp: DESIGN.md measured raw asyncio + httptools at ~90% of a
-bare back end while aiohttp managed ~20%. Each client connection gets one upstream connection
+Why protocols and not streams or aiohttp: the design measurements (outside this repository) had raw
+asyncio + httptools at ~90% of a bare back end while aiohttp managed ~20%. Each client connection gets one upstream connection
 (keep-alive pairs 1:1, no pool to get wrong). Requests are re-serialised from the parsed head, so
 the app only ever sees what the strict parser understood (no smuggling through ambiguous framing);
 responses are relayed byte for byte and parsed only to find where each one ends, which keeps
