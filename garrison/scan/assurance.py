@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from garrison.scan.model import ScanReport, Severity, VulnerabilityFinding, Waiver
+from garrison.scan.model import ScanReport, Severity, VulnerabilityFinding, WaivedFinding, Waiver
 
 
 class VulnerabilityException(BaseModel):
@@ -86,27 +86,58 @@ def _active(expires: date | None, today: date) -> bool:
     return expires is None or today <= expires
 
 
-def _sample(found: list[str]) -> str:
-    return ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
-
-
 def _waiver(
     f: VulnerabilityFinding, vexc: list[VulnerabilityException], pexc: list[PackageException]
-) -> Waiver | None:
+) -> VulnerabilityException | PackageException | None:
+    """The first active exception that accepts this finding (by advisory id/alias, or by package)."""
     ids = {f.id.upper(), *(a.upper() for a in f.aliases)}
     for e in vexc:
         if e.id.upper() in ids and (
             not e.packages or any(fnmatch.fnmatchcase(f.package, p) for p in e.packages)
         ):
-            return Waiver(exception=f"vulnerability:{e.id}", reason=e.reason, expires=e.expires)
+            return e
     for p in pexc:
         if (
             fnmatch.fnmatchcase(f.package.lower(), p.name.lower())
             and (p.ecosystem is None or f.ecosystem.split(":")[0].lower() == p.ecosystem.lower())
             and (p.version is None or fnmatch.fnmatchcase(f.version, p.version))
         ):
-            return Waiver(exception=f"package:{p.name}", reason=p.reason, expires=p.expires)
+            return p
     return None
+
+
+def waived(
+    report: ScanReport, policy: AssurancePolicy, *, now: datetime | None = None
+) -> list[WaivedFinding]:
+    """Findings the policy's active exceptions accept, with the exception's reason and expiry."""
+    today = (now or datetime.now(UTC)).date()
+    vexc = [e for e in policy.vulnerability_exceptions if _active(e.expires, today)]
+    pexc = [e for e in policy.package_exceptions if _active(e.expires, today)]
+    out: list[WaivedFinding] = []
+    for f in report.vulnerabilities:
+        e = _waiver(f, vexc, pexc)
+        if e is not None:
+            out.append(
+                WaivedFinding(
+                    id=f.id,
+                    package=f.package,
+                    version=f.version,
+                    severity=f.severity,
+                    reason=e.reason,
+                    expires=e.expires,
+                    rule="vulnerability" if isinstance(e, VulnerabilityException) else "package",
+                )
+            )
+    return out
+
+
+def _sample(found: list[str]) -> str:
+    return ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+
+
+def _as_waiver(e: VulnerabilityException | PackageException) -> Waiver:
+    name = f"vulnerability:{e.id}" if isinstance(e, VulnerabilityException) else f"package:{e.name}"
+    return Waiver(exception=name, reason=e.reason, expires=e.expires)
 
 
 def judge(
@@ -130,13 +161,14 @@ def judge(
     unknown_unfixed: list[str] = []
     expired_hits: set[str] = set()
     for i, f in enumerate(report.vulnerabilities):
-        waiver = _waiver(f, vexc, pexc)
-        if waiver is not None:
-            waivers[i] = waiver
+        accepted = _waiver(f, vexc, pexc)
+        if accepted is not None:
+            waivers[i] = _as_waiver(accepted)
             continue
         old = _waiver(f, expired_v, expired_p)
         if old is not None:
-            expired_hits.add(f"{old.exception} (expired {old.expires})")
+            w = _as_waiver(old)
+            expired_hits.add(f"{w.exception} for {f.id} (expired {w.expires})")
         label = f"{f.id} in {f.package} {f.version}"
         counts[f.severity].append(label)
         if f.severity is Severity.UNKNOWN:
@@ -146,9 +178,8 @@ def judge(
         found = counts[sev]
         if limit is not None and len(found) > limit:
             reasons.append(f"{len(found)} {sev.value} vulnerabilities (allowed {limit}): {_sample(found)}")
-    already = (
-        policy.thresholds.unknown is not None and len(counts[Severity.UNKNOWN]) > policy.thresholds.unknown
-    )
+    unknown_limit = policy.thresholds.unknown
+    already = unknown_limit is not None and len(counts[Severity.UNKNOWN]) > unknown_limit
     if policy.unknown_severity == "fail" and unknown_fixable and not already:
         reasons.append(
             f"{len(unknown_fixable)} vulnerabilities of unknown severity with a fix available "
@@ -194,4 +225,6 @@ def apply(report: ScanReport, policy: AssurancePolicy, *, now: datetime | None =
     report.verdict = "fail" if verdict == "fail" else "pass"
     for i, f in enumerate(report.vulnerabilities):
         f.waiver = waivers.get(i)
+    report.waived = waived(report, policy, now=now) if policy.enabled else []
+    report.policy = policy.name
     return report

@@ -134,6 +134,12 @@ def _add_lines(
                 f.lines[loc] = n
 
 
+def db_revision(index: VulnIndex) -> str:
+    """`<import generation>@<update time>`: which database state a verdict was computed with."""
+    updated = index.updated_at()
+    return f"{index.generation()}@{updated.isoformat(timespec='seconds') if updated else '-'}"
+
+
 def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
     """Scan a droplet tarball, a directory or (opts.host) a host root; raises ScanRefused on bad input."""
     opts = opts or ScanOptions()
@@ -178,6 +184,7 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
         report.packages = _dedupe(packages)
         if index is not None:
             report.db_updated_at = index.updated_at()
+            report.db_revision = db_revision(index)
             report.vulnerabilities = match_packages(index, report.packages)
             _add_lines(report.vulnerabilities, report.packages, texts)
         report.notices = walk.notices
