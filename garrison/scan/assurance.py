@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from garrison.scan.model import ScanReport, Severity
+from garrison.scan.model import ScanReport, Severity, VulnerabilityFinding, WaivedFinding
 
 
 class VulnerabilityException(BaseModel):
@@ -82,6 +82,51 @@ def _active(expires: date | None, today: date) -> bool:
     return expires is None or today <= expires
 
 
+def _waiver(
+    f: VulnerabilityFinding, vexc: list[VulnerabilityException], pexc: list[PackageException]
+) -> VulnerabilityException | PackageException | None:
+    """The first active exception that accepts this finding (by advisory id/alias, or by package)."""
+    ids = {f.id.upper(), *(a.upper() for a in f.aliases)}
+    for e in vexc:
+        if e.id.upper() in ids and (
+            not e.packages or any(fnmatch.fnmatchcase(f.package, p) for p in e.packages)
+        ):
+            return e
+    for p in pexc:
+        if (
+            fnmatch.fnmatchcase(f.package.lower(), p.name.lower())
+            and (p.ecosystem is None or f.ecosystem.split(":")[0].lower() == p.ecosystem.lower())
+            and (p.version is None or fnmatch.fnmatchcase(f.version, p.version))
+        ):
+            return p
+    return None
+
+
+def waived(
+    report: ScanReport, policy: AssurancePolicy, *, now: datetime | None = None
+) -> list[WaivedFinding]:
+    """Findings the policy's active exceptions accept, with the exception's reason and expiry."""
+    today = (now or datetime.now(UTC)).date()
+    vexc = [e for e in policy.vulnerability_exceptions if _active(e.expires, today)]
+    pexc = [e for e in policy.package_exceptions if _active(e.expires, today)]
+    out: list[WaivedFinding] = []
+    for f in report.vulnerabilities:
+        e = _waiver(f, vexc, pexc)
+        if e is not None:
+            out.append(
+                WaivedFinding(
+                    id=f.id,
+                    package=f.package,
+                    version=f.version,
+                    severity=f.severity,
+                    reason=e.reason,
+                    expires=e.expires,
+                    rule="vulnerability" if isinstance(e, VulnerabilityException) else "package",
+                )
+            )
+    return out
+
+
 def evaluate(
     report: ScanReport, policy: AssurancePolicy, *, now: datetime | None = None
 ) -> tuple[str, list[str]]:
@@ -95,19 +140,7 @@ def evaluate(
     vexc = [e for e in policy.vulnerability_exceptions if _active(e.expires, today)]
     pexc = [e for e in policy.package_exceptions if _active(e.expires, today)]
     for f in report.vulnerabilities:
-        ids = {f.id.upper(), *(a.upper() for a in f.aliases)}
-        if any(
-            e.id.upper() in ids
-            and (not e.packages or any(fnmatch.fnmatchcase(f.package, p) for p in e.packages))
-            for e in vexc
-        ):
-            continue
-        if any(
-            fnmatch.fnmatchcase(f.package.lower(), e.name.lower())
-            and (e.ecosystem is None or f.ecosystem.split(":")[0].lower() == e.ecosystem.lower())
-            and (e.version is None or fnmatch.fnmatchcase(f.version, e.version))
-            for e in pexc
-        ):
+        if _waiver(f, vexc, pexc) is not None:
             continue
         counts[f.severity].append(f"{f.id} in {f.package} {f.version}")
     for sev in (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.UNKNOWN):
@@ -138,4 +171,6 @@ def evaluate(
 def apply(report: ScanReport, policy: AssurancePolicy, *, now: datetime | None = None) -> ScanReport:
     """Set the report's verdict and reasons from the policy (returns the same object)."""
     report.verdict, report.reasons = evaluate(report, policy, now=now)  # type: ignore[assignment]
+    report.waived = waived(report, policy, now=now) if policy.enabled else []
+    report.policy = policy.name
     return report

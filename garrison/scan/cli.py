@@ -281,6 +281,7 @@ def bp_stage(
             build_dir=build_dir,
             deps_dir=deps_dir,
             deps_idx=deps_idx,
+            cache_dir=cache_dir,
         )
     )
 

@@ -104,6 +104,12 @@ def _dedupe(packages: list[Package]) -> list[Package]:
     return sorted(out.values(), key=lambda p: (p.ecosystem, p.name.lower(), p.version))
 
 
+def db_revision(index: VulnIndex) -> str:
+    """`<import generation>@<update time>`: which database state a verdict was computed with."""
+    updated = index.updated_at()
+    return f"{index.generation()}@{updated.isoformat(timespec='seconds') if updated else '-'}"
+
+
 def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
     """Scan a droplet tarball, a directory or (opts.host) a host root; raises ScanRefused on bad input."""
     opts = opts or ScanOptions()
@@ -141,6 +147,7 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
         report.packages = _dedupe(packages)
         if index is not None:
             report.db_updated_at = index.updated_at()
+            report.db_revision = db_revision(index)
             report.vulnerabilities = match_packages(index, report.packages)
         report.notices = walk.notices
         report.summary = Summary(

@@ -137,6 +137,15 @@ scans = Table(
     Column("created_at", Float, nullable=False),
     Column("summary", JSON, nullable=False),
     Column("body", JSON, nullable=False),
+    # what will run (migration 0002): the CF app the droplet was staged for, where the report came from
+    Column("app_guid", String(64), nullable=False, server_default="", index=True),
+    Column("org", String(256), nullable=False, server_default=""),
+    Column("space", String(256), nullable=False, server_default=""),
+    Column("source", String(16), nullable=False, server_default=""),
+    Column("blob", String(1024), nullable=False, server_default=""),
+    Column("db_revision", String(64), nullable=False, server_default=""),
+    Column("db_updated_at", Float, nullable=True),
+    Index("ix_scans_digest_app_guid", "digest", "app_guid"),
 )
 
 settings = Table(
