@@ -50,6 +50,8 @@ PAGES: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("/incidents", "incidents.html", "incidents", "Incidents", ()),
     ("/users", "users.html", "users", "Users", ("users.js",)),
     ("/tokens", "tokens.html", "tokens", "API tokens", ("users.js",)),
+    ("/hosts", "hosts.html", "hosts", "Hosts", ("hosts.js",)),
+    ("/hosts/{name}", "host.html", "hosts", "Cell", ("hosts.js",)),
 ]
 
 router = APIRouter(include_in_schema=False)
