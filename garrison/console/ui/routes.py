@@ -54,6 +54,8 @@ PAGES: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("/policies/assurance", "assurance.html", "assurance", "Assurance policy", ("scans.js",)),
     ("/users", "users.html", "users", "Users", ("users.js",)),
     ("/tokens", "tokens.html", "tokens", "API tokens", ("users.js",)),
+    ("/hosts", "hosts.html", "hosts", "Hosts", ("hosts.js",)),
+    ("/hosts/{name}", "host.html", "hosts", "Cell", ("hosts.js",)),
 ]
 
 router = APIRouter(include_in_schema=False)
