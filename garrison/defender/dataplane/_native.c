@@ -64,6 +64,8 @@ enum {
     F_HANDOFF_NET = 1 << 2,  /* every network decision goes to Python (port-scan, no rule data) */
     F_DNS_ALLOW = 1 << 3,    /* the rule has a DNS allow-list: pinned names decide, Python has them */
     F_NATIVE_VERDICT = 1 << 4, /* violations are answered natively (else handed to Python) */
+    F_EXEC_FREE = 1 << 5,    /* no process control can object to an exec: CONTINUE + forensic record */
+    F_FORK_FREE = 1 << 6,    /* no fork-bomb guard: forks CONTINUE natively */
 };
 enum { EFF_DISABLE = 0, EFF_ALERT = 1, EFF_PREVENT = 2 };
 enum { P_ANY = 0, P_TCP = 1, P_UDP = 2 };
@@ -93,7 +95,7 @@ struct tables {
 };
 
 /* ---- records handed to Python ------------------------------------------------------------------ */
-enum { REC_NET = 1, REC_AUDIT = 2 };
+enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3 };
 enum { CTL_NONE = 0, CTL_BADREP = 1, CTL_DENY = 2, CTL_ALLOW = 3 };
 
 struct record {
@@ -102,6 +104,8 @@ struct record {
     int32_t blocked, err;
     uint64_t generation;
     uint8_t addr[16];
+    char *blob; /* malloc'd: process identity (audits) or path+argv (exec); the consumer frees it */
+    uint32_t blob_len;
 };
 
 struct cell {
@@ -140,7 +144,7 @@ typedef struct {
     int hclosed;
     /* counters */
     _Atomic uint64_t n_recv, n_native, n_handoff, n_emulated, n_continued, n_refused, n_drops,
-        n_waiters, n_gone, n_wake;
+        n_waiters, n_gone, n_wake, n_exec, n_fork;
     _Atomic int waiters_live;
 } LoopObject;
 
@@ -224,6 +228,69 @@ static int open_pidfd(uint32_t tid, uint32_t *pid_out) {
     return (int)syscall(SYS_pidfd_open, (long)tgid, 0L);
 }
 
+/* A NUL-terminated string from the target (page by page, so a string ending just before an unmapped
+ * page still reads); returns its length, -1 when unreadable or longer than max-1. */
+static ssize_t read_cstr(uint32_t tid, uint64_t addr, char *buf, size_t max) {
+    size_t off = 0;
+    while (off < max - 1) {
+        size_t room = 4096 - ((addr + off) & 4095);
+        if (room > max - 1 - off)
+            room = max - 1 - off;
+        ssize_t got = read_mem(tid, addr + off, buf + off, room);
+        if (got <= 0)
+            return -1;
+        char *nul = memchr(buf + off, 0, (size_t)got);
+        if (nul)
+            return nul - buf;
+        off += (size_t)got;
+    }
+    return -1;
+}
+
+static ssize_t slurp(const char *path, char *buf, size_t max) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, max);
+    close(fd);
+    return n;
+}
+
+/* The identity an audit carries, read while the process still waits for our answer:
+ * "ppid\0exe\0cwd\0cmdline" (cmdline keeps its own NULs). */
+static char *capture_proc(uint32_t pid, uint32_t *len) {
+    char path[64], exe[4096], cwd[4096], stat[1024];
+    size_t cap = 2 * 4096 + 64 + 65536;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    long ppid = -1;
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    ssize_t n = slurp(path, stat, sizeof stat - 1);
+    if (n > 0) {
+        stat[n] = 0;
+        char *close_paren = strrchr(stat, ')');
+        if (close_paren && close_paren[1])
+            sscanf(close_paren + 2, "%*c %ld", &ppid);
+    }
+    snprintf(path, sizeof path, "/proc/%u/exe", pid);
+    ssize_t el = readlink(path, exe, sizeof exe - 1);
+    exe[el > 0 ? el : 0] = 0;
+    snprintf(path, sizeof path, "/proc/%u/cwd", pid);
+    ssize_t cl = readlink(path, cwd, sizeof cwd - 1);
+    cwd[cl > 0 ? cl : 0] = 0;
+    int off = snprintf(out, cap, "%ld", ppid) + 1;
+    memcpy(out + off, exe, strlen(exe) + 1);
+    off += (int)strlen(exe) + 1;
+    memcpy(out + off, cwd, strlen(cwd) + 1);
+    off += (int)strlen(cwd) + 1;
+    snprintf(path, sizeof path, "/proc/%u/cmdline", pid);
+    n = slurp(path, out + off, cap - (size_t)off);
+    off += n > 0 ? (int)n : 0;
+    *len = (uint32_t)off;
+    return out;
+}
+
 /* ---- ring --------------------------------------------------------------------------------------- */
 static void ring_push(LoopObject *L, const struct record *r, int urgent) {
     size_t pos = atomic_load_explicit(&L->enq, memory_order_relaxed);
@@ -238,6 +305,7 @@ static void ring_push(LoopObject *L, const struct record *r, int urgent) {
                 break;
         } else if (dif < 0) {
             atomic_fetch_add(&L->n_drops, 1); /* full: count it, never block the app */
+            free(r->blob);
             urgent = 1;
             goto wake;
         } else {
@@ -512,6 +580,8 @@ static void record_net(LoopObject *L, uint32_t pid, const struct dest *d, int pr
     r.effect = (uint32_t)v->effect;
     r.blocked = v->kind == V_VIOLATION && v->effect == EFF_PREVENT;
     r.generation = gen;
+    if (r.kind == REC_AUDIT)
+        r.blob = capture_proc(pid, &r.blob_len);
     ring_push(L, &r, r.kind == REC_AUDIT);
 }
 
@@ -919,10 +989,70 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
     return done;
 }
 
+/* execve under a rule whose process controls cannot object: CONTINUE, and hand the forensic line
+ * (path as named, argv) to Python. Returns 1 when answered. */
+static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
+    if (!(t->h.flags & F_EXEC_FREE))
+        return 0;
+    enum { MAXARGS = 32, MAXBLOB = 16384 };
+    char *blob = malloc(MAXBLOB);
+    if (!blob)
+        return 0;
+    ssize_t pl = read_cstr(n->pid, n->data.args[0], blob, 4096);
+    if (pl < 0) {
+        free(blob);
+        return 0; /* unreadable: Python's path decides what the kernel would say */
+    }
+    size_t off = (size_t)pl + 1;
+    uint64_t argvp = n->data.args[1], ptrs[MAXARGS];
+    if (argvp) {
+        ssize_t got = read_mem(n->pid, argvp, ptrs, sizeof ptrs);
+        size_t cnt = got > 0 ? (size_t)got / 8 : 0;
+        for (size_t i = 0; i < cnt && ptrs[i]; i++) {
+            if (off + 2 >= MAXBLOB)
+                break;
+            size_t room = MAXBLOB - off;
+            ssize_t al = read_cstr(n->pid, ptrs[i], blob + off, room > 4096 ? 4096 : room);
+            if (al < 0)
+                break;
+            off += (size_t)al + 1;
+        }
+    }
+    if (!id_valid(L->listener, n->id)) { /* ID_VALID after the reads, before answering */
+        free(blob);
+        atomic_fetch_add(&L->n_gone, 1);
+        return 1;
+    }
+    atomic_fetch_add(&L->n_exec, 1);
+    reply(L->listener, n->id, 0, 0, 1);
+    struct record r;
+    memset(&r, 0, sizeof r);
+    r.kind = REC_EXEC;
+    r.pid = n->pid;
+    r.generation = t->generation;
+    r.blob = blob;
+    r.blob_len = (uint32_t)off;
+    ring_push(L, &r, 0);
+    return 1;
+}
+
+#define CLONE_UNTRACED_FLAG 0x00800000ULL
+
+static int on_fork(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
+    if (!(t->h.flags & F_FORK_FREE))
+        return 0;
+    if (n->data.nr == SYS_clone && (n->data.args[0] & CLONE_UNTRACED_FLAG))
+        return 0; /* a way out of the exec tracer: the Python controls decide */
+    atomic_fetch_add(&L->n_fork, 1);
+    reply(L->listener, n->id, 0, 0, 1);
+    return 1;
+}
+
 /* ---- the loop ---------------------------------------------------------------------------------------- */
 static void handle(LoopObject *L, const struct seccomp_notif *n) {
     int nr = n->data.nr;
-    if (nr != SYS_connect && nr != SYS_sendto && nr != SYS_sendmsg) {
+    if (nr != SYS_connect && nr != SYS_sendto && nr != SYS_sendmsg && nr != SYS_execve && nr != SYS_clone &&
+        nr != SYS_fork && nr != SYS_vfork) {
         handoff(L, n);
         return;
     }
@@ -940,8 +1070,12 @@ static void handle(LoopObject *L, const struct seccomp_notif *n) {
             done = on_connect(L, t, n);
         else if (nr == SYS_sendto)
             done = on_sendto(L, t, n);
-        else
+        else if (nr == SYS_sendmsg)
             done = on_sendmsg(L, t, n);
+        else if (nr == SYS_execve)
+            done = on_execve(L, t, n);
+        else
+            done = on_fork(L, t, n);
     }
     atomic_store_explicit(&L->hazard, NULL, memory_order_release);
     if (done)
@@ -1188,9 +1322,11 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
         return NULL;
     struct record r;
     for (int i = 0; i < max && ring_pop(self, &r); i++) {
-        PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
+        PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
                                     r.entry, r.effect, r.blocked, r.err, (unsigned long long)r.generation,
-                                    (const char *)r.addr, (Py_ssize_t)(r.family == 6 ? 16 : 4));
+                                    (const char *)r.addr, (Py_ssize_t)(r.family == 6 ? 16 : 4),
+                                    r.blob ? r.blob : "", (Py_ssize_t)(r.blob ? r.blob_len : 0));
+        free(r.blob);
         if (!t || PyList_Append(out, t) < 0) {
             Py_XDECREF(t);
             Py_DECREF(out);
@@ -1203,19 +1339,26 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
 
 static PyObject *Loop_stats(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
         "native", (unsigned long long)atomic_load(&self->n_native), "handed_over",
         (unsigned long long)atomic_load(&self->n_handoff), "emulated", (unsigned long long)atomic_load(&self->n_emulated),
         "continued", (unsigned long long)atomic_load(&self->n_continued), "refused",
         (unsigned long long)atomic_load(&self->n_refused), "dropped", (unsigned long long)atomic_load(&self->n_drops),
         "waiters", (unsigned long long)atomic_load(&self->n_waiters), "gone", (unsigned long long)atomic_load(&self->n_gone),
-        "wakeups", (unsigned long long)atomic_load(&self->n_wake), "ring_slots", (Py_ssize_t)(self->ring_mask + 1));
+        "wakeups", (unsigned long long)atomic_load(&self->n_wake), "execs",
+        (unsigned long long)atomic_load(&self->n_exec), "forks", (unsigned long long)atomic_load(&self->n_fork),
+        "ring_slots", (Py_ssize_t)(self->ring_mask + 1));
 }
 
 static void Loop_dealloc(LoopObject *self) {
     /* running loops hold a reference, so here the thread is joined (or was never started) */
     struct tables *t = atomic_load(&self->current);
     free(t);
+    if (self->ring) {
+        struct record r;
+        while (ring_pop(self, &r))
+            free(r.blob);
+    }
     free(self->ring);
     if (self->stop_fd > 0)
         close(self->stop_fd);

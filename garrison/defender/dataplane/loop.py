@@ -19,23 +19,40 @@ from dataclasses import dataclass
 from typing import Any
 
 from garrison.defender.dataplane import tables
-from garrison.defender.notify import Notification, SupervisorContext
+from garrison.defender.notify import Notification, ProcInfo, SupervisorContext
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision
 from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
 
-REC_NET, REC_AUDIT = 1, 2
+REC_NET, REC_AUDIT, REC_EXEC = 1, 2, 3
 _EFFECT_NAMES = {1: "alert", 2: "prevent"}
 _GUARD_COUNTERS = ("emulated", "continued", "refused")
 
 
 @dataclass(frozen=True)
 class _Pid:
-    """What NetworkGuard._audit needs of a notification that Python never saw."""
+    """What NetworkGuard._audit needs of a notification that Python never saw: the pid and the
+    identity the loop read from /proc while the process still waited for its answer."""
 
     pid: int
+    info: ProcInfo | None = None
+
+
+def _proc_info(pid: int, blob: bytes) -> ProcInfo | None:
+    """'ppid\\0exe\\0cwd\\0cmdline' as captured by the loop."""
+    if not blob:
+        return None
+    parts = blob.split(b"\0", 3)
+    if len(parts) < 4:
+        return None
+    ppid, exe, cwd, cmdline = parts
+    info = ProcInfo(pid=pid, ppid=int(ppid) if ppid.lstrip(b"-").isdigit() and int(ppid) >= 0 else None)
+    info.exe = exe.decode(errors="replace") or None
+    info.cwd = cwd.decode(errors="replace") or None
+    info.argv = [a.decode(errors="replace") for a in cmdline.split(b"\0")[:-1]][:256]
+    return info
 
 
 class NativeDataplane:
@@ -154,7 +171,24 @@ class NativeDataplane:
 
     def _process(self, records: list[tuple[Any, ...]]) -> None:
         g = self.guard
-        for kind, pid, family, port, proto, control, entry, effect, _blocked, _err, gen, addr in records:
+        for (
+            kind,
+            pid,
+            family,
+            port,
+            proto,
+            control,
+            entry,
+            effect,
+            _blocked,
+            _err,
+            gen,
+            addr,
+            blob,
+        ) in records:
+            if kind == REC_EXEC:
+                self._exec_line(pid, blob)
+                continue
             ip = ipaddress.ip_address(addr)
             proto_name = tables.PROTO_NAMES.get(proto)
             if kind == REC_NET:
@@ -168,13 +202,23 @@ class NativeDataplane:
             compiled = self._compiled.get(gen)
             if kind != REC_AUDIT or g is None or compiled is None or family not in (4, 6):
                 continue
-            self._audit(g, compiled, pid, ip, port, proto_name or "tcp", control, entry, effect)
+            info = _proc_info(pid, blob)
+            self._audit(g, compiled, _Pid(pid, info), ip, port, proto_name or "tcp", control, entry, effect)
+
+    def _exec_line(self, pid: int, blob: bytes) -> None:
+        """The forensic line of an exec the loop let through (no process control could object)."""
+        record = getattr(self.ctx, "record", None)
+        if record is None:
+            return
+        path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
+        with contextlib.suppress(Exception):
+            record("exec", pid=pid, exe=path, argv=argv[:32], loader=False, verdict="allow")
 
     @staticmethod
     def _audit(
         g: Any,
         compiled: tables.Compiled,
-        pid: int,
+        who: _Pid,
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
         port: int,
         proto: str,
@@ -195,7 +239,7 @@ class NativeDataplane:
         decision = Decision(True, _EFFECT_NAMES.get(effect, "alert"), name, reason)  # type: ignore[arg-type]
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         dest = InetAddr(family=family, ip=ip, port=port, raw=b"")
-        g._audit(_Pid(pid), compiled.rule, decision, dest, proto, [])
+        g._audit(who, compiled.rule, decision, dest, proto, [])
 
     def _merge_stats(self) -> None:
         """The guard's counters (what tests and diagnostics read) include the native decisions."""

@@ -26,6 +26,8 @@ F_EMULATE = 1 << 1
 F_HANDOFF_NET = 1 << 2
 F_DNS_ALLOW = 1 << 3
 F_NATIVE_VERDICT = 1 << 4
+F_EXEC_FREE = 1 << 5
+F_FORK_FREE = 1 << 6
 
 EFFECTS = {"disable": 0, "alert": 1, "prevent": 2}
 PROTOS = {"any": 0, "tcp": 1, "udp": 2}
@@ -70,6 +72,19 @@ def inert(rule: Rule | None) -> bool:
     )
     dns_idle = dc.effect == "disable" or not (dc.allow or dc.deny)
     return net_idle and dns_idle
+
+
+def process_flags(rule: Rule | None) -> int:
+    """Exec and fork notifications the loop may answer itself: when no process control can object."""
+    if rule is None or rule.processes.effect == "disable":
+        return F_EXEC_FREE | F_FORK_FREE
+    pc = rule.processes
+    flags = 0
+    if not (pc.deny or pc.allow or pc.drift_prevention):
+        flags |= F_EXEC_FREE
+    if pc.fork_bomb_guard is None:
+        flags |= F_FORK_FREE
+    return flags
 
 
 def _spans(target: NetTarget) -> list[tuple[int, int, int]]:
@@ -118,6 +133,7 @@ def compile_rule(rule: Rule | None, *, emulate: bool, native_verdict: bool = Tru
         flags |= F_NATIVE_VERDICT
     if inert(rule):
         flags |= F_INERT
+    flags |= process_flags(rule)
     if rule is None:
         return Compiled(_HDR.pack(MAGIC, flags, 0, 0, *([0] * 8)), None, [], flags)
     nc, dc = rule.network, rule.dns
