@@ -25,6 +25,7 @@ from typing import Any
 from garrison.defender.baseline import Baseline, LazyBaseline
 from garrison.defender.context import DefenderContext
 from garrison.defender.dataplane import choose as choose_dataplane
+from garrison.defender.dataplane.tables import landlock_ports
 from garrison.defender.forensics import ForensicRing
 from garrison.defender.notify import Handler
 from garrison.defender.process_controls import ProcessControls, count_user_procs
@@ -363,6 +364,7 @@ class AppEmbeddedDefender:
                 guarantees.append(
                     "ptrace blocked too: exec checks are CONTINUE-based (a racing thread can win)"
                 )
+        self._landlock_ports(rule, plan, features, guarantees)
         self._start_cnaf(rule, plan)
         if self.guard is not None:
             self.guard.start()
@@ -434,6 +436,28 @@ class AppEmbeddedDefender:
         )
         self._shutdown()
         return status
+
+    def _landlock_ports(
+        self, rule: Rule | None, plan: LaunchPlan, features: KernelFeatures, guarantees: list[str]
+    ) -> None:
+        """DEFENDER_LANDLOCK_PORTS=1: a rule that only allows TCP ports is enforced by Landlock (ABI 4+)
+        and connect is not trapped at all. Opt-in, because refused connects then leave no audit and
+        a later policy push cannot change what Landlock allows."""
+        if self.env.get("DEFENDER_LANDLOCK_PORTS", "") != "1":
+            return
+        ports = landlock_ports(rule)
+        if ports is None:
+            guarantees.append("Landlock TCP ports not used: the rule restricts more than TCP ports")
+        elif features.landlock_abi < 4:
+            guarantees.append(
+                f"Landlock TCP ports unavailable (ABI {features.landlock_abi} < 4): connects trapped"
+            )
+        else:
+            plan.landlock_tcp_ports = ports
+            guarantees.append(
+                f"network checks: Landlock TCP connect ports ({len(ports)} allowed; in the kernel, connect not "
+                "trapped, refused connects are not audited, later policy pushes cannot widen or narrow it)"
+            )
 
     def _start_cnaf(self, rule: Rule | None, plan: LaunchPlan) -> None:
         if rule is None or rule.cnaf is None or not rule.cnaf.enabled or not self.env.get("PORT"):

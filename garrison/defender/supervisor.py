@@ -66,6 +66,7 @@ class LaunchPlan:
     nproc_limit: int | None = None
     trap_forks: bool = True
     post_exec_check: Callable[[int], bool] | None = None  # set: trace exec stops with ptrace
+    landlock_tcp_ports: list[int] | None = None  # set: Landlock decides TCP connects, connect not trapped
 
 
 def build_filter_spec(
@@ -121,6 +122,8 @@ class Supervisor:
         if not plan.trap_forks:
             for k in ("clone", "fork", "vfork"):
                 handlers.pop(k, None)
+        if plan.landlock_tcp_ports is not None:
+            handlers.pop("connect", None)
         self._magic = secrets.randbits(64) | 1
         spec = build_filter_spec(handlers, self.only_if_arg_nonzero, self._magic)
         prog = seccomp.build_filter(spec)
@@ -137,6 +140,8 @@ class Supervisor:
                 prctl.set_no_new_privs()
                 if plan.use_landlock:
                     self.landlock_rules, _ = landlock.restrict_exec(plan.landlock_dirs, plan.landlock_files)
+                if plan.landlock_tcp_ports is not None:
+                    self.landlock_rules += landlock.restrict_tcp_connect(plan.landlock_tcp_ports)
                 fd, killable = seccomp.install_listener(prog)
                 self.ctx.features.wait_killable_recv = killable
                 self.ctx.features.sync_wakeup = seccomp.set_sync_wakeup(fd)

@@ -87,6 +87,34 @@ def process_flags(rule: Rule | None) -> int:
     return flags
 
 
+MAX_LANDLOCK_PORTS = 1024
+
+
+def landlock_ports(rule: Rule | None) -> list[int] | None:
+    """The TCP ports a rule allows when it restricts nothing but TCP ports — then Landlock (ABI 4+)
+    can refuse every other TCP connect in the kernel and connect need not be trapped at all.
+    None when the rule needs more than that (addresses, UDP, deny entries, bad-reputation, port
+    scans, DNS controls, an alert effect — an alert must let the call happen and audit it)."""
+    if rule is None:
+        return None
+    nc, dc = rule.network, rule.dns
+    if nc.effect != "prevent" or not nc.outbound.allow or nc.outbound.deny or nc.bad_reputation_ips:
+        return None
+    if nc.port_scan is not None and nc.port_scan.enabled:
+        return None
+    if dc.effect != "disable" and (dc.allow or dc.deny):
+        return None
+    ports: set[int] = set()
+    for t in nc.outbound.allow:
+        if t.cidr != "*" or t.protocol != "tcp":
+            return None
+        for r in t.ports:
+            if r.end - r.start + len(ports) >= MAX_LANDLOCK_PORTS:
+                return None
+            ports.update(range(r.start, r.end + 1))
+    return sorted(ports)
+
+
 def _spans(target: NetTarget) -> list[tuple[int, int, int]]:
     """(version, lo, hi) address ranges a target's CIDR covers."""
     if target.cidr == "*":
