@@ -11,6 +11,7 @@ from garrison.console.services.alerts import AlertDispatcher
 from garrison.console.services.audits import AuditService
 from garrison.console.services.auth import AuthService
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.live import LiveHub
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
@@ -37,6 +38,7 @@ class ConsoleContext:
     channel: ChannelServer | None = None
     blobstore: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    live: LiveHub = field(default_factory=LiveHub)
 
     @classmethod
     def build(cls, data_dir: Path, store: Store, ca: CertificateAuthority) -> ConsoleContext:

@@ -6,7 +6,7 @@ fingerprint only, so every output format derived from it is redacted by construc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -64,6 +64,16 @@ class Package(BaseModel):
     source: str = ""  # which detector found it: dist-info, package-lock, pom.properties, buildinfo, dpkg...
 
 
+class Waiver(BaseModel):
+    """Why a finding does not count against the assurance policy: the exception that accepted it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exception: str  # "vulnerability:<id>" or "package:<name glob>"
+    reason: str
+    expires: date | None = None
+
+
 class VulnerabilityFinding(BaseModel):
     """A package version matched by an advisory (aliases folded into one finding)."""
 
@@ -71,6 +81,7 @@ class VulnerabilityFinding(BaseModel):
 
     id: str
     aliases: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)  # advisory databases: osv, rubysec, nodejs-security-wg
     ecosystem: str
     package: str
     version: str
@@ -80,6 +91,7 @@ class VulnerabilityFinding(BaseModel):
     cvss_vector: str | None = None
     summary: str = ""
     locations: list[str] = Field(default_factory=list)
+    waiver: Waiver | None = None  # set by the assurance policy when an exception accepts the finding
 
 
 class SecretFinding(BaseModel):
@@ -141,6 +153,7 @@ class ScanReport(BaseModel):
     db_updated_at: datetime | None = None
     verdict: Literal["pass", "fail"] = "pass"
     reasons: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)  # policy findings that warn without failing
     summary: Summary = Field(default_factory=Summary)
     packages: list[Package] = Field(default_factory=list)
     vulnerabilities: list[VulnerabilityFinding] = Field(default_factory=list)

@@ -90,7 +90,7 @@ def test_blobstore_rescans_on_change_schedule_and_db_update(tmp_path: Path) -> N
     assert results[0][1].vulnerabilities == [] and results[0][1].app_name == "ab/cd/guid1"
     scanner.scan_once()  # nothing changed, nothing due
     assert len(results) == 1
-    with VulnIndex(db) as ix:
+    with VulnIndex(db, writable=True) as ix:
         ix.import_advisories([adv], "update")
     scanner.scan_once()  # DB generation moved: full rescan finds the new advisory
     assert len(results) == 2 and [v.id for v in results[1][1].vulnerabilities] == ["DEMO-1"]
