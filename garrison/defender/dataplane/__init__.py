@@ -38,4 +38,7 @@ def choose(env: Mapping[str, str] | None = None) -> tuple[str, str]:
     ok, why = native_available()
     if not ok:
         return "python", f"data plane: python ({why})"
-    return "native", "data plane: native (C notification loop; connect/sendto/sendmsg, exec and fork decided from compiled tables)"
+    return (
+        "native",
+        "data plane: native (C notification loop; connect/sendto/sendmsg, exec and fork decided from compiled tables)",
+    )

@@ -104,6 +104,8 @@ struct record {
     int32_t blocked, err;
     uint64_t generation;
     uint8_t addr[16];
+    uint32_t cfamily; /* the form that decided (for the audit's reason) */
+    uint8_t caddr[16];
     char *blob; /* malloc'd: process identity (audits) or path+argv (exec); the consumer frees it */
     uint32_t blob_len;
 };
@@ -443,14 +445,22 @@ static int bad_reputation(const struct tables *t, int v6, const uint8_t *a) {
 
 enum { V_ALLOW = 0, V_VIOLATION = 1, V_HANDOFF = 2 };
 
+static const uint8_t LOOP6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+static const uint8_t LOOP4[4] = {127, 0, 0, 1};
+
+static int is_loopback(int v6, const uint8_t *a) {
+    return v6 ? !memcmp(a, LOOP6, 16) : a[0] == 127;
+}
+
 struct verdict {
     int kind, control, effect;
     uint32_t entry;
+    int cand; /* which form of the destination decided (index into its candidates) */
 };
 
 /* decide_connect() of garrison/policy/evaluate.py for a canonical address (not mapped/unspecified) */
 static struct verdict decide(const struct tables *t, int v6, const uint8_t *a, uint16_t port, int proto) {
-    struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0};
+    struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0, 0};
     uint32_t cnt;
     const uint32_t *idx = lookup(t, v6, a, &cnt);
     int allow_hit = 0;
@@ -484,7 +494,7 @@ static struct verdict decide(const struct tables *t, int v6, const uint8_t *a, u
             return v;
         }
     }
-    int loopback = v6 ? (!memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16)) : a[0] == 127;
+    int loopback = is_loopback(v6, a);
     if (t->h.dns_effect != EFF_DISABLE && (t->h.flags & F_DNS_ALLOW) && !loopback && !allow_hit)
         v.kind = V_HANDOFF;
     return v;
@@ -496,6 +506,55 @@ struct dest {
     uint16_t port;
     uint8_t a[16];
 };
+
+struct cand {
+    int v6;
+    uint8_t a[16];
+};
+
+/* The forms of a canonical destination (docs/defender-network.md, normalisation table): itself, and
+ * for a loopback destination also 127.0.0.1 and ::1 -- one host, so a rule naming either covers it. */
+static int candidates(const struct dest *d, struct cand *c) {
+    int n = 0;
+    c[n].v6 = d->v6;
+    memcpy(c[n].a, d->a, 16);
+    n++;
+    if (is_loopback(d->v6, d->a)) {
+        if (d->v6 || memcmp(d->a, LOOP4, 4)) {
+            c[n].v6 = 0;
+            memset(c[n].a, 0, 16);
+            memcpy(c[n].a, LOOP4, 4);
+            n++;
+        }
+        if (!d->v6) {
+            c[n].v6 = 1;
+            memcpy(c[n].a, LOOP6, 16);
+            n++;
+        }
+    }
+    return n;
+}
+
+/* NetworkGuard._decision: a deny or bad-reputation hit on any form decides (the first one); an
+ * allow-list is satisfied by any form; otherwise the first form's verdict. */
+static struct verdict decide_dest(const struct tables *t, const struct dest *d, int proto, struct cand *c, int *nc) {
+    struct verdict vs[3];
+    int n = candidates(d, c);
+    *nc = n;
+    for (int i = 0; i < n; i++) {
+        vs[i] = decide(t, c[i].v6, c[i].a, d->port, proto);
+        vs[i].cand = i;
+        if (vs[i].kind == V_HANDOFF)
+            return vs[i];
+    }
+    for (int i = 0; i < n; i++)
+        if (vs[i].kind == V_VIOLATION && (vs[i].control == CTL_DENY || vs[i].control == CTL_BADREP))
+            return vs[i];
+    for (int i = 0; i < n; i++)
+        if (vs[i].kind == V_ALLOW)
+            return vs[i];
+    return vs[0];
+}
 
 enum { A_DECIDE = 0, A_PASS = 1, A_ODD = 2 };
 
@@ -527,8 +586,12 @@ static int classify(const uint8_t *raw, size_t len, struct dest *d) {
         memcpy(d->a, &s->sin6_addr, 16);
         static const uint8_t zero12[12] = {0};
         static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (!memcmp(d->a, zero12, 12) || !memcmp(d->a, mapped, 12))
-            return A_ODD; /* ::, ::1 is fine below, v4-compatible, v4-mapped */
+        static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+        if (!memcmp(d->a, LOOP6, 16))
+            return A_DECIDE;
+        if (!memcmp(d->a, zero12, 12) || !memcmp(d->a, mapped, 12) || !memcmp(d->a, nat64, 12) ||
+            (d->a[0] == 0x20 && d->a[1] == 0x02))
+            return A_ODD; /* ::, v4-compatible, v4-mapped, NAT64, 6to4: forms that reach an IPv4 host */
         return A_DECIDE;
     }
     return A_ODD;
@@ -566,7 +629,7 @@ static int take_sock(const struct seccomp_notif *n, LoopObject *L, int target_fd
 }
 
 static void record_net(LoopObject *L, uint32_t pid, const struct dest *d, int proto, const struct verdict *v,
-                       uint64_t gen) {
+                       uint64_t gen, const struct cand *c) {
     struct record r;
     memset(&r, 0, sizeof r);
     r.kind = v->kind == V_VIOLATION ? REC_AUDIT : REC_NET;
@@ -580,6 +643,10 @@ static void record_net(LoopObject *L, uint32_t pid, const struct dest *d, int pr
     r.effect = (uint32_t)v->effect;
     r.blocked = v->kind == V_VIOLATION && v->effect == EFF_PREVENT;
     r.generation = gen;
+    if (c) {
+        r.cfamily = c[v->cand].v6 ? 6 : 4;
+        memcpy(r.caddr, c[v->cand].a, 16);
+    }
     if (r.kind == REC_AUDIT)
         r.blob = capture_proc(pid, &r.blob_len);
     ring_push(L, &r, r.kind == REC_AUDIT);
@@ -743,12 +810,16 @@ static int verdict_for(LoopObject *L, const struct tables *t, uint32_t pid, cons
     int proto = proto_of(s);
     if (proto < 0)
         return -1; /* raw/seqpacket: Python's stricter-of-both rule */
-    struct verdict v = decide(t, d->v6, d->a, d->port, proto);
+    if (s->domain != (d->v6 ? AF_INET6 : AF_INET))
+        return -1; /* v4 address on a v6 socket or the reverse: the normalisation table's EAFNOSUPPORT rows */
+    struct cand c[3];
+    int nc;
+    struct verdict v = decide_dest(t, d, proto, c, &nc);
     if (v.kind == V_HANDOFF)
         return -1;
     if (v.kind == V_VIOLATION && !(t->h.flags & F_NATIVE_VERDICT))
         return -1;
-    record_net(L, pid, d, proto, &v, t->generation);
+    record_net(L, pid, d, proto, &v, t->generation, c);
     if (v.kind == V_VIOLATION && v.effect == EFF_PREVENT) {
         atomic_fetch_add(&L->n_refused, 1);
         return refuse_errno ? refuse_errno : (proto == P_UDP ? EPERM : ECONNREFUSED);
@@ -774,8 +845,8 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
     if (cls == A_DECIDE && d.port == DNS_PORT)
         return 0; /* DNS redirect to the defender's resolver: Python */
     if (cls == A_DECIDE && (t->h.flags & F_INERT) && !(t->h.flags & F_HANDOFF_NET)) {
-        struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0};
-        record_net(L, n->pid, &d, 0, &v, t->generation);
+        struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0, 0};
+        record_net(L, n->pid, &d, 0, &v, t->generation, NULL);
         atomic_fetch_add(&L->n_continued, 1);
         reply(L->listener, n->id, 0, 0, 1);
         return 1;
@@ -825,8 +896,8 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (cls == A_DECIDE && d.port == DNS_PORT)
         return 0;
     if (cls == A_DECIDE && (t->h.flags & F_INERT) && !(t->h.flags & F_HANDOFF_NET)) {
-        struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0};
-        record_net(L, n->pid, &d, 0, &v, t->generation);
+        struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0, 0};
+        record_net(L, n->pid, &d, 0, &v, t->generation, NULL);
         atomic_fetch_add(&L->n_continued, 1);
         reply(L->listener, n->id, 0, 0, 1);
         return 1;
@@ -1322,9 +1393,10 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
         return NULL;
     struct record r;
     for (int i = 0; i < max && ring_pop(self, &r); i++) {
-        PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
+        PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#y#)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
                                     r.entry, r.effect, r.blocked, r.err, (unsigned long long)r.generation,
                                     (const char *)r.addr, (Py_ssize_t)(r.family == 6 ? 16 : 4),
+                                    (const char *)r.caddr, (Py_ssize_t)(r.cfamily == 6 ? 16 : r.cfamily == 4 ? 4 : 0),
                                     r.blob ? r.blob : "", (Py_ssize_t)(r.blob ? r.blob_len : 0));
         free(r.blob);
         if (!t || PyList_Append(out, t) < 0) {
@@ -1409,11 +1481,17 @@ static PyObject *mod_decide(PyObject *m, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "address must be 4 or 16 bytes");
         return NULL;
     }
-    uint8_t a[16] = {0};
-    memcpy(a, addr, (size_t)alen);
-    struct verdict v = decide(t, alen == 16, a, (uint16_t)port, proto);
+    struct dest d;
+    memset(&d, 0, sizeof d);
+    d.v6 = alen == 16;
+    d.port = (uint16_t)port;
+    memcpy(d.a, addr, (size_t)alen);
+    struct cand c[3];
+    int nc;
+    struct verdict v = decide_dest(t, &d, proto, c, &nc);
     free(t);
-    return Py_BuildValue("(iiIi)", v.kind, v.control, v.entry, v.effect);
+    return Py_BuildValue("(iiIiy#)", v.kind, v.control, v.entry, v.effect, (const char *)c[v.cand].a,
+                         (Py_ssize_t)(c[v.cand].v6 ? 16 : 4));
 }
 
 static PyMethodDef mod_methods[] = {

@@ -27,6 +27,7 @@ from garrison.policy.model import Rule
 log = logging.getLogger(__name__)
 
 REC_NET, REC_AUDIT, REC_EXEC = 1, 2, 3
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _EFFECT_NAMES = {1: "alert", 2: "prevent"}
 _GUARD_COUNTERS = ("emulated", "continued", "refused")
 
@@ -184,6 +185,7 @@ class NativeDataplane:
             _err,
             gen,
             addr,
+            caddr,
             blob,
         ) in records:
             if kind == REC_EXEC:
@@ -203,7 +205,10 @@ class NativeDataplane:
             if kind != REC_AUDIT or g is None or compiled is None or family not in (4, 6):
                 continue
             info = _proc_info(pid, blob)
-            self._audit(g, compiled, _Pid(pid, info), ip, port, proto_name or "tcp", control, entry, effect)
+            cand = ipaddress.ip_address(caddr) if caddr else ip
+            self._audit(
+                g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
+            )
 
     def _exec_line(self, pid: int, blob: bytes) -> None:
         """The forensic line of an exec the loop let through (no process control could object)."""
@@ -219,27 +224,30 @@ class NativeDataplane:
         g: Any,
         compiled: tables.Compiled,
         who: _Pid,
-        ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-        port: int,
+        where: tuple[IPAddress, IPAddress, int],
         proto: str,
-        control: int,
-        entry: int,
-        effect: int,
+        verdict: tuple[int, int, int],
     ) -> None:
-        from garrison.defender.net.sockaddr import InetAddr
+        """The audit NetworkGuard._audit writes for this decision; the reason names the form of the
+        destination that decided, in decide_connect's words."""
+        from garrison.defender.net.normalise import Kind, Routed
 
+        ip, cand, port = where
+        control, entry, effect = verdict
         name = tables.CONTROLS.get(control, "")
         if name == "network.bad_reputation_ips":
-            reason = f"{ip} is on the bad-reputation list"
+            reason = f"{cand} is on the bad-reputation list"
         elif name == "network.outbound.deny":
             hit = compiled.entries[entry].cidr if entry < len(compiled.entries) else "?"
-            reason = f"{ip}:{port}/{proto} matches deny {hit}"
+            reason = f"{cand}:{port}/{proto} matches deny {hit}"
         else:
-            reason = f"{ip}:{port}/{proto} is not in the allowed list"
+            reason = f"{cand}:{port}/{proto} is not in the allowed list"
         decision = Decision(True, _EFFECT_NAMES.get(effect, "alert"), name, reason)  # type: ignore[arg-type]
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        dest = InetAddr(family=family, ip=ip, port=port, raw=b"")
-        g._audit(who, compiled.rule, decision, dest, proto, [])
+        written = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"  # canonical: as written
+        g._audit(
+            who, compiled.rule, decision, Routed(Kind.DEST, ip, port, family, written=written), proto, []
+        )
 
     def _merge_stats(self) -> None:
         """The guard's counters (what tests and diagnostics read) include the native decisions."""
