@@ -100,7 +100,11 @@ class NativeDataplane:
         with self._swap_lock:
             rule = self.ctx.rule() if rule is None else rule
             emulate = self._emulate_now()
-            compiled = tables.compile_rule(rule, emulate=emulate)
+            try:
+                compiled = tables.compile_rule(rule, emulate=emulate)
+            except Exception:  # never keep the old rule's tables: let Python decide everything
+                log.exception("data plane: rule not compiled; every notification goes to Python")
+                compiled = tables.handoff_all(rule)
             gen = self._loop.set_tables(compiled.blob)
             self._rule, self._emulate = rule, emulate
             self._compiled[gen] = compiled

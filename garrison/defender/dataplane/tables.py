@@ -215,6 +215,12 @@ def compile_rule(rule: Rule | None, *, emulate: bool, native_verdict: bool = Tru
     return Compiled(blob, rule, entries, flags)
 
 
+def handoff_all(rule: Rule | None) -> Compiled:
+    """Tables that decide nothing: every notification goes to Python (the safe answer when a rule
+    cannot be compiled)."""
+    return Compiled(_HDR.pack(MAGIC, F_HANDOFF_NET, 0, 0, *([0] * 8)), rule, [], F_HANDOFF_NET)
+
+
 def _handoff_only(rule: Rule, flags: int) -> Compiled:
     flags |= F_HANDOFF_NET
     return Compiled(_HDR.pack(MAGIC, flags, 0, 0, *([0] * 8)), rule, [], flags)
