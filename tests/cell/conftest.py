@@ -9,14 +9,21 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from garrison.cell.defender import CellDefender
+from garrison.policy.audit import AuditEvent
+from garrison.policy.model import RuntimePolicy
+
 BUSYBOX = "/bin/busybox"
+START_SH = "while true; do sleep 1; done"
 TOOLS = ("sh", "cat", "ls", "sleep", "echo", "cp", "chmod", "seq", "true", "wget", "nc", "id")
 
 
@@ -56,10 +63,34 @@ class GardenContainer:
         path.write_bytes(data)
         path.chmod(mode)
 
+    def veth(self, n: int) -> tuple[str, str]:
+        """A veth pair from the cell into the container's network namespace, as Garden wires it:
+        (cell side address, container address), a /30 of the suite's own 10.200.n.0."""
+        pid = json.loads(subprocess.run(["runc", "--root", str(self.runc_root), "state", self.id],
+                                        capture_output=True, text=True, check=True).stdout)["pid"]
+        host_if, cont_if = f"gh{self.id[:8]}", f"gc{self.id[:8]}"
+        host_ip, cont_ip = f"10.200.{n}.1", f"10.200.{n}.2"
+        for cmd in (
+            ["ip", "link", "add", host_if, "type", "veth", "peer", "name", cont_if],
+            ["ip", "link", "set", cont_if, "netns", str(pid)],
+            ["ip", "addr", "add", f"{host_ip}/30", "dev", host_if],
+            ["ip", "link", "set", host_if, "up"],
+            ["nsenter", "-t", str(pid), "-n", "ip", "addr", "add", f"{cont_ip}/30", "dev", cont_if],
+            ["nsenter", "-t", str(pid), "-n", "ip", "link", "set", cont_if, "up"],
+            ["nsenter", "-t", str(pid), "-n", "ip", "link", "set", "lo", "up"],
+        ):
+            subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+        self.host_if = host_if
+        return host_ip, cont_ip
+
     def _env(self) -> list[str]:
         return [a for e in self.env for a in ("--env", e)]
 
+    host_if: str | None = None
+
     def delete(self) -> None:
+        if self.host_if:
+            subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
         subprocess.run(["runc", "--root", str(self.runc_root), "delete", "-f", self.id], capture_output=True,
                        timeout=30)
         subprocess.run(["umount", "-l", str(self.rootfs)], capture_output=True)
@@ -126,3 +157,49 @@ def garden(rootfs_image: Path, runc_root: Path, tmp_path: Path) -> Iterator[Call
     yield create
     for c in made:
         c.delete()
+
+
+class Audits:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+        self.defender: CellDefender | None = None
+
+    def __call__(self, ev: AuditEvent) -> None:
+        self.events.append(ev)
+
+    def wait(self, pred: Callable[[AuditEvent], bool], timeout: float = 10.0) -> AuditEvent:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in list(self.events):
+                if pred(ev):
+                    return ev
+            time.sleep(0.05)
+        raise AssertionError(f"no such audit; got {[(e.type, e.control, e.message) for e in self.events]}")
+
+
+@pytest.fixture
+def defender(runc_root: Path) -> Iterator[Callable[[RuntimePolicy], tuple[CellDefender, Audits]]]:
+    started: list[CellDefender] = []
+
+    def start(policy: RuntimePolicy) -> tuple[CellDefender, Audits]:
+        audits = Audits()
+        d = CellDefender(policy, audits, roots=[str(runc_root)])
+        audits.defender = d
+        d.start()
+        started.append(d)
+        return d, audits
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def started_app(garden: Callable[..., GardenContainer], audits: Audits, **kw: Any) -> GardenContainer:
+    c = garden(**kw)
+    c.stream_in("/home/vcap/app/bin/true", Path("/bin/busybox").read_bytes())  # part of the droplet
+    time.sleep(0.1)  # Garden streams the droplet in well before it runs the app
+    c.run_app(START_SH)
+    audits.wait(lambda e: e.control == "cell.container_protected" and e.extra["container"] == c.id)
+    return c
+
+
