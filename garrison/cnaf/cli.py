@@ -70,8 +70,12 @@ def proxy_cmd(
 
         server = await serve(lhost, lport, uhost, uport, lambda: controls[0], sink)
         typer.echo(f"CNAF listening on {lhost}:{server.port} → {uhost}:{uport}", err=True)
-        if crs.ruleset() is not None:  # a missing rule set was already reported
-            typer.echo(crs.status(), err=True)
+
+        async def report_crs() -> None:
+            if await asyncio.get_running_loop().run_in_executor(None, crs.ruleset) is not None:
+                typer.echo(crs.status(), err=True)  # a missing rule set was already reported
+
+        reporter = asyncio.create_task(report_crs())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,6 +83,7 @@ def proxy_cmd(
         watcher = asyncio.create_task(watch())
         await stop.wait()
         watcher.cancel()
+        reporter.cancel()
         server.close()
         await server.wait_closed()
 

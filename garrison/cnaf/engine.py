@@ -191,7 +191,7 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
                 continue
             findings.append(Finding(name, fld.label, fld.name, fld.value[:VALUE_AUDIT_LIMIT], reason))
             seen.add(name)
-    if controls.crs.enabled and (rules := crs.ruleset()) is not None:
+    if controls.crs.enabled and (rules := crs.current()) is not None:
         findings.extend(_crs_findings(rules, req, fields, controls, path, seen))
     return findings
 

@@ -518,11 +518,12 @@ async def serve(
     """Start the CNAF on the running loop; the defender calls this with PORT and the app's internal port.
 
     `controls_getter` is called per request (return None to pass traffic through uninspected);
-    `audit` receives every AuditEvent (type "cnaf") and must not block. The OWASP CRS rule set is
-    loaded (or found missing, which is reported) before the port opens, off the event loop.
+    `audit` receives every AuditEvent (type "cnaf") and must not block. The OWASP CRS rule set
+    loads in the background (a missing one is reported); until it is ready the CNAF's own
+    detectors inspect alone.
     """
     from garrison.cnaf import crs
 
-    await asyncio.get_running_loop().run_in_executor(None, crs.ruleset)
+    crs.start_loading()
     fw = Firewall(controls_getter, audit)
     return await CnafProxy(fw, upstream_host, upstream_port).start(listen_host, listen_port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from garrison.cnaf.crs.ruleset import CrsRule, CrsRuleSet, RuleMatch
@@ -31,6 +32,8 @@ DEFAULT_RULES_DIR = Path("/usr/share/modsecurity-crs/rules")
 _UNSET = object()
 _loaded: object = _UNSET
 _status = "not loaded"
+_lock = threading.Lock()
+_loader: threading.Thread | None = None
 
 
 def _rules_dir() -> Path | None:
@@ -47,6 +50,30 @@ def _say(message: str) -> None:
 
 def ruleset() -> CrsRuleSet | None:
     """The process-wide rule set (loaded on first call), or None when no CRS is installed."""
+    with _lock:
+        return _load_locked()
+
+
+def start_loading() -> None:
+    """Load in a background thread (the proxy opens its port at once; the first compile of the
+    Hyperscan databases takes seconds to a minute, later starts read them from the cache)."""
+    global _loader
+    with _lock:
+        if _loaded is not _UNSET or _loader is not None:
+            return
+        _loader = threading.Thread(target=ruleset, name="cnaf-crs-load", daemon=True)
+        _loader.start()
+
+
+def current() -> CrsRuleSet | None:
+    """The rule set for inspecting a request now: while a background load runs, None (the CNAF's
+    own detectors still inspect); without a background load, load now."""
+    if _loader is not None and _loader.is_alive():
+        return None
+    return ruleset()
+
+
+def _load_locked() -> CrsRuleSet | None:
     global _loaded, _status
     if _loaded is _UNSET:
         path = _rules_dir()

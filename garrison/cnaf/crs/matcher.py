@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,15 +61,32 @@ def _literal_regex(phrases: tuple[str, ...]) -> str:
     return "(?:" + "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True)) + ")"
 
 
+# PCRE features Hyperscan lacks (look-around, back-references, atomic groups, conditionals): such a
+# pattern goes in prefilter mode and its hits are confirmed with `re`.
+_NEEDS_PREFILTER = re.compile(r"\(\?<?[=!]|\(\?>|\(\?\(|\\[1-9]|\\[gk]|[*+?}]\+")
+
+
+def _mode_for(source: str) -> int:
+    assert _hs is not None
+    return _hs.HS_FLAG_PREFILTER if _NEEDS_PREFILTER.search(source) else 0
+
+
 def _cache_dir() -> Path | None:
-    base = os.environ.get("GARRISON_CNAF_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "garrison", "cnaf"
-    )
-    try:
-        os.makedirs(base, mode=0o700, exist_ok=True)
-    except OSError:
-        return None
-    return Path(base)
+    """A private directory for compiled databases: ~/.cache, else the temp dir (HOME may not exist
+    for the user the defender runs as). Refused unless it is ours and closed to others, since a
+    database file planted there would decide what the firewall matches."""
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    candidates = [os.environ.get("GARRISON_CNAF_CACHE") or os.path.join(home, "garrison", "cnaf")]
+    candidates.append(os.path.join(tempfile.gettempdir(), f"garrison-cnaf-{os.getuid()}"))
+    for base in candidates:
+        try:
+            os.makedirs(base, mode=0o700, exist_ok=True)
+            st = os.stat(base)
+        except OSError:
+            continue
+        if st.st_uid == os.getuid() and not st.st_mode & 0o022:
+            return Path(base)
+    return None
 
 
 class MultiMatcher:
@@ -129,37 +147,50 @@ class MultiMatcher:
         return db
 
     def _compile(self, patterns: Sequence[Pattern]) -> Any:
+        """One database for all patterns: first with every regex in the mode its syntax suggests
+        (one compile — the big CRS expressions take seconds each), and only if Hyperscan refuses
+        that, pattern by pattern to find the ones that need prefilter mode or Python."""
         assert _hs is not None
         base = _hs.HS_FLAG_SINGLEMATCH | _hs.HS_FLAG_DOTALL | _hs.HS_FLAG_ALLOWEMPTY
-        exprs: list[bytes] = []
-        flags: list[int] = []
-        for p in patterns:
-            case = _hs.HS_FLAG_CASELESS if p.caseless else 0
-            if p.phrases:
-                for phrase in p.phrases:
-                    exprs.append(re.escape(phrase).encode())
-                    flags.append(base | case)
-                    self._expr_owner.append(p.pid)
-                continue
-            src = p.source.encode()
-            for extra in (0, _hs.HS_FLAG_PREFILTER):
-                try:
-                    _hs.Database().compile(expressions=[src], ids=[0], flags=[base | case | extra])
-                except Exception:
+        for careful in (False, True):
+            exprs: list[bytes] = []
+            flags: list[int] = []
+            self._expr_owner, self._confirm, self._always = [], set(), []
+            for p in patterns:
+                case = _hs.HS_FLAG_CASELESS if p.caseless else 0
+                if p.phrases:
+                    for phrase in p.phrases:
+                        exprs.append(re.escape(phrase).encode())
+                        flags.append(base | case)
+                        self._expr_owner.append(p.pid)
                     continue
-                exprs.append(src)
-                flags.append(base | case | extra)
-                self._expr_owner.append(p.pid)
-                if extra:
-                    self._confirm.add(p.pid)
-                break
-            else:
-                self._always.append(p.pid)
-        if not exprs:
-            return None
-        db = _hs.Database()
-        db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
-        return db
+                src = p.source.encode()
+                modes = (0, _hs.HS_FLAG_PREFILTER) if careful else (_mode_for(p.source),)
+                for extra in modes:
+                    if careful:
+                        try:
+                            _hs.Database().compile(expressions=[src], ids=[0], flags=[base | case | extra])
+                        except Exception:
+                            continue
+                    exprs.append(src)
+                    flags.append(base | case | extra)
+                    self._expr_owner.append(p.pid)
+                    if extra:
+                        self._confirm.add(p.pid)
+                    break
+                else:
+                    self._always.append(p.pid)
+            if not exprs:
+                return None
+            db = _hs.Database()
+            try:
+                db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
+            except Exception:
+                if careful:
+                    raise
+                continue
+            return db
+        return None
 
     @property
     def python_only(self) -> int:
