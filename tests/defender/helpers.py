@@ -49,6 +49,12 @@ def as_nobody() -> list[str]:
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"]
 
 
+def as_root() -> list[str]:
+    if os.getuid() != 0:
+        pytest.skip("the native-root mode needs root")
+    return []
+
+
 @dataclass
 class Run:
     returncode: int
@@ -104,7 +110,12 @@ class Sandbox:
         defender_args: list[str] | None = None,
         timeout: float = 60,
         input_: str | None = None,
+        mode: str | None = None,
     ) -> Run:
+        """`mode`: "root" (the defender and app run as root), "user" (the created unprivileged user),
+        "garden" (that user under the Garden-like filter); default: the user, `garden` as given."""
+        if mode is not None:
+            garden = mode == "garden"
         py, pyenv = unpriv_python()
         args = list(defender_args or [])
         if policy is not None:
@@ -112,7 +123,7 @@ class Sandbox:
             pf.write_text(json.dumps(policy))
             os.chmod(pf, 0o644)
             args += ["--policy", str(pf)]
-        cmd = [*as_nobody()]
+        cmd = as_root() if mode == "root" else [*as_nobody()]
         if garden:
             cmd += [py, "-m", "tests.defender.gardenlike"]
         cmd += [py, "-m", "garrison", "defender", "app-embedded", "-q", *args, *argv]
