@@ -150,10 +150,43 @@ _RULES: tuple[_Rule, ...] = (
     ),
 )
 # one pass over the bytes decides whether a file can hold a secret at all
-_PREFILTER = re.compile(
-    b"|".join(sorted({re.escape(a.encode()) for r in _RULES if not r.icase for a in r.anchors}))
-    + b"|(?i:aws|secret.?access)"
+# Literal anchors, searched with str/bytes find (memchr speed; a regex alternation of 40 literals is
+# ten times slower in CPython). Rules matched case-insensitively are anchored on their usual spellings.
+_ICASE_SPELLINGS = ("aws", "AWS", "Aws", "secret", "Secret", "SECRET")
+_ANCHORS: tuple[str, ...] = tuple(
+    sorted({a for r in _RULES if not r.icase for a in r.anchors} | set(_ICASE_SPELLINGS))
 )
+_ANCHORS_BYTES: tuple[bytes, ...] = tuple(a.encode() for a in _ANCHORS)
+
+
+def _has_anchor(data: bytes) -> bool:
+    return any(a in data for a in _ANCHORS_BYTES)
+
+
+def _anchored_lines(text: str) -> list[tuple[int, int, str]]:
+    """(line number, start offset, line) of the lines holding an anchor: only those reach the rules,
+    so a big file with a few anchors costs a few `find` passes, not a Python loop over every line."""
+    starts: set[int] = set()
+    for a in _ANCHORS:
+        i = text.find(a)
+        while i >= 0:
+            start = text.rfind("\n", 0, i) + 1
+            starts.add(start)
+            nxt = text.find("\n", i)
+            if nxt < 0:
+                break
+            i = text.find(a, nxt)
+    out: list[tuple[int, int, str]] = []
+    lineno, counted_to = 1, 0
+    for start in sorted(starts):
+        lineno += text.count("\n", counted_to, start)
+        counted_to = start
+        end = text.find("\n", start)
+        line = text[start : end if end >= 0 else len(text)].rstrip("\r")
+        out.append((lineno, start, line[:100_000]))
+    return out
+
+
 _GCP_MARK = re.compile(r'"type"\s*:\s*"service_account"')
 _PUTTY = re.compile(r"\s*PuTTY-User-Key-File-\d+:\s*\S")
 # A PEM header alone is how crypto libraries *mention* keys; a key has a base64 body right after it.
@@ -182,7 +215,7 @@ def scan_secrets(path: str, data: bytes) -> list[SecretFinding]:
     if len(data) > MAX_TEXT_BYTES or b"\0" in data[:8192]:
         return []
     env = is_env_file(path)
-    if not env and not _PREFILTER.search(data):
+    if not env and not _has_anchor(data):
         return []
     text = data.decode("utf-8", "replace")
     found: dict[tuple[int, str], SecretFinding] = {}
@@ -192,15 +225,10 @@ def scan_secrets(path: str, data: bytes) -> list[SecretFinding]:
                 (lineno, kind),
                 SecretFinding(kind=kind, path=path, line=lineno, fingerprint=_fingerprint(value)),
             )
-        if not _PREFILTER.search(data):
+        if not _has_anchor(data):
             return list(found.values())
     is_gcp = bool(_GCP_MARK.search(text))
-    offset = 0
-    for lineno, full in enumerate(text.splitlines(keepends=True), 1):
-        start, offset = offset, offset + len(full)
-        line = full.rstrip("\r\n")
-        if len(line) > 100_000:
-            line = line[:100_000]
+    for lineno, start, line in _anchored_lines(text):
         lower = None
         for rule in _RULES:
             if rule.icase:

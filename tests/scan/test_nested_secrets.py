@@ -17,7 +17,7 @@ from garrison.scan.envfile import env_credentials
 from garrison.scan.malware import MalwareScanner, load_yara
 from garrison.scan.report import render
 from garrison.scan.scanner import ScanOptions, scan
-from garrison.scan.secrets import scan_secrets
+from garrison.scan.secrets import scan_secrets, secret_candidate
 from tests.scan.helpers import make_droplet, pom
 
 # the EICAR test string, assembled so this file itself is not a test virus
@@ -171,9 +171,18 @@ def test_false_positives_on_real_package_files() -> None:
     """Every installed Python package's files (this environment's site-packages: real third-party
     code, docs, test fixtures and config) hold no credentials: the new detectors must stay silent."""
     site = Path(next(p for p in sys.path if p.endswith("site-packages")))
-    report = scan(site, ScanOptions(secrets_in_deps=True))
-    assert report.summary.files > 5000
-    new = [f"{s.kind} {s.path}:{s.line}" for s in report.secrets if s.kind in NEW_KINDS]
+    files, new = 0, []
+    for path in site.rglob("*"):
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > 4 << 20:
+            continue
+        rel = path.relative_to(site).as_posix()
+        if not secret_candidate(rel, include_deps=True):
+            continue
+        files += 1
+        new += [
+            f"{s.kind} {rel}:{s.line}" for s in scan_secrets(rel, path.read_bytes()) if s.kind in NEW_KINDS
+        ]
+    assert files > 5000
     assert new == []
 
 
