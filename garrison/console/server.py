@@ -80,7 +80,7 @@ async def serve(cfg: ConsoleConfig) -> None:
     ctx, password, cert, key = await asyncio.to_thread(prepare, cfg)
     if cfg.blobstore is not None:
         cfg.blobstore.mkdir(parents=True, exist_ok=True)
-        ctx.scans.start_blobstore(cfg.blobstore)
+        ctx.scans.start_blobstore(cfg.blobstore, cfg.blobstore_poll_s)
     await ctx.alerts.configure(await asyncio.to_thread(load_alert_settings, ctx))
     ctx.metrics.policy_revision.set((await asyncio.to_thread(ctx.policies.runtime)).revision)
 

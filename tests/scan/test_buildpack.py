@@ -98,9 +98,9 @@ def test_supply_passes_clean_app_and_reports(tmp_path: Path, advisory_db: Path, 
         assert "assurance policy 'console-policy': PASS" in run.stdout
         assert len(console.reports) == 1 and console.reports[0]["app_name"] == "shop"
         digest = console.reports[0]["digest"]
-    assert (
-        deps / "1" / "profile.d" / "garrison.sh"
-    ).read_text() == f"export GARRISON_DROPLET_DIGEST={digest}\n"
+    assert (deps / "1" / "profile.d" / "garrison.sh").read_text() == (
+        f"export GARRISON_DROPLET_DIGEST={digest}\nexport GARRISON_DROPLET_IDX=1\n"
+    )
     assert json.loads((deps / "1" / "garrison-scan.json").read_text())["verdict"] == "pass"
 
 

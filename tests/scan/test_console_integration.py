@@ -140,7 +140,7 @@ def test_buildpack_staging_reports_to_real_console(console: Any, advisory_db: Pa
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"report sent to {console.url}" in run.stdout and "Private Key at tls/key.pem:1" in run.stdout
-    digest = (deps / "0" / "profile.d" / "garrison.sh").read_text().strip().split("=", 1)[1]
+    digest = (deps / "0" / "profile.d" / "garrison.sh").read_text().splitlines()[0].split("=", 1)[1]
     cfg = ConsoleConfig(
         url=console.url,
         user=console.admin_user,

@@ -87,7 +87,8 @@ def test_blobstore_rescans_on_change_schedule_and_db_update(tmp_path: Path) -> N
     )
     scanner.scan_once()
     assert [n for n, _ in results] == ["guid1"] and errors == ["junk"]
-    assert results[0][1].vulnerabilities == [] and results[0][1].app_name == "ab/cd/guid1"
+    assert results[0][1].vulnerabilities == [] and results[0][1].blob == "ab/cd/guid1"
+    assert results[0][1].app_name == "" and results[0][1].source == "blobstore"
     scanner.scan_once()  # nothing changed, nothing due
     assert len(results) == 1
     with VulnIndex(db, writable=True) as ix:
