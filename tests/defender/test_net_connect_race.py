@@ -13,31 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.defender.helpers import Sandbox, rule, unpriv_python
+from tests.defender.net.test_toctou import RACE
 
 pytestmark = pytest.mark.slow
-
-RACE = """
-import ctypes, socket, struct, sys, threading
-libc = ctypes.CDLL(None, use_errno=True)
-ok, bad, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-def sa(p): return struct.pack("=H", 2) + struct.pack("!H", p) + socket.inet_aton("127.0.0.1") + bytes(8)
-A, B = sa(ok), sa(bad)
-buf = ctypes.create_string_buffer(A, 16)
-stop = threading.Event()
-def flip():
-    mv = ctypes.memmove
-    while not stop.is_set():
-        mv(buf, B, 16); mv(buf, A, 16)
-t = threading.Thread(target=flip); t.start()
-connected = refused = 0
-for i in range(n):
-    s = socket.socket()
-    if libc.connect(s.fileno(), buf, 16) == 0: connected += 1
-    else: refused += 1
-    s.close()
-stop.set(); t.join()
-print(connected, refused)
-"""
 
 
 class _Counter:
@@ -81,7 +59,9 @@ def test_racing_connects_never_reach_the_denied_port(sandbox: Sandbox, mode3: st
     sandbox.write("race.py", RACE, mode=0o644)
     pol = rule(network={"effect": "prevent", "outbound": {"deny": [f"127.0.0.1:{bad.port}"]}})
     # nothing accepts while the app runs: a backlog of 4096 holds every connection of the run
-    r = sandbox.run(pol, [py, "race.py", str(ok.port), str(bad.port), str(tries)], mode=mode3, timeout=600)
+    r = sandbox.run(
+        pol, [py, "race.py", "127.0.0.1", str(ok.port), str(bad.port), str(tries)], mode=mode3, timeout=600
+    )
     assert r.returncode == 0, r.stderr
     connected, refused = map(int, r.stdout.split())
     through = bad.drain()
