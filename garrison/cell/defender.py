@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from garrison.cell import exec_gate, network, pids
+from garrison.cell import exec_gate, network, pids, privileges
 from garrison.cell.containers import RUNC_ROOTS, Container, find_app_process, list_containers
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent
 from garrison.kernel.nflog import NflogSocket
 from garrison.policy.audit import AuditEvent
+from garrison.policy.evaluate import decide_privileges
 from garrison.policy.model import Rule, RuntimePolicy
 from garrison.policy.scope import Identity, select_rule
 
@@ -37,6 +38,7 @@ class _Tracked:
     limit: int | None = None
     marked: bool = False
     net_script: str | None = None
+    privileges_reported: set[str] = field(default_factory=set)
     nflog: NflogSocket | None = None
     seen: float = field(default_factory=time.time)
 
@@ -95,6 +97,8 @@ class CellDefender:
             self.policy = policy
             for tr in self._tracked.values():
                 self._apply_rule(tr)
+                if tr.container.identity is not None:
+                    self._check_privileges(tr)
 
     def containers(self) -> list[Container]:
         with self._lock:
@@ -132,6 +136,7 @@ class CellDefender:
                         self._apply_rule(tr)
                         self._info(tr, "container_protected", f"app {tr.container.name} started; rule "
                                    f"{tr.rule.name if tr.rule else '(none)'}")
+                        self._check_privileges(tr)
                 self._check_pids(tr)
 
     def _protect(self, tr: _Tracked) -> None:
@@ -227,6 +232,26 @@ class CellDefender:
                     effect=effect, severity="high", control=control, dest_ip=pkt.dst,  # type: ignore[attr-defined]
                     dest_port=pkt.dport, protocol=proto,  # type: ignore[attr-defined]
                     message=f"outbound {proto} to {dest}: {what}" + (" (refused)" if effect == "prevent" else ""))
+
+    def _check_privileges(self, tr: _Tracked) -> None:
+        """Privileges the rule does not allow: an audit each (once), and under prevent the container's
+        processes are stopped."""
+        seen = privileges.observe(tr.container)
+        if seen is None:
+            return
+        decisions = [d for d in decide_privileges(tr.rule, seen) if d.reason not in tr.privileges_reported]
+        if not decisions:
+            return
+        stopped = 0
+        if any(d.blocked for d in decisions):
+            procs = tr.pids_path / "cgroup.procs" if tr.pids_path is not None else None  # type: ignore[operator]
+            stopped = privileges.stop_processes(tr.container, procs)
+        for d in decisions:
+            tr.privileges_reported.add(d.reason)
+            suffix = f"; {stopped} process(es) stopped" if d.blocked else ""
+            self._audit(tr, type="privileges", effect=d.effect, severity="critical" if d.blocked else "high",
+                        control=d.control, message=d.reason + suffix,
+                        extra={"capabilities": sorted(seen.capabilities)})
 
     def _check_pids(self, tr: _Tracked) -> None:
         if tr.limit is None or tr.pids_path is None:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,9 @@ from garrison.policy.model import RuntimePolicy
 
 BUSYBOX = "/bin/busybox"
 START_SH = "while true; do sleep 1; done"
+MAXIMUS = 4294967294  # Garden maps container root here
+GARDEN_ID_MAP = [{"containerID": 0, "hostID": MAXIMUS, "size": 1},
+                 {"containerID": 1, "hostID": 1, "size": MAXIMUS - 1}]
 TOOLS = ("sh", "cat", "ls", "sleep", "echo", "cp", "chmod", "seq", "true", "wget", "nc", "id")
 
 
@@ -62,6 +66,8 @@ class GardenContainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         path.chmod(mode)
+        for p in (path, *path.relative_to(self.rootfs).parents):  # as the container's root wrote them
+            os.lchown(self.rootfs / p, MAXIMUS, MAXIMUS)
 
     def veth(self, n: int) -> tuple[str, str]:
         """A veth pair from the cell into the container's network namespace, as Garden wires it:
@@ -111,6 +117,8 @@ def rootfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "tmp").chmod(0o1777)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nvcap:x:2000:2000::/home/vcap:/bin/sh\n")
+    for path in [root, *root.rglob("*")]:  # owned by container root, as grootfs lays out an image
+        os.lchown(path, MAXIMUS, MAXIMUS)
     return root
 
 
@@ -124,10 +132,15 @@ def runc_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def garden(rootfs_image: Path, runc_root: Path, tmp_path: Path) -> Iterator[Callable[..., GardenContainer]]:
     made: list[GardenContainer] = []
+    cells = Path(tempfile.mkdtemp(prefix="garrison-cell-"))
+    cells.chmod(0o711)
 
-    def create(app: str = "shop", org: str = "acme", space: str = "prod", index: int = 0) -> GardenContainer:
+    def create(app: str = "shop", org: str = "acme", space: str = "prod", index: int = 0, *,
+               privileged: bool = False, host_pid: bool = False) -> GardenContainer:
+        """Unprivileged as Garden makes it (a user namespace mapping container root to the cell's
+        4294967294, everything else 1:1), or `privileged` (no user namespace)."""
         cid = uuid.uuid4().hex[:12]
-        base = tmp_path / cid
+        base = cells / cid  # a container's root in a user namespace must be reachable by its root
         bundle, upper, work = base / "bundle", base / "upper", base / "work"
         rootfs = bundle / "rootfs"
         for d in (rootfs, upper, work):
@@ -140,6 +153,17 @@ def garden(rootfs_image: Path, runc_root: Path, tmp_path: Path) -> Iterator[Call
         config["process"]["args"] = ["/bin/sleep", "3600"]  # Garden's init: no CF environment
         config["root"]["readonly"] = False
         config["linux"]["cgroupsPath"] = f"garden/{cid}"
+        if not privileged:
+            config["linux"]["namespaces"].append({"type": "user"})
+            config["linux"]["uidMappings"] = GARDEN_ID_MAP
+            config["linux"]["gidMappings"] = GARDEN_ID_MAP
+            for m in config["mounts"]:  # sysfs cannot be mounted from a user namespace without a netns owner
+                if m["type"] == "sysfs":
+                    m.update(type="bind", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"])
+                if m["destination"] == "/sys/fs/cgroup":
+                    m["options"] = [o for o in m["options"] if o != "relatime"]
+        if host_pid:
+            config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"] if n["type"] != "pid"]
         config["hostname"] = cid
         (bundle / "config.json").write_text(json.dumps(config))
         # the container keeps the stdio it is given: a pipe would never reach EOF
@@ -157,6 +181,7 @@ def garden(rootfs_image: Path, runc_root: Path, tmp_path: Path) -> Iterator[Call
     yield create
     for c in made:
         c.delete()
+    shutil.rmtree(cells, ignore_errors=True)
 
 
 class Audits:

@@ -116,3 +116,28 @@ def test_cli_runs_and_writes_audits(garden: Any, runc_root: Path, tmp_path: Path
         proc.terminate()
         proc.wait(20)
     assert proc.returncode == 0
+
+
+def test_privileges_garden_container_clean_privileged_flagged(garden: Any, defender: Any) -> None:
+    _d, audits = defender(_policy())
+    plain = started_app(garden, audits, app="plain")
+    priv = started_app(garden, audits, app="root-app", privileged=True)
+    ev = audits.wait(lambda e: e.type == "privileges" and e.extra["container"] == priv.id)
+    assert ev.effect == "alert" and "runs privileged" in ev.message and ev.app_name == "root-app"
+    time.sleep(0.3)
+    assert not [e for e in audits.events if e.type == "privileges" and e.extra["container"] == plain.id]
+    assert priv.exec("/bin/echo", "still running").returncode == 0  # alert: nothing stopped
+
+
+def test_privileges_prevent_stops_a_container_sharing_the_cell_pid_namespace(garden: Any, defender: Any) -> None:
+    policy = _policy()
+    policy.rules[1].privileges.effect = "prevent"
+    _d, audits = defender(policy)
+    c = garden(app="hostpid", host_pid=True, privileged=True)  # procfs of the cell needs its root
+    c.run_app(START_SH)
+    ev = audits.wait(lambda e: e.type == "privileges" and "PID namespace" in e.message)
+    assert ev.effect == "prevent" and "stopped" in ev.message
+    deadline = time.monotonic() + 10
+    while c.exec("/bin/true").returncode == 0:
+        assert time.monotonic() < deadline, "the container kept running"
+        time.sleep(0.2)
