@@ -12,6 +12,7 @@ from garrison.console.services.alerts import AlertDispatcher
 from garrison.console.services.audits import AuditService
 from garrison.console.services.auth import AuthService
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.hosts import HostService
 from garrison.console.services.live import LiveHub
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
@@ -35,6 +36,7 @@ class ConsoleContext:
     audits: AuditService
     alerts: AlertDispatcher
     scans: ScanService
+    hosts: HostService
     console_url: str = ""
     ws_address: str = ""
     channel: ChannelServer | None = None
@@ -60,6 +62,7 @@ class ConsoleContext:
             ),
             policies=policies,
             scans=ScanService(store, policies),
+            hosts=HostService(store),
             defenders=DefenderService(store, ca),
             audits=AuditService(store),
             alerts=AlertDispatcher(on_drop=lambda name: metrics.alerts_dropped.labels(name).inc()),

@@ -151,6 +151,7 @@ async def serve(cfg: ConsoleConfig) -> None:
             await task
             raise RuntimeError("the HTTPS server did not start")
         password = await asyncio.to_thread(ctx.auth.ensure_admin)
+        _announce(ctx, password)  # before the state file: whoever waits for it finds the password printed
         _write_state(
             state_path,
             {
@@ -164,7 +165,6 @@ async def serve(cfg: ConsoleConfig) -> None:
                 "pid": os.getpid(),
             },
         )
-        _announce(ctx, password)
         await task
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -232,5 +232,82 @@ def host_scan(
     raise typer.Exit(1 if verdict == "fail" else 0)
 
 
+@host_app.command("agent")
+def agent_command(
+    console: Annotated[str | None, typer.Option(help="Console URL (or GARRISON_CONSOLE_URL)")] = None,
+    token: Annotated[str | None, typer.Option(help="API token (or GARRISON_TOKEN)")] = None,
+    cacert: Annotated[str | None, typer.Option(help="Console CA (PEM) (or GARRISON_CA_CERT)")] = None,
+    name: Annotated[str | None, typer.Option(help="Host name the console shows (default: hostname)")] = None,
+    state: StateOpt = _DEFAULT_STATE,
+    paths: PathsOpt = None,
+    exclude: ExcludeOpt = None,
+    profile: str = "cis_level1_server",
+    cis_every: Annotated[float, typer.Option(help="Hours between CIS runs (0 = only at start)")] = 24,
+    scan_root: Annotated[Path | None, typer.Option(help="Host scan root (default /; --no-scan to skip)")] = None,
+    scan: Annotated[bool, typer.Option("--scan/--no-scan")] = True,
+    scan_every: Annotated[float, typer.Option(help="Hours between host scans")] = 24,
+    db: Annotated[Path | None, typer.Option("--db", help="Vulnerability DB directory")] = None,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = until killed)")] = 0,
+) -> None:
+    """Run the cell's own security continuously and report to the console: live file integrity,
+    user access, CIS benchmark and host scan on a schedule."""
+    from garrison.host import fim
+    from garrison.host.access import AccessMonitor
+    from garrison.host.cis import CisError, run_cis
+    from garrison.host.fim_live import LiveMonitor
+    from garrison.host.report import HostReporter
+    from garrison.scan.console import ConsoleConfig, ConsoleError
+    from garrison.scan.scanner import ScanOptions, ScanRefused
+    from garrison.scan.scanner import scan as run_scan
+
+    cfg = ConsoleConfig.from_env(console, token=token, ca_cert=cacert)
+    if cfg is None:
+        raise _fail("no console: give --console or set GARRISON_CONSOLE_URL")
+    host = name or socket.gethostname()
+    rep = HostReporter(cfg, host)
+    watch = _watchlist(paths, exclude)
+    base = fim.Baseline(state / "fim.db")
+    if base.count() == 0:
+        _err.print(f"building the file-integrity baseline of {', '.join(watch.roots)} ...")
+        base.build(watch)
+    mon = LiveMonitor(base, watch, rep.queue, host=host)
+    for ev in fim.rescan(base, watch, host):  # what changed while the agent was not running
+        rep.queue(ev)
+    access = AccessMonitor(state / "access.json", host=host)
+    _err.print(f"garrison host agent on {host}: FIM with {mon.mechanism}; reporting to {cfg.url}", soft_wrap=True)
+    now = time.monotonic()
+    end = now + duration if duration else None
+    next_cis, next_scan, next_flush = now, now if scan else float("inf"), now
+    try:
+        while end is None or time.monotonic() < end:
+            mon.poll(0.25)
+            now = time.monotonic()
+            if now >= next_flush:
+                for ev in access.poll():
+                    rep.queue(ev)
+                rep.flush()
+                next_flush = now + 1.0
+            if now >= next_cis:
+                try:
+                    verdict = rep.send_cis(run_cis(Path("/"), profile, host=host))
+                    _err.print(f"CIS {profile}: {verdict['verdict']}")
+                except (CisError, ConsoleError) as exc:
+                    _err.print(f"[yellow]CIS run not reported:[/] {exc}", soft_wrap=True)
+                next_cis = now + cis_every * 3600 if cis_every else float("inf")
+            if now >= next_scan:
+                try:
+                    report = run_scan(scan_root or Path("/"), ScanOptions(db_dir=db, host=True, secrets=False))
+                    _err.print(f"host scan: {rep.send_scan(report)['verdict']}")
+                except (ScanRefused, OSError, ConsoleError) as exc:
+                    _err.print(f"[yellow]host scan not reported:[/] {exc}", soft_wrap=True)
+                next_scan = time.monotonic() + scan_every * 3600
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rep.flush()
+        mon.close()
+        base.close()
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(host_app, name="host")

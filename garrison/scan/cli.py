@@ -86,9 +86,13 @@ def scan_command(
     secrets_in_deps: Annotated[
         bool, typer.Option("--secrets-in-deps", help="Also search site-packages, node_modules, vendor ...")
     ] = False,
-    max_files: Annotated[int, typer.Option(help="Refuse archives with more entries")] = 500_000,
-    max_bytes: Annotated[int, typer.Option(help="Refuse archives larger than this uncompressed")] = 16 << 30,
+    max_files: Annotated[int, typer.Option(help="Refuse archives with more entries")] = 200_000,
+    max_bytes: Annotated[int, typer.Option(help="Refuse archives that expand past this")] = 8 << 30,
     max_file_bytes: Annotated[int, typer.Option(help="Skip content analysis of larger files")] = 256 << 20,
+    max_ratio: Annotated[
+        int, typer.Option(help="Refuse a compression ratio above this over any 256 MiB of output")
+    ] = 200,
+    max_seconds: Annotated[float, typer.Option(help="Refuse a scan that takes longer")] = 900.0,
 ) -> None:
     """Scan a droplet, directory or host for vulnerable packages, secrets and malware (offline)."""
     from garrison.scan.console import ConsoleConfig, ConsoleError, fetch_policy, post_report
@@ -125,7 +129,13 @@ def scan_command(
         secrets=secrets and not host,
         secrets_in_deps=secrets_in_deps,
         malware=mal,
-        limits=Limits(max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes),
+        limits=Limits(
+            max_files=max_files,
+            max_total_bytes=max_bytes,
+            max_file_bytes=max_file_bytes,
+            max_ratio=max_ratio,
+            max_seconds=max_seconds,
+        ),
         policy=policy or AssurancePolicy(),
     )
     show_progress = fmt == Fmt.table and _err.is_terminal and path.is_file() and path.stat().st_size > 8 << 20

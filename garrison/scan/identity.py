@@ -24,16 +24,24 @@ import lzma
 import os
 import stat
 import tarfile
+import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from garrison.scan.model import AppRef
-from garrison.scan.source import Limits, ScanRefused, _decompressor, _HashingReader, _safe_name
+from garrison.scan.source import (
+    Limits,
+    ScanRefused,
+    _decompressor,
+    _HashingReader,
+    _Meter,
+    _safe_name,
+)
 
 IDENTITY_FILE = "garrison-identity.json"
 # files Garrison writes into its own deps/<idx>/ (they carry the digest, so cannot be part of it)
@@ -169,8 +177,10 @@ def collect_tar(path: Path, limits: Limits | None = None) -> ContentDigest:
     with path.open("rb") as raw:
         reader = _HashingReader(raw)
         try:
-            stream = _decompressor(reader, raw)
-            with tarfile.open(fileobj=stream, mode="r|") as tf:
+            stream = _Meter(
+                _decompressor(reader, raw), reader, limits, path, time.monotonic() + limits.max_seconds
+            )
+            with tarfile.open(fileobj=cast(Any, stream), mode="r|") as tf:
                 by_member: dict[str, str] = {}
                 for n, m in enumerate(tf):
                     if n >= limits.max_files:
@@ -190,8 +200,7 @@ def collect_tar(path: Path, limits: Limits | None = None) -> ContentDigest:
                     total += m.size
                     if total > limits.max_total_bytes:
                         raise ScanRefused(f"{path}: more than {limits.max_total_bytes} bytes uncompressed")
-                    if total > limits.ratio_floor and total > limits.max_ratio * max(reader.pos, 1):
-                        raise ScanRefused(f"{path}: compression ratio above {limits.max_ratio}:1, refused")
+                    # bytes really decompressed, the ratio per window and time: checked by _Meter
                     f = tf.extractfile(m)
                     if f is None:
                         continue

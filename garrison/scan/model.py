@@ -92,6 +92,8 @@ class VulnerabilityFinding(BaseModel):
     cvss_vector: str | None = None
     summary: str = ""
     locations: list[str] = Field(default_factory=list)
+    lines: dict[str, int] = Field(default_factory=dict)  # location -> line naming the package, when known
+    purl: str = ""
     waiver: Waiver | None = None  # set by the assurance policy when an exception accepts the finding
 
 

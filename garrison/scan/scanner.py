@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,9 @@ from garrison import __version__
 from garrison.scan.assurance import AssurancePolicy, apply
 from garrison.scan.inventory import Detector, all_detectors
 from garrison.scan.malware import MalwareScanner
-from garrison.scan.model import Package, ScanReport, Severity, Summary
-from garrison.scan.secrets import scan_secrets, secret_candidate
+from garrison.scan.model import Package, ScanReport, Severity, Summary, VulnerabilityFinding
+from garrison.scan.nested import is_archive, iter_nested
+from garrison.scan.secrets import in_dependency_tree, scan_secrets, secret_candidate
 from garrison.scan.source import Entry, Limits, ScanRefused, Walk, iter_dir, iter_tar
 from garrison.scan.vulndb.index import VulnIndex
 from garrison.scan.vulndb.match import match_packages
@@ -104,10 +106,54 @@ def _dedupe(packages: list[Package]) -> list[Package]:
     return sorted(out.values(), key=lambda p: (p.ecosystem, p.name.lower(), p.version))
 
 
+_TEXT_KEEP = 1 << 20  # metadata files kept to find the line naming a package (SARIF regions)
+_TEXT_BUDGET = 64 << 20
+
+
+def _line_of(text: bytes, name: str, version: str) -> int | None:
+    """First line naming `version` next to `name` (lock files, requirements), else the first line
+    naming the version (package.json, METADATA), else None."""
+    lines = text.split(b"\n")
+    ver, nm = version.encode(), name.encode().lower()
+    only_version = None
+    for i, line in enumerate(lines, 1):
+        if ver in line:
+            if nm in line.lower():
+                return i
+            only_version = only_version or i
+    return only_version
+
+
+def _add_lines(
+    findings: list[VulnerabilityFinding], packages: list[Package], texts: dict[str, bytes]
+) -> None:
+    purls = {(p.ecosystem, p.name, p.version): p.purl for p in packages}
+    for f in findings:
+        f.purl = purls.get((f.ecosystem, f.package, f.version), "")
+        for loc in f.locations:
+            text = texts.get(loc)
+            if text is not None and (n := _line_of(text, f.package.split(":")[-1], f.version)):
+                f.lines[loc] = n
+
+
 def db_revision(index: VulnIndex) -> str:
     """`<import generation>@<update time>`: which database state a verdict was computed with."""
     updated = index.updated_at()
     return f"{index.generation()}@{updated.isoformat(timespec='seconds') if updated else '-'}"
+
+
+def _scan_members(
+    path: str, data: bytes, opts: ScanOptions, report: ScanReport, walk: Walk, deadline: float
+) -> None:
+    """Secrets and malware inside an archive and the archives nested in it (`a.jar!/b.zip!/c`)."""
+    for inner, body in iter_nested(path, data, walk.note, deadline=deadline):
+        if opts.secrets and secret_candidate(inner, include_deps=opts.secrets_in_deps):
+            report.secrets.extend(scan_secrets(inner, body))
+        if opts.malware.active:
+            found, problem = opts.malware.check(inner, body)
+            report.malware.extend(found)
+            if problem:
+                walk.note(inner, problem)
 
 
 def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
@@ -125,13 +171,21 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
             app_name=opts.app_name,
             scanner_version=__version__,
         )
+        texts: dict[str, bytes] = {}
+        deadline = time.monotonic() + opts.limits.max_seconds
+        budget = _TEXT_BUDGET
         for e in entries:
             data = e.data
             if data is not None:
                 head = data[:8]
+                fed = False
                 for d in detectors:
                     if d.wants(e.path, head):
                         d.feed(e.path, data)
+                        fed = True
+                if fed and len(data) <= min(_TEXT_KEEP, budget) and b"\0" not in head:
+                    texts[e.path] = data
+                    budget -= len(data)
                 if opts.secrets and secret_candidate(e.path, include_deps=opts.secrets_in_deps):
                     report.secrets.extend(scan_secrets(e.path, data))
             if opts.malware.active:
@@ -139,6 +193,9 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
                 report.malware.extend(found)
                 if problem:
                     walk.note(e.path, problem)
+            secrets_inside = opts.secrets and (opts.secrets_in_deps or not in_dependency_tree(e.path))
+            if data is not None and (secrets_inside or opts.malware.active) and is_archive(data[:4]):
+                _scan_members(e.path, data, opts, report, walk, deadline)
         report.digest = walk.digest
         packages: list[Package] = []
         for d in detectors:
@@ -149,6 +206,7 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
             report.db_updated_at = index.updated_at()
             report.db_revision = db_revision(index)
             report.vulnerabilities = match_packages(index, report.packages)
+            _add_lines(report.vulnerabilities, report.packages, texts)
         report.notices = walk.notices
         report.summary = Summary(
             packages=len(report.packages),

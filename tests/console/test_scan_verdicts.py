@@ -4,9 +4,6 @@ vulnerability database does not clear a failure found with a newer one."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,30 +11,14 @@ import pytest
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
-from tests.fixtures.console import fresh_pg_database
 
 D = "sha256:" + "d" * 64
 A, B = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def scans(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScanService]:
-    drop = None
-    url = None
-    if request.param == "postgresql":
-        base = os.environ.get("GARRISON_TEST_PG_URL")
-        if not base:
-            pytest.skip(
-                "GARRISON_TEST_PG_URL is not set (scripts/test starts a PostgreSQL cluster and sets it)"
-            )
-        url, drop = fresh_pg_database(base)
-    store = Store.open(url, tmp_path)
-    try:
-        yield ScanService(store, PolicyService(store))
-    finally:
-        store.engine.dispose()
-        if drop is not None:
-            drop()
+@pytest.fixture
+def scans(store: Store) -> ScanService:
+    return ScanService(store, PolicyService(store))
 
 
 def report(verdict: str, guid: str = "", db: str | None = None, **kw: Any) -> dict[str, Any]:
@@ -67,22 +48,27 @@ def test_same_content_two_apps_each_their_own_verdict(scans: ScanService) -> Non
     assert scans.verdict(D, B)["verdict"] == "pass"
 
 
-def test_older_database_does_not_clear_a_newer_failure(scans: ScanService) -> None:
+def test_posted_reports_do_not_clear_the_consoles_rescan(scans: ScanService) -> None:
+    scans.add(report("fail", A, None, source="blobstore"), rescan=True)  # console rescan, no DB yet
     scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))  # staging, bundled DB
-    scans.add(report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore"))  # rescan, new advisory
+    assert scans.verdict(D, A)["verdict"] == "pass"  # a rescan without a DB does not outrank staging
+    scans.add(report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore"), rescan=True)  # new advisory
     scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))  # restaged later with the old bundled DB
-    scans.add(report("pass", A, None))  # a report made with no DB at all
+    scans.add(report("pass", A, "2099-01-01T00:00:00+00:00"))  # a token holder's forged "newer DB" pass
     v = scans.verdict(D, A)
     assert v["verdict"] == "fail" and v["source"] == "blobstore"
-    # the same database with a waiver added to the policy: the newer report decides
-    scans.add(report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore"))
+    # the policy got a waiver: the console rescans, and its newer report decides
+    scans.add(report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore"), rescan=True)
     assert scans.verdict(D, A)["verdict"] == "pass"
+    with pytest.raises(ValueError, match="reserved"):
+        scans.add(report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore"))
 
 
 def test_listing_history_and_latest_per_droplet(scans: ScanService) -> None:
     scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))
     scans.add(
-        report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore", blob="cc-droplets/ab/cd/x/y")
+        report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore", blob="cc-droplets/ab/cd/x/y"),
+        rescan=True,
     )
     scans.add(report("pass", B, "2026-11-01T00:00:00+00:00"))
     history = scans.store.scans.list(app_guid=A)
@@ -91,3 +77,12 @@ def test_listing_history_and_latest_per_droplet(scans: ScanService) -> None:
     latest = scans.store.scans.latest_per_droplet()
     assert sorted((r["app_guid"], r["verdict"]) for r in latest) == [(A, "fail"), (B, "pass")]
     assert [r["verdict"] for r in scans.store.scans.list(verdict="fail")] == ["fail"]
+
+
+def test_the_api_refuses_reports_posing_as_console_rescans(console: Any) -> None:
+    with console.api() as c:
+        body = report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore")
+        r = c.post("/scans", json=body)
+        assert r.status_code == 422 and "source" in r.text
+        assert c.post("/scans", json={**body, "source": "staging"}).status_code == 201
+        assert c.post("/scans", json={**body, "verdict": "maybe"}).status_code == 422

@@ -18,27 +18,6 @@ pytestmark = pytest.mark.skipif(shutil.which("oscap") is None, reason="openscap-
 GARRISON = [sys.executable, "-m", "garrison"]
 
 
-def _jammy_root(tmp: Path) -> Path:
-    """A root filesystem the Ubuntu 22.04 content applies to: this machine's accounts, login and
-    package state under an Ubuntu 22.04 release file (what a stemcell has in /etc/lsb-release)."""
-    root = tmp / "root"
-    (root / "etc").mkdir(parents=True)
-    for name in ("passwd", "group", "shadow", "gshadow", "login.defs", "pam.d", "security", "default"):
-        src = Path("/etc") / name
-        if src.is_dir():
-            shutil.copytree(src, root / "etc" / name, symlinks=True)
-        elif src.exists():
-            shutil.copy2(src, root / "etc" / name)
-    (root / "var/lib/dpkg").mkdir(parents=True)
-    shutil.copy2("/var/lib/dpkg/status", root / "var/lib/dpkg/status")
-    (root / "etc/lsb-release").write_text(
-        "DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=22.04\nDISTRIB_CODENAME=jammy\n"
-        'DISTRIB_DESCRIPTION="Ubuntu 22.04.5 LTS"\n'
-    )
-    os.chmod(root / "etc/passwd", 0o644)
-    return root
-
-
 def test_live_debian_host_is_said_not_applicable() -> None:
     if datastream_for(Path("/")) is not None:
         pytest.skip("this host is an Ubuntu release the content covers")
@@ -48,8 +27,8 @@ def test_live_debian_host_is_said_not_applicable() -> None:
     assert report.score is None and report.rules == []
 
 
-def test_rootfs_evaluated_rule_flip_policy_and_drift(tmp_path: Path) -> None:
-    root = _jammy_root(tmp_path)
+def test_rootfs_evaluated_rule_flip_policy_and_drift(tmp_path: Path, jammy: Path) -> None:
+    root = jammy
     good = run_cis(root)
     assert good.applicable and good.score is not None and 0 < good.score < 100
     assert good.benchmark.endswith("UBUNTU_22-04")
@@ -82,8 +61,8 @@ def test_rootfs_evaluated_rule_flip_policy_and_drift(tmp_path: Path) -> None:
     assert oct((tmp_path / "state/posture.db").stat().st_mode & 0o777) == "0o600"
 
 
-def test_cli_json_and_exit_code(tmp_path: Path) -> None:
-    root = _jammy_root(tmp_path)
+def test_cli_json_and_exit_code(tmp_path: Path, jammy: Path) -> None:
+    root = jammy
     os.chmod(root / "etc/passwd", 0o666)
     policy = tmp_path / "cell.yml"
     policy.write_text("cis:\n  required_rules: [file_permissions_etc_passwd]\n")

@@ -78,12 +78,11 @@ PYPA: dict[str, dict[str, Any]] = {
             }
         ],
     },
-    # a GHSA-style OSV record whose only rating is a CVSS v4 vector
-    "requests/GHSA-9wx4-h78v-vm56.yaml": {
-        "id": "GHSA-9wx4-h78v-vm56",
-        "summary": "Requests Session object does not verify requests after making first request with "
-        "verify=False",
-        "aliases": ["CVE-2024-35195"],
+    # synthetic (no shared record has one yet): an OSV record whose only rating is a CVSS v4 vector
+    "requests/GARRISON-TEST-CVSS4.yaml": {
+        "id": "GARRISON-TEST-CVSS4",
+        "summary": "Test record: OSV format, rated by a CVSS v4 vector only",
+        "aliases": [],
         "modified": "2024-06-10T17:00:00Z",
         "affected": [
             {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Body, HTTPException, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from garrison.console.api.deps import Ctx, Reader, Writer
+from garrison.console.services.policies import assurance_model
 from garrison.policy.model import RuntimePolicy
-from garrison.scan.assurance import AssurancePolicy
 
 router = APIRouter(prefix="/policies", tags=["policies"])
 
@@ -47,10 +47,24 @@ def runtime_history(c: Ctx, _p: Reader) -> list[dict[str, Any]]:
 
 @router.get("/assurance")
 def get_assurance(c: Ctx, _p: Reader) -> dict[str, Any]:
-    return c.policies.assurance()
+    return c.policies.assurance_document()
 
 
 @router.put("/assurance")
-def put_assurance(body: AssurancePolicy, c: Ctx, p: Writer) -> dict[str, Any]:
+def put_assurance(c: Ctx, p: Writer, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
     """Validated by the scanner's AssurancePolicy model (422 names the field; nothing stored)."""
-    return c.policies.put_assurance(body.model_dump(mode="json"), p.username)
+    model = assurance_model()
+    if model is None:
+        raise HTTPException(status_code=409, detail="the scanner component is not installed in this console")
+    body = {k: v for k, v in body.items() if k != "revision"}  # what GET returned may be sent back
+    try:
+        validated = model.model_validate(body).model_dump(mode="json")
+    except ValidationError as exc:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {**e, "loc": ["body", *e["loc"]]}
+                for e in exc.errors(include_url=False, include_context=False)
+            ],
+        ) from None
+    return c.policies.put_assurance(validated, p.username)

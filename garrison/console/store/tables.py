@@ -158,3 +158,41 @@ settings = Table(
     Column("key", String(64), primary_key=True),
     Column("value", JSON, nullable=False),
 )
+
+# Cells (hosts) and their own security: posture per host, report history, host events.
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("posture", JSON, nullable=False),
+)
+
+host_reports = Table(
+    "host_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(256), ForeignKey("hosts.name", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("summary", JSON, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("ix_host_reports_host_kind_time", "host", "kind", "time"),
+)
+
+host_events = Table(
+    "host_events",
+    metadata,
+    Column("host", String(256), ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("time", Float, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("user", String(256), nullable=True),
+    Column("path", Text, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("ix_host_events_host_time", "host", "time"),
+)

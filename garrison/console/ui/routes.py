@@ -48,8 +48,14 @@ PAGES: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("/policies/cnaf", "cnaf.html", "cnaf", "CNAF rules", ("cnaf.js",)),
     ("/audits", "audits.html", "audits", "Runtime audits", ()),
     ("/incidents", "incidents.html", "incidents", "Incidents", ()),
+    ("/scans", "scans.html", "scans", "Scan results", ("scans.js",)),
+    ("/scans/view", "scan.html", "scans", "Scan report", ("scans.js",)),
+    ("/scans/history", "scan_history.html", "scan-history", "Verdict history", ("scans.js",)),
+    ("/policies/assurance", "assurance.html", "assurance", "Assurance policy", ("scans.js",)),
     ("/users", "users.html", "users", "Users", ("users.js",)),
     ("/tokens", "tokens.html", "tokens", "API tokens", ("users.js",)),
+    ("/hosts", "hosts.html", "hosts", "Hosts", ("hosts.js",)),
+    ("/hosts/{name}", "host.html", "hosts", "Cell", ("hosts.js",)),
 ]
 
 router = APIRouter(include_in_schema=False)

@@ -153,9 +153,23 @@ def rule_from(doc: dict[str, Any]) -> Rule:
     return Rule.model_validate({"name": "test-rule", **doc})
 
 
+@pytest.fixture(params=["python", "native"])
+def dataplane(request: pytest.FixtureRequest) -> str:
+    """Every guard scenario runs on both data planes: the pure-Python listener and the C loop."""
+    if request.param == "native":
+        from garrison.defender.dataplane import native_available
+
+        ok, why = native_available()
+        if not ok:
+            pytest.skip(why)
+    return str(request.param)
+
+
 @pytest.fixture
-def run_app(netns: str) -> Callable[..., Run]:
-    """run_app(rule_doc, code, *args, zone=…, emulate=True, servers=fn) → Run.
+def run_app(netns: str, dataplane: str) -> Callable[..., Run]:
+    """run_app(rule_doc, code, *args, zone=…, emulate=True, getfd=None, servers=fn) → Run.
+
+    `getfd=False` runs the guard as in Garden (no pidfd_getfd: socket-swap emulation).
 
     `servers(ns)` is called inside the namespace before the app starts (to bind listeners) and its
     return value is passed to the app code's argv as strings and kept in Run.extra["servers"].
@@ -167,15 +181,17 @@ def run_app(netns: str) -> Callable[..., Run]:
         *args: str,
         zone: dict[str, list[str]] | None = None,
         emulate: bool = True,
+        getfd: bool | None = None,
         timeout: float = 120,
         argv: list[str] | None = None,
         during: Callable[[StandaloneContext], None] | None = None,
         without: tuple[str, ...] = (),
+        dataplane_options: dict[str, Any] | None = None,
     ) -> Run:
         def scenario() -> Run:
             up = DnsServer(zone or {})
             ctx = StandaloneContext(rule_from(rule_doc) if rule_doc is not None else None)
-            guard = NetworkGuard(ctx, upstreams=[up.address], emulate=emulate)
+            guard = NetworkGuard(ctx, upstreams=[up.address], emulate=emulate, getfd=getfd)
             guard.start()
             try:
                 cmd = argv if argv is not None else [APP_PYTHON, "-c", code, *args]
@@ -186,11 +202,17 @@ def run_app(netns: str) -> Callable[..., Run]:
                     nonzero_arg=TRAP_ONLY_IF_ARG_NONZERO,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
+                    dataplane=dataplane,
+                    guard=guard,
+                    dataplane_options=dataplane_options,
                 )
                 if during is not None:
                     during(ctx)
                 rc, out, err = sup.communicate(timeout=timeout)
-                return Run(rc, out, err, list(ctx.audits), dict(guard.stats), {"dns_queries": up.queries})
+                extra: dict[str, Any] = {"dns_queries": up.queries, "dataplane": dataplane}
+                if sup.native is not None:
+                    extra["native"] = sup.native.stats()
+                return Run(rc, out, err, list(ctx.audits), dict(guard.stats), extra)
             finally:
                 guard.stop()
                 up.close()
