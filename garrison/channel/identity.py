@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from garrison import __version__
-from garrison.channel.protocol import Hello
+from garrison.channel.protocol import MAX_INSTANCE, Hello
 
 
 def hello_from_env(
@@ -26,13 +26,17 @@ def hello_from_env(
 
     def s(key: str) -> str:
         v = vcap.get(key)
-        return v if isinstance(v, str) else ""
+        return v[:256] if isinstance(v, str) else ""  # the wire format's bound
 
     try:
         instance = int(env.get("CF_INSTANCE_INDEX", vcap.get("instance_index", 0)) or 0)
     except (TypeError, ValueError):
         instance = 0
-    app_id = env.get("DEFENDER_APP_ID") or env.get("DEFENDER_ID") or s("application_name") or s("name")
+    if not 0 <= instance <= MAX_INSTANCE:
+        instance = 0
+    app_id = (env.get("DEFENDER_APP_ID") or env.get("DEFENDER_ID") or s("application_name") or s("name"))[
+        :200
+    ]
     return Hello(
         defender_id=f"{app_id}-{instance}" if app_id else "",
         app_id=app_id,
@@ -42,7 +46,7 @@ def hello_from_env(
         app_guid=s("application_id"),
         instance=instance,
         version=__version__,
-        hostname=socket.gethostname(),
+        hostname=socket.gethostname()[:256],
         kernel=kernel or {},
         droplet_digest=env.get("GARRISON_DROPLET_DIGEST", "")[:128],
     )

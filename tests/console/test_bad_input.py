@@ -55,12 +55,20 @@ def test_oversized_body_is_413(console):
     assert console.policy() == before
 
 
-def test_nul_characters_refused(console):
+def test_nul_characters(console):
+    """NUL in the URL or raw in a body: 400. An escaped \\u0000 in a JSON string is valid JSON and is
+    stored as U+FFFD (PostgreSQL text cannot hold NUL), the same on both databases."""
     with console.api() as c:
         assert c.get("/audits/runtime/app-embedded", params={"app": "a\x00b"}).status_code == 400
-        r = c.post("/scans", json={"digest": "sha256:\u0000", "verdict": "pass"})
-        assert r.status_code == 400
         assert c.get("/scans", params={"digest": "sha256:\u0000"}).status_code == 400
+        raw = c.post("/scans", content=b'{"digest": "sha256:\x00", "verdict": "pass"}',
+                     headers={"content-type": "application/json"})  # fmt: skip
+        assert raw.status_code == 400
+        digest = f"sha256:nul-{uuid.uuid4().hex}"
+        r = c.post("/scans", json={"digest": digest + "\u0000", "verdict": "pass"})
+        assert r.status_code == 201, r.text
+        stored = c.get(f"/scans/{r.json()['id']}").json()
+        assert stored["digest"] == digest + "\ufffd"
 
 
 @pytest.mark.parametrize(
