@@ -83,6 +83,7 @@ def update_user(username: str, body: UserUpdate, c: Ctx, p: Admin, request: Requ
     """A password change revokes the user's tokens (when changing your own password, all but the one
     of this request); a role change revokes their sessions. Your own role cannot be changed here."""
     if username == p.username and body.role is not None and body.role != p.role:
+        c.auth.keep_an_admin(username)  # the older, more telling refusal when it applies
         raise HTTPException(status_code=409, detail="you cannot change your own role: ask another admin")
     revoked = c.auth.update_user(
         username, password=body.password, role=body.role, keep_token=_own_token(request, username, p.username)
@@ -106,6 +107,7 @@ def _own_token(request: Request, username: str, caller: str) -> str | None:
 @router.delete("/users/{username}", status_code=204)
 def delete_user(username: str, c: Ctx, p: Admin) -> None:
     if username == p.username:
+        c.auth.keep_an_admin(username)  # the older, more telling refusal when it applies
         raise HTTPException(status_code=409, detail="you cannot delete your own account: ask another admin")
     c.auth.delete_user(username)
     c.store.mgmt.record(p.username, "user.delete", username)

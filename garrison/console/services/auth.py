@@ -190,6 +190,10 @@ class AuthService:
         self.store.users.delete(username)
         self.forget_cached()
 
+    def keep_an_admin(self, username: str) -> None:
+        """Conflict if `username` is the last admin."""
+        self._keep_an_admin(username)
+
     def _keep_an_admin(self, username: str) -> None:
         admins = [u for u in self.store.users.all() if u["role"] == "admin" and u["username"] != username]
         if not admins:
