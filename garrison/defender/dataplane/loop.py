@@ -80,6 +80,8 @@ class NativeDataplane:
         self._loop = _native.Loop(listener, ring_slots)
         self._compiled: OrderedDict[int, tables.Compiled] = OrderedDict()
         self._rule: Rule | None = None
+        self._current: tables.Compiled | None = None
+        self._pins_seen = 0
         self._emulate = False
         self._swap_lock = threading.Lock()
         self._seen = {k: 0 for k in _GUARD_COUNTERS}
@@ -105,11 +107,30 @@ class NativeDataplane:
             except Exception:  # never keep the old rule's tables: let Python decide everything
                 log.exception("data plane: rule not compiled; every notification goes to Python")
                 compiled = tables.handoff_all(rule)
-            gen = self._loop.set_tables(compiled.blob)
-            self._rule, self._emulate = rule, emulate
-            self._compiled[gen] = compiled
-            while len(self._compiled) > 16:
-                self._compiled.popitem(last=False)
+            self._rule, self._emulate, self._current = rule, emulate, compiled
+            self._install(compiled)
+
+    def _install(self, compiled: tables.Compiled) -> None:
+        """Swap in `compiled` plus the resolver's current pins (caller holds the swap lock)."""
+        pins = getattr(self.guard, "pins", None)
+        version = getattr(pins, "version", 0)
+        snapshot = pins.snapshot() if pins is not None and hasattr(pins, "snapshot") else None
+        gen = self._loop.set_tables(tables.with_pins(compiled, snapshot))
+        self._pins_seen = version
+        self._compiled[gen] = compiled  # records name their generation: audits find their rule
+        while len(self._compiled) > 1024:
+            self._compiled.popitem(last=False)
+
+    def _refresh_pins(self) -> None:
+        """New answers from the resolver proxy: a connect to them need not go to Python."""
+        pins = getattr(self.guard, "pins", None)
+        if pins is None or getattr(pins, "version", 0) == self._pins_seen:
+            return
+        with self._swap_lock:
+            if self._current is not None and self._current.flags & tables.F_DNS_ALLOW:
+                self._install(self._current)
+            else:
+                self._pins_seen = pins.version
 
     def start(self) -> None:
         self.update(self.ctx.rule())
@@ -171,6 +192,7 @@ class NativeDataplane:
                 self._merge_stats()
                 if self.ctx.rule() is not self._rule or self._emulate_now() != self._emulate:
                     self.update()  # a context without policy listeners, or pidfd_getfd found refused
+                self._refresh_pins()
             except Exception:
                 log.exception("data plane: drain")
 
