@@ -175,17 +175,18 @@ def _start_time(pid: int) -> float | None:
 
 
 def find_app_process(container: Container) -> tuple[int, Hello, float] | None:
-    """The first process in the container's pid namespace with a CF environment (Garden's `run` of the
-    app), with the identity it carries and when it started."""
-    ns = _ns(container.init_pid, "pid")
-    if ns is None:
+    """The first process of the container (its pid and mount namespaces: a container sharing the cell's
+    pid namespace is still told apart by its mount namespace) with a CF environment (Garden's `run` of
+    the app), with the identity it carries and when it started."""
+    ns, mnt = _ns(container.init_pid, "pid"), _ns(container.init_pid, "mnt")
+    if ns is None or mnt is None:
         return None
     best: tuple[int, Hello, float] | None = None
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        if _ns(pid, "pid") != ns:
+        if _ns(pid, "pid") != ns or _ns(pid, "mnt") != mnt:
             continue
         env = _environ(pid)
         if not env or "VCAP_APPLICATION" not in env:

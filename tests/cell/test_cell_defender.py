@@ -6,18 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from garrison.cell.defender import CellDefender
-from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
-from tests.cell.conftest import GardenContainer
-
-START_SH = "while true; do sleep 1; done"
+from tests.cell.conftest import START_SH, started_app
 
 
 def _policy(effect: str = "prevent", **processes: Any) -> RuntimePolicy:
@@ -28,51 +21,9 @@ def _policy(effect: str = "prevent", **processes: Any) -> RuntimePolicy:
     ]})
 
 
-class Audits:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def __call__(self, ev: AuditEvent) -> None:
-        self.events.append(ev)
-
-    def wait(self, pred: Callable[[AuditEvent], bool], timeout: float = 10.0) -> AuditEvent:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for ev in list(self.events):
-                if pred(ev):
-                    return ev
-            time.sleep(0.05)
-        raise AssertionError(f"no such audit; got {[(e.type, e.control, e.message) for e in self.events]}")
-
-
-@pytest.fixture
-def defender(runc_root: Path) -> Iterator[Callable[[RuntimePolicy], tuple[CellDefender, Audits]]]:
-    started: list[CellDefender] = []
-
-    def start(policy: RuntimePolicy) -> tuple[CellDefender, Audits]:
-        audits = Audits()
-        d = CellDefender(policy, audits, roots=[str(runc_root)])
-        d.start()
-        started.append(d)
-        return d, audits
-
-    yield start
-    for d in started:
-        d.stop()
-
-
-def _started_app(garden: Callable[..., GardenContainer], audits: Audits, **kw: Any) -> GardenContainer:
-    c = garden(**kw)
-    c.stream_in("/home/vcap/app/bin/true", Path("/bin/busybox").read_bytes())  # part of the droplet
-    time.sleep(0.1)  # Garden streams the droplet in well before it runs the app
-    c.run_app(START_SH)
-    audits.wait(lambda e: e.control == "cell.container_protected" and e.extra["container"] == c.id)
-    return c
-
-
 def test_denied_program_refused_in_kernel_with_audit(garden: Any, defender: Any) -> None:
     _d, audits = defender(_policy())
-    c = _started_app(garden, audits)
+    c = started_app(garden, audits)
     denied = c.exec("/bin/wget", "--help")
     assert denied.returncode != 0 and "not permitted" in denied.stderr.lower()
     ev = audits.wait(lambda e: e.type == "process" and e.exe == "/bin/wget")
@@ -89,7 +40,7 @@ def test_denied_program_refused_in_kernel_with_audit(garden: Any, defender: Any)
 
 def test_drift_written_after_start_refused_droplet_allowed(garden: Any, defender: Any) -> None:
     _d, audits = defender(_policy())
-    c = _started_app(garden, audits)
+    c = started_app(garden, audits)
     assert c.exec("/home/vcap/app/bin/true").returncode == 0  # droplet: baseline
     assert c.exec("/bin/cp", "/bin/ls", "/tmp/dropped").returncode == 0
     dropped = c.exec("/tmp/dropped")
@@ -108,7 +59,7 @@ def test_drift_written_after_start_refused_droplet_allowed(garden: Any, defender
 
 def test_alert_mode_audits_and_lets_run(garden: Any, defender: Any) -> None:
     _d, audits = defender(_policy(effect="alert"))
-    c = _started_app(garden, audits)
+    c = started_app(garden, audits)
     assert c.exec("/bin/wget", "--help").returncode in (0, 1)  # ran (busybox prints usage)
     ev = audits.wait(lambda e: e.exe == "/bin/wget")
     assert ev.effect == "alert"
@@ -116,7 +67,7 @@ def test_alert_mode_audits_and_lets_run(garden: Any, defender: Any) -> None:
 
 def test_rule_scope_other_app_not_enforced(garden: Any, defender: Any) -> None:
     _d, audits = defender(_policy())
-    c = _started_app(garden, audits, app="billing")
+    c = started_app(garden, audits, app="billing")
     assert c.exec("/bin/wget", "--help").returncode in (0, 1)
     time.sleep(0.3)
     assert not [e for e in audits.events if e.exe == "/bin/wget"]
@@ -124,7 +75,7 @@ def test_rule_scope_other_app_not_enforced(garden: Any, defender: Any) -> None:
 
 def test_fork_bomb_capped_by_pids_cgroup_with_audit(garden: Any, defender: Any) -> None:
     _d, audits = defender(_policy(fork_bomb_guard={"max_procs": 20, "max_forks_per_s": 1000}))
-    c = _started_app(garden, audits)
+    c = started_app(garden, audits)
     bomb = c.exec("/bin/sh", "-c", "for i in $(seq 60); do sleep 3 & done; wait", timeout=60)
     assert "can't fork" in bomb.stderr.lower() or "resource temporarily unavailable" in bomb.stderr.lower() \
         or bomb.returncode != 0
@@ -134,7 +85,7 @@ def test_fork_bomb_capped_by_pids_cgroup_with_audit(garden: Any, defender: Any) 
 
 def test_containers_appear_and_disappear(garden: Any, defender: Any) -> None:
     d, audits = defender(_policy())
-    c = _started_app(garden, audits, app="cart", index=3)
+    c = started_app(garden, audits, app="cart", index=3)
     assert any(x.id == c.id and x.identity and x.identity.instance == 3 for x in d.containers())
     c.delete()
     audits.wait(lambda e: e.control == "cell.container_gone" and e.extra["container"] == c.id, timeout=5)
@@ -165,3 +116,28 @@ def test_cli_runs_and_writes_audits(garden: Any, runc_root: Path, tmp_path: Path
         proc.terminate()
         proc.wait(20)
     assert proc.returncode == 0
+
+
+def test_privileges_garden_container_clean_privileged_flagged(garden: Any, defender: Any) -> None:
+    _d, audits = defender(_policy())
+    plain = started_app(garden, audits, app="plain")
+    priv = started_app(garden, audits, app="root-app", privileged=True)
+    ev = audits.wait(lambda e: e.type == "privileges" and e.extra["container"] == priv.id)
+    assert ev.effect == "alert" and "runs privileged" in ev.message and ev.app_name == "root-app"
+    time.sleep(0.3)
+    assert not [e for e in audits.events if e.type == "privileges" and e.extra["container"] == plain.id]
+    assert priv.exec("/bin/echo", "still running").returncode == 0  # alert: nothing stopped
+
+
+def test_privileges_prevent_stops_a_container_sharing_the_cell_pid_namespace(garden: Any, defender: Any) -> None:
+    policy = _policy()
+    policy.rules[1].privileges.effect = "prevent"
+    _d, audits = defender(policy)
+    c = garden(app="hostpid", host_pid=True, privileged=True)  # procfs of the cell needs its root
+    c.run_app(START_SH)
+    ev = audits.wait(lambda e: e.type == "privileges" and "PID namespace" in e.message)
+    assert ev.effect == "prevent" and "stopped" in ev.message
+    deadline = time.monotonic() + 10
+    while c.exec("/bin/true").returncode == 0:
+        assert time.monotonic() < deadline, "the container kept running"
+        time.sleep(0.2)
