@@ -24,7 +24,7 @@ from typing import Any
 
 from garrison.defender.baseline import Baseline, LazyBaseline
 from garrison.defender.context import DefenderContext
-from garrison.defender.forensics import ForensicRing
+from garrison.defender.forensics import ForensicRing, open_private
 from garrison.defender.notify import Handler
 from garrison.defender.process_controls import ProcessControls, count_user_procs
 from garrison.defender.supervisor import LaunchPlan, SpawnError, Supervisor
@@ -250,7 +250,7 @@ class AppEmbeddedDefender:
     def _local_audit(self, event: AuditEvent) -> None:
         with self._audit_lock:
             if self._audit_file is None:
-                self._audit_file = open(self.data / AUDIT_LOG, "a", encoding="utf-8")  # noqa: SIM115
+                self._audit_file = open_private(self.data / AUDIT_LOG)
             self._audit_file.write(event.model_dump_json() + "\n")
             self._audit_file.flush()
 
@@ -347,6 +347,7 @@ class AppEmbeddedDefender:
         if want_ptrace == "1" or (want_ptrace != "0" and (features.landlock_abi == 0 or lists_prevent)):
             if features.ptrace:
                 plan.post_exec_check = procs.check_exec_stop
+                plan.on_traced_fork = procs.record_child
                 guarantees.append(
                     "exec checks: ptrace exec stop (race-free; +1 context switch per fork/exec)"
                 )

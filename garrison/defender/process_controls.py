@@ -17,6 +17,7 @@ from garrison.defender.execinfo import MAX_ARGS, ExecTarget, inspect, is_loader,
 from garrison.defender.notify import Handler, Notification, NotificationGone, ProcInfo, SupervisorContext
 from garrison.kernel import memfd as kmemfd
 from garrison.kernel._libc import SYSCALLS
+from garrison.kernel.clone import CLONE_THREAD, CLONE_UNTRACED
 from garrison.kernel.procmem import MemReader
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision, decide_exec
@@ -24,19 +25,46 @@ from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
 
-CLONE_THREAD = 0x00010000
 _EXECVEAT = SYSCALLS["execveat"]
+EXEC_AUDIT_WINDOW_S = 2.0
+
+
+class ExecAuditOnce:
+    """One decision, one audit: libc's PATH search (execvp, posix_spawnp, Python's subprocess) tries the
+    same file under every PATH entry that reaches it (/usr/bin and /bin on a merged-/usr system), so a
+    refused exec is attempted, and decided, twice by the same process. An audit whose key (pid, file,
+    argv, control, effect) was audited in the last EXEC_AUDIT_WINDOW_S seconds is not repeated."""
+
+    def __init__(self, window: float = EXEC_AUDIT_WINDOW_S, size: int = 4096) -> None:
+        self.window = window
+        self.size = size
+        self._seen: dict[tuple[object, ...], float] = {}
+        self._lock = threading.Lock()
+
+    def first(self, key: tuple[object, ...], now: float | None = None) -> bool:
+        """True the first time `key` is seen within the window (then it should be audited)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last < self.window:
+                return False
+            if len(self._seen) >= self.size:  # drop what is out of the window (bounded memory)
+                self._seen = {k: t for k, t in self._seen.items() if now - t < self.window}
+                if len(self._seen) >= self.size:
+                    self._seen.clear()
+            self._seen[key] = now
+            return True
 
 
 def _ppid(pid: int) -> int | None:
+    """Parent pid from /proc/<pid>/stat (cheaper to render than status; the comm field may hold
+    spaces and parentheses, so parse after the last ')')."""
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"PPid:"):
-                    return int(line.split()[1])
-    except OSError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read(512)
+        return int(raw[raw.rindex(b")") + 2 :].split(b" ", 2)[1])
+    except (OSError, ValueError, IndexError):
         return None
-    return None
 
 
 def count_user_procs(uid: int) -> int:
@@ -66,6 +94,7 @@ class ProcessControls:
         self._proc_count_at = 0.0
         self._uid_procs_at_start = count_user_procs(self.app_uid)
         self._lock = threading.Lock()
+        self._exec_audits = ExecAuditOnce()
         self.handlers: dict[str, Handler] = {
             "execve": self.on_exec,
             "execveat": self.on_exec,
@@ -99,14 +128,26 @@ class ProcessControls:
             return
         rule = ctx.rule()
         d = self._decide(rule, t, self.in_baseline(rule, t))
-        if d.audited:  # before the reply: the audit reads the live process (ppid)
-            self._audit_exec(ctx, pid, t, d)
+        ppid: int | None = None
+        if d.audited and self._exec_audits.first(_exec_key(pid, t, d)):
+            ppid = _ppid(pid)  # before the reply: the audit reads the live process
+            self._audit_exec(ctx, pid, t, d, ppid=ppid)
         if d.blocked:
             n.reply_error(errno.EACCES)
         else:
             n.reply_continue()
-        # the forensic line does not need the app to wait for it
-        ctx.record("exec", pid=pid, exe=t.exe, argv=t.argv[:32], loader=t.via_loader, verdict=_verdict(d))
+        # the forensic line does not need the app to wait for it (exec keeps the parent)
+        if ppid is None:
+            ppid = _ppid(pid)
+        ctx.record(
+            "exec",
+            pid=pid,
+            ppid=ppid,
+            exe=t.exe,
+            argv=t.argv[:32],
+            loader=t.via_loader,
+            verdict=_verdict(d),
+        )
 
     @staticmethod
     def _decide(rule: Rule | None, t: ExecTarget, in_base: bool) -> Decision:
@@ -163,7 +204,13 @@ class ProcessControls:
         return True
 
     def _audit_exec(
-        self, ctx: SupervisorContext, pid: int, t: ExecTarget, d: Decision, stage: str = ""
+        self,
+        ctx: SupervisorContext,
+        pid: int,
+        t: ExecTarget,
+        d: Decision,
+        stage: str = "",
+        ppid: int | None = None,
     ) -> None:
         drift = d.control == "processes.drift_prevention"
         msg = f"{d.reason}; {stage}" if stage else d.reason
@@ -178,7 +225,7 @@ class ProcessControls:
                 effect="prevent" if d.blocked else "alert",
                 severity="high",
                 pid=pid,
-                ppid=_ppid(pid),
+                ppid=_ppid(pid) if ppid is None else ppid,
                 exe=t.exe,
                 argv=t.argv[:256],
                 cwd=t.cwd or None,
@@ -230,11 +277,16 @@ class ProcessControls:
             return self._proc_count
 
     def on_fork(self, n: Notification, ctx: SupervisorContext) -> None:
+        flags = n.args[0] & 0xFFFFFFFF if n.syscall == "clone" else 0
+        if flags & CLONE_UNTRACED:
+            self.on_clone_untraced(n, ctx, flags)
+            return
         rate = self.forks.hit()
         rule = ctx.rule()
         fb = rule.processes.fork_bomb_guard if rule else None
         if rule is None or fb is None or rule.processes.effect == "disable":
             n.reply_continue()
+            self._record_fork(ctx, n, "allow")
             return
         reason = ""
         if rate > fb.max_forks_per_s:
@@ -245,6 +297,7 @@ class ProcessControls:
                 reason = f"{live} live processes reach the cap of {fb.max_procs}"
         if not reason:
             n.reply_continue()
+            self._record_fork(ctx, n, "allow")
             return
         prevent = rule.processes.effect == "prevent"
         now = time.monotonic()
@@ -263,6 +316,37 @@ class ProcessControls:
             n.reply_error(errno.EAGAIN)
         else:
             n.reply_continue()
+        self._record_fork(ctx, n, "prevent" if prevent else "alert")
+
+    @staticmethod
+    def _record_fork(ctx: SupervisorContext, n: Notification, verdict: str) -> None:
+        """Forensics: who forked (the child's pid shows up in its own exec/fork records, with ppid)."""
+        pid = n.pid
+        ctx.record("fork", pid=pid, tid=n.tid, ppid=_ppid(pid), syscall=n.syscall, verdict=verdict)
+
+    def record_child(self, parent: int, child: int) -> None:
+        """The ptrace tracer saw `parent` fork `child` (forensics: the tree's edges, exactly)."""
+        self.ctx.record("child", pid=parent, child=child)
+
+    def on_clone_untraced(self, n: Notification, ctx: SupervisorContext, flags: int) -> None:
+        """clone(CLONE_UNTRACED) would give a child (or thread) the ptrace exec stop never sees: it is
+        always refused, whatever the rule (no ordinary program asks for it), and always audited."""
+        pid = n.pid
+        info = ctx.proc(pid)
+        n.reply_error(errno.EPERM)
+        what = "thread" if flags & CLONE_THREAD else "process"
+        _audit_proc(
+            ctx,
+            pid,
+            info,
+            type="process",
+            control="kernel.clone_untraced",
+            effect="prevent",
+            severity="high",
+            message=f"clone(CLONE_UNTRACED) of a {what} refused: it would escape the exec checks "
+            f"(flags {flags:#x})",
+        )
+        ctx.record("fork", pid=pid, tid=n.tid, ppid=info.ppid, syscall="clone", verdict="prevent")
 
     # ---- bypass closers: always refused, always audited ------------------------------------------
     def on_ptrace(self, n: Notification, ctx: SupervisorContext) -> None:
@@ -302,6 +386,11 @@ def _audit_proc(ctx: SupervisorContext, pid: int, info: ProcInfo | None = None, 
     ctx.audit(
         AuditEvent(pid=pid, ppid=info.ppid, exe=info.exe, argv=info.argv or None, cwd=info.cwd, **event)
     )
+
+
+def _exec_key(pid: int, t: ExecTarget, d: Decision) -> tuple[object, ...]:
+    ident: object = (t.st.st_dev, t.st.st_ino) if t.st is not None else t.exe
+    return (pid, ident, tuple(t.argv[:64]), d.control, d.effect)
 
 
 def _verdict(d: Decision) -> str:

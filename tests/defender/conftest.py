@@ -24,3 +24,10 @@ def sandbox() -> Iterator[Sandbox]:
 def mode(request: pytest.FixtureRequest) -> str:
     """Every control is exercised with the full kernel and under a Garden-like seccomp profile."""
     return str(request.param)
+
+
+@pytest.fixture(params=["root", "user", "garden"])
+def mode3(request: pytest.FixtureRequest) -> str:
+    """The three ways a defender runs: as root natively, as an unprivileged user the suite created,
+    and as that user under a Garden-like seccomp profile (no Landlock, pidfd, process_vm_readv)."""
+    return str(request.param)

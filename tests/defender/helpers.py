@@ -15,7 +15,34 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NOBODY = 65534
+APP_USER = "garrison-app"
+
+
+def _app_uid() -> int:
+    """The unprivileged user apps run as in the tests: created for the suite (as Cloud Foundry runs
+    apps as its own `vcap`), so no other service's processes share its uid (RLIMIT_NPROC counts them).
+    Falls back to nobody where users cannot be created."""
+    import pwd
+    import time
+
+    for _ in range(20):
+        try:
+            return pwd.getpwnam(APP_USER).pw_uid
+        except KeyError:
+            pass
+        if os.getuid() != 0 or not shutil.which("useradd"):
+            return 65534
+        # another test run may hold the passwd lock: retry
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", APP_USER],
+            capture_output=True,
+        )
+        time.sleep(0.1)
+    return 65534
+
+
+NOBODY = _app_uid()  # the app user's uid (historical name)
+MODES = ("root", "user", "garden")
 
 
 def _world_executable(path: str) -> bool:
@@ -47,6 +74,12 @@ def as_nobody() -> list[str]:
     if not shutil.which("setpriv"):
         pytest.skip("setpriv (util-linux) is needed to drop to an unprivileged user")
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"]
+
+
+def as_root() -> list[str]:
+    if os.getuid() != 0:
+        pytest.skip("the native-root mode needs root")
+    return []
 
 
 @dataclass
@@ -104,7 +137,12 @@ class Sandbox:
         defender_args: list[str] | None = None,
         timeout: float = 60,
         input_: str | None = None,
+        mode: str | None = None,
     ) -> Run:
+        """`mode`: "root" (the defender and app run as root), "user" (the created unprivileged user),
+        "garden" (that user under the Garden-like filter); default: the user, `garden` as given."""
+        if mode is not None:
+            garden = mode == "garden"
         py, pyenv = unpriv_python()
         args = list(defender_args or [])
         if policy is not None:
@@ -112,7 +150,7 @@ class Sandbox:
             pf.write_text(json.dumps(policy))
             os.chmod(pf, 0o644)
             args += ["--policy", str(pf)]
-        cmd = [*as_nobody()]
+        cmd = as_root() if mode == "root" else [*as_nobody()]
         if garden:
             cmd += [py, "-m", "tests.defender.gardenlike"]
         cmd += [py, "-m", "garrison", "defender", "app-embedded", "-q", *args, *argv]
