@@ -13,14 +13,23 @@ from typing import Any
 
 from garrison.defender.baseline import Baseline, LazyBaseline
 from garrison.defender.context import RateWindow
-from garrison.defender.execinfo import MAX_ARGS, ExecTarget, inspect, is_loader, loader_target
+from garrison.defender.execinfo import (
+    AT_FDCWD,
+    MAX_ARGS,
+    ExecTarget,
+    identify,
+    inspect,
+    interpreter_of,
+    is_loader,
+    loader_target,
+)
 from garrison.defender.notify import Handler, Notification, NotificationGone, ProcInfo, SupervisorContext
 from garrison.kernel import memfd as kmemfd
 from garrison.kernel._libc import SYSCALLS
 from garrison.kernel.clone import CLONE_THREAD, CLONE_UNTRACED
 from garrison.kernel.procmem import MemReader
 from garrison.policy.audit import AuditEvent
-from garrison.policy.evaluate import Decision, decide_exec
+from garrison.policy.evaluate import Decision, decide_exec, decide_unidentified_exec, exec_controls_on
 from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
@@ -109,25 +118,26 @@ class ProcessControls:
 
     # ---- exec -------------------------------------------------------------------------------
     def on_exec(self, n: Notification, ctx: SupervisorContext) -> None:
+        rule = ctx.rule()
+        prevent = rule is not None and rule.processes.effect == "prevent" and exec_controls_on(rule)
         mem = MemReader(n.tid)
         try:
             pid = n.pid
-            t = inspect(mem, pid, n.nr == _EXECVEAT, n.args)
+            t = inspect(mem, pid, n.nr == _EXECVEAT, n.args, n.tid, head=exec_controls_on(rule))
         except OSError as exc:
-            # unreadable target: gone, or its memory is garbage (EFAULT) → let the kernel answer
+            # unreadable target: gone, or its memory is garbage (EFAULT, as the kernel would answer)
             if not n.valid():
                 raise NotificationGone(str(exc)) from exc
-            n.reply_continue()
+            n.reply_error(errno.EFAULT) if prevent else n.reply_continue()
             return
         finally:
             mem.close()
         if not n.valid():  # ID_VALID after every read, before deciding
             raise NotificationGone(f"exec notification {n.id} gone")
-        if not t.exists:
-            n.reply_continue()  # the kernel answers ENOENT/EACCES itself
+        if t.error:
+            self._on_unidentified(n, ctx, rule, pid, t, prevent)
             return
-        rule = ctx.rule()
-        d = self._decide(rule, t, self.in_baseline(rule, t))
+        d, t = self.decide_target(rule, pid, n.tid, t)
         ppid: int | None = None
         if d.audited and self._exec_audits.first(_exec_key(pid, t, d)):
             ppid = _ppid(pid)  # before the reply: the audit reads the live process
@@ -146,8 +156,49 @@ class ProcessControls:
             exe=t.exe,
             argv=t.argv[:32],
             loader=t.via_loader,
+            script=t.via_script,
             verdict=_verdict(d),
         )
+
+    def _on_unidentified(
+        self,
+        n: Notification,
+        ctx: SupervisorContext,
+        rule: Rule | None,
+        pid: int,
+        t: ExecTarget,
+        prevent: bool,
+    ) -> None:
+        """Nothing the lookup found can run, or what would run cannot be identified. Under prevent the
+        defender answers the errno the kernel would give itself (a CONTINUE would let the kernel look
+        the path up again, and a racing thread could change it in between); otherwise the kernel
+        answers."""
+        err = errno.errorcode.get(t.error, str(t.error))
+        d = decide_unidentified_exec(rule, err, t.raw_path)
+        if d.audited and self._exec_audits.first(_exec_key(pid, t, d)):
+            self._audit_exec(ctx, pid, t, d)
+        if prevent:
+            n.reply_error(errno.EACCES if d.blocked and t.error in (errno.ELOOP, errno.EMFILE) else t.error)
+        else:
+            n.reply_continue()
+        if d.violation:
+            ctx.record(
+                "exec", pid=pid, ppid=_ppid(pid), exe=t.raw_path, argv=t.argv[:32], verdict=_verdict(d)
+            )
+
+    def decide_target(
+        self, rule: Rule | None, pid: int, tid: int, t: ExecTarget
+    ) -> tuple[Decision, ExecTarget]:
+        """The decision on what will really run: the file, and for a `#!` script also the interpreter
+        the kernel will start for it (the first violation wins). Returns the target decided on."""
+        d = self._decide(rule, t, self.in_baseline(rule, t))
+        if d.violation or not t.fd_head.startswith(b"#!") or not exec_controls_on(rule):
+            return d, t
+        it = interpreter_of(pid, tid, t)
+        if it is None or not it.exists:
+            return d, t  # no interpreter: the kernel fails the exec (ENOENT/ENOEXEC)
+        d2 = self._decide(rule, it, self.in_baseline(rule, it))
+        return (d2, it) if d2.violation else (d, t)
 
     @staticmethod
     def _decide(rule: Rule | None, t: ExecTarget, in_base: bool) -> Decision:
@@ -175,7 +226,9 @@ class ProcessControls:
 
     def check_exec_stop(self, pid: int) -> bool:
         """Post-exec check at the ptrace exec stop: True = kill. Audits only what it refuses (the
-        seccomp pre-check already audited what it let through)."""
+        seccomp pre-check already audited what it let through). /proc/<pid>/exe is the very file the
+        kernel loaded (for a script: its interpreter); `ld.so FILE` is resolved as the process sees
+        it, and a FILE that cannot be identified is refused under prevent."""
         rule = self.ctx.rule()
         if rule is None or rule.processes.effect != "prevent":
             return False
@@ -185,18 +238,19 @@ class ProcessControls:
             argv = [a.decode(errors="surrogateescape") for a in f.read(65536).split(b"\0")[:-1]][:MAX_ARGS]
         cwd = os.readlink(f"{base}/cwd")
         memfd = exe.startswith("/memfd:")
-        st = None if memfd else os.stat(f"{base}/exe")  # the exact inode now mapped
+        st = os.stat(f"{base}/exe")  # the exact inode now mapped
         t = ExecTarget(raw_path=exe, exe=exe, argv=argv, cwd=cwd, exists=True, st=st, memfd=memfd)
         if not memfd and is_loader(exe):
             idx = loader_target(argv)
             if idx is not None:
-                named = os.path.normpath(os.path.join(cwd, argv[idx]))
-                real = os.path.realpath(named)
-                try:
-                    tst: os.stat_result | None = os.stat(real)
-                except OSError:
-                    tst = None
-                t = ExecTarget(argv[idx], real, argv[idx:], cwd, True, tst, via_loader=exe, named=named)
+                inner = identify(pid, pid, AT_FDCWD, argv[idx], 0, argv[idx:])
+                inner.via_loader = exe
+                if inner.error:
+                    d = decide_unidentified_exec(rule, errno.errorcode.get(inner.error, "?"), argv[idx])
+                    if d.blocked:
+                        self._audit_exec(self.ctx, pid, inner, d, stage="killed at the exec stop (ptrace)")
+                    return d.blocked
+                t = inner
         d = self._decide(rule, t, self.in_baseline(rule, t))
         if not d.blocked:
             return False
@@ -218,6 +272,8 @@ class ProcessControls:
             msg = f"exec of an in-memory file (memfd) {t.exe}: {d.reason}"
         if t.via_loader:
             msg = f"{msg} (run through the dynamic loader {t.via_loader})"
+        if t.via_script:
+            msg = f"{msg} (interpreter of the script {t.via_script})"
         ctx.audit(
             AuditEvent(
                 type="drift" if drift else "process",
@@ -230,7 +286,11 @@ class ProcessControls:
                 argv=t.argv[:256],
                 cwd=t.cwd or None,
                 message=msg,
-                extra={"memfd": t.memfd, "loader": t.via_loader} if (t.memfd or t.via_loader) else {},
+                extra={
+                    k: v
+                    for k, v in (("memfd", t.memfd), ("loader", t.via_loader), ("script", t.via_script))
+                    if v
+                },
             )
         )
 

@@ -67,6 +67,33 @@ def decide_exec(rule: Rule | None, exe: str, argv: list[str], *, in_baseline: bo
     return ALLOW
 
 
+NOTHING_TO_RUN = frozenset({"ENOENT", "ENOTDIR", "ENAMETOOLONG"})
+
+
+def exec_controls_on(rule: Rule | None) -> bool:
+    """Does the rule decide execs at all (a deny/allow list or drift prevention, not disabled)?"""
+    if rule is None:
+        return False
+    pc = rule.processes
+    return pc.effect != "disable" and bool(pc.deny or pc.allow or pc.drift_prevention)
+
+
+def decide_unidentified_exec(rule: Rule | None, error: str, target: str) -> Decision:
+    """An exec whose file the defender could not identify as the app sees it; `error` is the errno name
+    the lookup failed with. A missing file (ENOENT/ENOTDIR: libc's PATH search tries several) is no
+    violation: nothing can run. Anything else is a violation of the exec controls in force (under
+    prevent the exec is refused: fail closed)."""
+    if not exec_controls_on(rule) or error in NOTHING_TO_RUN:
+        return ALLOW
+    assert rule is not None
+    return Decision(
+        True,
+        rule.processes.effect,
+        "processes.unidentified",
+        f"the program {target!r} cannot be identified as the app sees it ({error})",
+    )
+
+
 def _show(p: ProcessPattern) -> str:
     return p if isinstance(p, str) else f"{p.path} /{p.args}/"
 
