@@ -7,6 +7,7 @@ import os
 import re
 import stat
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from garrison.kernel import fs as kfs
@@ -45,6 +46,11 @@ class ExecTarget:
     error: int = 0  # errno the kernel would answer when the target cannot be run/identified
     via_script: str | None = None  # set on an interpreter: the `#!` script that names it
     fd_head: bytes = field(default=b"", repr=False)  # first bytes of the file (for `#!`)
+    copy_of: dict[int, str] = field(default_factory=dict)  # deny index → denied file with this content
+
+
+IdentityCheck = Callable[[int, os.stat_result], dict[int, str]]
+"""(O_PATH fd, stat) → {deny pattern index: denied file} when the file has a denied file's content."""
 
 
 def _signed(v: int) -> int:
@@ -271,6 +277,7 @@ def inspect(
     tid: int | None = None,
     *,
     head: bool = True,
+    identity: IdentityCheck | None = None,
 ) -> ExecTarget:
     """Read what the trapped execve/execveat asks for and identify the file it will run, as the
     target sees it. `exists` False with `error` set: the kernel would fail the exec with that errno
@@ -283,7 +290,7 @@ def inspect(
     if not raw and mem.read(path_ptr, 1) != b"\0":
         raise OSError(errno.EFAULT, "exec path pointer unreadable")  # as the kernel will answer
     argv = read_argv(mem, argv_ptr)
-    return identify(pid, tid or pid, dirfd, raw, flags, argv, head=head)
+    return identify(pid, tid or pid, dirfd, raw, flags, argv, head=head, identity=identity)
 
 
 def _cwd(pid: int) -> str:
@@ -294,10 +301,19 @@ def _cwd(pid: int) -> str:
 
 
 def identify(
-    pid: int, tid: int, dirfd: int, raw: str, flags: int, argv: list[str], *, head: bool = True
+    pid: int,
+    tid: int,
+    dirfd: int,
+    raw: str,
+    flags: int,
+    argv: list[str],
+    *,
+    head: bool = True,
+    identity: IdentityCheck | None = None,
 ) -> ExecTarget:
     """ExecTarget for an exec of `raw` by `pid`, resolved in its context; `ld.so FILE` is followed to
-    what will really run, and with `head` the file's first bytes are kept (for `#!`)."""
+    what will really run, with `head` the file's first bytes are kept (for `#!`), and `identity`
+    says whether the very file opened is a copy of a denied one."""
     cwd = _cwd(pid)
     named = os.path.normpath(os.path.join(cwd, raw)) if raw and dirfd == AT_FDCWD else ""
     t = ExecTarget(raw_path=raw, exe=raw, argv=argv, cwd=cwd, exists=False, named=named)
@@ -313,28 +329,32 @@ def identify(
             t.error = errno.EACCES  # a directory, a device...: the kernel refuses it
             return t
         t.fd_head = read_head(r.fd) if head and not r.memfd else b""
+        if identity is not None:
+            t.copy_of = identity(r.fd, r.st)
     finally:
         os.close(r.fd)
     if not t.memfd and is_loader(t.exe):
         idx = loader_target(argv)
         if idx is not None:
-            inner = identify(pid, tid, AT_FDCWD, argv[idx], 0, argv[idx:], head=head)
+            inner = identify(pid, tid, AT_FDCWD, argv[idx], 0, argv[idx:], head=head, identity=identity)
             inner.via_loader = t.exe
             inner.named = os.path.normpath(os.path.join(cwd, argv[idx]))
             return inner
     return t
 
 
-def interpreter_of(pid: int, tid: int, t: ExecTarget, depth: int = 0) -> ExecTarget | None:
+def interpreter_of(
+    pid: int, tid: int, t: ExecTarget, depth: int = 0, identity: IdentityCheck | None = None
+) -> ExecTarget | None:
     """The interpreter a `#!` script makes the kernel run (itself resolved in the target's context),
     or None. A chain of scripts is followed as deep as the kernel goes."""
     interp = shebang(t.fd_head)
     if interp is None or depth >= MAX_SHEBANG_DEPTH:
         return None
-    it = identify(pid, tid, AT_FDCWD, interp, 0, [interp, t.exe, *t.argv[1:]])
+    it = identify(pid, tid, AT_FDCWD, interp, 0, [interp, t.exe, *t.argv[1:]], identity=identity)
     it.via_script = t.exe
     if it.exists and shebang(it.fd_head) is not None:
-        deeper = interpreter_of(pid, tid, it, depth + 1)
+        deeper = interpreter_of(pid, tid, it, depth + 1, identity)
         if deeper is not None:
             return deeper
     return it

@@ -17,19 +17,28 @@ from garrison.defender.execinfo import (
     AT_FDCWD,
     MAX_ARGS,
     ExecTarget,
+    IdentityCheck,
     identify,
     inspect,
     interpreter_of,
     is_loader,
     loader_target,
 )
+from garrison.defender.identity import IdentityMatcher
 from garrison.defender.notify import Handler, Notification, NotificationGone, ProcInfo, SupervisorContext
+from garrison.defender.proctree import AppTree, UserTasks
 from garrison.kernel import memfd as kmemfd
 from garrison.kernel._libc import SYSCALLS
 from garrison.kernel.clone import CLONE_THREAD, CLONE_UNTRACED
 from garrison.kernel.procmem import MemReader
 from garrison.policy.audit import AuditEvent
-from garrison.policy.evaluate import Decision, decide_exec, decide_unidentified_exec, exec_controls_on
+from garrison.policy.evaluate import (
+    Decision,
+    decide_exec,
+    decide_fork,
+    decide_unidentified_exec,
+    exec_controls_on,
+)
 from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
@@ -76,34 +85,34 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
-def count_user_procs(uid: int) -> int:
-    n = 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    n += 1
-            except OSError:
-                continue
-    return n
-
-
 class ProcessControls:
     """Handlers for the syscalls the supervisor traps for its own controls."""
 
     def __init__(
-        self, ctx: SupervisorContext, baseline: Baseline | LazyBaseline, *, app_uid: int | None = None
+        self,
+        ctx: SupervisorContext,
+        baseline: Baseline | LazyBaseline,
+        *,
+        app_uid: int | None = None,
+        nproc_limit: int | None = None,
     ) -> None:
         self.ctx = ctx
         self._baseline = baseline
         self.app_uid = os.getuid() if app_uid is None else app_uid
         self.forks = RateWindow()
         self._last_fork_audit = 0.0
-        self._proc_count = 0
-        self._proc_count_at = 0.0
-        self._uid_procs_at_start = count_user_procs(self.app_uid)
+        self._forks_unreported = 0
+        self._last_fork: tuple[int, Decision] | None = None
+        self._fork_timer: threading.Timer | None = None
+        self.tree = AppTree()
+        self.tree.allowed_fork()  # the app itself: the supervisor starts it with no notification
+        self.user_tasks = UserTasks(self.app_uid, nproc_limit)
         self._lock = threading.Lock()
         self._exec_audits = ExecAuditOnce()
+        self.identities = IdentityMatcher()
+        rule = ctx.rule()
+        if rule is not None and rule.processes.deny:
+            self.identities.load(rule.processes.deny)  # before the app runs: copies denied from the start
         self.handlers: dict[str, Handler] = {
             "execve": self.on_exec,
             "execveat": self.on_exec,
@@ -123,7 +132,15 @@ class ProcessControls:
         mem = MemReader(n.tid)
         try:
             pid = n.pid
-            t = inspect(mem, pid, n.nr == _EXECVEAT, n.args, n.tid, head=exec_controls_on(rule))
+            t = inspect(
+                mem,
+                pid,
+                n.nr == _EXECVEAT,
+                n.args,
+                n.tid,
+                head=exec_controls_on(rule),
+                identity=self._identity(rule),
+            )
         except OSError as exc:
             # unreadable target: gone, or its memory is garbage (EFAULT, as the kernel would answer)
             if not n.valid():
@@ -194,22 +211,30 @@ class ProcessControls:
         d = self._decide(rule, t, self.in_baseline(rule, t))
         if d.violation or not t.fd_head.startswith(b"#!") or not exec_controls_on(rule):
             return d, t
-        it = interpreter_of(pid, tid, t)
+        it = interpreter_of(pid, tid, t, identity=self._identity(rule))
         if it is None or not it.exists:
             return d, t  # no interpreter: the kernel fails the exec (ENOENT/ENOEXEC)
         d2 = self._decide(rule, it, self.in_baseline(rule, it))
         return (d2, it) if d2.violation else (d, t)
 
+    def _identity(self, rule: Rule | None) -> IdentityCheck | None:
+        """The content check against the deny list's files, when there is a deny list in force."""
+        if rule is None or not rule.processes.deny or rule.processes.effect == "disable":
+            return None
+        deny = rule.processes.deny
+        return lambda fd, st: self.identities.match(deny, fd, st)
+
     @staticmethod
     def _decide(rule: Rule | None, t: ExecTarget, in_base: bool) -> Decision:
-        """Patterns match the resolved file *or* the path as the app named it (/bin/sh → /usr/bin/dash):
-        a deny on either refuses; an allow-list accepts either."""
+        """Patterns match the resolved file *or* the path as the app named it (/bin/sh → /usr/bin/dash),
+        and a file with the content of a denied one is denied (identity): a deny on any of them
+        refuses; an allow-list accepts either path."""
         argv = t.argv or [t.exe]
-        d = decide_exec(rule, t.exe, argv, in_baseline=in_base)
+        d = decide_exec(rule, t.exe, argv, in_baseline=in_base, copy_of=t.copy_of)
         named = t.named
         if not named or named == t.exe:
             return d
-        d2 = decide_exec(rule, named, argv, in_baseline=in_base)
+        d2 = decide_exec(rule, named, argv, in_baseline=in_base, copy_of=t.copy_of)
         for cand in (d, d2):
             if cand.violation and cand.control == "processes.deny":
                 return cand
@@ -238,12 +263,20 @@ class ProcessControls:
             argv = [a.decode(errors="surrogateescape") for a in f.read(65536).split(b"\0")[:-1]][:MAX_ARGS]
         cwd = os.readlink(f"{base}/cwd")
         memfd = exe.startswith("/memfd:")
-        st = os.stat(f"{base}/exe")  # the exact inode now mapped
-        t = ExecTarget(raw_path=exe, exe=exe, argv=argv, cwd=cwd, exists=True, st=st, memfd=memfd)
+        fd = os.open(f"{base}/exe", os.O_PATH | os.O_CLOEXEC)  # the exact inode now mapped
+        try:
+            st = os.fstat(fd)
+            check = self._identity(rule)
+            copy_of = check(fd, st) if check is not None and not memfd else {}
+        finally:
+            os.close(fd)
+        t = ExecTarget(
+            raw_path=exe, exe=exe, argv=argv, cwd=cwd, exists=True, st=st, memfd=memfd, copy_of=copy_of
+        )
         if not memfd and is_loader(exe):
             idx = loader_target(argv)
             if idx is not None:
-                inner = identify(pid, pid, AT_FDCWD, argv[idx], 0, argv[idx:])
+                inner = identify(pid, pid, AT_FDCWD, argv[idx], 0, argv[idx:], identity=self._identity(rule))
                 inner.via_loader = exe
                 if inner.error:
                     d = decide_unidentified_exec(rule, errno.errorcode.get(inner.error, "?"), argv[idx])
@@ -328,14 +361,6 @@ class ProcessControls:
             os.close(fd)
 
     # ---- fork-bomb guard ------------------------------------------------------------------------
-    def _live_procs(self) -> int:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._proc_count_at > 0.05:
-                self._proc_count = max(0, count_user_procs(self.app_uid) - self._uid_procs_at_start)
-                self._proc_count_at = now
-            return self._proc_count
-
     def on_fork(self, n: Notification, ctx: SupervisorContext) -> None:
         flags = n.args[0] & 0xFFFFFFFF if n.syscall == "clone" else 0
         if flags & CLONE_UNTRACED:
@@ -345,38 +370,75 @@ class ProcessControls:
         rule = ctx.rule()
         fb = rule.processes.fork_bomb_guard if rule else None
         if rule is None or fb is None or rule.processes.effect == "disable":
+            self.tree.allowed_fork()
             n.reply_continue()
             self._record_fork(ctx, n, "allow")
             return
-        reason = ""
-        if rate > fb.max_forks_per_s:
-            reason = f"fork rate {rate:.0f}/s exceeds {fb.max_forks_per_s}/s"
-        elif rate > fb.max_forks_per_s / 4:
-            live = self._live_procs()
-            if live >= fb.max_procs:
-                reason = f"{live} live processes reach the cap of {fb.max_procs}"
-        if not reason:
+        live = self.tree.count() if self.tree.upper_bound() >= fb.max_procs else None
+        d = decide_fork(
+            rule,
+            forks_last_second=rate,
+            live_procs=live,
+            user_tasks=self.user_tasks.current(),
+            nproc_limit=self.user_tasks.limit,
+        )
+        if not d.violation:
+            self.tree.allowed_fork()
             n.reply_continue()
             self._record_fork(ctx, n, "allow")
             return
-        prevent = rule.processes.effect == "prevent"
-        now = time.monotonic()
-        if now - self._last_fork_audit >= 1.0:
-            self._last_fork_audit = now
-            _audit_proc(
-                ctx,
-                n.pid,
-                type="fork_bomb",
-                control="processes.fork_bomb_guard",
-                effect="prevent" if prevent else "alert",
-                severity="high",
-                message=f"fork bomb suspected: {reason}",
-            )
-        if prevent:
+        self._audit_fork(ctx, n.pid, d)
+        if d.blocked:
             n.reply_error(errno.EAGAIN)
         else:
+            self.tree.allowed_fork()
             n.reply_continue()
-        self._record_fork(ctx, n, "prevent" if prevent else "alert")
+        self._record_fork(ctx, n, _verdict(d))
+
+    def _audit_fork(self, ctx: SupervisorContext, pid: int, d: Decision) -> None:
+        """Every refused (or, under alert, reported) fork is audited; a bomb's thousands are folded into
+        at most one audit a second that says how many there were since the last one (a timer reports
+        the last ones when the bomb stops)."""
+        now = time.monotonic()
+        with self._lock:
+            self._forks_unreported += 1
+            self._last_fork = (pid, d)
+            wait = 1.0 - (now - self._last_fork_audit)
+            if wait > 0:
+                if self._fork_timer is None:
+                    self._fork_timer = threading.Timer(wait, self._flush_fork_audit, (ctx,))
+                    self._fork_timer.daemon = True
+                    self._fork_timer.start()
+                return
+        self._flush_fork_audit(ctx)
+
+    def _flush_fork_audit(self, ctx: SupervisorContext) -> None:
+        with self._lock:
+            self._fork_timer = None
+            count, self._forks_unreported = self._forks_unreported, 0
+            if not count or self._last_fork is None:
+                return
+            self._last_fork_audit = time.monotonic()
+            pid, d = self._last_fork
+        what = "refused" if d.blocked else "seen"
+        _audit_proc(
+            ctx,
+            pid,
+            type="fork_bomb",
+            control=d.control,
+            effect=d.effect,
+            severity="high",
+            message=f"fork bomb suspected: {d.reason} ({count} fork{'s' if count > 1 else ''} {what} since the "
+            "last report)",
+            extra={"forks": count},
+        )
+
+    def flush(self) -> None:
+        """Report what is still folded (called when the app exits)."""
+        t = self._fork_timer
+        if t is not None:
+            t.cancel()
+        self._flush_fork_audit(self.ctx)
 
     @staticmethod
     def _record_fork(ctx: SupervisorContext, n: Notification, verdict: str) -> None:
