@@ -2,7 +2,9 @@
 
 A small C loop (fork, execve /bin/true, waitpid) prints microseconds per operation; it runs bare, under
 the defender with an allow-all policy, with drift prevention (Landlock), and with a prevent deny list
-(which switches the ptrace exec stop on, as does a host without Landlock). Goal: ≤ 1.3x.
+(which switches the ptrace exec stop on, as does a host without Landlock), and with a deny list matched
+by identity (`@shells`: the files' contents) plus the fork-bomb guard (the app tree counted per fork).
+Goal: ≤ 1.3x.
 
     .venv/bin/python bench/defender_exec.py [--n 2000] [--rounds 5]
 """
@@ -94,6 +96,23 @@ def main() -> None:
                 }
             )
         )
+        guarded = tmp / "guarded.json"
+        guarded.write_text(
+            json.dumps(
+                {
+                    "rules": [
+                        {
+                            "name": "guarded",
+                            "processes": {
+                                "effect": "prevent",
+                                "deny": ["@shells", "@netcat", "curl"],
+                                "fork_bomb_guard": {"max_procs": 512, "max_forks_per_s": 100000},
+                            },
+                        }
+                    ]
+                }
+            )
+        )
         base_env = {**os.environ, "DATA_FOLDER": str(tmp)}
         variants = {
             "bare": ([str(exe), str(a.n)], base_env),
@@ -106,7 +125,12 @@ def main() -> None:
                 [*DEFENDER, "--policy", str(strict), str(exe), str(a.n)],
                 base_env,
             ),
+            "defender deny by identity + fork guard (ptrace stop)": (
+                [*DEFENDER, "--policy", str(guarded), str(exe), str(a.n)],
+                base_env,
+            ),
         }
+        print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         results: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(a.rounds):  # interleaved so machine noise hits every variant alike
             for name, (cmd, env) in variants.items():
@@ -122,6 +146,7 @@ def main() -> None:
             f"   min {lo:8.1f} µs/op ({lo / bare_min:4.2f}x)"
         )
     print("goal: ≤ 1.30x")
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -155,17 +155,16 @@ class ProcessControls:
             self._on_unidentified(n, ctx, rule, pid, t, prevent)
             return
         d, t = self.decide_target(rule, pid, n.tid, t)
-        ppid: int | None = None
+        # before the reply: once the program runs it may exit and be reaped at once (the forensic
+        # tree needs the edge), and the audit describes the live process
+        ppid = _ppid(pid)
         if d.audited and self._exec_audits.first(_exec_key(pid, t, d)):
-            ppid = _ppid(pid)  # before the reply: the audit reads the live process
             self._audit_exec(ctx, pid, t, d, ppid=ppid)
         if d.blocked:
             n.reply_error(errno.EACCES)
         else:
             n.reply_continue()
-        # the forensic line does not need the app to wait for it (exec keeps the parent)
-        if ppid is None:
-            ppid = _ppid(pid)
+        # the forensic line does not need the app to wait for it
         ctx.record(
             "exec",
             pid=pid,
@@ -367,6 +366,7 @@ class ProcessControls:
             self.on_clone_untraced(n, ctx, flags)
             return
         rate = self.forks.hit()
+        pid = n.pid  # now: the forking thread may be gone right after the reply
         rule = ctx.rule()
         fb = rule.processes.fork_bomb_guard if rule else None
         if rule is None or fb is None or rule.processes.effect == "disable":
@@ -387,7 +387,7 @@ class ProcessControls:
             n.reply_continue()
             self._record_fork(ctx, n, "allow")
             return
-        self._audit_fork(ctx, n.pid, d)
+        self._audit_fork(ctx, pid, d)
         if d.blocked:
             n.reply_error(errno.EAGAIN)
         else:
