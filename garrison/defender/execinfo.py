@@ -187,14 +187,11 @@ def resolve_in_target(pid: int, tid: int, dirfd: int, raw: str, flags: int = 0) 
     if raw == "":
         if not flags & AT_EMPTY_PATH:
             raise OSError(errno.ENOENT, "empty path")
-        fd = os.open(f"{proc}/cwd" if dirfd == AT_FDCWD else f"{proc}/fd/{dirfd}", _O_PATH)
-        return _resolved(fd)
+        return _resolved(_open_base(proc, dirfd))
     root = os.open(f"{proc}/root", _O_PATH)
     try:
         rel = not raw.startswith("/")
-        start = -1
-        if rel:
-            start = os.open(f"{proc}/cwd" if dirfd == AT_FDCWD else f"{proc}/fd/{dirfd}", _O_PATH)
+        start = _open_base(proc, dirfd) if rel else -1
         try:
             fd = -1
             try:
@@ -215,6 +212,16 @@ def resolve_in_target(pid: int, tid: int, dirfd: int, raw: str, flags: int = 0) 
                 os.close(start)
     finally:
         os.close(root)
+
+
+def _open_base(proc: str, dirfd: int) -> int:
+    """The target's cwd or its fd `dirfd` (EBADF, as the kernel says, when it has no such fd)."""
+    if dirfd == AT_FDCWD:
+        return os.open(f"{proc}/cwd", _O_PATH)
+    try:
+        return os.open(f"{proc}/fd/{dirfd}", _O_PATH)
+    except FileNotFoundError:
+        raise OSError(errno.EBADF, f"no fd {dirfd}") from None
 
 
 def _resolved(fd: int) -> Resolved:

@@ -93,7 +93,7 @@ def decide_exec(
     return ALLOW
 
 
-NOTHING_TO_RUN = frozenset({"ENOENT", "ENOTDIR", "ENAMETOOLONG"})
+NOTHING_TO_RUN = frozenset({"ENOENT", "ENOTDIR", "ENAMETOOLONG", "EBADF"})
 
 
 def exec_controls_on(rule: Rule | None) -> bool:
