@@ -58,8 +58,8 @@ def build(tmp: Path) -> Path:
     return exe
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> float:
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+def measure(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> float:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, cwd=cwd)
     return float(out.stdout.strip().splitlines()[-1])
 
 
