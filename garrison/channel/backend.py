@@ -58,9 +58,10 @@ class ChannelBackend(Protocol):
         """Persist a batch idempotently (duplicate event ids ignored). Returns how many were new."""
         ...
 
-    async def droplet_verdict(self, digest: str, app_name: str) -> dict[str, Any]:
-        """Latest assurance verdict for a droplet digest: {digest, verdict: pass|fail|unknown, effect,
-        reasons}. Answered in the first policy snapshot so the defender can refuse a non-compliant droplet."""
+    async def droplet_verdict(self, digest: str, app_guid: str) -> dict[str, Any]:
+        """Assurance verdict for a droplet (content digest) staged for an app (CF app guid): {digest,
+        verdict: pass|fail|unknown, effect, reasons}. Answered in the first policy snapshot so the
+        defender can refuse a non-compliant droplet; another app's verdict never answers."""
         ...
 
     async def is_revoked(self, defender_id: str) -> bool:

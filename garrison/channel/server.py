@@ -338,7 +338,7 @@ class ChannelServer:
         if not hello.droplet_digest:
             return None
         try:
-            raw = await self.backend.droplet_verdict(hello.droplet_digest, hello.app_name)
+            raw = await self.backend.droplet_verdict(hello.droplet_digest, hello.app_guid)
             return p.DropletVerdict.model_validate(
                 {k: raw.get(k) for k in ("digest", "verdict", "effect", "reasons") if raw.get(k) is not None}
             )

@@ -10,6 +10,7 @@ from garrison.console import cli as console_cli
 from garrison.defender import cli as defender_cli
 from garrison.demo import cli as demo_cli
 from garrison.embed import cli as embed_cli
+from garrison.host import cli as host_cli
 from garrison.scan import cli as scan_cli
 
 app = typer.Typer(
@@ -31,5 +32,5 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _component in (console_cli, defender_cli, scan_cli, embed_cli, cnaf_cli, demo_cli):
+for _component in (console_cli, defender_cli, scan_cli, embed_cli, cnaf_cli, demo_cli, host_cli):
     _component.register(app)

@@ -36,6 +36,12 @@ def console(
         str | None, typer.Option("--public-address", help="host name/IP defenders and browsers use")
     ] = None,
     blobstore: Annotated[Path | None, typer.Option(help="droplet blobstore folder to rescan")] = None,
+    blobstore_poll: Annotated[
+        float,
+        typer.Option(
+            "--blobstore-poll", help="seconds between blobstore polls (new droplets, DB imports)", min=0.1
+        ),
+    ] = 60.0,
 ) -> None:
     """Run the console: HTTPS API + web UI and the WSS defender channel."""
     from garrison.console.server import run
@@ -49,6 +55,7 @@ def console(
         defender_port=defender_port,
         public_address=public_address,
         blobstore=blobstore.resolve() if blobstore else None,
+        blobstore_poll_s=blobstore_poll,
     )
     try:
         run(cfg)

@@ -21,6 +21,7 @@ class ConsoleConfig:
     defender_port: int = 8084
     public_address: str | None = None
     blobstore: Path | None = None
+    blobstore_poll_s: float = 60.0
 
     def advertised_host(self) -> str:
         """The name clients should use: --public-address, else the bind address (wildcards → localhost)."""

@@ -11,6 +11,8 @@ from garrison.console.services.alerts import AlertDispatcher
 from garrison.console.services.audits import AuditService
 from garrison.console.services.auth import AuthService
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.hosts import HostService
+from garrison.console.services.live import LiveHub
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
@@ -32,11 +34,13 @@ class ConsoleContext:
     audits: AuditService
     alerts: AlertDispatcher
     scans: ScanService
+    hosts: HostService
     console_url: str = ""
     ws_address: str = ""
     channel: ChannelServer | None = None
     blobstore: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    live: LiveHub = field(default_factory=LiveHub)
 
     @classmethod
     def build(cls, data_dir: Path, store: Store, ca: CertificateAuthority) -> ConsoleContext:
@@ -50,6 +54,7 @@ class ConsoleContext:
             auth=AuthService(store),
             policies=policies,
             scans=ScanService(store, policies),
+            hosts=HostService(store),
             defenders=DefenderService(store, ca),
             audits=AuditService(store),
             alerts=AlertDispatcher(on_drop=lambda name: metrics.alerts_dropped.labels(name).inc()),

@@ -80,13 +80,14 @@ async def serve(cfg: ConsoleConfig) -> None:
     ctx, password, cert, key = await asyncio.to_thread(prepare, cfg)
     if cfg.blobstore is not None:
         cfg.blobstore.mkdir(parents=True, exist_ok=True)
-        ctx.scans.start_blobstore(cfg.blobstore)
+        ctx.scans.start_blobstore(cfg.blobstore, cfg.blobstore_poll_s)
     await ctx.alerts.configure(await asyncio.to_thread(load_alert_settings, ctx))
     ctx.metrics.policy_revision.set((await asyncio.to_thread(ctx.policies.runtime)).revision)
 
     def on_events(events: list[AuditEvent]) -> None:
         ctx.metrics.events_ingested.inc(len(events))
         ctx.alerts.submit(events)
+        ctx.live.notify()
 
     backend = ConsoleChannelBackend(ctx.store, ctx.defenders, ctx.policies, on_events, ctx.scans)
     channel_tls = server_ssl_context(cert, key, client_ca_pem=ctx.ca.cert_pem, client_cert="optional")
@@ -114,8 +115,13 @@ async def serve(cfg: ConsoleConfig) -> None:
         )
     )
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        server.should_exit = True
+        ctx.live.close()  # end the UI's live streams, or a graceful shutdown would wait for them
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        loop.add_signal_handler(sig, stop)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.02)

@@ -142,6 +142,7 @@ class AppEmbeddedDefender:
         self.cnaf: Any = None
         self._audit_lock = threading.Lock()
         self._audit_file: Any = None
+        self._droplet_changed = ""  # set when the unpacked droplet differs from what staging scanned
 
     # ---- policy --------------------------------------------------------------------------------
     def _policy(self, ctx: DefenderContext, hello: Any) -> RuntimePolicy | None:
@@ -194,6 +195,37 @@ class AppEmbeddedDefender:
             EX_NOPOLICY, f"console unreachable ({why}) and no cached policy in {self.data}: refusing to start"
         )
 
+    def _droplet(self, hello: Any) -> None:
+        """Make the gate ask about the droplet that will run: recompute its content digest from the
+        unpacked droplet (`$GARRISON_DROPLET_ROOT`, else `$HOME`: app/ and deps/) instead of trusting
+        GARRISON_DROPLET_DIGEST, which only says that the Garrison buildpack staged it. Computed when
+        the buildpack's claim is present (or GARRISON_DROPLET_VERIFY=1); GARRISON_DROPLET_VERIFY=0
+        trusts the claim."""
+        claim = getattr(hello, "droplet_digest", "")
+        verify = self.env.get("GARRISON_DROPLET_VERIFY", "")
+        if verify == "0" or not (claim or verify == "1"):
+            return
+        from garrison.scan.identity import collect_droplet_dir, is_droplet_dir
+        from garrison.scan.source import ScanRefused
+
+        root = Path(self.env.get("GARRISON_DROPLET_ROOT") or self.env.get("HOME") or "/home/vcap")
+        if not is_droplet_dir(root):
+            return
+        try:
+            content = collect_droplet_dir(root)
+        except ScanRefused as exc:
+            say(f"cannot compute the droplet digest ({exc}): asking about the staged digest {claim}")
+            return
+        actual = content.digest()
+        staged = content.identity()
+        if claim and actual != claim:
+            if staged is not None and staged.phase == "finalize":
+                self._droplet_changed = (
+                    f"droplet content {actual} differs from the {claim} scanned at the end of staging"
+                )
+            say(f"droplet content digest {actual} (staging recorded {claim}): asking about what will run")
+        hello.droplet_digest = actual
+
     def _gate(self, hello: Any) -> None:
         """The run-time gate (issue 5): the console answered the droplet's assurance verdict with the first
         policy snapshot; a failed verdict under a `prevent` runtime effect keeps the droplet from running."""
@@ -203,6 +235,18 @@ class AppEmbeddedDefender:
         from garrison.scan.gate import decide
         from garrison.scan.model import VerdictResponse
 
+        if self._droplet_changed:
+            self.ctx.audit(
+                AuditEvent(
+                    type="assurance",
+                    effect="alert",
+                    severity="high",
+                    control="assurance.droplet_changed",
+                    argv=self.argv[:256],
+                    message=self._droplet_changed,
+                    extra={"digest": digest},
+                )
+            )
         v = self.client.verdict
         if v is None:
             say(f"no assurance verdict for droplet {digest} (console offline or no scanner): starting")
@@ -268,6 +312,7 @@ class AppEmbeddedDefender:
             raise LaunchError(EX_CONFIG, f"DATA_FOLDER {self.data} is unusable: {exc.strerror}") from None
         features = probe()
         ident, hello = identity_from_env(self.env, features)
+        self._droplet(hello)
         forensics = ForensicRing(self.data, name=FORENSICS)
         ctx = DefenderContext(ident, hello.defender_id or "local", features, forensics)
         self.ctx = ctx

@@ -99,6 +99,16 @@ class MemReader:
         return bytes(out)
 
 
+def write_mem(pid: int, addr: int, data: bytes) -> None:
+    """Write into target memory through /proc/<pid>/mem (results of emulated syscalls)."""
+    fd = os.open(f"/proc/{pid}/mem", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if os.pwrite(fd, data, addr) != len(data):
+            raise OSError(errno.EFAULT, "short write to target memory")
+    finally:
+        os.close(fd)
+
+
 def vm_readv_available() -> bool:
     """Probe on ourselves (Garden blocks it with EPERM)."""
     buf = ctypes.create_string_buffer(b"x")

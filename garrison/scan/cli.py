@@ -86,9 +86,13 @@ def scan_command(
     secrets_in_deps: Annotated[
         bool, typer.Option("--secrets-in-deps", help="Also search site-packages, node_modules, vendor ...")
     ] = False,
-    max_files: Annotated[int, typer.Option(help="Refuse archives with more entries")] = 500_000,
-    max_bytes: Annotated[int, typer.Option(help="Refuse archives larger than this uncompressed")] = 16 << 30,
+    max_files: Annotated[int, typer.Option(help="Refuse archives with more entries")] = 200_000,
+    max_bytes: Annotated[int, typer.Option(help="Refuse archives that expand past this")] = 8 << 30,
     max_file_bytes: Annotated[int, typer.Option(help="Skip content analysis of larger files")] = 256 << 20,
+    max_ratio: Annotated[
+        int, typer.Option(help="Refuse a compression ratio above this over any 256 MiB of output")
+    ] = 200,
+    max_seconds: Annotated[float, typer.Option(help="Refuse a scan that takes longer")] = 900.0,
 ) -> None:
     """Scan a droplet, directory or host for vulnerable packages, secrets and malware (offline)."""
     from garrison.scan.console import ConsoleConfig, ConsoleError, fetch_policy, post_report
@@ -97,7 +101,7 @@ def scan_command(
     from garrison.scan.report.table import print_table
     from garrison.scan.scanner import ScanOptions, ScanRefused, scan
     from garrison.scan.source import Limits
-    from garrison.scan.vulndb.index import DB_FILE, default_db_dir
+    from garrison.scan.vulndb.index import DB_FILE, SchemaError, default_db_dir
 
     db_dir = None if no_db else (db or default_db_dir())
     if db_dir is not None and not (db_dir / DB_FILE).exists():
@@ -125,7 +129,13 @@ def scan_command(
         secrets=secrets and not host,
         secrets_in_deps=secrets_in_deps,
         malware=mal,
-        limits=Limits(max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes),
+        limits=Limits(
+            max_files=max_files,
+            max_total_bytes=max_bytes,
+            max_file_bytes=max_file_bytes,
+            max_ratio=max_ratio,
+            max_seconds=max_seconds,
+        ),
         policy=policy or AssurancePolicy(),
     )
     show_progress = fmt == Fmt.table and _err.is_terminal and path.is_file() and path.stat().st_size > 8 << 20
@@ -139,7 +149,7 @@ def scan_command(
                 report = scan(path, opts)
         else:
             report = scan(path, opts)
-    except (ScanRefused, OSError) as exc:
+    except (ScanRefused, OSError, SchemaError) as exc:
         raise _fail(str(exc)) from exc
     if fmt == Fmt.table and output is None:
         print_table(report, Console())
@@ -186,6 +196,13 @@ def db_import(
         f"imported {res.imported} advisories ({res.withdrawn} withdrawn, {res.skipped_older} older duplicates "
         f"skipped) into {db_dir} in {time.monotonic() - t0:.1f}s; index {size / 1e6:.1f} MB"
     )
+    typer.echo(f"{'source':<28} {'read':>7} {'stored':>7} {'skipped':>8}")
+    for label, c in sorted(res.sources.items()):
+        typer.echo(f"{label:<28} {c.read:>7} {c.stored:>7} {sum(c.skipped.values()):>8}")
+        for reason, n in sorted(c.skipped.items()):
+            typer.echo(f"  skipped {n}: {reason}")
+    if errors.errors:
+        typer.echo(f"{'unreadable files':<28} {len(errors.errors):>7} {0:>7} {len(errors.errors):>8}")
     for e in errors.errors[:50]:
         _err.print(f"[yellow]skipped[/] {e}", highlight=False, soft_wrap=True)
     if errors.errors:
@@ -195,12 +212,12 @@ def db_import(
 @db_app.command("status")
 def db_status(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show advisory counts per ecosystem, sources and last update time."""
-    from garrison.scan.vulndb.index import VulnIndex, default_db_dir
+    from garrison.scan.vulndb.index import SchemaError, VulnIndex, default_db_dir
 
     try:
         with VulnIndex(db or default_db_dir()) as ix:
             st = ix.status()
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, SchemaError) as exc:
         raise _fail(str(exc)) from exc
     if as_json:
         typer.echo(json.dumps(st, indent=2))
@@ -274,6 +291,7 @@ def bp_stage(
             build_dir=build_dir,
             deps_dir=deps_dir,
             deps_idx=deps_idx,
+            cache_dir=cache_dir,
         )
     )
 

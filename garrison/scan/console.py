@@ -106,13 +106,15 @@ def post_report(cfg: ConsoleConfig, report: ScanReport) -> dict[str, Any]:
     return out if isinstance(out, dict) else {"result": out}
 
 
-def fetch_verdict(cfg: ConsoleConfig, digest: str, app_name: str = "") -> VerdictResponse:
+def fetch_verdict(cfg: ConsoleConfig, digest: str, app_name: str = "", app_guid: str = "") -> VerdictResponse:
     """Latest verdict for a digest. A 404 means "never scanned" (`unknown`); reasons and the policy's
     runtime effect are filled from the stored report and the assurance policy when the verdict row
     does not carry them."""
     params = {"digest": digest}
     if app_name:
         params["app"] = app_name
+    if app_guid:
+        params["app_guid"] = app_guid
     try:
         r = _call(cfg, "GET", "/api/v1/scans/verdict", params=params)
     except ConsoleError as exc:

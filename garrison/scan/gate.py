@@ -46,12 +46,14 @@ def check_droplet(
     digest: str,
     app_name: str = "",
     *,
+    app_guid: str = "",
     require_scan: bool = False,
     fail_open: bool = True,
 ) -> GateDecision:
-    """Ask the console and decide; never raises (an unreachable console follows `fail_open`)."""
+    """Ask the console about this droplet for this app and decide; never raises (an unreachable
+    console follows `fail_open`)."""
     try:
-        v = fetch_verdict(cfg, digest, app_name)
+        v = fetch_verdict(cfg, digest, app_name, app_guid)
     except ConsoleError as exc:
         if fail_open:
             return GateDecision(True, f"verdict unavailable, allowed (fail-open): {exc}", "error")

@@ -6,7 +6,8 @@ fingerprint only, so every output format derived from it is redacted by construc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -64,6 +65,16 @@ class Package(BaseModel):
     source: str = ""  # which detector found it: dist-info, package-lock, pom.properties, buildinfo, dpkg...
 
 
+class Waiver(BaseModel):
+    """Why a finding does not count against the assurance policy: the exception that accepted it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exception: str  # "vulnerability:<id>" or "package:<name glob>"
+    reason: str
+    expires: date | None = None
+
+
 class VulnerabilityFinding(BaseModel):
     """A package version matched by an advisory (aliases folded into one finding)."""
 
@@ -71,6 +82,7 @@ class VulnerabilityFinding(BaseModel):
 
     id: str
     aliases: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)  # advisory databases: osv, rubysec, nodejs-security-wg
     ecosystem: str
     package: str
     version: str
@@ -80,6 +92,9 @@ class VulnerabilityFinding(BaseModel):
     cvss_vector: str | None = None
     summary: str = ""
     locations: list[str] = Field(default_factory=list)
+    lines: dict[str, int] = Field(default_factory=dict)  # location -> line naming the package, when known
+    purl: str = ""
+    waiver: Waiver | None = None  # set by the assurance policy when an exception accepts the finding
 
 
 class SecretFinding(BaseModel):
@@ -126,6 +141,65 @@ class Summary(BaseModel):
     notices: int = 0
 
 
+class AppRef(BaseModel):
+    """The Cloud Foundry app a droplet was staged for (from the staging VCAP_APPLICATION)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    guid: str = Field(default="", max_length=64)
+    name: str = Field(default="", max_length=256)
+    space: str = Field(default="", max_length=256)
+    space_guid: str = Field(default="", max_length=64)
+    org: str = Field(default="", max_length=256)
+    org_guid: str = Field(default="", max_length=64)
+
+    @property
+    def label(self) -> str:
+        """`org/space/app`, the way an operator names an app (parts that are unknown are left out)."""
+        return "/".join(p for p in (self.org, self.space, self.name) if p)
+
+    @classmethod
+    def from_vcap(cls, raw: str | None) -> AppRef | None:
+        """From a VCAP_APPLICATION JSON string; None when absent or unreadable (never raises)."""
+        try:
+            vcap = json.loads(raw or "{}")
+        except ValueError:
+            return None
+        if not isinstance(vcap, dict):
+            return None
+
+        def s(*keys: str) -> str:
+            for k in keys:
+                v = vcap.get(k)
+                if isinstance(v, str) and v:
+                    return v
+            return ""
+
+        ref = cls(
+            guid=s("application_id")[:64],
+            name=s("application_name", "name")[:256],
+            space=s("space_name")[:256],
+            space_guid=s("space_id")[:64],
+            org=s("organization_name")[:256],
+            org_guid=s("organization_id")[:64],
+        )
+        return ref if (ref.guid or ref.name) else None
+
+
+class WaivedFinding(BaseModel):
+    """A vulnerability the assurance policy accepted (exception), kept in the report for review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    package: str
+    version: str
+    severity: Severity = Severity.UNKNOWN
+    reason: str = ""
+    expires: date | None = None
+    rule: Literal["vulnerability", "package"] = "vulnerability"
+
+
 class ScanReport(BaseModel):
     """Result of one scan; `digest` identifies the droplet (sha256 of the file, or a tree digest)."""
 
@@ -136,11 +210,21 @@ class ScanReport(BaseModel):
     target: str
     target_kind: Literal["droplet", "directory", "host"] = "droplet"
     app_name: str = ""
+    # what will run: the CF app the droplet was staged for, where the report came from, and for a
+    # blobstore droplet its blob path and the tarball's own sha256 (`digest` is then the content digest)
+    app: AppRef | None = None
+    source: Literal["cli", "staging", "blobstore"] = "cli"
+    blob: str = ""
+    archive_sha256: str = ""
     scanned_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     scanner_version: str = ""
     db_updated_at: datetime | None = None
+    db_revision: str = ""  # "<import generation>@<update time>" of the vulnerability DB used
+    policy: str = ""  # name of the assurance policy the verdict came from
     verdict: Literal["pass", "fail"] = "pass"
     reasons: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)  # policy findings that warn without failing
+    waived: list[WaivedFinding] = Field(default_factory=list)
     summary: Summary = Field(default_factory=Summary)
     packages: list[Package] = Field(default_factory=list)
     vulnerabilities: list[VulnerabilityFinding] = Field(default_factory=list)
@@ -163,4 +247,6 @@ class VerdictResponse(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     effect: Literal["disable", "alert", "prevent"] = "alert"
     app_name: str = ""
+    app_guid: str = ""
+    db_revision: str = ""
     scanned_at: datetime | None = None

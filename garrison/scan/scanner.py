@@ -15,7 +15,7 @@ from garrison import __version__
 from garrison.scan.assurance import AssurancePolicy, apply
 from garrison.scan.inventory import Detector, all_detectors
 from garrison.scan.malware import MalwareScanner
-from garrison.scan.model import Package, ScanReport, Severity, Summary
+from garrison.scan.model import Package, ScanReport, Severity, Summary, VulnerabilityFinding
 from garrison.scan.secrets import scan_secrets, secret_candidate
 from garrison.scan.source import Entry, Limits, ScanRefused, Walk, iter_dir, iter_tar
 from garrison.scan.vulndb.index import VulnIndex
@@ -104,6 +104,42 @@ def _dedupe(packages: list[Package]) -> list[Package]:
     return sorted(out.values(), key=lambda p: (p.ecosystem, p.name.lower(), p.version))
 
 
+_TEXT_KEEP = 1 << 20  # metadata files kept to find the line naming a package (SARIF regions)
+_TEXT_BUDGET = 64 << 20
+
+
+def _line_of(text: bytes, name: str, version: str) -> int | None:
+    """First line naming `version` next to `name` (lock files, requirements), else the first line
+    naming the version (package.json, METADATA), else None."""
+    lines = text.split(b"\n")
+    ver, nm = version.encode(), name.encode().lower()
+    only_version = None
+    for i, line in enumerate(lines, 1):
+        if ver in line:
+            if nm in line.lower():
+                return i
+            only_version = only_version or i
+    return only_version
+
+
+def _add_lines(
+    findings: list[VulnerabilityFinding], packages: list[Package], texts: dict[str, bytes]
+) -> None:
+    purls = {(p.ecosystem, p.name, p.version): p.purl for p in packages}
+    for f in findings:
+        f.purl = purls.get((f.ecosystem, f.package, f.version), "")
+        for loc in f.locations:
+            text = texts.get(loc)
+            if text is not None and (n := _line_of(text, f.package.split(":")[-1], f.version)):
+                f.lines[loc] = n
+
+
+def db_revision(index: VulnIndex) -> str:
+    """`<import generation>@<update time>`: which database state a verdict was computed with."""
+    updated = index.updated_at()
+    return f"{index.generation()}@{updated.isoformat(timespec='seconds') if updated else '-'}"
+
+
 def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
     """Scan a droplet tarball, a directory or (opts.host) a host root; raises ScanRefused on bad input."""
     opts = opts or ScanOptions()
@@ -119,13 +155,20 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
             app_name=opts.app_name,
             scanner_version=__version__,
         )
+        texts: dict[str, bytes] = {}
+        budget = _TEXT_BUDGET
         for e in entries:
             data = e.data
             if data is not None:
                 head = data[:8]
+                fed = False
                 for d in detectors:
                     if d.wants(e.path, head):
                         d.feed(e.path, data)
+                        fed = True
+                if fed and len(data) <= min(_TEXT_KEEP, budget) and b"\0" not in head:
+                    texts[e.path] = data
+                    budget -= len(data)
                 if opts.secrets and secret_candidate(e.path, include_deps=opts.secrets_in_deps):
                     report.secrets.extend(scan_secrets(e.path, data))
             if opts.malware.active:
@@ -141,7 +184,9 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
         report.packages = _dedupe(packages)
         if index is not None:
             report.db_updated_at = index.updated_at()
+            report.db_revision = db_revision(index)
             report.vulnerabilities = match_packages(index, report.packages)
+            _add_lines(report.vulnerabilities, report.packages, texts)
         report.notices = walk.notices
         report.summary = Summary(
             packages=len(report.packages),

@@ -2,8 +2,11 @@
 
 Archives are *streamed*, never extracted: nothing is written to disk, so traversal, absolute names,
 links pointing out and device nodes cannot plant files anywhere; they are skipped with a notice.
-Limits (file count, total bytes, compression ratio) stop tar bombs with `ScanRefused`; a single file
-above `max_file_bytes` is skipped (hashed only) so one gigantic file cannot exhaust memory.
+Decompression bombs are bounded by what the scan actually does, measured on the bytes really read:
+entries, bytes produced by the decompressor (skipped members included), each member's declared size,
+the compression ratio over every window of output (a bomb that interleaves random data with zeros
+still has windows of pure zeros), and wall-clock time. Memory is bounded by `max_file_bytes` (the
+most one member's content held at once); tarfile's member list is not kept.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import posixpath
 import stat
 import tarfile
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,11 +50,16 @@ class ScanRefused(Exception):
 
 @dataclass
 class Limits:
-    max_files: int = 500_000
-    max_total_bytes: int = 16 << 30
-    max_file_bytes: int = 256 << 20
-    max_ratio: int = 200  # uncompressed/compressed, checked once past `ratio_floor` bytes
-    ratio_floor: int = 64 << 20
+    """Bounds for one scan. A Cloud Foundry droplet is unpacked into the app's disk quota (1 GiB by
+    default), so real droplets sit far below these; each is a CLI option for the exceptions."""
+
+    max_files: int = 200_000  # entries of any type (the app-embed extractor uses the same bound)
+    max_total_bytes: int = 8 << 30  # bytes produced by decompression (or read from a directory)
+    max_member_bytes: int = 4 << 30  # one archive member's declared size
+    max_file_bytes: int = 256 << 20  # larger files are hashed, not held in memory or analysed
+    max_ratio: int = 200  # output/input of the decompressor, over every `ratio_window` of output
+    ratio_window: int = 256 << 20
+    max_seconds: float = 900.0  # Cloud Foundry's default staging timeout is 15 minutes
 
 
 @dataclass
@@ -92,6 +101,44 @@ class _HashingReader:
         while self.read(_CHUNK):
             pass
         return "sha256:" + self.h.hexdigest()
+
+
+class _Meter:
+    """What tarfile reads from: counts the bytes the decompressor really produces and checks the
+    total, the ratio per window of output and the deadline on every read, so a bomb is refused
+    within one window of starting, whatever the members declare."""
+
+    def __init__(
+        self, stream: Any, reader: _HashingReader, limits: Limits, name: Path, deadline: float
+    ) -> None:
+        self.stream, self.reader, self.limits, self.name = stream, reader, limits, name
+        self.deadline = deadline
+        self.out = 0
+        self.window_out = 0
+        self.window_in = reader.pos
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.stream.read(n)
+        self.out += len(b)
+        self.window_out += len(b)
+        lim = self.limits
+        if self.out > lim.max_total_bytes:
+            raise ScanRefused(
+                f"{self.name}: expands past {lim.max_total_bytes} bytes (decompression bomb?), refused; "
+                "raise --max-bytes if this droplet is genuine"
+            )
+        if self.window_out >= lim.ratio_window:
+            consumed = max(self.reader.pos - self.window_in, 1)
+            if self.window_out > lim.max_ratio * consumed:
+                raise ScanRefused(
+                    f"{self.name}: {self.window_out} bytes decompressed from {consumed} "
+                    f"(ratio above {lim.max_ratio}:1 after {self.out - self.window_out} bytes; "
+                    "decompression bomb?), refused"
+                )
+            self.window_out, self.window_in = 0, self.reader.pos
+        if time.monotonic() > self.deadline:
+            raise ScanRefused(f"{self.name}: scan took longer than {lim.max_seconds:.0f} s, refused")
+        return b
 
 
 def _decompressor(reader: _HashingReader, raw: BinaryIO) -> Any:
@@ -147,17 +194,23 @@ def iter_tar(
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[Entry]:
     total_in = path.stat().st_size
+    deadline = time.monotonic() + limits.max_seconds
     with path.open("rb") as raw:
         reader = _HashingReader(raw)
         try:
             stream = _decompressor(reader, raw)
-            tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115
+            meter = _Meter(stream, reader, limits, path, deadline)
+            tf = tarfile.open(fileobj=cast(Any, meter), mode="r|")  # noqa: SIM115
         except (tarfile.TarError, zlib.error, EOFError, OSError, lzma.LZMAError) as exc:
             raise ScanRefused(f"{path}: corrupt or not a tar archive ({exc})") from exc
         try:
-            for m in tf:
+            while (m := tf.next()) is not None:
+                cast(Any, tf).members.clear()  # stream mode keeps every TarInfo otherwise: memory per entry
                 if walk.files >= limits.max_files:
-                    raise ScanRefused(f"{path}: more than {limits.max_files} entries (tar bomb?), refused")
+                    raise ScanRefused(
+                        f"{path}: more than {limits.max_files} entries (tar bomb?), refused at entry "
+                        f"{walk.files + 1}; raise --max-files if this droplet is genuine"
+                    )
                 walk.files += 1
                 name = _safe_name(m.name)
                 if name is None:
@@ -175,15 +228,12 @@ def iter_tar(
                     continue
                 if not m.isreg():
                     continue
+                if m.size > limits.max_member_bytes:
+                    raise ScanRefused(
+                        f"{path}: member {name} declares {m.size} bytes, above the {limits.max_member_bytes}-"
+                        "byte member limit (decompression bomb?), refused"
+                    )
                 walk.bytes += m.size
-                if walk.bytes > limits.max_total_bytes:
-                    raise ScanRefused(
-                        f"{path}: more than {limits.max_total_bytes} bytes uncompressed, refused"
-                    )
-                if walk.bytes > limits.ratio_floor and walk.bytes > limits.max_ratio * max(reader.pos, 1):
-                    raise ScanRefused(
-                        f"{path}: compression ratio above {limits.max_ratio}:1 (decompression bomb?), refused"
-                    )
                 f = tf.extractfile(m)
                 if f is None:
                     continue
@@ -197,7 +247,7 @@ def iter_tar(
                 yield Entry(name, m.size, data, digest)
             # tarfile treats a truncated header as the end: read the compressed stream to its end
             # marker so truncation raises, then finish the file digest
-            while stream is not reader and stream.read(_CHUNK):
+            while stream is not reader and meter.read(_CHUNK):
                 pass
             walk.digest = reader.drain()
         except (tarfile.TarError, zlib.error, EOFError, OSError, lzma.LZMAError) as exc:
@@ -219,6 +269,7 @@ def iter_dir(
     """Walk `root` without following symlinks; the digest is a tree digest of paths and contents
     (paths, sizes and mtimes for a host, where `want(path, head)` limits what is read at all)."""
     root = root.resolve()
+    deadline = time.monotonic() + limits.max_seconds
     excludes = {root / e for e in HOST_EXCLUDES} if host else set()
     tree = hashlib.sha256()
     stack = [root]
@@ -255,8 +306,11 @@ def iter_dir(
                 if not host:
                     walk.note(rel, "skipped: device, FIFO or socket")
                 continue
-            if walk.files >= limits.max_files:
+            # a host root is not hostile input: its size is what it is
+            if not host and walk.files >= limits.max_files:
                 raise ScanRefused(f"{root}: more than {limits.max_files} files, refused")
+            if not host and time.monotonic() > deadline:
+                raise ScanRefused(f"{root}: scan took longer than {limits.max_seconds:.0f} s, refused")
             walk.files += 1
             walk.bytes += st.st_size
             if not host and walk.bytes > limits.max_total_bytes:

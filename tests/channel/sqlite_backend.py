@@ -89,7 +89,7 @@ class SqliteBackend:
         self.db.execute("COMMIT")
         return self.db.total_changes - before
 
-    async def droplet_verdict(self, digest: str, app_name: str) -> dict[str, Any]:
+    async def droplet_verdict(self, digest: str, app_guid: str) -> dict[str, Any]:
         return {"digest": digest, "verdict": "unknown", "reasons": [], "effect": "alert"}
 
     async def is_revoked(self, defender_id: str) -> bool:

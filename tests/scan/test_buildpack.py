@@ -56,11 +56,18 @@ def stage(
     return r, deps
 
 
-def test_export_folder_and_zip(tmp_path: Path, real_db: Path) -> None:
+def test_export_folder_and_zip(tmp_path: Path, advisory_db: Path) -> None:
     policy = tmp_path / "p.json"
     policy.write_text('{"name": "bp", "thresholds": {"high": 0}}')
     r = garrison(
-        "buildpack", "export", str(tmp_path / "bp"), "--db", str(real_db), "--policy", str(policy), "--zip"
+        "buildpack",
+        "export",
+        str(tmp_path / "bp"),
+        "--db",
+        str(advisory_db),
+        "--policy",
+        str(policy),
+        "--zip",
     )
     assert r.returncode == 0, r.stderr
     with zipfile.ZipFile(tmp_path / "bp.zip") as zf:
@@ -77,10 +84,10 @@ def test_export_folder_and_zip(tmp_path: Path, real_db: Path) -> None:
     assert r.returncode == 2 and "not empty" in r.stderr
 
 
-def test_supply_passes_clean_app_and_reports(tmp_path: Path, real_db: Path, shim: str) -> None:
+def test_supply_passes_clean_app_and_reports(tmp_path: Path, advisory_db: Path, shim: str) -> None:
     with StubConsole(policy={"name": "console-policy", "thresholds": {"high": 0}}) as console:
         r = garrison(
-            "buildpack", "export", str(tmp_path / "bp"), "--db", str(real_db), "--console", console.url
+            "buildpack", "export", str(tmp_path / "bp"), "--db", str(advisory_db), "--console", console.url
         )
         assert r.returncode == 0, r.stderr
         app = write_tree(
@@ -91,18 +98,18 @@ def test_supply_passes_clean_app_and_reports(tmp_path: Path, real_db: Path, shim
         assert "assurance policy 'console-policy': PASS" in run.stdout
         assert len(console.reports) == 1 and console.reports[0]["app_name"] == "shop"
         digest = console.reports[0]["digest"]
-    assert (
-        deps / "1" / "profile.d" / "garrison.sh"
-    ).read_text() == f"export GARRISON_DROPLET_DIGEST={digest}\n"
+    assert (deps / "1" / "profile.d" / "garrison.sh").read_text() == (
+        f"export GARRISON_DROPLET_DIGEST={digest}\nexport GARRISON_DROPLET_IDX=1\n"
+    )
     assert json.loads((deps / "1" / "garrison-scan.json").read_text())["verdict"] == "pass"
 
 
-def test_supply_fails_staging_readably(tmp_path: Path, real_db: Path, shim: str) -> None:
+def test_supply_fails_staging_readably(tmp_path: Path, advisory_db: Path, shim: str) -> None:
     policy = tmp_path / "p.json"
     policy.write_text('{"name": "strict", "thresholds": {"high": 0}}')
     assert (
         garrison(
-            "buildpack", "export", str(tmp_path / "bp"), "--db", str(real_db), "--policy", str(policy)
+            "buildpack", "export", str(tmp_path / "bp"), "--db", str(advisory_db), "--policy", str(policy)
         ).returncode
         == 0
     )

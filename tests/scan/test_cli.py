@@ -56,22 +56,33 @@ def test_db_import_and_status(tmp_path: Path) -> None:
     assert r.returncode == 2 and "garrison db import" in r.stderr
 
 
-def test_scan_exit_codes_and_formats(clean: Path, vulnerable: Path, real_db: Path, tmp_path: Path) -> None:
-    r = run("scan", str(clean), "--db", str(real_db))
+def test_scan_exit_codes_and_formats(
+    clean: Path, vulnerable: Path, advisory_db: Path, tmp_path: Path
+) -> None:
+    r = run("scan", str(clean), "--db", str(advisory_db))
     assert r.returncode == 0, r.stderr
     assert "verdict: PASS" in r.stdout
     policy = tmp_path / "policy.yaml"
     policy.write_text("thresholds:\n  high: 0\nmax_db_age_days: 30\n")
-    r = run("scan", str(vulnerable), "--db", str(real_db), "--policy", str(policy), "-f", "json")
+    r = run("scan", str(vulnerable), "--db", str(advisory_db), "--policy", str(policy), "-f", "json")
     assert r.returncode == 1
     rep = json.loads(r.stdout)
     assert rep["verdict"] == "fail" and any("PYSEC-2023-221" in x for x in rep["reasons"])
     out = tmp_path / "r.sarif"
     r = run(
-        "scan", str(vulnerable), "--db", str(real_db), "-f", "sarif", "-o", str(out), "--policy", str(policy)
+        "scan",
+        str(vulnerable),
+        "--db",
+        str(advisory_db),
+        "-f",
+        "sarif",
+        "-o",
+        str(out),
+        "--policy",
+        str(policy),
     )
     assert r.returncode == 1 and json.loads(out.read_text())["version"] == "2.1.0"
-    r = run("scan", str(clean), "--db", str(real_db), "-f", "cyclonedx")
+    r = run("scan", str(clean), "--db", str(advisory_db), "-f", "cyclonedx")
     assert r.returncode == 0 and json.loads(r.stdout)["specVersion"] == "1.6"
 
 
@@ -104,13 +115,13 @@ def test_scan_errors_exit_2(args: list[str], message: str, clean: Path, tmp_path
     assert message in r.stderr
 
 
-def test_policy_from_console_and_report_to(vulnerable: Path, real_db: Path) -> None:
+def test_policy_from_console_and_report_to(vulnerable: Path, advisory_db: Path) -> None:
     with StubConsole(policy={"name": "strict", "thresholds": {"high": 0}}) as console:
         r = run(
             "scan",
             str(vulnerable),
             "--db",
-            str(real_db),
+            str(advisory_db),
             "--console",
             console.url,
             "--token",
@@ -122,7 +133,9 @@ def test_policy_from_console_and_report_to(vulnerable: Path, real_db: Path) -> N
         )
         assert r.returncode == 1, r.stderr
         assert len(console.reports) == 1 and console.reports[0]["verdict"] == "fail"
-        r = run("scan", str(vulnerable), "--db", str(real_db), "--console", console.url, "--token", "wrong")
+        r = run(
+            "scan", str(vulnerable), "--db", str(advisory_db), "--console", console.url, "--token", "wrong"
+        )
         assert r.returncode == 2 and "401" in r.stderr
     r = run("scan", str(vulnerable), "--no-db", "--console", "http://127.0.0.1:9", "--token", "t")
     assert r.returncode == 2 and "unreachable" in r.stderr

@@ -18,7 +18,7 @@ from tests.scan.helpers import REPO, dist_info, make_droplet
 pytestmark = pytest.mark.slow
 
 
-def test_scan_report_and_gate_with_real_console(console: Any, real_db: Path, tmp_path: Path) -> None:
+def test_scan_report_and_gate_with_real_console(console: Any, advisory_db: Path, tmp_path: Path) -> None:
     with console.api() as api:
         r = api.put(
             "/policies/assurance",
@@ -47,7 +47,7 @@ def test_scan_report_and_gate_with_real_console(console: Any, real_db: Path, tmp
             "scan",
             str(droplet),
             "--db",
-            str(real_db),
+            str(advisory_db),
             "--console",
             console.url,
             "--report-to",
@@ -79,7 +79,7 @@ def test_scan_report_and_gate_with_real_console(console: Any, real_db: Path, tmp
     assert unknown.allow and unknown.verdict == "unknown"
 
 
-def test_buildpack_staging_reports_to_real_console(console: Any, real_db: Path, tmp_path: Path) -> None:
+def test_buildpack_staging_reports_to_real_console(console: Any, advisory_db: Path, tmp_path: Path) -> None:
     """cf push path: staging scan -> console report -> defender gate reads the digest from profile.d."""
     from tests.scan.helpers import write_tree
 
@@ -96,7 +96,7 @@ def test_buildpack_staging_reports_to_real_console(console: Any, real_db: Path, 
             "export",
             str(bp),
             "--db",
-            str(real_db),
+            str(advisory_db),
             "--console",
             console.url,
             "--ca-cert",
@@ -140,7 +140,7 @@ def test_buildpack_staging_reports_to_real_console(console: Any, real_db: Path, 
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"report sent to {console.url}" in run.stdout and "Private Key at tls/key.pem:1" in run.stdout
-    digest = (deps / "0" / "profile.d" / "garrison.sh").read_text().strip().split("=", 1)[1]
+    digest = (deps / "0" / "profile.d" / "garrison.sh").read_text().splitlines()[0].split("=", 1)[1]
     cfg = ConsoleConfig(
         url=console.url,
         user=console.admin_user,

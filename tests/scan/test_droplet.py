@@ -49,7 +49,7 @@ def droplet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(droplet: Path, real_db: Path, tmp_path_factory: pytest.TempPathFactory) -> ScanReport:
+def report(droplet: Path, advisory_db: Path, tmp_path_factory: pytest.TempPathFactory) -> ScanReport:
     ind = tmp_path_factory.mktemp("ind")
     (ind / "hashes.txt").write_text(f"# known bad\n{hashlib.sha256(EVIL).hexdigest()}  dropper.exe\n")
     (ind / "rules").mkdir()
@@ -60,7 +60,7 @@ def report(droplet: Path, real_db: Path, tmp_path_factory: pytest.TempPathFactor
     return scan(
         droplet,
         ScanOptions(
-            db_dir=real_db,
+            db_dir=advisory_db,
             app_name="shop",
             malware=mal,
             policy=AssurancePolicy.model_validate({"thresholds": {"high": 0}}),

@@ -87,10 +87,11 @@ def test_blobstore_rescans_on_change_schedule_and_db_update(tmp_path: Path) -> N
     )
     scanner.scan_once()
     assert [n for n, _ in results] == ["guid1"] and errors == ["junk"]
-    assert results[0][1].vulnerabilities == [] and results[0][1].app_name == "ab/cd/guid1"
+    assert results[0][1].vulnerabilities == [] and results[0][1].blob == "ab/cd/guid1"
+    assert results[0][1].app_name == "" and results[0][1].source == "blobstore"
     scanner.scan_once()  # nothing changed, nothing due
     assert len(results) == 1
-    with VulnIndex(db) as ix:
+    with VulnIndex(db, writable=True) as ix:
         ix.import_advisories([adv], "update")
     scanner.scan_once()  # DB generation moved: full rescan finds the new advisory
     assert len(results) == 2 and [v.id for v in results[1][1].vulnerabilities] == ["DEMO-1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -100,21 +101,21 @@ def test_device_files_skipped(sandbox: Path) -> None:
 
 def test_file_count_bomb_refused(sandbox: Path) -> None:
     d = _tar(sandbox / "d.tgz", [_file(f"app/f{i}", b"") for i in range(60)])
-    with pytest.raises(ScanRefused, match="more than 50 entries"):
+    with pytest.raises(ScanRefused, match=r"more than 50 entries .* refused at entry 51;"):
         scan(d, ScanOptions(limits=Limits(max_files=50)))
 
 
 def test_size_bomb_refused(sandbox: Path) -> None:
     d = _tar(sandbox / "d.tgz", [_file(f"app/zero{i}", b"\0" * (1 << 20)) for i in range(5)])
-    with pytest.raises(ScanRefused, match="bytes uncompressed"):
+    with pytest.raises(ScanRefused, match="expands past 3145728 bytes"):
         scan(d, ScanOptions(limits=Limits(max_total_bytes=3 << 20)))
 
 
 def test_compression_ratio_bomb_refused(sandbox: Path) -> None:
     d = _tar(sandbox / "d.tgz", [_file("app/zeros", b"\0" * (8 << 20))])
     assert d.stat().st_size < 64 << 10
-    with pytest.raises(ScanRefused, match="compression ratio"):
-        scan(d, ScanOptions(limits=Limits(ratio_floor=1 << 20, max_ratio=50)))
+    with pytest.raises(ScanRefused, match="ratio above 50:1"):
+        scan(d, ScanOptions(limits=Limits(ratio_window=1 << 20, max_ratio=50)))
 
 
 def test_gigantic_single_file_skipped(sandbox: Path) -> None:
@@ -145,3 +146,63 @@ def test_directory_links_and_fifos_not_followed(tmp_path: Path) -> None:
     assert report.secrets == []  # the key outside the tree was not read through the link
     notes = " | ".join(f"{n.path}: {n.message}" for n in report.notices)
     assert "link.pem: refused: symlink points outside" in notes and "fifo: skipped" in notes
+
+
+def _gz_zeros(n: int) -> bytes:
+    """n zero bytes as 1 MiB gzip members (a gzip stream may hold many members): ~1000:1."""
+    return gzip.compress(bytes(1 << 20), 9) * (n >> 20)
+
+
+def _interleaved_bomb(path: Path, zero_members: int, zero_bytes: int, random_bytes: int) -> Path:
+    """A droplet alternating random members with members of zeros, written as concatenated gzip
+    members so gigabytes of zeros cost a few MB and a second to build (what an attacker ships)."""
+    with path.open("wb") as out:
+        for i in range(zero_members):
+            rnd = tarfile.TarInfo(f"app/random{i}.bin")
+            rnd.size = random_bytes
+            out.write(gzip.compress(rnd.tobuf(tarfile.GNU_FORMAT) + os.urandom(random_bytes), 1))
+            zero = tarfile.TarInfo(f"app/zeros{i}.bin")
+            zero.size = zero_bytes
+            out.write(gzip.compress(zero.tobuf(tarfile.GNU_FORMAT), 1))
+            out.write(_gz_zeros(zero_bytes))
+        out.write(gzip.compress(bytes(1024), 1))  # end-of-archive blocks
+    return path
+
+
+def test_interleaved_zero_bomb_refused_within_the_first_window(sandbox: Path) -> None:
+    """Random data keeps the overall ratio low; the first window of zeros is refused anyway,
+    after a few hundred MB of 10 GiB, whatever the members declare."""
+    bomb = _interleaved_bomb(sandbox / "bomb.tgz", 10, 1 << 30, 4 << 20)
+    assert bomb.stat().st_size < 64 << 20  # 10 GiB of zeros inside
+    with pytest.raises(ScanRefused, match=r"ratio above 200:1 after (\d+) bytes") as exc:
+        scan(bomb, ScanOptions())
+    after = int(re.search(r"after (\d+) bytes", str(exc.value))[1])  # type: ignore[index]
+    assert after < 512 << 20
+
+
+def test_incompressible_70mib_first_member_passes(sandbox: Path) -> None:
+    """Declared sizes are not compared with compressed bytes read so far: real bytes are measured."""
+    d = _tar(
+        sandbox / "d.tgz", [_file("app/model.bin", os.urandom(70 << 20)), _file("app/main.py", b"print(1)\n")]
+    )
+    notes = _scan_and_check(sandbox, d)
+    assert notes == []
+
+
+def test_highly_compressible_real_text_passes(sandbox: Path) -> None:
+    """Log-like text compresses ~20-50:1 in gzip, well inside the bound."""
+    line = b"2024-05-01T12:00:00Z INFO request handled path=/api/v1/items status=200 ms=3\n"
+    d = _tar(sandbox / "d.tgz", [_file("app/logs/app.log", line * (6 << 20 // len(line)) * 60)])
+    assert _scan_and_check(sandbox, d) == []
+
+
+def test_member_declaring_more_than_the_member_limit_refused(sandbox: Path) -> None:
+    d = _tar(sandbox / "d.tgz", [_file("app/big", b"\0" * (2 << 20))])
+    with pytest.raises(ScanRefused, match="member app/big declares 2097152 bytes"):
+        scan(d, ScanOptions(limits=Limits(max_member_bytes=1 << 20)))
+
+
+def test_time_limit(sandbox: Path) -> None:
+    d = _tar(sandbox / "d.tgz", [_file("app/f", b"x")])
+    with pytest.raises(ScanRefused, match="took longer than 0 s"):
+        scan(d, ScanOptions(limits=Limits(max_seconds=0)))

@@ -193,3 +193,68 @@ def test_single_jar_target(tmp_path: Path) -> None:
     report = scan(path, ScanOptions(secrets=False))
     assert [(p.name, p.version) for p in report.packages] == [("org.yaml:snakeyaml", "1.33")]
     assert report.digest == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(name: str, version: str, deps: dict[str, str] | None = None) -> str:
+    """package.json as npm writes it into node_modules (real package metadata: name, version, deps)."""
+    return json.dumps({"name": name, "version": version, "dependencies": deps or {}, "license": "MIT"})
+
+
+def test_npm_inventory_is_the_installed_tree(tmp_path: Path) -> None:
+    """Only what `node_modules` holds: no lock files shipped inside packages, no uninstalled
+    devDependencies from the app's lock, no package.json of a package's own test fixtures."""
+    lock = {
+        "name": "shop",
+        "lockfileVersion": 3,
+        "packages": {
+            "": {"name": "shop", "dependencies": {"express": "4.17.1"}, "devDependencies": {"mocha": "^10"}},
+            "node_modules/express": {"version": "4.17.1"},
+            "node_modules/qs": {"version": "6.7.0"},
+            "node_modules/express/node_modules/debug": {"version": "2.6.9"},
+            "node_modules/mocha": {"version": "10.2.0", "dev": True},
+            "node_modules/chokidar": {"version": "3.5.3", "dev": True},
+        },
+    }
+    nested_lock = {  # what a published package sometimes ships: its own dev tree, never installed
+        "lockfileVersion": 2,
+        "packages": {f"node_modules/devtool{i}": {"version": "1.0.0"} for i in range(50)},
+        "dependencies": {f"devtool{i}": {"version": "1.0.0"} for i in range(50)},
+    }
+    write_tree(
+        tmp_path,
+        {
+            "app/package.json": json.dumps({"name": "shop", "version": "1.0.0"}),
+            "app/package-lock.json": json.dumps(lock),
+            "app/node_modules/express/package.json": _manifest(
+                "express", "4.17.1", {"qs": "6.7.0", "debug": "2.6.9"}
+            ),
+            "app/node_modules/qs/package.json": _manifest("qs", "6.7.0"),
+            "app/node_modules/express/node_modules/debug/package.json": _manifest("debug", "2.6.9"),
+            "app/node_modules/express/package-lock.json": json.dumps(nested_lock),
+            "app/node_modules/qs/yarn.lock": 'leftpad@1:\n  version "1.0.0"\n',
+            "app/node_modules/qs/test/fixtures/node_modules/fake/package.json": _manifest("fake", "0.0.1"),
+            "app/node_modules/.package-lock.json": json.dumps(nested_lock),
+        },
+    )
+    report = scan(tmp_path, ScanOptions(secrets=False))
+    pkgs = {(p.name, p.version): p for p in report.packages if p.ecosystem == "npm"}
+    assert set(pkgs) == {("express", "4.17.1"), ("qs", "6.7.0"), ("debug", "2.6.9")}
+    assert pkgs[("qs", "6.7.0")].locations == ["app/node_modules/qs/package.json", "app/package-lock.json"]
+
+
+def test_npm_lock_without_node_modules_reports_production_entries(tmp_path: Path) -> None:
+    v1 = {
+        "lockfileVersion": 1,
+        "dependencies": {
+            "lodash": {"version": "4.17.4"},
+            "mocha": {
+                "version": "5.0.0",
+                "dev": True,
+                "dependencies": {"debug": {"version": "3.1.0", "dev": True}},
+            },
+        },
+    }
+    write_tree(tmp_path, {"src/package-lock.json": json.dumps(v1)})
+    report = scan(tmp_path, ScanOptions(secrets=False))
+    assert {(p.name, p.version) for p in report.packages} == {("lodash", "4.17.4")}
+    assert any("no node_modules installed beside" in n.message for n in report.notices)

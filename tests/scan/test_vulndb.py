@@ -21,6 +21,9 @@ from garrison.scan.vulndb.versions import parse
 @pytest.mark.parametrize(
     ("vector", "score"),
     [
+        ("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N", 9.3),
+        ("AV:N/AC:L/Au:N/C:P/I:P/A:P", 7.5),
+        ("3.0/AV:N/AC:H/PR:N/UI:N/S:U/C:L/I:L/A:N", 4.8),  # Node.js core writes no CVSS: prefix
         ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 9.8),
         ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H", 7.5),
         ("CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", 6.1),
@@ -178,13 +181,13 @@ def test_missing_db_is_a_clear_error(tmp_path: Path) -> None:
         VulnIndex(tmp_path / "nothing")
 
 
-def test_real_advisories_pypi_go_rubysec(real_db: Path) -> None:
-    """Check findings against what the shared advisories themselves say."""
-    from tests.scan.helpers import VULNDB
-
-    pysec = yaml.safe_load((VULNDB / "pypa-advisory-db-vulns/werkzeug/PYSEC-2023-221.yaml").read_text())
-    go = json.loads((VULNDB / "go-vulndb-osv/GO-2023-2102.json").read_text())
-    with VulnIndex(real_db) as ix:
+def test_real_advisories_pypi_go_rubysec(advisory_db: Path, advisory_tree: Path) -> None:
+    """Check findings against what the advisory files themselves say."""
+    pysec = yaml.safe_load(
+        (advisory_tree / "pypa-advisory-db-vulns/werkzeug/PYSEC-2023-221.yaml").read_text()
+    )
+    go = json.loads((advisory_tree / "go-vulndb-osv/GO-2023-2102.json").read_text())
+    with VulnIndex(advisory_db) as ix:
         w = {
             f.id: f for f in match_packages(ix, [Package(ecosystem="PyPI", name="werkzeug", version="2.2.2")])
         }

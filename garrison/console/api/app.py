@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from garrison import __version__
-from garrison.console.api import audits, auth, defenders, policies, scans, settings, system
+from garrison.console.api import audits, auth, defenders, hosts, policies, scans, settings, system
 from garrison.console.api.limits import RequestGuard, status_counter
 from garrison.console.context import ConsoleContext
 from garrison.console.services.errors import Conflict, Invalid, NotFound
@@ -29,7 +29,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     )
     app.state.ctx = ctx
     api = APIRouter(prefix=API_PREFIX)
-    for module in (system, auth, policies, defenders, audits, scans, settings):
+    for module in (system, auth, policies, defenders, audits, scans, settings, hosts):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(system.metrics_router)

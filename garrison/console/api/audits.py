@@ -6,10 +6,11 @@ import datetime as dt
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from garrison.console.api.deps import Ctx, Reader
+from garrison.console.api.deps import Ctx, Reader, principal
+from garrison.console.services.live import audit_stream
 from garrison.console.store.events import EventFilter
 from garrison.policy.audit import AuditEffect, AuditType
 
@@ -80,6 +81,41 @@ def runtime_audits_csv(c: Ctx, _p: Reader, flt: Filter) -> StreamingResponse:
         c.audits.csv_lines(flt),
         media_type="text/csv",
         headers={"content-disposition": 'attachment; filename="runtime-audits.csv"'},
+    )
+
+
+@router.get(
+    "/audits/runtime/app-embedded/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def runtime_audits_stream(
+    c: Ctx,
+    _p: Reader,
+    flt: Filter,
+    request: Request,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**62, description="resume after this cursor (an `id:`)")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: each new audit matching the filters as it is stored (`event: audit`), the
+    defenders' connected/disconnected counts when they change (`event: defenders`), `event: skipped`
+    when audits arrive faster than a stream carries them. The credentials are re-checked every 30 s."""
+    if after is None and last_event_id and last_event_id.isdigit():
+        after = int(last_event_id)
+
+    def still_allowed() -> bool:
+        try:
+            principal(request, c)
+        except HTTPException:
+            return False
+        return True
+
+    return StreamingResponse(
+        audit_stream(c.store, c.live, flt, after, still_allowed),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 

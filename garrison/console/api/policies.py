@@ -37,7 +37,7 @@ def runtime_history(c: Ctx, _p: Reader) -> list[dict[str, Any]]:
 
 @router.get("/assurance")
 def get_assurance(c: Ctx, _p: Reader) -> dict[str, Any]:
-    return c.policies.assurance()
+    return c.policies.assurance_document()
 
 
 @router.put("/assurance")
@@ -46,6 +46,7 @@ def put_assurance(c: Ctx, p: Writer, body: dict[str, Any] = Body(...)) -> dict[s
     model = assurance_model()
     if model is None:
         raise HTTPException(status_code=409, detail="the scanner component is not installed in this console")
+    body = {k: v for k, v in body.items() if k != "revision"}  # what GET returned may be sent back
     try:
         validated = model.model_validate(body).model_dump(mode="json")
     except ValidationError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,13 +12,30 @@ from garrison.console.api.deps import Ctx, Reader, Writer
 router = APIRouter(prefix="/scans", tags=["scans"])
 
 
+class AppIn(BaseModel):
+    """The CF app a droplet was staged for (garrison.scan.model.AppRef)."""
+
+    model_config = ConfigDict(extra="ignore")
+    guid: str = Field(default="", max_length=64)
+    name: str = Field(default="", max_length=256)
+    space: str = Field(default="", max_length=256)
+    space_guid: str = Field(default="", max_length=64)
+    org: str = Field(default="", max_length=256)
+    org_guid: str = Field(default="", max_length=64)
+
+
 class ScanReportIn(BaseModel):
-    """`digest` and `verdict` are required; everything else is kept as the report's JSON."""
+    """`digest` and `verdict` are required; everything else is kept as the report's JSON. `digest` is
+    the droplet's content digest for buildpack and blobstore reports; `app` names the CF app."""
 
     model_config = ConfigDict(extra="allow")
     digest: str = Field(min_length=1, max_length=256)
-    verdict: str = Field(min_length=1, max_length=32)
+    verdict: Literal["pass", "fail"]
     app_name: str = Field(default="", max_length=256)
+    app: AppIn | None = None
+    source: str = Field(default="", max_length=16)
+    blob: str = Field(default="", max_length=1024)
+    db_revision: str = Field(default="", max_length=64)
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -37,19 +54,40 @@ def list_scans(
     _p: Reader,
     app: Annotated[str | None, Query(max_length=256)] = None,
     digest: Annotated[str | None, Query(max_length=256)] = None,
+    app_guid: Annotated[str | None, Query(max_length=64)] = None,
+    verdict: Annotated[Literal["pass", "fail"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[dict[str, Any]]:
-    return c.store.scans.list(app=app, digest=digest, limit=limit, offset=offset)
+    """Every report, newest first (the verdict history), filtered by app name, app guid, droplet or verdict."""
+    return c.store.scans.list(
+        app=app, digest=digest, app_guid=app_guid, verdict=verdict, limit=limit, offset=offset
+    )
+
+
+@router.get("/latest")
+def latest_scans(
+    c: Ctx,
+    _p: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[dict[str, Any]]:
+    """The newest report of each (app, droplet) pair."""
+    return c.store.scans.latest_per_droplet(limit=limit, offset=offset)
 
 
 @router.get("/verdict")
 def scan_verdict(
-    c: Ctx, _p: Reader, digest: Annotated[str, Query(min_length=1, max_length=256)]
+    c: Ctx,
+    _p: Reader,
+    digest: Annotated[str, Query(min_length=1, max_length=256)],
+    app_guid: Annotated[str, Query(max_length=64)] = "",
 ) -> dict[str, Any]:
-    """Latest verdict for a droplet digest: pass | fail | unknown (never scanned), with the assurance
-    policy's runtime `effect` telling the defender whether a failed verdict blocks the start."""
-    return c.scans.verdict(digest)
+    """The verdict for a droplet (content digest) staged for an app (guid): pass | fail | unknown
+    (never scanned), with the assurance policy's runtime `effect` telling the defender whether a failed
+    verdict blocks the start. Reports made for another app never answer; without `app_guid` any
+    report about the droplet does."""
+    return c.scans.verdict(digest, app_guid)
 
 
 @router.get("/{scan_id}")

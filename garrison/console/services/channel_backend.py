@@ -72,10 +72,10 @@ class ConsoleChannelBackend:
             self.on_events([e for e in events if e.id in new_ids])
         return len(new_ids)
 
-    async def droplet_verdict(self, digest: str, app_name: str) -> dict[str, Any]:
+    async def droplet_verdict(self, digest: str, app_guid: str) -> dict[str, Any]:
         if self.scans is None:
             return {"digest": digest, "verdict": "unknown", "reasons": [], "effect": "alert"}
-        return await asyncio.to_thread(self.scans.verdict, digest)
+        return await asyncio.to_thread(self.scans.verdict, digest, app_guid)
 
     async def is_revoked(self, defender_id: str) -> bool:
         return await asyncio.to_thread(self.store.defenders.is_revoked, defender_id)

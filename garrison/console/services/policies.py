@@ -49,7 +49,12 @@ class PolicyService:
         model = assurance_model()
         return model().model_dump(mode="json") if model is not None else {}
 
+    def assurance_document(self) -> dict[str, Any]:
+        """The policy as the API serves it: plus `revision` (0 = the default, never saved)."""
+        cur = self.store.policies.current(ASSURANCE_KIND)
+        return {**self.assurance(), "revision": cur[0] if cur is not None else 0}
+
     def put_assurance(self, body: dict[str, Any], author: str) -> dict[str, Any]:
         revision = self.store.policies.save(ASSURANCE_KIND, body, author)
         self.store.mgmt.record(author, "policy.assurance.update", ASSURANCE_KIND, {"revision": revision})
-        return self.assurance()
+        return self.assurance_document()

@@ -1,15 +1,60 @@
-"""Scan reports: storing them, the per-digest verdict the defender gate asks for, blobstore rescans."""
+"""Scan reports: storing them, the verdict the defender gate asks for, blobstore rescans."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from garrison.console.services.policies import PolicyService, assurance_model
 from garrison.console.store.open import Store
+from garrison.console.store.scans import ScanKey
 
 log = logging.getLogger("garrison.console.scans")
+
+
+def _s(v: Any, n: int) -> str:
+    return v[:n] if isinstance(v, str) else ""
+
+
+def _timestamp(v: Any) -> float | None:
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str) and v:
+        try:
+            return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def scan_key(body: dict[str, Any]) -> ScanKey:
+    """The identity columns of a report: droplet digest + CF app (guid, org, space, name)."""
+    app = body.get("app") if isinstance(body.get("app"), dict) else {}
+    return ScanKey(
+        digest=str(body["digest"]),
+        app_guid=_s(app.get("guid"), 64),
+        app_name=_s(body.get("app_name"), 256) or _s(app.get("name"), 256),
+        org=_s(app.get("org"), 256),
+        space=_s(app.get("space"), 256),
+        source=_s(body.get("source"), 16),
+        blob=_s(body.get("blob"), 1024),
+        db_revision=_s(body.get("db_revision"), 64),
+        db_updated_at=_timestamp(body.get("db_updated_at")),
+    )
+
+
+def pick_verdict(rows: list[dict[str, Any]], app_guid: str) -> dict[str, Any] | None:
+    """Which report decides: one made for this app beats one made for no app; among those, the one
+    computed with the newest vulnerability database, then the newest report. So a rescan that found a
+    new advisory is not cleared by a later staging report made with an older database, and another
+    app's report never applies."""
+    if not rows:
+        return None
+    own = [r for r in rows if app_guid and r["app_guid"] == app_guid]
+    group = own or rows
+    return max(group, key=lambda r: (r["db_updated_at"] or float("-inf"), r["id"]))
 
 
 class ScanService:
@@ -20,20 +65,19 @@ class ScanService:
 
     def add(self, body: dict[str, Any]) -> int:
         summary = body.get("summary") if isinstance(body.get("summary"), dict) else {}
-        return self.store.scans.add(
-            str(body["digest"]), str(body["verdict"]), str(body.get("app_name") or ""), summary or {}, body
-        )
+        return self.store.scans.add(scan_key(body), str(body["verdict"]), summary or {}, body)
 
     def runtime_effect(self) -> str:
         effect = self.policies.assurance().get("runtime_effect", "alert")
         return effect if effect in ("disable", "alert", "prevent") else "alert"
 
-    def verdict(self, digest: str) -> dict[str, Any]:
+    def verdict(self, digest: str, app_guid: str = "") -> dict[str, Any]:
         """Always an answer (the defender gate must not fail on an unknown droplet): `unknown` when
-        no scan of this digest was reported."""
-        row = self.store.scans.latest_for_digest(digest)
+        no report about this droplet for this app exists."""
+        row = pick_verdict(self.store.scans.candidates(digest, app_guid), app_guid)
         out: dict[str, Any] = {
             "digest": digest,
+            "app_guid": app_guid,
             "verdict": "unknown",
             "reasons": [],
             "effect": self.runtime_effect(),
@@ -46,23 +90,29 @@ class ScanService:
                 "reasons": reasons if isinstance(reasons, list) else [],
                 "scan_id": row["id"],
                 "app_name": row["app_name"],
+                "app_guid": row["app_guid"] or app_guid,
+                "source": row["source"],
+                "db_revision": row["db_revision"],
                 "scanned_at": row["created_at"],
             }
         return out
 
     # -- blobstore -------------------------------------------------------------------------------
-    def start_blobstore(self, folder: Path) -> None:
-        """Rescan the droplets in `folder` (scanner component) and store each report like a POST."""
+    def start_blobstore(self, folder: Path, poll_s: float = 60.0) -> None:
+        """Rescan the droplets in `folder` (scanner component) and store each report like a POST.
+        The DB directory is watched, not resolved once: a database imported after start-up is used
+        from the next poll on (its import generation differs), and so is every later import."""
         try:
             from garrison.scan.blobstore import BlobstoreScanner
             from garrison.scan.vulndb.index import DB_FILE, default_db_dir
         except ImportError as exc:  # pragma: no cover - the scanner ships with the console
             log.warning("blobstore rescans disabled: scanner not available (%s)", exc)
             return
-        db_dir: Path | None = default_db_dir()
-        if db_dir is not None and not (db_dir / DB_FILE).exists():
-            log.warning("no vulnerability database in %s: blobstore scans check secrets/malware only", db_dir)
-            db_dir = None
+        db_dir: Path = default_db_dir()
+        if not (db_dir / DB_FILE).exists():
+            log.warning(
+                "no vulnerability database in %s yet: blobstore scans check secrets/malware only", db_dir
+            )
         model = assurance_model()
 
         def policy() -> Any:
@@ -71,7 +121,7 @@ class ScanService:
         def on_result(_path: Path, report: Any) -> None:
             self.add(report.model_dump(mode="json"))
 
-        self._rescanner = BlobstoreScanner(folder, db_dir, on_result, policy=policy)
+        self._rescanner = BlobstoreScanner(folder, db_dir, on_result, policy=policy, poll_s=poll_s)
         self._rescanner.start()
 
     def stop(self) -> None:

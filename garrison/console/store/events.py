@@ -127,6 +127,17 @@ class EventStore:
         with self.engine.connect() as c:
             return int(c.execute(q).scalar_one())
 
+    def after(self, flt: EventFilter, seq: int, *, limit: int) -> list[tuple[int, float, dict[str, Any]]]:
+        """(seq, received_at, body) of matching events stored after `seq`, oldest first (live stream)."""
+        q = flt.apply(select(events.c.seq, events.c.received_at, events.c.body)).where(events.c.seq > seq)
+        with self.engine.connect() as c:
+            rows = c.execute(q.order_by(events.c.seq).limit(limit))
+            return [(int(r.seq), float(r.received_at), dict(r.body)) for r in rows]
+
+    def max_seq(self) -> int:
+        with self.engine.connect() as c:
+            return int(c.execute(select(func.max(events.c.seq))).scalar() or 0)
+
     def stream(self, flt: EventFilter, *, limit: int, chunk: int = 1000) -> Iterator[dict[str, Any]]:
         """Oldest first, in chunks (for the CSV download)."""
         q = flt.apply(select(events.c.body)).order_by(events.c.time, events.c.seq).limit(limit)

@@ -11,6 +11,7 @@ from garrison.console.store import migrate
 from garrison.console.store.db import make_engine, normalise_url
 from garrison.console.store.defenders import DefenderStore
 from garrison.console.store.events import EventStore
+from garrison.console.store.hosts import HostStore
 from garrison.console.store.mgmt_audit import MgmtAuditStore
 from garrison.console.store.policies import PolicyStore
 from garrison.console.store.scans import ScanStore
@@ -28,6 +29,7 @@ class Store:
     events: EventStore
     scans: ScanStore
     settings: SettingsStore
+    hosts: HostStore
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path) -> Store:
@@ -42,6 +44,7 @@ class Store:
             events=EventStore(engine),
             scans=ScanStore(engine),
             settings=SettingsStore(engine),
+            hosts=HostStore(engine),
         )
 
     @property

@@ -137,6 +137,15 @@ scans = Table(
     Column("created_at", Float, nullable=False),
     Column("summary", JSON, nullable=False),
     Column("body", JSON, nullable=False),
+    # what will run (migration 0002): the CF app the droplet was staged for, where the report came from
+    Column("app_guid", String(64), nullable=False, server_default="", index=True),
+    Column("org", String(256), nullable=False, server_default=""),
+    Column("space", String(256), nullable=False, server_default=""),
+    Column("source", String(16), nullable=False, server_default=""),
+    Column("blob", String(1024), nullable=False, server_default=""),
+    Column("db_revision", String(64), nullable=False, server_default=""),
+    Column("db_updated_at", Float, nullable=True),
+    Index("ix_scans_digest_app_guid", "digest", "app_guid"),
 )
 
 settings = Table(
@@ -144,4 +153,42 @@ settings = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", JSON, nullable=False),
+)
+
+# Cells (hosts) and their own security: posture per host, report history, host events.
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("posture", JSON, nullable=False),
+)
+
+host_reports = Table(
+    "host_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(256), ForeignKey("hosts.name", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("summary", JSON, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("ix_host_reports_host_kind_time", "host", "kind", "time"),
+)
+
+host_events = Table(
+    "host_events",
+    metadata,
+    Column("host", String(256), ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("time", Float, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("user", String(256), nullable=True),
+    Column("path", Text, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("ix_host_events_host_time", "host", "time"),
 )

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from garrison import __version__
 from garrison.console.api.deps import Reader
+from garrison.policy.cnaf import ATTACK_CLASSES
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -35,16 +36,26 @@ def _asset_version() -> str:
 
 
 ASSET_VERSION = _asset_version()
+_env.globals["cnaf_attack_classes"] = ATTACK_CLASSES
 
-# (path, template, nav key, title)
-PAGES: list[tuple[str, str, str, str]] = [
-    ("/login", "login.html", "", "Sign in"),
-    ("/dashboard", "dashboard.html", "dashboard", "Dashboard"),
-    ("/defenders", "defenders.html", "defenders", "Defenders"),
-    ("/defenders/deploy", "deploy.html", "defenders", "Deploy defenders"),
-    ("/policies/runtime", "policy.html", "policy", "Runtime policy"),
-    ("/audits", "audits.html", "audits", "Runtime audits"),
-    ("/incidents", "incidents.html", "incidents", "Incidents"),
+# (path, template, nav key, title, page scripts loaded after app.js)
+PAGES: list[tuple[str, str, str, str, tuple[str, ...]]] = [
+    ("/login", "login.html", "", "Sign in", ()),
+    ("/dashboard", "dashboard.html", "dashboard", "Dashboard", ()),
+    ("/defenders", "defenders.html", "defenders", "Defenders", ()),
+    ("/defenders/deploy", "deploy.html", "deploy", "Deploy defenders", ()),
+    ("/policies/runtime", "policy.html", "policy", "Runtime policy", ()),
+    ("/policies/cnaf", "cnaf.html", "cnaf", "CNAF rules", ("cnaf.js",)),
+    ("/audits", "audits.html", "audits", "Runtime audits", ()),
+    ("/incidents", "incidents.html", "incidents", "Incidents", ()),
+    ("/scans", "scans.html", "scans", "Scan results", ("scans.js",)),
+    ("/scans/view", "scan.html", "scans", "Scan report", ("scans.js",)),
+    ("/scans/history", "scan_history.html", "scan-history", "Verdict history", ("scans.js",)),
+    ("/policies/assurance", "assurance.html", "assurance", "Assurance policy", ("scans.js",)),
+    ("/users", "users.html", "users", "Users", ("users.js",)),
+    ("/tokens", "tokens.html", "tokens", "API tokens", ("users.js",)),
+    ("/hosts", "hosts.html", "hosts", "Hosts", ("hosts.js",)),
+    ("/hosts/{name}", "host.html", "hosts", "Cell", ("hosts.js",)),
 ]
 
 router = APIRouter(include_in_schema=False)
@@ -67,15 +78,17 @@ def render(template: str, **ctx: Any) -> HTMLResponse:
     )
 
 
-def _page(template: str, nav: str, title: str) -> Any:
+def _page(template: str, nav: str, title: str, scripts: tuple[str, ...]) -> Any:
     def page() -> HTMLResponse:
-        return render(template, nav=nav, title=title)
+        return render(template, nav=nav, title=title, scripts=scripts)
 
     return page
 
 
-for _path, _template, _nav, _title in PAGES:
-    router.add_api_route(_path, _page(_template, _nav, _title), methods=["GET"], response_class=HTMLResponse)
+for _path, _template, _nav, _title, _scripts in PAGES:
+    router.add_api_route(
+        _path, _page(_template, _nav, _title, _scripts), methods=["GET"], response_class=HTMLResponse
+    )
 
 
 @router.get("/")

@@ -23,28 +23,26 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from garrison.defender.net import _kernel
 from garrison.defender.net.contract import GONE, Handler, Notification, NotificationGone, SupervisorContext
 from garrison.defender.net.dns_proxy import DnsProxy, PinTable, Upstream
+from garrison.defender.net.normalise import Call, IPAddress, Kind, Routed, normalise, read_length
 from garrison.defender.net.portscan import PortScanTracker
 from garrison.defender.net.sockaddr import (
-    MAX_SOCKADDR,
     MMSGHDR_SIZE,
     MSGHDR,
     BadSockaddr,
-    InetAddr,
     decode_inet,
     decode_iovecs,
     decode_msghdr,
-    family_of,
     inet_sockaddr,
 )
 from garrison.defender.net.workers import DaemonPool
-from garrison.kernel import pidfd
+from garrison.kernel import pidfd, sockets
+from garrison.kernel.procmem import write_mem
 from garrison.policy.audit import AuditEvent, AuditType, Severity
-from garrison.policy.evaluate import Decision, decide_bind, decide_connect
+from garrison.policy.evaluate import ALLOW, Decision, decide_bind, decide_connect
 from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
@@ -62,6 +60,7 @@ MSG_DONTWAIT = socket.MSG_DONTWAIT
 MAX_PAYLOAD = 1 << 20
 UIO_MAXIOV = 1024
 DNS_PORT = 53
+_DENY_CONTROLS = frozenset({"network.outbound.deny", "network.bad_reputation_ips"})
 
 
 @dataclass(frozen=True)
@@ -70,25 +69,55 @@ class _Redirect:
     pid: int
 
 
-class _Sock:
-    """The app's socket taken with pidfd_getfd (None where that is unavailable)."""
+NOT_IP = -1  # family marker for a socket that is not AF_INET/AF_INET6 (unix, netlink, packet...)
 
-    def __init__(self, fd: int | None) -> None:
+
+class _Answer(Exception):
+    """Answer the syscall with this errno, as the kernel would at this instant (EBADF, ENOTSOCK...)."""
+
+    def __init__(self, err: int) -> None:
+        super().__init__(err)
+        self.errno = err
+
+
+class _Sock:
+    """The app's socket: our copy taken with pidfd_getfd where the host allows it (`fd`), and what kind
+    of socket it is (from the copy, else from its system.sockprotoname); None = unknown."""
+
+    def __init__(self, fd: int | None, family: int | None = None, type_: int | None = None) -> None:
         self.fd = fd
-        self.type = 0
+        self.family = family
+        self.type = type_
         self.nonblocking = False
         if fd is not None:
-            self.type = _kernel.sock_type(fd)
+            fam, self.type, _proto = sockets.sock_kind(fd)
+            self.family = fam if fam in (socket.AF_INET, socket.AF_INET6) else NOT_IP
             self.nonblocking = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
 
     @property
+    def is_ip(self) -> bool:
+        return self.family != NOT_IP
+
+    @property
     def proto(self) -> str:
+        """tcp / udp, or "any" when the type is unknown (decided as the stricter of the two)."""
+        if self.type is None:
+            return "any"
         return {int(socket.SOCK_STREAM): "tcp", int(socket.SOCK_DGRAM): "udp"}.get(self.type, "raw")
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+@dataclass
+class _Msg:
+    """One message of sendto/sendmsg/sendmmsg: its address bytes exactly as the kernel reads them
+    (None = no address) and how to gather its payload and control data."""
+
+    name: bytes | None
+    gather: Callable[[_Sock], tuple[bytes, bytes]]
 
 
 def _answer_if_still_waiting(notif: Notification) -> None:
@@ -103,12 +132,28 @@ def _answer_if_still_waiting(notif: Notification) -> None:
 
 
 def _so_error(fd: int) -> int:
-    return struct.unpack("=i", _kernel.getsockopt(fd, socket.SOL_SOCKET, socket.SO_ERROR, 4))[0]
+    return struct.unpack("=i", sockets.getsockopt(fd, socket.SOL_SOCKET, socket.SO_ERROR, 4))[0]
+
+
+def _local_ip(fd: int) -> IPAddress | None:
+    """The address a socket we hold is bound to (None when unbound or unreadable)."""
+    try:
+        local = decode_inet(sockets.sock_name(fd))
+    except (OSError, BadSockaddr):
+        return None
+    return None if local is None else local.ip
 
 
 def _send_timeout_ms(fd: int) -> int:
-    sec, usec = struct.unpack("=qq", _kernel.getsockopt(fd, socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16))
+    sec, usec = struct.unpack("=qq", sockets.getsockopt(fd, socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16))
     return int(sec * 1000 + usec // 1000)
+
+
+def _message(decision: Decision, dest: Routed | None) -> str:
+    """The decision's reason, plus the address as the app wrote it when the kernel sends it elsewhere."""
+    if dest is None or not dest.written or dest.written == dest.shown:
+        return decision.reason
+    return f"{decision.reason} (written as {dest.written}: {dest.why or 'same destination'})"
 
 
 class NetworkGuard:
@@ -143,7 +188,8 @@ class NetworkGuard:
         self._cache_rule: Rule | None = None
         self._inert_rule: Rule | None = None
         self._inert_value = False
-        self._cache: dict[tuple[str, int, str, tuple[str, ...]], Decision] = {}
+        self._cache: dict[tuple[tuple[IPAddress, ...], int, str, tuple[str, ...]], Decision] = {}
+        self._routes: dict[tuple[bytes, str, int | None, int | None], Routed] = {}
         self.handlers: dict[str, Handler] = {
             "connect": self._guarded(self.on_connect),
             "sendto": self._guarded(self.on_sendto),
@@ -187,6 +233,9 @@ class NetworkGuard:
             self._later.lines = []
             try:
                 fn(notif)
+            except _Answer as ans:
+                if not getattr(notif, "replied", False):
+                    self._kernel_error(notif, ans.errno)
             except GONE:
                 _answer_if_still_waiting(notif)
             except Exception:  # never leave the app's thread hanging in the kernel
@@ -209,44 +258,78 @@ class NetworkGuard:
         return handler
 
     def _take(self, notif: Notification, fd: int) -> _Sock:
-        if not (self.emulate and self._getfd_ok):
-            return _Sock(None)
-        try:
-            got = notif.get_fd(fd)
-        except GONE:
-            raise
-        except OSError as exc:
-            if exc.errno in (errno.EPERM, errno.ENOSYS, errno.EACCES):
-                log.warning("pidfd_getfd unavailable (%s): network checks fall back to CONTINUE", exc)
-                self._getfd_ok = False
-            return _Sock(None)  # EBADF and friends: let the kernel give the app its own error
-        try:
-            return _Sock(got)
-        except OSError:
-            os.close(got)
-            return _Sock(None)
+        """The app's socket: a copy with pidfd_getfd where allowed, else its kind by name only."""
+        if self.emulate and self._getfd_ok:
+            try:
+                got = notif.get_fd(fd)
+            except GONE:
+                raise
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    raise _Answer(errno.EBADF) from exc
+                if exc.errno in (errno.EPERM, errno.ENOSYS, errno.EACCES):
+                    log.warning("pidfd_getfd unavailable (%s): network checks fall back", exc)
+                    self._getfd_ok = False
+            else:
+                try:
+                    return _Sock(got)
+                except OSError as exc:
+                    os.close(got)
+                    if exc.errno == errno.ENOTSOCK:
+                        raise _Answer(errno.ENOTSOCK) from exc
+        return self._named(notif, fd)
 
-    def _read_addr(self, notif: Notification, ptr: int, length: int) -> bytes | None:
-        if ptr == 0 or length < 2 or length > MAX_SOCKADDR:
+    def _named(self, notif: Notification, fd: int) -> _Sock:
+        """What kind of socket the app's fd is, from its system.sockprotoname (no pidfd needed)."""
+        try:
+            name = sockets.proto_name(notif.tid, fd)
+        except OSError as exc:
+            if not notif.valid():
+                raise NotificationGone(f"notification {notif.id} is gone") from exc
+            if exc.errno == errno.ENOENT:
+                raise _Answer(errno.EBADF) from exc
+            if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+                raise _Answer(errno.ENOTSOCK) from exc
+            return _Sock(None)
+        kind = sockets.PROTO_NAMES.get(name)
+        if kind is not None:
+            return _Sock(None, kind[0], kind[1])
+        if name in sockets.NON_IP_PROTO_NAMES:
+            return _Sock(None, NOT_IP)
+        return _Sock(None)  # an IP protocol we do not model (SCTP, L2TP...): decided strictly
+
+    def _read_name(self, notif: Notification, call: Call, ptr: int, declared: int) -> bytes | None:
+        """The address bytes exactly as the kernel reads them; None when there is no address or the
+        kernel refuses the length by value (then CONTINUE cannot be raced)."""
+        if ptr == 0:
             return None
-        raw = notif.read(ptr, length)
-        if len(raw) < length:
+        n = read_length(call, declared)
+        if n is None:
+            return None
+        if n == 0:
+            return b""
+        raw = notif.read(ptr, n)
+        if len(raw) < n:
             # Partly unmapped: the kernel would fault. Never CONTINUE on it (a racing thread could map
             # a denied address there before the kernel reads it): treated as gone, answered EFAULT.
             raise NotificationGone(f"sockaddr of notification {notif.id} is unreadable")
         return raw
 
-    def _inet_addr(self, notif: Notification, ptr: int, length: int) -> tuple[bytes, InetAddr] | None:
-        """The IPv4/IPv6 address a call names (raw and decoded), or None for what the guard leaves to
-        the kernel: no address, unix, netlink, AF_UNSPEC disconnect, or a malformed one (its EINVAL)."""
-        raw = self._read_addr(notif, ptr, length)
-        if raw is None or family_of(raw) not in (socket.AF_INET, socket.AF_INET6):
-            return None
-        try:
-            addr = decode_inet(raw)
-        except BadSockaddr:
-            return None
-        return None if addr is None else (raw, addr)
+    def _route(self, sock: _Sock | None, raw: bytes, call: Call) -> Routed:
+        """normalise(), memoised (pure); asks the socket's bound address only when it matters."""
+        fam, typ = (sock.family, sock.type) if sock is not None else (None, None)
+        key = (raw, call, fam, typ)
+        hit = self._routes.get(key)
+        if hit is None:
+            hit = normalise(raw, call=call, sock_family=fam, sock_type=typ)
+            if len(self._routes) >= 8192:
+                self._routes = {}
+            self._routes[key] = hit
+        if hit.needs_local and sock is not None and sock.fd is not None:
+            local = _local_ip(sock.fd)
+            if local is not None:
+                return normalise(raw, call=call, sock_family=fam, sock_type=typ, local=local)
+        return hit
 
     def _count(self, key: str) -> None:
         with self._stats_lock:
@@ -299,8 +382,9 @@ class NetworkGuard:
         self._workers.submit(run)
 
     # -- decisions ---------------------------------------------------------------------------------
-    def _decide_dest(self, notif: Notification, rule: Rule | None, dest: InetAddr, proto: str) -> bool:
-        """Decide one destination; audit; True when the call must be refused."""
+    def _decide_dest(self, notif: Notification, rule: Rule | None, dest: Routed, proto: str) -> bool:
+        """Decide one destination (all its equivalent forms); audit; True when it must be refused."""
+        assert dest.ip is not None
         ip = str(dest.ip)
         names = self.pins.names_for(ip)
         decision = self._decision(rule, dest, proto, names)
@@ -327,24 +411,36 @@ class NetworkGuard:
                         return True
         return False
 
-    def _decision(self, rule: Rule | None, dest: InetAddr, proto: str, names: list[str]) -> Decision:
-        """decide_connect, memoised per rule object (a policy push swaps the object: cache dropped)."""
-        key = (str(dest.ip), dest.port, proto, tuple(names))
+    def _decision(self, rule: Rule | None, dest: Routed, proto: str, names: list[str]) -> Decision:
+        """decide_connect over every form of the destination, memoised per rule object (a policy push
+        swaps the object: cache dropped). A deny or bad-reputation hit on any form decides; an
+        allow-list is satisfied by any form (they are the same destination)."""
+        key = (dest.candidates, dest.port, proto, tuple(names))
         if rule is not self._cache_rule:
             self._cache_rule, self._cache = rule, {}
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        if proto in ("tcp", "udp"):
-            decision = decide_connect(rule, dest.ip, dest.port, proto, pinned_names=names)
-        else:  # socket type unknown (no pidfd_getfd): the stricter of the two
-            d_tcp = decide_connect(rule, dest.ip, dest.port, "tcp", pinned_names=names)
-            d_udp = decide_connect(rule, dest.ip, dest.port, "udp", pinned_names=names)
-            decision = d_tcp if d_tcp.blocked or (d_tcp.audited and not d_udp.blocked) else d_udp
+        decisions = [
+            self._decide_one(rule, ip, dest.port, proto, names if i == 0 else self.pins.names_for(str(ip)))
+            for i, ip in enumerate(dest.candidates)
+        ]
+        decision = next((d for d in decisions if d.violation and d.control in _DENY_CONTROLS), None)
+        if decision is None:
+            decision = ALLOW if any(not d.violation for d in decisions) else decisions[0]
         if len(self._cache) >= 8192:
             self._cache = {}
         self._cache[key] = decision
         return decision
+
+    @staticmethod
+    def _decide_one(rule: Rule | None, ip: IPAddress, port: int, proto: str, names: list[str]) -> Decision:
+        if proto in ("tcp", "udp"):
+            return decide_connect(rule, ip, port, proto, pinned_names=names)
+        # socket type unknown: the stricter of the two
+        d_tcp = decide_connect(rule, ip, port, "tcp", pinned_names=names)
+        d_udp = decide_connect(rule, ip, port, "udp", pinned_names=names)
+        return d_tcp if d_tcp.blocked or (d_tcp.audited and not d_udp.blocked) else d_udp
 
     def _inert(self, rule: Rule | None) -> bool:
         """True when no outbound, DNS or port-scan control can object to any destination: then a
@@ -363,37 +459,73 @@ class NetworkGuard:
             self._inert_rule, self._inert_value = rule, net_idle and dns_idle
         return self._inert_value
 
-    def _pass(self, notif: Notification, dest: InetAddr) -> None:
-        self._record("net", pid=notif.pid, dest_ip=str(dest.ip), dest_port=dest.port)
+    def _fast_pass(
+        self, notif: Notification, rule: Rule | None, names: list[bytes | None], call: Call
+    ) -> bool:
+        """Inert rule and no DNS destination: let the call through untouched (recorded)."""
+        if not self._inert(rule):
+            return False
+        routes = [self._route(None, raw, call) for raw in names if raw is not None]
+        if self.dns_redirect and any(r.kind is Kind.DEST and r.port == DNS_PORT for r in routes):
+            return False
+        for r in routes:
+            if r.kind is Kind.DEST:
+                self._record("net", pid=notif.pid, dest_ip=str(r.ip), dest_port=r.port)
         self._continue(notif)
+        return True
 
     def _refuse(self, notif: Notification, proto: str) -> None:
         self._count("refused")
         # what a firewall REJECT looks like to the app: refused stream, EPERM on datagrams
-        notif.reply_error(errno.ECONNREFUSED if proto == "tcp" else errno.EPERM)
+        notif.reply_error(errno.EPERM if proto == "udp" else errno.ECONNREFUSED)
+
+    def _kernel_error(self, notif: Notification, err: int) -> None:
+        """The kernel would refuse these exact bytes itself: say so now (nothing left to race)."""
+        self._count("refused")
+        notif.reply_error(err)
+
+    def _unverifiable(self, notif: Notification, rule: Rule | None, sock: _Sock, why: str) -> None:
+        """An address on an IP socket the guard cannot check race-free here (no copy of the socket to
+        act on): refused with an audit under prevent, audited and let through under alert."""
+        if rule is None or self._inert(rule):
+            return self._continue(notif)
+        effects = (rule.network.effect, rule.dns.effect)
+        effect: Literal["prevent", "alert"] = "prevent" if "prevent" in effects else "alert"
+        decision = Decision(True, effect, "network.outbound.unverifiable", why)
+        self._audit(notif, rule, decision, None, sock.proto, [])
+        if decision.blocked:
+            return self._refuse(notif, sock.proto)
+        return self._continue(notif)
 
     # -- connect -----------------------------------------------------------------------------------
     def on_connect(self, notif: Notification) -> None:
         fd, ptr, length = notif.args[0], notif.args[1], notif.args[2]
-        named = self._inet_addr(notif, ptr, length)
-        if named is None:
+        raw = self._read_name(notif, "connect", ptr, length)
+        if raw is None:
             return self._continue(notif)
-        raw, dest = named
         rule = self.ctx.rule()
-        if dest.port != DNS_PORT and self._inert(rule):
-            return self._pass(notif, dest)
+        if self._fast_pass(notif, rule, [raw], "connect"):
+            return None
         sock = self._take(notif, fd)
         try:
-            if dest.port == DNS_PORT and self._redirectable(sock, dest):
-                return self._redirect_connect(notif, sock, dest)
+            dest = self._route(sock, raw, "connect")
+            if dest.kind is Kind.ERROR:
+                return self._kernel_error(notif, dest.errno)
+            if not sock.is_ip:
+                return self._continue(notif)  # unix, netlink...: no IP destination possible
+            if dest.kind is not Kind.DEST:  # AF_UNSPEC disconnect, or a family we cannot tell
+                if sock.fd is not None:
+                    return self._result(notif, 0, sockets.raw_connect(sock.fd, raw))
+                return self._unverifiable(notif, rule, sock, f"connect: {dest.why}")
+            if dest.port == DNS_PORT and self._redirectable(sock):
+                return self._redirect_connect(notif, sock, dest, raw)
             if self._decide_dest(notif, rule, dest, sock.proto):
                 return self._refuse(notif, "udp" if sock.proto == "udp" else "tcp")
             if sock.fd is None:
                 return self._continue(notif)
-            fd_ = sock.fd
             if sock.type == socket.SOCK_STREAM and not sock.nonblocking:
                 return self._blocking_connect(notif, sock, raw)
-            return self._result(notif, 0, _kernel.raw_connect(fd_, raw))
+            return self._result(notif, 0, sockets.raw_connect(sock.fd, raw))
         finally:
             sock.close()
 
@@ -407,7 +539,7 @@ class NetworkGuard:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         try:
-            err = _kernel.raw_connect(fd, raw)
+            err = sockets.raw_connect(fd, raw)
         finally:
             fcntl.fcntl(fd, fcntl.F_SETFL, flags)
         if err != errno.EINPROGRESS:
@@ -438,7 +570,7 @@ class NetworkGuard:
         self._off_loop(notif, owned, wait)
         return None
 
-    def _redirectable(self, sock: _Sock, dest: InetAddr) -> bool:
+    def _redirectable(self, sock: _Sock) -> bool:
         return (
             self.dns_redirect
             and sock.fd is not None
@@ -446,18 +578,19 @@ class NetworkGuard:
             and sock.type in (socket.SOCK_DGRAM, socket.SOCK_STREAM)
         )
 
-    def _proxy_sockaddr(self, family: int) -> bytes:
+    def _proxy_sockaddr(self, sock: _Sock) -> bytes:
+        family = socket.AF_INET6 if sock.family == socket.AF_INET6 else socket.AF_INET
         return inet_sockaddr(ipaddress.ip_address(self.dns.address[0]), self.dns.address[1], family)
 
-    def _remember(self, sock: _Sock, dest: InetAddr, pid: int) -> None:
+    def _remember(self, sock: _Sock, original: bytes, pid: int) -> None:
         assert sock.fd is not None
         ino = os.fstat(sock.fd).st_ino
         try:
-            local = decode_inet(_kernel.sock_name(sock.fd))
+            local = decode_inet(sockets.sock_name(sock.fd))
         except (OSError, BadSockaddr):
             local = None
         with self._lock:
-            self._redirects[ino] = _Redirect(dest.raw, pid)
+            self._redirects[ino] = _Redirect(original, pid)
             self._redirects.move_to_end(ino)
             while len(self._redirects) > 4096:
                 self._redirects.popitem(last=False)
@@ -467,62 +600,113 @@ class NetworkGuard:
                     self._clients.popitem(last=False)
         self._count("redirected")
 
-    def _redirect_connect(self, notif: Notification, sock: _Sock, dest: InetAddr) -> None:
+    def _redirect_connect(self, notif: Notification, sock: _Sock, dest: Routed, raw: bytes) -> None:
         assert sock.fd is not None
-        target = self._proxy_sockaddr(family_of(dest.raw))
-        err = _kernel.raw_connect(sock.fd, target)
+        err = sockets.raw_connect(sock.fd, self._proxy_sockaddr(sock))
         if err in (0, errno.EINPROGRESS):
-            self._remember(sock, dest, notif.pid)
+            self._remember(sock, raw, notif.pid)
         self._result(notif, 0, err)
 
-    # -- sendto / sendmsg / sendmmsg ---------------------------------------------------------------
-    def _needs_decision(self, sock: _Sock, flags: int) -> bool:
-        # a connected stream socket ignores the address unless it is a TCP Fast Open connect
-        return not (sock.type == socket.SOCK_STREAM and not flags & MSG_FASTOPEN)
-
-    def _addressed_send(
-        self,
-        notif: Notification,
-        fd: int,
-        name: tuple[int, int],
-        flags: int,
-        send: Callable[[_Sock, bytes], None],
-    ) -> None:
-        """sendto/sendmsg with an address: decide it, then `send(sock, to)` to `to` — the address
-        itself, or the DNS proxy for a redirected query. Everything else is answered here."""
-        named = self._inet_addr(notif, *name)
-        if named is None:
-            return self._continue(notif)
-        raw, dest = named
-        if dest.port != DNS_PORT and self._inert(self.ctx.rule()):
-            return self._pass(notif, dest)
-        sock = self._take(notif, fd)
-        try:
-            if not self._needs_decision(sock, flags):
-                return self._continue(notif)
-            if dest.port == DNS_PORT and sock.type == socket.SOCK_DGRAM and self._redirectable(sock, dest):
-                self._remember(sock, dest, notif.pid)
-                raw = self._proxy_sockaddr(family_of(raw))
-            elif self._decide_dest(notif, self.ctx.rule(), dest, sock.proto):
-                return self._refuse(notif, sock.proto)
-            if sock.fd is None:
-                return self._continue(notif)
-            return send(sock, raw)
-        finally:
-            sock.close()
-
+    # -- sendto / sendmsg / sendmmsg: one path ------------------------------------------------------
     def on_sendto(self, notif: Notification) -> None:
         fd, buf, size, flags, ptr, length = notif.args[:6]
+        if ptr == 0:
+            return self._continue(notif)  # no address (by value): the socket's peer
+        raw = self._read_name(notif, "sendto", ptr, length)
+        if raw is None:
+            return self._continue(notif)  # a length the kernel refuses by value
 
-        def send(sock: _Sock, to: bytes) -> None:
+        def gather(sock: _Sock) -> tuple[bytes, bytes]:
             if size > MAX_PAYLOAD and sock.type != socket.SOCK_STREAM:
-                return notif.reply_error(errno.EMSGSIZE)
-            data = notif.read(buf, min(size, MAX_PAYLOAD)) if size else b""
-            fd_ = sock.fd
-            assert fd_ is not None
-            return self._send(notif, sock, lambda f: _kernel.raw_sendto(fd_, data, f, to), flags)
+                raise _Answer(errno.EMSGSIZE)
+            return (notif.read(buf, min(size, MAX_PAYLOAD)) if size else b""), b""
 
-        return self._addressed_send(notif, fd, (ptr, length), flags, send)
+        return self._send_messages(notif, fd, flags, [_Msg(raw, gather)], vec=0)
+
+    def on_sendmsg(self, notif: Notification) -> None:
+        fd, msg_ptr, flags = notif.args[0], notif.args[1], notif.args[2]
+        if msg_ptr == 0:
+            return self._continue(notif)
+        hdr = decode_msghdr(notif.read(msg_ptr, MSGHDR.size))
+        return self._send_messages(notif, fd, flags, [self._message(notif, hdr)], vec=0)
+
+    def on_sendmmsg(self, notif: Notification) -> None:
+        fd, vec, vlen, flags = notif.args[0], notif.args[1], notif.args[2], notif.args[3]
+        vlen = min(vlen, UIO_MAXIOV)
+        if vec == 0 or vlen == 0:
+            return self._continue(notif)
+        table = notif.read(vec, vlen * MMSGHDR_SIZE)
+        msgs = [
+            self._message(notif, decode_msghdr(table[i * MMSGHDR_SIZE : i * MMSGHDR_SIZE + MSGHDR.size]))
+            for i in range(vlen)
+        ]
+        return self._send_messages(notif, fd, flags, msgs, vec=vec)
+
+    def _message(self, notif: Notification, hdr: Any) -> _Msg:
+        raw = None
+        if hdr.name_ptr and hdr.name_len:
+            raw = self._read_name(notif, "sendmsg", hdr.name_ptr, hdr.name_len)
+            if raw is None:
+                raw = b""  # negative msg_namelen: the kernel's EINVAL
+        return _Msg(raw, lambda _sock: self._gather(notif, hdr))
+
+    def _send_messages(self, notif: Notification, fd: int, flags: int, msgs: list[_Msg], *, vec: int) -> None:
+        """Decide every address of a sendto/sendmsg/sendmmsg, then send exactly what was decided —
+        the address itself, none, or the DNS proxy for a redirected query — on our copy of the
+        socket, or CONTINUE where there is none. `vec` != 0: sendmmsg (msg_len written back)."""
+        rule = self.ctx.rule()
+        if self._fast_pass(notif, rule, [m.name for m in msgs], "sendmsg"):
+            return None
+        sock = self._take(notif, fd)
+        try:
+            if not sock.is_ip or (sock.type == socket.SOCK_STREAM and not flags & MSG_FASTOPEN):
+                return self._continue(notif)  # not IP, or a stream socket: the address is ignored
+            plan: list[tuple[_Msg, bytes | None]] = []
+            for m in msgs:
+                to = m.name
+                if m.name is not None:
+                    dest = self._route(sock, m.name, "sendmsg")  # same rows as sendto
+                    if dest.kind is Kind.ERROR:
+                        if not plan:
+                            return self._kernel_error(notif, dest.errno)
+                        break  # the kernel stops a batch at the first error and reports what it sent
+                    if dest.kind is Kind.NONE:
+                        to = None  # the kernel ignores this name (AF_UNSPEC on an IPv6 datagram socket)
+                    elif dest.kind is Kind.FOREIGN:
+                        if sock.fd is None:
+                            return self._unverifiable(notif, rule, sock, f"send: {dest.why}")
+                    elif (
+                        dest.port == DNS_PORT and sock.type == socket.SOCK_DGRAM and self._redirectable(sock)
+                    ):
+                        self._remember(sock, m.name, notif.pid)
+                        to = self._proxy_sockaddr(sock)
+                    elif self._decide_dest(notif, rule, dest, sock.proto):
+                        if not plan or sock.fd is None:  # CONTINUE cannot stop a batch half-way
+                            return self._refuse(notif, sock.proto)
+                        break
+                plan.append((m, to))
+            if sock.fd is None:
+                return self._continue(notif)
+            fd_ = sock.fd
+            if not vec:
+                [(m, to)] = plan
+                data, control = m.gather(sock)
+                return self._send(
+                    notif, sock, lambda f: sockets.raw_sendmsg(fd_, to, data, control, f), flags
+                )
+            sent = 0
+            for i, (m, to) in enumerate(plan):
+                data, control = m.gather(sock)
+                n, err = sockets.raw_sendmsg(fd_, to, data, control, flags | MSG_DONTWAIT)
+                if err:
+                    if sent == 0:
+                        return self._result(notif, 0, err)
+                    break
+                write_mem(notif.pid, vec + i * MMSGHDR_SIZE + MSGHDR.size, struct.pack("=I", n))
+                sent += 1
+            return self._result(notif, sent, 0)
+        finally:
+            sock.close()
 
     def _send(
         self, notif: Notification, sock: _Sock, op: Callable[[int], tuple[int, int]], flags: int
@@ -560,95 +744,33 @@ class NetworkGuard:
             control = notif.read(hdr.control_ptr, hdr.control_len)
         return b"".join(parts), control
 
-    def on_sendmsg(self, notif: Notification) -> None:
-        fd, msg_ptr, flags = notif.args[0], notif.args[1], notif.args[2]
-        if msg_ptr == 0:
-            return self._continue(notif)
-        hdr = decode_msghdr(notif.read(msg_ptr, MSGHDR.size))
-
-        def send(sock: _Sock, to: bytes) -> None:
-            data, control = self._gather(notif, hdr)
-            fd_ = sock.fd
-            assert fd_ is not None
-            return self._send(notif, sock, lambda f: _kernel.raw_sendmsg(fd_, to, data, control, f), flags)
-
-        return self._addressed_send(notif, fd, (hdr.name_ptr, hdr.name_len), flags, send)
-
-    def on_sendmmsg(self, notif: Notification) -> None:
-        fd, vec, vlen, flags = notif.args[0], notif.args[1], notif.args[2], notif.args[3]
-        vlen = min(vlen, UIO_MAXIOV)
-        if vec == 0 or vlen == 0:
-            return self._continue(notif)
-        table = notif.read(vec, vlen * MMSGHDR_SIZE)
-        hdrs = [decode_msghdr(table[i * MMSGHDR_SIZE : i * MMSGHDR_SIZE + MSGHDR.size]) for i in range(vlen)]
-        names: list[bytes | None] = []
-        for h in hdrs:
-            raw = self._read_addr(notif, h.name_ptr, h.name_len)
-            names.append(
-                raw if raw is not None and family_of(raw) in (socket.AF_INET, socket.AF_INET6) else None
-            )
-        if not any(names):
-            return self._continue(notif)  # connected socket: its peer was decided at connect
-        sock = self._take(notif, fd)
-        try:
-            if not self._needs_decision(sock, flags):
-                return self._continue(notif)
-            rule = self.ctx.rule()
-            sent = 0
-            for i, (h, raw) in enumerate(zip(hdrs, names, strict=True)):
-                dest_raw = raw
-                if raw is not None:
-                    try:
-                        dest = decode_inet(raw)
-                    except BadSockaddr:
-                        dest = None
-                    if dest is not None:
-                        if (
-                            dest.port == DNS_PORT
-                            and sock.type == socket.SOCK_DGRAM
-                            and self._redirectable(sock, dest)
-                        ):
-                            self._remember(sock, dest, notif.pid)
-                            dest_raw = self._proxy_sockaddr(family_of(raw))
-                        elif self._decide_dest(notif, rule, dest, sock.proto):
-                            if sent == 0 or sock.fd is None:  # CONTINUE could not stop half-way
-                                return self._refuse(notif, sock.proto)
-                            break
-                if sock.fd is None:
-                    continue  # CONTINUE fallback: decide all, then let the kernel send
-                data, control = self._gather(notif, h)
-                n, err = _kernel.raw_sendmsg(sock.fd, dest_raw, data, control, flags | MSG_DONTWAIT)
-                if err:
-                    if sent == 0:
-                        return self._result(notif, 0, err)
-                    break
-                _kernel.write_mem(notif.pid, vec + i * MMSGHDR_SIZE + MSGHDR.size, struct.pack("=I", n))
-                sent += 1
-            if sock.fd is None:
-                return self._continue(notif)
-            return self._result(notif, sent, 0)
-        finally:
-            sock.close()
-
     # -- bind ----------------------------------------------------------------------------------------
     def on_bind(self, notif: Notification) -> None:
         fd, ptr, length = notif.args[0], notif.args[1], notif.args[2]
-        named = self._inet_addr(notif, ptr, length)
-        if named is None:
+        raw = self._read_name(notif, "bind", ptr, length)
+        if raw is None:
             return self._continue(notif)
-        raw, addr = named
-        rule = self.ctx.rule()
-        decision = decide_bind(rule, addr.port)
-        if decision.audited:
-            self._audit(notif, rule, decision, addr, None, [])
-        if decision.blocked:
-            self._count("refused")
-            return notif.reply_error(errno.EACCES)
         sock = self._take(notif, fd)
         try:
+            addr = self._route(sock, raw, "bind")
+            if addr.kind is Kind.ERROR:
+                return self._kernel_error(notif, addr.errno)
+            if not sock.is_ip:
+                return self._continue(notif)
+            rule = self.ctx.rule()
+            if addr.kind is not Kind.DEST:
+                if sock.fd is not None:
+                    return self._result(notif, 0, sockets.raw_bind(sock.fd, raw))
+                return self._unverifiable(notif, rule, sock, f"bind: {addr.why}")
+            decision = decide_bind(rule, addr.port)
+            if decision.audited:
+                self._audit(notif, rule, decision, addr, None, [])
+            if decision.blocked:
+                self._count("refused")
+                return notif.reply_error(errno.EACCES)
             if sock.fd is None:
                 return self._continue(notif)
-            return self._result(notif, 0, _kernel.raw_bind(sock.fd, raw))
+            return self._result(notif, 0, sockets.raw_bind(sock.fd, raw))
         finally:
             sock.close()
 
@@ -674,15 +796,15 @@ class NetworkGuard:
         size = min(size, 65536)
 
         def op(f: int) -> tuple[int, int]:
-            data, n, err = _kernel.raw_recvfrom(fd_, size, f)
+            data, n, err = sockets.raw_recvfrom(fd_, size, f)
             if err:
                 return -1, err
             if data:
-                _kernel.write_mem(notif.pid, buf, data)
+                write_mem(notif.pid, buf, data)
             if lenp:
                 have = struct.unpack("=I", notif.read(lenp, 4))[0]
-                _kernel.write_mem(notif.pid, src, red.original[: min(have, len(red.original))])
-                _kernel.write_mem(notif.pid, lenp, struct.pack("=I", len(red.original)))
+                write_mem(notif.pid, src, red.original[: min(have, len(red.original))])
+                write_mem(notif.pid, lenp, struct.pack("=I", len(red.original)))
             return n, 0
 
         try:
@@ -696,7 +818,7 @@ class NetworkGuard:
         notif: Notification,
         rule: Rule | None,
         decision: Decision,
-        dest: InetAddr,
+        dest: Routed | None,
         proto: str | None,
         names: list[str],
     ) -> None:
@@ -725,11 +847,11 @@ class NetworkGuard:
                 exe=getattr(info, "exe", None),
                 argv=getattr(info, "argv", None),
                 cwd=getattr(info, "cwd", None),
-                dest_ip=str(dest.ip),
-                dest_port=dest.port,
+                dest_ip=str(dest.ip) if dest is not None else None,
+                dest_port=dest.port if dest is not None else None,
                 dest_name=names[0] if names else None,
                 protocol=proto if proto in ("tcp", "udp") else None,
-                message=decision.reason,
+                message=_message(decision, dest),
             )
         )
 

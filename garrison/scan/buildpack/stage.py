@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
 from garrison.scan.assurance import AssurancePolicy, apply
 from garrison.scan.console import ConsoleConfig, ConsoleError, fetch_policy, post_report
-from garrison.scan.model import Package, ScanReport, Summary
+from garrison.scan.identity import DropletIdentity, collect_tree, write_identity
+from garrison.scan.model import AppRef, Package, ScanReport, Summary
 from garrison.scan.scanner import ScanOptions, ScanRefused, scan
 
 CONFIG = "garrison-buildpack.json"
@@ -25,13 +27,6 @@ CONFIG = "garrison-buildpack.json"
 def _say(out: TextIO, msg: str) -> None:
     out.write(msg + "\n")
     out.flush()
-
-
-def _app_name() -> str:
-    try:
-        return str(json.loads(os.environ.get("VCAP_APPLICATION", "{}")).get("application_name", ""))
-    except ValueError:
-        return ""
 
 
 def _merge(primary: ScanReport, extra: ScanReport, prefix: str) -> None:
@@ -65,6 +60,45 @@ def _merge(primary: ScanReport, extra: ScanReport, prefix: str) -> None:
     primary.summary.bytes += extra.summary.bytes
 
 
+def _truthy(v: str | None) -> bool | None:
+    if v is None or v.strip() == "":
+        return None
+    return v.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _console(cfg: dict[str, Any], buildpack_dir: Path, cache_dir: Path | None) -> ConsoleConfig | None:
+    """Console settings: the app's environment (`cf set-env`, passed to staging) overrides what
+    `garrison buildpack export` bundled. GARRISON_CA_CERT is a path or the PEM text itself."""
+    env = os.environ
+    url = env.get("GARRISON_CONSOLE_URL") or cfg.get("console_url")
+    if not url:
+        return None
+    ca: str | None = None
+    env_ca = env.get("GARRISON_CA_CERT", "").strip()
+    if env_ca.startswith("-----BEGIN"):
+        where = cache_dir if cache_dir is not None and cache_dir.is_dir() else Path(tempfile.gettempdir())
+        fd, name = tempfile.mkstemp(prefix="garrison-ca-", suffix=".pem", dir=where)
+        with os.fdopen(fd, "w") as f:
+            f.write(env_ca + "\n")
+        ca = name
+    elif env_ca:
+        ca = env_ca
+    elif cfg.get("ca_cert_file"):
+        ca = str(buildpack_dir / cfg["ca_cert_file"])
+    token = env.get("GARRISON_TOKEN") or None
+    user = env.get("GARRISON_USER") or None
+    if token is None and user is None:
+        token, user = cfg.get("token"), cfg.get("user")
+    return ConsoleConfig(
+        url=str(url).rstrip("/"),
+        user=user,
+        password=env.get("GARRISON_PASSWORD") or cfg.get("password"),
+        token=token,
+        ca_cert=ca,
+        timeout=float(env.get("GARRISON_CONSOLE_TIMEOUT") or 30),
+    )
+
+
 def run(
     *,
     phase: str,
@@ -72,6 +106,7 @@ def run(
     build_dir: Path,
     deps_dir: Path | None,
     deps_idx: str | None,
+    cache_dir: Path | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
     """Return the process exit code: 0 staged, 1 policy failure (staging fails), 2 scanner error."""
@@ -84,25 +119,31 @@ def run(
             _say(out, f"       **ERROR** Garrison: {cfg_path} is not valid JSON: {exc}")
             return 2
     _say(out, f"-----> Garrison scanner ({phase})")
-    ca = cfg.get("ca_cert_file")
-    console = ConsoleConfig.from_env(
-        cfg.get("console_url"),
-        user=cfg.get("user"),
-        token=cfg.get("token"),
-        ca_cert=str(buildpack_dir / ca) if ca else None,
-    )
-    if console and os.environ.get("GARRISON_TOKEN"):
-        console.token = os.environ["GARRISON_TOKEN"]
+    require_console = _truthy(os.environ.get("GARRISON_REQUIRE_CONSOLE"))
+    if require_console is None:
+        require_console = bool(cfg.get("require_console"))
+    console = _console(cfg, buildpack_dir, cache_dir)
     policy: AssurancePolicy | None = None
     try:
         if cfg.get("policy") is not None:
             policy = AssurancePolicy.model_validate(cfg["policy"])
-        elif console is not None:
+    except ValueError as exc:
+        _say(out, f"       **ERROR** Garrison: the bundled assurance policy is invalid: {exc}")
+        return 2
+    if policy is None and console is not None:
+        try:
             policy = fetch_policy(console)
             _say(out, f"       assurance policy '{policy.name}' from {console.url}")
-    except (ValueError, ConsoleError) as exc:
-        _say(out, f"       **ERROR** Garrison: cannot load the assurance policy: {exc}")
-        return 2
+        except ConsoleError as exc:
+            if require_console:
+                _say(out, f"       **ERROR** Garrison: cannot load the assurance policy: {exc}")
+                _say(
+                    out,
+                    "       **ERROR** Garrison: the console is required (require_console); failing staging",
+                )
+                return 2
+            _say(out, f"       WARNING: cannot load the assurance policy from the console: {exc}")
+            _say(out, "       WARNING: console not required: applying the default assurance policy")
     policy = policy or AssurancePolicy()
     db_dir: Path | None = None
     env_db = os.environ.get("GARRISON_DB_DIR")
@@ -112,22 +153,37 @@ def run(
             break
     if db_dir is None:
         _say(out, "       WARNING: no vulnerability database bundled; vulnerability matching skipped")
-    app = _app_name()
+    app = AppRef.from_vcap(os.environ.get("VCAP_APPLICATION"))
     try:
-        report = scan(build_dir, ScanOptions(db_dir=db_dir, app_name=app))
+        report = scan(build_dir, ScanOptions(db_dir=db_dir, app_name=app.name if app else ""))
         report.target = "app"
         if deps_dir is not None and deps_dir.is_dir():
             for d in sorted(deps_dir.iterdir()):
                 if d.is_dir() and d.name != deps_idx:
                     _merge(report, scan(d, ScanOptions(db_dir=db_dir)), f"deps/{d.name}")
+        ident: DropletIdentity | None = None
+        if deps_dir is not None and deps_idx is not None:
+            # the droplet's content digest, the same one the blobstore rescan and the defender compute
+            content = collect_tree({"app": build_dir, "deps": deps_dir})
+            ident = DropletIdentity(
+                digest=content.digest(own={f"deps/{deps_idx}"}),
+                app=app or AppRef(),
+                deps_idx=deps_idx,
+                phase="finalize" if phase == "finalize" else "supply",
+                scanner_version=report.scanner_version,
+            )
+            report.digest = ident.digest
     except ScanRefused as exc:
         _say(out, f"       **ERROR** Garrison: scan refused: {exc}")
         return 2
+    report.app = app
+    report.source = "staging"
     report.summary = Summary(
         **{
             **report.summary.model_dump(),
             "packages": len(report.packages),
             "vulnerabilities": len(report.vulnerabilities),
+            "by_severity": _by_severity(report),
             "secrets": len(report.secrets),
             "malware": len(report.malware),
             "notices": len(report.notices),
@@ -138,23 +194,20 @@ def run(
     _say(
         out,
         f"       {s.packages} packages, {s.vulnerabilities} vulnerabilities, {s.secrets} secrets, "
-        f"{s.malware} malware; digest {report.digest}",
+        f"{s.malware} malware; droplet {report.digest}",
     )
-    if deps_dir is not None and deps_idx is not None:
+    if deps_dir is not None and deps_idx is not None and ident is not None:
         own = deps_dir / deps_idx
-        own.mkdir(parents=True, exist_ok=True)
+        write_identity(own, ident)
         (own / "garrison-scan.json").write_text(report.model_dump_json())
         (own / "config.yml").write_text("name: garrison-scanner\nconfig: {}\n")
-        prof = own / "profile.d"
-        prof.mkdir(exist_ok=True)
-        (prof / "garrison.sh").write_text(f"export GARRISON_DROPLET_DIGEST={report.digest}\n")
     if console is not None:
         try:
             post_report(console, report)
             _say(out, f"       report sent to {console.url}")
         except ConsoleError as exc:
             _say(out, f"       WARNING: could not report to the console: {exc}")
-            if cfg.get("require_console"):
+            if require_console:
                 _say(out, "       **ERROR** Garrison: console reporting is required; failing staging")
                 return 2
     if report.verdict == "fail":
@@ -164,3 +217,10 @@ def run(
         return 1
     _say(out, f"       assurance policy '{policy.name}': PASS")
     return 0
+
+
+def _by_severity(report: ScanReport) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in report.vulnerabilities:
+        out[v.severity.value] = out.get(v.severity.value, 0) + 1
+    return out

@@ -8,7 +8,10 @@ from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.model.vulnerability import (
     BomTarget,
+    ImpactAnalysisResponse,
+    ImpactAnalysisState,
     Vulnerability,
+    VulnerabilityAnalysis,
     VulnerabilityRating,
     VulnerabilityScoreSource,
     VulnerabilitySeverity,
@@ -17,7 +20,7 @@ from cyclonedx.model.vulnerability import (
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
-from garrison.scan.model import ScanReport
+from garrison.scan.model import ScanReport, VulnerabilityFinding
 
 
 def _purl(text: str) -> PackageURL | None:
@@ -25,6 +28,18 @@ def _purl(text: str) -> PackageURL | None:
         return PackageURL.from_string(text) if text else None
     except ValueError:
         return None
+
+
+def _analysis(v: VulnerabilityFinding) -> VulnerabilityAnalysis | None:
+    """A waived finding: accepted by an assurance-policy exception (risk accepted, not fixed)."""
+    if v.waiver is None:
+        return None
+    expiry = f" until {v.waiver.expires}" if v.waiver.expires else ""
+    return VulnerabilityAnalysis(
+        state=ImpactAnalysisState.EXPLOITABLE,
+        responses=[ImpactAnalysisResponse.WILL_NOT_FIX],
+        detail=f"waived by {v.waiver.exception}{expiry}: {v.waiver.reason}",
+    )
 
 
 def render_cyclonedx(report: ScanReport) -> str:
@@ -56,7 +71,8 @@ def render_cyclonedx(report: ScanReport) -> str:
             Vulnerability(
                 bom_ref=f"vuln-{j}",
                 id=v.id,
-                source=VulnerabilitySource(name="OSV"),
+                source=VulnerabilitySource(name=", ".join(v.sources) or "OSV"),
+                analysis=_analysis(v),
                 description=v.summary or None,
                 recommendation=f"Upgrade to {', '.join(v.fixed_versions)}" if v.fixed_versions else None,
                 ratings=ratings,

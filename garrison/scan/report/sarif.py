@@ -18,11 +18,23 @@ _LEVEL = {
 }
 
 
-def _location(path: str, line: int | None = None) -> dict[str, Any]:
-    phys: dict[str, Any] = {"artifactLocation": {"uri": path.split("!/", 1)[0] or "."}}
-    if line:
+def _location(path: str, line: int | None = None, purl: str = "") -> dict[str, Any]:
+    """File and line where known. A path inside an archive (`outer.jar!/inner.zip!/file`) points at
+    the outer file, with the full path as a logical location (a line there would be the inner file's);
+    a package without a line also names its SBOM component (purl) as a logical location."""
+    outer, sep, _inner = path.partition("!/")
+    phys: dict[str, Any] = {"artifactLocation": {"uri": outer or "."}}
+    if line and not sep:
         phys["region"] = {"startLine": line}
-    return {"physicalLocation": phys}
+    loc: dict[str, Any] = {"physicalLocation": phys}
+    logical: list[dict[str, Any]] = []
+    if sep:
+        logical.append({"fullyQualifiedName": path, "kind": "member"})
+    if purl:
+        logical.append({"fullyQualifiedName": purl, "kind": "package"})
+    if logical:
+        loc["logicalLocations"] = logical
+    return loc
 
 
 def render_sarif(report: ScanReport) -> str:
@@ -42,14 +54,23 @@ def render_sarif(report: ScanReport) -> str:
             },
         )
         fix = f"; fixed in {', '.join(v.fixed_versions)}" if v.fixed_versions else ""
-        results.append(
-            {
-                "ruleId": v.id,
-                "level": _LEVEL[v.severity],
-                "message": {"text": f"{v.package} {v.version} ({v.ecosystem}) is affected by {v.id}{fix}"},
-                "locations": [_location(loc) for loc in v.locations[:10]] or [_location(".")],
-            }
-        )
+        result: dict[str, Any] = {
+            "ruleId": v.id,
+            "level": _LEVEL[v.severity],
+            "message": {"text": f"{v.package} {v.version} ({v.ecosystem}) is affected by {v.id}{fix}"},
+            "locations": [_location(loc, v.lines.get(loc), v.purl) for loc in v.locations[:10]]
+            or [_location(".", None, v.purl)],
+        }
+        if v.waiver is not None:
+            expiry = f" (expires {v.waiver.expires})" if v.waiver.expires else ""
+            result["suppressions"] = [
+                {
+                    "kind": "external",
+                    "status": "accepted",
+                    "justification": f"{v.waiver.exception}: {v.waiver.reason}{expiry}",
+                }
+            ]
+        results.append(result)
     for s in report.secrets:
         rid = "secret/" + s.kind.lower().replace(" ", "-")
         rules.setdefault(rid, {"id": rid, "shortDescription": {"text": f"{s.kind} in a file"}})
@@ -86,7 +107,12 @@ def render_sarif(report: ScanReport) -> str:
                     }
                 },
                 "results": results,
-                "properties": {"digest": report.digest, "verdict": report.verdict, "reasons": report.reasons},
+                "properties": {
+                    "digest": report.digest,
+                    "verdict": report.verdict,
+                    "reasons": report.reasons,
+                    "warnings": report.warnings,
+                },
             }
         ],
     }

@@ -25,9 +25,13 @@ def print_table(report: ScanReport, console: Console, *, max_rows: int = 200) ->
     )
     if report.vulnerabilities:
         t = Table(title="Vulnerabilities", show_lines=False)
-        for col in ("Severity", "ID", "Package", "Version", "Fixed in", "Ecosystem"):
+        for col in ("Severity", "ID", "Package", "Version", "Fixed in", "Ecosystem", "Waived"):
             t.add_column(col)
         for v in report.vulnerabilities[:max_rows]:
+            waived = "-"
+            if v.waiver is not None:
+                waived = f"{v.waiver.exception}: {v.waiver.reason}"
+                waived += f" (until {v.waiver.expires})" if v.waiver.expires else ""
             t.add_row(
                 f"[{_STYLE[v.severity]}]{v.severity.value}" + (f" {v.cvss_score}" if v.cvss_score else ""),
                 v.id,
@@ -35,6 +39,7 @@ def print_table(report: ScanReport, console: Console, *, max_rows: int = 200) ->
                 v.version,
                 ", ".join(v.fixed_versions) or "-",
                 v.ecosystem,
+                waived,
             )
         console.print(t)
         if len(report.vulnerabilities) > max_rows:
@@ -61,3 +66,5 @@ def print_table(report: ScanReport, console: Console, *, max_rows: int = 200) ->
     console.print(f"[{style}]verdict: {report.verdict.upper()}[/]")
     for r in report.reasons:
         console.print(f"  - {r}", highlight=False)
+    for w in report.warnings:
+        console.print(f"  [yellow]warning[/] {w}", highlight=False)

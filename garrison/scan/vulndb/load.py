@@ -1,4 +1,5 @@
-"""Read advisories from OSV JSON/YAML files, directories, osv.dev `all.zip` exports and RubySec YAML.
+"""Read advisories from OSV JSON/YAML files, directories, osv.dev `all.zip` exports, RubySec YAML and
+the Node.js Security WG JSON (npm and core); the format is detected from each document.
 
 Every source is turned into OSV-shaped dicts; a file that cannot be read is reported by name and the
 rest of the import continues (bad input loses nothing that was good).
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from garrison.scan.vulndb import nodejs_wg
 from garrison.scan.vulndb.rubysec import rubysec_to_osv
 
 _EXTS = (".json", ".yaml", ".yml")
@@ -31,6 +33,9 @@ def _decode(name: str, data: bytes) -> list[dict[str, Any]]:
         doc: Any = json.loads(data)
     else:
         doc = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if isinstance(doc, dict) and nodejs_wg.is_index(doc):
+        return [_node_wg(d, k) for k, d in doc.items()]
     docs = doc if isinstance(doc, list) else [doc]
     out: list[dict[str, Any]] = []
     for d in docs:
@@ -38,11 +43,25 @@ def _decode(name: str, data: bytes) -> list[dict[str, Any]]:
             raise ValueError("not an OSV object")
         if "gem" in d and "id" not in d:
             out.append(rubysec_to_osv(d, name))
+        elif nodejs_wg.is_npm_advisory(d) or nodejs_wg.is_core_advisory(d):
+            out.append(_node_wg(d, stem))
         elif "id" in d:
             out.append(d)
         else:
-            raise ValueError("neither an OSV record (no 'id') nor a RubySec advisory (no 'gem')")
+            raise ValueError(
+                "not an advisory: no OSV 'id', RubySec 'gem' or Node.js WG 'module_name'/'vulnerable'"
+            )
     return out
+
+
+def _node_wg(doc: dict[str, Any], number: str) -> dict[str, Any]:
+    if nodejs_wg.is_npm_advisory(doc):
+        return nodejs_wg.npm_to_osv(doc)
+    if nodejs_wg.is_core_advisory(doc):
+        if not number.isdigit():
+            raise ValueError("Node.js core advisory: the file name must be its number (NN.json)")
+        return nodejs_wg.core_to_osv(doc, number)
+    raise ValueError(f"Node.js WG index entry {number} is neither an npm nor a core advisory")
 
 
 def iter_advisories(paths: list[Path], errors: LoadErrors) -> Iterator[dict[str, Any]]:
@@ -51,7 +70,10 @@ def iter_advisories(paths: list[Path], errors: LoadErrors) -> Iterator[dict[str,
         if root.is_dir():
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames.sort()
+                numbered = any(f[:-5].isdigit() for f in filenames if f.endswith(".json"))
                 for fn in sorted(filenames):
+                    if fn == "index.json" and numbered:
+                        continue  # Node.js WG: index.json repeats the NN.json files beside it
                     yield from _one(Path(dirpath) / fn, errors, walked=True)
         elif root.exists():
             yield from _one(root, errors, walked=False)

@@ -6,6 +6,7 @@ from typing import Any
 
 from garrison.scan.model import Package, Severity, VulnerabilityFinding
 from garrison.scan.vulndb.index import VulnIndex
+from garrison.scan.vulndb.npm_semver import in_range, lower_bounds
 from garrison.scan.vulndb.rubysec import satisfies
 from garrison.scan.vulndb.versions import base_ecosystem, parse
 
@@ -22,6 +23,18 @@ def _in_range(eco: str, version: str, rng: dict[str, Any]) -> tuple[bool, list[s
     rtype = str(rng.get("type", "ECOSYSTEM"))
     if rtype == "GIT":
         return False, []
+    if rtype == "NPM_SEMVER":
+        npm_patched = str(rng.get("patched") or "")
+        if not in_range(version, str(rng.get("vulnerable") or "")) or in_range(version, npm_patched):
+            return False, []
+        # the nearest patched version above this one (`^20.20.0 || ^22.22.0` for 20.19.0: 20.20.0)
+        v = parse("npm", version)
+        above = [
+            (p, b)
+            for b in lower_bounds(npm_patched)
+            if (p := parse("npm", b)) is not None and (v is None or p > v)
+        ]
+        return True, [min(above)[1]] if above else []
     if rtype == "RUBYGEMS_REQUIREMENTS":
         patched = rng.get("patched") or []
         unaffected = rng.get("unaffected") or []
@@ -81,21 +94,28 @@ def _sort_key(v: str, eco: str) -> tuple[int, Any]:
 def match_packages(index: VulnIndex, packages: list[Package]) -> list[VulnerabilityFinding]:
     """All findings for `packages`, one per (package, advisory group) — aliases are de-duplicated."""
     findings: list[VulnerabilityFinding] = []
-    adv_cache: dict[str, dict[str, Any] | None] = {}
+    adv_cache: dict[int, dict[str, Any] | None] = {}
     for pkg in packages:
-        hits: dict[str, list[str]] = {}
-        for adv_eco, ident, data in index.candidates(pkg.ecosystem, pkg.name):
+        hits: dict[int, list[str]] = {}
+        for adv_eco, pk, data in index.candidates(pkg.ecosystem, pkg.name):
             if not _ecosystem_applies(pkg.ecosystem, adv_eco):
                 continue
             ok, fixes = is_affected(adv_eco, pkg.version, data)
             if ok:
-                hits.setdefault(ident, []).extend(fixes)
+                hits.setdefault(pk, []).extend(fixes)
         groups: list[tuple[set[str], list[str], list[str]]] = []  # (id set, ids in order, fixes)
-        for ident, fixes in hits.items():
-            if ident not in adv_cache:
-                adv_cache[ident] = index.advisory(ident)
-            adv = adv_cache[ident]
-            names = {ident, *((adv or {}).get("aliases") or [])}
+        by_id: dict[str, dict[str, Any]] = {}
+        for pk, fixes in hits.items():
+            if pk not in adv_cache:
+                adv_cache[pk] = index.advisory(pk)
+            adv = adv_cache[pk]
+            if adv is None:
+                continue
+            ident = adv["id"]
+            prev = by_id.get(ident)
+            if prev is None or (adv.get("score") or -1) > (prev.get("score") or -1):
+                by_id[ident] = adv
+            names = {ident, *(adv.get("aliases") or [])}
             merged = [g for g in groups if g[0] & names]
             if merged:
                 target = merged[0]
@@ -110,14 +130,15 @@ def match_packages(index: VulnIndex, packages: list[Package]) -> list[Vulnerabil
             else:
                 groups.append((set(names), [ident], list(fixes)))
         for names, ids, fixes in groups:
-            advs: list[dict[str, Any]] = [a for i in ids if (a := adv_cache.get(i))]
-            best = max(advs, key=lambda a: (a.get("score") or -1, Severity(a["severity"]).rank), default=None)
+            advs: list[dict[str, Any]] = [a for i in dict.fromkeys(ids) if (a := by_id.get(i))]
+            best = max(advs, key=lambda a: (Severity(a["severity"]).rank, a.get("score") or -1), default=None)
             primary = sorted(ids, key=lambda i: (i.startswith("CVE-"), i))[0]
             summary = next((a["summary"] for a in advs if a.get("summary")), "")
             findings.append(
                 VulnerabilityFinding(
                     id=primary,
                     aliases=sorted(names - {primary}),
+                    sources=sorted({str(a.get("source")) for a in advs if a.get("source")}),
                     ecosystem=pkg.ecosystem,
                     package=pkg.name,
                     version=pkg.version,

@@ -44,6 +44,8 @@ def rubysec_to_osv(doc: dict[str, Any], source: str) -> dict[str, Any]:
             }
         ],
         "database_specific": {"cvss_score": float(score) if score is not None else None, "source": source},
+        "_source": "rubysec",
+        "_label": "rubysec",
     }
 
 

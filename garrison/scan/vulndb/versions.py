@@ -85,6 +85,7 @@ def _debian(text: str) -> Any:
 _PARSERS = {
     "PyPI": _pypi,
     "npm": _semver,
+    "Node.js": _semver,
     "Go": _semver,
     "crates.io": _semver,
     "Hex": _semver,

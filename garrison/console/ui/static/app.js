@@ -47,7 +47,7 @@ function pill(text, kind) { return el("span", { class: `pill ${kind || text}`, t
 function fmtTime(t) {
   if (!t) return "–";
   const d = new Date(t * 1000);
-  return d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 }
 
 function ago(t) {
@@ -157,6 +157,66 @@ function poll(fn, ms = POLL_MS) {
   return () => { stopped = true; };
 }
 
+/* Server push: reads the console's Server-Sent Events stream with fetch (so the bearer token stays in a
+ * header, never in a URL), calls handlers[event](data), and reconnects with back-off from the last
+ * cursor it was given. The Live badge shows whether the stream is up. Returns a stop function. */
+function liveStream(path, handlers) {
+  const live = $("#live-indicator");
+  let cursor = null;
+  let stopped = false;
+  let ctrl = null;
+  let backoff = 1000;
+  const setLive = (on) => { if (live) { live.hidden = false; live.classList.toggle("down", !on); live.lastChild.textContent = on ? "Live" : "Reconnecting…"; } };
+
+  function dispatch(block) {
+    let event = "message", data = "";
+    for (const line of block.split("\n")) {
+      if (line.startsWith(":")) continue;
+      const i = line.indexOf(":");
+      const field = i < 0 ? line : line.slice(0, i);
+      const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+      if (field === "event") event = value;
+      else if (field === "data") data += (data ? "\n" : "") + value;
+      else if (field === "id" && /^\d+$/.test(value)) cursor = value;
+    }
+    if (event === "signed-out") { sessionStorage.removeItem(TOKEN_KEY); toLogin(); return; }
+    if (handlers[event]) { try { handlers[event](data ? JSON.parse(data) : null); } catch (e) { console.error(e); } }
+  }
+
+  async function run() {
+    while (!stopped) {
+      ctrl = new AbortController();
+      const sep = path.includes("?") ? "&" : "?";
+      try {
+        const resp = await fetch(API + path + (cursor !== null ? `${sep}after=${cursor}` : ""), {
+          headers: { Authorization: `Bearer ${token()}`, Accept: "text/event-stream" }, signal: ctrl.signal, cache: "no-store",
+        });
+        if (resp.status === 401) { sessionStorage.removeItem(TOKEN_KEY); toLogin(); return; }
+        if (!resp.ok || !resp.body) throw new Error(`stream ${resp.status}`);
+        setLive(true);
+        backoff = 1000;
+        if (cursor !== null) handlers.reconnected?.();
+        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value.replace(/\r\n?/g, "\n");
+          let k;
+          while ((k = buf.indexOf("\n\n")) >= 0) { dispatch(buf.slice(0, k)); buf = buf.slice(k + 2); }
+        }
+      } catch (e) {
+        if (stopped) return;
+      }
+      setLive(false);
+      await new Promise((r) => setTimeout(r, backoff));
+      backoff = Math.min(backoff * 2, 10000);
+    }
+  }
+  run();
+  return () => { stopped = true; ctrl?.abort(); };
+}
+
 // ---------------------------------------------------------------------------------------------
 // session
 
@@ -173,6 +233,7 @@ async function fetchSession() {
 function applySession(s) {
   SESSION = s;
   document.body.dataset.canWrite = s.can_write ? "true" : "false";
+  document.body.dataset.role = s.role;
   const badge = $("#user-badge");
   if (badge) { badge.replaceChildren(s.username, pill(s.role, "role")); }
 }
@@ -205,37 +266,53 @@ function initLogin() {
 function initDashboard() {
   const DAY = 86400;
   const events = new Map();
+  const counts = { audits: 0, prevented: 0 };
   let mode = "type";
+  let fresh = new Set();
+  let timer = null;
 
-  async function summary() {
-    const { data } = await api("/defenders/summary");
+  function showDefenders(data) {
     $("#stat-connected").textContent = data.connected;
     $("#stat-disconnected").textContent = data.disconnected;
   }
 
-  function newest() { let m = 0; for (const e of events.values()) m = Math.max(m, e.time); return m; }
+  async function summary() { showDefenders((await api("/defenders/summary")).data); }
 
-  async function loadAudits(since) {
-    const { data } = await api(`/audits/runtime/app-embedded?limit=1000&from=${since}`);
-    let added = [];
-    for (const e of data) if (!events.has(e.id)) { events.set(e.id, e); added.push(e); }
-    return added;
+  // Exact 24-hour counts come from the API's Total-Count; the chart and feed use the newest 1,000 audits.
+  async function loadCounts() {
+    const since = Math.floor(Date.now() / 1000 - DAY);
+    const total = async (q) => Number((await api(`/audits/runtime/app-embedded?limit=1&from=${since}${q}`)).headers.get("Total-Count") || 0);
+    const [all, prevent, ban] = await Promise.all([total(""), total("&effect=prevent"), total("&effect=ban")]);
+    counts.audits = all;
+    counts.prevented = prevent + ban;
   }
 
-  function render(fresh = []) {
+  async function loadAudits() {
+    const { data } = await api(`/audits/runtime/app-embedded?limit=1000&from=${Math.floor(Date.now() / 1000 - DAY)}`);
+    for (const e of data) events.set(e.id, e);
+  }
+
+  function render() {
     const cutoff = Date.now() / 1000 - DAY;
     for (const [id, e] of events) if (e.time < cutoff) events.delete(id);
     const all = Array.from(events.values()).sort((a, b) => b.time - a.time);
-    $("#stat-audits").textContent = all.length;
-    $("#stat-prevented").textContent = all.filter((e) => e.effect === "prevent" || e.effect === "ban").length;
+    $("#stat-audits").textContent = counts.audits;
+    $("#stat-prevented").textContent = counts.prevented;
     drawChart(all, mode);
     const feed = $("#feed");
-    const freshIds = new Set(fresh.map((e) => e.id));
-    feed.replaceChildren(...all.slice(0, 20).map((e) => el("li", { class: freshIds.has(e.id) ? "fresh" : "" },
+    feed.replaceChildren(...all.slice(0, 20).map((e) => el("li", { class: fresh.has(e.id) ? "fresh" : "", dataset: { id: e.id } },
       pill(e.effect),
       el("div", { class: "what" }, el("strong", { text: `${e.type.replace("_", " ")} · ${e.app_name || e.app_id || "unknown app"}` }), el("div", { class: "cell-sub", text: e.message || e.exe || "" })),
       el("time", { text: ago(e.time), title: fmtTime(e.time) }))));
     $("#feed-empty").hidden = all.length > 0;
+    fresh = new Set();
+  }
+
+  function later() { if (!timer) timer = setTimeout(() => { timer = null; render(); }, 150); }
+
+  async function reload() {
+    await Promise.all([summary(), loadCounts(), loadAudits()]);
+    render();
   }
 
   $all("#chart-mode button").forEach((b) => b.addEventListener("click", () => {
@@ -244,15 +321,22 @@ function initDashboard() {
     render();
   }));
 
-  (async () => {
-    await Promise.all([summary(), loadAudits(Math.floor(Date.now() / 1000 - DAY))]);
-    render();
-    poll(async () => {
-      const fresh = await loadAudits(Math.max(newest(), Date.now() / 1000 - DAY));
-      await summary();
-      render(fresh);
+  reload().catch((e) => toast(e.message, true)).finally(() => {
+    liveStream("/audits/runtime/app-embedded/stream", {
+      audit(e) {
+        if (events.has(e.id)) return;
+        events.set(e.id, e);
+        fresh.add(e.id);
+        counts.audits += 1;
+        if (e.effect === "prevent" || e.effect === "ban") counts.prevented += 1;
+        later();
+      },
+      defenders: showDefenders,
+      skipped() { reload().catch(() => {}); },
+      reconnected() { reload().catch(() => {}); },
     });
-  })().catch((e) => toast(e.message, true));
+    setInterval(() => { loadCounts().then(render).catch(() => {}); }, 60000); // audits age out of the 24 h window
+  });
 }
 
 function drawChart(events, mode) {
@@ -403,7 +487,6 @@ function initDeploy() {
   });
   $("#dl-tarball").addEventListener("click", () => download("/images/garrison_defender_app_embedded.tar.gz", "garrison_defender_app_embedded.tar.gz").catch((e) => toast(e.message, true)));
   $("#dl-bundle").addEventListener("click", () => { if (bundle) saveBlob(new Blob([bundle + "\n"], { type: "text/plain" }), "install_bundle.txt"); });
-  $all(".copy").forEach((b) => b.addEventListener("click", () => copyText($(`#${b.dataset.copy}`).textContent)));
   render();
 }
 
@@ -614,26 +697,82 @@ function initPolicy() {
 // ---------------------------------------------------------------------------------------------
 // audits
 
-function auditRow(e, fresh) {
-  const dest = e.dest_ip || e.dest_name ? `${e.dest_name ? e.dest_name + " " : ""}${e.dest_ip || ""}${e.dest_port != null ? ":" + e.dest_port : ""}` : "";
-  return el("tr", { class: fresh ? "fresh" : "", dataset: { id: e.id } },
-    el("td", { text: fmtTime(e.time) }),
+// What the two context columns mean for each audit type: [first column, second column].
+const AUDIT_COLUMNS = {
+  process: ["Process", "Command line"], drift: ["Process", "Command line"], fork_bomb: ["Process", "Command line"],
+  kernel: ["Process", "Detail"], network: ["Process", "Destination"], port_scan: ["Process", "Destination"],
+  bad_reputation: ["Process", "Destination"], listen: ["Process", "Listening on"], dns: ["Process", "Name queried"],
+  cnaf: ["Request", "Client IP"], assurance: ["Subject", "Detail"], defender: ["Subject", "Detail"],
+};
+const MIXED_COLUMNS = ["Process / request", "Target"];
+
+function hostPort(ip, port) { return ip ? (ip.includes(":") && port != null ? `[${ip}]:${port}` : `${ip}${port != null ? ":" + port : ""}`) : ""; }
+
+// [text, label] of the two context cells; the label names the value when the table mixes types.
+function auditContext(e) {
+  const x = e.extra || {};
+  const proc = e.exe || (e.argv || [])[0] || "";
+  if (e.type === "cnaf") return [[x.request_line || "", "request"], [x.client_ip || e.dest_ip || "", "client"]];
+  if (e.type === "dns") return [[proc, ""], [e.dest_name || "", "name"]];
+  if (e.type === "listen") return [[proc, ""], [hostPort(e.dest_ip, e.dest_port), "listen"]];
+  if (["network", "port_scan", "bad_reputation"].includes(e.type)) {
+    const dest = [e.dest_name, hostPort(e.dest_ip, e.dest_port)].filter(Boolean).join(" ");
+    return [[proc, ""], [dest + (e.protocol && dest ? `/${e.protocol}` : ""), "to"]];
+  }
+  return [[proc, ""], [(e.argv || []).join(" "), "cmd"]];
+}
+
+function auditHeaders(type) {
+  const [a, b] = AUDIT_COLUMNS[type] || MIXED_COLUMNS;
+  $("#col-a").textContent = a;
+  $("#col-b").textContent = b;
+}
+
+function auditRow(e, fresh, mixed) {
+  const [[a], [b, label]] = auditContext(e);
+  const cell = (text, cls, lbl) => el("td", { class: cls, title: text || null }, lbl && mixed && text ? el("span", { class: "cell-label", text: lbl }) : null, text || "–");
+  return el("tr", { class: `audit${fresh ? " fresh" : ""}`, tabindex: "0", "aria-expanded": "false", dataset: { id: e.id, type: e.type } },
+    el("td", { class: "time", text: fmtTime(e.time), title: new Date(e.time * 1000).toISOString() }),
     el("td", {}, pill(e.effect)),
     el("td", { text: e.type.replace("_", " ") }),
-    el("td", {}, el("strong", { text: e.app_name || "–" }), el("div", { class: "cell-sub", text: [e.org, e.space].filter(Boolean).join(" / ") })),
-    el("td", {}, el("div", { text: e.rule || "–" }), el("div", { class: "cell-sub", text: e.control || "" })),
-    el("td", { class: "mono" }, el("div", { text: e.exe || "" }), el("div", { class: "cell-sub", text: e.pid ? `pid ${e.pid}` : "" })),
-    el("td", { class: "mono", text: dest }),
-    el("td", { class: "msg", text: e.message || "" }));
+    cell(e.app_name, "app"),
+    cell(e.rule ? `${e.rule}${e.control ? " · " + e.control : ""}` : e.control, "rule"),
+    cell(a, "mono ctx-a"),
+    cell(b, "mono ctx-b", label),
+    el("td", { class: "msg", text: e.message || "", title: e.message || null }));
+}
+
+function auditDetails(e, span) {
+  const x = e.extra || {};
+  const fields = [
+    ["Time", `${fmtTime(e.time)}  (${new Date(e.time * 1000).toISOString()})`],
+    ["Effect / severity", `${e.effect} · ${e.severity || ""}`],
+    ["App", [e.app_name, e.app_id && e.app_id !== e.app_name ? `id ${e.app_id}` : ""].filter(Boolean).join(" · ")],
+    ["Org / space", [e.org, e.space].filter(Boolean).join(" / ")],
+    ["Instance", e.instance ? String(e.instance) : ""],
+    ["Defender", e.defender_id],
+    ["Rule", e.rule], ["Control", e.control],
+    ["Process", [e.exe, e.pid != null ? `pid ${e.pid}` : "", e.ppid != null ? `ppid ${e.ppid}` : ""].filter(Boolean).join(" · ")],
+    ["Command line", (e.argv || []).map((a) => (/[\s'"]/.test(a) ? JSON.stringify(a) : a)).join(" ")],
+    ["Working directory", e.cwd],
+    [e.type === "cnaf" ? "Client" : "Destination", [e.dest_name, hostPort(e.dest_ip, e.dest_port), e.protocol].filter(Boolean).join(" · ")],
+    ["Message", e.message],
+    ...Object.entries(x).map(([k, v]) => [k.replaceAll("_", " "), typeof v === "string" ? v : JSON.stringify(v, null, 1)]),
+    ["Audit id", e.id],
+  ].filter(([, v]) => v !== undefined && v !== null && v !== "");
+  return el("tr", { class: "audit-details" }, el("td", { colspan: String(span) },
+    el("dl", {}, ...fields.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]))));
 }
 
 function initAudits() {
   const PAGE = 50;
   let offset = 0;
   let total = 0;
-  const shown = new Set();
-  let newest = 0;
+  const shown = new Map(); // id -> audit, rows on this page
+  let stopStream = null;
   const form = $("#audit-filters");
+  const tbody = $("#audits-table tbody");
+  const span = $all("#audits-table thead th").length;
 
   function filters() {
     const q = new URLSearchParams();
@@ -643,54 +782,88 @@ function initAudits() {
     return q;
   }
 
+  function toggle(tr) {
+    const open = tr.getAttribute("aria-expanded") === "true";
+    if (open) tr.nextElementSibling?.classList.contains("audit-details") && tr.nextElementSibling.remove();
+    else tr.after(auditDetails(shown.get(tr.dataset.id), span));
+    tr.setAttribute("aria-expanded", String(!open));
+  }
+  tbody.addEventListener("click", (ev) => {
+    const tr = ev.target.closest("tr.audit");
+    if (tr && !window.getSelection()?.toString()) toggle(tr);
+  });
+  tbody.addEventListener("keydown", (ev) => {
+    const tr = ev.target.closest("tr.audit");
+    if (tr && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); toggle(tr); }
+  });
+
   async function load() {
     showError($("#audits-error"), "");
     const q = filters();
+    auditHeaders(q.get("type"));
     q.set("limit", String(PAGE));
     q.set("offset", String(offset));
     const { data, headers } = await api(`/audits/runtime/app-embedded?${q}`);
     total = Number(headers.get("Total-Count") || data.length);
     shown.clear();
-    data.forEach((e) => { shown.add(e.id); newest = Math.max(newest, e.time); });
-    $("#audits-table tbody").replaceChildren(...data.map((e) => auditRow(e, false)));
+    data.forEach((e) => shown.set(e.id, e));
+    const mixed = !q.get("type");
+    tbody.replaceChildren(...data.map((e) => auditRow(e, false, mixed)));
     renderMeta();
   }
 
   function renderMeta() {
-    const rows = $all("#audits-table tbody tr").length;
+    const rows = $all("tr.audit", tbody).length;
     $("#audits-empty").hidden = rows > 0;
     $("#audits-count").textContent = total ? `${offset + 1}–${offset + rows} of ${total}` : "";
     $("#prev").disabled = offset === 0;
     $("#next").disabled = offset + PAGE >= total;
   }
 
-  async function live() {
-    if (offset !== 0) return;
-    const q = filters();
-    if (q.has("to")) return; // a closed time range gets no new audits
-    const since = Math.max(newest, Number(q.get("from") || 0));
-    if (since) q.set("from", String(since));
-    q.set("limit", "200");
-    const { data } = await api(`/audits/runtime/app-embedded?${q}`);
-    const fresh = data.filter((e) => !shown.has(e.id));
-    if (!fresh.length) return;
-    const tbody = $("#audits-table tbody");
-    for (const e of fresh.slice().reverse()) {
-      shown.add(e.id);
-      newest = Math.max(newest, e.time);
-      tbody.prepend(auditRow(e, true));
+  function arrived(e) {
+    if (shown.has(e.id)) return;
+    total += 1;
+    if (offset === 0) {
+      shown.set(e.id, e);
+      tbody.prepend(auditRow(e, true, !filters().get("type")));
+      const rows = $all("tr.audit", tbody);
+      for (const tr of rows.slice(PAGE)) {
+        if (tr.nextElementSibling?.classList.contains("audit-details")) tr.nextElementSibling.remove();
+        shown.delete(tr.dataset.id);
+        tr.remove();
+      }
     }
-    while (tbody.children.length > PAGE) tbody.lastElementChild.remove();
-    total += fresh.length;
     renderMeta();
   }
 
-  form.addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; newest = 0; load().catch((e) => showError($("#audits-error"), errorText(e.detail ?? e.message))); });
+  function follow() {
+    stopStream?.();
+    stopStream = null;
+    const q = filters();
+    if (q.has("to")) return; // a closed time range gets no new audits
+    stopStream = liveStream(`/audits/runtime/app-embedded/stream?${q}`, {
+      audit: arrived,
+      skipped() { load().catch(() => {}); },
+      reconnected() { load().catch(() => {}); },
+    });
+  }
+
+  // Filters live in the URL too (?app=&type=&effect=), so a filtered view can be linked and reloaded.
+  const initial = new URLSearchParams(location.search);
+  for (const k of ["app", "type", "effect"]) if (initial.get(k) && form.elements[k]) form.elements[k].value = initial.get(k);
+  const reload = () => load().then(follow).catch((e) => showError($("#audits-error"), errorText(e.detail ?? e.message)));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    offset = 0;
+    const q = new URLSearchParams();
+    for (const k of ["app", "type", "effect"]) if (form.elements[k].value.trim()) q.set(k, form.elements[k].value.trim());
+    history.replaceState(null, "", q.toString() ? `?${q}` : location.pathname);
+    reload();
+  });
   $("#prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load().catch((e) => toast(e.message, true)); });
   $("#next").addEventListener("click", () => { offset += PAGE; load().catch((e) => toast(e.message, true)); });
   $("#csv-export").addEventListener("click", () => download(`/audits/runtime/app-embedded/download?${filters()}`, "runtime-audits.csv").catch((e) => toast(e.message, true)));
-  load().catch((e) => showError($("#audits-error"), errorText(e.detail ?? e.message)));
-  poll(live);
+  reload();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -725,6 +898,10 @@ document.addEventListener("DOMContentLoaded", async () => {
   const page = document.body.dataset.page;
   if (page === "login") { initLogin(); return; }
   $("#logout")?.addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); location.replace("/login"); });
+  document.addEventListener("click", (ev) => { // every code box's Copy button: <button class="copy" data-copy="ID">
+    const b = ev.target.closest?.("button.copy[data-copy]");
+    if (b) copyText($(`#${b.dataset.copy}`).textContent);
+  });
   try {
     const s = await fetchSession();
     if (!s) return;

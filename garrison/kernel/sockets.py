@@ -1,46 +1,28 @@
-"""The socket calls the network guard makes on descriptors taken from the app (connect, sendto,
-sendmsg, bind, recvfrom with the exact address bytes already checked) and its writes of emulated
-results into the app's memory. seccomp, pidfd and memory reads are `garrison.kernel`'s. No policy."""
+"""Raw socket calls on descriptors taken from (or made for) a supervised app: connect, sendto,
+sendmsg, bind, recvfrom with the exact address bytes already checked, and socket facts read without
+wrapping the fd in a Python socket (which may touch O_NONBLOCK). No policy in here."""
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 
+from garrison.kernel._libc import check
 from garrison.kernel._libc import libc as _libc
 from garrison.kernel.procmem import IoVec as _IoVec
 
-
-def _check(rc: int) -> int:
-    if rc < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return rc
-
-
-def write_mem(pid: int, addr: int, data: bytes) -> None:
-    """Write into target memory through /proc/<pid>/mem (for results of emulated syscalls)."""
-    fd = os.open(f"/proc/{pid}/mem", os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        if os.pwrite(fd, data, addr) != len(data):
-            raise OSError(errno.EFAULT, "short write to target memory")
-    finally:
-        os.close(fd)
-
-
 # Raw socket calls on a descriptor taken from the target: the exact address bytes already checked.
-_libc.connect.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-_libc.sendto.argtypes = [
+_int, _bytes, _ptr, _size, _len = (
     ctypes.c_int,
     ctypes.c_char_p,
+    ctypes.c_void_p,
     ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_char_p,
     ctypes.c_uint,
-]
+)
+_libc.connect.argtypes = [_int, _bytes, _len]
+_libc.sendto.argtypes = [_int, _bytes, _size, _int, _bytes, _len]
 _libc.sendto.restype = ctypes.c_ssize_t
-_libc.sendmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_libc.sendmsg.argtypes = [_int, _ptr, _int]
 _libc.sendmsg.restype = ctypes.c_ssize_t
 
 
@@ -78,41 +60,70 @@ def raw_sendmsg(fd: int, name: bytes | None, data: bytes, control: bytes, flags:
     return (int(n), 0) if n >= 0 else (-1, ctypes.get_errno())
 
 
-_libc.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-_libc.getsockname.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-_libc.bind.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-_libc.recvfrom.argtypes = [
-    ctypes.c_int,
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-]
+_libc.getsockopt.argtypes = [_int, _int, _int, _ptr, _ptr]
+_libc.getsockname.argtypes = [_int, _ptr, _ptr]
+_libc.bind.argtypes = [_int, _bytes, _len]
+_libc.recvfrom.argtypes = [_int, _ptr, _size, _int, _ptr, _ptr]
 _libc.recvfrom.restype = ctypes.c_ssize_t
-_SOL_SOCKET, _SO_TYPE = 1, 3
+_SOL_SOCKET, _SO_TYPE, _SO_PROTOCOL, _SO_DOMAIN = 1, 3, 38, 39
+
+
+def _int_opt(fd: int, opt: int) -> int:
+    val = ctypes.c_int(0)
+    ln = ctypes.c_uint(ctypes.sizeof(val))
+    check(_libc.getsockopt(fd, _SOL_SOCKET, opt, ctypes.byref(val), ctypes.byref(ln)), "getsockopt")
+    return val.value
 
 
 def sock_type(fd: int) -> int:
     """SOCK_STREAM/SOCK_DGRAM/…; raises OSError(ENOTSOCK) for a non-socket."""
-    val = ctypes.c_int(0)
-    ln = ctypes.c_uint(ctypes.sizeof(val))
-    _check(_libc.getsockopt(fd, _SOL_SOCKET, _SO_TYPE, ctypes.byref(val), ctypes.byref(ln)))
-    return val.value
+    return _int_opt(fd, _SO_TYPE)
+
+
+def sock_kind(fd: int) -> tuple[int, int, int]:
+    """(family, type, protocol) of a socket we hold."""
+    return _int_opt(fd, _SO_DOMAIN), _int_opt(fd, _SO_TYPE), _int_opt(fd, _SO_PROTOCOL)
+
+
+# system.sockprotoname of a socket inode (sk->sk_prot->name) → (family, type, protocol). Read through
+# /proc/<tid>/fd/<n> it tells what an app's socket is without holding it (Garden blocks pidfd_getfd).
+PROTO_NAMES: dict[str, tuple[int, int, int]] = {
+    "TCP": (2, 1, 6),
+    "TCPv6": (10, 1, 6),
+    "UDP": (2, 2, 17),
+    "UDPv6": (10, 2, 17),
+    "UDP-Lite": (2, 2, 136),
+    "UDPLITEv6": (10, 2, 136),
+    "MPTCP": (2, 1, 262),
+    "MPTCPv6": (10, 1, 262),
+    "PING": (2, 2, 1),
+    "PINGv6": (10, 2, 58),
+    "RAW": (2, 3, 0),
+    "RAWv6": (10, 3, 0),
+}
+NON_IP_PROTO_NAMES = frozenset(
+    {"UNIX", "UNIX-STREAM", "NETLINK", "PACKET", "AF_VSOCK", "ALG", "XDP", "KEY", "TIPC", "CAN_RAW"}
+)
+
+
+def proto_name(tid: int, fd: int) -> str:
+    """The kernel's protocol name of the app's fd (OSError ENOENT if not open, ENODATA/EOPNOTSUPP
+    when it is not a socket)."""
+    return os.getxattr(f"/proc/{tid}/fd/{fd}", "system.sockprotoname").rstrip(b"\0").decode()
 
 
 def getsockopt(fd: int, level: int, opt: int, size: int) -> bytes:
     """Raw getsockopt without wrapping the fd in a Python socket (which may touch O_NONBLOCK)."""
     buf = ctypes.create_string_buffer(size)
     ln = ctypes.c_uint(size)
-    _check(_libc.getsockopt(fd, level, opt, buf, ctypes.byref(ln)))
+    check(_libc.getsockopt(fd, level, opt, buf, ctypes.byref(ln)), "getsockopt")
     return buf.raw[: ln.value].ljust(size, b"\0")
 
 
 def sock_name(fd: int) -> bytes:
     buf = ctypes.create_string_buffer(128)
     ln = ctypes.c_uint(128)
-    _check(_libc.getsockname(fd, buf, ctypes.byref(ln)))
+    check(_libc.getsockname(fd, buf, ctypes.byref(ln)), "getsockname")
     return buf.raw[: ln.value]
 
 

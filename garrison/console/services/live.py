@@ -1,0 +1,119 @@
+"""Server push for the web UI: new audits and defender counts as a Server-Sent Events stream.
+
+Why the store and not only in-memory events: several console replicas share one PostgreSQL
+database, and a defender may report to any of them. Each stream therefore reads new rows from the
+store (by `seq`), woken at once by this replica's own ingest (`LiveHub.notify`) and at least every
+`POLL_S` for the others'. On PostgreSQL a row's `seq` is taken before its transaction commits, so a
+lower `seq` can become visible after a higher one: the stream's resume cursor only moves past rows
+received more than `PG_SETTLE_S` ago, and rows above it that were already sent are not sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from garrison.console.store.events import EventFilter
+from garrison.console.store.open import Store
+
+POLL_S = 1.0  # other replicas' audits appear within this
+MIN_GAP_S = 0.2  # at most five reads per second per stream, however busy ingest is
+SUMMARY_EVERY_S = 2.0
+KEEPALIVE_S = 15.0
+REAUTH_EVERY_S = 30.0  # a revoked token or deleted user loses its stream within this
+BATCH = 500
+PG_SETTLE_S = 5.0
+
+
+class LiveHub:
+    """Wakes the open streams when this console stores new audits (called on the event loop)."""
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+        self.closed = False
+
+    def notify(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    def close(self) -> None:
+        """Console shutting down: end every stream so the HTTPS server need not wait for them."""
+        self.closed = True
+        self.notify()
+
+    async def wait(self, timeout: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(fut)
+
+
+def _sse(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def audit_stream(
+    store: Store,
+    hub: LiveHub,
+    flt: EventFilter,
+    after: int | None,
+    still_allowed: Callable[[], bool],
+) -> AsyncIterator[str]:
+    """`audit` events (oldest first; `id:` is the cursor to resume from with `after=`), `defenders`
+    events (connected/disconnected counts) when they change, `skipped` when more audits arrived than
+    a stream can carry (the client reloads its first page), and a keep-alive comment."""
+    settle = PG_SETTLE_S if store.dialect == "postgresql" else 0.0
+    cursor = after if after is not None else await asyncio.to_thread(store.events.max_seq)
+    sent: set[int] = set()
+    summary: dict[str, Any] | None = None
+    now = time.monotonic()
+    next_summary = next_keepalive = now
+    next_auth = now + REAUTH_EVERY_S
+    yield f"retry: 3000\nid: {cursor}\nevent: hello\ndata: {{}}\n\n"
+    while not hub.closed:
+        now = time.monotonic()
+        if now >= next_auth:
+            if not await asyncio.to_thread(still_allowed):
+                yield _sse("signed-out", {})
+                return
+            next_auth = now + REAUTH_EVERY_S
+        rows = await asyncio.to_thread(store.events.after, flt, cursor, limit=BATCH)
+        if len(rows) == BATCH:  # a flood: jump to the newest instead of falling further behind
+            cursor = await asyncio.to_thread(store.events.max_seq)
+            sent.clear()
+            yield _sse("skipped", {"reason": f"more than {BATCH} new audits at once"}, cursor)
+        else:
+            settled_before = time.time() - settle
+            out, contiguous = [], True
+            for seq, received_at, body in rows:
+                if seq not in sent:
+                    out.append(body)
+                    sent.add(seq)
+                if contiguous and received_at < settled_before:
+                    cursor = seq
+                else:
+                    contiguous = False
+            sent = {s for s in sent if s > cursor}
+            for body in out:
+                yield _sse("audit", body, cursor)
+        if now >= next_summary:
+            fresh = await asyncio.to_thread(store.defenders.summary)
+            if fresh != summary:
+                summary = fresh
+                yield _sse("defenders", fresh)
+            next_summary = now + SUMMARY_EVERY_S
+        if now >= next_keepalive:
+            yield ": keep-alive\n\n"
+            next_keepalive = now + KEEPALIVE_S
+        await asyncio.sleep(MIN_GAP_S)
+        await hub.wait(POLL_S)

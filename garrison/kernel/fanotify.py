@@ -1,0 +1,225 @@
+"""fanotify in FID mode (directory handle + name per event): file-integrity events for a whole
+filesystem with the pid that caused them. Mechanism only; what the events mean is decided elsewhere.
+
+Needs CAP_SYS_ADMIN (root on a cell). Kernel 5.9+ for FAN_REPORT_DFID_NAME."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from garrison.kernel._libc import libc
+
+# fanotify_init flags
+FAN_CLOEXEC = 0x1
+FAN_NONBLOCK = 0x2
+FAN_CLASS_NOTIF = 0x0
+FAN_UNLIMITED_QUEUE = 0x10
+FAN_REPORT_FID = 0x200
+FAN_REPORT_DIR_FID = 0x400
+FAN_REPORT_NAME = 0x800
+FAN_REPORT_DFID_NAME = FAN_REPORT_DIR_FID | FAN_REPORT_NAME
+
+# fanotify_mark flags
+FAN_MARK_ADD = 0x1
+FAN_MARK_REMOVE = 0x2
+FAN_MARK_FILESYSTEM = 0x100
+
+# event masks
+FAN_MODIFY = 0x2
+FAN_ATTRIB = 0x4
+FAN_CLOSE_WRITE = 0x8
+FAN_MOVED_FROM = 0x40
+FAN_MOVED_TO = 0x80
+FAN_CREATE = 0x100
+FAN_DELETE = 0x200
+FAN_DELETE_SELF = 0x400
+FAN_MOVE_SELF = 0x800
+FAN_Q_OVERFLOW = 0x4000
+FAN_ONDIR = 0x40000000
+
+FAN_EVENT_INFO_TYPE_FID = 1
+FAN_EVENT_INFO_TYPE_DFID_NAME = 2
+FAN_EVENT_INFO_TYPE_DFID = 3
+
+INTEGRITY_MASK = (
+    FAN_MODIFY | FAN_ATTRIB | FAN_CLOSE_WRITE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_CREATE | FAN_DELETE
+)
+
+_META = struct.Struct("=IBBHQii")  # event_len, vers, reserved, metadata_len, mask, fd, pid
+_INFO_HDR = struct.Struct("=BBH")
+_HANDLE_HDR = struct.Struct("=Ii")  # handle_bytes, handle_type
+
+libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+
+MASK_NAMES: dict[int, str] = {
+    FAN_CREATE: "create",
+    FAN_DELETE: "delete",
+    FAN_MOVED_FROM: "moved_from",
+    FAN_MOVED_TO: "moved_to",
+    FAN_MODIFY: "modify",
+    FAN_CLOSE_WRITE: "close_write",
+    FAN_ATTRIB: "attrib",
+}
+
+
+@dataclass(frozen=True)
+class FidEvent:
+    """One FID-mode event: the directory it happened in, the entry name, who did it."""
+
+    mask: int
+    pid: int
+    directory: str | None  # None when the directory is gone or not reachable from the mount fd
+    name: str
+
+    @property
+    def path(self) -> str | None:
+        if self.directory is None:
+            return None
+        return os.path.join(self.directory, self.name) if self.name and self.name != "." else self.directory
+
+    @property
+    def kinds(self) -> list[str]:
+        return [n for bit, n in MASK_NAMES.items() if self.mask & bit]
+
+    @property
+    def overflow(self) -> bool:
+        return bool(self.mask & FAN_Q_OVERFLOW)
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return rc
+
+
+class FanotifyFid:
+    """A FID-mode fanotify group watching whole filesystems for integrity-relevant changes."""
+
+    def __init__(self, *, nonblock: bool = True) -> None:
+        flags = FAN_CLOEXEC | FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME | FAN_UNLIMITED_QUEUE
+        if nonblock:
+            flags |= FAN_NONBLOCK
+        self.fd = _check(libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE), "fanotify_init")
+        self._mount_fds: dict[bytes, int] = {}  # fsid -> an fd on that filesystem, for open_by_handle_at
+
+    def close(self) -> None:
+        for fd in self._mount_fds.values():
+            os.close(fd)
+        self._mount_fds.clear()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> FanotifyFid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def mark_filesystem(self, path: str, mask: int = INTEGRITY_MASK) -> None:
+        """Watch every file of the filesystem holding `path` (and its directories' entries)."""
+        _check(
+            libc.fanotify_mark(
+                self.fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, mask | FAN_ONDIR, -100, os.fsencode(path)
+            ),
+            f"fanotify_mark {path}",
+        )
+        fsid = _fsid_of(path)
+        if fsid not in self._mount_fds:
+            self._mount_fds[fsid] = os.open(
+                path if os.path.isdir(path) else os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY
+            )
+
+    def read(self, bufsize: int = 65536) -> list[FidEvent]:
+        """The events queued now ([] when none and non-blocking)."""
+        try:
+            data = os.read(self.fd, bufsize)
+        except BlockingIOError:
+            return []
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                return []
+            raise
+        return list(self._parse(data))
+
+    def _parse(self, data: bytes) -> Iterator[FidEvent]:
+        off = 0
+        while off + _META.size <= len(data):
+            event_len, _vers, _res, meta_len, mask, fd, pid = _META.unpack_from(data, off)
+            if event_len < _META.size:
+                break
+            if fd >= 0:
+                os.close(fd)
+            directory, name = None, ""
+            info = off + meta_len
+            end = off + event_len
+            while info + _INFO_HDR.size <= end:
+                info_type, _pad, info_len = _INFO_HDR.unpack_from(data, info)
+                if info_len == 0:
+                    break
+                if info_type in (FAN_EVENT_INFO_TYPE_DFID_NAME, FAN_EVENT_INFO_TYPE_DFID):
+                    directory, name = self._resolve(data, info + _INFO_HDR.size, info + info_len, info_type)
+                info += info_len
+            yield FidEvent(mask=mask, pid=pid, directory=directory, name=name)
+            off += event_len
+
+    def _resolve(self, data: bytes, start: int, end: int, info_type: int) -> tuple[str | None, str]:
+        fsid = data[start : start + 8]
+        hstart = start + 8
+        handle_bytes, _htype = _HANDLE_HDR.unpack_from(data, hstart)
+        handle = data[hstart : hstart + _HANDLE_HDR.size + handle_bytes]
+        name = ""
+        if info_type == FAN_EVENT_INFO_TYPE_DFID_NAME:
+            raw = data[hstart + _HANDLE_HDR.size + handle_bytes : end]
+            name = os.fsdecode(raw.split(b"\0", 1)[0])
+        mount_fd = self._mount_fds.get(fsid)
+        if mount_fd is None:
+            return None, name
+        fd = libc.open_by_handle_at(mount_fd, handle, os.O_PATH)
+        if fd < 0:
+            return None, name
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}"), name
+        finally:
+            os.close(fd)
+
+
+def _fsid_of(path: str) -> bytes:
+    """The fsid fanotify reports (statfs f_fsid), to find the mount fd for a handle."""
+
+    class _Statfs(ctypes.Structure):
+        _fields_ = [
+            ("f_type", ctypes.c_long),
+            ("f_bsize", ctypes.c_long),
+            ("f_blocks", ctypes.c_ulong),
+            ("f_bfree", ctypes.c_ulong),
+            ("f_bavail", ctypes.c_ulong),
+            ("f_files", ctypes.c_ulong),
+            ("f_ffree", ctypes.c_ulong),
+            ("f_fsid", ctypes.c_int * 2),
+            ("f_namelen", ctypes.c_long),
+            ("f_frsize", ctypes.c_long),
+            ("f_flags", ctypes.c_long),
+            ("f_spare", ctypes.c_long * 4),
+        ]
+
+    buf = _Statfs()
+    _check(libc.statfs(os.fsencode(path), ctypes.byref(buf)), f"statfs {path}")
+    return bytes(buf.f_fsid)
+
+
+def available() -> str | None:
+    """None when a FID-mode group can be created here, else why not."""
+    try:
+        FanotifyFid().close()
+    except OSError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,93 @@
+"""Which report decides a droplet's verdict (issue 18 item 1), on SQLite and PostgreSQL: reports are
+keyed to the droplet *and* the app; another app's report never answers; a report computed with an older
+vulnerability database does not clear a failure found with a newer one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from garrison.console.services.policies import PolicyService
+from garrison.console.services.scans import ScanService
+from garrison.console.store.open import Store
+from tests.fixtures.console import fresh_pg_database
+
+D = "sha256:" + "d" * 64
+A, B = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def scans(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScanService]:
+    drop = None
+    url = None
+    if request.param == "postgresql":
+        base = os.environ.get("GARRISON_TEST_PG_URL")
+        if not base:
+            pytest.skip(
+                "GARRISON_TEST_PG_URL is not set (scripts/test starts a PostgreSQL cluster and sets it)"
+            )
+        url, drop = fresh_pg_database(base)
+    store = Store.open(url, tmp_path)
+    try:
+        yield ScanService(store, PolicyService(store))
+    finally:
+        store.engine.dispose()
+        if drop is not None:
+            drop()
+
+
+def report(verdict: str, guid: str = "", db: str | None = None, **kw: Any) -> dict[str, Any]:
+    app = {"guid": guid, "name": f"shop-{guid[:4]}", "org": "acme", "space": "prod"} if guid else None
+    return {
+        "digest": D,
+        "verdict": verdict,
+        "reasons": [f"{verdict} for {guid or 'anyone'}"],
+        "app": app,
+        "db_updated_at": db,
+        "db_revision": f"1@{db}" if db else "",
+        "source": "staging",
+        **kw,
+    }
+
+
+def test_same_content_two_apps_each_their_own_verdict(scans: ScanService) -> None:
+    scans.add(report("fail", A, "2026-12-01T00:00:00+00:00"))
+    scans.add(report("pass", B, "2026-12-01T00:00:00+00:00"))
+    a, b = scans.verdict(D, A), scans.verdict(D, B)
+    assert (a["verdict"], b["verdict"]) == ("fail", "pass")
+    assert a["app_guid"] == A and a["reasons"] == [f"fail for {A}"] and a["db_revision"].startswith("1@")
+    assert scans.verdict(D, "cccccccc-0000-4000-8000-000000000003")["verdict"] == "unknown"
+    # a report about the droplet for no app in particular (e.g. `garrison scan --report-to`) is the fallback
+    scans.add(report("fail"))
+    assert scans.verdict(D, "cccccccc-0000-4000-8000-000000000003")["verdict"] == "fail"
+    assert scans.verdict(D, B)["verdict"] == "pass"
+
+
+def test_older_database_does_not_clear_a_newer_failure(scans: ScanService) -> None:
+    scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))  # staging, bundled DB
+    scans.add(report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore"))  # rescan, new advisory
+    scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))  # restaged later with the old bundled DB
+    scans.add(report("pass", A, None))  # a report made with no DB at all
+    v = scans.verdict(D, A)
+    assert v["verdict"] == "fail" and v["source"] == "blobstore"
+    # the same database with a waiver added to the policy: the newer report decides
+    scans.add(report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore"))
+    assert scans.verdict(D, A)["verdict"] == "pass"
+
+
+def test_listing_history_and_latest_per_droplet(scans: ScanService) -> None:
+    scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))
+    scans.add(
+        report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore", blob="cc-droplets/ab/cd/x/y")
+    )
+    scans.add(report("pass", B, "2026-11-01T00:00:00+00:00"))
+    history = scans.store.scans.list(app_guid=A)
+    assert [r["verdict"] for r in history] == ["fail", "pass"]
+    assert history[0]["org"] == "acme" and history[0]["space"] == "prod" and history[0]["blob"].endswith("/y")
+    latest = scans.store.scans.latest_per_droplet()
+    assert sorted((r["app_guid"], r["verdict"]) for r in latest) == [(A, "fail"), (B, "pass")]
+    assert [r["verdict"] for r in scans.store.scans.list(verdict="fail")] == ["fail"]
