@@ -76,9 +76,17 @@ class Baseline:
                     self.paths.append(p)
 
     def contains(self, path: str, st: os.stat_result | None = None) -> bool:
-        """Is the real path `path` (already resolved) an executable present at start, unchanged?"""
+        """Is the real path `path` (already resolved) an executable present at start, unchanged?
+        Under a system root the file must also be the one *we* find at that path: in a mount
+        namespace of its own (root) the app can bind another file over /usr/bin/x."""
         if any(_under(path, r) for r in self.system_roots):
-            return True
+            if st is None:
+                return True
+            try:
+                ours = os.stat(path)
+            except OSError:
+                return False
+            return (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino)
         if st is None:
             try:
                 st = os.stat(path)

@@ -105,7 +105,18 @@ def in_chroot(tag):
         os._exit(0)
     os.execv("/usr/bin/true", argv(tag))
 
-for tag, how in [("cwd", via_cwd), ("thread-self", via_thread_self), ("fd-link", via_fd_link),
+def in_mount_ns(tag):
+    """Root: a private mount namespace where /usr/bin/true is the dropped binary (bind mount)."""
+    if libc.unshare(0x20000) != 0:  # CLONE_NEWNS
+        os._exit(0)
+    libc.mount(b"none", b"/", None, 0x40000 | 0x4000, None)  # MS_PRIVATE | MS_REC
+    shutil.copy("/usr/bin/echo", "bound")  # not denied: only drift can refuse it
+    if libc.mount(os.path.join(APP, "bound").encode(), b"/usr/bin/true", None, 0x1000, None) != 0:  # MS_BIND
+        os.write(1, b"mntns mount-refused\n")  # Landlock (drift prevent) forbids mounts: no bypass
+        os._exit(0)
+    os.execv("/usr/bin/true", argv(tag))
+
+for tag, how in [("mntns", in_mount_ns), ("cwd", via_cwd), ("thread-self", via_thread_self), ("fd-link", via_fd_link),
                  ("fd-path", via_fd_path), ("chain", via_chain), ("dirfd", via_dirfd),
                  ("deleted-fd", via_deleted_fd), ("fd-dir", via_cwd_fd_dir), ("loop", loop),
                  ("chroot", in_chroot)]:
@@ -135,10 +146,11 @@ def test_exec_paths_resolved_as_the_app_sees_them(
     ]
     assert all(a["effect"] == effect for a in hits)
     chroot = mode3 == "root"
-    tags = [*TAGS, "chroot"] if chroot else TAGS
+    tags = [*TAGS, "chroot", "mntns"] if chroot else TAGS
     for tag in tags:
         if effect == "prevent":
-            assert found.get(tag) == "13" and tag not in pwned, f"{tag}: {out}"
+            refused = found.get(tag) == "13" or (tag == "mntns" and "mntns mount-refused" in out)
+            assert refused and tag not in pwned, f"{tag}: {out}"
         elif tag != "chroot":  # (no loader inside the jail: it ran into ENOENT after the check)
             assert tag in pwned, f"{tag}: {out}"
     assert found.get("loop") in ("40", "13") and "loop" not in pwned
@@ -150,6 +162,9 @@ def test_exec_paths_resolved_as_the_app_sees_them(
     assert any(e == "/usr/bin/printf" for e in exes), exes
     if chroot:
         assert any(e.endswith("/jail/usr/bin/true") for e in exes), exes
+        if "mount-refused" not in out:
+            # the app's /usr/bin/true is the bound file: drift, though the path is a system one
+            assert [a for a in hits if a["exe"] == "/usr/bin/true" and a["type"] == "drift"], hits
 
 
 SCRIPTS = r"""
