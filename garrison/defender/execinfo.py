@@ -105,11 +105,17 @@ def _our_root() -> tuple[int, int, int]:
     return _ours
 
 
-def _same_root(pid: int) -> bool:
+def _task(pid: int, tid: int) -> str:
+    """The thread's own /proc directory: a thread that unshared CLONE_FS / CLONE_FILES has a cwd,
+    root and fd table of its own, and the exec runs in that thread."""
+    return f"/proc/{pid}/task/{tid}" if tid != pid else f"/proc/{pid}"
+
+
+def _same_root(pid: int, tid: int | None = None) -> bool:
     """Does `pid` see the same root directory in the same mount namespace as the supervisor? Then an
     absolute symlink met on a relative lookup resolves the same for both of us."""
     try:
-        st = os.stat(f"/proc/{pid}/root")
+        st = os.stat(f"{_task(pid, tid or pid)}/root")
         ns = os.stat(f"/proc/{pid}/ns/mnt").st_ino
     except OSError:
         return False
@@ -183,7 +189,7 @@ def resolve_in_target(pid: int, tid: int, dirfd: int, raw: str, flags: int = 0) 
     Fast path: one openat2 that refuses magic links (RESOLVE_NO_MAGICLINKS) — leaving procfs for a
     real file is only possible through one, so a result that is not on procfs cannot have been
     misled by our own /proc/self. Anything else (an error, a magic link, procfs) takes the walk."""
-    proc = f"/proc/{pid}"
+    proc = _task(pid, tid)
     if raw == "":
         if not flags & AT_EMPTY_PATH:
             raise OSError(errno.ENOENT, "empty path")
@@ -197,7 +203,7 @@ def resolve_in_target(pid: int, tid: int, dirfd: int, raw: str, flags: int = 0) 
             try:
                 if not rel:
                     fd = kfs.openat2(root, raw, os.O_PATH, kfs.RESOLVE_IN_ROOT | kfs.RESOLVE_NO_MAGICLINKS)
-                elif _same_root(pid):
+                elif _same_root(pid, tid):
                     fd = kfs.openat2(start, raw, os.O_PATH, kfs.RESOLVE_NO_MAGICLINKS)
                 if fd >= 0 and kfs.fs_type(fd) == kfs.PROC_SUPER_MAGIC:
                     os.close(fd)
@@ -300,9 +306,9 @@ def inspect(
     return identify(pid, tid or pid, dirfd, raw, flags, argv, head=head, identity=identity)
 
 
-def _cwd(pid: int) -> str:
+def _cwd(pid: int, tid: int | None = None) -> str:
     try:
-        return os.readlink(f"/proc/{pid}/cwd")
+        return os.readlink(f"{_task(pid, tid or pid)}/cwd")
     except OSError:
         return ""
 
@@ -321,7 +327,7 @@ def identify(
     """ExecTarget for an exec of `raw` by `pid`, resolved in its context; `ld.so FILE` is followed to
     what will really run, with `head` the file's first bytes are kept (for `#!`), and `identity`
     says whether the very file opened is a copy of a denied one."""
-    cwd = _cwd(pid)
+    cwd = _cwd(pid, tid)
     named = os.path.normpath(os.path.join(cwd, raw)) if raw and dirfd == AT_FDCWD else ""
     t = ExecTarget(raw_path=raw, exe=raw, argv=argv, cwd=cwd, exists=False, named=named)
     try:
