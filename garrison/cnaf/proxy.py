@@ -1,7 +1,7 @@
 """The inline reverse proxy: asyncio protocols + httptools (llhttp) parsing, uvloop when available.
 
-Why protocols and not streams or aiohttp: DESIGN.md measured raw asyncio + httptools at ~90% of a
-bare back end while aiohttp managed ~20%. Each client connection gets one upstream connection
+Why protocols and not streams or aiohttp: the design measurements (outside this repository) had raw
+asyncio + httptools at ~90% of a bare back end while aiohttp managed ~20%. Each client connection gets one upstream connection
 (keep-alive pairs 1:1, no pool to get wrong). Requests are re-serialised from the parsed head, so
 the app only ever sees what the strict parser understood (no smuggling through ambiguous framing);
 responses are relayed byte for byte and parsed only to find where each one ends, which keeps
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -313,11 +314,9 @@ class _ClientConn(asyncio.Protocol):
     async def _connect(self) -> None:
         proxy = self.proxy
         try:
-            _, up = await self.loop.create_connection(
-                lambda: _Upstream(self), proxy.upstream_host, proxy.upstream_port
-            )
+            up = await proxy.connect_upstream(lambda: _Upstream(self))
         except OSError as exc:
-            log.warning("CNAF: upstream %s:%s unreachable: %s", proxy.upstream_host, proxy.upstream_port, exc)
+            proxy.upstream_failed(exc)
             self.up_pending = None
             self.slots.clear()
             self._send_local_and_close(error_response(502, "The application is not reachable."))
@@ -457,14 +456,17 @@ class CnafProxy:
     """A running proxy; `port` is the bound port (useful with port 0)."""
 
     def __init__(
-        self,
-        firewall: Firewall,
-        upstream_host: str,
-        upstream_port: int,
+        self, firewall: Firewall, upstream_host: str, upstream_port: int, startup_grace_s: float = 0.0
     ) -> None:
         self.firewall = firewall
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
+        # The app starts after the proxy listens: until it has accepted a first connection (for at most
+        # startup_grace_s after the proxy started), a refused connect is retried, not reported.
+        self.startup_grace_s = startup_grace_s
+        self.upstream_seen = False
+        self._started_at = 0.0
+        self._waiting_noted = False
         self.server: asyncio.Server | None = None
         self.connections: set[_ClientConn] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -479,8 +481,43 @@ class CnafProxy:
     def sockets(self) -> list[Any]:
         return list(self.server.sockets) if self.server is not None else []
 
+    async def connect_upstream(self, factory: Callable[[], _Upstream]) -> _Upstream:
+        """Connect to the app; while it has never listened yet, wait for it (bounded) instead of failing."""
+        loop = asyncio.get_running_loop()
+        delay = 0.02
+        while True:
+            try:
+                _, up = await loop.create_connection(factory, self.upstream_host, self.upstream_port)
+            except ConnectionRefusedError:
+                if self.upstream_seen or loop.time() - self._started_at >= self.startup_grace_s:
+                    raise
+                if not self._waiting_noted:
+                    self._waiting_noted = True
+                    log.info(
+                        "CNAF: waiting for the app to listen on %s:%s (up to %.0f s after start)",
+                        self.upstream_host, self.upstream_port, self.startup_grace_s,
+                    )  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+                continue
+            self.upstream_seen = True
+            return up
+
+    def upstream_failed(self, exc: OSError) -> None:
+        where = f"{self.upstream_host}:{self.upstream_port}"
+        if self.upstream_seen or not self.startup_grace_s:
+            log.warning("CNAF: upstream %s unreachable: %s", where, exc)
+        else:
+            log.warning(
+                "CNAF: the app did not listen on %s within %.0f s of start: %s",
+                where,
+                self.startup_grace_s,
+                exc,
+            )
+
     async def start(self, host: str, port: int) -> CnafProxy:
         loop = asyncio.get_running_loop()
+        self._started_at = loop.time()
         self.server = await loop.create_server(lambda: _ClientConn(self), host, port, backlog=1024)
         self._sweeper = loop.create_task(self._sweep())
         return self
@@ -514,11 +551,15 @@ async def serve(
     upstream_port: int,
     controls_getter: ControlsGetter,
     audit: AuditSink,
+    startup_grace_s: float = 0.0,
 ) -> CnafProxy:
     """Start the CNAF on the running loop; the defender calls this with PORT and the app's internal port.
+
+    `startup_grace_s`: requests that arrive before the app first accepts a connection wait for it
+    (retrying the connect) for up to this long after start, instead of getting a 502 and a warning.
 
     `controls_getter` is called per request (return None to pass traffic through uninspected);
     `audit` receives every AuditEvent (type "cnaf") and must not block.
     """
     fw = Firewall(controls_getter, audit)
-    return await CnafProxy(fw, upstream_host, upstream_port).start(listen_host, listen_port)
+    return await CnafProxy(fw, upstream_host, upstream_port, startup_grace_s).start(listen_host, listen_port)

@@ -130,6 +130,7 @@ async def serve(cfg: ConsoleConfig) -> None:
         if task.done():
             await task
             raise RuntimeError("the HTTPS server did not start")
+        _announce(ctx, password)  # before the state file: whoever waits for it finds the password printed
         _write_state(
             state_path,
             {
@@ -143,7 +144,6 @@ async def serve(cfg: ConsoleConfig) -> None:
                 "pid": os.getpid(),
             },
         )
-        _announce(ctx, password)
         await task
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -16,6 +16,10 @@ from garrison.defender.context import DefenderContext
 from garrison.defender.supervisor import LaunchPlan
 from garrison.policy.cnaf import CnafControls
 
+# Cloud Foundry gives an app 60 s by default to start listening; until it first does, the CNAF holds
+# requests (such as the platform's first health checks) instead of answering 502 and warning.
+APP_START_GRACE_S = 60.0
+
 
 def free_loopback_port() -> int:
     with socket.socket() as s:
@@ -53,7 +57,15 @@ class CnafHook:
 
         try:
             self.proxy = loop.run_until_complete(
-                serve(self.host, self.listen_port, "127.0.0.1", self.app_port, self._controls, self.ctx.audit)
+                serve(
+                    self.host,
+                    self.listen_port,
+                    "127.0.0.1",
+                    self.app_port,
+                    self._controls,
+                    self.ctx.audit,
+                    startup_grace_s=APP_START_GRACE_S,
+                )
             )
         except BaseException as exc:
             self.error = exc

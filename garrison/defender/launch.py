@@ -24,6 +24,8 @@ from typing import Any
 
 from garrison.defender.baseline import Baseline, LazyBaseline
 from garrison.defender.context import DefenderContext
+from garrison.defender.dataplane import choose as choose_dataplane
+from garrison.defender.dataplane.tables import landlock_ports
 from garrison.defender.forensics import ForensicRing, open_private
 from garrison.defender.notify import Handler
 from garrison.defender.process_controls import ProcessControls
@@ -120,7 +122,7 @@ def startup_report(features: KernelFeatures, rule: Rule | None, guarantees: list
     return lines
 
 
-_FULL_STRENGTH = ("exec checks: ptrace exec stop", "network checks: emulated")
+_FULL_STRENGTH = ("exec checks: ptrace exec stop", "network checks: emulated", "data plane: ")
 
 
 def is_weaker(guarantee: str) -> bool:
@@ -140,6 +142,7 @@ class AppEmbeddedDefender:
         self.ctx: DefenderContext | None = None
         self.guard: Any = None
         self.cnaf: Any = None
+        self.sup: Supervisor | None = None
         self._audit_lock = threading.Lock()
         self._audit_file: Any = None
         self._droplet_changed = ""  # set when the unpacked droplet differs from what staging scanned
@@ -289,7 +292,14 @@ class AppEmbeddedDefender:
             limit = int(args.get("max_bytes", 4 << 20))
             return {"records": self.ctx.forensics.snapshot(limit)}
         if name == "status":
-            return {"app_pid": self.sup.app_pid, "notifications": self.sup.notifications}
+            sup = self.sup
+            if sup is None:
+                return {"app_pid": 0, "notifications": 0}
+            out: dict[str, Any] = {"app_pid": sup.app_pid, "notifications": sup.notifications}
+            out["dataplane"] = sup.dataplane
+            if sup.native is not None:
+                out["native"] = sup.native.stats()
+            return out
         raise ValueError(f"unknown command {name!r}")
 
     def _local_audit(self, event: AuditEvent) -> None:
@@ -402,14 +412,19 @@ class AppEmbeddedDefender:
                 guarantees.append(
                     "ptrace blocked too: exec checks are CONTINUE-based (a racing thread can win)"
                 )
+        self._landlock_ports(rule, plan, features, guarantees)
         self._start_cnaf(rule, plan)
         if self.guard is not None:
             self.guard.start()
             guarantees.append(f"network checks: {self.guard.guarantee}")
+        dataplane, dataplane_line = choose_dataplane(self.env)
+        guarantees.append(dataplane_line)
         if not self.opts.quiet:
             for line in startup_report(features, rule, guarantees):
                 say(line)
-        self.sup = Supervisor(ctx, handlers, only_if_arg_nonzero=only_nonzero)
+        self.sup = Supervisor(
+            ctx, handlers, only_if_arg_nonzero=only_nonzero, dataplane=dataplane, guard=self.guard
+        )
         try:
             if features.arch != "x86_64" or not features.seccomp_user_notif:
                 raise OSError(
@@ -444,6 +459,7 @@ class AppEmbeddedDefender:
                     "mechanisms": [g for g in guarantees if not is_weaker(g)],
                     "weaker": [g for g in features.weaker_guarantees() + guarantees if is_weaker(g)],
                     "defender_type": self.env.get("DEFENDER_TYPE", ""),
+                    "dataplane": dataplane,
                 },
             )
         )
@@ -470,6 +486,28 @@ class AppEmbeddedDefender:
         self._shutdown()
         return status
 
+    def _landlock_ports(
+        self, rule: Rule | None, plan: LaunchPlan, features: KernelFeatures, guarantees: list[str]
+    ) -> None:
+        """DEFENDER_LANDLOCK_PORTS=1: a rule that only allows TCP ports is enforced by Landlock (ABI 4+)
+        and connect is not trapped at all. Opt-in, because refused connects then leave no audit and
+        a later policy push cannot change what Landlock allows."""
+        if self.env.get("DEFENDER_LANDLOCK_PORTS", "") != "1":
+            return
+        ports = landlock_ports(rule)
+        if ports is None:
+            guarantees.append("Landlock TCP ports not used: the rule restricts more than TCP ports")
+        elif features.landlock_abi < 4:
+            guarantees.append(
+                f"Landlock TCP ports unavailable (ABI {features.landlock_abi} < 4): connects trapped"
+            )
+        else:
+            plan.landlock_tcp_ports = ports
+            guarantees.append(
+                f"network checks: Landlock TCP connect ports ({len(ports)} allowed; in the kernel, connect not "
+                "trapped, refused connects are not audited, later policy pushes cannot widen or narrow it)"
+            )
+
     def _start_cnaf(self, rule: Rule | None, plan: LaunchPlan) -> None:
         if rule is None or rule.cnaf is None or not rule.cnaf.enabled or not self.env.get("PORT"):
             return
@@ -488,6 +526,11 @@ class AppEmbeddedDefender:
             ) from None
 
     def _shutdown(self) -> None:
+        if self.sup is not None:
+            try:
+                self.sup.stop_dataplane()
+            except Exception:
+                log.exception("data plane stop")
         if self.cnaf is not None:
             self.cnaf.stop()
         if self.guard is not None:

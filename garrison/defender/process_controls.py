@@ -113,6 +113,9 @@ class ProcessControls:
         rule = ctx.rule()
         if rule is not None and rule.processes.deny:
             self.identities.load(rule.processes.deny)  # before the app runs: copies denied from the start
+        listeners = getattr(ctx, "policy_listeners", None)
+        if listeners is not None:
+            listeners.append(self._on_policy)
         self.handlers: dict[str, Handler] = {
             "execve": self.on_exec,
             "execveat": self.on_exec,
@@ -215,6 +218,13 @@ class ProcessControls:
             return d, t  # no interpreter: the kernel fails the exec (ENOENT/ENOEXEC)
         d2 = self._decide(rule, it, self.in_baseline(rule, it))
         return (d2, it) if d2.violation else (d, t)
+
+    def _on_policy(self, rule: Rule | None) -> None:
+        """A pushed rule: hash what its deny list names now (not on the app's next exec), and count
+        the tree afresh at the next fork (forks may have gone uncounted under the previous rule)."""
+        self.tree.invalidate()
+        if rule is not None and rule.processes.deny and rule.processes.effect != "disable":
+            self.identities.load(rule.processes.deny)
 
     def _identity(self, rule: Rule | None) -> IdentityCheck | None:
         """The content check against the deny list's files, when there is a deny list in force."""

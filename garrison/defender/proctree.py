@@ -64,10 +64,16 @@ class AppTree:
         self._outside: set[int] = set()
         self._outside_at = 0.0
         self.pending = 0  # forks allowed since the last count
+        self._stale = False
         self._lock = threading.Lock()
 
     def upper_bound(self) -> int:
-        return len(self._known) + self.pending
+        return len(self._known) + self.pending if not self._stale else 1 << 62
+
+    def invalidate(self) -> None:
+        """Forks may have passed uncounted (a policy without the guard, answered by the native data
+        plane): the next fork counts for real."""
+        self._stale = True
 
     def allowed_fork(self) -> None:
         with self._lock:
@@ -98,6 +104,7 @@ class AppTree:
                         del parents[p]
                         grew = True
             self._known, self._outside, self.pending = known, outside | set(parents), 0
+            self._stale = False
             return len(known)
 
     def pids(self) -> set[int]:

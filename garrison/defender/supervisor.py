@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from garrison.defender.exec_tracer import ExecTracer
 from garrison.defender.notify import Handler, Notification, NotificationGone, SupervisorContext
@@ -67,6 +68,7 @@ class LaunchPlan:
     trap_forks: bool = True
     post_exec_check: Callable[[int], bool] | None = None  # set: trace exec stops with ptrace
     on_traced_fork: Callable[[int, int], None] | None = None  # (parent, child) seen by the tracer
+    landlock_tcp_ports: list[int] | None = None  # set: Landlock decides TCP connects, connect not trapped
 
 
 def build_filter_spec(
@@ -103,8 +105,13 @@ class Supervisor:
         *,
         only_if_arg_nonzero: dict[str, int] | None = None,
         threads: int = 3,
+        dataplane: str = "python",
+        guard: Any = None,
     ) -> None:
         self.ctx = ctx
+        self.dataplane = dataplane
+        self.guard = guard
+        self.native: Any = None  # NativeDataplane when dataplane == "native"
         self.handlers = handlers
         self.only_if_arg_nonzero = only_if_arg_nonzero or {}
         self.threads = threads
@@ -124,6 +131,8 @@ class Supervisor:
         if not plan.trap_forks:
             for k in ("fork", "vfork"):
                 handlers.pop(k, None)
+        if plan.landlock_tcp_ports is not None:
+            handlers.pop("connect", None)
         self._magic = secrets.randbits(64) | 1
         spec = build_filter_spec(handlers, self.only_if_arg_nonzero, self._magic, trap_forks=plan.trap_forks)
         prog = seccomp.build_filter(spec)
@@ -140,6 +149,8 @@ class Supervisor:
                 prctl.set_no_new_privs()
                 if plan.use_landlock:
                     self.landlock_rules, _ = landlock.restrict_exec(plan.landlock_dirs, plan.landlock_files)
+                if plan.landlock_tcp_ports is not None:
+                    self.landlock_rules += landlock.restrict_tcp_connect(plan.landlock_tcp_ports)
                 fd, killable = seccomp.install_listener(prog)
                 self.ctx.features.wait_killable_recv = killable
                 self.ctx.features.sync_wakeup = seccomp.set_sync_wakeup(fd)
@@ -166,10 +177,18 @@ class Supervisor:
         if "error" in result:
             raise result["error"]  # type: ignore[misc]
         self.listener = int(result["fd"])  # type: ignore[call-overload]
-        for i in range(self.threads):
-            wt = threading.Thread(target=self._listen, name=f"garrison-notify-{i}", daemon=True)
-            wt.start()
-            self._workers.append(wt)
+        if self.dataplane == "native":
+            from garrison.defender.dataplane.loop import NativeDataplane
+
+            self.native = NativeDataplane(
+                self.listener, self.ctx, self._dispatch, self.guard, threads=self.threads
+            )
+            self.native.start()
+        else:
+            for i in range(self.threads):
+                wt = threading.Thread(target=self._listen, name=f"garrison-notify-{i}", daemon=True)
+                wt.start()
+                self._workers.append(wt)
         if plan.post_exec_check is not None:
             self.tracer = ExecTracer(plan.post_exec_check, plan.on_traced_fork)
             self.tracer.start()
@@ -252,24 +271,32 @@ class Supervisor:
                     return
                 log.error("seccomp listener: %s", exc)
                 return
-            self.notifications += 1
-            n = Notification(fd, buf.id, buf.pid, buf.data.nr, tuple(buf.data.args))
-            handler = self.handlers.get(NR_TO_NAME.get(buf.data.nr, ""))
-            if handler is None:
-                n.reply_continue()
-                continue
-            try:
-                handler(n, self.ctx)
-            except NotificationGone:
-                n.close()
-                self._answer_if_still_waiting(n)
-            except Exception:
-                log.exception("handler for %s failed", n.syscall)
-                if not n.replied:
-                    try:
-                        n.reply_error(errno.EPERM) if self._prevents() else n.reply_continue()
-                    except Exception:
-                        log.exception("fail-safe reply failed")
+            self._dispatch(Notification(fd, buf.id, buf.pid, buf.data.nr, tuple(buf.data.args)))
+
+    def _dispatch(self, n: Notification) -> None:
+        """Decide one notification with its handler (both data planes come through here)."""
+        self.notifications += 1
+        handler = self.handlers.get(NR_TO_NAME.get(n.nr, ""))
+        if handler is None:
+            n.reply_continue()
+            return
+        try:
+            handler(n, self.ctx)
+        except NotificationGone:
+            n.close()
+            self._answer_if_still_waiting(n)
+        except Exception:
+            log.exception("handler for %s failed", n.syscall)
+            if not n.replied:
+                try:
+                    n.reply_error(errno.EPERM) if self._prevents() else n.reply_continue()
+                except Exception:
+                    log.exception("fail-safe reply failed")
+
+    def stop_dataplane(self) -> None:
+        """Flush the native loop's last records into audits (no-op for the Python data plane)."""
+        if self.native is not None:
+            self.native.stop()
 
     @staticmethod
     def _answer_if_still_waiting(n: Notification) -> None:

@@ -23,8 +23,21 @@ def demo(
     ] = 8084,
     app_port: Annotated[int, typer.Option("--app-port", help="the sample app's $PORT")] = 8080,
     exit_after: Annotated[float | None, typer.Option("--exit-after", help="stop after N seconds")] = None,
+    write_droplet: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-droplet",
+            help="only write a CF droplet of the sample app here (to try `garrison embed`), then exit",
+        ),
+    ] = None,
 ) -> None:
     """Console on embedded SQLite + a sample app protected by the app-embedded defender."""
+    if write_droplet is not None:
+        from garrison.demo.droplet import START_COMMAND, write_sample_droplet
+
+        write_sample_droplet(write_droplet)
+        typer.echo(f"{write_droplet}: droplet of the sample app (start command: {START_COMMAND})")
+        raise typer.Exit(0)
     from garrison.demo.runner import DemoError, run_demo
 
     try:

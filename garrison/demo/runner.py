@@ -48,6 +48,36 @@ class DemoError(Exception):
     """The demo could not start; the message says what to do."""
 
 
+class _Stop(BaseException):
+    """SIGINT or SIGTERM arrived: stop the demo (a BaseException so no `except Exception` swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signum)
+
+
+def _stop_children(procs: list[subprocess.Popen[str] | None]) -> None:
+    """SIGTERM the app first (its defender flushes audits to the console), then the console; a second
+    Ctrl-C or 15 s without exit escalates to SIGKILL."""
+    hurry = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: hurry.set())
+    for proc in procs:
+        if proc is None or proc.poll() is not None:
+            continue
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and not hurry.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 @dataclass
 class Credentials:
     username: str
@@ -163,11 +193,13 @@ def run_demo(
     data: Path, host: str, port: int, defender_port: int, app_port: int, exit_after: float | None
 ) -> int:
     data.mkdir(parents=True, exist_ok=True)
-    console, lines = _start_console(data, host, port, defender_port)
+    # Explicit handlers: Python only installs its KeyboardInterrupt handler when SIGINT is not ignored,
+    # and a demo started from a script or service may inherit SIGINT ignored (Ctrl-C then did nothing).
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    console: subprocess.Popen[str] | None = None
     app: subprocess.Popen[str] | None = None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        console, lines = _start_console(data, host, port, defender_port)
         state = _wait_state(data / "console" / "console.json", console)
         creds = _credentials(data, lines)
         api = httpx.Client(
@@ -196,26 +228,21 @@ def run_demo(
             flush=True,
         )
         deadline = None if exit_after is None else time.monotonic() + exit_after
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        while deadline is None or time.monotonic() < deadline:
             if console.poll() is not None or app.poll() is not None:
                 which = "console" if console.poll() is not None else "protected app"
                 print(f"garrison demo: the {which} exited; stopping", file=sys.stderr)
                 return 1
-            stop.wait(0.5)
+            time.sleep(0.5)
+        return 0
+    except _Stop as stop:
+        print(f"\ngarrison demo: {stop} received, stopping the sample app and the console", flush=True)
         return 0
     except httpx.HTTPStatusError as exc:
         raise DemoError(
             f"the console refused {exc.request.method} {exc.request.url}: {exc.response.text}"
         ) from None
-    except KeyboardInterrupt:
-        return 0
     finally:
-        for proc in (app, console):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (app, console):
-            if proc is not None:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        _stop_children([app, console])
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

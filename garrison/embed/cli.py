@@ -22,6 +22,13 @@ from garrison.embed.manifest import (
 )
 from garrison.embed.runner import RunSpec, free_port, run
 from garrison.embed.safetar import UnsafeArchive
+from garrison.embed.standalone import (
+    BuildError,
+    DefenderInfo,
+    build_standalone,
+    checkout_root,
+    inspect_defender,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -43,6 +50,60 @@ def default_defender_source() -> Path | None:
         if tarball.is_file():
             return tarball
     return None
+
+
+def _inspect(source: Path) -> DefenderInfo:
+    try:
+        return inspect_defender(source)
+    except (OSError, UnsafeArchive, DropletError) as e:
+        raise _fail(f"{source}: not a usable defender: {e}") from e
+
+
+def choose_defender(
+    explicit: Path | None, fetched: Path | None, *, build: bool, launcher_ok: bool
+) -> DefenderInfo:
+    """The defender to embed: --defender as given; else a standalone build (the console's download, the
+    local dist/, or built now in a Garrison checkout); the launcher only with --launcher or as a last
+    resort (then announced loudly)."""
+    if explicit is not None:
+        return _inspect(explicit)
+    candidates = [c for c in (fetched, default_defender_source()) if c is not None]
+    infos = [_inspect(c) for c in dict.fromkeys(candidates)]
+    for info in infos:
+        if info.kind == "standalone" or (launcher_ok and info.kind == "launcher"):
+            return info
+    root = checkout_root()
+    if build and not launcher_ok and root is not None:
+        why = "the console serves only the launcher" if infos else "no standalone defender is built yet"
+        typer.secho(f"embed: {why}; building the standalone defender (cached in dist/)", err=True, bold=True)
+        try:
+            return _inspect(build_standalone(root))
+        except BuildError as e:
+            raise _fail(f"{e}\n(pass --defender TARBALL, or --launcher to embed the launcher anyway)") from e
+    if infos:
+        return infos[0]
+    hint = "run scripts/build-defender in a Garrison checkout" if root is None else "drop --no-build"
+    raise _fail(f"no defender to embed: pass --defender or --console, or {hint}")
+
+
+def announce(info: DefenderInfo, droplet: Path, manifest: Path | None) -> None:
+    """Say loudly which defender went in and what it needs at run time (stderr)."""
+    from rich.console import Console
+    from rich.panel import Panel
+
+    run_cmd = f"garrison run-droplet {droplet}" + (f" -m {manifest}" if manifest else "")
+    body = (
+        f"[bold]{info.summary()}[/]\nfrom {info.source}\n\n[bold]needs at run time:[/] {info.needs()}\n\n"
+        f"try it here: {run_cmd}"
+    )
+    if info.kind == "launcher":
+        body += (
+            "\n\n[bold]for cf push[/], embed the standalone defender instead: run this command again in a "
+            "Garrison checkout (it builds it), or run scripts/build-defender and pass --defender "
+            "dist/garrison_defender_app_embedded.tar.gz"
+        )
+    style = {"standalone": "green", "launcher": "yellow", "custom": "cyan"}[info.kind]
+    Console(stderr=True).print(Panel(body, title="defender embedded", border_style=style, expand=False))
 
 
 def _read_value(value: str) -> str:
@@ -149,6 +210,19 @@ def register(app: typer.Typer) -> None:
         user: Annotated[str | None, typer.Option("--user", "-u", envvar="GARRISON_USER")] = None,
         password: Annotated[str | None, typer.Option("--password", "-p", envvar="GARRISON_PASSWORD")] = None,
         cacert: Annotated[Path | None, typer.Option("--cacert", help="Console CA certificate (PEM).")] = None,
+        build: Annotated[
+            bool,
+            typer.Option(
+                "--build/--no-build",
+                help="Build the standalone defender when no standalone build is at hand (Garrison checkout; cached).",
+            ),
+        ] = True,
+        launcher: Annotated[
+            bool,
+            typer.Option(
+                "--launcher", help="Embed the launcher on purpose (the droplet ships the garrison package)."
+            ),
+        ] = False,
     ) -> None:
         """Embed the app-embedded defender into a droplet and/or a manifest.yml (or undo it)."""
         if droplet is None and manifest is None:
@@ -160,25 +234,21 @@ def register(app: typer.Typer) -> None:
             _undo(droplet, manifest, output, app_name)
             return
         with tempfile.TemporaryDirectory(prefix="garrison-embed-") as tmp:
+            fetched_tarball: Path | None = None
             if console:
                 fetched_bundle, fetched_tarball = _fetch_from_console(
                     console, token, user, password, cacert, Path(tmp)
                 )
                 install_bundle = install_bundle or fetched_bundle
-                defender = defender or fetched_tarball
             droplet_command: str | None = None
             if droplet is not None:
-                source = defender or default_defender_source()
-                if source is None:
-                    raise _fail(
-                        "no defender to embed: pass --defender, --console, or run scripts/build-defender"
-                    )
+                info = choose_defender(defender, fetched_tarball, build=build, launcher_ok=launcher)
                 out = output or droplet
                 try:
                     res = embed_droplet(
                         droplet,
                         out,
-                        source,
+                        info.source,
                         command=start_command,
                         defender_path=defender_path or cmd.DEFAULT_DROPLET_PATH,
                     )
@@ -187,6 +257,7 @@ def register(app: typer.Typer) -> None:
                 droplet_command = res.original_command
                 typer.echo(f"droplet: {out}")
                 typer.echo(f"  start command: {res.start_command}")
+                announce(info, out, manifest)
             if manifest is not None:
                 _embed_manifest(
                     manifest,

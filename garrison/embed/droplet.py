@@ -142,7 +142,10 @@ def _rewrite(
 ) -> None:
     """Copy src to dst, dropping app/.garrison, transforming staging_info, appending `extra` members."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the file 0600; the result keeps the mode of the file it replaces (or of the input)
+    mode = (dst if dst.exists() else src).stat().st_mode & 0o7777
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
+    os.fchmod(fd, mode)
     os.close(fd)
     tmp = Path(tmp_name)
     seen_staging = seen_app = False

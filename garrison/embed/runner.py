@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -161,6 +162,40 @@ def launch(
     )
 
 
+def launcher_env(root: Path) -> dict[str, str]:
+    """A droplet that carries the launcher defender (not the standalone build) runs here with this
+    machine's Garrison: the launcher uses GARRISON_DEFENDER_PYTHON when that interpreter has it."""
+    from garrison.embed.standalone import LAUNCHER_MARK
+
+    for candidate in (root / "app" / ".garrison" / "defender", root / "app" / "defender"):
+        try:
+            head = candidate.read_bytes()[:4096]
+        except OSError:
+            continue
+        if LAUNCHER_MARK in head:
+            print(
+                f"run-droplet: {candidate.relative_to(root)} is the LAUNCHER defender; running it with this "
+                f"machine's Garrison ({sys.executable}). On Cloud Foundry it needs the garrison package "
+                "in the droplet: embed the standalone defender for cf push.",
+                file=sys.stderr,
+            )
+            return {"GARRISON_DEFENDER_PYTHON": sys.executable}
+    return {}
+
+
+def private_tmp(env: dict[str, str], root: Path) -> None:
+    """A Diego container has its own /tmp; here a DATA_FOLDER under /tmp (the manifest's usual value)
+    would be shared with every other local run (and find another console's defender identity there),
+    so it is moved into the droplet's own tmp/."""
+    data = env.get("DATA_FOLDER", "")
+    if data == "/tmp" or data.startswith("/tmp/"):
+        env["DATA_FOLDER"] = str(root / "tmp" / data.removeprefix("/tmp").lstrip("/"))
+        print(
+            f"run-droplet: DATA_FOLDER {data} -> {env['DATA_FOLDER']} (a container's /tmp is its own)",
+            file=sys.stderr,
+        )
+
+
 def run(droplet: Path, spec: RunSpec, *, workdir: Path | None = None, keep: bool = False) -> int:
     """Extract, launch and wait, forwarding signals; returns the app's exit status like a shell does."""
     root = workdir or Path(tempfile.mkdtemp(prefix="garrison-droplet-"))
@@ -170,7 +205,9 @@ def run(droplet: Path, spec: RunSpec, *, workdir: Path | None = None, keep: bool
         if not command:
             raise ValueError("the droplet has no start_command and none was given (--command)")
         ids = hand_over(root, spec.user) if spec.user else None
-        proc = launch(root, command, cf_environment(spec, root), ids)
+        env = {**cf_environment(spec, root), **launcher_env(root)}
+        private_tmp(env, root)
+        proc = launch(root, command, env, ids)
 
         def forward(signum: int, _frame: FrameType | None) -> None:
             proc.send_signal(signum)

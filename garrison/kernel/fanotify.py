@@ -223,3 +223,68 @@ def available() -> str | None:
     except OSError as exc:
         return str(exc)
     return None
+
+
+# -- permission events (the cell defender's exec gate) ------------------------------------------
+FAN_CLASS_CONTENT = 0x4
+FAN_OPEN_EXEC_PERM = 0x40000
+FAN_ALLOW = 0x1
+FAN_DENY = 0x2
+FAN_AUDIT = 0x10  # ask the kernel to write an audit record too (needs FAN_ENABLE_AUDIT)
+_RESPONSE = struct.Struct("=iI")
+
+
+@dataclass(frozen=True)
+class PermEvent:
+    """An exec the kernel holds until it is answered: `fd` is the file about to run (caller closes it
+    through `FanotifyPerm.answer`), `pid` the process doing the exec."""
+
+    mask: int
+    fd: int
+    pid: int
+
+
+class FanotifyPerm:
+    """A content-class fanotify group answering FAN_OPEN_EXEC_PERM for whole filesystems: the kernel
+    blocks the execve until the answer, so the decision cannot be raced."""
+
+    def __init__(self) -> None:
+        self.fd = _check(
+            libc.fanotify_init(FAN_CLOEXEC | FAN_CLASS_CONTENT | FAN_UNLIMITED_QUEUE, os.O_RDONLY | os.O_LARGEFILE),
+            "fanotify_init(FAN_CLASS_CONTENT)",
+        )
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def mark_filesystem(self, path: str, *, remove: bool = False) -> None:
+        """Hold every exec of a file on the filesystem mounted at `path` (e.g. a container's overlay root)."""
+        flags = (FAN_MARK_REMOVE if remove else FAN_MARK_ADD) | FAN_MARK_FILESYSTEM
+        _check(libc.fanotify_mark(self.fd, flags, FAN_OPEN_EXEC_PERM, -100, os.fsencode(path)),
+               f"fanotify_mark {path}")
+
+    def read(self, bufsize: int = 16384) -> list[PermEvent]:
+        try:
+            data = os.read(self.fd, bufsize)
+        except OSError as exc:
+            if exc.errno in (errno.EINTR, errno.EAGAIN):
+                return []
+            raise
+        out = []
+        off = 0
+        while off + _META.size <= len(data):
+            event_len, _vers, _res, _meta_len, mask, fd, pid = _META.unpack_from(data, off)
+            if event_len < _META.size:
+                break
+            out.append(PermEvent(mask=mask, fd=fd, pid=pid))
+            off += event_len
+        return out
+
+    def answer(self, event: PermEvent, allow: bool) -> None:
+        """Release the held exec (allowed, or failed with EPERM) and close the event's fd."""
+        try:
+            os.write(self.fd, _RESPONSE.pack(event.fd, FAN_ALLOW if allow else FAN_DENY))
+        finally:
+            os.close(event.fd)

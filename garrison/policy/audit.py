@@ -21,6 +21,7 @@ AuditType = Literal[
     "cnaf",
     "assurance",
     "defender",
+    "privileges",
 ]
 AuditEffect = Literal["alert", "prevent", "ban", "info"]
 Severity = Literal["low", "medium", "high", "critical"]

@@ -291,3 +291,36 @@ def decide_bind(rule: Rule | None, port: int) -> Decision:
     if lc.allow and not any(port in r for r in lc.allow):
         return Decision(True, eff, "network.listening.allow", f"port {port} is not an allowed listening port")
     return ALLOW
+
+
+@dataclass(frozen=True)
+class ContainerPrivileges:
+    """What a container has that weakens its isolation, as the cell defender observed it."""
+
+    privileged: bool = False  # no user namespace: uid 0 inside is the host's root
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    host_mount: bool = False
+    capabilities: frozenset[str] = frozenset()  # effective capabilities of the app process
+
+
+def decide_privileges(rule: Rule | None, seen: ContainerPrivileges) -> list[Decision]:
+    """One decision per privilege the rule does not allow (empty when nothing objects)."""
+    if rule is None or rule.privileges.effect == "disable":
+        return []
+    pc, eff = rule.privileges, rule.privileges.effect
+    out = []
+    for flag, allowed, what in (
+        (seen.privileged, pc.allow_privileged, "runs privileged: root in the container is the cell's root"),
+        (seen.host_network, pc.allow_host_network, "shares the cell's network namespace"),
+        (seen.host_pid, pc.allow_host_pid, "shares the cell's PID namespace"),
+        (seen.host_ipc, pc.allow_host_ipc, "shares the cell's IPC namespace"),
+        (seen.host_mount, pc.allow_host_mount, "shares the cell's mount namespace"),
+    ):
+        if flag and not allowed:
+            out.append(Decision(True, eff, "privileges", f"container {what}"))
+    caps = sorted(seen.capabilities & set(pc.denied_capabilities))
+    if caps:
+        out.append(Decision(True, eff, "privileges.capabilities", f"app process holds {', '.join(caps)}"))
+    return out

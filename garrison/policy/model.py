@@ -240,6 +240,38 @@ class DnsControls(_Strict):
         return [d.lower().rstrip(".") for d in v]
 
 
+DANGEROUS_CAPABILITIES = (
+    "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE", "CAP_SYS_BOOT", "CAP_BPF", "CAP_PERFMON", "CAP_SYS_TIME",
+    "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_SYSLOG", "CAP_SETFCAP", "CAP_LINUX_IMMUTABLE",
+)
+
+
+class PrivilegeControls(_Strict):
+    """Container privileges (cell defender): what an app container may have that weakens isolation.
+    `prevent` stops the container's processes; `alert` reports it."""
+
+    effect: Effect = "alert"
+    allow_privileged: bool = Field(default=False, description="uid 0 in the container is the host's root")
+    allow_host_network: bool = False
+    allow_host_pid: bool = False
+    allow_host_ipc: bool = False
+    allow_host_mount: bool = False
+    denied_capabilities: list[str] = Field(
+        default_factory=lambda: list(DANGEROUS_CAPABILITIES), max_length=64,
+        description="effective capabilities an app process must not hold",
+    )
+
+    @field_validator("denied_capabilities")
+    @classmethod
+    def _cap_names(cls, v: list[str]) -> list[str]:
+        out = [c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper() for c in v]
+        for c in out:
+            if not re.fullmatch(r"CAP_[A-Z_]{2,32}", c):
+                raise ValueError(f"invalid capability name {c!r}")
+        return out
+
+
 class Rule(_Strict):
     name: str = Field(min_length=1, max_length=200)
     disabled: bool = False
@@ -248,6 +280,7 @@ class Rule(_Strict):
     network: NetworkControls = Field(default_factory=NetworkControls)
     dns: DnsControls = Field(default_factory=DnsControls)
     cnaf: CnafControls | None = None
+    privileges: PrivilegeControls = Field(default_factory=PrivilegeControls)
     fail_open: bool = Field(
         default=False, description="start the app unprotected if the defender cannot enforce (else refuse)"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import os
 import tarfile
@@ -64,6 +65,10 @@ def test_csv_download(any_console, loaded):
     assert len(rows) == 11
     assert rows[0]["argv"] == "nc -e /bin/sh"
     assert rows[0]["message"].startswith("'=cmd")  # formula injection neutralised
+    # times are ISO 8601 UTC, oldest first
+    times = [dt.datetime.fromisoformat(row["time"]) for row in rows]
+    assert all(row["time"].endswith("Z") and t.tzinfo is not None for row, t in zip(rows, times, strict=True))
+    assert times == sorted(times)
 
 
 def test_incidents(any_console, loaded):

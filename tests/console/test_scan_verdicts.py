@@ -67,22 +67,27 @@ def test_same_content_two_apps_each_their_own_verdict(scans: ScanService) -> Non
     assert scans.verdict(D, B)["verdict"] == "pass"
 
 
-def test_older_database_does_not_clear_a_newer_failure(scans: ScanService) -> None:
+def test_posted_reports_do_not_clear_the_consoles_rescan(scans: ScanService) -> None:
+    scans.add(report("fail", A, None, source="blobstore"), rescan=True)  # console rescan, no DB yet
     scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))  # staging, bundled DB
-    scans.add(report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore"))  # rescan, new advisory
+    assert scans.verdict(D, A)["verdict"] == "pass"  # a rescan without a DB does not outrank staging
+    scans.add(report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore"), rescan=True)  # new advisory
     scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))  # restaged later with the old bundled DB
-    scans.add(report("pass", A, None))  # a report made with no DB at all
+    scans.add(report("pass", A, "2099-01-01T00:00:00+00:00"))  # a token holder's forged "newer DB" pass
     v = scans.verdict(D, A)
     assert v["verdict"] == "fail" and v["source"] == "blobstore"
-    # the same database with a waiver added to the policy: the newer report decides
-    scans.add(report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore"))
+    # the policy got a waiver: the console rescans, and its newer report decides
+    scans.add(report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore"), rescan=True)
     assert scans.verdict(D, A)["verdict"] == "pass"
+    with pytest.raises(ValueError, match="reserved"):
+        scans.add(report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore"))
 
 
 def test_listing_history_and_latest_per_droplet(scans: ScanService) -> None:
     scans.add(report("pass", A, "2026-11-01T00:00:00+00:00"))
     scans.add(
-        report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore", blob="cc-droplets/ab/cd/x/y")
+        report("fail", A, "2026-12-01T00:00:00+00:00", source="blobstore", blob="cc-droplets/ab/cd/x/y"),
+        rescan=True,
     )
     scans.add(report("pass", B, "2026-11-01T00:00:00+00:00"))
     history = scans.store.scans.list(app_guid=A)
@@ -91,3 +96,12 @@ def test_listing_history_and_latest_per_droplet(scans: ScanService) -> None:
     latest = scans.store.scans.latest_per_droplet()
     assert sorted((r["app_guid"], r["verdict"]) for r in latest) == [(A, "fail"), (B, "pass")]
     assert [r["verdict"] for r in scans.store.scans.list(verdict="fail")] == ["fail"]
+
+
+def test_the_api_refuses_reports_posing_as_console_rescans(console: Any) -> None:
+    with console.api() as c:
+        body = report("pass", A, "2026-12-01T00:00:00+00:00", source="blobstore")
+        r = c.post("/scans", json=body)
+        assert r.status_code == 422 and "source" in r.text
+        assert c.post("/scans", json={**body, "source": "staging"}).status_code == 201
+        assert c.post("/scans", json={**body, "verdict": "maybe"}).status_code == 422

@@ -85,3 +85,26 @@ def test_app_embedded_bad_bundle_is_a_documented_error(extracted: Path) -> None:
     assert r.returncode not in (0, 1), (r.returncode, r.stdout, r.stderr)  # not the app's status, not a crash
     assert "INSTALL_BUNDLE" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_bundle_carries_the_native_data_plane(extracted: Path) -> None:
+    """The standalone build runs the C notification loop, not the Python fallback."""
+    if "app-embedded" not in run_clean(extracted, "--help").stdout:
+        pytest.skip("the defender component has not registered `defender app-embedded` yet")
+    from garrison.defender.dataplane import native_available
+
+    if not native_available()[0]:
+        pytest.skip("the extension is not built in this tree, so the bundle cannot carry it")
+    assert list(extracted.joinpath("defender_lib").rglob("_native*.so")), "extension missing from the bundle"
+    policy = extracted / "policy.json"
+    policy.write_text('{"rules": [{"name": "all"}]}')
+    r = run_clean(
+        extracted,
+        "app-embedded",
+        "--policy",
+        str(policy),
+        "/bin/true",
+        env={"DATA_FOLDER": str(extracted)},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "data plane: native" in r.stderr, r.stderr

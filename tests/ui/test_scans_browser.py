@@ -43,8 +43,8 @@ def _report(app: AppRef, verdict_db: str, *, vulnerable: bool, source: str) -> d
         db_revision=f"{'2' if vulnerable else '1'}@{verdict_db}",
         packages=[Package(ecosystem="PyPI", name="werkzeug", version="2.2.2")],
     )
-    if source == "blobstore":
-        r.blob = f"cc-droplets/ab/cd/{uuid.uuid4()}/{'e' * 64}"
+    if source == "cli":
+        r.archive_sha256 = "sha256:" + "e" * 64
     if vulnerable:
         r.vulnerabilities = [
             VulnerabilityFinding(
@@ -103,7 +103,7 @@ def seeded(console: Any) -> dict[str, int]:
                 "/scans", json=_report(SHOP, "2026-11-01T00:00:00+00:00", vulnerable=False, source="staging")
             ).json()["id"],
             "rescan": c.post(
-                "/scans", json=_report(SHOP, "2026-12-01T00:00:00+00:00", vulnerable=True, source="blobstore")
+                "/scans", json=_report(SHOP, "2026-12-01T00:00:00+00:00", vulnerable=True, source="cli")
             ).json()["id"],
             "hostile": c.post(
                 "/scans",
@@ -163,7 +163,7 @@ def test_scan_report_page(page: Any, seeded: dict[str, int], screenshots: Path) 
     expect(page.locator("#scan-app")).to_have_text("acme/prod/shop-web")
     expect(page.locator("#scan-verdict")).to_have_text("fail")
     expect(page.locator("#scan-facts")).to_contain_text(SHOP.guid)
-    expect(page.locator("#scan-facts")).to_contain_text("blobstore")
+    expect(page.locator("#scan-facts")).to_contain_text("cli")
     expect(page.locator("#scan-reasons")).to_contain_text("1 high vulnerabilities (allowed 0)")
     vuln = page.locator("#vulns-table tbody tr", has_text="GHSA-2g68-c3qc-8985")
     expect(vuln).to_contain_text("high")

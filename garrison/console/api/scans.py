@@ -33,7 +33,9 @@ class ScanReportIn(BaseModel):
     verdict: Literal["pass", "fail"]
     app_name: str = Field(default="", max_length=256)
     app: AppIn | None = None
-    source: str = Field(default="", max_length=16)
+    source: Literal["", "cli", "staging"] = Field(
+        default="", description="'blobstore' is reserved for the console's own rescans"
+    )
     blob: str = Field(default="", max_length=1024)
     db_revision: str = Field(default="", max_length=64)
     summary: dict[str, Any] = Field(default_factory=dict)

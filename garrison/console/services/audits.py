@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 from collections.abc import Iterator
@@ -20,6 +21,11 @@ CSV_MAX_ROWS = 1_000_000
 INCIDENT_GAP_S = 600.0
 INCIDENT_SCAN_LIMIT = 50_000
 _INCIDENT_EFFECTS = ("alert", "prevent", "ban")
+
+
+def iso_time(t: float) -> str:
+    """UNIX seconds as ISO 8601 UTC with milliseconds (what spreadsheets and SIEMs parse)."""
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _csv_cell(value: Any) -> str:
@@ -40,7 +46,9 @@ class AuditService:
         writer = csv.writer(buf)
         writer.writerow(CSV_COLUMNS)
         for ev in self.store.events.stream(flt, limit=CSV_MAX_ROWS):
-            writer.writerow([_csv_cell(ev.get(col)) for col in CSV_COLUMNS])
+            row = [_csv_cell(ev.get(col)) for col in CSV_COLUMNS]
+            row[1] = iso_time(float(ev["time"]))  # CSV_COLUMNS[1] == "time"
+            writer.writerow(row)
             if buf.tell() > 64 * 1024:
                 yield buf.getvalue()
                 buf.seek(0)

@@ -13,7 +13,12 @@ IMAGE_NAME = "garrison_defender_app_embedded.tar.gz"
 LAUNCHER = """#!/bin/sh
 # Garrison app-embedded defender launcher: runs the defender from an installed `garrison` package.
 # (The console ships a standalone binary instead when one was built: see docs/console.md.)
+# GARRISON_DEFENDER_PYTHON (set by `garrison run-droplet` on a machine with Garrison installed) names
+# an interpreter that has it.
 set -e
+if [ -n "${GARRISON_DEFENDER_PYTHON:-}" ] && "$GARRISON_DEFENDER_PYTHON" -c 'import garrison' 2>/dev/null; then
+  exec "$GARRISON_DEFENDER_PYTHON" -m garrison defender "$@"
+fi
 if command -v garrison >/dev/null 2>&1; then exec garrison defender "$@"; fi
 for py in python3 python; do
   if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import garrison' 2>/dev/null; then

@@ -87,6 +87,12 @@ async def audit_stream(
                 yield _sse("signed-out", {})
                 return
             next_auth = now + REAUTH_EVERY_S
+        if now >= next_summary:
+            fresh = await asyncio.to_thread(store.defenders.summary)
+            if fresh != summary:
+                summary = fresh
+                yield _sse("defenders", fresh)
+            next_summary = now + SUMMARY_EVERY_S
         rows = await asyncio.to_thread(store.events.after, flt, cursor, limit=BATCH)
         if len(rows) == BATCH:  # a flood: jump to the newest instead of falling further behind
             cursor = await asyncio.to_thread(store.events.max_seq)
@@ -106,12 +112,6 @@ async def audit_stream(
             sent = {s for s in sent if s > cursor}
             for body in out:
                 yield _sse("audit", body, cursor)
-        if now >= next_summary:
-            fresh = await asyncio.to_thread(store.defenders.summary)
-            if fresh != summary:
-                summary = fresh
-                yield _sse("defenders", fresh)
-            next_summary = now + SUMMARY_EVERY_S
         if now >= next_keepalive:
             yield ": keep-alive\n\n"
             next_keepalive = now + KEEPALIVE_S

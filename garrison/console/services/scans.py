@@ -45,16 +45,28 @@ def scan_key(body: dict[str, Any]) -> ScanKey:
     )
 
 
+CONSOLE_RESCAN = "blobstore"  # reports the console's own rescanner made (never accepted from POST)
+
+
+def _tier(row: dict[str, Any]) -> int:
+    """The console's own rescan with a vulnerability DB outranks any posted report (whose claims about
+    its database a token holder could forge); a posted report outranks a rescan made without a DB."""
+    if row["source"] == CONSOLE_RESCAN:
+        return 2 if row["db_revision"] else 0
+    return 1
+
+
 def pick_verdict(rows: list[dict[str, Any]], app_guid: str) -> dict[str, Any] | None:
-    """Which report decides: one made for this app beats one made for no app; among those, the one
-    computed with the newest vulnerability database, then the newest report. So a rescan that found a
-    new advisory is not cleared by a later staging report made with an older database, and another
+    """Which report decides: one made for this app beats one made for no app; among those the
+    console's newest rescan with a database (re-run on every DB import and policy change), else the
+    newest posted report (staging, `garrison scan --report-to`), else a rescan without a DB. So a rescan
+    that found a new advisory is not cleared by a later staging report or a forged one, and another
     app's report never applies."""
     if not rows:
         return None
     own = [r for r in rows if app_guid and r["app_guid"] == app_guid]
     group = own or rows
-    return max(group, key=lambda r: (r["db_updated_at"] or float("-inf"), r["id"]))
+    return max(group, key=lambda r: (_tier(r), r["id"]))
 
 
 class ScanService:
@@ -63,8 +75,11 @@ class ScanService:
         self.policies = policies
         self._rescanner: Any = None
 
-    def add(self, body: dict[str, Any]) -> int:
+    def add(self, body: dict[str, Any], *, rescan: bool = False) -> int:
+        """Store a report; only the console's own rescanner (`rescan=True`) may store `blobstore` ones."""
         summary = body.get("summary") if isinstance(body.get("summary"), dict) else {}
+        if not rescan and body.get("source") == CONSOLE_RESCAN:
+            raise ValueError("source 'blobstore' is reserved for the console's own rescans")
         return self.store.scans.add(scan_key(body), str(body["verdict"]), summary or {}, body)
 
     def runtime_effect(self) -> str:
@@ -119,7 +134,7 @@ class ScanService:
             return model.model_validate(self.policies.assurance()) if model is not None else None
 
         def on_result(_path: Path, report: Any) -> None:
-            self.add(report.model_dump(mode="json"))
+            self.add(report.model_dump(mode="json"), rescan=True)
 
         self._rescanner = BlobstoreScanner(folder, db_dir, on_result, policy=policy, poll_s=poll_s)
         self._rescanner.start()

@@ -833,7 +833,7 @@ class NetworkGuard:
             typ = "dns"
         else:
             typ = "network"
-        info = self._proc(notif.pid)
+        info = getattr(notif, "info", None) or self._proc(notif.pid)  # the native loop reads it early
         severity: Severity = "high" if typ in ("bad_reputation", "port_scan") else "medium"
         self.ctx.audit(
             AuditEvent(

@@ -14,8 +14,8 @@ import select
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from garrison.defender.net.contract import Handler
 from garrison.defender.notify import Notification, ProcInfo, read_proc
@@ -25,16 +25,28 @@ from garrison.policy.audit import AuditEvent
 from garrison.policy.model import Rule
 
 
-@dataclass
 class StandaloneContext:
-    """rule() is live: assign `current` to change policy while the app runs."""
+    """rule() is live: assign `current` to change policy while the app runs (policy listeners, e.g.
+    the native data plane's table swap, are told at once)."""
 
-    current: Rule | None = None
-    audits: list[AuditEvent] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, current: Rule | None = None) -> None:
+        self._current = current
+        self.audits: list[AuditEvent] = []
+        self._lock = threading.Lock()
+        self.policy_listeners: list[Callable[[Rule | None], None]] = []
+
+    @property
+    def current(self) -> Rule | None:
+        return self._current
+
+    @current.setter
+    def current(self, rule: Rule | None) -> None:
+        self._current = rule
+        for cb in list(self.policy_listeners):
+            cb(rule)
 
     def rule(self) -> Rule | None:
-        return self.current
+        return self._current
 
     def audit(self, event: AuditEvent) -> None:
         with self._lock:
@@ -58,9 +70,13 @@ class Supervised:
         env: dict[str, str] | None = None,
         stdout: int | None = None,
         stderr: int | None = None,
+        dataplane: str = "python",
+        guard: Any = None,
+        dataplane_options: dict[str, Any] | None = None,
     ) -> None:
         self.ctx = ctx
         self._handlers = {SYSCALLS[n]: h for n, h in handlers.items()}
+        self.native: Any = None
         ready_r, ready_w = os.pipe()
         ack_r, ack_w = os.pipe()
         uid, gid = user if user else (-1, -1)
@@ -90,8 +106,23 @@ class Supervised:
             os.close(ack_w)
         self._closed = False
         self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(target=self._loop, name="garrison-net-supervisor", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if dataplane == "native":
+            from garrison.defender.dataplane.loop import NativeDataplane
+
+            opts = {"threads": 1, **(dataplane_options or {})}
+            self.native = NativeDataplane(self.listener, ctx, self._dispatch, guard, **opts)
+            self.native.start()
+        else:
+            self._thread = threading.Thread(target=self._loop, name="garrison-net-supervisor", daemon=True)
+            self._thread.start()
+
+    def _dispatch(self, notif: Notification) -> None:
+        handler = self._handlers.get(notif.nr)
+        if handler is None:
+            notif.reply_continue()
+        else:
+            handler(notif, self.ctx)
 
     def _loop(self) -> None:
         buf = seccomp.SeccompNotif()
@@ -110,13 +141,9 @@ class Supervised:
                     if exc.errno in (errno.ENOENT, errno.EINTR):
                         continue
                     return
-                nr = buf.data.nr
-                notif = Notification(self.listener, buf.id, buf.pid, nr, tuple(buf.data.args))
-                handler = self._handlers.get(nr)
-                if handler is None:
-                    notif.reply_continue()
-                else:
-                    handler(notif, self.ctx)
+                self._dispatch(
+                    Notification(self.listener, buf.id, buf.pid, buf.data.nr, tuple(buf.data.args))
+                )
             elif ev & (select.POLLHUP | select.POLLERR):
                 return
 
@@ -145,7 +172,10 @@ class Supervised:
             self.proc.kill()
             self.proc.wait()
         os.write(self._stop_w, b"x")
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.native is not None:
+            self.native.stop()
         for fd in (self.listener, self._stop_r, self._stop_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

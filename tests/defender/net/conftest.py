@@ -153,8 +153,20 @@ def rule_from(doc: dict[str, Any]) -> Rule:
     return Rule.model_validate({"name": "test-rule", **doc})
 
 
+@pytest.fixture(params=["python", "native"])
+def dataplane(request: pytest.FixtureRequest) -> str:
+    """Every guard scenario runs on both data planes: the pure-Python listener and the C loop."""
+    if request.param == "native":
+        from garrison.defender.dataplane import native_available
+
+        ok, why = native_available()
+        if not ok:
+            pytest.skip(why)
+    return str(request.param)
+
+
 @pytest.fixture
-def run_app(netns: str) -> Callable[..., Run]:
+def run_app(netns: str, dataplane: str) -> Callable[..., Run]:
     """run_app(rule_doc, code, *args, zone=…, emulate=True, servers=fn) → Run.
 
     `servers(ns)` is called inside the namespace before the app starts (to bind listeners) and its
@@ -171,6 +183,7 @@ def run_app(netns: str) -> Callable[..., Run]:
         argv: list[str] | None = None,
         during: Callable[[StandaloneContext], None] | None = None,
         without: tuple[str, ...] = (),
+        dataplane_options: dict[str, Any] | None = None,
     ) -> Run:
         def scenario() -> Run:
             up = DnsServer(zone or {})
@@ -186,11 +199,17 @@ def run_app(netns: str) -> Callable[..., Run]:
                     nonzero_arg=TRAP_ONLY_IF_ARG_NONZERO,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
+                    dataplane=dataplane,
+                    guard=guard,
+                    dataplane_options=dataplane_options,
                 )
                 if during is not None:
                     during(ctx)
                 rc, out, err = sup.communicate(timeout=timeout)
-                return Run(rc, out, err, list(ctx.audits), dict(guard.stats), {"dns_queries": up.queries})
+                extra: dict[str, Any] = {"dns_queries": up.queries, "dataplane": dataplane}
+                if sup.native is not None:
+                    extra["native"] = sup.native.stats()
+                return Run(rc, out, err, list(ctx.audits), dict(guard.stats), extra)
             finally:
                 guard.stop()
                 up.close()

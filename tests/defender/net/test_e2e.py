@@ -20,7 +20,7 @@ GARRISON = str(Path(sys.executable).parent / "garrison")
 
 
 @pytest.fixture
-def defender(netns, tmp_path):
+def defender(netns, tmp_path, dataplane):
     pytest.importorskip("garrison.defender.launch", reason="the supervisor's launcher is not in this tree")
     if not os.path.exists(GARRISON):
         pytest.skip("garrison console script not installed in the venv")
@@ -35,7 +35,7 @@ def defender(netns, tmp_path):
             ["ip", "netns", "exec", os.path.basename(netns), GARRISON, "defender", "app-embedded",
              "--policy", str(policy), *app],
             capture_output=True, text=True, timeout=timeout,
-            env={**os.environ, "DATA_FOLDER": str(tmp_path)},
+            env={**os.environ, "DATA_FOLDER": str(tmp_path), "DEFENDER_DATAPLANE": dataplane},
         )  # fmt: skip
         log = tmp_path / "garrison-audit.jsonl"
         audits = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []

@@ -1,0 +1,320 @@
+"""The cell defender: one privileged process per Diego cell protecting every app container on it.
+
+Two threads: discovery (containers appearing and disappearing, their CF identity, their pids
+limits) and the exec gate (fanotify permission events, answered from the shared policy evaluator).
+Every decision produces the same audit event an app-embedded defender sends."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from garrison.cell import exec_gate, network, pids, privileges
+from garrison.cell.containers import RUNC_ROOTS, Container, find_app_process, list_containers
+from garrison.kernel.fanotify import FanotifyPerm, PermEvent
+from garrison.kernel.nflog import NflogSocket
+from garrison.policy.audit import AuditEvent
+from garrison.policy.evaluate import decide_privileges
+from garrison.policy.model import Rule, RuntimePolicy
+from garrison.policy.scope import Identity, select_rule
+
+log = logging.getLogger("garrison.cell")
+DISCOVERY_INTERVAL_S = 0.2
+
+
+@dataclass
+class _Tracked:
+    container: Container
+    rule: Rule | None = None
+    pids_path: object = None
+    pids_refused: int = 0
+    limit: int | None = None
+    marked: bool = False
+    net_script: str | None = None
+    privileges_reported: set[str] = field(default_factory=set)
+    nflog: NflogSocket | None = None
+    seen: float = field(default_factory=time.time)
+
+
+def _identity(c: Container) -> Identity:
+    h = c.identity
+    if h is None:
+        return Identity(app_id=c.id)
+    return Identity(app_id=h.app_id, app_name=h.app_name, org=h.org, space=h.space, app_guid=h.app_guid,
+                    instance=h.instance)
+
+
+class CellDefender:
+    def __init__(
+        self, policy: RuntimePolicy, emit: Callable[[AuditEvent], None], *,
+        roots: Iterable[str] = RUNC_ROOTS, host: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.emit = emit
+        self.roots = tuple(roots)
+        self.host = host or socket.gethostname()
+        self.gate = FanotifyPerm()
+        self._tracked: dict[str, _Tracked] = {}
+        self._by_dev: dict[int, _Tracked] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # stops the exec gate
+        self._net_r, self._net_w = os.pipe()  # wakes the netlog loop (new sockets, stop)
+        os.set_blocking(self._net_r, False)
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.discover()
+        for target, name in ((self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
+                             (self._netlog_loop, "cell-netlog")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        os.write(self._net_w, b"x")
+        for t in self._threads:
+            t.join(5)
+        self.gate.close()  # held execs are released (allowed) by the kernel when the group closes
+        for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
+            os.close(fd)
+        for tr in self._tracked.values():
+            if tr.nflog is not None:
+                tr.nflog.close()
+
+    def set_policy(self, policy: RuntimePolicy) -> None:
+        with self._lock:
+            self.policy = policy
+            for tr in self._tracked.values():
+                self._apply_rule(tr)
+                if tr.container.identity is not None:
+                    self._check_privileges(tr)
+
+    def containers(self) -> list[Container]:
+        with self._lock:
+            return [t.container for t in self._tracked.values()]
+
+    # -- discovery -------------------------------------------------------------------------------
+    def _discovery_loop(self) -> None:
+        while not self._stop.wait(DISCOVERY_INTERVAL_S):
+            try:
+                self.discover()
+            except Exception:  # one bad container must not stop protection of the others
+                log.exception("container discovery failed")
+
+    def discover(self) -> None:
+        found = list_containers(self.roots)
+        with self._lock:
+            for cid in set(self._tracked) - set(found):
+                tr = self._tracked.pop(cid)
+                if tr.container.layers:
+                    self._by_dev.pop(tr.container.layers.dev, None)
+                if tr.nflog is not None:
+                    tr.nflog.close()
+                    tr.nflog = None
+                    self._nudge()
+                self._info(tr, "container_gone", f"container {tr.container.name} stopped")
+            for cid, c in found.items():
+                tr = self._tracked.get(cid)
+                if tr is None:
+                    tr = self._tracked[cid] = _Tracked(container=c)
+                    self._protect(tr)
+                if tr.container.identity is None:
+                    app = find_app_process(tr.container)
+                    if app is not None:
+                        tr.container.app_pid, tr.container.identity, tr.container.app_started = app
+                        self._apply_rule(tr)
+                        self._info(tr, "container_protected", f"app {tr.container.name} started; rule "
+                                   f"{tr.rule.name if tr.rule else '(none)'}")
+                        self._check_privileges(tr)
+                self._check_pids(tr)
+
+    def _protect(self, tr: _Tracked) -> None:
+        c = tr.container
+        if c.layers is None:
+            self._info(tr, "container_unprotected",
+                       f"container {c.id}: root {c.rootfs} is not an overlay mount; exec checks off", "high")
+            return
+        try:
+            self.gate.mark_filesystem(c.rootfs)
+        except OSError as exc:
+            self._info(tr, "container_unprotected", f"container {c.id}: exec gate not set: {exc}", "high")
+            return
+        tr.marked = True
+        self._by_dev[c.layers.dev] = tr
+        tr.pids_path = pids.pids_dir(c.cgroup)
+        self._apply_rule(tr)
+
+    def _apply_rule(self, tr: _Tracked) -> None:
+        tr.rule = select_rule(self.policy, _identity(tr.container))
+        self._apply_network(tr)
+        guard = tr.rule.processes.fork_bomb_guard if tr.rule and tr.rule.processes.effect != "disable" else None
+        path = tr.pids_path
+        if guard is not None and path is not None and tr.limit != guard.max_procs:
+            try:
+                pids.set_max(path, guard.max_procs)  # type: ignore[arg-type]
+                tr.limit = guard.max_procs
+                tr.pids_refused = pids.refusals(path)  # type: ignore[arg-type]
+            except OSError as exc:
+                self._info(tr, "pids_limit_failed", f"pids.max not set for {tr.container.name}: {exc}", "high")
+
+    def _apply_network(self, tr: _Tracked) -> None:
+        """Our nftables table in the container's network namespace, replaced when the rule changes."""
+        rule, c = tr.rule, tr.container
+        want = network.ruleset(rule.network) if rule and rule.network.effect != "disable" else None
+        if want == tr.net_script or (want is None and tr.net_script is None):
+            return
+        try:
+            shares_host = os.readlink(f"/proc/{c.init_pid}/ns/net") == os.readlink("/proc/self/ns/net")
+        except OSError:
+            return
+        if shares_host:
+            if tr.net_script != "host":
+                tr.net_script = "host"
+                self._info(tr, "network_unprotected", f"container {c.name} shares the cell's network "
+                           "namespace: outbound rules are not applied (they would firewall the cell)", "high")
+            return
+        try:
+            network.apply(c.init_pid, want or network.clear_script())
+            if want and tr.nflog is None:
+                tr.nflog = NflogSocket(network.NFLOG_GROUP, f"/proc/{c.init_pid}/ns/net")
+                self._nudge()
+        except (OSError, RuntimeError) as exc:
+            self._info(tr, "network_unprotected", f"outbound rules not applied to {c.name}: {exc}", "high")
+            return
+        tr.net_script = want
+
+    def _nudge(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._net_w, b"n")
+
+    def _netlog_loop(self) -> None:
+        """Network decisions logged by nftables (NFLOG) in every container, as audits."""
+        while not self._stop.is_set():
+            with self._lock:
+                socks = {t.nflog.fileno(): t for t in self._tracked.values() if t.nflog is not None}
+            try:
+                ready, _, _ = select.select([self._net_r, *socks], [], [], 1.0)
+            except (OSError, ValueError):
+                continue  # a socket closed meanwhile
+            for fd in ready:
+                if fd == self._net_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._net_r, 64)
+                    continue
+                tr = socks[fd]
+                try:
+                    packets = tr.nflog.read() if tr.nflog else []
+                except OSError:
+                    continue
+                for pkt in packets:
+                    self._net_audit(tr, pkt)
+
+    def _net_audit(self, tr: _Tracked, pkt: object) -> None:
+        parts = getattr(pkt, "prefix", "").split("|")
+        if len(parts) != 4 or parts[0] != "g" or tr.rule is None:
+            return
+        _g, effect, control, index = parts
+        proto = {6: "tcp", 17: "udp"}.get(getattr(pkt, "proto", 0), str(getattr(pkt, "proto", "")))
+        dest = f"{pkt.dst}:{pkt.dport}" if getattr(pkt, "dport", None) is not None else pkt.dst  # type: ignore[attr-defined]
+        what = network.describe(tr.rule.network, control, int(index))
+        self._audit(tr, type="bad_reputation" if control == "network.bad_reputation" else "network",
+                    effect=effect, severity="high", control=control, dest_ip=pkt.dst,  # type: ignore[attr-defined]
+                    dest_port=pkt.dport, protocol=proto,  # type: ignore[attr-defined]
+                    message=f"outbound {proto} to {dest}: {what}" + (" (refused)" if effect == "prevent" else ""))
+
+    def _check_privileges(self, tr: _Tracked) -> None:
+        """Privileges the rule does not allow: an audit each (once), and under prevent the container's
+        processes are stopped."""
+        seen = privileges.observe(tr.container)
+        if seen is None:
+            return
+        decisions = [d for d in decide_privileges(tr.rule, seen) if d.reason not in tr.privileges_reported]
+        if not decisions:
+            return
+        stopped = 0
+        if any(d.blocked for d in decisions):
+            procs = tr.pids_path / "cgroup.procs" if tr.pids_path is not None else None  # type: ignore[operator]
+            stopped = privileges.stop_processes(tr.container, procs)
+        for d in decisions:
+            tr.privileges_reported.add(d.reason)
+            suffix = f"; {stopped} process(es) stopped" if d.blocked else ""
+            self._audit(tr, type="privileges", effect=d.effect, severity="critical" if d.blocked else "high",
+                        control=d.control, message=d.reason + suffix,
+                        extra={"capabilities": sorted(seen.capabilities)})
+
+    def _check_pids(self, tr: _Tracked) -> None:
+        if tr.limit is None or tr.pids_path is None:
+            return
+        refused = pids.refusals(tr.pids_path)  # type: ignore[arg-type]
+        if refused > tr.pids_refused:
+            n = refused - tr.pids_refused
+            tr.pids_refused = refused
+            rule = tr.rule
+            effect = "prevent" if rule and rule.processes.effect == "prevent" else "alert"
+            self._audit(tr, type="fork_bomb", effect=effect, severity="high", control="processes.fork_bomb_guard",
+                        message=f"{n} fork(s) refused by the kernel: {tr.container.name} reached "
+                                f"{tr.limit} processes (pids.max)")
+
+    # -- exec gate -------------------------------------------------------------------------------
+    def _exec_loop(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.gate.fd, self._wake_r], [], [])
+            if self.gate.fd not in ready:
+                continue
+            for ev in self.gate.read():
+                self._answer(ev)
+
+    def _answer(self, ev: PermEvent) -> None:
+        """Answer first (the exec waits for it), audit after."""
+        allow, tr, decision, facts = True, None, None, None
+        try:
+            st = os.fstat(ev.fd)
+            with self._lock:
+                tr = self._by_dev.get(st.st_dev)
+                rule = tr.rule if tr else None
+            if tr is not None and rule is not None:
+                facts = exec_gate.identify(tr.container, ev.fd)
+                decision = exec_gate.decide(rule, tr.container, facts)
+                allow = not decision.blocked
+        except Exception:  # never leave an exec hanging: decide by the rule's effect
+            log.exception("exec decision failed")
+            allow = not (tr is not None and tr.rule is not None and tr.rule.processes.effect == "prevent")
+        finally:
+            with contextlib.suppress(OSError):
+                self.gate.answer(ev, allow)
+        if tr is not None and decision is not None and facts is not None and decision.audited:
+            kind = "drift" if decision.control == "processes.drift_prevention" else "process"
+            self._audit(tr, type=kind, effect=decision.effect, severity="high", control=decision.control,
+                        message=decision.reason, pid=ev.pid, exe=facts.path,
+                        extra={"layer": facts.layer, "inode": facts.ino})
+
+    # -- audits ----------------------------------------------------------------------------------
+    def _audit(self, tr: _Tracked, **fields: object) -> None:
+        c = tr.container
+        h = c.identity
+        extra = {"container": c.id, "cell": self.host, **dict(fields.pop("extra", {}) or {})}  # type: ignore[call-overload]
+        ev = AuditEvent(
+            defender_id=f"cell:{self.host}", app_id=(h.app_guid or h.app_id) if h else c.id,
+            app_name=h.app_name if h else "", org=h.org if h else "", space=h.space if h else "",
+            instance=h.instance if h else 0, rule=tr.rule.name if tr.rule else "", extra=extra,
+            **fields,  # type: ignore[arg-type]
+        )
+        try:
+            self.emit(ev)
+        except Exception:
+            log.exception("audit not delivered")
+
+    def _info(self, tr: _Tracked, action: str, message: str, severity: str = "low") -> None:
+        self._audit(tr, type="defender", effect="info", severity=severity, control=f"cell.{action}",
+                    message=message)

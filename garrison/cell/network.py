@@ -1,0 +1,109 @@
+"""Outbound allow/deny and bad-reputation addresses for a container, enforced by nftables inside the
+container's own network namespace (our own `inet garrison` table, separate from Garden's rules), with
+every decision logged to an NFLOG group the cell defender reads back as audits.
+
+nftables sees the packets the kernel actually sends, after routing: an IPv4-mapped or unspecified
+destination has already become the IPv4 (loopback) address on the wire, so no address form escapes
+a rule. Only new flows are checked (`ct state new`); the order is the evaluator's: bad reputation,
+deny list, allow list."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+
+from garrison.policy.model import NetTarget, NetworkControls, PortRange
+
+NFLOG_GROUP = 7341
+TABLE = "garrison"
+_FULL = (0, 65535)
+
+
+def _ports(ranges: list[PortRange]) -> str | None:
+    spans = [(r.start, r.end) for r in ranges]
+    if any(s == _FULL for s in spans):
+        return None
+    return "{ " + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) + " }"
+
+
+def _match(t: NetTarget) -> list[str]:
+    """nft match expressions for one target ([] of them when it would match nothing: a v6 target on
+    an empty port list cannot happen, validation forbids it)."""
+    parts = []
+    if t.cidr != "*":
+        net = ipaddress.ip_network(t.cidr, strict=False)
+        parts.append(f"{'ip' if net.version == 4 else 'ip6'} daddr {net}")
+    ports = _ports(t.ports)
+    if ports and t.protocol in ("tcp", "udp"):
+        parts.append(f"{t.protocol} dport {ports}")
+    elif ports:
+        parts.append(f"meta l4proto {{ tcp, udp }} th dport {ports}")
+    elif t.protocol != "any":
+        parts.append(f"meta l4proto {t.protocol}")
+    return parts
+
+
+def ruleset(net: NetworkControls) -> str:
+    """The whole `inet garrison` table for one container, replaced atomically by `nft -f`."""
+    act = "goto refuse" if net.effect == "prevent" else "accept"
+    effect = net.effect
+
+    def logged(control: str, index: int) -> str:
+        return f'log prefix "g|{effect}|{control}|{index}" group {NFLOG_GROUP} {act}'
+
+    lines = [
+        f"table inet {TABLE} {{}}",
+        f"delete table inet {TABLE}",
+        f"table inet {TABLE} {{",
+    ]
+    bad4 = [n for n in net.bad_reputation_ips if ipaddress.ip_network(n, strict=False).version == 4]
+    bad6 = [n for n in net.bad_reputation_ips if ipaddress.ip_network(n, strict=False).version == 6]
+    for name, kind, items in (("badrep4", "ipv4_addr", bad4), ("badrep6", "ipv6_addr", bad6)):
+        if items:
+            lines.append(f"  set {name} {{ type {kind}; flags interval; auto-merge; elements = {{ "
+                         + ", ".join(str(ipaddress.ip_network(i, strict=False)) for i in items) + " } }")
+    lines += [
+        "  chain refuse {",
+        "    meta l4proto tcp reject with tcp reset",
+        "    reject with icmpx type admin-prohibited",
+        "  }",
+        "  chain output {",
+        "    type filter hook output priority 0; policy accept;",
+        "    ct state established,related accept",
+    ]
+    if bad4:
+        lines.append(f"    ip daddr @badrep4 {logged('network.bad_reputation', 0)}")
+    if bad6:
+        lines.append(f"    ip6 daddr @badrep6 {logged('network.bad_reputation', 0)}")
+    for i, t in enumerate(net.outbound.deny):
+        lines.append(f"    {' '.join(_match(t))} {logged('network.outbound.deny', i)}")
+    if net.outbound.allow:
+        for t in net.outbound.allow:
+            lines.append(f"    {' '.join(_match(t))} accept")
+        lines.append(f"    meta l4proto {{ tcp, udp }} {logged('network.outbound.allow', -1)}")
+    lines += ["  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def clear_script() -> str:
+    return f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
+
+
+def apply(pid: int, script: str) -> None:
+    """Load `script` into the network namespace of `pid` (nsenter + nft: one atomic transaction)."""
+    proc = subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "-f", "-"], input=script, text=True,
+                          capture_output=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nft in the network namespace of pid {pid}: {proc.stderr.strip()[:500]}")
+
+
+def describe(net: NetworkControls, control: str, index: int) -> str:
+    """What a logged prefix refers to, for the audit message."""
+    if control == "network.outbound.deny" and 0 <= index < len(net.outbound.deny):
+        t = net.outbound.deny[index]
+        return f"denied destination {t.cidr} ports {_ports(t.ports) or 'any'}"
+    if control == "network.outbound.allow":
+        return "destination not in the allowed list"
+    if control == "network.bad_reputation":
+        return "bad-reputation address"
+    return control

@@ -1,0 +1,278 @@
+"""NativeDataplane: runs the C notification loop for one listener and keeps Python as the control plane.
+
+Python's jobs here: compile the rule into tables and swap them on every policy push, run the
+notifications the loop hands over through the same dispatcher the pure-Python data plane uses, and
+turn the loop's decision records into the same audit events and forensic lines the network guard
+writes (batched, off the app's path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from garrison.defender.dataplane import tables
+from garrison.defender.notify import Notification, ProcInfo, SupervisorContext
+from garrison.policy.audit import AuditEvent
+from garrison.policy.evaluate import Decision
+from garrison.policy.model import Rule
+
+log = logging.getLogger(__name__)
+
+REC_NET, REC_AUDIT, REC_EXEC = 1, 2, 3
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_EFFECT_NAMES = {1: "alert", 2: "prevent"}
+_GUARD_COUNTERS = ("emulated", "continued", "refused")
+
+
+@dataclass(frozen=True)
+class _Pid:
+    """What NetworkGuard._audit needs of a notification that Python never saw: the pid and the
+    identity the loop read from /proc while the process still waited for its answer."""
+
+    pid: int
+    info: ProcInfo | None = None
+
+
+def _proc_info(pid: int, blob: bytes) -> ProcInfo | None:
+    """'ppid\\0exe\\0cwd\\0cmdline' as captured by the loop."""
+    if not blob:
+        return None
+    parts = blob.split(b"\0", 3)
+    if len(parts) < 4:
+        return None
+    ppid, exe, cwd, cmdline = parts
+    info = ProcInfo(pid=pid, ppid=int(ppid) if ppid.lstrip(b"-").isdigit() and int(ppid) >= 0 else None)
+    info.exe = exe.decode(errors="replace") or None
+    info.cwd = cwd.decode(errors="replace") or None
+    info.argv = [a.decode(errors="replace") for a in cmdline.split(b"\0")[:-1]][:256]
+    return info
+
+
+class NativeDataplane:
+    """One native loop on `listener`; `dispatch(notification)` decides what the loop hands over."""
+
+    def __init__(
+        self,
+        listener: int,
+        ctx: SupervisorContext,
+        dispatch: Callable[[Notification], None],
+        guard: Any = None,
+        *,
+        threads: int = 3,
+        ring_slots: int = 8192,
+        hold_records: threading.Event | None = None,
+    ) -> None:
+        from garrison.defender.dataplane import _native  # type: ignore[attr-defined]
+
+        self.listener = listener
+        self.ctx = ctx
+        self.dispatch = dispatch
+        self.guard = guard
+        self.threads = threads
+        self._loop = _native.Loop(listener, ring_slots)
+        self._compiled: OrderedDict[int, tables.Compiled] = OrderedDict()
+        self._rule: Rule | None = None
+        self._emulate = False
+        self._swap_lock = threading.Lock()
+        self._seen = {k: 0 for k in _GUARD_COUNTERS}
+        self._dropped = 0
+        self._stopped = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self.handed_over = 0
+        # while set, records stay in the ring (lets a test fill it; the app must never notice)
+        self.hold_records = hold_records or threading.Event()
+
+    # -- control plane -------------------------------------------------------------------------------
+    def _emulate_now(self) -> bool:
+        g = self.guard
+        return bool(g is not None and g.emulate and getattr(g, "_getfd_ok", False))
+
+    def update(self, rule: Rule | None = None) -> None:
+        """Compile the current rule and swap the loop's tables (the loop never waits for this)."""
+        with self._swap_lock:
+            rule = self.ctx.rule() if rule is None else rule
+            emulate = self._emulate_now()
+            try:
+                compiled = tables.compile_rule(rule, emulate=emulate)
+            except Exception:  # never keep the old rule's tables: let Python decide everything
+                log.exception("data plane: rule not compiled; every notification goes to Python")
+                compiled = tables.handoff_all(rule)
+            gen = self._loop.set_tables(compiled.blob)
+            self._rule, self._emulate = rule, emulate
+            self._compiled[gen] = compiled
+            while len(self._compiled) > 16:
+                self._compiled.popitem(last=False)
+
+    def start(self) -> None:
+        self.update(self.ctx.rule())
+        listeners = getattr(self.ctx, "policy_listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(self.update)
+        self._loop.start()
+        for i in range(self.threads):
+            t = threading.Thread(target=self._handoff, name=f"garrison-dp-py-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        t = threading.Thread(target=self._drain, name="garrison-dp-drain", daemon=True)
+        t.start()
+        self._workers.append(t)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._loop.stop()
+        for t in self._workers:
+            t.join(timeout=5)
+        self._process(self._loop.drain(1 << 20, 0))
+        self._merge_stats()
+        listeners = getattr(self.ctx, "policy_listeners", None)
+        if isinstance(listeners, list):
+            with contextlib.suppress(ValueError):
+                listeners.remove(self.update)
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._loop.stats())
+
+    # -- handed-over notifications ------------------------------------------------------------------
+    def _handoff(self) -> None:
+        loop, listener = self._loop, self.listener
+        while True:
+            try:
+                item = loop.take(-1)
+            except EOFError:
+                return
+            if item is None:
+                continue
+            notif_id, tid, nr, args = item
+            self.handed_over += 1
+            try:
+                self.dispatch(Notification(listener, notif_id, tid, nr, args))
+            except Exception:  # the dispatcher answers for failed handlers; this is a last resort
+                log.exception("data plane: dispatch failed")
+
+    # -- records → audits and forensic lines ---------------------------------------------------------
+    def _drain(self) -> None:
+        while not self._stopped.is_set():
+            if self.hold_records.is_set():
+                self._stopped.wait(0.05)
+                continue
+            try:
+                records = self._loop.drain(4096, 100)
+                self._process(records)
+                self._merge_stats()
+                if self.ctx.rule() is not self._rule or self._emulate_now() != self._emulate:
+                    self.update()  # a context without policy listeners, or pidfd_getfd found refused
+            except Exception:
+                log.exception("data plane: drain")
+
+    def _process(self, records: list[tuple[Any, ...]]) -> None:
+        g = self.guard
+        for (
+            kind,
+            pid,
+            family,
+            port,
+            proto,
+            control,
+            entry,
+            effect,
+            _blocked,
+            _err,
+            gen,
+            addr,
+            caddr,
+            blob,
+        ) in records:
+            if kind == REC_EXEC:
+                self._exec_line(pid, blob)
+                continue
+            ip = ipaddress.ip_address(addr)
+            proto_name = tables.PROTO_NAMES.get(proto)
+            if kind == REC_NET:
+                if g is None:
+                    continue
+                if proto_name is None:  # let through without emulation (nothing could object)
+                    g._record("net", pid=pid, dest_ip=str(ip), dest_port=port)
+                else:
+                    g._record("net", pid=pid, dest_ip=str(ip), dest_port=port, protocol=proto_name, names=[])
+                continue
+            compiled = self._compiled.get(gen)
+            if kind != REC_AUDIT or g is None or compiled is None or family not in (4, 6):
+                continue
+            info = _proc_info(pid, blob)
+            cand = ipaddress.ip_address(caddr) if caddr else ip
+            self._audit(
+                g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
+            )
+
+    def _exec_line(self, pid: int, blob: bytes) -> None:
+        """The forensic line of an exec the loop let through (no process control could object)."""
+        record = getattr(self.ctx, "record", None)
+        if record is None:
+            return
+        path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
+        with contextlib.suppress(Exception):
+            record("exec", pid=pid, exe=path, argv=argv[:32], loader=False, verdict="allow")
+
+    @staticmethod
+    def _audit(
+        g: Any,
+        compiled: tables.Compiled,
+        who: _Pid,
+        where: tuple[IPAddress, IPAddress, int],
+        proto: str,
+        verdict: tuple[int, int, int],
+    ) -> None:
+        """The audit NetworkGuard._audit writes for this decision; the reason names the form of the
+        destination that decided, in decide_connect's words."""
+        from garrison.defender.net.normalise import Kind, Routed
+
+        ip, cand, port = where
+        control, entry, effect = verdict
+        name = tables.CONTROLS.get(control, "")
+        if name == "network.bad_reputation_ips":
+            reason = f"{cand} is on the bad-reputation list"
+        elif name == "network.outbound.deny":
+            hit = compiled.entries[entry].cidr if entry < len(compiled.entries) else "?"
+            reason = f"{cand}:{port}/{proto} matches deny {hit}"
+        else:
+            reason = f"{cand}:{port}/{proto} is not in the allowed list"
+        decision = Decision(True, _EFFECT_NAMES.get(effect, "alert"), name, reason)  # type: ignore[arg-type]
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        written = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"  # canonical: as written
+        g._audit(
+            who, compiled.rule, decision, Routed(Kind.DEST, ip, port, family, written=written), proto, []
+        )
+
+    def _merge_stats(self) -> None:
+        """The guard's counters (what tests and diagnostics read) include the native decisions."""
+        s = self._loop.stats()
+        g = self.guard
+        if g is not None:
+            with g._stats_lock:
+                for k in _GUARD_COUNTERS:
+                    g.stats[k] += s[k] - self._seen[k]
+                    self._seen[k] = s[k]
+        dropped = s["dropped"]
+        if dropped > self._dropped:
+            lost, self._dropped = dropped - self._dropped, dropped
+            self.ctx.audit(
+                AuditEvent(
+                    type="defender",
+                    effect="info",
+                    severity="high",
+                    control="dataplane.ring",
+                    message=f"{lost} decision records dropped: the data plane's ring "
+                    f"({s['ring_slots']} slots) was full; the app was never blocked by it",
+                    extra={"dropped": lost, "dropped_total": dropped},
+                )
+            )

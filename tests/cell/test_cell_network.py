@@ -1,0 +1,131 @@
+"""Outbound rules of the cell defender: nftables in each container's network namespace, decisions read
+back through NFLOG as audits. The container reaches the cell over a veth pair (the suite's own
+10.200.n.0/30); listeners on the cell side tell a refused connect from a closed port."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from garrison.cell.network import ruleset
+from garrison.policy.model import NetworkControls, RuntimePolicy
+from tests.cell.conftest import START_SH
+
+_subnets = itertools.count(10)
+
+
+class Listener:
+    """A TCP listener on the cell side that counts accepted connections."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.create_server((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def wired(garden: Any, defender: Any) -> Iterator[Any]:
+    listeners: list[Listener] = []
+
+    def make() -> tuple[Any, Any, str, Listener, Listener]:
+        """A started app container wired to the cell, two listeners, a defender with no network rule yet
+        (the rules name the listeners' ports, known only once they listen)."""
+        _d, audits = defender(RuntimePolicy.model_validate({"rules": [{"name": "net-rule"}]}))
+        c = garden()
+        host_ip, _cont_ip = c.veth(next(_subnets))
+        ok, bad = Listener(host_ip), Listener(host_ip)
+        listeners.extend((ok, bad))
+        return c, audits, host_ip, ok, bad
+
+    yield make
+    for lst in listeners:
+        lst.close()
+
+
+def _connect(c: Any, ip: str, port: int) -> bool:
+    """busybox nc from inside the container: True when the TCP connect succeeded."""
+    r = c.exec("/bin/sh", "-c", f"echo x | /bin/nc -w 3 {ip} {port}; echo rc=$?")
+    return "rc=0" in r.stdout
+
+
+def _start(c: Any, audits: Any) -> None:
+    c.run_app(START_SH)
+    audits.wait(lambda e: e.control == "cell.container_protected" and e.extra["container"] == c.id)
+
+
+def test_denied_destination_refused_allowed_one_reaches(wired: Any) -> None:
+    c, audits, host_ip, ok, bad = wired()
+    policy = RuntimePolicy.model_validate({"rules": [{"name": "net-rule", "network": {
+        "effect": "prevent", "outbound": {"deny": [f"{host_ip}:{bad.port}"]}}}]})
+    _start(c, audits)
+    _set_policy(audits, policy)
+    assert _connect(c, host_ip, ok.port) and ok.accepted == 1
+    assert not _connect(c, host_ip, bad.port) and bad.accepted == 0
+    ev = audits.wait(lambda e: e.type == "network" and e.dest_port == bad.port)
+    assert (ev.effect, ev.control, ev.dest_ip, ev.protocol) == ("prevent", "network.outbound.deny", host_ip, "tcp")
+    assert ev.app_name == "shop" and "refused" in ev.message
+
+
+def _set_policy(audits: Any, policy: RuntimePolicy) -> None:
+    audits.defender.set_policy(policy)  # synchronous: the nftables table is in place on return
+
+
+def test_allow_list_alert_and_bad_reputation(wired: Any) -> None:
+    c, audits, host_ip, ok, bad = wired()
+    _start(c, audits)
+    _set_policy(audits, RuntimePolicy.model_validate({"rules": [{"name": "net-rule", "network": {
+        "effect": "prevent", "outbound": {"allow": [f"{host_ip}:{ok.port}"]}}}]}))
+    assert _connect(c, host_ip, ok.port)
+    assert not _connect(c, host_ip, bad.port)
+    audits.wait(lambda e: e.control == "network.outbound.allow" and e.dest_port == bad.port)
+    _set_policy(audits, RuntimePolicy.model_validate({"rules": [{"name": "net-rule", "network": {
+        "effect": "alert", "outbound": {"deny": [f"{host_ip}:{bad.port}"]}}}]}))
+    assert _connect(c, host_ip, bad.port) and bad.accepted == 1
+    audits.wait(lambda e: e.effect == "alert" and e.dest_port == bad.port)
+    _set_policy(audits, RuntimePolicy.model_validate({"rules": [{"name": "net-rule", "network": {
+        "effect": "prevent", "bad_reputation_ips": [f"{host_ip}/32", "2001:db8::/32"]}}]}))
+    assert not _connect(c, host_ip, ok.port)
+    ev = audits.wait(lambda e: e.type == "bad_reputation")
+    assert ev.dest_ip == host_ip and ev.effect == "prevent"
+
+
+def test_unspecified_and_mapped_forms_hit_the_loopback_rule(wired: Any) -> None:
+    c, audits, _host_ip, _ok, _bad = wired()
+    _start(c, audits)
+    c.run_app("/bin/nc -l -p 7777 -e /bin/true; sleep 30")  # a local listener in the container
+    _set_policy(audits, RuntimePolicy.model_validate({"rules": [{"name": "net-rule", "network": {
+        "effect": "prevent", "outbound": {"deny": ["127.0.0.1:7777"]}}}]}))
+    time.sleep(0.3)
+    assert not _connect(c, "0.0.0.0", 7777)
+    ev = audits.wait(lambda e: e.control == "network.outbound.deny" and e.dest_port == 7777)
+    assert ev.dest_ip == "127.0.0.1"  # what the kernel actually sent
+
+
+def test_ruleset_shape() -> None:
+    net = NetworkControls.model_validate({"effect": "prevent", "outbound": {
+        "deny": ["10.0.0.0/8:25", "[2001:db8::1]:443", {"cidr": "*", "ports": "6667", "protocol": "tcp"}],
+        "allow": ["*:443"]}, "bad_reputation_ips": ["203.0.113.0/24"]})
+    text = ruleset(net)
+    assert "ip daddr 10.0.0.0/8 meta l4proto { tcp, udp } th dport { 25 }" in text
+    assert "ip6 daddr 2001:db8::1/128" in text and "tcp dport { 6667 }" in text
+    assert "ip daddr @badrep4" in text and "203.0.113.0/24" in text
+    assert "ct state established,related accept" in text and text.count("goto refuse") == 5
