@@ -24,6 +24,7 @@ SYSCALLS: dict[str, int] = {
     "recvmsg": 47,
     "bind": 49,
     "listen": 50,
+    "setsockopt": 54,
     "clone": 56,
     "fork": 57,
     "vfork": 58,

@@ -292,9 +292,11 @@ def notif_id_valid(fd: int, notif_id: int) -> bool:
     return True
 
 
-def notif_addfd(fd: int, notif_id: int, srcfd: int, *, send: bool, cloexec: bool) -> int:
-    """Install `srcfd` into the target (ADDFD, 5.9); with send=True it is also the reply (5.14)."""
-    a = SeccompNotifAddfd(
-        notif_id, SECCOMP_ADDFD_FLAG_SEND if send else 0, srcfd, 0, os.O_CLOEXEC if cloexec else 0
-    )
+def notif_addfd(
+    fd: int, notif_id: int, srcfd: int, *, send: bool, cloexec: bool, newfd: int | None = None
+) -> int:
+    """Install `srcfd` into the target (ADDFD, 5.9); with send=True it is also the reply (5.14);
+    with `newfd` it replaces the target's descriptor of that number atomically (SETFD, 5.9)."""
+    flags = (SECCOMP_ADDFD_FLAG_SEND if send else 0) | (SECCOMP_ADDFD_FLAG_SETFD if newfd is not None else 0)
+    a = SeccompNotifAddfd(notif_id, flags, srcfd, newfd or 0, os.O_CLOEXEC if cloexec else 0)
     return _ioctl(fd, IOCTL_NOTIF_ADDFD, a)

@@ -429,6 +429,7 @@ function initDefenders() {
 
 function initDeploy() {
   let bundle = null;
+  let addon = null; // runtime config of the cell add-on, once generated
   $("#consoleaddr").value = location.hostname;
 
   function wsAddress() {
@@ -436,7 +437,27 @@ function initDeploy() {
     return `wss://${$("#consoleaddr").value.trim() || location.hostname}:8084`;
   }
 
+  function renderCell() {
+    $all(".app-only").forEach((n) => { n.hidden = true; });
+    $("#generate").textContent = "Generate the BOSH add-on";
+    $("#snippet-title").textContent = "2. Runtime config for every Diego cell";
+    $("#snippet-name").textContent = "garrison-runtime-config.yml";
+    $("#steps-title").textContent = "3. Upload and apply";
+    $("#manifest-snippet").textContent = addon || "Generate the BOSH add-on: it carries this console's address and CA, a new API token for the cells, and the runtime policy.";
+    $("#steps-snippet").textContent = [
+      "bosh upload-release garrison-<version>.tgz          # bosh create-release --dir bosh/ --final --tarball ...",
+      "bosh update-runtime-config --name garrison garrison-runtime-config.yml",
+      "bosh -d cf deploy cf.yml                             # the add-on lands on every Diego cell (rep job)",
+    ].join("\n");
+  }
+
   function render() {
+    if ($("#deftype").value === "cell") { renderCell(); return; }
+    $all(".app-only").forEach((n) => { n.hidden = false; });
+    $("#generate").textContent = "Generate install bundle";
+    $("#snippet-title").textContent = "3. Add to manifest.yml";
+    $("#snippet-name").textContent = "manifest.yml";
+    $("#steps-title").textContent = "4. Embed and push";
     const inDroplet = $("#deftype").value === "app-embedded";
     const path = inDroplet ? ".garrison/defender" : "./defender";
     const appId = $("#appid").value.trim() || "my-app";
@@ -473,6 +494,15 @@ function initDeploy() {
   $("#deploy-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     showError($("#deploy-error"), "");
+    if ($("#deftype").value === "cell") {
+      try {
+        const { data } = await api("/hosts/bosh-addon", { method: "POST" });
+        addon = data.runtime_config;
+        render();
+        toast("BOSH add-on generated (its API token is shown only here)");
+      } catch (e) { showError($("#deploy-error"), errorText(e.detail ?? e.message)); }
+      return;
+    }
     const q = new URLSearchParams();
     if ($("#consoleaddr").value.trim()) q.set("consoleaddr", $("#consoleaddr").value.trim());
     try {
