@@ -65,10 +65,17 @@ def proxy_cmd(
                         typer.echo(f"error: {exc} (keeping the previous policy)", err=True)
 
     async def main() -> None:
+        from garrison.cnaf import crs
         from garrison.cnaf.proxy import serve
 
         server = await serve(lhost, lport, uhost, uport, lambda: controls[0], sink)
         typer.echo(f"CNAF listening on {lhost}:{server.port} → {uhost}:{uport}", err=True)
+
+        async def report_crs() -> None:
+            if await asyncio.get_running_loop().run_in_executor(None, crs.ruleset) is not None:
+                typer.echo(crs.status(), err=True)  # a missing rule set was already reported
+
+        reporter = asyncio.create_task(report_crs())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,6 +83,7 @@ def proxy_cmd(
         watcher = asyncio.create_task(watch())
         await stop.wait()
         watcher.cancel()
+        reporter.cancel()
         server.close()
         await server.wait_closed()
 
@@ -114,6 +122,10 @@ def inspect_cmd(
             raise typer.BadParameter(f"expected 'Name: value', got {h!r}", param_hint="--header")
         headers.append((name.strip(), value.strip()))
     req = HttpRequest(method=method.upper(), target=target, headers=headers, body=(data or "").encode())
+    from garrison.cnaf import crs
+
+    if controls.crs.enabled and crs.ruleset() is not None:
+        typer.echo(crs.status(), err=True)
     findings = inspect(req, controls)
     typer.echo(json.dumps([dataclasses.asdict(f) for f in findings], indent=2))
     raise typer.Exit(1 if findings else 0)

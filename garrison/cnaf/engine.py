@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from garrison.cnaf import crs
+from garrison.cnaf.crs.variables import variables
 from garrison.cnaf.decode import decode_path
 from garrison.cnaf.detect import (
     attack_tools,
@@ -180,7 +182,8 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
             )
             seen.add("protocol")
     query = req.query
-    for fld in extract(req, query=bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY)):
+    fields = extract(req, query=bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY))
+    for fld in fields:
         for name, reason in scan(fld):
             if name in seen or effect_for(name) == "disable":
                 continue
@@ -188,4 +191,83 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
                 continue
             findings.append(Finding(name, fld.label, fld.name, fld.value[:VALUE_AUDIT_LIMIT], reason))
             seen.add(name)
+    if controls.crs.enabled and (rules := crs.current()) is not None:
+        findings.extend(_crs_findings(rules, req, fields, controls, path, seen))
     return findings
+
+
+# A value made only of letters, digits, spaces and , - _ (and no SQL keyword) matches no CRS rule
+# worth scoring; skipping it keeps free text cheap.
+_CRS_PLAIN = re.compile(r"[A-Za-z0-9_ ,\-]*\Z")
+# Markdown inline code after a space (`wget`, `/confirm`): CRS reads the backtick as a shell
+# substitution; the CNAF's own cmdi detector already treats it as Markdown, so CRS sees the text.
+# A raster image as a data URI (avatars, pasted screenshots) is inert; CRS's data: rules would flag it.
+_IMAGE_DATA_URI = re.compile(
+    r"data:image/(?:png|jpe?g|gif|webp|bmp|avif|x-icon);base64,[A-Za-z0-9+/=\s]+\Z", re.I
+)
+# XML declarations and processing instructions (`<?xml …?>`, `<?xml-stylesheet …?>`, `<?xpacket …?>`)
+# are inert markup that CRS's character-count and quote rules score as SQL; PHP tags are not matched.
+_XML_PI = re.compile(r"<\?(?:xml(?:-stylesheet)?|xsl-stylesheet|xpacket)\b[^<>]{0,512}?\?>", re.I)
+_MARKDOWN_CODE = re.compile(r"(?:(?<=\s)|^)`([^`\n]{1,60})`(?=[\s.,;:!?)]|$)")
+
+
+def _crs_findings(
+    rules: crs.CrsRuleSet,
+    req: HttpRequest,
+    fields: list[Field],
+    controls: CnafControls,
+    path: str,
+    seen: set[str],
+) -> list[Finding]:
+    """CRS anomaly scoring: rules up to the paranoia level add their severity; at the threshold,
+    each attack class that scored becomes one finding (named after its first rule)."""
+    settings = controls.crs
+    level = settings.paranoia_level
+    disabled = set(settings.disabled_rules)
+    if settings.default_exclusions:
+        disabled |= crs.DEFAULT_EXCLUDED_RULES
+    first: dict[int, tuple[crs.CrsRule, Field]] = {}
+    effect_for = controls.effect_for
+    for var in variables(req, fields):
+        value = var.value[:_MAX_VALUE]
+        if var.collection.startswith(("ARGS", "XML", "REQUEST_COOKIES")):
+            if "`" in value and " " in value:
+                value = _MARKDOWN_CODE.sub(r"\1", value)
+            if "<?" in value:
+                value = _XML_PI.sub(" ", value).strip()
+        if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
+            continue
+        if not value or (
+            _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
+        ):
+            continue
+        for rule in rules.match(var.collection, var.key, value):
+            if rule.paranoia_level > level or rule.rule_id in disabled or rule.rule_id in first:
+                continue
+            # a class that is disabled, or excepted for this parameter, adds nothing to the score
+            if effect_for(rule.attack) == "disable" or (
+                controls.exceptions and _excepted(controls.exceptions, path, rule.attack, var.field.name)
+            ):
+                continue
+            first[rule.rule_id] = (rule, var.field)
+    score = sum(rule.score for rule, _ in first.values())
+    if score < settings.anomaly_threshold:
+        return []
+    # Like CRS's per-category scores: a class is reported when its own rules reach the threshold,
+    # and the top-scoring class always is (so a blocked request names at least one class).
+    by_class: dict[str, int] = {}
+    for rule, _ in first.values():
+        by_class[rule.attack] = by_class.get(rule.attack, 0) + rule.score
+    top = max(by_class, key=lambda c: by_class[c])
+    out: list[Finding] = []
+    for rule, fld in sorted(first.values(), key=lambda rf: -rf[0].score):
+        name = rule.attack
+        if name in seen or (name != top and by_class[name] < settings.anomaly_threshold):
+            continue
+        reason = (
+            f"OWASP CRS {rule.rule_id}: {rule.msg} (paranoia level {rule.paranoia_level}, "
+            f"anomaly score {score})"
+        )
+        out.append(Finding(name, fld.label, fld.name, fld.value[:VALUE_AUDIT_LIMIT], reason))
+        seen.add(name)
+    return out

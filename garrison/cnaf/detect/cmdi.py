@@ -20,9 +20,20 @@ _COMMANDS = (
     "reg|cscript|wscript|mshta|rundll32|regsvr32|net|whoami\\.exe|expr|timeout|grep|od|xxd|tee|sort"
 )
 _SEP = r"(?:;|\|\|?|&&?|\n|\r|\$\(|\$\{IFS\}|%0a)"
-_ARG = r"(?:\s*$|\s*[-/$~<>|;&`\\]|\s+[-/.~$]|\s+[a-z]:\\|\s+\d[\d.]*(?:\s|$)|\s+[\w.-]+\.(?:sh|py|pl|txt|php|exe|bat)\b|\s+\w+\s*[<>|])"
+_ARG = r"(?:\s*$|\s+-|\s+(?:https?|ftp|tftp)://|\s*[/$~<>|;&`\\]|\s+[-/.~$]|\s+[a-z]:\\|\s+\d[\d.]*(?:\s|$)|\s+[\w.-]+\.(?:sh|py|pl|txt|php|exe|bat)\b|\s+\w+\s*[<>|])"
 _CHAIN = re.compile(
-    rf"{_SEP}\s*(?:\w+=\S*\s+){{0,3}}(?:/(?:usr/)?(?:local/)?s?bin/)?(?:{_COMMANDS})(?:{_ARG})", re.I
+    rf"{_SEP}\s*(?:\w+=\S*\s+){{0,3}}(?:/(?:usr/)?(?:local/)?s?bin/)?['\"]?(?:{_COMMANDS})['\"]?(?:{_ARG})",
+    re.I,
+)
+# Programs that run a shell command or code given as an option (GTFOBins-style escapes):
+# `gdb -ex '!whoami'`, `vim -c ':!id'`, `python -c '…'`, `perl -e`, `find … -exec`, `awk 'BEGIN{system(…)}'`.
+_ESCAPE = re.compile(
+    r"\b(?:gdb|vim?|ex|view|less|more|man|mysql|sqlite3|ftp|ed)\b[^\n]{0,40}?"
+    r"(?:-ex|-c|--eval-command|-e|--command)(?:\s+|=)['\"]?\s*:?\s*!|"
+    r"\b(?:python[23]?|perl|ruby|php|node|lua|tclsh|jrunscript)\s+-[ecr]\s*['\"][^'\"]{0,200}?"
+    r"\b(?:system|exec|popen|spawn|import|require|os\.|subprocess|child_process|socket|shell_exec|passthru|IO\.popen)|"
+    r"\bfind\s+\S+.{0,80}?-exec\s+\S+|\bawk\s+['\"][^'\"]*\bsystem\s*\(",
+    re.I,
 )
 _STRONG = re.compile(
     r"/bin/(?:ba|z|da|k)?sh\b|/dev/(?:tcp|udp)/|\bnc(?:at)?\s+(?:-\w+\s+)*-[ec]\s|"
@@ -38,7 +49,9 @@ _STRONG_TRIGGERS = ("/bin/", "/dev/", "nc", "bash", "sh ", "powershell", "cmd", 
 _SEP_TRIGGERS = (";", "|", "&", "\n", "\r", "`", "$(", "${ifs}", "%0a")
 _DEQUOTE = re.compile(r"(?<=\w)(?:''|\"\"|\\)(?=\w)|(?<=\w)['\"\\](?=\w)")
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d+)?\b|\{,|,\}", re.I)
-_QUICK = re.compile(r"[;|&`$\n\r]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b", re.I)
+_QUICK = re.compile(
+    r"[;|&`$\n\r]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b|\s-(?:ex|[ecr])\b|-exec\b|\bawk\b", re.I
+)
 
 
 def normalize(value: str) -> str:
@@ -55,8 +68,10 @@ def detect(value: str, field: Field) -> str | None:
         return None
     v = normalize(value)
     low = v.lower()
-    m = (_STRONG.search(v) if any(t in low for t in _STRONG_TRIGGERS) else None) or (
-        _CHAIN.search(v) if any(t in low for t in _SEP_TRIGGERS) else None
+    m = (
+        (_STRONG.search(v) if any(t in low for t in _STRONG_TRIGGERS) else None)
+        or (_CHAIN.search(v) if any(t in low for t in _SEP_TRIGGERS) else None)
+        or (_ESCAPE.search(v) if "-" in v or "awk" in low else None)
     )
     if m:
         return f"command injection near {m.group(0).strip()[:40]!r}"

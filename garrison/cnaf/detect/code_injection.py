@@ -16,7 +16,15 @@ _JNDI = re.compile(r"\$\{\s*jndi\s*:", re.I)
 
 # (pattern, reason, cheap lower-case substrings of which one must be present for the pattern to match)
 _RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
-    (re.compile(r"<\?(?:php|=)|\?>\s*$", re.I), "PHP open tag", ("<?",)),
+    # `<?php`, `<?=` or a short open tag `<? ` followed by code; not XML processing instructions
+    # (`<?xml …?>`, `<?xml-stylesheet?>`, `<?xpacket?>`), whose `?>` ending is no PHP either.
+    (
+        re.compile(
+            r"<\?(?:php\b|=)|<\?\s+(?:[$@]|\w+\s*\(|echo\b|print\b|include|require)|;\s*\?>\s*$", re.I
+        ),
+        "PHP open tag",
+        ("<?", "?>"),
+    ),
     (
         re.compile(
             r"\b(?:eval|assert|system|passthru|shell_exec|popen|proc_open|pcntl_exec|create_function|"

@@ -300,7 +300,26 @@ def fingerprints(value: str) -> list[str]:
     return [fp for fp in (tokenize(value), tokenize(value, "'"), tokenize(value, '"')) if fp]
 
 
+# MSSQL procedures that run commands or reach the network: no legitimate input names them.
+_MSSQL_PROCS = re.compile(
+    r"\b(?:master\s*\.\s*\.\s*|master\.dbo\.|dbo\.)?(?:xp_cmdshell|xp_regread|xp_regwrite|xp_dirtree|"
+    r"xp_fileexist|xp_servicecontrol|sp_oacreate|sp_oamethod|sp_makewebtask|sp_addextendedproc|"
+    r"sp_configure\s*['\"]?\s*(?:xp_cmdshell|show advanced)|openrowset\s*\(|opendatasource\s*\()",
+    re.I,
+)
+# NoSQL (MongoDB) query operators smuggled in as a parameter name (`user[$ne]=x`) or a JSON key.
+_NOSQL_OPS = (
+    r"\$(?:ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|expr|function|accumulator|or|and|nor|not|"
+    r"elemMatch|all|size|type|mod|text|jsonSchema)"
+)
+_NOSQL_NAME = re.compile(rf"\[\s*{_NOSQL_OPS}\s*\]|^{_NOSQL_OPS}$")
+
+
 def detect(value: str, field: Field) -> str | None:
+    if field.location.endswith("_name") and "$" in value and _NOSQL_NAME.search(value):
+        return "NoSQL operator injection"
+    if "_" in value and _MSSQL_PROCS.search(value):
+        return "SQL injection (MSSQL command procedure)"
     if len(value) < 2 or not _QUICK.search(value):
         return None
     for fp in fingerprints(value):

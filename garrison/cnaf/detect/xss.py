@@ -29,7 +29,18 @@ _JS_BREAKOUT = re.compile(
     r"(?:document\s*\.\s*(?:cookie|domain|write)|window\s*\.\s*location|\.innerhtml)\s*[=(]?",
     re.I,
 )
-_QUICK = re.compile(r"[<\"'`:(]")
+# JavaScript that calls a sink without a plain `alert(`: property access on a global object
+# (`window["alert"](1)`, `self['al'+'ert']`, `top[/al/.source+…]`), tagged template literals
+# (alert`1`), the Function constructor reached through any object (`[].constructor.constructor(…)`).
+_JS_GADGET = re.compile(
+    r"\b(?:window|self|top|parent|frames|globalThis|this|document|content)\s*\[\s*[\"'`/(][^\]]{0,80}\]\s*[(`]|"
+    r"\b(?:alert|prompt|confirm|eval|print|fetch|setTimeout|setInterval|Function)\s*`[^`]*`|"
+    r"\bconstructor\s*(?:\.\s*constructor|\[\s*['\"`]constructor['\"`]\s*\])\s*\(|"
+    r"\b(?:setTimeout|setInterval|Function)\s*\(\s*['\"`][^'\"`]*\b(?:alert|prompt|confirm|eval|document\.cookie)\b|"
+    r"\bon[a-z]{3,}\s*=\s*['\"`]?\s*(?:alert|prompt|confirm|eval)\s*[(`]",
+    re.I,
+)
+_QUICK = re.compile(r"[<\"'`:(\[]")
 
 
 def detect(value: str, field: Field) -> str | None:
@@ -43,6 +54,7 @@ def detect(value: str, field: Field) -> str | None:
         (_ATTR_BREAKOUT, "attribute breakout with event handler"),
         (_CSS, "CSS script expression"),
         (_JS_BREAKOUT, "JavaScript string breakout"),
+        (_JS_GADGET, "JavaScript sink reached without a plain call"),
     ):
         if rx.search(squashed):
             return f"XSS ({reason})"

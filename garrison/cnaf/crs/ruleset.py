@@ -1,0 +1,342 @@
+"""OWASP CRS request rules, loaded from an installed rule set and compiled for the CNAF.
+
+The detection knowledge (regular expressions, phrase lists, targets, transformations, paranoia
+levels, severities) stays in the CRS files on disk — Debian's `modsecurity-crs` package by default —
+and is read at start-up; nothing of it is copied into Garrison. What the CNAF supports of a rule:
+`@rx @pm @pmFromFile @contains @beginsWith @endsWith @streq @detectSQLi @detectXSS` on request
+variables, transformations (see `transforms.py`), and `chain` links that re-test the matched value.
+Rules needing anything else (TX variables, counters, @validateByteRange, IP reputation) are skipped
+and counted in `stats` — the CNAF's own protocol checks and detectors cover that ground.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from garrison.cnaf.crs.matcher import MultiMatcher, Pattern, compile_python, to_python_regex
+from garrison.cnaf.crs.seclang import RuleLink, SecRule, Target, parse_file
+from garrison.cnaf.crs.transforms import apply, pipeline_of
+
+log = logging.getLogger("garrison.cnaf.crs")
+
+# CRS rule file (by number) → CNAF attack class. 943 (session fixation) and the 920 protocol file
+# are left to the CNAF's own protocol checks; 949/959 are CRS's own scoring.
+FILE_CLASS: dict[str, str] = {
+    "913": "attack_tools",
+    "921": "protocol",
+    "930": "lfi",
+    "931": "rfi",
+    "932": "cmdi",
+    "933": "code_injection",
+    "934": "code_injection",
+    "941": "xss",
+    "942": "sqli",
+    "944": "code_injection",
+}
+_SHELLSHOCK_RULES = frozenset({932170, 932171})
+SEVERITY_SCORE = {"CRITICAL": 5, "ERROR": 4, "WARNING": 3, "NOTICE": 2}
+_COLLECTION_ALIASES = {"REQUEST_URI_RAW": "REQUEST_URI"}
+# A rule target → the variable collections it reads (ARGS is ARGS_GET + ARGS_POST).
+_COVERS = {
+    "ARGS": ("ARGS_GET", "ARGS_POST"),
+    "ARGS_NAMES": ("ARGS_GET_NAMES", "ARGS_POST_NAMES"),
+}
+SUPPORTED_COLLECTIONS = frozenset(
+    {
+        "ARGS",
+        "ARGS_NAMES",
+        "ARGS_GET",
+        "ARGS_POST",
+        "ARGS_GET_NAMES",
+        "ARGS_POST_NAMES",
+        "REQUEST_COOKIES",
+        "REQUEST_COOKIES_NAMES",
+        "REQUEST_HEADERS",
+        "REQUEST_HEADERS_NAMES",
+        "REQUEST_FILENAME",
+        "REQUEST_BASENAME",
+        "REQUEST_URI",
+        "REQUEST_LINE",
+        "QUERY_STRING",
+        "REQUEST_BODY",
+        "FILES",
+        "FILES_NAMES",
+        "XML",
+    }
+)
+_CHAIN_SAME_VALUE = frozenset({"MATCHED_VAR", "MATCHED_VARS"})
+_LITERAL_OPS = {
+    "contains": ("", ""),
+    "beginsWith": ("^", ""),
+    "endsWith": ("", r"\Z"),
+    "streq": ("^", r"\Z"),
+}
+_SPECIAL_OPS = frozenset({"detectSQLi", "detectXSS"})
+
+
+def _literal(text: str) -> str:
+    """A regex matching `text` literally, written so both PCRE/Hyperscan and Python read it the same."""
+    return "".join(c if c.isalnum() or ord(c) > 0x7F else f"\\x{ord(c):02x}" for c in text)
+
+
+def _phrases(rule_dir: Path, link: RuleLink) -> list[str]:
+    if link.operator == "pm":
+        return link.argument.split()
+    words: list[str] = []
+    for name in link.argument.split():
+        for line in (rule_dir / name).read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                words.append(line)
+    return words
+
+
+def _link_pattern(rule_dir: Path, link: RuleLink, pid: int) -> Pattern | None:
+    """The operator of a link as a `Pattern` (phrase lists stay phrases for Hyperscan)."""
+    if link.operator in ("pm", "pmFromFile", "pmf"):
+        words = _phrases(rule_dir, link)
+        return Pattern(pid, "", True, tuple(sorted(set(words)))) if words else None
+    rx = _link_regex(rule_dir, link)
+    return Pattern(pid, rx[0], rx[1]) if rx else None
+
+
+def _link_regex(rule_dir: Path, link: RuleLink) -> tuple[str, bool] | None:
+    """(PCRE source, caseless) for the operator of one link; None if not expressible as a regex."""
+    caseless = "lowercase" in link.transforms or "cmdLine" in link.transforms
+    op = link.operator
+    if op == "rx":
+        return link.argument, caseless
+    if op in ("pm", "pmFromFile", "pmf"):
+        words = _phrases(rule_dir, link)
+        if not words:
+            return None
+        return "(?:" + "|".join(_literal(w) for w in sorted(set(words), key=len, reverse=True)) + ")", True
+    if op in _LITERAL_OPS and "%{" not in link.argument:
+        pre, post = _LITERAL_OPS[op]
+        return pre + _literal(link.argument) + post, caseless
+    return None
+
+
+def _normalise_targets(targets: Iterable[Target]) -> list[Target]:
+    out = []
+    for t in targets:
+        coll = _COLLECTION_ALIASES.get(t.collection, t.collection)
+        out.append(Target(coll, t.key, t.key_is_regex, t.exclude, t.count) if coll != t.collection else t)
+    return out
+
+
+def _libinjection() -> tuple[Callable[[str], bool], Callable[[str], bool]] | None:
+    try:
+        import libinjection
+    except ImportError:
+        return None
+
+    def sqli(value: str) -> bool:
+        return bool(value) and bool(libinjection.is_sql_injection(value)["is_sqli"])
+
+    def xss(value: str) -> bool:
+        return bool(value) and bool(libinjection.is_xss(value)["is_xss"])
+
+    return sqli, xss
+
+
+def _covers(target: str, collection: str) -> bool:
+    return target == collection or collection in _COVERS.get(target, ())
+
+
+@dataclass(slots=True)
+class ChainTest:
+    pipeline: tuple[str, ...]
+    regex: re.Pattern[str]
+    negated: bool
+
+    def ok(self, value: str) -> bool:
+        return (self.regex.search(apply(self.pipeline, value)) is not None) != self.negated
+
+
+@dataclass(slots=True)
+class CrsRule:
+    rule_id: int
+    attack: str
+    score: int
+    paranoia_level: int
+    msg: str
+    pipeline: tuple[str, ...]
+    include: list[Target]
+    exclude: list[Target]
+    chain: list[ChainTest] = field(default_factory=list)
+    special: str = ""  # detectSQLi | detectXSS
+
+    def applies(self, collection: str, key: str) -> bool:
+        if not any(_covers(t.collection, collection) and t.key_matches(key) for t in self.include):
+            return False
+        return not any(_covers(t.collection, collection) and t.key_matches(key) for t in self.exclude)
+
+    def chain_ok(self, value: str) -> bool:
+        return all(c.ok(value) for c in self.chain)
+
+
+@dataclass(slots=True)
+class RuleMatch:
+    rule: CrsRule
+    collection: str
+    key: str
+
+
+@dataclass(slots=True)
+class LoadStats:
+    files: int = 0
+    rules: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    python_only: int = 0
+    hyperscan: bool = False
+    libinjection: bool = False
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+
+_CACHE_MAX = 16384
+_CACHE_VALUE_MAX = 2048
+
+
+class CrsRuleSet:
+    """The compiled rules of one CRS directory: `match(collection, key, value)` → rules that fire."""
+
+    def __init__(self, rule_dir: Path, *, use_hyperscan: bool = True) -> None:
+        self.rule_dir = rule_dir
+        self.stats = LoadStats()
+        self.rules: list[CrsRule] = []
+        self.version = ""
+        self._special = _libinjection()
+        self.stats.libinjection = self._special is not None
+        by_pipeline: dict[tuple[str, ...], list[Pattern]] = {}
+        files = sorted(rule_dir.glob("REQUEST-9*.conf"))
+        for path in files:
+            num = path.name.split("-")[1][:3] if path.name.count("-") >= 2 else ""
+            attack = FILE_CLASS.get(num)
+            if attack is None:
+                continue
+            self.stats.files += 1
+            for sec in parse_file(path):
+                rule = self._compile(sec, attack, by_pipeline)
+                if rule is not None:
+                    self.rules.append(rule)
+        self.stats.rules = len(self.rules)
+        self._matchers: dict[tuple[str, ...], MultiMatcher] = {
+            pipe: MultiMatcher(pats, use_hyperscan=use_hyperscan) for pipe, pats in by_pipeline.items()
+        }
+        self.stats.python_only = sum(m.python_only for m in self._matchers.values())
+        self.stats.hyperscan = use_hyperscan and any(m._db is not None for m in self._matchers.values())
+        # For each collection, only the pipelines whose rules read it (fewer scans per value).
+        self._pipes_for: dict[str, list[tuple[tuple[str, ...], MultiMatcher]]] = {}
+        self._special_for: dict[str, list[CrsRule]] = {}
+        for coll in SUPPORTED_COLLECTIONS:
+            pipes = {
+                r.pipeline
+                for r in self.rules
+                if not r.special and any(_covers(t.collection, coll) for t in r.include)
+            }
+            self._pipes_for[coll] = [(p, self._matchers[p]) for p in sorted(pipes) if p in self._matchers]
+            self._special_for[coll] = [
+                r for r in self.rules if r.special and any(_covers(t.collection, coll) for t in r.include)
+            ]
+        self._cache: OrderedDict[tuple[str, str, str], tuple[CrsRule, ...]] = OrderedDict()
+
+    def _compile(
+        self, sec: SecRule, attack: str, by_pipeline: dict[tuple[str, ...], list[Pattern]]
+    ) -> CrsRule | None:
+        score = SEVERITY_SCORE.get(sec.severity)
+        if not sec.rule_id or score is None:
+            return None  # flow control (skipAfter), set-up, or a non-scoring rule
+        first = sec.links[0]
+        targets = _normalise_targets(first.targets)
+        include = [
+            t for t in targets if not t.exclude and not t.count and t.collection in SUPPORTED_COLLECTIONS
+        ]
+        exclude = [t for t in targets if t.exclude]
+        if not include:
+            self.stats.skip("targets")
+            return None
+        if first.negated:
+            self.stats.skip("negated operator")
+            return None
+        pipeline = pipeline_of(first.transforms)
+        if pipeline is None:
+            self.stats.skip("transformation")
+            return None
+        chain: list[ChainTest] = []
+        for link in sec.links[1:]:
+            if {t.collection for t in link.targets} - _CHAIN_SAME_VALUE:
+                self.stats.skip("chain on other variables")
+                return None
+            rx = _link_regex(self.rule_dir, link)
+            link_pipe = pipeline_of(link.transforms) if link.transforms else pipeline
+            if rx is None or link_pipe is None:
+                self.stats.skip("chain operator")
+                return None
+            try:
+                chain.append(
+                    ChainTest(link_pipe, compile_python(to_python_regex(rx[0]), rx[1]), link.negated)
+                )
+            except re.error:
+                self.stats.skip("regex")
+                return None
+        if sec.rule_id in _SHELLSHOCK_RULES:
+            attack = "shellshock"
+        rule = CrsRule(
+            sec.rule_id, attack, score, sec.paranoia_level, sec.msg, pipeline, include, exclude, chain
+        )
+        if first.operator in _SPECIAL_OPS:
+            if self._special is None:
+                self.stats.skip("libinjection missing")
+                return None
+            rule.special = first.operator
+            return rule
+        pattern = _link_pattern(self.rule_dir, first, len(self.rules))
+        if pattern is None:
+            self.stats.skip(f"operator @{first.operator}")
+            return None
+        if not pattern.phrases:
+            try:
+                compile_python(to_python_regex(pattern.source), pattern.caseless)
+            except re.error:
+                self.stats.skip("regex")
+                return None
+        by_pipeline.setdefault(pipeline, []).append(pattern)
+        return rule
+
+    def _match_uncached(self, collection: str, key: str, value: str) -> tuple[CrsRule, ...]:
+        out: list[CrsRule] = []
+        for pipe, matcher in self._pipes_for.get(collection, ()):
+            text = apply(pipe, value) if pipe else value
+            for pid in matcher.candidates(text):
+                rule = self.rules[pid]
+                if rule.applies(collection, key) and (not rule.chain or rule.chain_ok(value)):
+                    out.append(rule)
+        if self._special is not None:
+            for rule in self._special_for.get(collection, ()):
+                if not rule.applies(collection, key):
+                    continue
+                fn = self._special[0] if rule.special == "detectSQLi" else self._special[1]
+                if fn(apply(rule.pipeline, value)):
+                    out.append(rule)
+        return tuple(out)
+
+    def match(self, collection: str, key: str, value: str) -> tuple[CrsRule, ...]:
+        """Rules (of any paranoia level) that fire on one variable; cached for repeated values."""
+        if len(value) > _CACHE_VALUE_MAX:
+            return self._match_uncached(collection, key, value)
+        ck = (collection, key, value)
+        hit = self._cache.get(ck)
+        if hit is None:
+            hit = self._match_uncached(collection, key, value)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.popitem(last=False)
+            self._cache[ck] = hit
+        return hit

@@ -1,0 +1,62 @@
+"""The ModSecurity variables of one request (ARGS, REQUEST_COOKIES, REQUEST_HEADERS, FILES, XML…).
+
+Built from the CNAF's own decoded fields (so CRS rules see the same fully decoded values as the
+CNAF detectors) plus the few whole-request variables CRS reads (URI, request line, raw body).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from garrison.cnaf.decode import decode
+from garrison.cnaf.fields import Field
+from garrison.cnaf.request import HttpRequest
+
+# CNAF field location → ModSecurity collection.
+_LOCATION_COLLECTION = {
+    "query": "ARGS_GET",
+    "body": "ARGS_POST",
+    "query_name": "ARGS_GET_NAMES",
+    "body_name": "ARGS_POST_NAMES",
+    "cookie": "REQUEST_COOKIES",
+    "cookie_name": "REQUEST_COOKIES_NAMES",
+    "filename": "FILES",
+    "part_name": "FILES_NAMES",
+    "xml": "XML",
+}
+_MAX_RAW = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    collection: str
+    key: str  # lower-cased for headers; the parameter name otherwise
+    value: str
+    field: Field  # what an audit names as the carrier
+
+
+def variables(req: HttpRequest, fields: list[Field]) -> Iterator[Variable]:
+    for fld in fields:
+        coll = _LOCATION_COLLECTION.get(fld.location)
+        if coll is not None:
+            yield Variable(coll, fld.name, fld.value, fld)
+        elif fld.location == "path":
+            yield Variable("REQUEST_FILENAME", "", fld.value, fld)
+            base = fld.value.rsplit("/", 1)[-1]
+            if base:
+                yield Variable("REQUEST_BASENAME", "", base, fld)
+    for name, value in req.headers:
+        lname = name.lower()
+        fld = Field("header", name, value)
+        yield Variable("REQUEST_HEADERS_NAMES", lname, name, fld)
+        yield Variable("REQUEST_HEADERS", lname, decode(value), fld)
+    target = decode(req.target[:_MAX_RAW])
+    uri = Field("uri", "", target)
+    yield Variable("REQUEST_URI", "", target, uri)
+    yield Variable("REQUEST_LINE", "", f"{req.method} {target} HTTP/{req.version}", uri)
+    if req.query:
+        yield Variable("QUERY_STRING", "", decode(req.query[:_MAX_RAW]), Field("query", "", req.query))
+    if req.body:
+        text = req.body[:_MAX_RAW].decode("utf-8", "replace")
+        yield Variable("REQUEST_BODY", "", decode(text), Field("body", "", text))
