@@ -100,7 +100,7 @@ struct tables {
 };
 
 /* ---- records handed to Python ------------------------------------------------------------------ */
-enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3 };
+enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3, REC_FORK = 4 }; /* REC_FORK: pid = tid, control = nr */
 enum { CTL_NONE = 0, CTL_BADREP = 1, CTL_DENY = 2, CTL_ALLOW = 3 };
 
 struct record {
@@ -1102,6 +1102,8 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
     if (!(t->h.flags & F_EXEC_FREE))
         return 0;
     enum { MAXARGS = 32, MAXBLOB = 16384 };
+    struct record r;
+    memset(&r, 0, sizeof r);
     char *blob = malloc(MAXBLOB);
     if (!blob)
         return 0;
@@ -1130,10 +1132,21 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
         atomic_fetch_add(&L->n_gone, 1);
         return 1;
     }
+    /* the parent, read before the reply: once the program runs it may exit and be reaped at once,
+     * and the forensic tree needs the edge (as the Python handler does) */
+    char stat[512], path[64];
+    long ppid = -1;
+    snprintf(path, sizeof path, "/proc/%u/stat", n->pid);
+    ssize_t sl = slurp(path, stat, sizeof stat - 1);
+    if (sl > 0) {
+        stat[sl] = 0;
+        char *cp = strrchr(stat, ')');
+        if (cp && cp[1])
+            sscanf(cp + 2, "%*c %ld", &ppid);
+    }
+    r.err = (int32_t)ppid;
     atomic_fetch_add(&L->n_exec, 1);
     reply(L->listener, n->id, 0, 0, 1);
-    struct record r;
-    memset(&r, 0, sizeof r);
     r.kind = REC_EXEC;
     r.pid = n->pid;
     r.generation = t->generation;
@@ -1152,6 +1165,13 @@ static int on_fork(LoopObject *L, const struct tables *t, const struct seccomp_n
         return 0; /* a way out of the exec tracer: the Python controls decide */
     atomic_fetch_add(&L->n_fork, 1);
     reply(L->listener, n->id, 0, 0, 1);
+    struct record r; /* the forensic fork line (Python fills in the process facts, off this path) */
+    memset(&r, 0, sizeof r);
+    r.kind = REC_FORK;
+    r.pid = n->pid;
+    r.control = (uint32_t)n->data.nr;
+    r.generation = t->generation;
+    ring_push(L, &r, 0);
     return 1;
 }
 

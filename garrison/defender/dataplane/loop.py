@@ -26,7 +26,8 @@ from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
 
-REC_NET, REC_AUDIT, REC_EXEC = 1, 2, 3
+REC_NET, REC_AUDIT, REC_EXEC, REC_FORK = 1, 2, 3, 4
+_FORK_NAMES = {56: "clone", 57: "fork", 58: "vfork"}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _EFFECT_NAMES = {1: "alert", 2: "prevent"}
 _GUARD_COUNTERS = ("emulated", "continued", "refused")
@@ -132,7 +133,11 @@ class NativeDataplane:
             else:
                 self._pins_seen = pins.version
 
-    def start(self) -> None:
+    def start(self, *, drain: bool = True) -> None:
+        """Start the loop and the hand-over threads (they wait without the GIL). `drain=False`: the
+        caller starts the record drain later with start_drain(), after it has forked the app: a
+        thread waiting for the GIL at the instant of a raw clone leaves CPython's GIL switch request
+        set in the child, whose first GIL release then waits forever for a switch (seen once)."""
         self.update(self.ctx.rule())
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
@@ -142,6 +147,12 @@ class NativeDataplane:
             t = threading.Thread(target=self._handoff, name=f"garrison-dp-py-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+        if drain:
+            self.start_drain()
+
+    def start_drain(self) -> None:
+        if any(t.name == "garrison-dp-drain" for t in self._workers):
+            return
         t = threading.Thread(target=self._drain, name="garrison-dp-drain", daemon=True)
         t.start()
         self._workers.append(t)
@@ -208,14 +219,17 @@ class NativeDataplane:
             entry,
             effect,
             _blocked,
-            _err,
+            err_or_ppid,
             gen,
             addr,
             caddr,
             blob,
         ) in records:
             if kind == REC_EXEC:
-                self._exec_line(pid, blob)
+                self._exec_line(pid, err_or_ppid, blob)
+                continue
+            if kind == REC_FORK:
+                self._fork_line(pid, control)
                 continue
             ip = ipaddress.ip_address(addr)
             proto_name = tables.PROTO_NAMES.get(proto)
@@ -236,14 +250,34 @@ class NativeDataplane:
                 g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
             )
 
-    def _exec_line(self, pid: int, blob: bytes) -> None:
-        """The forensic line of an exec the loop let through (no process control could object)."""
+    def _exec_line(self, pid: int, ppid: int, blob: bytes) -> None:
+        """The forensic line of an exec the loop let through (no process control could object); the
+        loop read the parent before answering, like the Python handler."""
         record = getattr(self.ctx, "record", None)
         if record is None:
             return
         path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
         with contextlib.suppress(Exception):
-            record("exec", pid=pid, exe=path, argv=argv[:32], loader=False, verdict="allow")
+            record(
+                "exec", pid=pid, ppid=ppid if ppid >= 0 else None, exe=path, argv=argv[:32],
+                loader=False, script=False, verdict="allow",
+            )  # fmt: skip
+
+    def _fork_line(self, tid: int, nr: int) -> None:
+        """The forensic line of a fork the loop let through (facts read now, best effort)."""
+        record = getattr(self.ctx, "record", None)
+        if record is None:
+            return
+        pid, ppid = tid, None
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    pid = int(line.split()[1])
+                elif line.startswith(b"PPid:"):
+                    ppid = int(line.split()[1])
+                    break
+        with contextlib.suppress(Exception):
+            record("fork", pid=pid, tid=tid, ppid=ppid, syscall=_FORK_NAMES.get(nr, str(nr)), verdict="allow")
 
     @staticmethod
     def _audit(
