@@ -208,6 +208,9 @@ _IMAGE_DATA_URI = re.compile(
 # XML declarations and processing instructions (`<?xml …?>`, `<?xml-stylesheet …?>`, `<?xpacket …?>`)
 # are inert markup that CRS's character-count and quote rules score as SQL; PHP tags are not matched.
 _XML_PI = re.compile(r"<\?(?:xml(?:-stylesheet)?|xsl-stylesheet|xpacket)\b[^<>]{0,512}?\?>", re.I)
+_FREE_TEXT = frozenset(
+    {"ARGS_GET", "ARGS_POST", "ARGS_GET_NAMES", "ARGS_POST_NAMES", "REQUEST_COOKIES", "XML"}
+)
 _MARKDOWN_CODE = re.compile(r"(?:(?<=\s)|^)`([^`\n]{1,60})`(?=[\s.,;:!?)]|$)")
 
 
@@ -230,17 +233,17 @@ def _crs_findings(
     effect_for = controls.effect_for
     for var in variables(req, fields):
         value = var.value[:_MAX_VALUE]
-        if var.collection.startswith(("ARGS", "XML", "REQUEST_COOKIES")):
-            if "`" in value and " " in value:
-                value = _MARKDOWN_CODE.sub(r"\1", value)
-            if "<?" in value:
-                value = _XML_PI.sub(" ", value).strip()
-        if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
-            continue
         if not value or (
             _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
         ):
             continue
+        if var.collection in _FREE_TEXT:
+            if "`" in value and " " in value:
+                value = _MARKDOWN_CODE.sub(r"\1", value)
+            if "<?" in value:
+                value = _XML_PI.sub(" ", value).strip()
+            if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
+                continue
         for rule in rules.match(var.collection, var.key, value):
             if rule.paranoia_level > level or rule.rule_id in disabled or rule.rule_id in first:
                 continue

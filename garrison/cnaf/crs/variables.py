@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
-from garrison.cnaf.decode import decode
+from garrison.cnaf.decode import decode, fold_overlong
 from garrison.cnaf.fields import Field
 from garrison.cnaf.request import HttpRequest
 
@@ -26,6 +27,10 @@ _LOCATION_COLLECTION = {
     "xml": "XML",
 }
 _MAX_RAW = 64 * 1024
+
+
+def _url_decode(value: str) -> str:
+    return unquote(fold_overlong(value), errors="replace") if "%" in value else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +56,15 @@ def variables(req: HttpRequest, fields: list[Field]) -> Iterator[Variable]:
         fld = Field("header", name, value)
         yield Variable("REQUEST_HEADERS_NAMES", lname, name, fld)
         yield Variable("REQUEST_HEADERS", lname, decode(value), fld)
-    target = decode(req.target[:_MAX_RAW])
+    # URL-decoded once, as CRS's own t:urlDecodeUni leaves them (HTML entities are no URI syntax)
+    target = _url_decode(req.target[:_MAX_RAW])
     uri = Field("uri", "", target)
     yield Variable("REQUEST_URI", "", target, uri)
-    yield Variable("REQUEST_LINE", "", f"{req.method} {target} HTTP/{req.version}", uri)
+    if "(" in target:  # CRS's REQUEST_LINE rule is Shellshock's `() {`; a line without '(' cannot match
+        yield Variable("REQUEST_LINE", "", f"{req.method} {target} HTTP/{req.version}", uri)
     if req.query:
-        yield Variable("QUERY_STRING", "", decode(req.query[:_MAX_RAW]), Field("query", "", req.query))
+        query = _url_decode(req.query[:_MAX_RAW])
+        yield Variable("QUERY_STRING", "", query, Field("query", "", req.query))
     if req.body:
         text = req.body[:_MAX_RAW].decode("utf-8", "replace")
         yield Variable("REQUEST_BODY", "", decode(text), Field("body", "", text))
