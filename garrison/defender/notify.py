@@ -173,6 +173,16 @@ class Notification:
                 return -1
             raise
 
+    def install_fd(self, fd: int, at: int, *, cloexec: bool = False) -> None:
+        """Put our `fd` in the target at descriptor number `at`, replacing what is there (ADDFD with
+        SETFD, 5.9), without replying. The caller still owns `fd`."""
+        try:
+            seccomp.notif_addfd(self._listener, self.id, fd, send=False, cloexec=cloexec, newfd=at)
+        except OSError as exc:
+            if exc.errno == _errno.ENOENT:
+                raise NotificationGone(f"notification {self.id} is gone") from exc
+            raise
+
     @property
     def replied(self) -> bool:
         return self._replied

@@ -49,8 +49,9 @@ class KernelFeatures:
             )
         if not self.pidfd_getfd:
             out.append(
-                "pidfd_getfd unavailable: connect checks use CONTINUE (a racing thread may change the "
-                "address after the check); emulated connect is off"
+                "pidfd_getfd unavailable: connect/bind are emulated on a socket the defender installs "
+                "over the app's (ADDFD); UDP sends are decided and continued (a racing thread may "
+                "change their address after the check)"
             )
         if not self.process_vm_readv:
             out.append("process_vm_readv blocked: reading syscall arguments through /proc/<pid>/mem")

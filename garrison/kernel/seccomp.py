@@ -119,12 +119,15 @@ class FilterSpec:
     """What the filter does per syscall; everything not named is allowed.
 
     `notify_unless_flag` traps a syscall unless its arg0 has one of the given bits (clone without
-    CLONE_THREAD); `errno_if` returns an errno (0 = fake success) when all ArgEq match.
+    CLONE_THREAD); `notify_if_flag` (checked first, for the same syscall) traps it whenever arg0 has
+    one of its bits, whatever else is set (clone with CLONE_UNTRACED, even for a thread and even with
+    the exempt tag); `errno_if` returns an errno (0 = fake success) when all ArgEq match.
     """
 
     notify: set[str] = field(default_factory=set)
     errno: dict[str, int] = field(default_factory=dict)
     notify_unless_flag: dict[str, int] = field(default_factory=dict)
+    notify_if_flag: dict[str, int] = field(default_factory=dict)
     errno_if: list[tuple[str, list[ArgEq], int]] = field(default_factory=list)
     notify_if_arg_nonzero: dict[str, int] = field(default_factory=dict)
     exempt_magic: int | None = None  # a notify_unless_flag syscall whose arg4 is this 64-bit value is allowed
@@ -167,7 +170,11 @@ def build_filter(spec: FilterSpec) -> list[tuple[int, int, int, int]]:
                 fixed.append(ins)
         blocks.append((SYSCALLS[name], fixed))
     for name, bits in spec.notify_unless_flag.items():
-        body = [_ins(_LD_W_ABS, _arg_lo(0)), _ins(_JSET_K, bits, 0, 1), _ins(_RET_K, SECCOMP_RET_ALLOW)]
+        body = [_ins(_LD_W_ABS, _arg_lo(0))]
+        always = spec.notify_if_flag.get(name, 0)
+        if always:
+            body.append(_ins(_JSET_K, always, 0, 0))  # jt fixed up below: to the final RET USER_NOTIF
+        body += [_ins(_JSET_K, bits, 0, 1), _ins(_RET_K, SECCOMP_RET_ALLOW)]
         if spec.exempt_magic is not None:
             m = spec.exempt_magic
             body += [
@@ -178,6 +185,8 @@ def build_filter(spec: FilterSpec) -> list[tuple[int, int, int, int]]:
                 _ins(_RET_K, SECCOMP_RET_ALLOW),
             ]
         body.append(_ins(_RET_K, SECCOMP_RET_USER_NOTIF))
+        if always:
+            body[1] = (_JSET_K, len(body) - 1 - 2, 0, always & 0xFFFFFFFF)
         blocks.append((SYSCALLS[name], body))
     for name, idx in spec.notify_if_arg_nonzero.items():
         body = [
@@ -283,9 +292,11 @@ def notif_id_valid(fd: int, notif_id: int) -> bool:
     return True
 
 
-def notif_addfd(fd: int, notif_id: int, srcfd: int, *, send: bool, cloexec: bool) -> int:
-    """Install `srcfd` into the target (ADDFD, 5.9); with send=True it is also the reply (5.14)."""
-    a = SeccompNotifAddfd(
-        notif_id, SECCOMP_ADDFD_FLAG_SEND if send else 0, srcfd, 0, os.O_CLOEXEC if cloexec else 0
-    )
+def notif_addfd(
+    fd: int, notif_id: int, srcfd: int, *, send: bool, cloexec: bool, newfd: int | None = None
+) -> int:
+    """Install `srcfd` into the target (ADDFD, 5.9); with send=True it is also the reply (5.14);
+    with `newfd` it replaces the target's descriptor of that number atomically (SETFD, 5.9)."""
+    flags = (SECCOMP_ADDFD_FLAG_SEND if send else 0) | (SECCOMP_ADDFD_FLAG_SETFD if newfd is not None else 0)
+    a = SeccompNotifAddfd(notif_id, flags, srcfd, newfd or 0, os.O_CLOEXEC if cloexec else 0)
     return _ioctl(fd, IOCTL_NOTIF_ADDFD, a)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
+from dataclasses import dataclass
 
 from garrison.kernel._libc import check
 from garrison.kernel._libc import libc as _libc
@@ -140,3 +142,58 @@ def raw_recvfrom(fd: int, size: int, flags: int) -> tuple[bytes, int, int]:
     if n < 0:
         return b"", -1, ctypes.get_errno()
     return buf.raw[: min(int(n), size)], int(n), 0
+
+
+_libc.setsockopt.argtypes = [_int, _int, _int, _bytes, _len]
+
+
+def raw_setsockopt(fd: int, level: int, opt: int, value: bytes) -> int:
+    """setsockopt(2) with the exact value bytes → 0 or errno."""
+    if _libc.setsockopt(fd, level, opt, value, len(value)) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def new_socket(family: int, type_: int, proto: int) -> int:
+    """A socket of our own (close-on-exec in this process), as a bare fd."""
+    return socket.socket(family, type_ | socket.SOCK_CLOEXEC, proto).detach()
+
+
+def fd_info(tid: int, fd: int) -> tuple[int, int]:
+    """(file status flags incl. O_NONBLOCK and O_CLOEXEC, inode) of an app's descriptor, from
+    /proc/<tid>/fdinfo/<fd>. OSError ENOENT when it is not open."""
+    flags = ino = 0
+    with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
+        for line in f:
+            if line.startswith(b"flags:"):
+                flags = int(line.split()[1], 8)
+            elif line.startswith(b"ino:"):
+                ino = int(line.split()[1])
+    return flags, ino
+
+
+@dataclass(frozen=True)
+class ProcNetEntry:
+    """One socket's row in /proc/<tid>/net/{tcp,tcp6,udp,udp6} (the app's network namespace)."""
+
+    local: bytes  # the packed local address (4 or 16 bytes, network order)
+    local_port: int
+    state: int  # TCP_ESTABLISHED = 1, TCP_SYN_SENT = 2, TCP_LISTEN = 10, TCP_CLOSE = 7
+    rx_queue: int
+
+
+def proc_net_entry(tid: int, table: str, ino: int) -> ProcNetEntry | None:
+    """The row of socket inode `ino` in /proc/<tid>/net/<table>, None if it is not listed (an
+    unbound UDP socket; a TCP socket that is neither listening nor connected)."""
+    want = str(ino).encode()
+    with open(f"/proc/{tid}/net/{table}", "rb") as f:
+        next(f, None)
+        for line in f:
+            cols = line.split()
+            if len(cols) > 9 and cols[9] == want:
+                addr, port = cols[1].split(b":")
+                raw = bytes.fromhex(addr.decode())
+                # the kernel prints each 32-bit word in host (little-endian) order
+                packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                return ProcNetEntry(packed, int(port, 16), int(cols[3], 16), int(cols[4].split(b":")[1], 16))
+    return None

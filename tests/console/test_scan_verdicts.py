@@ -4,9 +4,6 @@ vulnerability database does not clear a failure found with a newer one."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,30 +11,14 @@ import pytest
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
-from tests.fixtures.console import fresh_pg_database
 
 D = "sha256:" + "d" * 64
 A, B = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def scans(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScanService]:
-    drop = None
-    url = None
-    if request.param == "postgresql":
-        base = os.environ.get("GARRISON_TEST_PG_URL")
-        if not base:
-            pytest.skip(
-                "GARRISON_TEST_PG_URL is not set (scripts/test starts a PostgreSQL cluster and sets it)"
-            )
-        url, drop = fresh_pg_database(base)
-    store = Store.open(url, tmp_path)
-    try:
-        yield ScanService(store, PolicyService(store))
-    finally:
-        store.engine.dispose()
-        if drop is not None:
-            drop()
+@pytest.fixture
+def scans(store: Store) -> ScanService:
+    return ScanService(store, PolicyService(store))
 
 
 def report(verdict: str, guid: str = "", db: str | None = None, **kw: Any) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -15,27 +14,6 @@ from garrison.console.store.events import EventFilter
 from garrison.console.store.open import Store
 from garrison.console.store.tables import metadata
 from garrison.policy.audit import AuditEvent
-from tests.fixtures.console import fresh_pg_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    drop = None
-    url = None
-    if request.param == "postgresql":
-        base = os.environ.get("GARRISON_TEST_PG_URL")
-        if not base:
-            pytest.skip(
-                "GARRISON_TEST_PG_URL is not set (scripts/test starts a PostgreSQL cluster and sets it)"
-            )
-        url, drop = fresh_pg_database(base)
-    s = Store.open(url, tmp_path)
-    try:
-        yield s
-    finally:
-        s.engine.dispose()
-        if drop is not None:
-            drop()
 
 
 def test_migrations_match_the_tables(store: Store):

@@ -30,28 +30,20 @@ from tests.scan.cfstaging import (
     unpack_buildpack,
     unpack_droplet,
 )
-from tests.scan.helpers import REPO
+from tests.scan.helpers import REPO, osv
 
 pytestmark = pytest.mark.slow
 
-SHOPLIB_ADVISORY = {
-    "id": "GHSA-shop-lib0-0001",
-    "aliases": ["CVE-2026-40001"],
-    "modified": "2026-11-30T00:00:00Z",
-    "summary": "shoplib deserialises untrusted carts",
-    "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N"}],
-    "affected": [
-        {
-            "package": {"ecosystem": "PyPI", "name": "shoplib"},
-            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.1"}]}],
-        }
-    ],
-}
-UNRELATED = {
-    "id": "GHSA-other-0000-0001",
-    "modified": "2026-11-01T00:00:00Z",
-    "affected": [{"package": {"ecosystem": "PyPI", "name": "otherlib"}, "versions": ["0.1"]}],
-}
+SHOPLIB_ADVISORY = osv(
+    "GHSA-shop-lib0-0001",
+    "shoplib",
+    fixed="1.1",
+    vector="CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N",
+    aliases=["CVE-2026-40001"],
+    summary="shoplib deserialises untrusted carts",
+    modified="2026-11-30T00:00:00Z",
+)
+UNRELATED = osv("GHSA-other-0000-0001", "otherlib", versions=["0.1"])
 SITE = {"shoplib-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: shoplib\nVersion: 1.0\n\nbody\n"}
 
 

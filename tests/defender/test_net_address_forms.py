@@ -19,24 +19,29 @@ class _Listeners:
     """TCP listeners on one port at 127.0.0.1, 127.0.0.2 and ::1, plus a UDP socket on 127.0.0.1."""
 
     def __init__(self) -> None:
-        first = socket.socket()
-        first.bind(("127.0.0.1", 0))
-        self.port = first.getsockname()[1]
-        second = socket.socket()
-        second.bind(("127.0.0.2", self.port))
-        self.tcp = [first, second]
-        try:
-            v6 = socket.socket(socket.AF_INET6)
-            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            v6.bind(("::1", self.port))
-            self.tcp.append(v6)
-        except OSError:
+        if not socket.has_ipv6:
             pytest.skip("no IPv6 loopback")
+        for _ in range(20):  # the same port free on all three addresses and for UDP (others run tests)
+            socks = [socket.socket(), socket.socket(), socket.socket(socket.AF_INET6)]
+            socks[2].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                socks[0].bind(("127.0.0.1", 0))
+                self.port = socks[0].getsockname()[1]
+                socks[1].bind(("127.0.0.2", self.port))
+                socks[2].bind(("::1", self.port))
+                udp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                for s in [*socks, udp]:
+                    s.close()
+        else:
+            pytest.skip("no port free on 127.0.0.1, 127.0.0.2 and ::1 at once")
+        self.tcp = socks
         for s in self.tcp:
             s.listen(64)
             s.setblocking(False)
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", self.port))
+        self.udp = udp
         self.udp.setblocking(False)
 
     def accepted(self) -> int:

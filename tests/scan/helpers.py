@@ -127,6 +127,29 @@ def make_droplet(path: Path, files: Mapping[str, bytes | str], *, prefix: str = 
     return path
 
 
+def osv(
+    ident: str,
+    name: str,
+    *,
+    fixed: str | None = None,
+    versions: list[str] | None = None,
+    vector: str | None = None,
+    ecosystem: str = "PyPI",
+    modified: str = "2026-11-01T00:00:00Z",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A minimal OSV record: one package, affected from 0 to `fixed` (or the listed `versions`)."""
+    affected: dict[str, Any] = {"package": {"ecosystem": ecosystem, "name": name}}
+    if fixed is not None:
+        affected["ranges"] = [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]
+    if versions is not None:
+        affected["versions"] = versions
+    rec: dict[str, Any] = {"id": ident, "modified": modified, "affected": [affected], **extra}
+    if vector:
+        rec["severity"] = [{"type": "CVSS_V3", "score": vector}]
+    return rec
+
+
 def dist_info(name: str, version: str) -> dict[str, str]:
     site = "deps/0/python/lib/python3.11/site-packages"
     return {

@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 
 from garrison.scan.vulndb.index import VulnIndex
+from tests.scan import test_buildpack
 from tests.scan.helpers import REPO, StubConsole, write_tree
 from tests.scan.test_buildpack import stage
 
-
-@pytest.fixture
-def shim(tmp_path: Path) -> str:
-    p = tmp_path / "garrison-shim"
-    p.write_text(f'#!/bin/sh\nexec {sys.executable} -m garrison "$@"\n')
-    p.chmod(0o755)
-    return str(p)
+shim = test_buildpack.shim  # GARRISON_BIN for a staging container without a vendored binary
 
 
 @pytest.fixture

@@ -23,20 +23,10 @@ from garrison.scan.model import AppRef, ScanReport
 from garrison.scan.source import Limits, ScanRefused
 from garrison.scan.vulndb.index import VulnIndex
 from tests.scan.cfstaging import pack_droplet, unpack_droplet
-from tests.scan.helpers import write_tree
+from tests.scan.helpers import osv, write_tree
 
 APP = AppRef(guid="6f1c0d7e-0000-4000-8000-000000000001", name="shop", space="prod", org="acme")
-ADVISORY = {
-    "id": "DEMO-2026-1",
-    "modified": "2026-01-01T00:00:00Z",
-    "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
-    "affected": [
-        {
-            "package": {"ecosystem": "PyPI", "name": "demo"},
-            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.1"}]}],
-        }
-    ],
-}
+ADVISORY = osv("DEMO-2026-1", "demo", fixed="1.1", vector="CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H")
 META = "deps/0/python/lib/python3.11/site-packages/demo-1.0.dist-info/METADATA"
 
 

@@ -13,21 +13,13 @@ import pytest
 from garrison.scan.identity import IDENTITY_FILE
 from garrison.scan.vulndb.index import VulnIndex
 from tests.scan.cfstaging import CfApp, stage, unpack_buildpack
-from tests.scan.helpers import REPO, make_droplet
+from tests.scan.helpers import REPO, make_droplet, osv
 
 pytestmark = pytest.mark.slow
 BINARY = REPO / "dist" / "garrison-scanner"
-ADVISORY = {
-    "id": "GHSA-demo-0000-0001",
-    "modified": "2026-11-01T00:00:00Z",
-    "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
-    "affected": [
-        {
-            "package": {"ecosystem": "PyPI", "name": "flask"},
-            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.2.5"}]}],
-        }
-    ],
-}
+ADVISORY = osv(
+    "GHSA-demo-0000-0001", "flask", fixed="2.2.5", vector="CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+)
 
 
 @pytest.fixture(scope="session")

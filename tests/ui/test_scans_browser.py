@@ -5,7 +5,6 @@ real console. Screenshots go to artifacts/screenshots/."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,11 @@ from garrison.scan.model import (
     Severity,
     VulnerabilityFinding,
 )
+from tests.ui import test_browser
 from tests.ui.test_browser import login, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+context, page = test_browser.context, test_browser.page  # the same signed-in page fixtures
 TIMEOUT_MS = 20_000
 SHOP = AppRef(guid=str(uuid.uuid4()), name="shop-web", space="prod", org="acme")
 HOSTILE = AppRef(guid=str(uuid.uuid4()), name='<img src=x onerror="window.pwned=1">', space="dev", org="acme")
@@ -113,23 +114,6 @@ def seeded(console: Any) -> dict[str, int]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def context(browser: Any, console: Any) -> Iterator[Any]:
-    ctx = browser.new_context(
-        base_url=console.url, ignore_https_errors=True, viewport={"width": 1440, "height": 900}
-    )
-    ctx.set_default_timeout(TIMEOUT_MS)
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture(scope="module")
-def page(context: Any, console: Any) -> Any:
-    p = context.new_page()
-    login(p, console.admin_user, console.admin_password)
-    return p
-
-
 def test_scan_results_list_and_filters(page: Any, seeded: dict[str, int], screenshots: Path) -> None:
     from playwright.sync_api import expect
 
@@ -211,6 +195,8 @@ def test_assurance_policy_editor(page: Any, console: Any, seeded: dict[str, int]
     expect(page.locator("#a-name")).to_have_value("prod")
     expect(page.locator("#a-effect")).to_have_value("prevent")
     expect(page.locator("#a-th-high")).to_have_value("0")
+    expect(page.locator("#a-unknown")).to_have_value("fail")
+    page.select_option("#a-unknown", "warn")
     page.fill("#a-th-medium", "3")
     page.fill("#a-dbage", "")
     page.click("#add-vexc")
@@ -231,6 +217,7 @@ def test_assurance_policy_editor(page: Any, console: Any, seeded: dict[str, int]
     with console.api() as c:
         saved = c.get("/policies/assurance").json()
     assert saved["thresholds"]["medium"] == 3 and saved["max_db_age_days"] is None
+    assert saved["unknown_severity"] == "warn"
     assert saved["vulnerability_exceptions"] == [
         {
             "id": "CVE-2024-34069",

@@ -8,20 +8,9 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from garrison.console.api.deps import Ctx, Reader, Writer
+from garrison.scan.model import AppRef
 
 router = APIRouter(prefix="/scans", tags=["scans"])
-
-
-class AppIn(BaseModel):
-    """The CF app a droplet was staged for (garrison.scan.model.AppRef)."""
-
-    model_config = ConfigDict(extra="ignore")
-    guid: str = Field(default="", max_length=64)
-    name: str = Field(default="", max_length=256)
-    space: str = Field(default="", max_length=256)
-    space_guid: str = Field(default="", max_length=64)
-    org: str = Field(default="", max_length=256)
-    org_guid: str = Field(default="", max_length=64)
 
 
 class ScanReportIn(BaseModel):
@@ -32,7 +21,7 @@ class ScanReportIn(BaseModel):
     digest: str = Field(min_length=1, max_length=256)
     verdict: Literal["pass", "fail"]
     app_name: str = Field(default="", max_length=256)
-    app: AppIn | None = None
+    app: AppRef | None = None
     source: Literal["", "cli", "staging"] = Field(
         default="", description="'blobstore' is reserved for the console's own rescans"
     )

@@ -20,6 +20,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,8 +60,37 @@ MSG_FASTOPEN = 0x20000000
 MSG_DONTWAIT = socket.MSG_DONTWAIT
 MAX_PAYLOAD = 1 << 20
 UIO_MAXIOV = 1024
+HOLD_S = 5.0  # how long a socket the guard bound is kept for a following connect (swap mode)
 DNS_PORT = 53
 _DENY_CONTROLS = frozenset({"network.outbound.deny", "network.bad_reputation_ips"})
+_SWAPPABLE = frozenset(
+    {
+        (int(socket.SOCK_STREAM), 6),
+        (int(socket.SOCK_STREAM), 262),
+        (int(socket.SOCK_DGRAM), 17),
+        (int(socket.SOCK_DGRAM), 136),
+    }
+)
+_TCP_SYN_SENT, _TCP_CLOSE = 2, 7
+_SO_PRIORITY = (socket.SOL_SOCKET, 12)
+# Options not carried to a swapped socket: their value names a filter program or a descriptor in the
+# app's address space, or they need CAP_NET_ADMIN/CAP_NET_RAW the app may lack but the guard may have.
+_UNCARRIED_OPTIONS = frozenset(
+    {
+        (socket.SOL_SOCKET, 1),  # SO_DEBUG
+        (socket.SOL_SOCKET, 26),  # SO_ATTACH_FILTER
+        (socket.SOL_SOCKET, 27),  # SO_DETACH_FILTER
+        (socket.SOL_SOCKET, 32),  # SO_SNDBUFFORCE
+        (socket.SOL_SOCKET, 33),  # SO_RCVBUFFORCE
+        (socket.SOL_SOCKET, 36),  # SO_MARK
+        (socket.SOL_SOCKET, 50),  # SO_ATTACH_BPF
+        (socket.SOL_SOCKET, 51),  # SO_ATTACH_REUSEPORT_CBPF
+        (socket.SOL_SOCKET, 52),  # SO_ATTACH_REUSEPORT_EBPF
+        (socket.IPPROTO_IP, 19),  # IP_TRANSPARENT
+        (socket.IPPROTO_IPV6, 75),  # IPV6_TRANSPARENT
+        (socket.IPPROTO_TCP, 31),  # TCP_ULP (needs an established connection anyway)
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -84,15 +114,23 @@ class _Sock:
     """The app's socket: our copy taken with pidfd_getfd where the host allows it (`fd`), and what kind
     of socket it is (from the copy, else from its system.sockprotoname); None = unknown."""
 
-    def __init__(self, fd: int | None, family: int | None = None, type_: int | None = None) -> None:
-        self.fd = fd
+    def __init__(
+        self, fd: int | None, family: int | None = None, type_: int | None = None, protocol: int = 0
+    ) -> None:
+        self.fd: int | None = None
         self.family = family
         self.type = type_
+        self.protocol = protocol
         self.nonblocking = False
         if fd is not None:
-            fam, self.type, _proto = sockets.sock_kind(fd)
-            self.family = fam if fam in (socket.AF_INET, socket.AF_INET6) else NOT_IP
-            self.nonblocking = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+            self.adopt(fd)
+
+    def adopt(self, fd: int) -> None:
+        """Hold `fd`, a descriptor for the app's socket (pidfd_getfd copy, or the one we installed)."""
+        fam, self.type, self.protocol = sockets.sock_kind(fd)
+        self.family = fam if fam in (socket.AF_INET, socket.AF_INET6) else NOT_IP
+        self.nonblocking = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+        self.fd = fd
 
     @property
     def is_ip(self) -> bool:
@@ -135,6 +173,23 @@ def _so_error(fd: int) -> int:
     return struct.unpack("=i", sockets.getsockopt(fd, socket.SOL_SOCKET, socket.SO_ERROR, 4))[0]
 
 
+def _priority_ok(value: bytes) -> bool:
+    """SO_PRIORITY above 6 needs CAP_NET_ADMIN: carried only within what any app may set."""
+    return len(value) >= 4 and 0 <= struct.unpack_from("=i", value)[0] <= 6
+
+
+def _bounded_put(table: OrderedDict[int, Any], key: int, value: Any, limit: int = 4096) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > limit:
+        table.popitem(last=False)
+
+
+def _sockaddr(family: int, packed: bytes, port: int) -> bytes:
+    """sockaddr_in / sockaddr_in6 for a local address read from /proc/<tid>/net/*."""
+    return inet_sockaddr(ipaddress.ip_address(packed), port, family)
+
+
 def _local_ip(fd: int) -> IPAddress | None:
     """The address a socket we hold is bound to (None when unbound or unreadable)."""
     try:
@@ -167,7 +222,13 @@ class NetworkGuard:
         proxy_host: str = "127.0.0.1",
         dns_redirect: bool = True,
         emulate: bool = True,
+        getfd: bool | None = None,
     ) -> None:
+        """`emulate=False`: decide and CONTINUE only (the racy baseline, for comparison).
+        `getfd`: whether pidfd_getfd may be used (None: probe). Without it the guard swaps sockets:
+        it makes its own socket of the same kind, installs it over the app's descriptor (ADDFD +
+        SETFD) and performs the call on it; `setsockopt` is then trapped too, so the options an app
+        set before connect/bind are carried over."""
         self.ctx = ctx
         self.pins = PinTable()
         self.dns = DnsProxy(
@@ -179,8 +240,12 @@ class NetworkGuard:
         self._redirects: OrderedDict[int, _Redirect] = OrderedDict()
         self._clients: OrderedDict[tuple[str, int], int] = OrderedDict()  # proxy client → pid
         self._lock = threading.Lock()
-        self._getfd_ok = True
-        self.stats = {"emulated": 0, "continued": 0, "refused": 0, "redirected": 0}
+        self._getfd_ok = emulate and (pidfd.available()[1] if getfd is None else getfd)
+        self._sockopts: OrderedDict[int, dict[tuple[int, int], bytes]] = OrderedDict()  # inode → options
+        self._bound: OrderedDict[int, bytes] = OrderedDict()  # inode → address the guard bound it to
+        self._ours: OrderedDict[int, None] = OrderedDict()  # inodes of sockets the guard installed
+        self._held: OrderedDict[int, tuple[int, float]] = OrderedDict()  # inode → (our fd, until)
+        self.stats = {"emulated": 0, "continued": 0, "refused": 0, "redirected": 0, "swapped": 0}
         self._stats_lock = threading.Lock()
         self._later = threading.local()  # forensic lines of the handler running on this thread
         # blocking emulated calls wait here, not on the listener thread; threads are reused
@@ -198,11 +263,12 @@ class NetworkGuard:
             "bind": self._guarded(self.on_bind),
             "recvfrom": self._guarded(self.on_recvfrom),
         }
+        if self.swap:
+            self.handlers["setsockopt"] = self.on_setsockopt
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Probe pidfd_getfd (Garden blocks it) and start the resolver proxy on loopback."""
-        self._getfd_ok = self.emulate and pidfd.available()[1]
+        """Start the resolver proxy on loopback (pidfd_getfd was probed at construction)."""
         if self.dns_redirect:
             try:
                 self.dns.start()
@@ -213,6 +279,10 @@ class NetworkGuard:
     def stop(self) -> None:
         self.dns.stop()
         self._workers.shutdown()
+        with self._lock:
+            for fd, _until in self._held.values():
+                os.close(fd)
+            self._held.clear()
 
     def environment(self) -> dict[str, str]:
         """Nothing is required in the app's environment; exported for diagnostics only."""
@@ -221,10 +291,21 @@ class NetworkGuard:
         return {"GARRISON_DNS_PROXY": f"{self.dns.address[0]}:{self.dns.address[1]}"}
 
     @property
+    def swap(self) -> bool:
+        """Socket-swap emulation (no pidfd_getfd, as in Garden): connect, bind and TCP Fast Open act
+        on a socket the guard made and installed over the app's descriptor."""
+        return self.emulate and not self._getfd_ok
+
+    @property
     def guarantee(self) -> str:
         """What the network controls guarantee on this host (for the start-up report)."""
         if self.emulate and self._getfd_ok:
             return "emulated (TOCTOU-safe)"
+        if self.swap:
+            return (
+                "emulated by socket swap (connect, bind, TCP Fast Open TOCTOU-safe; UDP sendto/sendmsg "
+                "are decided and continued: a racing thread can change their address)"
+            )
         return "continue (a racing thread can change the address after the check)"
 
     # -- plumbing ------------------------------------------------------------------------------------
@@ -268,7 +349,7 @@ class NetworkGuard:
                 if exc.errno == errno.EBADF:
                     raise _Answer(errno.EBADF) from exc
                 if exc.errno in (errno.EPERM, errno.ENOSYS, errno.EACCES):
-                    log.warning("pidfd_getfd unavailable (%s): network checks fall back", exc)
+                    log.warning("pidfd_getfd unavailable (%s): network checks swap sockets", exc)
                     self._getfd_ok = False
             else:
                 try:
@@ -293,7 +374,7 @@ class NetworkGuard:
             return _Sock(None)
         kind = sockets.PROTO_NAMES.get(name)
         if kind is not None:
-            return _Sock(None, kind[0], kind[1])
+            return _Sock(None, kind[0], kind[1], kind[2])
         if name in sockets.NON_IP_PROTO_NAMES:
             return _Sock(None, NOT_IP)
         return _Sock(None)  # an IP protocol we do not model (SCTP, L2TP...): decided strictly
@@ -497,6 +578,134 @@ class NetworkGuard:
             return self._refuse(notif, sock.proto)
         return self._continue(notif)
 
+    # -- socket swap (no pidfd_getfd: Garden) ------------------------------------------------------
+    def _swappable(self, sock: _Sock) -> bool:
+        """TCP/MPTCP streams and UDP/UDP-Lite datagrams on IPv4/IPv6: kinds an unprivileged app can make
+        itself, so the guard making one for it grants nothing (no raw or ping sockets)."""
+        return (
+            self.swap
+            and sock.fd is None
+            and sock.family in (socket.AF_INET, socket.AF_INET6)
+            and (sock.type, sock.protocol) in _SWAPPABLE
+        )
+
+    def _swap_in(self, notif: Notification, fd: int, sock: _Sock, *, autobind: bool = True) -> bool:
+        """Make a socket of the app's kind, carry over O_NONBLOCK/O_CLOEXEC, the options the app set
+        and its local address, install it over the app's descriptor `fd` (ADDFD + SETFD) and adopt
+        it: from here on `sock.fd` is the app's socket exactly as a pidfd_getfd copy would be.
+        False when it cannot be done without losing the socket's address (a UDP socket bound by an
+        earlier send: the old socket keeps its port until the app's thread returns). Raises _Answer
+        for a socket whose connect the kernel would refuse (already connected)."""
+        flags, ino = self._fd_info(notif, fd)
+        held = self._unhold(ino)
+        if held is not None:  # bound by us a moment ago and still held: it is the app's socket
+            sock.adopt(held)
+            return True
+        v6 = sock.family == socket.AF_INET6
+        stream = sock.type == socket.SOCK_STREAM
+        with self._lock:
+            ours = ino in self._ours
+            local = self._bound.get(ino)
+            options = dict(self._sockopts.get(ino, {}))
+        if ours and stream:  # one we installed and connected before: the kernel says where it stands
+            entry = sockets.proc_net_entry(notif.tid, "tcp6" if v6 else "tcp", ino)
+            if entry is not None and entry.state != _TCP_CLOSE:
+                raise _Answer(errno.EALREADY if entry.state == _TCP_SYN_SENT else errno.EISCONN)
+        if autobind and not stream:
+            entry = sockets.proc_net_entry(notif.tid, "udp6" if v6 else "udp", ino)
+            if entry is not None and entry.local_port:
+                return False
+        assert sock.family is not None and sock.type is not None
+        new = sockets.new_socket(sock.family, sock.type, sock.protocol)
+        try:
+            if flags & os.O_NONBLOCK:
+                fcntl.fcntl(new, fcntl.F_SETFL, fcntl.fcntl(new, fcntl.F_GETFL) | os.O_NONBLOCK)
+            for (level, opt), value in options.items():
+                sockets.raw_setsockopt(new, level, opt, value)  # the app's own call saw any error
+            notif.install_fd(new, fd, cloexec=bool(flags & os.O_CLOEXEC))
+            sock.adopt(new)
+        except BaseException:
+            os.close(new)
+            raise
+        new_ino = os.fstat(new).st_ino
+        with self._lock:
+            _bounded_put(self._ours, new_ino, None)
+            if options:
+                _bounded_put(self._sockopts, new_ino, options)
+        self._count("swapped")
+        if local is not None:
+            # the old socket keeps its address until the app's thread returns from this syscall:
+            # sharing it needs SO_REUSEADDR on both (the app's choice); otherwise the kernel's error
+            reuse = (socket.SOL_SOCKET, socket.SO_REUSEADDR) in options
+            err = sockets.raw_bind(new, local)
+            if err:
+                raise _Answer(err)
+            if reuse:
+                self._remember_bound(new, new_ino)
+        return True
+
+    def _hold(self, fd: int, ino: int) -> None:
+        """Keep a socket we just bound for a few seconds: a connect that follows (bind-then-connect
+        clients) is then performed on it instead of a second swap, whose bind would find the port
+        still taken by this socket."""
+        now = time.monotonic()
+        with self._lock:
+            expired = [k for k, (_f, until) in self._held.items() if until < now]
+            for k in expired:
+                os.close(self._held.pop(k)[0])
+            if len(self._held) >= 256:
+                os.close(self._held.popitem(last=False)[1][0])
+            self._held[ino] = (os.dup(fd), now + HOLD_S)
+
+    def _unhold(self, ino: int) -> int | None:
+        with self._lock:
+            got = self._held.pop(ino, None)
+        if got is None:
+            return None
+        if got[1] < time.monotonic():
+            os.close(got[0])
+            return None
+        return got[0]
+
+    def _fd_info(self, notif: Notification, fd: int) -> tuple[int, int]:
+        try:
+            return sockets.fd_info(notif.tid, fd)
+        except OSError as exc:
+            if not notif.valid():
+                raise NotificationGone(f"notification {notif.id} is gone") from exc
+            raise _Answer(errno.EBADF) from exc
+
+    def _remember_bound(self, fd: int, ino: int) -> None:
+        try:
+            name = sockets.sock_name(fd)
+        except OSError:
+            return
+        with self._lock:
+            _bounded_put(self._bound, ino, name)
+
+    def on_setsockopt(self, notif: Notification, _ctx: SupervisorContext) -> None:
+        """Swap mode only: remember the options an app sets, to carry them over to a swapped socket.
+        Never refuses: the kernel runs the app's own call (CONTINUE)."""
+        try:
+            fd, level, opt, size = (int(notif.args[i]) & 0xFFFFFFFF for i in (0, 1, 2, 4))
+            ptr = notif.args[3]
+            if ptr and 0 < size <= 512 and (level, opt) not in _UNCARRIED_OPTIONS:
+                value = notif.read(ptr, size)
+                _flags, ino = sockets.fd_info(notif.tid, fd)
+                if len(value) == size and ((level, opt) != _SO_PRIORITY or _priority_ok(value)):
+                    with self._lock:
+                        opts = self._sockopts.get(ino)
+                        if opts is None:
+                            opts = {}
+                            _bounded_put(self._sockopts, ino, opts)
+                        if len(opts) < 64 or (level, opt) in opts:
+                            opts[(level, opt)] = value
+        except Exception:
+            log.debug("setsockopt not recorded", exc_info=True)
+        with contextlib.suppress(Exception):
+            if not getattr(notif, "replied", False):
+                self._continue(notif)
+
     # -- connect -----------------------------------------------------------------------------------
     def on_connect(self, notif: Notification) -> None:
         fd, ptr, length = notif.args[0], notif.args[1], notif.args[2]
@@ -516,11 +725,24 @@ class NetworkGuard:
             if dest.kind is not Kind.DEST:  # AF_UNSPEC disconnect, or a family we cannot tell
                 if sock.fd is not None:
                     return self._result(notif, 0, sockets.raw_connect(sock.fd, raw))
+                if dest.kind is Kind.NONE and self._swappable(sock):
+                    # a fresh socket of the same kind (explicit bind kept) is the disconnected socket
+                    self._swap_in(notif, fd, sock, autobind=False)
+                    return self._result(notif, 0, 0)
                 return self._unverifiable(notif, rule, sock, f"connect: {dest.why}")
-            if dest.port == DNS_PORT and self._redirectable(sock):
+            dns = dest.port == DNS_PORT and (sock.fd is not None or self._swappable(sock))
+            if not (dns and self._redirectable(sock, swapping=True)):
+                dns = False
+                if self._decide_dest(notif, rule, dest, sock.proto):
+                    return self._refuse(notif, "udp" if sock.proto == "udp" else "tcp")
+            if self._swappable(sock) and not self._swap_in(notif, fd, sock):
+                # a UDP socket that holds a port from an earlier send: decided, then CONTINUE (racy,
+                # as its sends are in this mode); a DNS query on it is decided like any destination
+                if dns and self._decide_dest(notif, rule, dest, sock.proto):
+                    return self._refuse(notif, "udp")
+                dns = False
+            if dns:
                 return self._redirect_connect(notif, sock, dest, raw)
-            if self._decide_dest(notif, rule, dest, sock.proto):
-                return self._refuse(notif, "udp" if sock.proto == "udp" else "tcp")
             if sock.fd is None:
                 return self._continue(notif)
             if sock.type == socket.SOCK_STREAM and not sock.nonblocking:
@@ -570,10 +792,11 @@ class NetworkGuard:
         self._off_loop(notif, owned, wait)
         return None
 
-    def _redirectable(self, sock: _Sock) -> bool:
+    def _redirectable(self, sock: _Sock, *, swapping: bool = False) -> bool:
+        """A DNS query on this socket can go to the proxy (we hold it, or will once swapped)."""
         return (
             self.dns_redirect
-            and sock.fd is not None
+            and (sock.fd is not None or (swapping and self._swappable(sock)))
             and self.dns.address[1] != 0
             and sock.type in (socket.SOCK_DGRAM, socket.SOCK_STREAM)
         )
@@ -685,6 +908,8 @@ class NetworkGuard:
                             return self._refuse(notif, sock.proto)
                         break
                 plan.append((m, to))
+            if sock.type == socket.SOCK_STREAM and self._swappable(sock):
+                self._swap_in(notif, fd, sock)  # TCP Fast Open: a connect, made on our socket
             if sock.fd is None:
                 return self._continue(notif)
             fd_ = sock.fd
@@ -768,11 +993,36 @@ class NetworkGuard:
             if decision.blocked:
                 self._count("refused")
                 return notif.reply_error(errno.EACCES)
+            if self._swappable(sock):
+                return self._swap_bind(notif, fd, sock, raw)
             if sock.fd is None:
                 return self._continue(notif)
             return self._result(notif, 0, sockets.raw_bind(sock.fd, raw))
         finally:
             sock.close()
+
+    def _swap_bind(self, notif: Notification, fd: int, sock: _Sock, raw: bytes) -> None:
+        """Swap mode: the bind is performed on a swapped-in socket, so the port decided is the port
+        bound and the exact local address (ephemeral port included) is known for a later swap."""
+        _flags, ino = self._fd_info(notif, fd)
+        with self._lock:
+            bound, ours = ino in self._bound, ino in self._ours
+        if not bound and (ours or sock.type != socket.SOCK_STREAM):  # connected, or autobound by a send
+            table = ("tcp" if sock.type == socket.SOCK_STREAM else "udp") + (
+                "6" if sock.family == socket.AF_INET6 else ""
+            )
+            entry = sockets.proc_net_entry(notif.tid, table, ino)
+            bound = entry is not None and (entry.local_port != 0 or entry.state != _TCP_CLOSE)
+        if bound:
+            return self._kernel_error(notif, errno.EINVAL)  # bound already: the kernel's answer
+        self._swap_in(notif, fd, sock, autobind=False)
+        assert sock.fd is not None
+        err = sockets.raw_bind(sock.fd, raw)
+        if not err:
+            ino = os.fstat(sock.fd).st_ino
+            self._remember_bound(sock.fd, ino)
+            self._hold(sock.fd, ino)
+        return self._result(notif, 0, err)
 
     # -- recvfrom (DNS replies on redirected sockets) -----------------------------------------------
     def on_recvfrom(self, notif: Notification) -> None:

@@ -167,7 +167,9 @@ def dataplane(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def run_app(netns: str, dataplane: str) -> Callable[..., Run]:
-    """run_app(rule_doc, code, *args, zone=…, emulate=True, servers=fn) → Run.
+    """run_app(rule_doc, code, *args, zone=…, emulate=True, getfd=None, servers=fn) → Run.
+
+    `getfd=False` runs the guard as in Garden (no pidfd_getfd: socket-swap emulation).
 
     `servers(ns)` is called inside the namespace before the app starts (to bind listeners) and its
     return value is passed to the app code's argv as strings and kept in Run.extra["servers"].
@@ -179,6 +181,7 @@ def run_app(netns: str, dataplane: str) -> Callable[..., Run]:
         *args: str,
         zone: dict[str, list[str]] | None = None,
         emulate: bool = True,
+        getfd: bool | None = None,
         timeout: float = 120,
         argv: list[str] | None = None,
         during: Callable[[StandaloneContext], None] | None = None,
@@ -188,7 +191,7 @@ def run_app(netns: str, dataplane: str) -> Callable[..., Run]:
         def scenario() -> Run:
             up = DnsServer(zone or {})
             ctx = StandaloneContext(rule_from(rule_doc) if rule_doc is not None else None)
-            guard = NetworkGuard(ctx, upstreams=[up.address], emulate=emulate)
+            guard = NetworkGuard(ctx, upstreams=[up.address], emulate=emulate, getfd=getfd)
             guard.start()
             try:
                 cmd = argv if argv is not None else [APP_PYTHON, "-c", code, *args]

@@ -12,6 +12,7 @@ from tests.defender.test_net_address_forms import CONNECT_FORMS, FORMS
 
 from .conftest import HOST4
 from .servers import TcpServer, UdpServer
+from .test_toctou import FLIPPER
 
 pytestmark = pytest.mark.slow
 
@@ -141,27 +142,21 @@ def test_sends_read_what_the_kernel_reads(run_app, ns_call, variant, effect):
             assert srv.drain() == [b"exfil"]
 
 
-FAMILY_FLIP = """
-import ctypes, socket, struct, sys, threading
-libc = ctypes.CDLL(None, use_errno=True)
+FAMILY_FLIP = (
+    FLIPPER
+    + """
 host, bad, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-A = struct.pack("=H", 1) + b"/no-such-sock".ljust(14, b"\\0")   # AF_UNIX: passes by family
-B = struct.pack("=H", 2) + struct.pack("!H", bad) + socket.inet_aton(host) + bytes(8)
-buf = ctypes.create_string_buffer(A, 16)
-stop = threading.Event()
-def flip():
-    mv = ctypes.memmove
-    while not stop.is_set():
-        mv(buf, B, 16); mv(buf, A, 16)
-t = threading.Thread(target=flip); t.start()
+unix = struct.pack("=H", 1) + b"/no-such-sock".ljust(14, b"\\0")   # AF_UNIX: passes by family
+buf, stop = flipping(unix, sa(bad))
 ok = 0
 for i in range(n):
     s = socket.socket()
     if libc.connect(s.fileno(), buf, 16) == 0: ok += 1
     s.close()
-stop.set(); t.join()
+stop()
 print(ok)
 """
+)
 
 
 def test_racing_family_flip_cannot_smuggle_an_inet_address(run_app, ns_call):

@@ -12,29 +12,36 @@ from .servers import TcpServer
 
 pytestmark = pytest.mark.slow
 
-RACE = """
+FLIPPER = """
 import ctypes, socket, struct, sys, threading
 libc = ctypes.CDLL(None, use_errno=True)
-host, ok, bad, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 def sa(p): return struct.pack("=H", 2) + struct.pack("!H", p) + socket.inet_aton(host) + bytes(8)
-A, B = sa(ok), sa(bad)
-buf = ctypes.create_string_buffer(A, 16)
-stop = threading.Event()
-def flip():
-    mv = ctypes.memmove
-    while not stop.is_set():
-        mv(buf, B, 16); mv(buf, A, 16)
-t = threading.Thread(target=flip); t.start()
+def flipping(A, B):
+    \"\"\"A 16-byte buffer a second thread keeps rewriting between A and B; stop() ends it.\"\"\"
+    buf = ctypes.create_string_buffer(A, 16)
+    stop = threading.Event()
+    def flip():
+        mv = ctypes.memmove
+        while not stop.is_set():
+            mv(buf, B, 16); mv(buf, A, 16)
+    t = threading.Thread(target=flip); t.start()
+    return buf, lambda: (stop.set(), t.join())
+"""
+
+RACE = """
+host, ok, bad, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+buf, stop = flipping(sa(ok), sa(bad))
 connected = refused = 0
 for i in range(n):
     s = socket.socket()
     if libc.connect(s.fileno(), buf, 16) == 0: connected += 1
     else: refused += 1
     s.close()
-stop.set(); t.join()
+stop()
 print(connected, refused)
 """
 
+RACE = FLIPPER + RACE
 TRIES = 3000
 
 

@@ -115,6 +115,7 @@ async function initScan() {
     ...fact("Scanned", fmtTime(row.created_at)),
     ...fact("Scanner", body.scanner_version));
   $("#scan-reasons").replaceChildren(...(body.reasons || []).map((r) => el("li", { text: r })));
+  $("#scan-warnings").replaceChildren(...(body.warnings || []).map((r) => el("li", { text: r })));
 
   const vulns = [...(body.vulnerabilities || [])].sort((a, b) => SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity));
   const waivedIds = new Set((body.waived || []).map((w) => `${w.id}\0${w.package}\0${w.version}`));
@@ -248,6 +249,7 @@ function initAssurance() {
     $("#a-name").value = p.name ?? "";
     $("#a-enabled").checked = p.enabled !== false;
     $("#a-effect").value = p.runtime_effect || "alert";
+    $("#a-unknown").value = p.unknown_severity || "fail";
     for (const s of SEVERITIES) {
       const v = (p.thresholds || {})[s];
       $(`#a-th-${s}`).value = v === null || v === undefined ? "" : String(v);
@@ -276,6 +278,7 @@ function initAssurance() {
       name: $("#a-name").value.trim(),
       enabled: $("#a-enabled").checked,
       runtime_effect: $("#a-effect").value,
+      unknown_severity: $("#a-unknown").value,
       thresholds,
       block_secrets: $("#a-secrets").checked,
       block_malware: $("#a-malware").checked,
