@@ -266,4 +266,3 @@ def test_prose_counts_only_level_one_rules(installed: CrsRuleSet) -> None:
     assert crs_findings(r, controls(2)) == []  # 942903 + 942904 are level 2: not on prose
     short = req("/s", body=b"q=tea+or+coffee%3Dfine", ctype="application/x-www-form-urlencoded")
     assert [a for a, _ in crs_findings(short, controls(2))] == ["sqli"]
-
