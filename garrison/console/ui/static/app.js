@@ -160,12 +160,13 @@ function poll(fn, ms = POLL_MS) {
 /* Server push: reads the console's Server-Sent Events stream with fetch (so the bearer token stays in a
  * header, never in a URL), calls handlers[event](data), and reconnects with back-off from the last
  * cursor it was given. The Live badge shows whether the stream is up. Returns a stop function. */
-function liveStream(path, handlers) {
+function liveStream(path, handlers, start = null) {
   const live = $("#live-indicator");
-  let cursor = null;
+  let cursor = start; // the list's Stream-Cursor: audits stored after that list was read are streamed
   let stopped = false;
   let ctrl = null;
   let backoff = 1000;
+  let reconnecting = false;
   const setLive = (on) => { if (live) { live.hidden = false; live.classList.toggle("down", !on); live.lastChild.textContent = on ? "Live" : "Reconnecting…"; } };
 
   function dispatch(block) {
@@ -195,7 +196,8 @@ function liveStream(path, handlers) {
         if (!resp.ok || !resp.body) throw new Error(`stream ${resp.status}`);
         setLive(true);
         backoff = 1000;
-        if (cursor !== null) handlers.reconnected?.();
+        if (reconnecting) handlers.reconnected?.();
+        reconnecting = true;
         const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = "";
         for (;;) {
@@ -287,9 +289,11 @@ function initDashboard() {
     counts.prevented = prevent + ban;
   }
 
+  let streamFrom = null;
   async function loadAudits() {
-    const { data } = await api(`/audits/runtime/app-embedded?limit=1000&from=${Math.floor(Date.now() / 1000 - DAY)}`);
+    const { data, headers } = await api(`/audits/runtime/app-embedded?limit=1000&from=${Math.floor(Date.now() / 1000 - DAY)}`);
     for (const e of data) events.set(e.id, e);
+    streamFrom = headers.get("Stream-Cursor");
   }
 
   function render() {
@@ -334,7 +338,7 @@ function initDashboard() {
       defenders: showDefenders,
       skipped() { reload().catch(() => {}); },
       reconnected() { reload().catch(() => {}); },
-    });
+    }, streamFrom);
     setInterval(() => { loadCounts().then(render).catch(() => {}); }, 60000); // audits age out of the 24 h window
   });
 }
@@ -800,6 +804,7 @@ function initAudits() {
   let total = 0;
   const shown = new Map(); // id -> audit, rows on this page
   let stopStream = null;
+  let streamFrom = null;
   const form = $("#audit-filters");
   const tbody = $("#audits-table tbody");
   const span = $all("#audits-table thead th").length;
@@ -835,6 +840,7 @@ function initAudits() {
     q.set("offset", String(offset));
     const { data, headers } = await api(`/audits/runtime/app-embedded?${q}`);
     total = Number(headers.get("Total-Count") || data.length);
+    streamFrom = headers.get("Stream-Cursor");
     shown.clear();
     data.forEach((e) => shown.set(e.id, e));
     const mixed = !q.get("type");
@@ -875,7 +881,7 @@ function initAudits() {
       audit: arrived,
       skipped() { load().catch(() => {}); },
       reconnected() { load().catch(() => {}); },
-    });
+    }, streamFrom);
   }
 
   // Filters live in the URL too (?app=&type=&effect=), so a filtered view can be linked and reloaded.
