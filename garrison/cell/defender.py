@@ -310,10 +310,12 @@ class CellDefender:
             if not ready:
                 continue
             for ev in self._procs.read():
-                try:
-                    ns = os.readlink(f"/proc/{ev.pid}/ns/pid")
-                except OSError:
-                    ns = None  # gone already (exits, short-lived processes)
+                ns = None
+                for pid in (ev.pid, ev.ppid):  # a short-lived child may be gone: its parent tells
+                    if pid:
+                        with contextlib.suppress(OSError):
+                            ns = os.readlink(f"/proc/{pid}/ns/pid")
+                            break
                 with self._lock:
                     tr = self._by_pidns.get(ns) if ns else None
                 if tr is None:
