@@ -194,7 +194,11 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
                 if problem:
                     walk.note(e.path, problem)
             secrets_inside = opts.secrets and (opts.secrets_in_deps or not in_dependency_tree(e.path))
-            if data is not None and (secrets_inside or opts.malware.active) and is_archive(data[:4]):
+            if (
+                data is not None
+                and (secrets_inside or opts.malware.active)
+                and is_archive(e.path, data[:512])
+            ):
                 _scan_members(e.path, data, opts, report, walk, deadline)
         report.digest = walk.digest
         packages: list[Package] = []
