@@ -201,9 +201,9 @@ class Supervisor:
         if "error" in result:
             raise result["error"]  # type: ignore[misc]
         self.app_pid = int(result["pid"])  # type: ignore[call-overload]
+        self._forward_signals()  # first: the app may already be running and be signalled through us
         if self.native is not None:
             self.native.start_drain()
-        self._forward_signals()
         if err:
             code, _, msg = err.decode(errors="replace").partition(":")
             if self.tracer is not None:  # the tracer thread is the waiter
