@@ -48,12 +48,18 @@ def register(app: typer.Typer) -> None:
 
     @group.command("cell")
     def cell(
-        policy: str = typer.Option(..., "--policy", envvar="DEFENDER_POLICY_FILE", help="runtime policy file"),
+        policy: str = typer.Option(
+            ..., "--policy", envvar="DEFENDER_POLICY_FILE", help="runtime policy file"
+        ),
         runc_root: list[str] = typer.Option(
             None, "--runc-root", help="runc state root (repeat); default: Garden's"
         ),
-        audit_log: str = typer.Option(None, "--audit-log", help="append audits (JSON lines) here, not stdout"),
-        duration: float = typer.Option(0, "--duration", help="stop after this many seconds (0 = until killed)"),
+        audit_log: str = typer.Option(
+            None, "--audit-log", help="append audits (JSON lines) here, not stdout"
+        ),
+        duration: float = typer.Option(
+            0, "--duration", help="stop after this many seconds (0 = until killed)"
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """The cell defender (root, one per Diego cell): protects every app container on the cell."""
