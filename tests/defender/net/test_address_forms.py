@@ -209,7 +209,8 @@ import socket, struct, sys
 host, port = sys.argv[1], int(sys.argv[2])
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 info = struct.pack("=i4s4s", 0, socket.inet_aton(host), bytes(4))  # in_pktinfo: ifindex, spec_dst, addr
-try: print(u.sendmsg([b"viapktinfo"], [(socket.IPPROTO_IP, 8, info)]  # IP_PKTINFO, 0, ("0.0.0.0", port)))
+IP_PKTINFO = 8
+try: print(u.sendmsg([b"viapktinfo"], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, ("0.0.0.0", port)))
 except OSError as e: print(-e.errno)
 """
 
