@@ -2,8 +2,10 @@
 
 A small C loop (fork, execve /bin/true, waitpid) prints microseconds per operation; it runs bare, under
 the defender with an allow-all policy, with drift prevention (Landlock), and with a prevent deny list
-(which switches the ptrace exec stop on, as does a host without Landlock), each on both data planes
-(DEFENDER_DATAPLANE=python|native). Goals: ≤ 1.15x allow-all/Landlock, ≤ 1.35x with the ptrace stop.
+(which switches the ptrace exec stop on, as does a host without Landlock), and with a deny list matched
+by identity (`@shells`: the files' contents) plus the fork-bomb guard (the app tree counted per fork),
+each on both data planes (DEFENDER_DATAPLANE=python|native). Goals: ≤ 1.15x allow-all/Landlock,
+≤ 1.35x with the ptrace stop.
 
     .venv/bin/python bench/defender_exec.py [--n 2000] [--rounds 5]
 """
@@ -57,8 +59,8 @@ def build(tmp: Path) -> Path:
     return exe
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> float:
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+def measure(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> float:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, cwd=cwd)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -95,6 +97,23 @@ def main() -> None:
                 }
             )
         )
+        guarded = tmp / "guarded.json"
+        guarded.write_text(
+            json.dumps(
+                {
+                    "rules": [
+                        {
+                            "name": "guarded",
+                            "processes": {
+                                "effect": "prevent",
+                                "deny": ["@shells", "@netcat", "curl"],
+                                "fork_bomb_guard": {"max_procs": 512, "max_forks_per_s": 100000},
+                            },
+                        }
+                    ]
+                }
+            )
+        )
         base_env = {**os.environ, "DATA_FOLDER": str(tmp)}
         from garrison.defender.dataplane import native_available
 
@@ -104,6 +123,7 @@ def main() -> None:
             ("allow-all", allow),
             ("drift prevent (Landlock)", drift),
             ("deny list + drift (ptrace stop)", strict),
+            ("deny by identity + fork guard (ptrace stop)", guarded),
         ):
             for plane in planes:
                 variants[f"{label}, {plane}"] = (

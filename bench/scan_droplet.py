@@ -2,7 +2,10 @@
 
 1. Droplet scan time vs `tar xzf` of the same generated droplet (~200 MB, ~2,000 packages; goal <= 3x).
 2. OSV import time and index size for ../shared/vulndb.
-3. Matching throughput: findings per second for an inventory of known-vulnerable packages.
+3. Matching throughput: findings per second for an inventory of known-vulnerable packages
+   (PyPI, Go, RubyGems, npm and the Node.js runtime).
+4. Hostile droplets: time to refuse a 10 GiB interleaved zero bomb and an archive past the entry
+   limit, against `tar tzf` listing the same archive; a 70 MiB incompressible member against tar xzf.
 
 Usage: .venv/bin/python bench/scan_droplet.py [--size-mb 200] [--packages 2000] [--keep DIR]
 """
@@ -135,10 +138,61 @@ def generate(path: Path, size_mb: int, packages: int) -> tuple[int, int]:
     return files, path.stat().st_size
 
 
+_T0 = [0.0]
+
+
 def timed(fn):  # type: ignore[no-untyped-def]
-    t = time.perf_counter()
+    t = _T0[0] = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
+
+
+def hostile(work: Path) -> None:
+    """Bomb refusals against native tar on the same files (load average printed by main)."""
+    sys.path.insert(0, str(ROOT))
+    from garrison.scan.source import Limits, ScanRefused
+    from tests.scan.test_hostile import _interleaved_bomb
+
+    bomb = _interleaved_bomb(work / "bomb.tgz", 10, 1 << 30, 4 << 20)
+    try:
+        _, t_bomb = timed(lambda: scan(bomb, ScanOptions()))
+        print(f"10 GiB interleaved bomb: NOT refused in {t_bomb:.1f}s")
+    except ScanRefused as exc:
+        t_bomb = time.perf_counter() - _T0[0]
+        print(
+            f"10 GiB interleaved zero bomb ({bomb.stat().st_size / 1e6:.0f} MB): refused in {t_bomb:.2f}s ({exc})"
+        )
+    entries = work / "entries.tgz"
+    n = 250_000
+    with tarfile.open(entries, "w:gz", compresslevel=1) as tf:
+        for i in range(n):
+            info = tarfile.TarInfo(f"./app/f{i}")
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    _, t_list = timed(lambda: subprocess.run(["tar", "tzf", str(entries)], check=True, capture_output=True))
+    limit = Limits().max_files
+    try:
+        _, t_ent = timed(lambda: scan(entries, ScanOptions()))
+        print("entries: NOT refused")
+    except ScanRefused:
+        t_ent = time.perf_counter() - _T0[0]
+        print(
+            f"{n} entries: refused at entry {limit + 1} in {t_ent:.2f}s; tar tzf lists all {n} in {t_list:.2f}s "
+            f"(ratio {t_ent / t_list:.1f}x)"
+        )
+    incomp = work / "incomp.tgz"
+    with tarfile.open(incomp, "w:gz", compresslevel=1) as tf:
+        data = os.urandom(70 << 20)
+        info = tarfile.TarInfo("./app/model.bin")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    out = work / "inc"
+    out.mkdir()
+    _, t_tar = timed(lambda: subprocess.run(["tar", "xzf", str(incomp), "-C", str(out)], check=True))
+    report, t_scan = timed(lambda: scan(incomp, ScanOptions()))
+    print(
+        f"70 MiB incompressible member: scanned ({report.summary.files} files) in {t_scan:.2f}s, tar xzf {t_tar:.2f}s"
+    )
 
 
 def main() -> None:
@@ -146,7 +200,11 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--packages", type=int, default=2000)
     ap.add_argument("--keep", type=Path)
+    ap.add_argument("--skip-hostile", action="store_true")
     args = ap.parse_args()
+    print(
+        f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, {os.cpu_count()} CPUs"
+    )
     work = Path(tempfile.mkdtemp(prefix="garrison-bench-"))
     try:
         db = work / "db"
@@ -162,6 +220,8 @@ def main() -> None:
                 f"OSV import: {res.imported} advisories from {src_size / 1e6:.1f} MB in {t_import:.2f}s "
                 f"({res.imported / t_import:.0f}/s); index {size / 1e6:.1f} MB"
             )
+            for label, c in sorted(res.sources.items()):
+                print(f"  {label:<26} read {c.read:>5} stored {c.stored:>5} skipped {dict(c.skipped)}")
         else:
             print(f"OSV import: skipped, {VULNDB} absent")
             db = None  # type: ignore[assignment]
@@ -215,6 +275,16 @@ def main() -> None:
                         ("actionpack", "5.2.0"),
                     ]
                 ]
+                + [
+                    Package(ecosystem="npm", name=n, version=v)
+                    for n, v in [
+                        ("lodash", "4.17.4"),
+                        ("jquery", "1.8.0"),
+                        ("handlebars", "4.0.0"),
+                        ("marked", "0.3.0"),
+                    ]
+                ]
+                + [Package(ecosystem="Node.js", name="node", version="20.11.0")]
             )
             with VulnIndex(db) as ix:
                 found, t_match = timed(lambda: match_packages(ix, vulnerable * 10))
@@ -224,6 +294,8 @@ def main() -> None:
             )
         if args.keep:
             shutil.copy(droplet, args.keep)
+        if not args.skip_hostile:
+            hostile(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from garrison.policy.audit import AuditEvent
-from garrison.policy.model import RuntimePolicy
-
-
-def load_policy(path: str) -> RuntimePolicy:
-    import yaml
-
-    text = Path(path).read_text("utf-8")
-    doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    return RuntimePolicy.model_validate(doc or {})
 
 
 def run(policy_file: str, runc_roots: list[str], audit_log: str | None, duration: float, quiet: bool) -> int:
     from garrison.cell.containers import RUNC_ROOTS
     from garrison.cell.defender import CellDefender
+    from garrison.defender.launch import LaunchError, load_policy_file
 
     if os.geteuid() != 0:
         print("garrison cell defender: must run as root (fanotify permission events, cgroups)", file=sys.stderr)
         return 2
     try:
-        policy = load_policy(policy_file)
-    except (OSError, ValueError) as exc:
-        print(f"garrison cell defender: policy {policy_file}: {exc}", file=sys.stderr)
+        policy = load_policy_file(policy_file)  # the same policy files the app-embedded defender reads
+    except LaunchError as exc:
+        print(f"garrison cell defender: {exc}", file=sys.stderr)
         return 2
     out = open(audit_log, "a", buffering=1) if audit_log else sys.stdout  # noqa: SIM115
     lock = threading.Lock()

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from garrison.cell import exec_gate, network, pids, privileges
 from garrison.cell.containers import RUNC_ROOTS, Container, find_app_process, list_containers
+from garrison.defender.net.portscan import PortScanTracker
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent
-from garrison.kernel.nflog import NflogSocket
+from garrison.kernel.nflog import LoggedPacket, NflogSocket
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import decide_privileges
 from garrison.policy.model import Rule, RuntimePolicy
@@ -69,6 +70,7 @@ class CellDefender:
         self._net_r, self._net_w = os.pipe()  # wakes the netlog loop (new sockets, stop)
         os.set_blocking(self._net_r, False)
         self._threads: list[threading.Thread] = []
+        self._scans = PortScanTracker()  # keyed by container init pid
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -220,18 +222,44 @@ class CellDefender:
                 for pkt in packets:
                     self._net_audit(tr, pkt)
 
-    def _net_audit(self, tr: _Tracked, pkt: object) -> None:
-        parts = getattr(pkt, "prefix", "").split("|")
+    def _net_audit(self, tr: _Tracked, pkt: LoggedPacket) -> None:
+        parts = pkt.prefix.split("|")
         if len(parts) != 4 or parts[0] != "g" or tr.rule is None:
             return
         _g, effect, control, index = parts
-        proto = {6: "tcp", 17: "udp"}.get(getattr(pkt, "proto", 0), str(getattr(pkt, "proto", "")))
-        dest = f"{pkt.dst}:{pkt.dport}" if getattr(pkt, "dport", None) is not None else pkt.dst  # type: ignore[attr-defined]
+        proto = {6: "tcp", 17: "udp"}.get(pkt.proto, str(pkt.proto))
+        if effect == "flow":
+            self._flow(tr, pkt, proto)
+            return
+        dest = f"{pkt.dst}:{pkt.dport}" if pkt.dport is not None else pkt.dst
         what = network.describe(tr.rule.network, control, int(index))
-        self._audit(tr, type="bad_reputation" if control == "network.bad_reputation" else "network",
-                    effect=effect, severity="high", control=control, dest_ip=pkt.dst,  # type: ignore[attr-defined]
-                    dest_port=pkt.dport, protocol=proto,  # type: ignore[attr-defined]
+        kind = {"network.bad_reputation": "bad_reputation", "network.port_scan": "port_scan"}.get(control, "network")
+        self._audit(tr, type=kind, effect=effect, severity="high", control=control, dest_ip=pkt.dst,
+                    dest_port=pkt.dport, protocol=proto,
                     message=f"outbound {proto} to {dest}: {what}" + (" (refused)" if effect == "prevent" else ""))
+
+    def _flow(self, tr: _Tracked, pkt: LoggedPacket, proto: str) -> None:
+        """A new outbound flow: distinct destinations per window; a scan is audited once per crossing
+        and, under prevent, the container's new flows are refused in the kernel for one window."""
+        rule = tr.rule
+        cfg = rule.network.port_scan if rule else None
+        if rule is None or cfg is None or not cfg.enabled or pkt.dport is None:
+            return
+        v = self._scans.record(tr.container.init_pid, pkt.dst, pkt.dport, cfg)
+        if not v.first:
+            return
+        effect = rule.network.effect
+        note = ""
+        if effect == "prevent":
+            try:
+                network.block_new_flows(tr.container.init_pid, cfg.window_s)
+                note = f"; new connections refused for {cfg.window_s:g}s"
+            except RuntimeError as exc:
+                note = f"; could not refuse new connections: {exc}"
+        self._audit(tr, type="port_scan", effect=effect, severity="high", control="network.port_scan",
+                    dest_ip=pkt.dst, dest_port=pkt.dport, protocol=proto,
+                    message=f"{v.distinct} distinct destinations within {cfg.window_s:g}s "
+                            f"(threshold {cfg.threshold}){note}")
 
     def _check_privileges(self, tr: _Tracked) -> None:
         """Privileges the rule does not allow: an audit each (once), and under prevent the container's

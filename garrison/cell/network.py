@@ -62,6 +62,9 @@ def ruleset(net: NetworkControls) -> str:
         if items:
             lines.append(f"  set {name} {{ type {kind}; flags interval; auto-merge; elements = {{ "
                          + ", ".join(str(ipaddress.ip_network(i, strict=False)) for i in items) + " } }")
+    scan = net.port_scan is not None and net.port_scan.enabled
+    if scan:  # the defender fills it for a while once a scan is seen (prevent): new flows refused
+        lines.append("  set scan_block { type inet_proto; flags timeout; }")
     lines += [
         "  chain refuse {",
         "    meta l4proto tcp reject with tcp reset",
@@ -71,6 +74,11 @@ def ruleset(net: NetworkControls) -> str:
         "    type filter hook output priority 0; policy accept;",
         "    ct state established,related accept",
     ]
+    if scan:
+        if effect == "prevent":
+            lines.append(f"    ct state new meta l4proto @scan_block {logged('network.port_scan', 1)}")
+        # every new flow, for port-scan detection (the log statement does not end the chain)
+        lines.append(f'    ct state new meta l4proto {{ tcp, udp }} log prefix "g|flow|-|0" group {NFLOG_GROUP}')
     if bad4:
         lines.append(f"    ip daddr @badrep4 {logged('network.bad_reputation', 0)}")
     if bad6:
@@ -83,6 +91,12 @@ def ruleset(net: NetworkControls) -> str:
         lines.append(f"    meta l4proto {{ tcp, udp }} {logged('network.outbound.allow', -1)}")
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
+
+
+def block_new_flows(pid: int, seconds: float) -> None:
+    """Refuse every new TCP/UDP flow of the container for `seconds` (a scan was seen under prevent)."""
+    t = max(1, int(seconds))
+    apply(pid, f"add element inet {TABLE} scan_block {{ tcp timeout {t}s, udp timeout {t}s }}\n")
 
 
 def clear_script() -> str:
@@ -106,4 +120,6 @@ def describe(net: NetworkControls, control: str, index: int) -> str:
         return "destination not in the allowed list"
     if control == "network.bad_reputation":
         return "bad-reputation address"
+    if control == "network.port_scan":
+        return "new connections refused while the container is scanning"
     return control

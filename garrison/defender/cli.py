@@ -11,6 +11,11 @@ _CTX = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_intersp
 
 def register(app: typer.Typer) -> None:
     """Add this component's commands to the top-level `garrison` app."""
+    app.add_typer(group())
+
+
+def group() -> typer.Typer:
+    """The `defender` command group (`garrison defender ...`, or on its own as `defender ...`)."""
     group = typer.Typer(name="defender", help="The app-embedded defender.", no_args_is_help=True)
 
     @group.command("app-embedded", context_settings=_CTX)
@@ -67,4 +72,4 @@ def register(app: typer.Typer) -> None:
 
         raise typer.Exit(run(policy, list(runc_root or []), audit_log, duration, quiet))
 
-    app.add_typer(group)
+    return group

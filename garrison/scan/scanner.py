@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from garrison.scan.assurance import AssurancePolicy, apply
 from garrison.scan.inventory import Detector, all_detectors
 from garrison.scan.malware import MalwareScanner
 from garrison.scan.model import Package, ScanReport, Severity, Summary, VulnerabilityFinding
-from garrison.scan.secrets import scan_secrets, secret_candidate
+from garrison.scan.nested import is_archive, iter_nested
+from garrison.scan.secrets import in_dependency_tree, scan_secrets, secret_candidate
 from garrison.scan.source import Entry, Limits, ScanRefused, Walk, iter_dir, iter_tar
 from garrison.scan.vulndb.index import VulnIndex
 from garrison.scan.vulndb.match import match_packages
@@ -140,6 +142,20 @@ def db_revision(index: VulnIndex) -> str:
     return f"{index.generation()}@{updated.isoformat(timespec='seconds') if updated else '-'}"
 
 
+def _scan_members(
+    path: str, data: bytes, opts: ScanOptions, report: ScanReport, walk: Walk, deadline: float
+) -> None:
+    """Secrets and malware inside an archive and the archives nested in it (`a.jar!/b.zip!/c`)."""
+    for inner, body in iter_nested(path, data, walk.note, deadline=deadline):
+        if opts.secrets and secret_candidate(inner, include_deps=opts.secrets_in_deps):
+            report.secrets.extend(scan_secrets(inner, body))
+        if opts.malware.active:
+            found, problem = opts.malware.check(inner, body)
+            report.malware.extend(found)
+            if problem:
+                walk.note(inner, problem)
+
+
 def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
     """Scan a droplet tarball, a directory or (opts.host) a host root; raises ScanRefused on bad input."""
     opts = opts or ScanOptions()
@@ -156,6 +172,7 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
             scanner_version=__version__,
         )
         texts: dict[str, bytes] = {}
+        deadline = time.monotonic() + opts.limits.max_seconds
         budget = _TEXT_BUDGET
         for e in entries:
             data = e.data
@@ -176,6 +193,13 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
                 report.malware.extend(found)
                 if problem:
                     walk.note(e.path, problem)
+            secrets_inside = opts.secrets and (opts.secrets_in_deps or not in_dependency_tree(e.path))
+            if (
+                data is not None
+                and (secrets_inside or opts.malware.active)
+                and is_archive(e.path, data[:512])
+            ):
+                _scan_members(e.path, data, opts, report, walk, deadline)
         report.digest = walk.digest
         packages: list[Package] = []
         for d in detectors:

@@ -141,3 +141,11 @@ def test_privileges_prevent_stops_a_container_sharing_the_cell_pid_namespace(gar
     while c.exec("/bin/true").returncode == 0:
         assert time.monotonic() < deadline, "the container kept running"
         time.sleep(0.2)
+
+
+def test_cli_refuses_a_bad_policy_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.json"
+    bad.write_text('{"rules": [{"name": "x", "processes": {"effect": "maybe"}}]}')
+    proc = subprocess.run([sys.executable, "-m", "garrison", "defender", "cell", "--policy", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "policy file" in proc.stderr and "effect" in proc.stderr

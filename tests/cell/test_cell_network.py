@@ -129,3 +129,17 @@ def test_ruleset_shape() -> None:
     assert "ip6 daddr 2001:db8::1/128" in text and "tcp dport { 6667 }" in text
     assert "ip daddr @badrep4" in text and "203.0.113.0/24" in text
     assert "ct state established,related accept" in text and text.count("goto refuse") == 5
+
+
+def test_port_scan_detected_then_new_flows_refused_in_kernel(wired: Any) -> None:
+    c, audits, host_ip, ok, _bad = wired()
+    _start(c, audits)
+    _set_policy(audits, RuntimePolicy.model_validate({"rules": [{"name": "net-rule", "network": {
+        "effect": "prevent", "port_scan": {"threshold": 10, "window_s": 30}}}]}))
+    assert _connect(c, host_ip, ok.port)  # ordinary traffic is fine
+    # a scan of 20 closed ports on the cell side
+    c.exec("/bin/sh", "-c", f"for p in $(seq 41000 41019); do echo | /bin/nc -w 1 {host_ip} $p; done")
+    ev = audits.wait(lambda e: e.type == "port_scan")
+    assert ev.effect == "prevent" and "refused for 30s" in ev.message and ev.app_name == "shop"
+    assert not _connect(c, host_ip, ok.port)  # quarantined: even the good listener is refused now
+    audits.wait(lambda e: e.control == "network.port_scan" and e.dest_port == ok.port)

@@ -110,3 +110,21 @@ def test_cell_page_reasons_rules_and_events(page: Any, cells: dict[str, str], sc
     assert "pid 4242" in page.inner_text("#h-events")
     _no_overflow(page, "#h-rules")
     page.screenshot(path=str(screenshots / f"host-{page.width}.png"), full_page=True)
+
+
+def test_deploy_page_makes_the_cell_addon(page: Any, screenshots: Path) -> None:
+    page.goto("/defenders/deploy")
+    page.select_option("#deftype", "cell")
+    assert page.locator("#appid").is_hidden()
+    assert "Diego cell" in page.inner_text("#snippet-title")
+    page.click("#generate")
+    expect(page.locator("#manifest-snippet")).to_contain_text("garrison-cell")
+    text = page.inner_text("#manifest-snippet")
+    assert "addons:" in text and "BEGIN CERTIFICATE" in text and "bosh update-runtime-config" in page.inner_text(
+        "#steps-snippet")
+    box = page.evaluate("""() => { const r = document.querySelector('#manifest-snippet').getBoundingClientRect();
+        return [r.right, window.innerWidth]; }""")
+    assert box[0] <= box[1]
+    page.screenshot(path=str(screenshots / f"deploy-cell-{page.width}.png"), full_page=True)
+    page.select_option("#deftype", "app-embedded")
+    assert page.locator("#appid").is_visible() and "manifest.yml" in page.inner_text("#snippet-name")

@@ -127,3 +127,25 @@ def test_stream_refused_without_valid_credentials(any_console: Any) -> None:
     ) as c:
         assert c.get(STREAM).status_code == 401
         assert c.get(STREAM, headers={"authorization": "Bearer gar_not-a-token"}).status_code == 401
+
+
+def test_list_cursor_hands_over_to_the_stream(any_console: Any, defender: DefenderChannelClient) -> None:
+    """An audit stored between reading the list and opening the stream is streamed, not lost."""
+    tag = f"{time.time():.6f}"
+    with any_console.api() as api:
+        listed = api.get("/audits/runtime/app-embedded", params={"app": "live-app", "limit": 1})
+        cursor = listed.headers["stream-cursor"]
+        assert cursor.isdigit()
+        defender.submit_many(
+            [AuditEvent(type="network", effect="alert", app_name="live-app", message=f"gap-{tag}")]
+        )
+        deadline = time.monotonic() + 30
+        while (
+            api.get("/audits/runtime/app-embedded", params={"app": "live-app", "type": "network"}).json()
+            == []
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with api.stream("GET", STREAM, params={"app": "live-app", "after": cursor}) as resp:
+            got, _, _ = collect(resp, {f"gap-{tag}"})
+    assert f"gap-{tag}" in got

@@ -423,6 +423,8 @@ def test_cnaf_rules_page(page: Any, console: Any, screenshots: Path) -> None:
     page.locator("#exceptions-table tbody tr").last.locator("[data-k=param]").fill("q")
     page.locator("#exceptions-table tbody tr").last.locator("[data-k=attack]").select_option("sqli")
     page.check("#rate-enabled")
+    page.select_option("#crs-paranoia", "2")
+    page.fill("#crs-disabled", "942100, 941100")
     page.fill("#rate-burst", "0")
     page.click("#cnaf-apply")
     expect(dialog.locator(".field-error")).to_contain_text("greater than or equal to 1")  # the API's 422
@@ -439,12 +441,15 @@ def test_cnaf_rules_page(page: Any, console: Any, screenshots: Path) -> None:
     assert cnaf["effects"]["xss"] == "alert"
     assert cnaf["exceptions"] == [{"path": "/search", "param": "q", "attack": "sqli"}]
     assert cnaf["rate_limit"] == {"burst": 40, "average": 20, "effect": "prevent"}
+    assert cnaf["crs"]["paranoia_level"] == 2 and cnaf["crs"]["disabled_rules"] == [942100, 941100]
+    assert cnaf["crs"]["enabled"] is True and cnaf["crs"]["anomaly_threshold"] == 5
     no_page_overflow(page)
     shot(page, screenshots, "cnaf")
     # edit again: the stored values come back; then remove the CNAF from the rule
     row.get_by_role("button", name=f"Edit CNAF of {rule}").click()
     expect(page.locator("select[data-effect=sqli]")).to_have_value("ban")
     expect(page.locator("#exceptions-table [data-k=path]")).to_have_value("/search")
+    expect(page.locator("#crs-paranoia")).to_have_value("2")
     page.once("dialog", lambda d: d.accept())
     page.click("#cnaf-remove")
     expect(dialog).to_be_hidden()

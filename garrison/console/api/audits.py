@@ -65,9 +65,12 @@ Offset = Annotated[int, Query(ge=0, le=10**9)]
 def runtime_audits(
     c: Ctx, _p: Reader, flt: Filter, response: Response, limit: Limit = 100, offset: Offset = 0
 ) -> list[dict[str, Any]]:
-    """Newest first; the total number of matches is in the `Total-Count` header."""
+    """Newest first; the total number of matches is in the `Total-Count` header. `Stream-Cursor` is
+    where the live stream (`…/stream?after=`) continues from so that nothing stored meanwhile is missed."""
+    cursor = c.store.events.max_seq()  # taken first: an audit stored during the query is streamed, not lost
     rows, total = c.audits.query(flt, limit, offset)
     response.headers["Total-Count"] = str(total)
+    response.headers["Stream-Cursor"] = str(cursor)
     return rows
 
 

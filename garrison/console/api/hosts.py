@@ -132,3 +132,34 @@ def delete_host(name: HostName, c: Ctx, p: Admin) -> None:
     if not c.store.hosts.remove(name):
         raise HTTPException(status_code=404, detail=f"no host {name!r}")
     c.store.mgmt.record(p.username, "host.delete", name)
+
+
+class BoshAddon(BaseModel):
+    runtime_config: str = Field(description="`bosh update-runtime-config --name garrison` input")
+    token_id: int = Field(description="the API token minted for the cells (revoke it under API tokens)")
+
+
+@router.post("/bosh-addon", response_model=BoshAddon, status_code=201)
+def bosh_addon(c: Ctx, p: Writer) -> Any:
+    """The runtime-config add-on that places the garrison-cell job on every Diego cell, with this
+    console's address and CA, a new API token for the cells' reports, and the current runtime policy
+    for the cell defender. The token is shown only here."""
+    import yaml
+
+    token_id, token = c.auth.issue_token(p.username, name="garrison-cell-addon", ttl_s=None)
+    c.store.mgmt.record(p.username, "hosts.bosh_addon", c.console_url, {"token_id": token_id})
+    policy = c.policies.runtime().model_dump(mode="json", exclude={"revision"})
+    doc = {
+        "releases": [{"name": "garrison", "version": "latest"}],
+        "addons": [{
+            "name": "garrison-cell",
+            "include": {"jobs": [{"name": "rep", "release": "diego"}]},
+            "jobs": [{"name": "garrison-cell", "release": "garrison", "properties": {"garrison": {
+                "console": {"url": c.console_url, "token": token, "ca_cert": c.ca.cert_pem.decode()},
+                "cell": {"policy": policy},
+            }}}],
+        }],
+    }
+    header = ("# bosh update-runtime-config --name garrison garrison-runtime-config.yml\n"
+              "# places the garrison-cell job (cell defender + host agent) on every Diego cell\n")
+    return {"runtime_config": header + yaml.safe_dump(doc, sort_keys=False), "token_id": token_id}

@@ -160,12 +160,13 @@ function poll(fn, ms = POLL_MS) {
 /* Server push: reads the console's Server-Sent Events stream with fetch (so the bearer token stays in a
  * header, never in a URL), calls handlers[event](data), and reconnects with back-off from the last
  * cursor it was given. The Live badge shows whether the stream is up. Returns a stop function. */
-function liveStream(path, handlers) {
+function liveStream(path, handlers, start = null) {
   const live = $("#live-indicator");
-  let cursor = null;
+  let cursor = start; // the list's Stream-Cursor: audits stored after that list was read are streamed
   let stopped = false;
   let ctrl = null;
   let backoff = 1000;
+  let reconnecting = false;
   const setLive = (on) => { if (live) { live.hidden = false; live.classList.toggle("down", !on); live.lastChild.textContent = on ? "Live" : "Reconnecting…"; } };
 
   function dispatch(block) {
@@ -195,7 +196,8 @@ function liveStream(path, handlers) {
         if (!resp.ok || !resp.body) throw new Error(`stream ${resp.status}`);
         setLive(true);
         backoff = 1000;
-        if (cursor !== null) handlers.reconnected?.();
+        if (reconnecting) handlers.reconnected?.();
+        reconnecting = true;
         const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = "";
         for (;;) {
@@ -287,9 +289,11 @@ function initDashboard() {
     counts.prevented = prevent + ban;
   }
 
+  let streamFrom = null;
   async function loadAudits() {
-    const { data } = await api(`/audits/runtime/app-embedded?limit=1000&from=${Math.floor(Date.now() / 1000 - DAY)}`);
+    const { data, headers } = await api(`/audits/runtime/app-embedded?limit=1000&from=${Math.floor(Date.now() / 1000 - DAY)}`);
     for (const e of data) events.set(e.id, e);
+    streamFrom = headers.get("Stream-Cursor");
   }
 
   function render() {
@@ -334,7 +338,7 @@ function initDashboard() {
       defenders: showDefenders,
       skipped() { reload().catch(() => {}); },
       reconnected() { reload().catch(() => {}); },
-    });
+    }, streamFrom);
     setInterval(() => { loadCounts().then(render).catch(() => {}); }, 60000); // audits age out of the 24 h window
   });
 }
@@ -429,6 +433,7 @@ function initDefenders() {
 
 function initDeploy() {
   let bundle = null;
+  let addon = null; // runtime config of the cell add-on, once generated
   $("#consoleaddr").value = location.hostname;
 
   function wsAddress() {
@@ -436,7 +441,27 @@ function initDeploy() {
     return `wss://${$("#consoleaddr").value.trim() || location.hostname}:8084`;
   }
 
+  function renderCell() {
+    $all(".app-only").forEach((n) => { n.hidden = true; });
+    $("#generate").textContent = "Generate the BOSH add-on";
+    $("#snippet-title").textContent = "2. Runtime config for every Diego cell";
+    $("#snippet-name").textContent = "garrison-runtime-config.yml";
+    $("#steps-title").textContent = "3. Upload and apply";
+    $("#manifest-snippet").textContent = addon || "Generate the BOSH add-on: it carries this console's address and CA, a new API token for the cells, and the runtime policy.";
+    $("#steps-snippet").textContent = [
+      "bosh upload-release garrison-<version>.tgz          # bosh create-release --dir bosh/ --final --tarball ...",
+      "bosh update-runtime-config --name garrison garrison-runtime-config.yml",
+      "bosh -d cf deploy cf.yml                             # the add-on lands on every Diego cell (rep job)",
+    ].join("\n");
+  }
+
   function render() {
+    if ($("#deftype").value === "cell") { renderCell(); return; }
+    $all(".app-only").forEach((n) => { n.hidden = false; });
+    $("#generate").textContent = "Generate install bundle";
+    $("#snippet-title").textContent = "3. Add to manifest.yml";
+    $("#snippet-name").textContent = "manifest.yml";
+    $("#steps-title").textContent = "4. Embed and push";
     const inDroplet = $("#deftype").value === "app-embedded";
     const path = inDroplet ? ".garrison/defender" : "./defender";
     const appId = $("#appid").value.trim() || "my-app";
@@ -473,6 +498,15 @@ function initDeploy() {
   $("#deploy-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     showError($("#deploy-error"), "");
+    if ($("#deftype").value === "cell") {
+      try {
+        const { data } = await api("/hosts/bosh-addon", { method: "POST" });
+        addon = data.runtime_config;
+        render();
+        toast("BOSH add-on generated (its API token is shown only here)");
+      } catch (e) { showError($("#deploy-error"), errorText(e.detail ?? e.message)); }
+      return;
+    }
     const q = new URLSearchParams();
     if ($("#consoleaddr").value.trim()) q.set("consoleaddr", $("#consoleaddr").value.trim());
     try {
@@ -770,6 +804,7 @@ function initAudits() {
   let total = 0;
   const shown = new Map(); // id -> audit, rows on this page
   let stopStream = null;
+  let streamFrom = null;
   const form = $("#audit-filters");
   const tbody = $("#audits-table tbody");
   const span = $all("#audits-table thead th").length;
@@ -805,6 +840,7 @@ function initAudits() {
     q.set("offset", String(offset));
     const { data, headers } = await api(`/audits/runtime/app-embedded?${q}`);
     total = Number(headers.get("Total-Count") || data.length);
+    streamFrom = headers.get("Stream-Cursor");
     shown.clear();
     data.forEach((e) => shown.set(e.id, e));
     const mixed = !q.get("type");
@@ -845,7 +881,7 @@ function initAudits() {
       audit: arrived,
       skipped() { load().catch(() => {}); },
       reconnected() { load().catch(() => {}); },
-    });
+    }, streamFrom);
   }
 
   // Filters live in the URL too (?app=&type=&effect=), so a filtered view can be linked and reloaded.

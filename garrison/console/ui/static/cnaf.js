@@ -7,6 +7,7 @@ const CNAF_DEFAULTS = {
   enabled: true, effects: {}, exceptions: [], rate_limit: null, ban_duration_s: 300,
   trust_x_forwarded_for: false, max_header_bytes: 16384, max_body_inspect_bytes: 1048576,
 };
+const CRS_DEFAULTS = { enabled: true, paranoia_level: 3, anomaly_threshold: 5, disabled_rules: [], default_exclusions: true };
 
 function scopeText(scope) {
   const parts = ["orgs", "spaces", "apps", "app_ids"].flatMap((k) => (scope[k] || []).filter((g) => g !== "*").map((g) => `${k.replace("_ids", " id").replace(/s$/, "")}: ${g}`));
@@ -76,6 +77,12 @@ function initCnaf() {
     $("#trust-xff").checked = !!c.trust_x_forwarded_for;
     $("#max-header").value = c.max_header_bytes;
     $("#max-body").value = c.max_body_inspect_bytes;
+    const crs = { ...CRS_DEFAULTS, ...(c.crs || {}) };
+    $("#crs-enabled").checked = !!crs.enabled;
+    $("#crs-paranoia").value = String(crs.paranoia_level);
+    $("#crs-threshold").value = crs.anomaly_threshold;
+    $("#crs-exclusions").checked = !!crs.default_exclusions;
+    $("#crs-disabled").value = crs.disabled_rules.join(", ");
   }
 
   function collect(base) {
@@ -93,6 +100,11 @@ function initCnaf() {
     c.trust_x_forwarded_for = $("#trust-xff").checked;
     c.max_header_bytes = num("#max-header");
     c.max_body_inspect_bytes = num("#max-body");
+    const ids = $("#crs-disabled").value.split(/[\s,]+/).filter(Boolean).map((x) => (/^\d+$/.test(x) ? Number(x) : x));
+    c.crs = {
+      ...(base.crs || CRS_DEFAULTS), enabled: $("#crs-enabled").checked, paranoia_level: Number($("#crs-paranoia").value),
+      anomaly_threshold: num("#crs-threshold"), default_exclusions: $("#crs-exclusions").checked, disabled_rules: ids,
+    };
     return c;
   }
 
