@@ -65,11 +65,14 @@ def group() -> typer.Typer:
         duration: float = typer.Option(
             0, "--duration", help="stop after this many seconds (0 = until killed)"
         ),
+        forensics_dir: str = typer.Option(
+            None, "--forensics-dir", help="per-container process and connection trail (JSON lines, 0600)"
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """The cell defender (root, one per Diego cell): protects every app container on the cell."""
         from garrison.cell.cli import run
 
-        raise typer.Exit(run(policy, list(runc_root or []), audit_log, duration, quiet))
+        raise typer.Exit(run(policy, list(runc_root or []), audit_log, duration, quiet, forensics_dir))
 
     return group

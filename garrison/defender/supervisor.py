@@ -183,7 +183,7 @@ class Supervisor:
             self.native = NativeDataplane(
                 self.listener, self.ctx, self._dispatch, self.guard, threads=self.threads
             )
-            self.native.start()
+            self.native.start(drain=False)  # the drain starts once the app is forked
         else:
             for i in range(self.threads):
                 wt = threading.Thread(target=self._listen, name=f"garrison-notify-{i}", daemon=True)
@@ -201,6 +201,8 @@ class Supervisor:
         if "error" in result:
             raise result["error"]  # type: ignore[misc]
         self.app_pid = int(result["pid"])  # type: ignore[call-overload]
+        if self.native is not None:
+            self.native.start_drain()
         self._forward_signals()
         if err:
             code, _, msg = err.decode(errors="replace").partition(":")

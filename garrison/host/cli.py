@@ -217,7 +217,7 @@ def host_scan(
 
     cell_policy = _load_policy(policy) if policy else CellPolicy()
     try:
-        report = scan(root, ScanOptions(db_dir=db, host=True, secrets=False, policy=cell_policy.packages))
+        report = scan(root, ScanOptions(db_dir=db, host=True, secrets=True, policy=cell_policy.packages))
     except (ScanRefused, OSError) as exc:
         raise _fail(str(exc)) from exc
     verdict, reasons = judge(cell_policy, None, report)
@@ -296,7 +296,7 @@ def agent_command(
                 next_cis = now + cis_every * 3600 if cis_every else float("inf")
             if now >= next_scan:
                 try:
-                    report = run_scan(scan_root or Path("/"), ScanOptions(db_dir=db, host=True, secrets=False))
+                    report = run_scan(scan_root or Path("/"), ScanOptions(db_dir=db, host=True, secrets=True))
                     _err.print(f"host scan: {rep.send_scan(report)['verdict']}")
                 except (ScanRefused, OSError, ConsoleError) as exc:
                     _err.print(f"[yellow]host scan not reported:[/] {exc}", soft_wrap=True)
