@@ -139,10 +139,11 @@ class CellDefender:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
             for cid, c in found.items():
-                tr = self._tracked.get(cid)
-                if tr is None:
-                    tr = self._tracked[cid] = _Tracked(container=c)
-                    self._protect(tr)
+                known = self._tracked.get(cid)
+                if known is None:
+                    known = self._tracked[cid] = _Tracked(container=c)
+                    self._protect(known)
+                tr = known
                 if tr.container.identity is None:
                     app = find_app_process(tr.container)
                     if app is not None:

@@ -40,6 +40,7 @@ class ScanOptions:
 
 
 _SHARED_LIB = re.compile(r"\.so(\.[0-9.]+)?$")
+_PEM = b"-----BEG"  # the 8 bytes `want` sees of a PEM file (private keys are confirmed by the detector)
 Kind = Literal["droplet", "directory", "host"]
 
 
@@ -51,7 +52,8 @@ def _host_want(detectors: list[Detector], opts: ScanOptions) -> Callable[[str, b
     def want(path: str, head: bytes) -> bool:
         if head.startswith(b"\x7fELF") and _SHARED_LIB.search(path):
             return False
-        return any(d.wants(path, head) for d in detectors)
+        # on a host, secrets means private keys (a cell's config is full of other credentials by design)
+        return any(d.wants(path, head) for d in detectors) or (opts.secrets and head.startswith(_PEM))
 
     return want
 

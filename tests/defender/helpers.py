@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-APP_USER = "garrison-app"
+# one user per checkout: suites of two checkouts running at once on one machine must not share a uid
+# (RLIMIT_NPROC and the fork guard's RLIMIT watch count every process of the uid)
+APP_USER = "garrison-" + __import__("hashlib").sha1(str(REPO).encode()).hexdigest()[:8]
 
 
 def _app_uid() -> int:
