@@ -31,8 +31,18 @@ def make_container(base: Path, runc_root: Path) -> tuple[str, Path]:
         d.mkdir(parents=True, exist_ok=True)
     for t in TOOLS:
         shutil.copy2("/bin/busybox", image / "bin" / t)
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={image},upperdir={upper},workdir={work}", str(bundle / "rootfs")], check=True)
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={image},upperdir={upper},workdir={work}",
+            str(bundle / "rootfs"),
+        ],
+        check=True,
+    )
     subprocess.run(["runc", "spec"], cwd=bundle, check=True)
     cfg = json.loads((bundle / "config.json").read_text())
     cfg["process"]["terminal"] = False
@@ -40,8 +50,14 @@ def make_container(base: Path, runc_root: Path) -> tuple[str, Path]:
     cfg["linux"]["cgroupsPath"] = "garden/bench"
     (bundle / "config.json").write_text(json.dumps(cfg))
     with open(base / "runc.log", "wb") as log:
-        subprocess.run(["runc", "--root", str(runc_root), "run", "-d", "bench"], cwd=bundle, check=True,
-                       stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        subprocess.run(
+            ["runc", "--root", str(runc_root), "run", "-d", "bench"],
+            cwd=bundle,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
     return "bench", bundle / "rootfs"
 
 
@@ -49,8 +65,21 @@ def loop(runc_root: Path, n: int) -> float:
     script = f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
     vcap = json.dumps({"application_name": "bench", "organization_name": "o", "space_name": "s"})
     t = time.perf_counter()
-    subprocess.run(["runc", "--root", str(runc_root), "exec", "--env", f"VCAP_APPLICATION={vcap}", "bench",
-                    "/bin/sh", "-c", script], check=True)
+    subprocess.run(
+        [
+            "runc",
+            "--root",
+            str(runc_root),
+            "exec",
+            "--env",
+            f"VCAP_APPLICATION={vcap}",
+            "bench",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+        check=True,
+    )
     return (time.perf_counter() - t) / n * 1e6
 
 
@@ -60,8 +89,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     print(f"load average before: {os.getloadavg()}")
-    policy = RuntimePolicy.model_validate({"rules": [{"name": "r", "processes": {
-        "effect": "prevent", "deny": ["wget", "nc"], "drift_prevention": True}}]})
+    policy = RuntimePolicy.model_validate(
+        {
+            "rules": [
+                {
+                    "name": "r",
+                    "processes": {"effect": "prevent", "deny": ["wget", "nc"], "drift_prevention": True},
+                }
+            ]
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="garrison-cell-bench-") as d:
         base, runc_root = Path(d), Path(d) / "runc-root"
         runc_root.mkdir()
@@ -75,24 +112,45 @@ def main() -> None:
                 guarded.append(loop(runc_root, a.execs))
                 defender.stop()
             b, g = statistics.median(bare), statistics.median(guarded)
-            print(f"fork+exec+wait in the container: bare {b:.0f} µs, cell defender {g:.0f} µs = {g / b:.2f}x "
-                  f"(median of {a.rounds} interleaved rounds of {a.execs})")
+            print(
+                f"fork+exec+wait in the container: bare {b:.0f} µs, cell defender {g:.0f} µs = {g / b:.2f}x "
+                f"(median of {a.rounds} interleaved rounds of {a.execs})"
+            )
             # container start -> protected: the app process appears; the defender reports it
             defender = CellDefender(policy, lambda e: None, roots=[str(runc_root)])
             seen: list[float] = []
-            defender.emit = lambda e: seen.append(time.perf_counter()) if e.control == "cell.container_protected" else None
+            defender.emit = lambda e: (
+                seen.append(time.perf_counter()) if e.control == "cell.container_protected" else None
+            )
             defender.start()
             t = time.perf_counter()
             vcap = json.dumps({"application_name": "late", "organization_name": "o", "space_name": "s"})
-            subprocess.run(["runc", "--root", str(runc_root), "exec", "-d", "--env", f"VCAP_APPLICATION={vcap}",
-                            "bench", "/bin/sleep", "30"], check=True, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    "runc",
+                    "--root",
+                    str(runc_root),
+                    "exec",
+                    "-d",
+                    "--env",
+                    f"VCAP_APPLICATION={vcap}",
+                    "bench",
+                    "/bin/sleep",
+                    "30",
+                ],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             while not seen and time.perf_counter() - t < 10:
                 time.sleep(0.01)
             defender.stop()
             if seen:
-                print(f"app start -> protected (identity known, rule applied): {(seen[0] - t) * 1000:.0f} ms "
-                      "(exec checks apply from container creation on)")
+                print(
+                    f"app start -> protected (identity known, rule applied): {(seen[0] - t) * 1000:.0f} ms "
+                    "(exec checks apply from container creation on)"
+                )
         finally:
             subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", "bench"], capture_output=True)
             subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)

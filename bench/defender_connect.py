@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 from garrison.defender.net import TRAP_ONLY_IF_ARG_NONZERO, NetworkGuard
 from garrison.defender.net.standalone import StandaloneContext, Supervised
@@ -124,9 +126,11 @@ def run(
 ) -> float:
     if not supervised:
         uid = user[0] if user else None
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(
             argv, capture_output=True, text=True, check=True, user=uid, group=user[1] if user else None
         )
+        _note_cpu(before)
         return float(out.stdout)
     ctx = StandaloneContext(rule)
     guard = NetworkGuard(ctx, upstreams=[])
@@ -151,13 +155,34 @@ def run_defender(argv: list[str], policy_dir: str, dataplane: str) -> float:
     with open(policy, "w") as f:
         f.write(json.dumps({"rules": [RULE.model_dump(mode="json")]}))
     env = {**os.environ, "DATA_FOLDER": policy_dir, "DEFENDER_DATAPLANE": dataplane}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(
         [garrison, "defender", "app-embedded", "--quiet", "--policy", policy, *argv],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     if p.returncode != 0:
         raise SystemExit(f"defender run failed: {p.stderr}")
+    _note_cpu(before)
     return float(p.stdout)
+
+
+LAST_CPU = [0.0]
+
+
+def _note_cpu(before: resource.struct_rusage) -> None:
+    """CPU seconds the finished child tree used (app + defender)."""
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def cpu_per_op(fn: Callable[[list[str]], float], argv: list[str], port: int, n: int) -> float:
+    """CPU µs per connect of app + defender: a run of n connects minus a run of none (start-up and
+    exit cancel). Wall time on a loaded machine depends on how the scheduler shares it (a task that
+    sleeps in the supervisor is woken ahead of busy ones); CPU time does not."""
+    fn([*argv, str(port), str(n)])
+    full = LAST_CPU[0]
+    fn([*argv, str(port), "0"])
+    return (full - LAST_CPU[0]) / n * 1e6
 
 
 def main() -> None:
@@ -195,6 +220,23 @@ def main() -> None:
                 if full:
                     res.setdefault(f"full defender, {dp}", []).append(run_defender(a, tmp, dp))
         goal = {"c": 2.5, "c-conn": 2.0}.get(name)
+        if name != "python" and full:  # the C apps accept 0 connects (the start-up-only run)
+            cpu = {
+                "bare": statistics.median(
+                    cpu_per_op(lambda a: run(a, False, user), argv, port, n) for _ in range(3)
+                )
+            }
+            for dp in planes:
+                cpu[dp] = statistics.median(
+                    cpu_per_op(lambda a, dp=dp: run_defender(a, tmp, dp), argv, port, n) for _ in range(3)
+                )
+            print(
+                f"  {name:6s} CPU    bare {cpu['bare']:6.1f} us | "
+                + " | ".join(
+                    f"full defender, {dp} {cpu[dp]:6.1f} us = {cpu[dp] / cpu['bare']:5.2f}x" for dp in planes
+                )
+                + " (app + defender CPU per connect, median of 3)"
+            )
         # median and best round: on a shared machine the best round is the least disturbed one
         for label, agg in (("median", statistics.median), ("best", min)):
             b = agg(res["bare"])

@@ -29,11 +29,24 @@ def cpu_seconds(pid: int) -> float:
 
 class Watcher:
     def __init__(self, root: Path, state: Path, inotify: bool) -> None:
-        cmd = [sys.executable, "-m", "garrison", "host", "fim", "watch", "--json", "--path", str(root),
-               "--state", str(state)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "garrison",
+            "host",
+            "fim",
+            "watch",
+            "--json",
+            "--path",
+            str(root),
+            "--state",
+            str(state),
+        ]
         if inotify:
             cmd.append("--inotify")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
         self.mechanism = self.proc.stderr.readline().strip()  # type: ignore[union-attr]
@@ -63,8 +76,22 @@ def main() -> None:
             sub.mkdir(parents=True, exist_ok=True)
             (sub / f"lib{i}.so").write_bytes(os.urandom(2048))
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "garrison", "host", "fim", "baseline", "--path", str(root),
-                        "--state", str(state)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "garrison",
+                "host",
+                "fim",
+                "baseline",
+                "--path",
+                str(root),
+                "--state",
+                str(state),
+            ],
+            check=True,
+            capture_output=True,
+        )
         print(f"baseline of {a.files} files: {time.perf_counter() - t:.2f} s (process start included)")
         w = Watcher(root, state, a.inotify)
         print(w.mechanism)
@@ -81,9 +108,11 @@ def main() -> None:
             latencies.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.05)
         latencies.sort()
-        print(f"change -> event: median {statistics.median(latencies):.1f} ms, "
-              f"p90 {latencies[int(len(latencies) * 0.9) - 1]:.1f} ms, max {latencies[-1]:.1f} ms "
-              f"({len(latencies)} changes)")
+        print(
+            f"change -> event: median {statistics.median(latencies):.1f} ms, "
+            f"p90 {latencies[int(len(latencies) * 0.9) - 1]:.1f} ms, max {latencies[-1]:.1f} ms "
+            f"({len(latencies)} changes)"
+        )
         cpu0 = cpu_seconds(w.proc.pid)
         u0 = os.times()
         t = time.perf_counter()
@@ -102,9 +131,11 @@ def main() -> None:
         monitor_cpu = cpu_seconds(w.proc.pid) - cpu0
         w.stop()
         print(f"upgrade of {a.files} files: {upgrade_wall:.2f} s wall, {upgrade_cpu:.2f} s CPU (the writer)")
-        print(f"monitor: {seen} change events in {drained:.2f} s after the upgrade began, "
-              f"{monitor_cpu:.2f} s CPU = {monitor_cpu / max(upgrade_cpu, 1e-9):.2f}x the writer's CPU, "
-              f"{monitor_cpu / max(seen, 1) * 1e6:.0f} µs per change")
+        print(
+            f"monitor: {seen} change events in {drained:.2f} s after the upgrade began, "
+            f"{monitor_cpu:.2f} s CPU = {monitor_cpu / max(upgrade_cpu, 1e-9):.2f}x the writer's CPU, "
+            f"{monitor_cpu / max(seen, 1) * 1e6:.0f} µs per change"
+        )
     print(f"load average after: {os.getloadavg()}")
 
 

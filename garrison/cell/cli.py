@@ -10,7 +10,8 @@ import threading
 from garrison.policy.audit import AuditEvent
 
 
-def run(policy_file: str, runc_roots: list[str], audit_log: str | None, duration: float, quiet: bool) -> int:
+def run(policy_file: str, runc_roots: list[str], audit_log: str | None, duration: float, quiet: bool,
+        forensics_dir: str | None = None) -> int:
     from garrison.cell.containers import RUNC_ROOTS
     from garrison.cell.defender import CellDefender
     from garrison.defender.launch import LaunchError, load_policy_file
@@ -31,7 +32,12 @@ def run(policy_file: str, runc_roots: list[str], audit_log: str | None, duration
             out.write(ev.model_dump_json() + "\n")
             out.flush()
 
-    defender = CellDefender(policy, emit, roots=runc_roots or RUNC_ROOTS)
+    from pathlib import Path
+
+    from garrison.cell.forensics import ForensicLog
+
+    forensics = ForensicLog(Path(forensics_dir)) if forensics_dir else None
+    defender = CellDefender(policy, emit, roots=runc_roots or RUNC_ROOTS, forensics=forensics)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 
 from garrison.cell import exec_gate, network, pids, privileges
 from garrison.cell.containers import RUNC_ROOTS, Container, find_app_process, list_containers
+from garrison.cell.forensics import ForensicLog, process_facts
 from garrison.defender.net.portscan import PortScanTracker
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent
 from garrison.kernel.nflog import LoggedPacket, NflogSocket
+from garrison.kernel.proc_connector import ProcConnector
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import decide_privileges
 from garrison.policy.model import Rule, RuntimePolicy
@@ -55,7 +57,7 @@ def _identity(c: Container) -> Identity:
 class CellDefender:
     def __init__(
         self, policy: RuntimePolicy, emit: Callable[[AuditEvent], None], *,
-        roots: Iterable[str] = RUNC_ROOTS, host: str | None = None,
+        roots: Iterable[str] = RUNC_ROOTS, host: str | None = None, forensics: ForensicLog | None = None,
     ) -> None:
         self.policy = policy
         self.emit = emit
@@ -71,12 +73,18 @@ class CellDefender:
         os.set_blocking(self._net_r, False)
         self._threads: list[threading.Thread] = []
         self._scans = PortScanTracker()  # keyed by container init pid
+        self.forensics = forensics
+        self._by_pidns: dict[str, _Tracked] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.discover()
-        for target, name in ((self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
-                             (self._netlog_loop, "cell-netlog")):
+        loops = [(self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
+                 (self._netlog_loop, "cell-netlog")]
+        if self.forensics is not None:
+            self._procs = ProcConnector()
+            loops.append((self._proc_loop, "cell-forensics"))
+        for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -88,6 +96,8 @@ class CellDefender:
         for t in self._threads:
             t.join(5)
         self.gate.close()  # held execs are released (allowed) by the kernel when the group closes
+        if self.forensics is not None:
+            self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
         for tr in self._tracked.values():
@@ -125,12 +135,15 @@ class CellDefender:
                     tr.nflog.close()
                     tr.nflog = None
                     self._nudge()
+                for ns in [k for k, v in self._by_pidns.items() if v is tr]:
+                    del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
             for cid, c in found.items():
-                tr = self._tracked.get(cid)
-                if tr is None:
-                    tr = self._tracked[cid] = _Tracked(container=c)
-                    self._protect(tr)
+                known = self._tracked.get(cid)
+                if known is None:
+                    known = self._tracked[cid] = _Tracked(container=c)
+                    self._protect(known)
+                tr = known
                 if tr.container.identity is None:
                     app = find_app_process(tr.container)
                     if app is not None:
@@ -154,6 +167,8 @@ class CellDefender:
             return
         tr.marked = True
         self._by_dev[c.layers.dev] = tr
+        with contextlib.suppress(OSError):
+            self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
         tr.pids_path = pids.pids_dir(c.cgroup)
         self._apply_rule(tr)
 
@@ -173,7 +188,8 @@ class CellDefender:
     def _apply_network(self, tr: _Tracked) -> None:
         """Our nftables table in the container's network namespace, replaced when the rule changes."""
         rule, c = tr.rule, tr.container
-        want = network.ruleset(rule.network) if rule and rule.network.effect != "disable" else None
+        want = (network.ruleset(rule.network, log_flows=self.forensics is not None)
+                if rule and rule.network.effect != "disable" else None)
         if want == tr.net_script or (want is None and tr.net_script is None):
             return
         try:
@@ -239,8 +255,11 @@ class CellDefender:
                     message=f"outbound {proto} to {dest}: {what}" + (" (refused)" if effect == "prevent" else ""))
 
     def _flow(self, tr: _Tracked, pkt: LoggedPacket, proto: str) -> None:
-        """A new outbound flow: distinct destinations per window; a scan is audited once per crossing
-        and, under prevent, the container's new flows are refused in the kernel for one window."""
+        """A new outbound flow: into the forensic trail; distinct destinations per window; a scan is
+        audited once per crossing and, under prevent, the container's new flows are refused in the kernel
+        for one window."""
+        if self.forensics is not None:
+            self.forensics.record(tr.container.id, "connect", dest_ip=pkt.dst, dest_port=pkt.dport, protocol=proto)
         rule = tr.rule
         cfg = rule.network.port_scan if rule else None
         if rule is None or cfg is None or not cfg.enabled or pkt.dport is None:
@@ -281,6 +300,32 @@ class CellDefender:
                         control=d.control, message=d.reason + suffix,
                         extra={"capabilities": sorted(seen.capabilities)})
 
+    def _proc_loop(self) -> None:
+        """fork/exec/exit of every process on the cell; those of a container go to its forensic trail."""
+        assert self.forensics is not None
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self._procs.fileno()], [], [], 0.5)
+            except (OSError, ValueError):
+                return
+            if not ready:
+                continue
+            for ev in self._procs.read():
+                ns = None
+                for pid in (ev.pid, ev.ppid):  # a short-lived child may be gone: its parent tells
+                    if pid:
+                        with contextlib.suppress(OSError):
+                            ns = os.readlink(f"/proc/{pid}/ns/pid")
+                            break
+                with self._lock:
+                    tr = self._by_pidns.get(ns) if ns else None
+                if tr is None:
+                    continue
+                if ev.kind == "exec":
+                    self.forensics.record(tr.container.id, "exec", pid=ev.pid, **process_facts(ev.pid))
+                elif ev.kind == "fork":
+                    self.forensics.record(tr.container.id, "fork", pid=ev.pid, ppid=ev.ppid)
+
     def _check_pids(self, tr: _Tracked) -> None:
         if tr.limit is None or tr.pids_path is None:
             return
@@ -311,8 +356,9 @@ class CellDefender:
             with self._lock:
                 tr = self._by_dev.get(st.st_dev)
                 rule = tr.rule if tr else None
-            if tr is not None and rule is not None:
+            if tr is not None and (rule is not None or self.forensics is not None):
                 facts = exec_gate.identify(tr.container, ev.fd)
+            if tr is not None and rule is not None and facts is not None:
                 decision = exec_gate.decide(rule, tr.container, facts)
                 allow = not decision.blocked
         except Exception:  # never leave an exec hanging: decide by the rule's effect
@@ -321,6 +367,10 @@ class CellDefender:
         finally:
             with contextlib.suppress(OSError):
                 self.gate.answer(ev, allow)
+        if tr is not None and facts is not None and self.forensics is not None:
+            # synchronous (the exec was held): the file that ran even when the process is gone at once
+            self.forensics.record(tr.container.id, "exec_file", pid=ev.pid, exe=facts.path, layer=facts.layer,
+                                  allowed=allow)
         if tr is not None and decision is not None and facts is not None and decision.audited:
             kind = "drift" if decision.control == "processes.drift_prevention" else "process"
             self._audit(tr, type=kind, effect=decision.effect, severity="high", control=decision.control,

@@ -43,8 +43,9 @@ def _match(t: NetTarget) -> list[str]:
     return parts
 
 
-def ruleset(net: NetworkControls) -> str:
-    """The whole `inet garrison` table for one container, replaced atomically by `nft -f`."""
+def ruleset(net: NetworkControls, *, log_flows: bool = False) -> str:
+    """The whole `inet garrison` table for one container, replaced atomically by `nft -f`
+    (`log_flows`: every new flow is logged too, for forensics)."""
     act = "goto refuse" if net.effect == "prevent" else "accept"
     effect = net.effect
 
@@ -74,10 +75,10 @@ def ruleset(net: NetworkControls) -> str:
         "    type filter hook output priority 0; policy accept;",
         "    ct state established,related accept",
     ]
-    if scan:
-        if effect == "prevent":
-            lines.append(f"    ct state new meta l4proto @scan_block {logged('network.port_scan', 1)}")
-        # every new flow, for port-scan detection (the log statement does not end the chain)
+    if scan and effect == "prevent":
+        lines.append(f"    ct state new meta l4proto @scan_block {logged('network.port_scan', 1)}")
+    if scan or log_flows:
+        # every new flow, for port-scan detection and forensics (the log statement does not end the chain)
         lines.append(f'    ct state new meta l4proto {{ tcp, udp }} log prefix "g|flow|-|0" group {NFLOG_GROUP}')
     if bad4:
         lines.append(f"    ip daddr @badrep4 {logged('network.bad_reputation', 0)}")

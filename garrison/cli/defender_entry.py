@@ -15,13 +15,20 @@ def run(args: list[str], prog_name: str = "defender") -> None:
 
     from garrison.defender import cli as defender_cli
 
+    group = defender_cli.group()
+    group.pretty_exceptions_enable = False
+    if prog_name == "defender":
+        # the group itself is the program: `Usage: defender app-embedded ...` (get_group keeps
+        # app-embedded a sub-command although it is the group's only command)
+        typer.main.get_group(group)(args=args, prog_name=prog_name)
+        return
     app = typer.Typer(name="defender", no_args_is_help=True, pretty_exceptions_enable=False)
 
     @app.callback()
     def _root() -> None:
         """Garrison app-embedded defender."""
 
-    defender_cli.register(app)
+    app.add_typer(group)
     app(args=["defender", *args], prog_name=prog_name)
 
 

@@ -182,7 +182,8 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
             )
             seen.add("protocol")
     query = req.query
-    fields = extract(req, query=bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY))
+    query_maybe = bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY)
+    fields = extract(req, query=query_maybe)
     for fld in fields:
         for name, reason in scan(fld):
             if name in seen or effect_for(name) == "disable":
@@ -192,7 +193,8 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
             findings.append(Finding(name, fld.label, fld.name, fld.value[:VALUE_AUDIT_LIMIT], reason))
             seen.add(name)
     if controls.crs.enabled and (rules := crs.current()) is not None:
-        findings.extend(_crs_findings(rules, req, fields, controls, path, seen))
+        plain = not query_maybe and _SAFE_PATH.match(req.path) is not None
+        findings.extend(_crs_findings(rules, req, fields, controls, path, seen, plain_target=plain))
     return findings
 
 
@@ -208,6 +210,23 @@ _IMAGE_DATA_URI = re.compile(
 # XML declarations and processing instructions (`<?xml …?>`, `<?xml-stylesheet …?>`, `<?xpacket …?>`)
 # are inert markup that CRS's character-count and quote rules score as SQL; PHP tags are not matched.
 _XML_PI = re.compile(r"<\?(?:xml(?:-stylesheet)?|xsl-stylesheet|xpacket)\b[^<>]{0,512}?\?>", re.I)
+_WORD = re.compile(r"[A-Za-z]{2,}")
+_PROSE_MIN = 60
+
+
+def _looks_like_prose(value: str) -> bool:
+    """Sentences of words (an advisory, a review, a support ticket): mostly letters and spaces,
+    at least eight words. CRS's paranoia-level 2+ rules read SQL into such text ("select … from",
+    "or", quotes); on prose only level-1 rules count."""
+    if len(value) < _PROSE_MIN:
+        return False
+    letters = sum(c.isalpha() or c.isspace() for c in value)
+    return letters >= 0.85 * len(value) and len(_WORD.findall(value)) >= 8
+
+
+_FREE_TEXT = frozenset(
+    {"ARGS_GET", "ARGS_POST", "ARGS_GET_NAMES", "ARGS_POST_NAMES", "REQUEST_COOKIES", "XML"}
+)
 _MARKDOWN_CODE = re.compile(r"(?:(?<=\s)|^)`([^`\n]{1,60})`(?=[\s.,;:!?)]|$)")
 
 
@@ -218,6 +237,8 @@ def _crs_findings(
     controls: CnafControls,
     path: str,
     seen: set[str],
+    *,
+    plain_target: bool = False,
 ) -> list[Finding]:
     """CRS anomaly scoring: rules up to the paranoia level add their severity; at the threshold,
     each attack class that scored becomes one finding (named after its first rule)."""
@@ -228,21 +249,24 @@ def _crs_findings(
         disabled |= crs.DEFAULT_EXCLUDED_RULES
     first: dict[int, tuple[crs.CrsRule, Field]] = {}
     effect_for = controls.effect_for
-    for var in variables(req, fields):
+    for var in variables(req, fields, plain_target=plain_target):
         value = var.value[:_MAX_VALUE]
-        if var.collection.startswith(("ARGS", "XML", "REQUEST_COOKIES")):
-            if "`" in value and " " in value:
-                value = _MARKDOWN_CODE.sub(r"\1", value)
-            if "<?" in value:
-                value = _XML_PI.sub(" ", value).strip()
-        if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
-            continue
         if not value or (
             _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
         ):
             continue
+        if var.collection in _FREE_TEXT:
+            if "`" in value and " " in value:
+                value = _MARKDOWN_CODE.sub(r"\1", value)
+            if "<?" in value:
+                value = _XML_PI.sub(" ", value).strip()
+            if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
+                continue
+            max_level = 1 if _looks_like_prose(value) else level
+        else:
+            max_level = level
         for rule in rules.match(var.collection, var.key, value):
-            if rule.paranoia_level > level or rule.rule_id in disabled or rule.rule_id in first:
+            if rule.paranoia_level > max_level or rule.rule_id in disabled or rule.rule_id in first:
                 continue
             # a class that is disabled, or excepted for this parameter, adds nothing to the score
             if effect_for(rule.attack) == "disable" or (

@@ -1,8 +1,11 @@
 """The drift baseline: the executables present when the app started.
 
 System roots (root-owned stack directories the app user cannot write) are trusted as whole trees;
-the app's own directories are recorded file by file (inode, size, mtime) so a file written,
-replaced or modified later is not in the baseline. The same facts drive Landlock's exec allow-set.
+the app's own directories are recorded file by file (inode, size, mtime, ctime) so a file written,
+replaced or modified later is not in the baseline. ctime is the fact that matters: the file's owner
+can put size and mtime back (`utime`, same-size rewrite), but every write, truncate, chmod, rename or
+new link sets ctime to the current time and no call lets an unprivileged user set it back. The same
+facts drive Landlock's exec allow-set (which keys on the inode and cannot see a rewrite in place).
 """
 
 from __future__ import annotations
@@ -27,12 +30,17 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def file_state(st: os.stat_result) -> tuple[int, int, int]:
+    """What must be unchanged for a baseline file to still be the file seen at start."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 @dataclass
 class Baseline:
     system_roots: list[str] = field(default_factory=list)
-    files: dict[tuple[int, int], tuple[int, int]] = field(
+    files: dict[tuple[int, int], tuple[int, int, int]] = field(
         default_factory=dict
-    )  # (dev, ino) → (size, mtime_ns)
+    )  # (dev, ino) → file_state()
     paths: list[str] = field(default_factory=list)
     truncated: bool = False
 
@@ -64,19 +72,27 @@ class Baseline:
                     if len(self.files) >= MAX_FILES:
                         self.truncated = True
                         return
-                    self.files[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)
+                    self.files[(st.st_dev, st.st_ino)] = file_state(st)
                     self.paths.append(p)
 
     def contains(self, path: str, st: os.stat_result | None = None) -> bool:
-        """Is the real path `path` (already resolved) an executable present at start, unchanged?"""
+        """Is the real path `path` (already resolved) an executable present at start, unchanged?
+        Under a system root the file must also be the one *we* find at that path: in a mount
+        namespace of its own (root) the app can bind another file over /usr/bin/x."""
         if any(_under(path, r) for r in self.system_roots):
-            return True
+            if st is None:
+                return True
+            try:
+                ours = os.stat(path)
+            except OSError:
+                return False
+            return (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino)
         if st is None:
             try:
                 st = os.stat(path)
             except OSError:
                 return False
-        return self.files.get((st.st_dev, st.st_ino)) == (st.st_size, st.st_mtime_ns)
+        return self.files.get((st.st_dev, st.st_ino)) == file_state(st)
 
 
 class LazyBaseline:

@@ -11,6 +11,11 @@ _CTX = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_intersp
 
 def register(app: typer.Typer) -> None:
     """Add this component's commands to the top-level `garrison` app."""
+    app.add_typer(group())
+
+
+def group() -> typer.Typer:
+    """The `defender` command group (`garrison defender ...`, or on its own as `defender ...`)."""
     group = typer.Typer(name="defender", help="The app-embedded defender.", no_args_is_help=True)
 
     @group.command("app-embedded", context_settings=_CTX)
@@ -48,17 +53,26 @@ def register(app: typer.Typer) -> None:
 
     @group.command("cell")
     def cell(
-        policy: str = typer.Option(..., "--policy", envvar="DEFENDER_POLICY_FILE", help="runtime policy file"),
+        policy: str = typer.Option(
+            ..., "--policy", envvar="DEFENDER_POLICY_FILE", help="runtime policy file"
+        ),
         runc_root: list[str] = typer.Option(
             None, "--runc-root", help="runc state root (repeat); default: Garden's"
         ),
-        audit_log: str = typer.Option(None, "--audit-log", help="append audits (JSON lines) here, not stdout"),
-        duration: float = typer.Option(0, "--duration", help="stop after this many seconds (0 = until killed)"),
+        audit_log: str = typer.Option(
+            None, "--audit-log", help="append audits (JSON lines) here, not stdout"
+        ),
+        duration: float = typer.Option(
+            0, "--duration", help="stop after this many seconds (0 = until killed)"
+        ),
+        forensics_dir: str = typer.Option(
+            None, "--forensics-dir", help="per-container process and connection trail (JSON lines, 0600)"
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """The cell defender (root, one per Diego cell): protects every app container on the cell."""
         from garrison.cell.cli import run
 
-        raise typer.Exit(run(policy, list(runc_root or []), audit_log, duration, quiet))
+        raise typer.Exit(run(policy, list(runc_root or []), audit_log, duration, quiet, forensics_dir))
 
-    app.add_typer(group)
+    return group

@@ -26,9 +26,13 @@ _STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 
 
 class ExecTracer:
-    def __init__(self, on_exec: Callable[[int], bool]) -> None:
-        """`on_exec(pid)` returns True when the freshly exec'd process must be killed."""
+    def __init__(
+        self, on_exec: Callable[[int], bool], on_fork: Callable[[int, int], None] | None = None
+    ) -> None:
+        """`on_exec(pid)` returns True when the freshly exec'd process must be killed; `on_fork(parent,
+        child)` hears of every new process (not thread) of the tree (forensics)."""
         self.on_exec = on_exec
+        self.on_fork = on_fork
         self.app_pid = 0
         self.app_status: int | None = None
         self.done = threading.Event()
@@ -99,8 +103,15 @@ class ExecTracer:
                         ptrace.listen(pid)  # a real group-stop: stay stopped until SIGCONT
                     else:
                         ptrace.cont(pid)
+                elif event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK):
+                    if self.on_fork is not None:
+                        try:
+                            self.on_fork(pid, ptrace.geteventmsg(pid))
+                        except Exception:
+                            log.exception("fork record failed")
+                    ptrace.cont(pid)
                 elif event:
-                    ptrace.cont(pid)  # fork/vfork/clone events
+                    ptrace.cont(pid)  # clone events (threads)
                 else:
                     ptrace.cont(pid, sig)  # signal-delivery-stop: deliver it
             except OSError as exc:

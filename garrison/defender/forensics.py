@@ -1,5 +1,8 @@
 """A bounded on-disk ring of process and network activity, for incident forensics.
 
+Exec and fork records carry pid and ppid (and, where the ptrace exec stop runs, `child` records name
+each new process), so `process_tree` can rebuild who started what for an incident.
+
 Two JSON-lines files in DATA_FOLDER: the current one and the previous one. When the current file
 passes half the budget it replaces the previous one, so disk use stays under `max_bytes` while the
 most recent activity is always kept. Writes are buffered and flushed by the supervisor's clock.
@@ -12,9 +15,17 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 DEFAULT_MAX_BYTES = 8 << 20
+
+
+def open_private(path: Path) -> TextIO:
+    """Append-open with mode 0600 like the defender's other data files (argv and network activity can
+    hold secrets); a file left 0644 by an older version is tightened."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return open(fd, "a", encoding="utf-8")
 
 
 class ForensicRing:
@@ -27,7 +38,7 @@ class ForensicRing:
         self.half = max(4096, max_bytes // 2)
         self._lock = threading.Lock()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.current, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the ring
+        self._f = open_private(self.current)
         self._size = self._f.tell()
 
     def add(self, kind: str, **facts: Any) -> None:
@@ -41,7 +52,7 @@ class ForensicRing:
     def _rotate(self) -> None:
         self._f.close()
         os.replace(self.current, self.previous)
-        self._f = open(self.current, "a", encoding="utf-8")  # noqa: SIM115
+        self._f = open_private(self.current)
         self._size = 0
 
     def flush(self) -> None:
@@ -73,3 +84,76 @@ class ForensicRing:
                 continue  # a torn last line after a crash
         out.reverse()
         return out
+
+
+TREE_KINDS = ("exec", "fork", "child")
+
+
+def process_tree(records: list[dict[str, Any]], focus_pid: int | None = None) -> list[dict[str, Any]]:
+    """Rebuild the process tree from forensic records (oldest first). Each node: pid, ppid, the
+    programs it ran (exec records), how many forks it asked for, and the audits about it. With
+    `focus_pid` (an incident's pid) only its branch is kept: its ancestors (each with only the child
+    on the way down) and its whole subtree. A recycled pid can make a loop: such an edge is dropped."""
+    nodes: dict[int, dict[str, Any]] = {}
+
+    def node(pid: int) -> dict[str, Any]:
+        n = nodes.get(pid)
+        if n is None:
+            n = nodes[pid] = {"pid": pid, "ppid": None, "execs": [], "forks": 0, "audits": [], "children": []}
+        return n
+
+    for r in records:
+        if not isinstance(r, dict):
+            continue
+        pid, kind = r.get("pid"), r.get("kind")
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            continue
+        if kind == "child":  # from the tracer: `pid` forked `child`
+            child = r.get("child")
+            if isinstance(child, int) and child != pid:
+                node(pid)
+                c = node(child)
+                c["ppid"] = c["ppid"] if c["ppid"] is not None else pid
+            continue
+        if kind not in (*TREE_KINDS, "audit"):
+            continue
+        n = node(pid)
+        ppid = r.get("ppid")
+        if kind in TREE_KINDS and isinstance(ppid, int) and ppid != pid and n["ppid"] is None:
+            n["ppid"] = ppid
+        if kind == "exec":
+            n["execs"].append({k: r.get(k) for k in ("t", "exe", "argv", "verdict", "loader") if r.get(k)})
+        elif kind == "fork":
+            n["forks"] += 1
+        elif kind == "audit":
+            n["audits"].append(
+                {k: r.get(k) for k in ("t", "type", "control", "effect", "message", "exe") if r.get(k)}
+            )
+    roots: list[dict[str, Any]] = []
+    for pid, n in nodes.items():
+        parent = nodes.get(n["ppid"]) if n["ppid"] is not None else None
+        if parent is None or _is_ancestor(nodes, pid, n["ppid"]):
+            roots.append(n)
+        else:
+            parent["children"].append(n)
+    if focus_pid is None or focus_pid not in nodes:
+        return roots if focus_pid is None else []
+    branch = nodes[focus_pid]
+    seen = {focus_pid}
+    p = branch["ppid"]
+    while p in nodes and p not in seen and branch in nodes[p]["children"]:
+        seen.add(p)
+        branch = {**nodes[p], "children": [branch]}
+        p = nodes[p]["ppid"]
+    return [branch]
+
+
+def _is_ancestor(nodes: dict[int, dict[str, Any]], pid: int, start: int | None) -> bool:
+    """Is `pid` reached walking up from `start`? (then linking pid under start would close a loop)"""
+    seen: set[int] = set()
+    while start is not None and start in nodes and start not in seen:
+        if start == pid:
+            return True
+        seen.add(start)
+        start = nodes[start]["ppid"]
+    return False

@@ -26,9 +26,10 @@ from garrison.defender.baseline import Baseline, LazyBaseline
 from garrison.defender.context import DefenderContext
 from garrison.defender.dataplane import choose as choose_dataplane
 from garrison.defender.dataplane.tables import landlock_ports
-from garrison.defender.forensics import ForensicRing
+from garrison.defender.forensics import ForensicRing, open_private
 from garrison.defender.notify import Handler
-from garrison.defender.process_controls import ProcessControls, count_user_procs
+from garrison.defender.process_controls import ProcessControls
+from garrison.defender.proctree import nproc_limit, user_tasks
 from garrison.defender.supervisor import LaunchPlan, SpawnError, Supervisor
 from garrison.kernel.features import KernelFeatures, probe
 from garrison.policy.audit import AuditEvent
@@ -304,7 +305,7 @@ class AppEmbeddedDefender:
     def _local_audit(self, event: AuditEvent) -> None:
         with self._audit_lock:
             if self._audit_file is None:
-                self._audit_file = open(self.data / AUDIT_LOG, "a", encoding="utf-8")  # noqa: SIM115
+                self._audit_file = open_private(self.data / AUDIT_LOG)
             self._audit_file.write(event.model_dump_json() + "\n")
             self._audit_file.flush()
 
@@ -350,10 +351,19 @@ class AppEmbeddedDefender:
         lazy = LazyBaseline(app_dirs, background=not drift_now)
         baseline = lazy.get() if drift_now else Baseline(system_roots=[])
 
-        procs = ProcessControls(ctx, lazy)
+        nproc = None
+        guarantees: list[str] = []
+        if pc and pc.fork_bomb_guard and pc.effect == "prevent":
+            if os.getuid() == 0:
+                guarantees.append(
+                    "running as root: RLIMIT_NPROC does not bind; max_procs is enforced by the supervisor's "
+                    "count of the app tree alone"
+                )
+            else:
+                nproc = nproc_limit(user_tasks(os.getuid()), pc.fork_bomb_guard.max_procs)
+        procs = ProcessControls(ctx, lazy, nproc_limit=nproc)
         handlers: dict[str, Handler] = dict(procs.handlers)
         only_nonzero: dict[str, int] = {}
-        guarantees: list[str] = []
         # the enrolment credential is the defender's, not the app's
         app_env = {k: v for k, v in self.env.items() if k not in APP_ENV_STRIP}
         try:
@@ -371,14 +381,6 @@ class AppEmbeddedDefender:
         use_landlock = bool(
             pc and pc.drift_prevention and pc.effect == "prevent" and features.landlock_abi > 0
         )
-        nproc = None
-        if pc and pc.fork_bomb_guard and pc.effect == "prevent":
-            if os.getuid() == 0:
-                guarantees.append(
-                    "running as root: RLIMIT_NPROC does not bind; only the fork-rate guard applies"
-                )
-            else:
-                nproc = count_user_procs(os.getuid()) + pc.fork_bomb_guard.max_procs
         if pc and pc.drift_prevention and not use_landlock:
             guarantees.append(
                 "drift prevention without Landlock: exec checks only (racy against a second thread)"
@@ -402,6 +404,7 @@ class AppEmbeddedDefender:
         if want_ptrace == "1" or (want_ptrace != "0" and (features.landlock_abi == 0 or lists_prevent)):
             if features.ptrace:
                 plan.post_exec_check = procs.check_exec_stop
+                plan.on_traced_fork = procs.record_child
                 guarantees.append(
                     "exec checks: ptrace exec stop (race-free; +1 context switch per fork/exec)"
                 )
@@ -469,6 +472,7 @@ class AppEmbeddedDefender:
         threading.Thread(target=flusher, name="garrison-flush", daemon=True).start()
         status = self.sup.wait()
         stop.set()
+        procs.flush()
         ctx.audit(
             AuditEvent(
                 type="defender",

@@ -25,6 +25,7 @@ from garrison.defender.exec_tracer import ExecTracer
 from garrison.defender.notify import Handler, Notification, NotificationGone, SupervisorContext
 from garrison.kernel import landlock, prctl, seccomp
 from garrison.kernel._libc import NR_TO_NAME
+from garrison.kernel.clone import CLONE_THREAD, CLONE_UNTRACED
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +67,26 @@ class LaunchPlan:
     nproc_limit: int | None = None
     trap_forks: bool = True
     post_exec_check: Callable[[int], bool] | None = None  # set: trace exec stops with ptrace
+    on_traced_fork: Callable[[int, int], None] | None = None  # (parent, child) seen by the tracer
     landlock_tcp_ports: list[int] | None = None  # set: Landlock decides TCP connects, connect not trapped
 
 
 def build_filter_spec(
-    handlers: Iterable[str], only_if_arg_nonzero: dict[str, int], magic: int | None = None
+    handlers: Iterable[str],
+    only_if_arg_nonzero: dict[str, int],
+    magic: int | None = None,
+    *,
+    trap_forks: bool = True,
 ) -> seccomp.FilterSpec:
     names = set(handlers)
     spec = seccomp.FilterSpec(exempt_magic=magic)
-    for name in names:
-        if name == "clone":
-            spec.notify_unless_flag["clone"] = 0x00010000  # CLONE_THREAD: threads are not processes
-        elif name in only_if_arg_nonzero:
+    # CLONE_UNTRACED makes a child the ptrace exec stop never sees: every such clone (process or
+    # thread, tagged or not) goes to the supervisor, which refuses it. The flags are passed by value,
+    # so the decision cannot be raced.
+    spec.notify_if_flag["clone"] = CLONE_UNTRACED
+    spec.notify_unless_flag["clone"] = CLONE_THREAD if trap_forks else 0xFFFFFFFF
+    for name in names - {"clone"}:
+        if name in only_if_arg_nonzero:
             spec.notify_if_arg_nonzero[name] = only_if_arg_nonzero[name]
         else:
             spec.notify.add(name)
@@ -120,12 +129,12 @@ class Supervisor:
         """Install the filter on a helper thread, start listeners, spawn the app; return its pid."""
         handlers = dict(self.handlers)
         if not plan.trap_forks:
-            for k in ("clone", "fork", "vfork"):
+            for k in ("fork", "vfork"):
                 handlers.pop(k, None)
         if plan.landlock_tcp_ports is not None:
             handlers.pop("connect", None)
         self._magic = secrets.randbits(64) | 1
-        spec = build_filter_spec(handlers, self.only_if_arg_nonzero, self._magic)
+        spec = build_filter_spec(handlers, self.only_if_arg_nonzero, self._magic, trap_forks=plan.trap_forks)
         prog = seccomp.build_filter(spec)
         installed = threading.Event()
         go = threading.Event()
@@ -174,14 +183,14 @@ class Supervisor:
             self.native = NativeDataplane(
                 self.listener, self.ctx, self._dispatch, self.guard, threads=self.threads
             )
-            self.native.start()
+            self.native.start(drain=False)  # the drain starts once the app is forked
         else:
             for i in range(self.threads):
                 wt = threading.Thread(target=self._listen, name=f"garrison-notify-{i}", daemon=True)
                 wt.start()
                 self._workers.append(wt)
         if plan.post_exec_check is not None:
-            self.tracer = ExecTracer(plan.post_exec_check)
+            self.tracer = ExecTracer(plan.post_exec_check, plan.on_traced_fork)
             self.tracer.start()
         installed.clear()
         go.set()
@@ -192,7 +201,9 @@ class Supervisor:
         if "error" in result:
             raise result["error"]  # type: ignore[misc]
         self.app_pid = int(result["pid"])  # type: ignore[call-overload]
-        self._forward_signals()
+        self._forward_signals()  # first: the app may already be running and be signalled through us
+        if self.native is not None:
+            self.native.start_drain()
         if err:
             code, _, msg = err.decode(errors="replace").partition(":")
             if self.tracer is not None:  # the tracer thread is the waiter

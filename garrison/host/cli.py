@@ -15,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from garrison.host.model import HostEvent
+from garrison.host.fim import Watchlist
+from garrison.host.model import CisReport, HostEvent
+from garrison.host.posture import CellPolicy
 
 host_app = typer.Typer(help="The cell's own security: CIS benchmark, file integrity, user access, host scan.",
                        no_args_is_help=True)
@@ -82,7 +84,7 @@ def cis_command(
     raise typer.Exit(1 if verdict == "fail" else 0)
 
 
-def _load_policy(path: Path):  # type: ignore[no-untyped-def]
+def _load_policy(path: Path) -> CellPolicy:
     import yaml
 
     from garrison.host.posture import CellPolicy
@@ -95,7 +97,7 @@ def _load_policy(path: Path):  # type: ignore[no-untyped-def]
         raise _fail(f"cell policy {path}: {exc}") from exc
 
 
-def _print_cis(report, verdict: str, reasons: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _print_cis(report: CisReport, verdict: str, reasons: list[str]) -> None:
     if not report.applicable:
         _out.print(f"[yellow]CIS {report.profile} not evaluated:[/] {report.reason}", soft_wrap=True)
     else:
@@ -113,7 +115,7 @@ PathsOpt = Annotated[list[str] | None, typer.Option("--path", help="Monitored ro
 ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="Glob to leave out (repeat)")]
 
 
-def _watchlist(paths: list[str] | None, excludes: list[str] | None):  # type: ignore[no-untyped-def]
+def _watchlist(paths: list[str] | None, excludes: list[str] | None) -> Watchlist:
     from garrison.host.fim import DEFAULT_EXCLUDES, DEFAULT_PATHS, Watchlist
 
     return Watchlist(paths or DEFAULT_PATHS, (*DEFAULT_EXCLUDES, *(excludes or ())))
@@ -217,7 +219,7 @@ def host_scan(
 
     cell_policy = _load_policy(policy) if policy else CellPolicy()
     try:
-        report = scan(root, ScanOptions(db_dir=db, host=True, secrets=False, policy=cell_policy.packages))
+        report = scan(root, ScanOptions(db_dir=db, host=True, secrets=True, policy=cell_policy.packages))
     except (ScanRefused, OSError) as exc:
         raise _fail(str(exc)) from exc
     verdict, reasons = judge(cell_policy, None, report)
@@ -296,7 +298,7 @@ def agent_command(
                 next_cis = now + cis_every * 3600 if cis_every else float("inf")
             if now >= next_scan:
                 try:
-                    report = run_scan(scan_root or Path("/"), ScanOptions(db_dir=db, host=True, secrets=False))
+                    report = run_scan(scan_root or Path("/"), ScanOptions(db_dir=db, host=True, secrets=True))
                     _err.print(f"host scan: {rep.send_scan(report)['verdict']}")
                 except (ScanRefused, OSError, ConsoleError) as exc:
                     _err.print(f"[yellow]host scan not reported:[/] {exc}", soft_wrap=True)

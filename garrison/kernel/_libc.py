@@ -49,6 +49,7 @@ SYSCALLS: dict[str, int] = {
     "clone3": 435,
     "pidfd_open": 434,
     "pidfd_getfd": 438,
+    "openat2": 437,
     "landlock_create_ruleset": 444,
     "landlock_add_rule": 445,
     "landlock_restrict_self": 446,

@@ -42,6 +42,13 @@ def seize(pid: int, options: int = EXEC_TRACE_OPTIONS) -> None:
     _pt(PTRACE_SEIZE, pid, 0, options)
 
 
+def geteventmsg(pid: int) -> int:
+    """The event's message: the new child's pid at a fork/vfork/clone stop."""
+    msg = ctypes.c_ulong(0)
+    _pt(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(msg))
+    return int(msg.value)
+
+
 def cont(pid: int, sig: int = 0) -> None:
     _pt(PTRACE_CONT, pid, 0, sig)
 

@@ -119,12 +119,15 @@ class FilterSpec:
     """What the filter does per syscall; everything not named is allowed.
 
     `notify_unless_flag` traps a syscall unless its arg0 has one of the given bits (clone without
-    CLONE_THREAD); `errno_if` returns an errno (0 = fake success) when all ArgEq match.
+    CLONE_THREAD); `notify_if_flag` (checked first, for the same syscall) traps it whenever arg0 has
+    one of its bits, whatever else is set (clone with CLONE_UNTRACED, even for a thread and even with
+    the exempt tag); `errno_if` returns an errno (0 = fake success) when all ArgEq match.
     """
 
     notify: set[str] = field(default_factory=set)
     errno: dict[str, int] = field(default_factory=dict)
     notify_unless_flag: dict[str, int] = field(default_factory=dict)
+    notify_if_flag: dict[str, int] = field(default_factory=dict)
     errno_if: list[tuple[str, list[ArgEq], int]] = field(default_factory=list)
     notify_if_arg_nonzero: dict[str, int] = field(default_factory=dict)
     exempt_magic: int | None = None  # a notify_unless_flag syscall whose arg4 is this 64-bit value is allowed
@@ -167,7 +170,11 @@ def build_filter(spec: FilterSpec) -> list[tuple[int, int, int, int]]:
                 fixed.append(ins)
         blocks.append((SYSCALLS[name], fixed))
     for name, bits in spec.notify_unless_flag.items():
-        body = [_ins(_LD_W_ABS, _arg_lo(0)), _ins(_JSET_K, bits, 0, 1), _ins(_RET_K, SECCOMP_RET_ALLOW)]
+        body = [_ins(_LD_W_ABS, _arg_lo(0))]
+        always = spec.notify_if_flag.get(name, 0)
+        if always:
+            body.append(_ins(_JSET_K, always, 0, 0))  # jt fixed up below: to the final RET USER_NOTIF
+        body += [_ins(_JSET_K, bits, 0, 1), _ins(_RET_K, SECCOMP_RET_ALLOW)]
         if spec.exempt_magic is not None:
             m = spec.exempt_magic
             body += [
@@ -178,6 +185,8 @@ def build_filter(spec: FilterSpec) -> list[tuple[int, int, int, int]]:
                 _ins(_RET_K, SECCOMP_RET_ALLOW),
             ]
         body.append(_ins(_RET_K, SECCOMP_RET_USER_NOTIF))
+        if always:
+            body[1] = (_JSET_K, len(body) - 1 - 2, 0, always & 0xFFFFFFFF)
         blocks.append((SYSCALLS[name], body))
     for name, idx in spec.notify_if_arg_nonzero.items():
         body = [

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from garrison.policy.families import family_of
 from garrison.policy.model import ArgvPattern, Effect, NetTarget, ProcessPattern, Rule
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -37,32 +38,119 @@ ALLOW = Decision(violation=False)
 
 
 def _path_match(pattern: str, exe: str) -> bool:
+    family = family_of(pattern)
+    if family is not None:
+        return os.path.basename(exe) in family
     if "/" not in pattern:
         return fnmatchcase(os.path.basename(exe), pattern)
     return fnmatchcase(exe, pattern)
 
 
+def _args_match(pattern: ProcessPattern, argv: list[str]) -> bool:
+    return not isinstance(pattern, ArgvPattern) or re.search(pattern.args, " ".join(argv[1:])) is not None
+
+
 def process_pattern_matches(pattern: ProcessPattern, exe: str, argv: list[str]) -> bool:
-    if isinstance(pattern, ArgvPattern):
-        return _path_match(pattern.path, exe) and re.search(pattern.args, " ".join(argv[1:])) is not None
-    return _path_match(pattern, exe)
+    """Path-based: the pattern's path glob (or bare basename, or @family names) against `exe`."""
+    path = pattern.path if isinstance(pattern, ArgvPattern) else pattern
+    return _path_match(path, exe) and _args_match(pattern, argv)
 
 
-def decide_exec(rule: Rule | None, exe: str, argv: list[str], *, in_baseline: bool = True) -> Decision:
-    """Decide an exec of `exe` (the resolved path; for `ld.so X`, the caller passes X)."""
+def decide_exec(
+    rule: Rule | None,
+    exe: str,
+    argv: list[str],
+    *,
+    in_baseline: bool = True,
+    copy_of: dict[int, str] | None = None,
+) -> Decision:
+    """Decide an exec of `exe` (the resolved path; for `ld.so X`, the caller passes X).
+
+    `copy_of` maps the index of a deny pattern to the file it named at policy load when `exe` has
+    that file's content (identity match, computed by the defender): a renamed copy of a denied
+    program is denied as the program itself (an argv pattern still needs its args to match)."""
     if rule is None:
         return ALLOW
     pc = rule.processes
     if pc.effect == "disable":
         return ALLOW
-    for p in pc.deny:
+    for i, p in enumerate(pc.deny):
         if process_pattern_matches(p, exe, argv):
             return Decision(True, pc.effect, "processes.deny", f"{exe} matches denied process {_show(p)}")
+        if copy_of and i in copy_of and _args_match(p, argv):
+            return Decision(
+                True,
+                pc.effect,
+                "processes.deny",
+                f"{exe} is a copy of {copy_of[i]} (same content), denied by {_show(p)}",
+            )
     if pc.allow and not any(process_pattern_matches(p, exe, argv) for p in pc.allow):
         return Decision(True, pc.effect, "processes.allow", f"{exe} is not in the allowed process list")
     if pc.drift_prevention and not in_baseline:
         return Decision(
             True, pc.effect, "processes.drift_prevention", f"{exe} was not in the app image at start"
+        )
+    return ALLOW
+
+
+NOTHING_TO_RUN = frozenset({"ENOENT", "ENOTDIR", "ENAMETOOLONG", "EBADF"})
+
+
+def exec_controls_on(rule: Rule | None) -> bool:
+    """Does the rule decide execs at all (a deny/allow list or drift prevention, not disabled)?"""
+    if rule is None:
+        return False
+    pc = rule.processes
+    return pc.effect != "disable" and bool(pc.deny or pc.allow or pc.drift_prevention)
+
+
+def decide_unidentified_exec(rule: Rule | None, error: str, target: str) -> Decision:
+    """An exec whose file the defender could not identify as the app sees it; `error` is the errno name
+    the lookup failed with. A missing file (ENOENT/ENOTDIR: libc's PATH search tries several) is no
+    violation: nothing can run. Anything else is a violation of the exec controls in force (under
+    prevent the exec is refused: fail closed)."""
+    if not exec_controls_on(rule) or error in NOTHING_TO_RUN:
+        return ALLOW
+    assert rule is not None
+    return Decision(
+        True,
+        rule.processes.effect,
+        "processes.unidentified",
+        f"the program {target!r} cannot be identified as the app sees it ({error})",
+    )
+
+
+def decide_fork(
+    rule: Rule | None,
+    *,
+    forks_last_second: float,
+    live_procs: int | None,
+    user_tasks: int | None = None,
+    nproc_limit: int | None = None,
+) -> Decision:
+    """A new process (fork, vfork, clone without CLONE_THREAD) asked for by the app tree.
+
+    `forks_last_second` counts this one; `live_procs` is the tree's live processes before it (None
+    when a cheap upper bound already shows it below the cap); `user_tasks`/`nproc_limit` are the app
+    uid's tasks and its RLIMIT_NPROC when one is set: at the limit the kernel refuses the fork
+    (EAGAIN) whatever the defender says, so the guard refuses it itself and reports it."""
+    fb = rule.processes.fork_bomb_guard if rule is not None else None
+    if rule is None or fb is None or rule.processes.effect == "disable":
+        return ALLOW
+    eff = rule.processes.effect
+    control = "processes.fork_bomb_guard"
+    if forks_last_second > fb.max_forks_per_s:
+        return Decision(
+            True, eff, control, f"fork rate {forks_last_second:.0f}/s exceeds {fb.max_forks_per_s}/s"
+        )
+    if live_procs is not None and live_procs >= fb.max_procs:
+        return Decision(True, eff, control, f"{live_procs} live processes reach the cap of {fb.max_procs}")
+    if nproc_limit and user_tasks is not None and user_tasks >= nproc_limit:
+        return Decision(
+            True,
+            "prevent",
+            control,
+            f"the app's user has {user_tasks} tasks: RLIMIT_NPROC ({nproc_limit}) refuses more",
         )
     return ALLOW
 

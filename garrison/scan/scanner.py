@@ -40,6 +40,7 @@ class ScanOptions:
 
 
 _SHARED_LIB = re.compile(r"\.so(\.[0-9.]+)?$")
+_PEM = b"-----BEG"  # the 8 bytes `want` sees of a PEM file (private keys are confirmed by the detector)
 Kind = Literal["droplet", "directory", "host"]
 
 
@@ -51,7 +52,8 @@ def _host_want(detectors: list[Detector], opts: ScanOptions) -> Callable[[str, b
     def want(path: str, head: bytes) -> bool:
         if head.startswith(b"\x7fELF") and _SHARED_LIB.search(path):
             return False
-        return any(d.wants(path, head) for d in detectors)
+        # on a host, secrets means private keys (a cell's config is full of other credentials by design)
+        return any(d.wants(path, head) for d in detectors) or (opts.secrets and head.startswith(_PEM))
 
     return want
 
@@ -194,7 +196,11 @@ def scan(target: Path, opts: ScanOptions | None = None) -> ScanReport:
                 if problem:
                     walk.note(e.path, problem)
             secrets_inside = opts.secrets and (opts.secrets_in_deps or not in_dependency_tree(e.path))
-            if data is not None and (secrets_inside or opts.malware.active) and is_archive(data[:4]):
+            if (
+                data is not None
+                and (secrets_inside or opts.malware.active)
+                and is_archive(e.path, data[:512])
+            ):
                 _scan_members(e.path, data, opts, report, walk, deadline)
         report.digest = walk.digest
         packages: list[Package] = []

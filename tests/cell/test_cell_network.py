@@ -143,3 +143,41 @@ def test_port_scan_detected_then_new_flows_refused_in_kernel(wired: Any) -> None
     assert ev.effect == "prevent" and "refused for 30s" in ev.message and ev.app_name == "shop"
     assert not _connect(c, host_ip, ok.port)  # quarantined: even the good listener is refused now
     audits.wait(lambda e: e.control == "network.port_scan" and e.dest_port == ok.port)
+
+
+def test_forensic_trail_rebuilds_the_process_tree_and_connections(garden: Any, runc_root: Any, tmp_path: Any) -> None:
+    import json
+
+    from garrison.cell.defender import CellDefender
+    from garrison.cell.forensics import ForensicLog
+    from tests.cell.conftest import Audits
+
+    audits = Audits()
+    d = CellDefender(RuntimePolicy.model_validate({"rules": [{"name": "net-rule"}]}), audits,
+                     roots=[str(runc_root)], forensics=ForensicLog(tmp_path / "forensics"))
+    audits.defender = d
+    d.start()
+    try:
+        c = garden()
+        host_ip, _ = c.veth(next(_subnets))
+        ok = Listener(host_ip)
+        _start(c, audits)
+        c.exec("/bin/sh", "-c", f"/bin/echo marker-{c.id}; echo x | /bin/nc -w 2 {host_ip} {ok.port}")
+        path = tmp_path / "forensics" / f"{c.id}.jsonl"
+        deadline = time.monotonic() + 10
+        want = (f'"dest_port":{ok.port}', '"exe":"/bin/echo"')
+        while not (path.exists() and all(w in path.read_text() for w in want)):
+            assert time.monotonic() < deadline, path.read_text() if path.exists() else "no trail"
+            time.sleep(0.1)
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        # the shell (argv from the proc connector) and the echo it forked (the file the gate let run)
+        shell = next(r for r in records if r["kind"] == "exec" and f"marker-{c.id}" in " ".join(r.get("argv", [])))
+        echo = next(r for r in records if r["kind"] == "exec_file" and r["exe"] == "/bin/echo")
+        assert echo["allowed"] and echo["layer"] == "lower"
+        # the parent is known: the tree can be rebuilt
+        assert any(r["kind"] == "fork" and r["pid"] == echo["pid"] and r["ppid"] == shell["pid"] for r in records)
+        assert any(r["kind"] == "connect" and r["dest_ip"] == host_ip for r in records)
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        ok.close()
+    finally:
+        d.stop()

@@ -257,3 +257,12 @@ def test_excepted_or_disabled_class_adds_nothing_to_the_score(installed: CrsRule
     off = controls(2)
     off.effects["sqli"] = "disable"
     assert crs_findings(weak, off) == []
+
+
+def test_prose_counts_only_level_one_rules(installed: CrsRuleSet) -> None:
+    prose = "Customers asked whether tea or coffee tastes better in the morning and the answer was fine"
+    body = ("q=" + prose.replace(" ", "+") + "%3D").encode()
+    r = req("/feedback", body=body, ctype="application/x-www-form-urlencoded")
+    assert crs_findings(r, controls(2)) == []  # 942903 + 942904 are level 2: not on prose
+    short = req("/s", body=b"q=tea+or+coffee%3Dfine", ctype="application/x-www-form-urlencoded")
+    assert [a for a, _ in crs_findings(short, controls(2))] == ["sqli"]

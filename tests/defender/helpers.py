@@ -15,7 +15,36 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NOBODY = 65534
+# one user per checkout: suites of two checkouts running at once on one machine must not share a uid
+# (RLIMIT_NPROC and the fork guard's RLIMIT watch count every process of the uid)
+APP_USER = "garrison-" + __import__("hashlib").sha1(str(REPO).encode()).hexdigest()[:8]
+
+
+def _app_uid() -> int:
+    """The unprivileged user apps run as in the tests: created for the suite (as Cloud Foundry runs
+    apps as its own `vcap`), so no other service's processes share its uid (RLIMIT_NPROC counts them).
+    Falls back to nobody where users cannot be created."""
+    import pwd
+    import time
+
+    for _ in range(20):
+        try:
+            return pwd.getpwnam(APP_USER).pw_uid
+        except KeyError:
+            pass
+        if os.getuid() != 0 or not shutil.which("useradd"):
+            return 65534
+        # another test run may hold the passwd lock: retry
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", APP_USER],
+            capture_output=True,
+        )
+        time.sleep(0.1)
+    return 65534
+
+
+NOBODY = _app_uid()  # the app user's uid (historical name)
+MODES = ("root", "user", "garden")
 
 
 def _world_executable(path: str) -> bool:

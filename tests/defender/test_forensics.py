@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from garrison.defender.context import DefenderContext
@@ -11,6 +12,7 @@ from garrison.kernel.features import KernelFeatures
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
 from garrison.policy.scope import Identity
+from tests.defender.helpers import Sandbox
 
 
 def test_ring_is_bounded_and_keeps_newest(tmp_path: Path) -> None:
@@ -52,3 +54,93 @@ def test_upload_forensics_command_returns_activity_and_audits(tmp_path: Path) ->
         assert "unknown command" in str(exc)
     else:
         raise AssertionError("unknown command accepted")
+
+
+TREE_APP = r"""
+import os, subprocess
+pid = os.fork()
+if pid == 0:  # a worker that forks a grandchild which runs a program
+    g = os.fork()
+    if g == 0:
+        os.execv("/bin/true", ["true", "grandchild"])
+    os.waitpid(g, 0)
+    os._exit(0)
+os.waitpid(pid, 0)
+subprocess.run(["/bin/echo", "direct"])
+print("app", os.getpid(), "worker", pid, flush=True)
+"""
+
+
+def test_forensic_records_rebuild_the_process_tree(sandbox: Sandbox, mode3: str) -> None:
+    """Issue 18.8: exec and fork records carry ppid, so the tree app → worker → grandchild exec can be
+    rebuilt; the forensic file is 0600 like the other data files."""
+    import os
+    import stat
+
+    from garrison.defender.forensics import process_tree
+    from tests.defender.helpers import ALLOW_ALL, unpriv_python
+
+    py, _ = unpriv_python()
+    sandbox.write("app.py", TREE_APP, mode=0o644)
+    # The Python data plane writes these records for every exec and fork; the native loop answers
+    # allow-all execs and forks itself and does not write ppid or fork records yet (dataplane's part).
+    r = sandbox.run(ALLOW_ALL, [py, "app.py"], mode=mode3, env={"DEFENDER_DATAPLANE": "python"})
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    app_pid, worker = int(words[words.index("app") + 1]), int(words[words.index("worker") + 1])
+    path = sandbox.data / "garrison-forensics.jsonl"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(sandbox.data / "garrison-audit.jsonl").st_mode) == 0o600
+    records = [json.loads(x) for x in path.read_text().splitlines()]
+    execs = [x for x in records if x["kind"] == "exec"]
+    assert execs and all("ppid" in x for x in execs)
+    forks = [x for x in records if x["kind"] == "fork"]
+    assert {app_pid, worker} <= {x["pid"] for x in forks} and all(x.get("ppid") for x in forks)
+    (branch,) = [n for n in process_tree(records) if n["pid"] == app_pid or app_pid in _pids(n)]
+    (app,) = [n for n in _walk(branch) if n["pid"] == app_pid]
+    w = next(c for c in app["children"] if c["pid"] == worker)
+    assert w["forks"] >= 1 and [e["argv"] for g in w["children"] for e in g["execs"]] == [
+        ["true", "grandchild"]
+    ]
+    assert any(e["exe"].endswith("/echo") for c in app["children"] for e in c["execs"])
+
+
+def _walk(n: dict) -> list[dict]:
+    return [n, *(x for c in n["children"] for x in _walk(c))]
+
+
+def _pids(n: dict) -> set[int]:
+    return {x["pid"] for x in _walk(n)}
+
+
+def test_process_tree_survives_recycled_pids_and_junk() -> None:
+    from garrison.defender.forensics import process_tree
+
+    recs = [
+        {"kind": "exec", "pid": 5, "ppid": 6, "exe": "/a"},
+        {"kind": "exec", "pid": 6, "ppid": 5, "exe": "/b"},  # a loop from a recycled pid
+        {"kind": "child", "pid": 6, "child": 7},
+        {"kind": "connect", "pid": 7},
+        {"kind": "exec", "pid": True, "ppid": 1},
+        {"kind": "fork"},
+    ]
+    roots = process_tree(recs)
+    assert sorted(_pids(roots[0]) | {p for r in roots[1:] for p in _pids(r)}) == [5, 6, 7]
+    assert process_tree(recs, focus_pid=7)[0]["pid"] in (5, 6)
+    assert process_tree(recs, focus_pid=99) == []
+
+
+def test_defender_help_names_the_program() -> None:
+    import subprocess
+    import sys
+
+    from tests.defender.helpers import REPO
+
+    code = "from garrison.cli.defender_entry import main; main()"
+    for args, want in ((["--help"], "Usage: defender [OPTIONS] COMMAND"),
+                       (["app-embedded", "--help"], "Usage: defender app-embedded [OPTIONS]")):  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
+            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        ).stdout  # fmt: skip
+        assert want in out and "defender defender" not in out, out

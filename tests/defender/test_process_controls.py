@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from tests.defender.helpers import ALLOW_ALL, Sandbox, rule, unpriv_python
+from tests.defender.helpers import ALLOW_ALL, NOBODY, Sandbox, rule, unpriv_python
 
 
 def py_app(sandbox: Sandbox, name: str, body: str) -> list[str]:
@@ -369,7 +369,7 @@ def test_real_shell_fork_bomb_box_survives(sandbox: Sandbox) -> None:
     assert r.of("fork_bomb", "processes.fork_bomb_guard")
     import subprocess
 
-    left = subprocess.run(["pgrep", "-u", "65534", "-f", "b | b"], capture_output=True, text=True).stdout
+    left = subprocess.run(["pgrep", "-u", str(NOBODY), "-f", "b | b"], capture_output=True, text=True).stdout
     assert left.strip() == ""
 
 

@@ -97,13 +97,19 @@ def test_host_scan_report(console: Any, tmp_path: Path) -> None:
         "Package: openssl\nStatus: install ok installed\nArchitecture: amd64\nVersion: 3.0.2-0ubuntu1.10\n"
         "Source: openssl\n\n"
     )
-    report = scan(root, ScanOptions(host=True, secrets=False))
+    keys = root / "var/vcap/jobs/rep/config"
+    keys.mkdir(parents=True)
+    subprocess.run(["openssl", "genrsa", "-out", str(keys / "rep.key"), "2048"], check=True, capture_output=True)
+    (root / "etc").mkdir()
+    (root / "etc/app.conf").write_text("-----BEGIN CERTIFICATE-----\nnot a key\n")
+    report = scan(root, ScanOptions(host=True, secrets=True))  # on a host: private keys
+    assert [(s.path, s.kind) for s in report.secrets] == [("var/vcap/jobs/rep/config/rep.key", "Private Key")]
     host = _name()
     with console.api() as api:
         r = api.post(f"/hosts/{host}/scan", content=report.model_dump_json(), headers={"content-type": "application/json"})
         assert r.status_code == 201, r.text
         posture = api.get(f"/hosts/{host}").json()["posture"]
-        assert posture["scan"]["packages"] >= 1 and posture["verdict"] == "pass"
+        assert posture["scan"]["packages"] >= 1 and posture["scan"]["secrets"] == 1
 
 
 def test_agent_reports_live_file_change_with_pid_and_cis_state(console: Any, tmp_path: Path) -> None:

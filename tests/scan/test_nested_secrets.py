@@ -4,10 +4,12 @@ positives measured on the real package files installed in this environment."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -189,3 +191,48 @@ def test_false_positives_on_real_package_files() -> None:
 def test_env_parser_handles_comments_quotes_and_export() -> None:
     text = '# comment\nexport DB_PASSWORD="p@ss w0rd"  \nAPI_KEY=abc123def456 # trailing comment\n'
     assert [(n, k) for n, k, _ in env_credentials(text)] == [(2, "Password in .env"), (3, "Secret in .env")]
+
+
+def _tar_bytes(members: dict[str, bytes], mode: str = "w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:  # type: ignore[call-overload]
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_gems_and_tarballs_inside_a_droplet(tmp_path: Path, malware: MalwareScanner) -> None:
+    """A .gem is a plain tar holding data.tar.gz: members at both levels are checked; a zero bomb
+    tarball is cut off in its first window and the rest of the droplet is still scanned."""
+    gem = _tar_bytes(
+        {
+            "metadata.gz": gzip.compress(
+                b"--- !ruby/object:Gem::Specification\nname: shopkit\nversion: 1.2.0\n"
+            ),
+            "data.tar.gz": _tar_bytes(
+                {"lib/shopkit.rb": b"module Shopkit; end\n", "lib/payload.bin": EICAR}, "w:gz"
+            ),
+        }
+    )
+    app_tgz = _tar_bytes({"./config/.env": b"DB_PASSWORD=Pg-s3cret-42\n"}, "w:gz")
+    bomb = _tar_bytes({"zeros.bin": bytes(64 << 20)}, "w:gz")
+    d = make_droplet(
+        tmp_path / "d.tgz",
+        {
+            "app/vendor/cache/shopkit-1.2.0.gem": gem,
+            "app/releases/app.tgz": app_tgz,
+            "app/releases/bomb.tgz": bomb,
+            "app/log/access.log.gz": gzip.compress(b"GET / 200\n" * 1000),
+        },
+    )
+    report = scan(d, ScanOptions(malware=malware))
+    hits = {(m.path, m.rule) for m in report.malware}
+    assert ("app/vendor/cache/shopkit-1.2.0.gem!/data.tar.gz!/lib/payload.bin", "hash:eicar") in hits
+    assert [(s.kind, s.path) for s in report.secrets] == [
+        ("Password in .env", "app/releases/app.tgz!/config/.env")
+    ]
+    notes = " | ".join(f"{n.path}: {n.message}" for n in report.notices)
+    assert "app/releases/bomb.tgz: archive not scanned further" in notes and "ratio above 200:1" in notes
+    assert "access.log.gz" not in notes  # a compressed log is not taken for an archive

@@ -196,7 +196,8 @@ class MultiMatcher:
     def python_only(self) -> int:
         return len(self._always)
 
-    def candidates(self, text: str) -> list[int]:
+    def candidates(self, text: str, wanted: frozenset[int] | None = None) -> list[int]:
+        """Ids of the patterns (of `wanted`, default all) that match `text`."""
         found: list[int] = []
         if self._db is not None:
             hits: set[int] = set()
@@ -205,11 +206,13 @@ class MultiMatcher:
                 text.encode("utf-8", "surrogatepass"),
                 match_event_handler=lambda eid, _f, _t, _fl, _c: hits.add(owner[eid]),
             )
+            if wanted is not None:
+                hits &= wanted
             for pid in hits:
                 if pid not in self._confirm or self._regex(pid).search(text):
                     found.append(pid)
         for pid in self._always:
-            if self._regex(pid).search(text):
+            if (wanted is None or pid in wanted) and self._regex(pid).search(text):
                 found.append(pid)
         return found
 

@@ -69,6 +69,15 @@ SUPPORTED_COLLECTIONS = frozenset(
         "XML",
     }
 )
+_ARGS_LIKE = (
+    "ARGS_GET",
+    "ARGS_POST",
+    "ARGS_GET_NAMES",
+    "ARGS_POST_NAMES",
+    "REQUEST_COOKIES",
+    "REQUEST_COOKIES_NAMES",
+    "XML",
+)
 _CHAIN_SAME_VALUE = frozenset({"MATCHED_VAR", "MATCHED_VARS"})
 _LITERAL_OPS = {
     "contains": ("", ""),
@@ -171,6 +180,10 @@ class CrsRule:
     exclude: list[Target]
     chain: list[ChainTest] = field(default_factory=list)
     special: str = ""  # detectSQLi | detectXSS
+    keyed: bool = True  # targets name keys or exclusions: check the variable's key, not only its collection
+
+    def __post_init__(self) -> None:
+        self.keyed = bool(self.exclude) or any(t.key is not None for t in self.include)
 
     def applies(self, collection: str, key: str) -> bool:
         if not any(_covers(t.collection, collection) and t.key_matches(key) for t in self.include):
@@ -228,24 +241,38 @@ class CrsRuleSet:
                 if rule is not None:
                     self.rules.append(rule)
         self.stats.rules = len(self.rules)
-        self._matchers: dict[tuple[str, ...], MultiMatcher] = {
-            pipe: MultiMatcher(pats, use_hyperscan=use_hyperscan) for pipe, pats in by_pipeline.items()
-        }
-        self.stats.python_only = sum(m.python_only for m in self._matchers.values())
-        self.stats.hyperscan = use_hyperscan and any(m._db is not None for m in self._matchers.values())
-        # For each collection, only the pipelines whose rules read it (fewer scans per value).
+        patterns = {p.pid: p for pats in by_pipeline.values() for p in pats}
+        # One Hyperscan database per (group of collections, pipeline), holding only the rules that
+        # read that group: a URI or a header is not scanned with the hundreds of ARGS patterns.
+        # The parameter-like collections share one group (their rules are nearly the same).
+        memo: dict[tuple[tuple[str, ...], tuple[int, ...]], MultiMatcher] = {}
         self._pipes_for: dict[str, list[tuple[tuple[str, ...], MultiMatcher]]] = {}
         self._special_for: dict[str, list[CrsRule]] = {}
+        self._reads: dict[str, frozenset[int]] = {}
         for coll in SUPPORTED_COLLECTIONS:
-            pipes = {
-                r.pipeline
-                for r in self.rules
-                if not r.special and any(_covers(t.collection, coll) for t in r.include)
+            group = _ARGS_LIKE if coll in _ARGS_LIKE else (coll,)
+            self._reads[coll] = frozenset(
+                pid for pid, r in enumerate(self.rules) if any(_covers(t.collection, coll) for t in r.include)
+            )
+            group_pids = {
+                pid
+                for pid, r in enumerate(self.rules)
+                if pid in patterns and any(_covers(t.collection, c) for t in r.include for c in group)
             }
-            self._pipes_for[coll] = [(p, self._matchers[p]) for p in sorted(pipes) if p in self._matchers]
+            pipes: list[tuple[tuple[str, ...], MultiMatcher]] = []
+            for pipe in sorted({self.rules[pid].pipeline for pid in group_pids if pid in self._reads[coll]}):
+                pids = tuple(sorted(pid for pid in group_pids if self.rules[pid].pipeline == pipe))
+                key = (pipe, pids)
+                if key not in memo:
+                    memo[key] = MultiMatcher([patterns[p] for p in pids], use_hyperscan=use_hyperscan)
+                pipes.append((pipe, memo[key]))
+            self._pipes_for[coll] = pipes
             self._special_for[coll] = [
                 r for r in self.rules if r.special and any(_covers(t.collection, coll) for t in r.include)
             ]
+        self._matchers = list(memo.values())
+        self.stats.python_only = sum(m.python_only for m in self._matchers)
+        self.stats.hyperscan = use_hyperscan and any(m._db is not None for m in self._matchers)
         self._cache: OrderedDict[tuple[str, str, str], tuple[CrsRule, ...]] = OrderedDict()
 
     def _compile(
@@ -313,11 +340,14 @@ class CrsRuleSet:
 
     def _match_uncached(self, collection: str, key: str, value: str) -> tuple[CrsRule, ...]:
         out: list[CrsRule] = []
+        reads = self._reads.get(collection, frozenset())
         for pipe, matcher in self._pipes_for.get(collection, ()):
             text = apply(pipe, value) if pipe else value
-            for pid in matcher.candidates(text):
+            for pid in matcher.candidates(text, reads):
                 rule = self.rules[pid]
-                if rule.applies(collection, key) and (not rule.chain or rule.chain_ok(value)):
+                if (not rule.keyed or rule.applies(collection, key)) and (
+                    not rule.chain or rule.chain_ok(value)
+                ):
                     out.append(rule)
         if self._special is not None:
             for rule in self._special_for.get(collection, ()):

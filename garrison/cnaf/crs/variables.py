@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
-from garrison.cnaf.decode import decode
+from garrison.cnaf.decode import decode, fold_overlong
 from garrison.cnaf.fields import Field
 from garrison.cnaf.request import HttpRequest
 
@@ -28,6 +29,10 @@ _LOCATION_COLLECTION = {
 _MAX_RAW = 64 * 1024
 
 
+def _url_decode(value: str) -> str:
+    return unquote(fold_overlong(value), errors="replace") if "%" in value else value
+
+
 @dataclass(frozen=True, slots=True)
 class Variable:
     collection: str
@@ -36,7 +41,9 @@ class Variable:
     field: Field  # what an audit names as the carrier
 
 
-def variables(req: HttpRequest, fields: list[Field]) -> Iterator[Variable]:
+def variables(req: HttpRequest, fields: list[Field], *, plain_target: bool = False) -> Iterator[Variable]:
+    """`plain_target`: the raw path and query hold no character any rule on REQUEST_URI/QUERY_STRING
+    needs (the caller's pre-check), so those two are left out — the common request stays cheap."""
     for fld in fields:
         coll = _LOCATION_COLLECTION.get(fld.location)
         if coll is not None:
@@ -51,12 +58,16 @@ def variables(req: HttpRequest, fields: list[Field]) -> Iterator[Variable]:
         fld = Field("header", name, value)
         yield Variable("REQUEST_HEADERS_NAMES", lname, name, fld)
         yield Variable("REQUEST_HEADERS", lname, decode(value), fld)
-    target = decode(req.target[:_MAX_RAW])
+    # URL-decoded once, as CRS's own t:urlDecodeUni leaves them (HTML entities are no URI syntax)
+    target = _url_decode(req.target[:_MAX_RAW])
     uri = Field("uri", "", target)
-    yield Variable("REQUEST_URI", "", target, uri)
-    yield Variable("REQUEST_LINE", "", f"{req.method} {target} HTTP/{req.version}", uri)
-    if req.query:
-        yield Variable("QUERY_STRING", "", decode(req.query[:_MAX_RAW]), Field("query", "", req.query))
+    if not plain_target:
+        yield Variable("REQUEST_URI", "", target, uri)
+    if "(" in target:  # CRS's REQUEST_LINE rule is Shellshock's `() {`; a line without '(' cannot match
+        yield Variable("REQUEST_LINE", "", f"{req.method} {target} HTTP/{req.version}", uri)
+    if req.query and not plain_target:
+        query = _url_decode(req.query[:_MAX_RAW])
+        yield Variable("QUERY_STRING", "", query, Field("query", "", req.query))
     if req.body:
         text = req.body[:_MAX_RAW].decode("utf-8", "replace")
         yield Variable("REQUEST_BODY", "", decode(text), Field("body", "", text))

@@ -114,6 +114,28 @@ async def defender_forensics(
     max_bytes: Annotated[int, Query(ge=1024, le=16 * 1024 * 1024)] = 4 * 1024 * 1024,
 ) -> Any:
     """Ask a connected defender for its forensic records (recent process and network activity)."""
+    return await _upload_forensics(defender_id, c, p, max_bytes)
+
+
+@router.get("/defenders/{defender_id}/forensics/tree")
+async def defender_process_tree(
+    defender_id: str,
+    c: Ctx,
+    p: Writer,
+    pid: Annotated[int | None, Query(ge=1, description="an incident's pid: only its branch")] = None,
+    max_bytes: Annotated[int, Query(ge=1024, le=16 * 1024 * 1024)] = 4 * 1024 * 1024,
+) -> dict[str, Any]:
+    """The app's process tree rebuilt from the defender's forensic records (exec/fork records with
+    ppid): who started what, the programs each process ran and the audits about it. With `pid`, the
+    branch of that process (ancestors and descendants), e.g. for an incident's audit."""
+    from garrison.defender.forensics import process_tree
+
+    data = await _upload_forensics(defender_id, c, p, max_bytes)
+    records = data.get("records", []) if isinstance(data, dict) else []
+    return {"defender_id": defender_id, "pid": pid, "tree": process_tree(records, pid)}
+
+
+async def _upload_forensics(defender_id: str, c: Any, p: Any, max_bytes: int) -> Any:
     from garrison.channel.server import DefenderNotConnected
 
     if c.channel is None:

@@ -50,7 +50,7 @@ def list_hosts(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[dict[str, Any]]:
     """Every cell with its posture: verdict, CIS score, vulnerabilities, FIM changes, logins."""
-    return c.store.hosts.list(verdict=verdict, q=q, limit=limit, offset=offset)
+    return c.store.hosts.search(verdict=verdict, q=q, limit=limit, offset=offset)
 
 
 @router.get("/export.csv", response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}})
@@ -60,7 +60,7 @@ def export_hosts(
     verdict: Annotated[str | None, Query(pattern="^(pass|fail|unknown)$")] = None,
     q: Annotated[str | None, Query(max_length=253)] = None,
 ) -> StreamingResponse:
-    rows = c.store.hosts.list(verdict=verdict, q=q, limit=100_000, offset=0)
+    rows = c.store.hosts.search(verdict=verdict, q=q, limit=100_000, offset=0)
     return StreamingResponse(
         c.hosts.csv_lines(rows), media_type="text/csv",
         headers={"content-disposition": 'attachment; filename="hosts.csv"'},

@@ -63,7 +63,7 @@ class HostStore:
             c.execute(self._insert_ignore(host_events).on_conflict_do_nothing(index_elements=["host", "id"]), rows)
         return len(set(ids)) - int(before)
 
-    def list(self, *, verdict: str | None, q: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+    def search(self, *, verdict: str | None, q: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
         query = select(hosts).order_by(hosts.c.name).limit(limit).offset(offset)
         if q:
             query = query.where(hosts.c.name.contains(q, autoescape=True))

@@ -73,6 +73,7 @@ enum { P_ANY = 0, P_TCP = 1, P_UDP = 2 };
 struct tbl_hdr {
     uint32_t magic, flags, net_effect, dns_effect;
     uint32_t n_entries, n_deny, n_ports, n_iv4, n_iv6, n_idx, n_bad4, n_bad6;
+    uint32_t n_pin4, n_pin6; /* addresses an allowed DNS name resolved to (through the resolver proxy) */
 };
 struct tbl_entry { uint8_t proto, pad[3]; uint32_t port_off, port_cnt; };
 struct tbl_port { uint16_t lo, hi; };
@@ -80,6 +81,8 @@ struct tbl_iv4 { uint32_t lo, hi, idx_off, idx_cnt; };
 struct tbl_iv6 { uint8_t lo[16], hi[16]; uint32_t idx_off, idx_cnt; };
 struct tbl_bad4 { uint32_t lo, hi; };
 struct tbl_bad6 { uint8_t lo[16], hi[16]; };
+struct tbl_pin4 { uint32_t ip, until; };   /* until: CLOCK_MONOTONIC seconds */
+struct tbl_pin6 { uint8_t a[16]; uint32_t until; };
 
 struct tables {
     struct tbl_hdr h;
@@ -90,12 +93,14 @@ struct tables {
     const uint32_t *idx;
     const struct tbl_bad4 *bad4;
     const struct tbl_bad6 *bad6;
+    const struct tbl_pin4 *pin4;
+    const struct tbl_pin6 *pin6;
     uint64_t generation;
     char data[]; /* the blob, copied */
 };
 
 /* ---- records handed to Python ------------------------------------------------------------------ */
-enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3 };
+enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3, REC_FORK = 4 }; /* REC_FORK: pid = tid, control = nr */
 enum { CTL_NONE = 0, CTL_BADREP = 1, CTL_DENY = 2, CTL_ALLOW = 3 };
 
 struct record {
@@ -445,6 +450,34 @@ static int bad_reputation(const struct tables *t, int v6, const uint8_t *a) {
 
 enum { V_ALLOW = 0, V_VIOLATION = 1, V_HANDOFF = 2 };
 
+/* An allowed DNS name resolved to this address and the pin has not expired (sorted; binary search) */
+static int pinned_ok(const struct tables *t, int v6, const uint8_t *a) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint32_t now = (uint32_t)ts.tv_sec;
+    if (!v6) {
+        uint32_t ip = ((uint32_t)a[0] << 24) | ((uint32_t)a[1] << 16) | ((uint32_t)a[2] << 8) | a[3];
+        uint32_t lo = 0, hi = t->h.n_pin4;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (t->pin4[mid].ip < ip)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo < t->h.n_pin4 && t->pin4[lo].ip == ip && t->pin4[lo].until >= now;
+    }
+    uint32_t lo = 0, hi = t->h.n_pin6;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (memcmp(t->pin6[mid].a, a, 16) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < t->h.n_pin6 && !memcmp(t->pin6[lo].a, a, 16) && t->pin6[lo].until >= now;
+}
+
 static const uint8_t LOOP6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 static const uint8_t LOOP4[4] = {127, 0, 0, 1};
 
@@ -486,7 +519,9 @@ static struct verdict decide(const struct tables *t, int v6, const uint8_t *a, u
             }
         if (t->h.n_entries > n_deny && !allow_hit) {
             if (t->h.flags & F_DNS_ALLOW) {
-                v.kind = V_HANDOFF; /* a name the resolver pinned may allow it: Python has the pins */
+                if (pinned_ok(t, v6, a))
+                    return v; /* an allowed name resolved to it: allowed, and the DNS check passes too */
+                v.kind = V_HANDOFF; /* maybe a violation: Python has the names for its audit */
                 return v;
             }
             v.kind = V_VIOLATION;
@@ -495,7 +530,8 @@ static struct verdict decide(const struct tables *t, int v6, const uint8_t *a, u
         }
     }
     int loopback = is_loopback(v6, a);
-    if (t->h.dns_effect != EFF_DISABLE && (t->h.flags & F_DNS_ALLOW) && !loopback && !allow_hit)
+    if (t->h.dns_effect != EFF_DISABLE && (t->h.flags & F_DNS_ALLOW) && !loopback && !allow_hit &&
+        !pinned_ok(t, v6, a))
         v.kind = V_HANDOFF;
     return v;
 }
@@ -1066,6 +1102,8 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
     if (!(t->h.flags & F_EXEC_FREE))
         return 0;
     enum { MAXARGS = 32, MAXBLOB = 16384 };
+    struct record r;
+    memset(&r, 0, sizeof r);
     char *blob = malloc(MAXBLOB);
     if (!blob)
         return 0;
@@ -1094,10 +1132,21 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
         atomic_fetch_add(&L->n_gone, 1);
         return 1;
     }
+    /* the parent, read before the reply: once the program runs it may exit and be reaped at once,
+     * and the forensic tree needs the edge (as the Python handler does) */
+    char stat[512], path[64];
+    long ppid = -1;
+    snprintf(path, sizeof path, "/proc/%u/stat", n->pid);
+    ssize_t sl = slurp(path, stat, sizeof stat - 1);
+    if (sl > 0) {
+        stat[sl] = 0;
+        char *cp = strrchr(stat, ')');
+        if (cp && cp[1])
+            sscanf(cp + 2, "%*c %ld", &ppid);
+    }
+    r.err = (int32_t)ppid;
     atomic_fetch_add(&L->n_exec, 1);
     reply(L->listener, n->id, 0, 0, 1);
-    struct record r;
-    memset(&r, 0, sizeof r);
     r.kind = REC_EXEC;
     r.pid = n->pid;
     r.generation = t->generation;
@@ -1116,6 +1165,13 @@ static int on_fork(LoopObject *L, const struct tables *t, const struct seccomp_n
         return 0; /* a way out of the exec tracer: the Python controls decide */
     atomic_fetch_add(&L->n_fork, 1);
     reply(L->listener, n->id, 0, 0, 1);
+    struct record r; /* the forensic fork line (Python fills in the process facts, off this path) */
+    memset(&r, 0, sizeof r);
+    r.kind = REC_FORK;
+    r.pid = n->pid;
+    r.control = (uint32_t)n->data.nr;
+    r.generation = t->generation;
+    ring_push(L, &r, 0);
     return 1;
 }
 
@@ -1206,7 +1262,8 @@ static struct tables *parse_tables(const char *blob, Py_ssize_t len, uint64_t ge
     uint64_t need = sizeof h + (uint64_t)h.n_entries * sizeof(struct tbl_entry) +
                     (uint64_t)h.n_ports * sizeof(struct tbl_port) + (uint64_t)h.n_iv4 * sizeof(struct tbl_iv4) +
                     (uint64_t)h.n_iv6 * sizeof(struct tbl_iv6) + (uint64_t)h.n_idx * 4 +
-                    (uint64_t)h.n_bad4 * sizeof(struct tbl_bad4) + (uint64_t)h.n_bad6 * sizeof(struct tbl_bad6);
+                    (uint64_t)h.n_bad4 * sizeof(struct tbl_bad4) + (uint64_t)h.n_bad6 * sizeof(struct tbl_bad6) +
+                    (uint64_t)h.n_pin4 * sizeof(struct tbl_pin4) + (uint64_t)h.n_pin6 * sizeof(struct tbl_pin6);
     if (need != (uint64_t)len || h.n_deny > h.n_entries) {
         PyErr_SetString(PyExc_ValueError, "table blob size mismatch");
         return NULL;
@@ -1226,7 +1283,9 @@ static struct tables *parse_tables(const char *blob, Py_ssize_t len, uint64_t ge
     t->iv6 = (const void *)p; p += h.n_iv6 * sizeof(struct tbl_iv6);
     t->idx = (const void *)p; p += (size_t)h.n_idx * 4;
     t->bad4 = (const void *)p; p += h.n_bad4 * sizeof(struct tbl_bad4);
-    t->bad6 = (const void *)p;
+    t->bad6 = (const void *)p; p += h.n_bad6 * sizeof(struct tbl_bad6);
+    t->pin4 = (const void *)p; p += h.n_pin4 * sizeof(struct tbl_pin4);
+    t->pin6 = (const void *)p;
     /* bounds of every reference, so a bad blob can never make the loop read outside it */
     for (uint32_t i = 0; i < h.n_entries; i++)
         if ((uint64_t)t->entries[i].port_off + t->entries[i].port_cnt > h.n_ports) goto bad;

@@ -26,7 +26,8 @@ from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
 
-REC_NET, REC_AUDIT, REC_EXEC = 1, 2, 3
+REC_NET, REC_AUDIT, REC_EXEC, REC_FORK = 1, 2, 3, 4
+_FORK_NAMES = {56: "clone", 57: "fork", 58: "vfork"}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _EFFECT_NAMES = {1: "alert", 2: "prevent"}
 _GUARD_COUNTERS = ("emulated", "continued", "refused")
@@ -80,6 +81,8 @@ class NativeDataplane:
         self._loop = _native.Loop(listener, ring_slots)
         self._compiled: OrderedDict[int, tables.Compiled] = OrderedDict()
         self._rule: Rule | None = None
+        self._current: tables.Compiled | None = None
+        self._pins_seen = 0
         self._emulate = False
         self._swap_lock = threading.Lock()
         self._seen = {k: 0 for k in _GUARD_COUNTERS}
@@ -105,13 +108,36 @@ class NativeDataplane:
             except Exception:  # never keep the old rule's tables: let Python decide everything
                 log.exception("data plane: rule not compiled; every notification goes to Python")
                 compiled = tables.handoff_all(rule)
-            gen = self._loop.set_tables(compiled.blob)
-            self._rule, self._emulate = rule, emulate
-            self._compiled[gen] = compiled
-            while len(self._compiled) > 16:
-                self._compiled.popitem(last=False)
+            self._rule, self._emulate, self._current = rule, emulate, compiled
+            self._install(compiled)
 
-    def start(self) -> None:
+    def _install(self, compiled: tables.Compiled) -> None:
+        """Swap in `compiled` plus the resolver's current pins (caller holds the swap lock)."""
+        pins = getattr(self.guard, "pins", None)
+        version = getattr(pins, "version", 0)
+        snapshot = pins.snapshot() if pins is not None and hasattr(pins, "snapshot") else None
+        gen = self._loop.set_tables(tables.with_pins(compiled, snapshot))
+        self._pins_seen = version
+        self._compiled[gen] = compiled  # records name their generation: audits find their rule
+        while len(self._compiled) > 1024:
+            self._compiled.popitem(last=False)
+
+    def _refresh_pins(self) -> None:
+        """New answers from the resolver proxy: a connect to them need not go to Python."""
+        pins = getattr(self.guard, "pins", None)
+        if pins is None or getattr(pins, "version", 0) == self._pins_seen:
+            return
+        with self._swap_lock:
+            if self._current is not None and self._current.flags & tables.F_DNS_ALLOW:
+                self._install(self._current)
+            else:
+                self._pins_seen = pins.version
+
+    def start(self, *, drain: bool = True) -> None:
+        """Start the loop and the hand-over threads (they wait without the GIL). `drain=False`: the
+        caller starts the record drain later with start_drain(), after it has forked the app: a
+        thread waiting for the GIL at the instant of a raw clone leaves CPython's GIL switch request
+        set in the child, whose first GIL release then waits forever for a switch (seen once)."""
         self.update(self.ctx.rule())
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
@@ -121,6 +147,12 @@ class NativeDataplane:
             t = threading.Thread(target=self._handoff, name=f"garrison-dp-py-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+        if drain:
+            self.start_drain()
+
+    def start_drain(self) -> None:
+        if any(t.name == "garrison-dp-drain" for t in self._workers):
+            return
         t = threading.Thread(target=self._drain, name="garrison-dp-drain", daemon=True)
         t.start()
         self._workers.append(t)
@@ -171,6 +203,7 @@ class NativeDataplane:
                 self._merge_stats()
                 if self.ctx.rule() is not self._rule or self._emulate_now() != self._emulate:
                     self.update()  # a context without policy listeners, or pidfd_getfd found refused
+                self._refresh_pins()
             except Exception:
                 log.exception("data plane: drain")
 
@@ -186,14 +219,17 @@ class NativeDataplane:
             entry,
             effect,
             _blocked,
-            _err,
+            err_or_ppid,
             gen,
             addr,
             caddr,
             blob,
         ) in records:
             if kind == REC_EXEC:
-                self._exec_line(pid, blob)
+                self._exec_line(pid, err_or_ppid, blob)
+                continue
+            if kind == REC_FORK:
+                self._fork_line(pid, control)
                 continue
             ip = ipaddress.ip_address(addr)
             proto_name = tables.PROTO_NAMES.get(proto)
@@ -214,14 +250,34 @@ class NativeDataplane:
                 g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
             )
 
-    def _exec_line(self, pid: int, blob: bytes) -> None:
-        """The forensic line of an exec the loop let through (no process control could object)."""
+    def _exec_line(self, pid: int, ppid: int, blob: bytes) -> None:
+        """The forensic line of an exec the loop let through (no process control could object); the
+        loop read the parent before answering, like the Python handler."""
         record = getattr(self.ctx, "record", None)
         if record is None:
             return
         path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
         with contextlib.suppress(Exception):
-            record("exec", pid=pid, exe=path, argv=argv[:32], loader=False, verdict="allow")
+            record(
+                "exec", pid=pid, ppid=ppid if ppid >= 0 else None, exe=path, argv=argv[:32],
+                loader=False, script=False, verdict="allow",
+            )  # fmt: skip
+
+    def _fork_line(self, tid: int, nr: int) -> None:
+        """The forensic line of a fork the loop let through (facts read now, best effort)."""
+        record = getattr(self.ctx, "record", None)
+        if record is None:
+            return
+        pid, ppid = tid, None
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    pid = int(line.split()[1])
+                elif line.startswith(b"PPid:"):
+                    ppid = int(line.split()[1])
+                    break
+        with contextlib.suppress(Exception):
+            record("fork", pid=pid, tid=tid, ppid=ppid, syscall=_FORK_NAMES.get(nr, str(nr)), verdict="allow")
 
     @staticmethod
     def _audit(

@@ -38,7 +38,7 @@ MAX_INDEX_WORDS = 2_000_000
 """Above this many entry references (deeply nested CIDR lists) the tables would cost more memory than
 they save: the rule's network decisions are then left to Python."""
 
-_HDR = struct.Struct("=12I")
+_HDR = struct.Struct("=14I")
 _ENTRY = struct.Struct("=B3xII")
 _PORT = struct.Struct("=HH")
 _IV4 = struct.Struct("=IIII")
@@ -163,7 +163,7 @@ def compile_rule(rule: Rule | None, *, emulate: bool, native_verdict: bool = Tru
         flags |= F_INERT
     flags |= process_flags(rule)
     if rule is None:
-        return Compiled(_HDR.pack(MAGIC, flags, 0, 0, *([0] * 8)), None, [], flags)
+        return Compiled(_HDR.pack(MAGIC, flags, 0, 0, *([0] * 10)), None, [], flags)
     nc, dc = rule.network, rule.dns
     if nc.effect not in EFFECTS or dc.effect not in EFFECTS:
         flags |= F_HANDOFF_NET
@@ -208,7 +208,7 @@ def compile_rule(rule: Rule | None, *, emulate: bool, native_verdict: bool = Tru
             n_bad[6] += 1
     header = _HDR.pack(
         MAGIC, flags, EFFECTS.get(nc.effect, 0), EFFECTS.get(dc.effect, 0),
-        len(entries), n_deny, n_ports, n_iv[4], n_iv[6], len(idx_words), n_bad[4], n_bad[6],
+        len(entries), n_deny, n_ports, n_iv[4], n_iv[6], len(idx_words), n_bad[4], n_bad[6], 0, 0,
     )  # fmt: skip
     idx_blob = struct.pack(f"={len(idx_words)}I", *idx_words)
     blob = b"".join((header, entry_blob, port_blob, iv4, iv6, idx_blob, bad4, bad6))
@@ -218,9 +218,54 @@ def compile_rule(rule: Rule | None, *, emulate: bool, native_verdict: bool = Tru
 def handoff_all(rule: Rule | None) -> Compiled:
     """Tables that decide nothing: every notification goes to Python (the safe answer when a rule
     cannot be compiled)."""
-    return Compiled(_HDR.pack(MAGIC, F_HANDOFF_NET, 0, 0, *([0] * 8)), rule, [], F_HANDOFF_NET)
+    return Compiled(_HDR.pack(MAGIC, F_HANDOFF_NET, 0, 0, *([0] * 10)), rule, [], F_HANDOFF_NET)
 
 
 def _handoff_only(rule: Rule, flags: int) -> Compiled:
     flags |= F_HANDOFF_NET
-    return Compiled(_HDR.pack(MAGIC, flags, 0, 0, *([0] * 8)), rule, [], flags)
+    return Compiled(_HDR.pack(MAGIC, flags, 0, 0, *([0] * 10)), rule, [], flags)
+
+
+_PIN4 = struct.Struct("=II")
+_PIN6 = struct.Struct("=16sI")
+
+
+def with_pins(compiled: Compiled, pins: dict[str, dict[str, float]] | None) -> bytes:
+    """The compiled blob plus the addresses an *allowed* DNS name resolved to (the resolver proxy's
+    pin table: ip → {name: monotonic expiry}). The loop lets a connect to one of them through where
+    the evaluator would (an allow-list miss or the DNS allow-list pass on a pinned allowed name);
+    an address not in the set is handed to Python, so a stale set only costs speed."""
+    rule = compiled.rule
+    if rule is None or not rule.dns.allow or not pins or not (compiled.flags & F_DNS_ALLOW):
+        return compiled.blob
+    from garrison.policy.evaluate import dns_name_allowed
+
+    v4: list[tuple[int, int]] = []
+    v6: list[tuple[bytes, int]] = []
+    for ip, names in pins.items():
+        until = max((u for n, u in names.items() if dns_name_allowed(rule, n)), default=None)
+        if until is None:
+            continue
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        expiry = int(until) - 1  # whole seconds, rounded so the loop never trusts an expired pin
+        if addr.version == 4:
+            v4.append((int(addr), expiry))
+        else:
+            v6.append((addr.packed, expiry))
+    if not v4 and not v6:
+        return compiled.blob
+    v4.sort()
+    v6.sort()
+    head = list(_HDR.unpack_from(compiled.blob))
+    head[12], head[13] = len(v4), len(v6)
+    return b"".join(
+        (
+            _HDR.pack(*head),
+            compiled.blob[_HDR.size :],
+            b"".join(_PIN4.pack(ip, until) for ip, until in v4),
+            b"".join(_PIN6.pack(a, until) for a, until in v6),
+        )
+    )

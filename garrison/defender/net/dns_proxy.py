@@ -58,6 +58,7 @@ class PinTable:
         self._lock = threading.Lock()
         self._min_ttl = min_ttl_s
         self._max = max_entries
+        self.version = 0  # bumped on every change (the native data plane copies the table then)
 
     def add(self, ip: str, name: str, ttl: float) -> None:
         name = name.lower().rstrip(".")
@@ -67,6 +68,12 @@ class PinTable:
                 self._pins.pop(next(iter(self._pins)))
             names = self._pins.setdefault(ip, {})
             names[name] = max(until, names.get(name, 0.0))
+            self.version += 1
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """ip → {name: monotonic expiry}, copied (for the native data plane's pin set)."""
+        with self._lock:
+            return {ip: dict(names) for ip, names in self._pins.items()}
 
     def names_for(self, ip: str) -> list[str]:
         now = time.monotonic()

@@ -28,7 +28,16 @@ from typing import Any, Literal
 
 from garrison.defender.net.contract import GONE, Handler, Notification, NotificationGone, SupervisorContext
 from garrison.defender.net.dns_proxy import DnsProxy, PinTable, Upstream
-from garrison.defender.net.normalise import Call, IPAddress, Kind, Routed, normalise, read_length
+from garrison.defender.net.normalise import (
+    AF_INET,
+    Call,
+    IPAddress,
+    Kind,
+    Routed,
+    normalise,
+    pktinfo_source,
+    read_length,
+)
 from garrison.defender.net.portscan import PortScanTracker
 from garrison.defender.net.sockaddr import (
     MMSGHDR_SIZE,
@@ -155,7 +164,14 @@ class _Msg:
     (None = no address) and how to gather its payload and control data."""
 
     name: bytes | None
-    gather: Callable[[_Sock], tuple[bytes, bytes]]
+    gather_from_app: Callable[[_Sock], tuple[bytes, bytes]]
+    _gathered: tuple[bytes, bytes] | None = None
+
+    def gather(self, sock: _Sock) -> tuple[bytes, bytes]:
+        """(payload, control data), read from the app once."""
+        if self._gathered is None:
+            self._gathered = self.gather_from_app(sock)
+        return self._gathered
 
 
 def _answer_if_still_waiting(notif: Notification) -> None:
@@ -889,6 +905,21 @@ class NetworkGuard:
                 to = m.name
                 if m.name is not None:
                     dest = self._route(sock, m.name, "sendmsg")  # same rows as sendto
+                    if (
+                        dest.kind is Kind.DEST
+                        and dest.why.startswith("unspecified")
+                        and dest.family == AF_INET
+                    ):
+                        # 0.0.0.0 goes to the source address, which IP_PKTINFO may pick per message
+                        spec = pktinfo_source(m.gather(sock)[1])
+                        if spec is not None:
+                            dest = normalise(
+                                m.name,
+                                call="sendmsg",
+                                sock_family=sock.family,
+                                sock_type=sock.type,
+                                local=spec,
+                            )
                     if dest.kind is Kind.ERROR:
                         if not plan:
                             return self._kernel_error(notif, dest.errno)

@@ -112,7 +112,8 @@ def normalise(
       other family on sf AF_INET/AF_INET6 .............. ERROR EAFNOSUPPORT
       other family, sf unknown ......................... FOREIGN
     then destinations (not for bind, which keeps the address as written):
-      0.0.0.0 ........ the bound address if set, else 127.0.0.1 (ip_route_output: daddr = saddr)
+      0.0.0.0 ........ the source address (`local`: IP_PKTINFO's ipi_spec_dst, see pktinfo_source,
+                       else the bound address), else 127.0.0.1 (ip_route_output: daddr = saddr)
       127.0.0.0/8 .... itself; loopback class
       :: ............. ::1, or 127.0.0.1 when bound to a v4-mapped address (tcp_v6_connect,
                        __ip6_datagram_connect, udpv6_sendmsg)
@@ -221,3 +222,19 @@ def _route_v6(
         also = (tunnelled, *_loopback_class(tunnelled))
         return Routed(Kind.DEST, ip, port, AF_INET6, also, written, scope_id=scope, why="reaches IPv4 host")
     return Routed(Kind.DEST, ip, port, AF_INET6, (), written, scope_id=scope)
+
+
+def pktinfo_source(control: bytes) -> ipaddress.IPv4Address | None:
+    """The source address an IPv4 `IP_PKTINFO` control message picks (`ipi_spec_dst`, as
+    ip_cmsg_send reads it), None when there is none. An unspecified destination is routed to the
+    source address, so for `0.0.0.0` this is the destination (a row of the table)."""
+    off = 0
+    while off + 16 <= len(control):
+        clen, level, ctype = struct.unpack_from("=QII", control, off)
+        if clen < 16 or off + clen > len(control):
+            return None
+        if level == 0 and ctype == 8 and clen >= 16 + 12:  # SOL_IP, IP_PKTINFO: struct in_pktinfo
+            spec = ipaddress.IPv4Address(control[off + 20 : off + 24])
+            return spec if int(spec) else None
+        off += (clen + 7) & ~7
+    return None

@@ -202,3 +202,30 @@ def test_racing_thread_cannot_add_a_denied_name_to_a_connected_send(run_app, ns_
     got_ok, got_bad = ok.drain(), bad.drain()
     assert got_bad == [], f"{len(got_bad)} datagrams reached the denied port"
     assert got_ok, "the allowed sends did not arrive"
+
+
+PKTINFO = """
+import socket, struct, sys
+host, port = sys.argv[1], int(sys.argv[2])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+info = struct.pack("=i4s4s", 0, socket.inet_aton(host), bytes(4))  # in_pktinfo: ifindex, spec_dst, addr
+IP_PKTINFO = 8
+try: print(u.sendmsg([b"viapktinfo"], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, ("0.0.0.0", port)))
+except OSError as e: print(-e.errno)
+"""
+
+
+@pytest.mark.parametrize("effect", ["prevent", "alert"])
+def test_unspecified_destination_with_ip_pktinfo_source(run_app, ns_call, effect):
+    """sendmsg to 0.0.0.0 with IP_PKTINFO's ipi_spec_dst = X goes to X (the kernel routes an
+    unspecified destination to the source address): decided as X."""
+    srv = ns_call(lambda: UdpServer(HOST4))
+    rule = {"network": {"effect": effect, "outbound": {"deny": [f"{HOST4}:{srv.port}"]}}}
+    r = run_app(rule, PKTINFO, HOST4, str(srv.port))
+    [a] = r.of("network")
+    assert (a.dest_ip, a.dest_port, a.effect) == (HOST4, srv.port, effect), r.err
+    time.sleep(0.1)
+    if effect == "prevent":
+        assert r.out.strip() == "-1" and srv.drain() == []
+    else:
+        assert r.out.strip() == "10" and srv.drain() == [b"viapktinfo"]

@@ -257,3 +257,37 @@ def test_full_ring_counts_drops_and_says_so_without_blocking_the_app(run_app, ns
     drops = [a for a in r.audits if a.control == "dataplane.ring"]
     assert drops and sum(a.extra["dropped"] for a in drops) == st_["dropped"]
     assert len(r.of("network")) == 300 - st_["dropped"]
+
+
+@native
+def test_pinned_allowed_names_are_decided_natively() -> None:
+    """An address an allowed name resolved to passes in the loop; other addresses still go to Python
+    (which has the names for the audit); an expired pin is not trusted."""
+    import time
+
+    from garrison.defender.dataplane import _native
+
+    rule = rule_from({"network": {"effect": "prevent", "outbound": {"allow": ["10.1.0.0/16:443"]}},
+                      "dns": {"effect": "prevent", "allow": ["*.ok.test"], "deny": ["bad.ok.test"]}})  # fmt: skip
+    compiled = tables.compile_rule(rule, emulate=True)
+    now = time.monotonic()
+    pins = {
+        "10.9.9.9": {"api.ok.test": now + 300},
+        "10.8.8.8": {"bad.ok.test": now + 300},  # denied name: not a pin that allows
+        "10.7.7.7": {"old.ok.test": now - 5},  # expired
+        "fd00::9": {"v6.ok.test": now + 300},
+    }
+    blob = tables.with_pins(compiled, pins)
+    ip = ipaddress.ip_address
+    assert _native.decide(blob, ip("10.9.9.9").packed, 443, 1)[0] == 0
+    assert (
+        _native.decide(blob, ip("10.9.9.9").packed, 80, 1)[0] == 0
+    )  # pinned: the allow-list miss is forgiven
+    assert _native.decide(blob, ip("fd00::9").packed, 22, 1)[0] == 0
+    for other in ("10.8.8.8", "10.7.7.7", "10.6.6.6"):
+        assert _native.decide(blob, ip(other).packed, 443, 1)[0] == 2, other
+    for addr, port in (("10.9.9.9", 80), ("fd00::9", 22), ("10.8.8.8", 80)):
+        want = _GUARD._decide_one(
+            rule, ip(addr), port, "tcp", [n for n in pins[addr]] if addr in pins else []
+        )
+        assert not want.violation or addr == "10.8.8.8"

@@ -210,3 +210,15 @@ def test_kernel_sends_af_unspec_as_af_inet_and_clamps_msg_namelen() -> None:
     assert _libc.bind(b.fileno(), unspec_any, 16) == 0 and b.getsockname()[1] != 0
     for s in (rx, tx, b):
         s.close()
+
+
+def test_pktinfo_source() -> None:
+    from garrison.defender.net.normalise import pktinfo_source
+
+    info = struct.pack("=i4s4s", 0, socket.inet_aton("10.9.9.9"), bytes(4))
+    cmsg = struct.pack("=QII", 16 + len(info), socket.IPPROTO_IP, 8) + info + bytes(4)
+    tos = struct.pack("=QII", 20, socket.IPPROTO_IP, socket.IP_TOS) + bytes(4) + bytes(4)
+    assert str(pktinfo_source(tos + cmsg)) == "10.9.9.9"
+    assert pktinfo_source(tos) is None and pktinfo_source(b"") is None
+    zero = struct.pack("=QII", 28, socket.IPPROTO_IP, 8) + bytes(12)
+    assert pktinfo_source(zero) is None
