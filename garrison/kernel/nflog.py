@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from garrison.kernel._libc import libc
+from garrison.kernel.netlink import NLMSG, drain
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
@@ -28,7 +29,6 @@ NLM_F_ACK = 4
 NLMSG_ERROR = 2
 CLONE_NEWNET = 0x40000000
 
-_NLMSG = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")
 _ATTR = struct.Struct("=HH")
 
@@ -52,7 +52,7 @@ def _attr(kind: int, payload: bytes) -> bytes:
 def _config(group: int, attrs: bytes, seq: int) -> bytes:
     body = _NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(group)) + attrs
     msg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG
-    return _NLMSG.pack(_NLMSG.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+    return NLMSG.pack(NLMSG.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
 
 
 def _in_netns(ns_path: str) -> socket.socket:
@@ -103,29 +103,16 @@ class NflogSocket:
     def _request(self, attrs: bytes, seq: int) -> None:
         self.sock.send(_config(self.group, attrs, seq))
         data = self.sock.recv(65536)
-        _length, msg_type, _flags, _seq, _pid = _NLMSG.unpack_from(data, 0)
+        _length, msg_type, _flags, _seq, _pid = NLMSG.unpack_from(data, 0)
         if msg_type == NLMSG_ERROR:
-            (err,) = struct.unpack_from("=i", data, _NLMSG.size)
+            (err,) = struct.unpack_from("=i", data, NLMSG.size)
             if err < 0:
                 raise OSError(-err, f"nflog group {self.group}: {os.strerror(-err)}")
 
     def read(self) -> list[LoggedPacket]:
-        out: list[LoggedPacket] = []
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return out
-            off = 0
-            while off + _NLMSG.size <= len(data):
-                length, msg_type, _f, _s, _p = _NLMSG.unpack_from(data, off)
-                if length < _NLMSG.size:
-                    break
-                if msg_type == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-                    pkt = _parse(data[off + _NLMSG.size : off + length])
-                    if pkt:
-                        out.append(pkt)
-                off += (length + 3) & ~3
+        packets = (_parse(body) for kind, body in drain(self.sock)
+                   if kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET)
+        return [p for p in packets if p is not None]
 
 
 def _parse(msg: bytes) -> LoggedPacket | None:

@@ -10,6 +10,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from garrison.kernel.netlink import NLMSG, drain
+
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1
 CN_VAL_PROC = 1
@@ -20,7 +22,6 @@ PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_EXIT = 0x80000000
 NLMSG_DONE = 3
 
-_NLMSG = struct.Struct("=IHHII")
 _CN_MSG = struct.Struct("=IIIIHH")
 _EVENT_HDR = struct.Struct("=IIQ")  # what, cpu, timestamp_ns
 
@@ -51,24 +52,11 @@ class ProcConnector:
     def _control(self, op: int) -> None:
         payload = struct.pack("=I", op)
         cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(payload), 0) + payload
-        self.sock.send(_NLMSG.pack(_NLMSG.size + len(cn), NLMSG_DONE, 0, 0, os.getpid()) + cn)
+        self.sock.send(NLMSG.pack(NLMSG.size + len(cn), NLMSG_DONE, 0, 0, os.getpid()) + cn)
 
     def read(self) -> list[ProcEvent]:
-        out: list[ProcEvent] = []
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return out
-            off = 0
-            while off + _NLMSG.size <= len(data):
-                length = _NLMSG.unpack_from(data, off)[0]
-                if length < _NLMSG.size:
-                    break
-                ev = _parse(data[off + _NLMSG.size + _CN_MSG.size : off + length])
-                if ev is not None:
-                    out.append(ev)
-                off += (length + 3) & ~3
+        events = (_parse(body[_CN_MSG.size :]) for _kind, body in drain(self.sock))
+        return [e for e in events if e is not None]
 
 
 def _parse(body: bytes) -> ProcEvent | None:
