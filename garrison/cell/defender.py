@@ -1,8 +1,9 @@
 """The cell defender: one privileged process per Diego cell protecting every app container on it.
 
-Two threads: discovery (containers appearing and disappearing, their CF identity, their pids
-limits) and the exec gate (fanotify permission events, answered from the shared policy evaluator).
-Every decision produces the same audit event an app-embedded defender sends."""
+Threads: discovery (containers appearing and disappearing, their CF identity, nftables tables, pids
+limits, privileges), the exec gate (fanotify permission events, answered from the shared policy
+evaluator), the network log (NFLOG from every container's namespace) and, with forensics on, the
+proc connector. Every decision produces the same audit event an app-embedded defender sends."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import os
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from garrison.cell import exec_gate, network, pids, privileges
 from garrison.cell.containers import RUNC_ROOTS, Container, find_app_process, list_containers
@@ -36,14 +37,12 @@ DISCOVERY_INTERVAL_S = 0.2
 class _Tracked:
     container: Container
     rule: Rule | None = None
-    pids_path: object = None
+    pids_path: Path | None = None
     pids_refused: int = 0
     limit: int | None = None
-    marked: bool = False
     net_script: str | None = None
     privileges_reported: set[str] = field(default_factory=set)
     nflog: NflogSocket | None = None
-    seen: float = field(default_factory=time.time)
 
 
 def _identity(c: Container) -> Identity:
@@ -165,7 +164,6 @@ class CellDefender:
         except OSError as exc:
             self._info(tr, "container_unprotected", f"container {c.id}: exec gate not set: {exc}", "high")
             return
-        tr.marked = True
         self._by_dev[c.layers.dev] = tr
         with contextlib.suppress(OSError):
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
@@ -179,9 +177,9 @@ class CellDefender:
         path = tr.pids_path
         if guard is not None and path is not None and tr.limit != guard.max_procs:
             try:
-                pids.set_max(path, guard.max_procs)  # type: ignore[arg-type]
+                pids.set_max(path, guard.max_procs)
                 tr.limit = guard.max_procs
-                tr.pids_refused = pids.refusals(path)  # type: ignore[arg-type]
+                tr.pids_refused = pids.refusals(path)
             except OSError as exc:
                 self._info(tr, "pids_limit_failed", f"pids.max not set for {tr.container.name}: {exc}", "high")
 
@@ -291,7 +289,7 @@ class CellDefender:
             return
         stopped = 0
         if any(d.blocked for d in decisions):
-            procs = tr.pids_path / "cgroup.procs" if tr.pids_path is not None else None  # type: ignore[operator]
+            procs = tr.pids_path / "cgroup.procs" if tr.pids_path is not None else None
             stopped = privileges.stop_processes(tr.container, procs)
         for d in decisions:
             tr.privileges_reported.add(d.reason)
@@ -329,7 +327,7 @@ class CellDefender:
     def _check_pids(self, tr: _Tracked) -> None:
         if tr.limit is None or tr.pids_path is None:
             return
-        refused = pids.refusals(tr.pids_path)  # type: ignore[arg-type]
+        refused = pids.refusals(tr.pids_path)
         if refused > tr.pids_refused:
             n = refused - tr.pids_refused
             tr.pids_refused = refused
