@@ -103,8 +103,11 @@ class LiveMonitor:
         ))
         emitted = 1
         for ev in rescan(self.baseline, self.watch, self.host):
-            if ev.path and self._reported.get(ev.path, "unset") != file_state(ev.path):
-                self._reported[ev.path] = file_state(ev.path)
+            if not ev.path:
+                continue
+            state = file_state(ev.path)  # hashed once per path, not once per comparison
+            if ev.path not in self._reported or self._reported[ev.path] != state:
+                self._reported[ev.path] = state
                 self.emit(ev)
                 emitted += 1
         return emitted

@@ -5,8 +5,6 @@ back through NFLOG as audits. The container reaches the cell over a veth pair (t
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,43 +14,22 @@ import pytest
 from garrison.cell.network import ruleset
 from garrison.policy.model import NetworkControls, RuntimePolicy
 from tests.cell.conftest import START_SH
+from tests.defender.net.servers import TcpServer
 
 _subnets = itertools.count(10)
 
 
-class Listener:
-    """A TCP listener on the cell side that counts accepted connections."""
-
-    def __init__(self, host: str) -> None:
-        self.sock = socket.create_server((host, 0))
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def wired(garden: Any, defender: Any) -> Iterator[Any]:
-    listeners: list[Listener] = []
+    listeners: list[TcpServer] = []
 
-    def make() -> tuple[Any, Any, str, Listener, Listener]:
+    def make() -> tuple[Any, Any, str, TcpServer, TcpServer]:
         """A started app container wired to the cell, two listeners, a defender with no network rule yet
         (the rules name the listeners' ports, known only once they listen)."""
         _d, audits = defender(RuntimePolicy.model_validate({"rules": [{"name": "net-rule"}]}))
         c = garden()
         host_ip, _cont_ip = c.veth(next(_subnets))
-        ok, bad = Listener(host_ip), Listener(host_ip)
+        ok, bad = TcpServer(host_ip), TcpServer(host_ip)
         listeners.extend((ok, bad))
         return c, audits, host_ip, ok, bad
 
@@ -160,7 +137,7 @@ def test_forensic_trail_rebuilds_the_process_tree_and_connections(garden: Any, r
     try:
         c = garden()
         host_ip, _ = c.veth(next(_subnets))
-        ok = Listener(host_ip)
+        ok = TcpServer(host_ip)
         _start(c, audits)
         c.exec("/bin/sh", "-c", f"/bin/echo marker-{c.id}; echo x | /bin/nc -w 2 {host_ip} {ok.port}")
         path = tmp_path / "forensics" / f"{c.id}.jsonl"
