@@ -29,12 +29,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.channel_common import load_note  # noqa: E402
-from tests.fixtures.console import RunningConsole  # noqa: E402
-from tests.ui.conftest import ARGS, CHROMIUM  # noqa: E402
-from tests.ui.discovery_data import estate, send_reports  # noqa: E402
+from bench.channel_common import load_note
+from tests.fixtures.console import RunningConsole
+from tests.ui.conftest import ARGS, CHROMIUM
+from tests.ui.discovery_data import estate, send_reports
 
-NEXT_FRAME = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(performance.now()))))"
+NEXT_FRAME = (
+    "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(performance.now()))))"
+)
 
 
 def fmt(xs: list[float]) -> str:
@@ -64,7 +66,9 @@ def main() -> None:
             print(f"estate: {n_apps} apps, {len(data['nodes'])} nodes, {len(data['edges'])} edges"
                   f" (sent as {len(apps)} defenders' reports in {took:.1f} s)")  # fmt: skip
             print(f"first map API call {first_api:.0f} ms")
-            results: dict[str, list[float]] = {k: [] for k in ("api", "open", "draw grouped", "draw expanded", "hover")}
+            results: dict[str, list[float]] = {
+                k: [] for k in ("api", "open", "draw grouped", "draw expanded", "hover")
+            }
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
                 ctx = browser.new_context(base_url=console.url, ignore_https_errors=True,
@@ -87,7 +91,9 @@ def main() -> None:
                     results["open"].append(painted)  # performance.now() counts from navigation start
                     results["draw grouped"].append(float(page.get_attribute("#map", "data-render-ms") or 0))
                     page.click("#map-expand")
-                    page.wait_for_function("() => Number(document.querySelector('#map').dataset.renders) >= 2")
+                    page.wait_for_function(
+                        "() => Number(document.querySelector('#map').dataset.renders) >= 2"
+                    )
                     results["draw expanded"].append(float(page.get_attribute("#map", "data-render-ms") or 0))
                     busiest = page.evaluate(
                         """() => { let best = null, n = -1;

@@ -28,7 +28,9 @@ class AppReport:
     fields: dict[str, Any] = field(default_factory=dict)
 
     def report(self, run_id: str) -> p.ProfileReport:
-        return p.ProfileReport(run_id=run_id, controls=["processes", "network", "listening", "dns"], **self.fields)
+        return p.ProfileReport(
+            run_id=run_id, controls=["processes", "network", "listening", "dns"], **self.fields
+        )
 
 
 async def _send_one(console: Any, token: str, app: AppReport, run_id: str, sem: asyncio.Semaphore) -> None:
