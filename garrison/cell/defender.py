@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from garrison.cell import exec_gate, network, pids, privileges
 from garrison.cell.containers import RUNC_ROOTS, Container, find_app_process, list_containers
 from garrison.cell.forensics import ForensicLog, process_facts
+from garrison.channel.protocol import MAX_WORKLOADS, Workload, Workloads
 from garrison.defender.net.portscan import PortScanTracker
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent
 from garrison.kernel.nflog import LoggedPacket, NflogSocket
@@ -43,6 +45,8 @@ class _Tracked:
     net_script: str | None = None
     privileges_reported: set[str] = field(default_factory=set)
     nflog: NflogSocket | None = None
+    exec_gated: bool = False
+    reported: Workload | None = None  # as the console last heard of it
 
 
 def _identity(c: Container) -> Identity:
@@ -74,6 +78,9 @@ class CellDefender:
         self._scans = PortScanTracker()  # keyed by container init pid
         self.forensics = forensics
         self._by_pidns: dict[str, _Tracked] = {}
+        self.on_workloads: Callable[[Workloads], None] | None = None
+        """called (under the defender's lock, so in order) with containers appearing, changing and
+        gone: the console link sends them on at once"""
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -104,12 +111,51 @@ class CellDefender:
                 tr.nflog.close()
 
     def set_policy(self, policy: RuntimePolicy) -> None:
+        """A new policy (a push from the console): every running container gets its rule again."""
         with self._lock:
             self.policy = policy
             for tr in self._tracked.values():
                 self._apply_rule(tr)
                 if tr.container.identity is not None:
                     self._check_privileges(tr)
+            self._report(list(self._tracked.values()), [])
+
+    def workloads(self) -> list[Workloads]:
+        """Every container as the console should see it (a full list, sent on each connection)."""
+        with self._lock:
+            items = [self._workload(tr) for tr in self._tracked.values()]
+            for tr, wl in zip(self._tracked.values(), items, strict=True):
+                tr.reported = wl
+        return [Workloads(full=True, up=items[:MAX_WORKLOADS])]
+
+    def _workload(self, tr: _Tracked) -> Workload:
+        c, h = tr.container, tr.container.identity
+        on = [name for name, flag in (("exec", tr.exec_gated), ("network", tr.net_script not in (None, "host")),
+                                      ("pids", tr.limit is not None)) if flag]
+        ident = {"app_id": h.app_id, "app_name": h.app_name, "org": h.org, "space": h.space,
+                 "app_guid": h.app_guid, "instance": h.instance} if h else {}
+        return Workload(container_id=c.id[:256], rule=tr.rule.name if tr.rule else "", protections=on,
+                        started_at=c.app_started, seen_at=tr.reported.seen_at if tr.reported else 0.0, **ident)
+
+    def _report(self, changed: list[_Tracked], gone: list[str]) -> None:
+        """Tell the console about containers that appeared, changed (identity, rule, protections) or
+        stopped; unchanged ones are not re-sent."""
+        if self.on_workloads is None:
+            return
+        now = time.time()
+        up = []
+        for tr in changed:
+            wl = self._workload(tr)
+            if tr.reported is not None and wl.model_copy(update={"seen_at": 0.0}) == tr.reported.model_copy(
+                    update={"seen_at": 0.0}):
+                continue
+            tr.reported = wl = wl.model_copy(update={"seen_at": now})
+            up.append(wl)
+        for i in range(0, max(len(up), len(gone)), MAX_WORKLOADS):
+            try:
+                self.on_workloads(Workloads(up=up[i:i + MAX_WORKLOADS], gone=gone[i:i + MAX_WORKLOADS]))
+            except Exception:
+                log.exception("workload report not sent")
 
     def containers(self) -> list[Container]:
         with self._lock:
@@ -126,7 +172,8 @@ class CellDefender:
     def discover(self) -> None:
         found = list_containers(self.roots)
         with self._lock:
-            for cid in set(self._tracked) - set(found):
+            gone = sorted(set(self._tracked) - set(found))
+            for cid in gone:
                 tr = self._tracked.pop(cid)
                 if tr.container.layers:
                     self._by_dev.pop(tr.container.layers.dev, None)
@@ -152,6 +199,7 @@ class CellDefender:
                                    f"{tr.rule.name if tr.rule else '(none)'}")
                         self._check_privileges(tr)
                 self._check_pids(tr)
+            self._report(list(self._tracked.values()), [g[:256] for g in gone])
 
     def _protect(self, tr: _Tracked) -> None:
         c = tr.container
@@ -165,6 +213,7 @@ class CellDefender:
             self._info(tr, "container_unprotected", f"container {c.id}: exec gate not set: {exc}", "high")
             return
         self._by_dev[c.layers.dev] = tr
+        tr.exec_gated = True
         with contextlib.suppress(OSError):
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
         tr.pids_path = pids.pids_dir(c.cgroup)

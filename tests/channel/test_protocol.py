@@ -40,6 +40,7 @@ def test_round_trip_every_message() -> None:
         p.Command(id="c1", name="upload_forensics"),
         p.CommandResult(id="c1", ok=True, data={"records": []}),
         p.Error(code="malformed", message="x", fatal=True),
+        p.Workloads(full=True, up=[p.Workload(container_id="c", app_name="a", protections=["exec"])], gone=["g"]),
     ]
     for m in msgs:
         assert p.parse(p.dump(m)) == m

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from garrison.channel.bundle import encode_bundle
+from garrison.channel.protocol import DefenderType
 from garrison.console.api.deps import Admin, Ctx, Reader, Writer
 from garrison.console.services.defender_image import IMAGE_NAME, build_image
 from garrison.console.services.errors import invalid_detail
@@ -31,9 +32,15 @@ def list_defenders(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[dict[str, Any]]:
-    return c.defenders.list(
+    out = c.defenders.list(
         app=app, connected=connected, include_revoked=include_revoked, limit=limit, offset=offset
     )
+    if any(d.get("defender_type") == "cell" for d in out):
+        counts = c.store.workloads.running_counts()
+        for d in out:
+            if d.get("defender_type") == "cell":
+                d["workloads"] = counts.get(d["id"], 0)
+    return out
 
 
 @router.get("/defenders/summary")
@@ -54,22 +61,51 @@ def install_bundle(
     app_guid: Annotated[
         str | None, Query(max_length=256, description="only the CF app with this guid")
     ] = None,
+    defender_type: Annotated[
+        DefenderType,
+        Query(alias="type", description="`cell`: a bundle for cell defenders (BOSH add-on) only"),
+    ] = "app-embedded",
 ) -> Any:
     """A bundle with a fresh enrolment token (each call mints one; operators and admins only).
 
     `org`, `space`, `app`, `app_guid` scope the bundle: a defender may enrol with it only when the
-    app identity it reports (VCAP_APPLICATION) matches every given value."""
+    app identity it reports (VCAP_APPLICATION) matches every given value. `type=cell` makes a bundle
+    that enrols cell defenders only (no app scope: a cell protects whatever runs on it)."""
     ws = c.ws_address
     if consoleaddr:
         ws = _ws_for(consoleaddr, ws)
     scope = {k: v for k, v in (("org", org), ("space", space), ("app", app), ("app_guid", app_guid)) if v}
-    token = c.defenders.new_enrolment_token(p.username, scope)
-    c.store.mgmt.record(p.username, "defender.install_bundle", ws, {"scope": scope} if scope else None)
-    return {
-        "bundle": encode_bundle(
-            ca_pem=c.ca.cert_pem, ws_address=ws, enrolment_token=token, console_url=c.console_url
+    if scope and defender_type == "cell":
+        raise HTTPException(
+            status_code=422,
+            detail=invalid_detail(("query", "type"), "a cell bundle cannot be scoped to an org, space or app"),
         )
-    }
+    return {"bundle": make_bundle(c, p.username, ws, scope, defender_type)}
+
+
+def make_bundle(c: Any, username: str, ws: str, scope: dict[str, str], defender_type: DefenderType) -> str:
+    """A fresh enrolment token wrapped in an install bundle (recorded in the management audit)."""
+    token = c.defenders.new_enrolment_token(username, scope, defender_type=defender_type)
+    detail: dict[str, Any] = {"scope": scope} if scope else {}
+    if defender_type != "app-embedded":
+        detail["type"] = defender_type
+    c.store.mgmt.record(username, "defender.install_bundle", ws, detail or None)
+    return encode_bundle(ca_pem=c.ca.cert_pem, ws_address=ws, enrolment_token=token, console_url=c.console_url)
+
+
+@router.get("/defenders/{defender_id}/workloads")
+def defender_workloads(
+    defender_id: str,
+    c: Ctx,
+    _p: Reader,
+    running: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[dict[str, Any]]:
+    """The app containers a cell defender protects (one workload each, with the rule that applies);
+    stopped ones are kept a day with `gone_at`."""
+    c.defenders.get(defender_id)  # 404 for an unknown defender
+    return c.store.workloads.list(defender_id=defender_id, running=running, limit=limit, offset=offset)
 
 
 @router.delete("/enrolment-tokens")

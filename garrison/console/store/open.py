@@ -17,6 +17,7 @@ from garrison.console.store.policies import PolicyStore
 from garrison.console.store.scans import ScanStore
 from garrison.console.store.settings import SettingsStore
 from garrison.console.store.users import UserStore
+from garrison.console.store.workloads import WorkloadStore
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Store:
     scans: ScanStore
     settings: SettingsStore
     hosts: HostStore
+    workloads: WorkloadStore
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path) -> Store:
@@ -45,6 +47,7 @@ class Store:
             scans=ScanStore(engine),
             settings=SettingsStore(engine),
             hosts=HostStore(engine),
+            workloads=WorkloadStore(engine),
         )
 
     @property
