@@ -82,6 +82,22 @@ def test_incidents(any_console, loaded):
     )
 
 
+def test_one_incident_with_its_audits(any_console, loaded):
+    """The incident page's source: one incident by id with exactly its own audits (each naming its
+    defender and pid, for the process tree); a later incident of the same app and type is not mixed in."""
+    with any_console.api() as c:
+        inc = c.get("/incidents", params={"app": loaded, "type": "process"}).json()
+        older = next(i for i in inc if i["count"] == 10)
+        one = c.get(f"/incidents/{older['id']}").json()
+        missing = c.get("/incidents/" + "0" * 24)
+        bad = c.get("/incidents/not-hex")
+    assert one["id"] == older["id"] and one["count"] == 10 and len(one["audits"]) == 10
+    assert [a["time"] for a in one["audits"]] == sorted((T0 + i for i in range(10)), reverse=True)
+    assert {a["defender_id"] for a in one["audits"]} == set(one["defenders"])
+    assert missing.status_code == 404 and "no incident" in missing.json()["detail"]
+    assert bad.status_code == 422
+
+
 def test_defender_image_launcher(console):
     with console.api() as c:
         r = c.get("/images/garrison_defender_app_embedded.tar.gz")

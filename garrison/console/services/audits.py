@@ -20,6 +20,7 @@ CSV_COLUMNS = [
 CSV_MAX_ROWS = 1_000_000
 INCIDENT_GAP_S = 600.0
 INCIDENT_SCAN_LIMIT = 50_000
+INCIDENT_AUDITS = 500
 _INCIDENT_EFFECTS = ("alert", "prevent", "ban")
 
 
@@ -99,3 +100,18 @@ class AuditService:
         done.extend(open_.values())
         done.sort(key=lambda i: i["end"], reverse=True)
         return done[offset : offset + limit]
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        """One incident with its audits (newest first, at most INCIDENT_AUDITS): the alert/prevent/ban
+        audits of its app and type between its first and last one — incidents of one app and type never
+        overlap in time, so these are exactly its own. None when no incident has that id."""
+        every = self.incidents(EventFilter(), 10**9, 0)
+        found = next((i for i in every if i["id"] == incident_id), None)
+        if found is None:
+            return None
+        span = EventFilter(
+            app=found["app_name"], type=found["type"], since=found["start"], until=found["end"]
+        )
+        rows = self.store.events.query(span, limit=INCIDENT_SCAN_LIMIT, offset=0)
+        found["audits"] = [e for e in rows if e.get("effect") in _INCIDENT_EFFECTS][:INCIDENT_AUDITS]
+        return found
