@@ -42,7 +42,7 @@ def _policy(rule: str, deny: list[str]) -> dict[str, Any]:
 class CellProcess:
     def __init__(self, console: Any, runc_root: Path, data: Path) -> None:
         with console.api() as api:
-            r = api.get("/defenders/install-bundle", params={"type": "cell"})
+            r = api.get("/defenders/install-bundle/cell")
             r.raise_for_status()
             self.bundle = r.json()["bundle"]
         self.console, self.runc_root, self.data = console, runc_root, data

@@ -23,7 +23,7 @@ TIMEOUT_MS = 20_000
 @pytest.fixture(scope="module")
 def cell(console: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
     with console.api() as api:
-        bundle = api.get("/defenders/install-bundle", params={"type": "cell"}).json()["bundle"]
+        bundle = api.get("/defenders/install-bundle/cell").json()["bundle"]
     host = "diego-cell-" + uuid.uuid4().hex[:6]
     ids = [uuid.uuid4().hex[:12] for _ in range(3)]
     wls = [p.Workload(container_id=ids[i], app_name=app, app_id=app, org="acme", space="prod", app_guid=f"{app}-g",

@@ -61,26 +61,29 @@ def install_bundle(
     app_guid: Annotated[
         str | None, Query(max_length=256, description="only the CF app with this guid")
     ] = None,
-    defender_type: Annotated[
-        DefenderType,
-        Query(alias="type", description="`cell`: a bundle for cell defenders (BOSH add-on) only"),
-    ] = "app-embedded",
 ) -> Any:
     """A bundle with a fresh enrolment token (each call mints one; operators and admins only).
 
     `org`, `space`, `app`, `app_guid` scope the bundle: a defender may enrol with it only when the
-    app identity it reports (VCAP_APPLICATION) matches every given value. `type=cell` makes a bundle
-    that enrols cell defenders only (no app scope: a cell protects whatever runs on it)."""
-    ws = c.ws_address
-    if consoleaddr:
-        ws = _ws_for(consoleaddr, ws)
+    app identity it reports (VCAP_APPLICATION) matches every given value. Cell defenders need
+    `/defenders/install-bundle/cell` instead."""
+    ws = _ws_for(consoleaddr, c.ws_address) if consoleaddr else c.ws_address
     scope = {k: v for k, v in (("org", org), ("space", space), ("app", app), ("app_guid", app_guid)) if v}
-    if scope and defender_type == "cell":
-        raise HTTPException(
-            status_code=422,
-            detail=invalid_detail(("query", "type"), "a cell bundle cannot be scoped to an org, space or app"),
-        )
-    return {"bundle": make_bundle(c, p.username, ws, scope, defender_type)}
+    return {"bundle": make_bundle(c, p.username, ws, scope, "app-embedded")}
+
+
+@router.get("/defenders/install-bundle/cell", response_model=BundleOut)
+def cell_install_bundle(
+    c: Ctx,
+    p: Writer,
+    consoleaddr: Annotated[
+        str | None, Query(max_length=255, description="host[:port] cells use to reach the channel")
+    ] = None,
+) -> Any:
+    """A bundle that enrols cell defenders only (the BOSH add-on carries one): a cell defender reports
+    for every app container on its cell, so it has no app scope, and an app bundle cannot enrol one."""
+    ws = _ws_for(consoleaddr, c.ws_address) if consoleaddr else c.ws_address
+    return {"bundle": make_bundle(c, p.username, ws, {}, "cell")}
 
 
 def make_bundle(c: Any, username: str, ws: str, scope: dict[str, str], defender_type: DefenderType) -> str:
