@@ -18,6 +18,11 @@ from garrison.console.services.errors import invalid_detail
 router = APIRouter(tags=["defenders"])
 
 
+ConsoleAddr = Annotated[
+    str | None, Query(max_length=255, description="host[:port] defenders use to reach the channel")
+]
+
+
 class BundleOut(BaseModel):
     bundle: str
 
@@ -52,9 +57,7 @@ def defenders_summary(c: Ctx, _p: Reader) -> dict[str, int]:
 def install_bundle(
     c: Ctx,
     p: Writer,
-    consoleaddr: Annotated[
-        str | None, Query(max_length=255, description="host[:port] defenders use to reach the channel")
-    ] = None,
+    consoleaddr: ConsoleAddr = None,
     org: Annotated[str | None, Query(max_length=256, description="only apps of this CF org")] = None,
     space: Annotated[str | None, Query(max_length=256, description="only apps of this CF space")] = None,
     app: Annotated[str | None, Query(max_length=256, description="only this CF app name")] = None,
@@ -76,9 +79,7 @@ def install_bundle(
 def cell_install_bundle(
     c: Ctx,
     p: Writer,
-    consoleaddr: Annotated[
-        str | None, Query(max_length=255, description="host[:port] cells use to reach the channel")
-    ] = None,
+    consoleaddr: ConsoleAddr = None,
 ) -> Any:
     """A bundle that enrols cell defenders only (the BOSH add-on carries one): a cell defender reports
     for every app container on its cell, so it has no app scope, and an app bundle cannot enrol one."""
