@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from garrison.cell import exec_gate, network, pids, privileges
+from garrison.cell import exec_gate, forkrate, network, pids, privileges
 from garrison.cell.containers import (
     RUNC_ROOTS,
     Container,
@@ -38,7 +38,7 @@ from garrison.kernel.fanotify import FanotifyPerm, PermEvent
 from garrison.kernel.nflog import LoggedPacket, NflogSocket
 from garrison.kernel.proc_connector import ProcConnector
 from garrison.policy.audit import AuditEvent
-from garrison.policy.evaluate import Decision, decide_privileges
+from garrison.policy.evaluate import Decision, decide_fork, decide_privileges
 from garrison.policy.model import Rule, RuntimePolicy
 from garrison.policy.scope import Identity, select_rule
 
@@ -61,6 +61,7 @@ class _Tracked:
     reported: Workload | None = None  # as the console last heard of it
     mounts: dict[int, Mount] = field(default_factory=dict)  # marked mounts other than the root, by id
     memfd_scope: int = 0  # vm.memfd_noexec set in the container's pid namespace
+    forks: forkrate.ForkRate = field(default_factory=forkrate.ForkRate)
 
 
 def _identity(c: Container) -> Identity:
@@ -101,19 +102,30 @@ class CellDefender:
         self.on_workloads: Callable[[Workloads], None] | None = None
         """called (under the defender's lock, so in order) with containers appearing, changing and
         gone: the console link sends them on at once"""
+        self._procs: ProcConnector | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.discover()
         loops = [(self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
                  (self._netlog_loop, "cell-netlog")]
-        if self.forensics is not None:
-            self._procs = ProcConnector()
-            loops.append((self._proc_loop, "cell-forensics"))
         for target, name in loops:
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._thread(target, name)
+        self._watch_processes()
+
+    def _thread(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _watch_processes(self) -> None:
+        """The proc connector, once forensics or a fork-rate guard needs it (every fork, exec and exit on
+        the cell passes through it, so not before)."""
+        rate = any(r.processes.fork_bomb_guard is not None and r.processes.effect != "disable"
+                   for r in self.policy.rules)
+        if self._procs is None and (self.forensics is not None or rate) and not self._stop.is_set():
+            self._procs = ProcConnector()
+            self._thread(self._proc_loop, "cell-processes")
 
     def stop(self) -> None:
         self._stop.set()
@@ -122,7 +134,7 @@ class CellDefender:
         for t in self._threads:
             t.join(5)
         self.gate.close()  # held execs are released (allowed) by the kernel when the group closes
-        if self.forensics is not None:
+        if self._procs is not None:
             self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
@@ -141,6 +153,7 @@ class CellDefender:
                 if tr.container.identity is not None:
                     self._check_privileges(tr)
             self._report(list(self._tracked.values()), [])
+        self._watch_processes()
 
     def workloads(self) -> list[Workloads]:
         """Every container as the console should see it (a full list, sent on each connection)."""
@@ -443,16 +456,21 @@ class CellDefender:
                         extra={"capabilities": sorted(seen.capabilities)})
 
     def _proc_loop(self) -> None:
-        """fork/exec/exit of every process on the cell; those of a container go to its forensic trail."""
-        assert self.forensics is not None
+        """fork/exec/exit of every process on the cell: those of a container go to its forensic trail
+        and its fork rate."""
+        procs = self._procs
+        assert procs is not None
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self._procs.fileno()], [], [], 0.5)
-            except (OSError, ValueError):
-                return
-            if not ready:
+                ready, _, _ = select.select([procs.fileno()], [], [], 0.5)
+                events = procs.read() if ready else []
+            except (OSError, ValueError):  # ENOBUFS: a burst overflowed the socket; go on reading
+                if self._stop.is_set():
+                    return
                 continue
-            for ev in self._procs.read():
+            for ev in events:
+                if ev.kind == "exit":
+                    continue
                 ns = None
                 for pid in (ev.pid, ev.ppid):  # a short-lived child may be gone: its parent tells
                     if pid:
@@ -463,10 +481,56 @@ class CellDefender:
                     tr = self._by_pidns.get(ns) if ns else None
                 if tr is None:
                     continue
-                if ev.kind == "exec":
-                    self.forensics.record(tr.container.id, "exec", pid=ev.pid, **process_facts(ev.pid))
-                elif ev.kind == "fork":
-                    self.forensics.record(tr.container.id, "fork", pid=ev.pid, ppid=ev.ppid)
+                if self.forensics is not None:
+                    if ev.kind == "exec":
+                        self.forensics.record(tr.container.id, "exec", pid=ev.pid, **process_facts(ev.pid))
+                    else:
+                        self.forensics.record(tr.container.id, "fork", pid=ev.pid, ppid=ev.ppid)
+                if ev.kind == "fork":
+                    try:
+                        self._fork_rate(tr, ev.pid, ev.ppid or 0, forkrate.boottime_of(ev.timestamp_ns))
+                    except Exception:  # one container's guard failing must not stop the others'
+                        log.exception("fork-rate guard failed for %s", tr.container.id)
+
+    def _fork_rate(self, tr: _Tracked, child: int, parent: int, when: float) -> None:
+        """Forks over the last second against the rule's `max_forks_per_s` (the shared evaluator's
+        decide_fork); once per window: an audit, and under prevent the burst stopped."""
+        rule = tr.rule
+        if rule is None or rule.processes.fork_bomb_guard is None:
+            return
+        rate = tr.forks.record(when, child, parent)
+        now = forkrate.now()
+        if now - tr.forks.tripped_at < tr.forks.window_s:
+            return
+        decision = decide_fork(rule, forks_last_second=rate, live_procs=None)
+        if not decision.violation:
+            return
+        tr.forks.trip(now)
+        stopped, offenders = self._stop_burst(tr, kill=decision.effect == "prevent")
+        note = f"; container frozen, {stopped} process(es) of the burst killed, thawed" if stopped else ""
+        self._audit(tr, type="fork_bomb", effect=decision.effect, severity="high", control=decision.control,
+                    message=f"{decision.reason} (proc connector){note}",
+                    extra={"forks_last_second": rate, "offenders": offenders, "killed": stopped})
+
+    def _stop_burst(self, tr: _Tracked, *, kill: bool) -> tuple[int, list[dict[str, object]]]:
+        """Freeze the container (nothing can fork), find the burst's processes and their descendants,
+        note who they are, kill them (prevent), thaw. Returns (killed, the top forking processes)."""
+        c = tr.container
+        parents = tr.forks.parents()
+        frozen = forkrate.freezer_dir(c.cgroup)
+        if kill and frozen is not None:
+            forkrate.set_frozen(*frozen, True)
+        try:
+            offenders = [{"pid": pid, "forks": n, **process_facts(pid)} for pid, n in parents.most_common(3)]
+            if not kill:
+                return 0, offenders
+            group = frozen[0] if frozen is not None else tr.pids_path
+            members = forkrate.members(group) if group is not None else []
+            spare = {c.init_pid, *([c.app_pid] if c.app_pid else [])}
+            return forkrate.kill(forkrate.offending_subtree(members, tr.forks.burst_start, parents, spare)), offenders
+        finally:
+            if kill and frozen is not None:
+                forkrate.set_frozen(*frozen, False)
 
     def _check_pids(self, tr: _Tracked) -> None:
         if tr.limit is None or tr.pids_path is None:
@@ -477,9 +541,15 @@ class CellDefender:
             tr.pids_refused = refused
             rule = tr.rule
             effect = "prevent" if rule and rule.processes.effect == "prevent" else "alert"
+            if effect == "prevent" and 0 < forkrate.now() - tr.forks.tripped_at < 10:
+                # the burst's survivors spin at the cap, forking nothing the proc connector could count
+                killed, _ = self._stop_burst(tr, kill=True)
+                n_note = f"; {killed} process(es) of the fork burst killed" if killed else ""
+            else:
+                n_note = ""
             self._audit(tr, type="fork_bomb", effect=effect, severity="high", control="processes.fork_bomb_guard",
                         message=f"{n} fork(s) refused by the kernel: {tr.container.name} reached "
-                                f"{tr.limit} processes (pids.max)")
+                                f"{tr.limit} processes (pids.max){n_note}")
 
     # -- exec gate -------------------------------------------------------------------------------
     def _exec_loop(self) -> None:

@@ -157,7 +157,8 @@ def garden(rootfs_image: Path, runc_root: Path, tmp_path: Path) -> Iterator[Call
         subprocess.run(["runc", "spec"], cwd=bundle, check=True)
         config = json.loads((bundle / "config.json").read_text())
         config["process"]["terminal"] = False
-        config["process"]["args"] = ["/bin/sleep", "3600"]  # Garden's init: no CF environment
+        # Garden's init: no CF environment; reaps the orphans reparented to it, as garden-init does
+        config["process"]["args"] = ["/bin/sh", "-c", START_SH]
         config["root"]["readonly"] = False
         config["linux"]["cgroupsPath"] = f"garden/{cid}"
         if not privileged:

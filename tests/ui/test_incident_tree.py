@@ -103,9 +103,11 @@ def test_incident_page_shows_the_process_tree(
     page.goto("/incidents")
     row = page.locator("#incidents-table tbody tr", has_text=APP)
     expect(row).to_have_count(1)
+    expect(row.locator("td").nth(2).locator(".cell-sub")).to_have_text("acme / prod")
     row.locator("a").click()
     page.wait_for_url("**/incidents/view?id=*")
     expect(page.locator("#incident-title")).to_contain_text(APP)
+    expect(page.locator("#incident-facts")).to_contain_text("acme / prod")
     expect(page.locator("#incident-audits tbody tr.audit")).to_have_count(1)
     expect(page.locator("#incident-audits tbody tr.audit")).to_have_attribute("aria-selected", "true")
 

@@ -35,6 +35,10 @@ def _csv_cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _incident_key(ev: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (ev.get("org") or "", ev.get("space") or "", ev.get("app_name") or "", ev.get("type") or "")
+
+
 class AuditService:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -57,25 +61,28 @@ class AuditService:
         yield buf.getvalue()
 
     def incidents(self, flt: EventFilter, limit: int, offset: int) -> list[dict[str, Any]]:
-        """An incident = alert/prevent/ban audits of one app and one audit type where each audit follows
-        the previous one within INCIDENT_GAP_S. Computed over the newest INCIDENT_SCAN_LIMIT audits
+        """An incident = alert/prevent/ban audits of one app (org/space/app: two apps of one name in
+        different spaces are different apps) and one audit type where each audit follows the
+        previous one within INCIDENT_GAP_S. Computed over the newest INCIDENT_SCAN_LIMIT audits
         matching the filter; newest incident first."""
         events = self.store.events.query(flt, limit=INCIDENT_SCAN_LIMIT, offset=0)
-        open_: dict[tuple[str, str], dict[str, Any]] = {}
+        open_: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         done: list[dict[str, Any]] = []
         for ev in reversed(events):  # oldest first
             if ev.get("effect") not in _INCIDENT_EFFECTS:
                 continue
-            key = (ev.get("app_name", ""), ev.get("type", ""))
+            key = _incident_key(ev)
             inc = open_.get(key)
             if inc is not None and ev["time"] - inc["end"] > INCIDENT_GAP_S:
                 done.append(inc)
                 inc = None
             if inc is None:
                 inc = open_[key] = {
-                    "id": hashlib.sha256(f"{key[0]}\0{key[1]}\0{ev['id']}".encode()).hexdigest()[:24],
-                    "app_name": key[0],
-                    "type": key[1],
+                    "id": hashlib.sha256("\0".join((*key, ev["id"])).encode()).hexdigest()[:24],
+                    "org": key[0],
+                    "space": key[1],
+                    "app_name": key[2],
+                    "type": key[3],
                     "start": ev["time"],
                     "end": ev["time"],
                     "count": 0,
@@ -113,5 +120,7 @@ class AuditService:
             app=found["app_name"], type=found["type"], since=found["start"], until=found["end"]
         )
         rows = self.store.events.query(span, limit=INCIDENT_SCAN_LIMIT, offset=0)
-        found["audits"] = [e for e in rows if e.get("effect") in _INCIDENT_EFFECTS][:INCIDENT_AUDITS]
+        key = (found["org"], found["space"], found["app_name"], found["type"])
+        mine = [e for e in rows if e.get("effect") in _INCIDENT_EFFECTS and _incident_key(e) == key]
+        found["audits"] = mine[:INCIDENT_AUDITS]
         return found

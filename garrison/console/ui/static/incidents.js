@@ -25,7 +25,7 @@ function initIncident() {
 
   function facts(i) {
     const rows = [
-      ["App", i.app_name], ["Type", String(i.type || "").replace("_", " ")], ["Severity", i.severity],
+      ["App", i.app_name], ["Org / space", [i.org, i.space].filter(Boolean).join(" / ")], ["Type", String(i.type || "").replace("_", " ")], ["Severity", i.severity],
       ["First seen", fmtPrecise(i.start)], ["Last seen", fmtPrecise(i.end)], ["Audits", String(i.count)],
       ["Rules", (i.rules || []).join(", ")], ["Defenders", (i.defenders || []).join(", ")],
     ].filter(([, v]) => v);
