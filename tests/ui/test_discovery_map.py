@@ -211,6 +211,12 @@ def test_map_collapses_groups_pans_and_zooms(page: Any, console: Any, estate: No
     grouped = page.locator('#map path.edge[data-dst="group:~dns:example.org"]')  # the DNS box still grouped
     expect(grouped).to_have_count(1)
     page.click("#map-expand")
+    # a selected node lists its edges; one click narrows the selection to one of them
+    page.locator(f'#map .node[data-v="{node("prod", FRONT)}"] text').click()
+    expect(page.locator("#sel-list .node-edges button")).to_have_count(4)
+    page.locator("#sel-list .node-edges button", has_text="api.example.org").click()
+    expect(page.locator("#sel-list li.sel-edge")).to_have_count(1)
+    expect(page.locator("#sel-list")).to_contain_text("via api.example.org")
     page.click("#map-kinds input[data-kind=external]")  # hide app → external edges
     expect(page.locator('#map path.edge[data-dst^="ip:"]')).to_have_count(0)
     expect(page.locator('#map path.edge[data-dst^="dns:"]')).not_to_have_count(0)
