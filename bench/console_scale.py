@@ -64,7 +64,6 @@ def percentile(values: list[float], q: float) -> float:
 async def _worker(args: argparse.Namespace) -> None:
     from garrison.channel.bundle import decode_bundle
     from garrison.channel.simulate import SimulatedFleet
-    from garrison.policy.audit import AuditEvent
 
     raise_fd_limit()
     bundle = decode_bundle(Path(args.bundle_file).read_text())
@@ -87,16 +86,7 @@ async def _worker(args: argparse.Namespace) -> None:
             elif line[0] == "load":  # load PER_DEFENDER RULE
                 per, rule = int(line[1]), line[2]
                 for i, c in enumerate(fleet.clients):
-                    c.spool.append(
-                        AuditEvent(
-                            id=f"{rule}-{args.prefix}-{i}-{k:07d}", type="network", effect="alert",
-                            severity="medium", rule=rule, control="network.outbound", pid=1000 + k % 500,
-                            exe="/usr/bin/curl", argv=["curl", "-s", f"http://example.invalid/{k}"],
-                            dest_ip="203.0.113.7", dest_port=443,
-                            message="outbound connection to a denied destination",
-                        )  # fmt: skip
-                        for k in range(per)
-                    )
+                    c.spool.append(_events(f"{rule}-{args.prefix}-{i}", rule, per))
                 _reply({"loaded": per * len(fleet.clients)})
             elif line[0] == "go":
                 for c in fleet.clients:
@@ -106,6 +96,28 @@ async def _worker(args: argparse.Namespace) -> None:
             elif line[0] == "status":
                 _reply({"connected": sum(c.connected for c in fleet.clients)})
         await fleet.stop()
+
+
+def _events(prefix: str, rule: str, n: int) -> list[Any]:
+    from garrison.policy.audit import AuditEvent
+
+    return [
+        AuditEvent(
+            id=f"{prefix}-{k:07d}",
+            type="network",
+            effect="alert",
+            severity="medium",
+            rule=rule,
+            control="network.outbound",
+            pid=1000 + k % 500,
+            exe="/usr/bin/curl",
+            argv=["curl", "-s", f"http://example.invalid/{k}"],
+            dest_ip="203.0.113.7",
+            dest_port=443,
+            message="outbound connection to a denied destination",
+        )
+        for k in range(n)
+    ]
 
 
 def _reply(obj: dict[str, Any]) -> None:
@@ -120,7 +132,11 @@ class Worker:
         cmd = [sys.executable, __file__, "worker", "--bundle-file", str(bundle_file), "--n", str(n),
                "--prefix", prefix, "--heartbeat", str(heartbeat), "--batch", str(batch)]  # fmt: skip
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
 
     def send(self, line: str) -> None:
@@ -180,7 +196,9 @@ class RssSampler(threading.Thread):
         for _, step, rss in self.samples:
             steps.setdefault(step, []).append(rss)
         for step, values in steps.items():
-            out.append(f"  {step:34s} RSS MiB: first {values[0]:5d}  max {max(values):5d}  last {values[-1]:5d}")
+            out.append(
+                f"  {step:34s} RSS MiB: first {values[0]:5d}  max {max(values):5d}  last {values[-1]:5d}"
+            )
         return out
 
 
@@ -209,7 +227,15 @@ class Bench:
         new = []
         while need > 0:
             n = min(per, need)
-            new.append(Worker(self.bundle_file, n, f"w{len(self.workers) + len(new)}", self.args.heartbeat, self.args.batch))
+            new.append(
+                Worker(
+                    self.bundle_file,
+                    n,
+                    f"w{len(self.workers) + len(new)}",
+                    self.args.heartbeat,
+                    self.args.batch,
+                )
+            )
             need -= n
         for w in new:
             w.read()
@@ -272,7 +298,9 @@ class Bench:
         dt = end - t0
         total = per * n
         stored = int(
-            self.api.get("/audits/runtime/app-embedded", params={"rule": rule, "limit": 1}).headers["Total-Count"]
+            self.api.get("/audits/runtime/app-embedded", params={"rule": rule, "limit": 1}).headers[
+                "Total-Count"
+            ]
         )
         ok = "exactly once" if stored == total else f"MISMATCH: {stored} stored"
         print(
@@ -324,7 +352,9 @@ def main() -> None:
     ap.add_argument("--push-gap", type=float, default=0.5, help="seconds between PUTs")
     ap.add_argument("--events", type=int, default=200_000, help="events per ingest round (all defenders)")
     ap.add_argument("--batch", type=int, default=1000, help="defender batch size (events per message)")
-    ap.add_argument("--ingest-at", type=int, default=0, help="fleet size for the ingest rounds (default: first)")
+    ap.add_argument(
+        "--ingest-at", type=int, default=0, help="fleet size for the ingest rounds (default: first)"
+    )
     ap.add_argument("--ingest-rounds", type=int, default=3)
     ap.add_argument("--heartbeat", type=float, default=30.0, help="defender heartbeat interval (s)")
     ap.add_argument("--per-worker", type=int, default=PER_WORKER)
@@ -342,7 +372,10 @@ def main() -> None:
     raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="garrison-scale-") as d:
         console = RunningConsole(Path(d) / "console", db_url=args.db).start()
-        print(f"console pid {console.proc.pid} on {'PostgreSQL' if args.db else 'SQLite'}; {load_note()}", flush=True)
+        print(
+            f"console pid {console.proc.pid} on {'PostgreSQL' if args.db else 'SQLite'}; {load_note()}",
+            flush=True,
+        )
         try:
             Bench(args, console, Path(d)).run()
         finally:

@@ -206,6 +206,9 @@ class ChannelServer:
     def connected_ids(self) -> list[str]:
         return sorted(self._peers)
 
+    def connected_count(self) -> int:
+        return len(self._peers)
+
     async def notify_policy_changed(self) -> int:
         """Push the current policy to every connected defender; returns how many were queued."""
         async with self._push_lock:

@@ -13,6 +13,7 @@ from typing import Any
 from garrison.channel.backend import DefenderHello
 from garrison.channel.protocol import AppIdentity
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.heartbeats import HeartbeatBuffer
 from garrison.console.services.ingest import EventWriter
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
@@ -36,6 +37,7 @@ class ConsoleChannelBackend:
         self.policies = policies
         self.on_events = on_events
         self.writer = EventWriter(store)
+        self.heartbeats = HeartbeatBuffer(store)
 
     async def enrol(
         self,
@@ -70,7 +72,11 @@ class ConsoleChannelBackend:
         await asyncio.to_thread(self.store.defenders.disconnected, defender_id)
 
     async def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.store.defenders.heartbeat, defender_id, stats)
+        self.heartbeats.record(defender_id, stats)  # written with the others within a second
+
+    async def aclose(self) -> None:
+        """After the channel stopped: write the heartbeats still buffered."""
+        await self.heartbeats.aclose()
 
     async def current_policy(self) -> RuntimePolicy:
         return await asyncio.to_thread(self.policies.runtime)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from garrison.console.store.tables import defenders, enrolment_tokens, seen_nonces
@@ -151,13 +152,21 @@ class DefenderStore:
                 .values(connected=False, last_seen=time.time())
             )
 
-    def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
+    def record_heartbeats(self, beats: Sequence[tuple[str, dict[str, Any], float]]) -> None:
+        """(defender id, stats, time) of many heartbeats in one transaction (one executemany).
+
+        Connection state (`connected`) is not touched: connects and disconnects are written when
+        they happen, so a late heartbeat can neither resurrect a closed connection nor a revoked
+        defender."""
+        if not beats:
+            return
+        q = (
+            update(defenders)
+            .where(defenders.c.id == bindparam("b_id"), defenders.c.revoked.is_(False))
+            .values(stats=bindparam("b_stats"), last_seen=bindparam("b_seen"))
+        )
         with self.engine.begin() as c:
-            c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(stats=stats, last_seen=time.time(), connected=True)
-            )
+            c.execute(q, [{"b_id": i, "b_stats": s, "b_seen": t} for i, s, t in beats])
 
     def mark_all_disconnected(self) -> None:
         """At start-up: connections of a previous run of *this* console are gone (single-node SQLite)."""
