@@ -26,6 +26,7 @@ from websockets.http11 import Request, Response
 
 from garrison.channel import protocol as p
 from garrison.channel.backend import ChannelBackend, DefenderHello, EnrolmentRefused
+from garrison.channel.budget import DEFAULT_BUDGET_BYTES, ByteBudget
 from garrison.pki.ca import DEFENDER_OU
 from garrison.policy.audit import AuditEvent
 
@@ -140,11 +141,14 @@ class ChannelServer:
         ping_interval: float | None = 20.0,
         admission: Callable[[], str | None] | None = None,
         retry_after_s: int = 30,
+        ingest_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         """`policy_poll_interval`: also push when the stored revision changed behind our back (another
         console replica on the same PostgreSQL took the PUT); None disables polling.
         `admission()` returns why a new connection must be refused now (e.g. file descriptors near
-        the limit) or None; a refused defender gets HTTP 503 with `Retry-After: retry_after_s`."""
+        the limit) or None; a refused defender gets HTTP 503 with `Retry-After: retry_after_s`.
+        `ingest_budget_bytes`: messages being validated and stored at once, all connections together
+        (garrison.channel.budget): bounds the console's memory whatever the fleet sends."""
         self.backend = backend
         self.ssl_context = ssl_context
         self.host = host
@@ -158,6 +162,7 @@ class ChannelServer:
         self._push_lock = asyncio.Lock()
         self.admission = admission
         self.retry_after_s = retry_after_s
+        self.budget = ByteBudget(ingest_budget_bytes)
         self.refused: collections.Counter[str] = collections.Counter()
         """connections refused before the WebSocket opened, by reason"""
 
@@ -407,44 +412,47 @@ class ChannelServer:
         return None
 
     async def _read_loop(self, peer: _Peer) -> None:
-        bad = 0
+        bad = [0]
         async for raw in peer.conn:
-            too_big = _oversized(raw)
-            if too_big:
-                bad += 1
-                if bad > MAX_BAD_MESSAGES:
-                    await self._fatal(peer.conn, "malformed", "too many malformed messages")
-                    return
-                peer.send(p.Error(code="malformed", message=too_big))
-                continue
-            batch = p.parse_event_batch(raw)
-            if batch is not None:
-                good, rejected = _split_oversized(batch.events, len(raw))
-                if not await self._store(peer, batch.seq, self._stamp(peer, good), rejected):
-                    return
-                continue
+            taken = await self.budget.acquire(len(raw))  # held until the batch is stored and acked
             try:
-                msg = p.parse(raw)
-            except p.ProtocolError as exc:
-                bad += 1
-                if bad > MAX_BAD_MESSAGES:
-                    await self._fatal(peer.conn, "malformed", "too many malformed messages")
+                if not await self._handle_message(peer, raw, bad):
                     return
-                peer.send(p.Error(code=exc.code, message=str(exc)))
-                continue
-            if isinstance(msg, p.Events):
-                if not await self._ingest(peer, msg):
-                    return
-            elif isinstance(msg, p.Heartbeat):
-                await self.backend.heartbeat(peer.defender_id, msg.stats)
-            elif isinstance(msg, p.CommandResult):
-                fut = peer.commands.get(msg.id)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-            else:
-                peer.send(
-                    p.Error(code="unsupported", message=f"'{msg.type}' is not expected from a defender")
-                )
+            finally:
+                self.budget.release(taken)
+
+    async def _handle_message(self, peer: _Peer, raw: str | bytes, bad: list[int]) -> bool:
+        """One message from a defender; False = the connection is closed."""
+        too_big = _oversized(raw)
+        if too_big:
+            return await self._malformed(peer, bad, "malformed", too_big)
+        batch = p.parse_event_batch(raw)
+        if batch is not None:
+            good, rejected = _split_oversized(batch.events, len(raw))
+            return await self._store(peer, batch.seq, self._stamp(peer, good), rejected)
+        try:
+            msg = p.parse(raw)
+        except p.ProtocolError as exc:
+            return await self._malformed(peer, bad, exc.code, str(exc))
+        if isinstance(msg, p.Events):
+            return await self._ingest(peer, msg)
+        if isinstance(msg, p.Heartbeat):
+            await self.backend.heartbeat(peer.defender_id, msg.stats)
+        elif isinstance(msg, p.CommandResult):
+            fut = peer.commands.get(msg.id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        else:
+            peer.send(p.Error(code="unsupported", message=f"'{msg.type}' is not expected from a defender"))
+        return True
+
+    async def _malformed(self, peer: _Peer, bad: list[int], code: p.ErrorCode, message: str) -> bool:
+        bad[0] += 1
+        if bad[0] > MAX_BAD_MESSAGES:
+            await self._fatal(peer.conn, "malformed", "too many malformed messages")
+            return False
+        peer.send(p.Error(code=code, message=message))
+        return True
 
     async def _ingest(self, peer: _Peer, msg: p.Events) -> bool:
         """Slow path for a batch with invalid events: keep the good ones, report the others."""

@@ -79,3 +79,71 @@ def test_malloc_trim_and_rss_reported(console):
                      auth=(console.admin_user, console.admin_password)).text  # fmt: skip
     m = re.search(r"^garrison_process_resident_bytes (\S+)$", text, re.M)
     assert m and float(m.group(1)) > 10 << 20
+
+
+def test_group_commit_answers_only_after_the_transaction_and_shares_it():
+    import threading
+
+    from garrison.console.services.group_commit import GroupCommit
+
+    release = threading.Event()
+    calls: list[list[int]] = []
+
+    def apply(items):
+        calls.append(list(items))
+        release.wait(30)  # the "transaction" is still running
+        return [i * 10 for i in items]
+
+    async def scenario():
+        gc = GroupCommit(apply, max_weight=100)
+        futs = [asyncio.ensure_future(gc.submit(i)) for i in range(50)]
+        while not calls:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        done_before = [f.done() for f in futs]
+        release.set()
+        results = await asyncio.gather(*futs)
+        return done_before, results, gc.groups
+
+    done_before, results, groups = asyncio.run(scenario())
+    assert not any(done_before)  # nobody is answered (acked) while the commit runs
+    assert results == [i * 10 for i in range(50)]
+    assert groups <= 2 and sum(len(c) for c in calls) == 50  # 50 callers, one or two transactions
+
+
+def test_group_commit_failure_reaches_every_caller():
+    from garrison.console.services.group_commit import GroupCommit
+
+    def apply(items):
+        raise RuntimeError("database is locked")
+
+    async def scenario():
+        gc = GroupCommit(apply)
+        return await asyncio.gather(*(gc.submit(i) for i in range(5)), return_exceptions=True)
+
+    assert all(isinstance(r, RuntimeError) for r in asyncio.run(scenario()))
+
+
+def test_connects_and_disconnects_grouped_in_order(store: Store):
+    from garrison.console.services.group_commit import GroupCommit
+
+    ids = [store.defenders.register(f"cg{i}", f"{i + 10:02d}" * 32, {}, None) for i in range(3)]
+
+    async def scenario():
+        gc = GroupCommit(store.defenders.connection_changes)
+        # the same defender drops and comes back within one group: the last change wins
+        return await asyncio.gather(
+            gc.submit((ids[0], {"version": "a", "app_name": "cg"})),
+            gc.submit((ids[1], {"version": "b"})),
+            gc.submit((ids[0], None)),
+            gc.submit((ids[0], {"version": "c"})),
+            gc.submit((ids[2], {"version": "d"})),
+            gc.submit((ids[2], None)),
+        )
+
+    results = asyncio.run(scenario())
+    assert results[0]["app_name"] == "cg" and results[2] is None and results[3]["app_name"] == "cg"
+    got = {i: store.defenders.get(i) for i in ids}
+    assert got[ids[0]]["connected"] is True and got[ids[0]]["version"] == "c"
+    assert got[ids[1]]["connected"] is True
+    assert got[ids[2]]["connected"] is False and got[ids[2]]["version"] == "d"

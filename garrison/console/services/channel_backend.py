@@ -13,6 +13,7 @@ from typing import Any
 from garrison.channel.backend import DefenderHello
 from garrison.channel.protocol import AppIdentity
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.group_commit import GroupCommit
 from garrison.console.services.heartbeats import HeartbeatBuffer
 from garrison.console.services.ingest import EventWriter
 from garrison.console.services.policies import PolicyService
@@ -38,6 +39,10 @@ class ConsoleChannelBackend:
         self.on_events = on_events
         self.writer = EventWriter(store)
         self.heartbeats = HeartbeatBuffer(store)
+        # Connects and disconnects of a whole reconnecting fleet share transactions, in order.
+        self.connections: GroupCommit[tuple[str, dict[str, Any] | None], dict[str, Any] | None] = GroupCommit(
+            store.defenders.connection_changes, max_weight=2000
+        )
 
     async def enrol(
         self,
@@ -65,11 +70,12 @@ class ConsoleChannelBackend:
             "kernel": hello.kernel,
             "remote_addr": hello.remote_addr[:64],
         }
-        bound = await asyncio.to_thread(self.store.defenders.connected, hello.defender_id, values)
+        bound = await self.connections.submit((hello.defender_id, values))
+        assert bound is not None
         return AppIdentity.model_construct(**bound)
 
     async def defender_disconnected(self, defender_id: str) -> None:
-        await asyncio.to_thread(self.store.defenders.disconnected, defender_id)
+        await self.connections.submit((defender_id, None))
 
     async def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
         self.heartbeats.record(defender_id, stats)  # written with the others within a second
