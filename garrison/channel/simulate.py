@@ -159,7 +159,7 @@ class SimulatedFleet:
         deadline = time.monotonic() + timeout
         waiting = self.clients
         while True:
-            waiting = [c for c in waiting if c.spool.pending()]
+            waiting = [c for c in waiting if c.spool.read_after(0, 1)]  # O(1), unlike COUNT(*)
             if not waiting:
                 return
             if time.monotonic() > deadline:

@@ -1,7 +1,11 @@
-"""The ingest byte budget: how much defender data the console validates and stores at once.
+"""Channel mechanisms for thousands of defenders on one console.
 
-With the budget spent, read loops wait in line and nothing is lost: every event is stored once
-and acked after it was stored, however many defenders send together."""
+- The ingest byte budget (how much defender data the console validates and stores at once): with
+  it spent, read loops wait in line and nothing is lost; every event is stored once and acked
+  after it was stored, however many defenders send together.
+- The connect-time policy snapshot is read and encoded once per wave of connections, and a push
+  refreshes it at once.
+- The listening socket: its small receive buffer is inherited by every connection."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pytest
 from garrison.channel.budget import ByteBudget
 from garrison.channel.server import ChannelServer
 from garrison.policy.audit import AuditEvent
+from garrison.policy.model import Rule, RuntimePolicy
 from tests.channel.conftest import Pki
 from tests.channel.sqlite_backend import SqliteBackend
 from tests.channel.test_channel import Running, _client, _ev, _until
@@ -105,3 +110,62 @@ async def test_spent_budget_makes_defenders_wait_and_loses_nothing(tmp_path: Pat
             await r.close()
     finally:
         await server.stop()
+
+
+class _PolicyReadCounting(SqliteBackend):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.policy_reads = 0
+
+    async def current_policy(self) -> RuntimePolicy:
+        self.policy_reads += 1
+        return await super().current_policy()
+
+
+async def test_connect_snapshot_read_once_for_a_wave_and_refreshed_by_a_push(
+    tmp_path: Path, pki: Pki
+) -> None:
+    from tests.channel.conftest import TOKEN
+
+    backend = _PolicyReadCounting(tmp_path / "console.db", pki.ca, TOKEN)
+    backend.put_policy(RuntimePolicy(rules=[Rule(name="first")]))
+    server = ChannelServer(backend, pki.server_context(), "127.0.0.1", 0, policy_poll_interval=None)
+    await server.start()
+    try:
+        clients = [_client(pki, server.port, tmp_path / f"s{i}", name=f"snap{i}") for i in range(8)]
+        running = [Running(c) for c in clients]
+        await _until(lambda: all(c.connected for c in clients))
+        assert all(c.policy is not None and c.policy.rules[0].name == "first" for c in clients)
+        assert backend.policy_reads < len(clients)  # not one store read per connection
+        # A push refreshes the snapshot at once: a defender connecting right after gets the new one.
+        backend.put_policy(RuntimePolicy(rules=[Rule(name="second")]))
+        await server.notify_policy_changed()
+        late = _client(pki, server.port, tmp_path / "late", name="late")
+        running.append(Running(late))
+        await _until(lambda: late.connected)
+        assert late.policy is not None and late.policy.rules[0].name == "second"
+        await _until(
+            lambda: all(c.policy is not None and c.policy.rules[0].name == "second" for c in clients)
+        )
+        for r in running:
+            await r.close()
+    finally:
+        await server.stop()
+
+
+def test_accepted_connections_inherit_the_small_receive_buffer() -> None:
+    import socket
+
+    from garrison.channel.server import RECEIVE_BUFFER_BYTES, listen_socket
+
+    sock = listen_socket("127.0.0.1", 0)
+    try:
+        client = socket.create_connection(sock.getsockname())
+        sock.setblocking(True)
+        conn, _ = sock.accept()
+        # accepted connections inherit the small buffer (Linux reports twice the value set)
+        assert conn.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) <= 2 * RECEIVE_BUFFER_BYTES
+        conn.close()
+        client.close()
+    finally:
+        sock.close()
