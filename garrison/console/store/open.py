@@ -14,6 +14,7 @@ from garrison.console.store.events import EventStore
 from garrison.console.store.hosts import HostStore
 from garrison.console.store.mgmt_audit import MgmtAuditStore
 from garrison.console.store.policies import PolicyStore
+from garrison.console.store.profiles import ProfileStore
 from garrison.console.store.scans import ScanStore
 from garrison.console.store.settings import SettingsStore
 from garrison.console.store.users import UserStore
@@ -30,6 +31,7 @@ class Store:
     scans: ScanStore
     settings: SettingsStore
     hosts: HostStore
+    profiles: ProfileStore
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path) -> Store:
@@ -45,6 +47,7 @@ class Store:
             scans=ScanStore(engine),
             settings=SettingsStore(engine),
             hosts=HostStore(engine),
+            profiles=ProfileStore(engine),
         )
 
     @property
