@@ -363,7 +363,13 @@ class ChannelServer:
                 return
             try:
                 defender_id, cert = await self.backend.enrol(
-                    msg.token, msg.nonce, msg.timestamp, msg.csr_pem.encode(), msg.requested_id, msg.app
+                    msg.token,
+                    msg.nonce,
+                    msg.timestamp,
+                    msg.csr_pem.encode(),
+                    msg.requested_id,
+                    msg.app,
+                    msg.defender_type,
                 )
             except EnrolmentRefused as exc:
                 await self._fatal(conn, "enrolment_refused", str(exc) or "enrolment refused")
@@ -505,6 +511,10 @@ class ChannelServer:
             return await self._ingest(peer, msg)
         if isinstance(msg, p.Heartbeat):
             await self.backend.heartbeat(peer.defender_id, msg.stats)
+        elif isinstance(msg, p.Workloads):
+            why = await self.backend.workloads(peer.defender_id, msg)
+            if why:
+                peer.send(p.Error(code="unsupported", message=why))
         elif isinstance(msg, p.ProfileReport):
             await self._profile(peer, msg)
         elif isinstance(msg, p.CommandResult):
@@ -590,15 +600,15 @@ class ChannelServer:
 
 
 def _oversized(raw: str | bytes) -> str:
-    """Why a message is too large for its type ("" when it is not): only event batches and command
-    results may be large, so a defender cannot make the console hold (and store) megabytes of
+    """Why a message is too large for its type ("" when it is not): only event batches, a cell's
+    workload lists and command results may be large, so a defender cannot make the console hold (and store) megabytes of
     heartbeat stats or hello fields."""
     size = len(raw)
     if size <= MAX_SMALL_MESSAGE_BYTES:
         return ""
     head = raw[:64].decode(errors="replace") if isinstance(raw, bytes) else raw[:64]
     head = head.replace(" ", "")
-    if '"type":"events"' in head:
+    if '"type":"events"' in head or '"type":"workloads"' in head:
         limit = MAX_EVENTS_MESSAGE_BYTES
     elif '"type":"command_result"' in head:
         limit = p.MAX_MESSAGE_BYTES

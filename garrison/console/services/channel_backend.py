@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from garrison.channel.backend import DefenderHello
-from garrison.channel.protocol import AppIdentity, ProfileReport
+from garrison.channel.protocol import AppIdentity, DefenderType, ProfileReport, Workloads
 from garrison.console.services.defenders import DefenderService
 from garrison.console.services.group_commit import GroupCommit
 from garrison.console.services.heartbeats import HeartbeatBuffer
@@ -54,10 +54,21 @@ class ConsoleChannelBackend:
         csr_pem: bytes,
         requested_id: str,
         identity: AppIdentity | None = None,
+        defender_type: DefenderType = "app-embedded",
     ) -> tuple[str, bytes]:
         return await asyncio.to_thread(
-            self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id, identity
+            self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id, identity, defender_type
         )
+
+    async def workloads(self, defender_id: str, msg: Workloads) -> str:
+        return await asyncio.to_thread(self._workloads, defender_id, msg)
+
+    def _workloads(self, defender_id: str, msg: Workloads) -> str:
+        if self.store.defenders.defender_type(defender_id) != "cell":
+            return "only cell defenders report workloads"
+        up = [wl.model_dump() for wl in msg.up]
+        self.store.workloads.apply(defender_id, up, msg.gone, full=msg.full)
+        return ""
 
     async def defender_connected(self, hello: DefenderHello) -> AppIdentity:
         values: dict[str, Any] = {

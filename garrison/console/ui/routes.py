@@ -44,6 +44,7 @@ PAGES: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("/dashboard", "dashboard.html", "dashboard", "Dashboard", ()),
     ("/defenders", "defenders.html", "defenders", "Defenders", ()),
     ("/defenders/deploy", "deploy.html", "deploy", "Deploy defenders", ()),
+    ("/defenders/cell", "cell_defender.html", "defenders", "Cell defender", ()),
     ("/policies/runtime", "policy.html", "policy", "Runtime policy", ()),
     ("/policies/cnaf", "cnaf.html", "cnaf", "CNAF rules", ("cnaf.js",)),
     ("/audits", "audits.html", "audits", "Runtime audits", ()),
