@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from garrison.cnaf import crs
 from garrison.cnaf.crs.variables import variables
@@ -21,6 +22,7 @@ from garrison.cnaf.detect import (
     lfi,
     protocol,
     rfi,
+    session_fixation,
     shellshock,
     sqli,
     xss,
@@ -183,7 +185,9 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
             seen.add("protocol")
     query = req.query
     query_maybe = bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY)
-    fields = extract(req, query=query_maybe)
+    rules = crs.current() if controls.crs.enabled else None
+    # CRS rules read every parameter (PHP/Java/SQL names are plain words): split the query for them
+    fields = extract(req, query=query_maybe or (rules is not None and bool(query)))
     for fld in fields:
         for name, reason in scan(fld):
             if name in seen or effect_for(name) == "disable":
@@ -192,15 +196,20 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
                 continue
             findings.append(Finding(name, fld.label, fld.name, fld.value[:VALUE_AUDIT_LIMIT], reason))
             seen.add(name)
-    if controls.crs.enabled and (rules := crs.current()) is not None:
+    if "session_fixation" not in seen and effect_for("session_fixation") != "disable":
+        reason = session_fixation.check(req, fields)
+        if reason is not None and not _excepted(exceptions, path, "session_fixation", None):
+            findings.append(Finding("session_fixation", "request", "", req.target[:VALUE_AUDIT_LIMIT], reason))
+            seen.add("session_fixation")
+    if rules is not None:
         plain = not query_maybe and _SAFE_PATH.match(req.path) is not None
         findings.extend(_crs_findings(rules, req, fields, controls, path, seen, plain_target=plain))
     return findings
 
 
-# A value made only of letters, digits, spaces and , - _ (and no SQL keyword) matches no CRS rule
-# worth scoring; skipping it keeps free text cheap.
-_CRS_PLAIN = re.compile(r"[A-Za-z0-9_ ,\-]*\Z")
+# Numbers, dates and one- or two-letter values match no CRS rule worth scoring: skipped. Words are
+# not (CRS knows PHP, Java and SQL names: `xp_cmdshell`, `information_schema`).
+_CRS_PLAIN = re.compile(r"[0-9 ,.:_\-]*\Z|\w{1,2}\Z")
 # Markdown inline code after a space (`wget`, `/confirm`): CRS reads the backtick as a shell
 # substitution; the CNAF's own cmdi detector already treats it as Markdown, so CRS sees the text.
 # A raster image as a data URI (avatars, pasted screenshots) is inert; CRS's data: rules would flag it.
@@ -230,30 +239,25 @@ _FREE_TEXT = frozenset(
 _MARKDOWN_CODE = re.compile(r"(?:(?<=\s)|^)`([^`\n]{1,60})`(?=[\s.,;:!?)]|$)")
 
 
-def _crs_findings(
+def crs_hits(
     rules: crs.CrsRuleSet,
     req: HttpRequest,
     fields: list[Field],
     controls: CnafControls,
     path: str,
-    seen: set[str],
+    disabled: set[int] | frozenset[int],
     *,
     plain_target: bool = False,
-) -> list[Finding]:
-    """CRS anomaly scoring: rules up to the paranoia level add their severity; at the threshold,
-    each attack class that scored becomes one finding (named after its first rule)."""
-    settings = controls.crs
-    level = settings.paranoia_level
-    disabled = set(settings.disabled_rules)
-    if settings.default_exclusions:
-        disabled |= crs.DEFAULT_EXCLUDED_RULES
+) -> dict[int, tuple[crs.CrsRule, Field]]:
+    """The CRS rules (up to the paranoia level, not `disabled`) that fire on the request, each with
+    the first field it fired on. Public for the benchmark's exclusion tuning."""
+    level = controls.crs.paranoia_level
     first: dict[int, tuple[crs.CrsRule, Field]] = {}
     effect_for = controls.effect_for
+    headers: dict[str, str] | None = None
     for var in variables(req, fields, plain_target=plain_target):
         value = var.value[:_MAX_VALUE]
-        if not value or (
-            _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
-        ):
+        if not value or _CRS_PLAIN.match(value):
             continue
         if var.collection in _FREE_TEXT:
             if "`" in value and " " in value:
@@ -268,12 +272,43 @@ def _crs_findings(
         for rule in rules.match(var.collection, var.key, value):
             if rule.paranoia_level > max_level or rule.rule_id in disabled or rule.rule_id in first:
                 continue
+            if rule.context:  # chain links on the request (Referer, Host): not part of the cached match
+                if headers is None:
+                    headers = {}
+                    for hname, hvalue in req.headers:
+                        headers.setdefault(hname.lower(), hvalue)
+                if not rule.context_ok(value, headers):
+                    continue
             # a class that is disabled, or excepted for this parameter, adds nothing to the score
             if effect_for(rule.attack) == "disable" or (
                 controls.exceptions and _excepted(controls.exceptions, path, rule.attack, var.field.name)
             ):
                 continue
             first[rule.rule_id] = (rule, var.field)
+    return first
+
+
+@lru_cache(maxsize=64)
+def _disabled_rules(listed: tuple[int, ...], default_exclusions: bool) -> frozenset[int]:
+    return frozenset(listed) | (crs.DEFAULT_EXCLUDED_RULES if default_exclusions else frozenset())
+
+
+def _crs_findings(
+    rules: crs.CrsRuleSet,
+    req: HttpRequest,
+    fields: list[Field],
+    controls: CnafControls,
+    path: str,
+    seen: set[str],
+    *,
+    plain_target: bool = False,
+) -> list[Finding]:
+    """CRS anomaly scoring: rules up to the paranoia level add their severity; at the threshold,
+    each attack class that scored becomes one finding (named after its first rule)."""
+    settings = controls.crs
+    disabled = _disabled_rules(tuple(settings.disabled_rules), settings.default_exclusions)
+    rules.skip(disabled)
+    first = crs_hits(rules, req, fields, controls, path, disabled, plain_target=plain_target)
     score = sum(rule.score for rule, _ in first.values())
     if score < settings.anomaly_threshold:
         return []
