@@ -60,6 +60,8 @@ _MAYBE_SIGNS = (
 _MAYBE_CHARS = re.compile(r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)  # on lower-cased text
 # The same for a whole raw query string, where '&' and '=' are separators (encodings start with '%').
 _MAYBE_CHARS_QUERY = re.compile(r"['\"`;#()<>|@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)
+# For CRS: a query string with anything but word characters, '+', ',', '-' and the separators.
+_CRS_QUERY_SIGNS = re.compile(r"[^\w&=+,\-]")
 _MAYBE_WORDS = frozenset(
     [
         "union",
@@ -186,8 +188,9 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
     query = req.query
     query_maybe = bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY)
     rules = crs.current() if controls.crs.enabled else None
-    # CRS rules read every parameter (PHP/Java/SQL names are plain words): split the query for them
-    fields = extract(req, query=query_maybe or (rules is not None and bool(query)))
+    # CRS rules read more characters than the own detectors' pre-check (`ftp?`, `http://x.y`)
+    crs_query = rules is not None and bool(query) and maybe_attack(query, _CRS_QUERY_SIGNS)
+    fields = extract(req, query=query_maybe or crs_query)
     for fld in fields:
         for name, reason in scan(fld):
             if name in seen or effect_for(name) == "disable":
@@ -199,17 +202,20 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
     if "session_fixation" not in seen and effect_for("session_fixation") != "disable":
         reason = session_fixation.check(req, fields)
         if reason is not None and not _excepted(exceptions, path, "session_fixation", None):
-            findings.append(Finding("session_fixation", "request", "", req.target[:VALUE_AUDIT_LIMIT], reason))
+            findings.append(
+                Finding("session_fixation", "request", "", req.target[:VALUE_AUDIT_LIMIT], reason)
+            )
             seen.add("session_fixation")
     if rules is not None:
-        plain = not query_maybe and _SAFE_PATH.match(req.path) is not None
+        plain = not (query_maybe or crs_query) and _SAFE_PATH.match(req.path) is not None
         findings.extend(_crs_findings(rules, req, fields, controls, path, seen, plain_target=plain))
     return findings
 
 
-# Numbers, dates and one- or two-letter values match no CRS rule worth scoring: skipped. Words are
-# not (CRS knows PHP, Java and SQL names: `xp_cmdshell`, `information_schema`).
-_CRS_PLAIN = re.compile(r"[0-9 ,.:_\-]*\Z|\w{1,2}\Z")
+# A value made only of letters, digits, spaces and , - _ (and no SQL keyword) is skipped: CRS rules
+# do match some such words (a command name at the start, `update`, `varchar`), but on everyday
+# text (search terms, names) that is the largest source of false positives, and the cost.
+_CRS_PLAIN = re.compile(r"[A-Za-z0-9_ ,\-]*\Z")
 # Markdown inline code after a space (`wget`, `/confirm`): CRS reads the backtick as a shell
 # substitution; the CNAF's own cmdi detector already treats it as Markdown, so CRS sees the text.
 # A raster image as a data URI (avatars, pasted screenshots) is inert; CRS's data: rules would flag it.
@@ -231,6 +237,21 @@ def _looks_like_prose(value: str) -> bool:
         return False
     letters = sum(c.isalpha() or c.isspace() for c in value)
     return letters >= 0.85 * len(value) and len(_WORD.findall(value)) >= 8
+
+
+# Parameter names that say the value is a link (url, return_to, redirect_uri, website, next…):
+# CRS's off-site-reference rule (931130) reads any URL as a remote include; here it is the point.
+_URL_PARAM = re.compile(
+    r"(?:^|[_.\-\[])(?:url|uri|link|href|redirect|return|returnto|next|callback|continue|website|homepage|"
+    r"webhook|feed|source|origin|referr?er)s?(?:[_\-\]]|$)",
+    re.I,
+)
+
+
+def _is_document(value: str) -> bool:
+    """Several lines of text (a code snippet, Markdown, an address): like prose, CRS's level-2+
+    rules read SQL into its punctuation; only level-1 rules count on it."""
+    return value.count("\n", 0, 4096) >= 2
 
 
 _FREE_TEXT = frozenset(
@@ -257,7 +278,9 @@ def crs_hits(
     headers: dict[str, str] | None = None
     for var in variables(req, fields, plain_target=plain_target):
         value = var.value[:_MAX_VALUE]
-        if not value or _CRS_PLAIN.match(value):
+        if not value or (
+            _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
+        ):
             continue
         if var.collection in _FREE_TEXT:
             if "`" in value and " " in value:
@@ -266,13 +289,15 @@ def crs_hits(
                 value = _XML_PI.sub(" ", value).strip()
             if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
                 continue
-            max_level = 1 if _looks_like_prose(value) else level
+            max_level = 1 if _looks_like_prose(value) or _is_document(value) else level
         else:
             max_level = level
         for rule in rules.match(var.collection, var.key, value):
             if rule.paranoia_level > max_level or rule.rule_id in disabled or rule.rule_id in first:
                 continue
             if rule.context:  # chain links on the request (Referer, Host): not part of the cached match
+                if rule.capture is not None and _URL_PARAM.search(var.key):
+                    continue  # an off-site link is what a parameter named url/link/redirect… is for
                 if headers is None:
                     headers = {}
                     for hname, hvalue in req.headers:

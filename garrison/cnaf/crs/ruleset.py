@@ -165,7 +165,9 @@ def _context_step(link: RuleLink, first: RuleLink) -> ContextStep | None:
             return ContextStep("header_absent", header=t.key)
         if not t.count and link.operator == "rx" and not link.negated:
             try:
-                return ContextStep("header_rx", header=t.key, regex=compile_python(to_python_regex(link.argument), False))
+                return ContextStep(
+                    "header_rx", header=t.key, regex=compile_python(to_python_regex(link.argument), False)
+                )
             except re.error:
                 return None
     if t.collection == "TX" and link.operator == "endsWith" and link.negated and _HOST_REF in link.argument:
@@ -463,27 +465,26 @@ class CrsRuleSet:
         reads = self._reads.get(collection, frozenset())
         union = self._union_for.get(collection)
         found: list[int] = []
-        inert = union is not None and _INERT.match(value) is not None
-        if inert:  # words and single spaces: only a few transformations can change such a value
-            texts = []
+        unchanged = 0  # bit i: pipeline i leaves the value as it is (the union database scans it)
+        if union is not None and _INERT.match(value) is not None:
+            # words and single spaces: only a few transformations can change such a value
+            unchanged = self._inert_mask[collection]
+            for pipe, matcher in self._inert_rest[collection]:
+                found.extend(matcher.candidates(apply(pipe, value), reads))
         else:
             texts = [value]
             for name, parent in self._plan_for.get(collection, ()):
                 texts.append(TRANSFORMS[name](texts[parent]))
-        unchanged = 0
-        low = ""
-        if inert:
-            unchanged = self._inert_mask[collection]
-            for pipe, matcher in self._inert_rest[collection]:
-                found.extend(matcher.candidates(apply(pipe, value), reads))
-        for i, (pipe, matcher, node, caseless) in enumerate(() if inert else self._pipes_plan.get(collection, ())):
-            text = texts[node]
-            if union is not None:
+            low = ""
+            for i, (_pipe, matcher, node, caseless) in enumerate(self._pipes_plan.get(collection, ())):
+                text = texts[node]
                 # cmdLine pipelines match caselessly, so their lower-casing changes nothing
-                if text is value or text == value or (caseless and text == (low or (low := value.lower()))):
+                if union is not None and (
+                    text is value or text == value or (caseless and text == (low or (low := value.lower())))
+                ):
                     unchanged |= 1 << i
                     continue
-            found.extend(matcher.candidates(text, reads))
+                found.extend(matcher.candidates(text, reads))
         if unchanged and union is not None:
             found.extend(union.candidates(value, self._pids_of(collection, unchanged)))
         for pid in found:
@@ -522,7 +523,9 @@ class CrsRuleSet:
                     nodes[pipe[:cut]] = len(plan)
         self._plan_for[collection] = tuple(plan)
         pipes = self._pipes_for[collection]
-        self._inert_mask[collection] = sum(1 << i for i, (p, _) in enumerate(pipes) if _INERT_SAFE.issuperset(p))
+        self._inert_mask[collection] = sum(
+            1 << i for i, (p, _) in enumerate(pipes) if _INERT_SAFE.issuperset(p)
+        )
         self._inert_rest[collection] = [(p, m) for p, m in pipes if not _INERT_SAFE.issuperset(p)]
         self._pipes_plan[collection] = tuple(
             (pipe, m, nodes[pipe], "cmdLine" in pipe) for pipe, m in self._pipes_for[collection]

@@ -136,4 +136,3 @@ def apply(pipeline: tuple[str, ...], value: str) -> str:
     for name in pipeline:
         value = TRANSFORMS[name](value)
     return value
-
