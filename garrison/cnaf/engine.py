@@ -254,6 +254,15 @@ def _is_document(value: str) -> bool:
     return value.count("\n", 0, 4096) >= 2
 
 
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+
+
+@lru_cache(maxsize=4096)
+def _url_param(name: str) -> bool:
+    """`callbackUrl`, `return_to`, `redirect-uri`, `links[0]`: a parameter meant to hold a link."""
+    return _URL_PARAM.search(_CAMEL.sub(r"\1_\2", name)) is not None
+
+
 _FREE_TEXT = frozenset(
     {"ARGS_GET", "ARGS_POST", "ARGS_GET_NAMES", "ARGS_POST_NAMES", "REQUEST_COOKIES", "XML"}
 )
@@ -296,7 +305,7 @@ def crs_hits(
             if rule.paranoia_level > max_level or rule.rule_id in disabled or rule.rule_id in first:
                 continue
             if rule.context:  # chain links on the request (Referer, Host): not part of the cached match
-                if rule.capture is not None and _URL_PARAM.search(var.key):
+                if rule.capture is not None and _url_param(var.key):
                     continue  # an off-site link is what a parameter named url/link/redirect… is for
                 if headers is None:
                     headers = {}
