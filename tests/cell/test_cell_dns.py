@@ -100,3 +100,18 @@ def test_allow_list_pins_connects_to_resolved_addresses(garden: Any, defender: A
         assert _connect(c, host_ip, server.port) and server.accepted == 1
     finally:
         server.close()
+
+
+def test_resolver_still_answers_under_a_listening_allow_list(garden: Any, defender: Any, upstream: DnsServer) -> None:
+    policy = RuntimePolicy.model_validate({"rules": [{"name": "both", "dns": {"effect": "prevent", "deny": ["evil.test"]},
+                                                      "network": {"effect": "prevent",
+                                                                  "listening": {"allow": ["8080"]}}}]})  # fmt: skip
+    c, audits, host_ip = _started(garden, defender, upstream, policy)
+    upstream.zone["good.test"] = [host_ip]
+    assert host_ip in _lookup(c, "good.test", host_ip)  # the resolver's own port is not an app listener
+    assert "NXDOMAIN" in _lookup(c, "evil.test", host_ip)
+    d = audits.defender
+    assert d is not None
+    wl = next(w for w in d.workloads()[0].up if w.container_id == c.id)
+    assert not any(x.startswith("udp/") for x in wl.listening)  # nor is it reported as one
+    assert not any(e.control.startswith("network.listening") for e in audits.events)
