@@ -28,7 +28,7 @@ def _reaches(ip: str, port: int) -> bool:
 
 
 def _started(garden: Any, defender: Any, policy: RuntimePolicy) -> tuple[Any, Any, str]:
-    d, audits = defender(policy)
+    _d, audits = defender(policy)
     c = garden()
     _host_ip, cont_ip = c.veth(next(_subnets))
     c.run_app(START_SH)
