@@ -45,14 +45,20 @@ def _connect(c: Any, ip: str, port: int) -> bool:
     return "rc=0" in r.stdout
 
 
-def _started(garden: Any, defender: Any, upstream: DnsServer, policy: RuntimePolicy) -> tuple[Any, Any, str]:
-    _d, audits = defender(policy, dns_upstreams=[upstream.address])
-    c = garden()  # wired as Garden wires it: a veth pair, the default route through the cell
+def _started_wired(garden: Any) -> tuple[Any, str]:
+    """A started app container wired as Garden wires it: a veth pair, the default route via the cell."""
+    c = garden()
     host_ip, _ = c.veth(next(_subnets))
     pid = json.loads(subprocess.run(["runc", "--root", str(c.runc_root), "state", c.id], capture_output=True,
                                     text=True, check=True).stdout)["pid"]
     subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "route", "add", "default", "via", host_ip], check=True)
     c.run_app(START_SH)
+    return c, host_ip
+
+
+def _started(garden: Any, defender: Any, upstream: DnsServer, policy: RuntimePolicy) -> tuple[Any, Any, str]:
+    _d, audits = defender(policy, dns_upstreams=[upstream.address])
+    c, host_ip = _started_wired(garden)
     audits.wait(lambda e: e.control == "cell.container_protected" and e.extra["container"] == c.id)
     return c, audits, host_ip
 
