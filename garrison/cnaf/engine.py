@@ -55,7 +55,7 @@ _SAFE_PATH = re.compile(r"(?:/[\w\-]+(?:\.[\w\-]+)*)*/?\Z", re.ASCII)
 # case-insensitive alternation costs several microseconds per value in `re`.
 _MAYBE_SIGNS = (
     r"--|://|\.\.|/(?:etc|proc|var|bin|dev)|script|\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|"
-    r"web\.config"
+    r"web\.config|php\]"
 )
 _MAYBE_CHARS = re.compile(r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)  # on lower-cased text
 # The same for a whole raw query string, where '&' and '=' are separators (encodings start with '%').
