@@ -213,7 +213,8 @@ class LearningService:
             f = it["facts"]
             if f.get("names"):
                 names.update(f["names"])  # allowed by name: pinning admits what the name resolves to
-                continue
+                if not ipaddress.ip_address(f["ip"]).is_loopback:
+                    continue  # (the DNS allow-list never restricts loopback: that needs the address)
             targets.setdefault((_cidr(f["ip"]), f.get("protocol") or "tcp"), set()).add(int(f["port"]))
         listen = sorted({int(it["facts"]["port"]) for it in items if it["kind"] == "listen"})
         base = current or Rule(name="default")
