@@ -213,6 +213,10 @@ def _learn_accept_enforce(
 
     (audit, *_) = _wait("the anomaly audit", alerted)
     assert audit["effect"] == "alert"
+    # the anomaly shows on the map: new since accept, denied by the current policy (alert)
+    flagged = api.get("/discovery/map", params={"app": names["frontend"], "flagged": True}).json()["edges"]
+    edge = next(e for e in flagged if e["target"] == f"ip:{STRANGER_IP}")
+    assert edge["new_since_accept"] and edge["denied_by_current_policy"] and edge["denied_effect"] == "alert"
     incidents = api.get("/incidents", params={"app": names["frontend"]}).json()
     assert any(i.get("type") == "network" for i in incidents), incidents
 
