@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from garrison.console.store.tables import defenders, enrolment_tokens, seen_nonces
@@ -69,7 +70,14 @@ class DefenderStore:
             row = c.execute(q).mappings().first()
         return dict(row) if row else None
 
-    def register(self, prefix: str, fingerprint: str, identity: dict[str, Any], token_id: int | None) -> str:
+    def register(
+        self,
+        prefix: str,
+        fingerprint: str,
+        identity: dict[str, Any],
+        token_id: int | None,
+        defender_type: str = "app-embedded",
+    ) -> str:
         """The id for a defender holding the key with this fingerprint, created if new.
 
         The id is `<prefix>-<first hex digits of the fingerprint>`: a different key always gets a
@@ -90,6 +98,7 @@ class DefenderStore:
                                 enrolled_at=time.time(),
                                 key_fingerprint=fingerprint,
                                 token_id=token_id,
+                                defender_type=defender_type,
                             )
                         )
                     return defender_id
@@ -115,49 +124,74 @@ class DefenderStore:
         The identity fields (app, org, space, app guid, instance) are bound at enrolment; a defender
         enrolled without them (an unscoped bundle, an old defender) binds them on its first hello.
         Later hellos can change versions, hostname and kernel features, never the identity."""
-        now = time.time()
-        with self.engine.begin() as c:
-            row = (
-                c.execute(
-                    select(*(defenders.c[k] for k in IDENTITY_FIELDS)).where(defenders.c.id == defender_id)
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:  # certificate from an earlier database (e.g. restored CA): re-register
-                c.execute(
-                    insert(defenders).values(
-                        id=defender_id, **values, stats={}, connected=True, last_seen=now, enrolled_at=now
-                    )
-                )
-                return {k: values.get(k, "") for k in IDENTITY_FIELDS}
-            bound = dict(row)
-            if bound["app_name"] or bound["app_guid"]:
-                values = {k: v for k, v in values.items() if k not in IDENTITY_FIELDS}
-            else:
-                bound = {k: values.get(k, bound[k]) for k in IDENTITY_FIELDS}
-            c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(**values, connected=True, last_seen=now)
-            )
-            return bound
+        bound = self.connection_changes([(defender_id, values)])[0]
+        assert bound is not None
+        return bound
 
     def disconnected(self, defender_id: str) -> None:
-        with self.engine.begin() as c:
-            c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(connected=False, last_seen=time.time())
-            )
+        self.connection_changes([(defender_id, None)])
 
-    def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
+    def connection_changes(
+        self, changes: Sequence[tuple[str, dict[str, Any] | None]]
+    ) -> list[dict[str, Any] | None]:
+        """Connects (id, hello values) and disconnects (id, None) in one transaction, in order;
+        the bound identity of each connect (None for a disconnect)."""
+        now = time.time()
+        out: list[dict[str, Any] | None] = []
         with self.engine.begin() as c:
+            for defender_id, values in changes:
+                if values is None:
+                    c.execute(
+                        update(defenders)
+                        .where(defenders.c.id == defender_id)
+                        .values(connected=False, last_seen=now)
+                    )
+                    out.append(None)
+                else:
+                    out.append(self._connect(c, defender_id, values, now))
+        return out
+
+    @staticmethod
+    def _connect(c: Connection, defender_id: str, values: dict[str, Any], now: float) -> dict[str, Any]:
+        row = (
+            c.execute(select(*(defenders.c[k] for k in IDENTITY_FIELDS)).where(defenders.c.id == defender_id))
+            .mappings()
+            .first()
+        )
+        if row is None:  # certificate from an earlier database (e.g. restored CA): re-register
             c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(stats=stats, last_seen=time.time(), connected=True)
+                insert(defenders).values(
+                    id=defender_id, **values, stats={}, connected=True, last_seen=now, enrolled_at=now
+                )
             )
+            return {k: values.get(k, "") for k in IDENTITY_FIELDS}
+        bound = dict(row)
+        if bound["app_name"] or bound["app_guid"]:
+            values = {k: v for k, v in values.items() if k not in IDENTITY_FIELDS}
+        else:
+            bound = {k: values.get(k, bound[k]) for k in IDENTITY_FIELDS}
+        c.execute(
+            update(defenders)
+            .where(defenders.c.id == defender_id)
+            .values(**values, connected=True, last_seen=now)
+        )
+        return bound
+
+    def record_heartbeats(self, beats: Sequence[tuple[str, dict[str, Any], float]]) -> None:
+        """(defender id, stats, time) of many heartbeats in one transaction (one executemany).
+
+        Connection state (`connected`) is not touched: connects and disconnects are written when
+        they happen, so a late heartbeat can neither resurrect a closed connection nor a revoked
+        defender."""
+        if not beats:
+            return
+        q = (
+            update(defenders)
+            .where(defenders.c.id == bindparam("b_id"), defenders.c.revoked.is_(False))
+            .values(stats=bindparam("b_stats"), last_seen=bindparam("b_seen"))
+        )
+        with self.engine.begin() as c:
+            c.execute(q, [{"b_id": i, "b_stats": s, "b_seen": t} for i, s, t in beats])
 
     def mark_all_disconnected(self) -> None:
         """At start-up: connections of a previous run of *this* console are gone (single-node SQLite)."""
@@ -168,6 +202,11 @@ class DefenderStore:
         with self.engine.begin() as c:
             q = update(defenders).where(defenders.c.id == defender_id, defenders.c.revoked.is_(False))
             return c.execute(q.values(revoked=True, connected=False)).rowcount > 0
+
+    def defender_type(self, defender_id: str) -> str:
+        with self.engine.connect() as c:
+            row = c.execute(select(defenders.c.defender_type).where(defenders.c.id == defender_id)).first()
+        return str(row.defender_type) if row else ""
 
     def is_revoked(self, defender_id: str) -> bool:
         with self.engine.connect() as c:

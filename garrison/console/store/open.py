@@ -18,6 +18,7 @@ from garrison.console.store.profiles import ProfileStore
 from garrison.console.store.scans import ScanStore
 from garrison.console.store.settings import SettingsStore
 from garrison.console.store.users import UserStore
+from garrison.console.store.workloads import WorkloadStore
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Store:
     scans: ScanStore
     settings: SettingsStore
     hosts: HostStore
+    workloads: WorkloadStore
     profiles: ProfileStore
 
     @classmethod
@@ -47,6 +49,7 @@ class Store:
             scans=ScanStore(engine),
             settings=SettingsStore(engine),
             hosts=HostStore(engine),
+            workloads=WorkloadStore(engine),
             profiles=ProfileStore(engine),
         )
 
