@@ -206,6 +206,11 @@ class ChannelServer:
     def connected_ids(self) -> list[str]:
         return sorted(self._peers)
 
+    @property
+    def pushed_revision(self) -> int | None:
+        """The policy revision last pushed to the defenders (None before the first push)."""
+        return self._pushed_revision
+
     async def notify_policy_changed(self) -> int:
         """Push the current policy to every connected defender; returns how many were queued."""
         async with self._push_lock:

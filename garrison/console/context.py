@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from garrison.console.metrics import ConsoleMetrics
 from garrison.console.services.alerts import AlertDispatcher
@@ -22,6 +22,7 @@ from garrison.pki import CertificateAuthority
 
 if TYPE_CHECKING:
     from garrison.channel.server import ChannelServer
+    from garrison.console.services.cluster import ClusterService
 
 
 @dataclass
@@ -45,6 +46,10 @@ class ConsoleContext:
     public: frozenset[str] = frozenset()
     """what may be read without a token: "metrics" (--public-metrics), "docs" (--public-api-docs)"""
     live: LiveHub = field(default_factory=LiveHub)
+    cluster: ClusterService | None = None
+    """this console as a replica: leases, change listener, commands routed to other replicas"""
+    single_lock: IO[str] | None = None
+    """SQLite: the lock file held while this console serves the database (one console per file)"""
 
     @classmethod
     def build(cls, data_dir: Path, store: Store, ca: CertificateAuthority) -> ConsoleContext:

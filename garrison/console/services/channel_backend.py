@@ -29,7 +29,10 @@ class ConsoleChannelBackend:
         policies: PolicyService,
         on_events: Callable[[list[AuditEvent]], None] | None = None,
         scans: ScanService | None = None,
+        replica_id: str | None = None,
     ) -> None:
+        """`replica_id`: this console replica, recorded as the holder of each connection."""
+        self.replica_id = replica_id
         self.scans = scans
         self.store = store
         self.defenders = defenders
@@ -63,14 +66,16 @@ class ConsoleChannelBackend:
             "kernel": hello.kernel,
             "remote_addr": hello.remote_addr[:64],
         }
+        if self.replica_id is not None:
+            values["replica_id"] = self.replica_id
         bound = await asyncio.to_thread(self.store.defenders.connected, hello.defender_id, values)
         return AppIdentity.model_construct(**bound)
 
     async def defender_disconnected(self, defender_id: str) -> None:
-        await asyncio.to_thread(self.store.defenders.disconnected, defender_id)
+        await asyncio.to_thread(self.store.defenders.disconnected, defender_id, self.replica_id)
 
     async def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.store.defenders.heartbeat, defender_id, stats)
+        await asyncio.to_thread(self.store.defenders.heartbeat, defender_id, stats, self.replica_id)
 
     async def current_policy(self) -> RuntimePolicy:
         return await asyncio.to_thread(self.policies.runtime)

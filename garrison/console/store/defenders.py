@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from garrison.console.store.cluster import bump
 from garrison.console.store.tables import defenders, enrolment_tokens, seen_nonces
 
 IDENTITY_FIELDS = ("app_id", "app_name", "org", "space", "app_guid", "instance")
@@ -143,21 +144,21 @@ class DefenderStore:
             )
             return bound
 
-    def disconnected(self, defender_id: str) -> None:
+    def disconnected(self, defender_id: str, replica_id: str | None = None) -> None:
+        """Mark disconnected — only if `replica_id` (when given) still holds it: a defender that
+        already reconnected to another replica stays connected there."""
+        q = update(defenders).where(defenders.c.id == defender_id)
+        if replica_id is not None:
+            q = q.where(defenders.c.replica_id == replica_id)
         with self.engine.begin() as c:
-            c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(connected=False, last_seen=time.time())
-            )
+            c.execute(q.values(connected=False, last_seen=time.time()))
 
-    def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
+    def heartbeat(self, defender_id: str, stats: dict[str, Any], replica_id: str | None = None) -> None:
+        values: dict[str, Any] = {"stats": stats, "last_seen": time.time(), "connected": True}
+        if replica_id is not None:
+            values["replica_id"] = replica_id
         with self.engine.begin() as c:
-            c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(stats=stats, last_seen=time.time(), connected=True)
-            )
+            c.execute(update(defenders).where(defenders.c.id == defender_id).values(**values))
 
     def mark_all_disconnected(self) -> None:
         """At start-up: connections of a previous run of *this* console are gone (single-node SQLite)."""
@@ -167,7 +168,10 @@ class DefenderStore:
     def revoke(self, defender_id: str) -> bool:
         with self.engine.begin() as c:
             q = update(defenders).where(defenders.c.id == defender_id, defenders.c.revoked.is_(False))
-            return c.execute(q.values(revoked=True, connected=False)).rowcount > 0
+            done = c.execute(q.values(revoked=True, connected=False)).rowcount > 0
+            if done:
+                bump(c, "defenders")  # the replica holding its connection closes it
+            return done
 
     def is_revoked(self, defender_id: str) -> bool:
         with self.engine.connect() as c:

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from garrison.console.store import migrate
+from garrison.console.store.cluster import ClusterStore
 from garrison.console.store.db import make_engine, normalise_url
 from garrison.console.store.defenders import DefenderStore
 from garrison.console.store.events import EventStore
@@ -30,6 +31,7 @@ class Store:
     scans: ScanStore
     settings: SettingsStore
     hosts: HostStore
+    cluster: ClusterStore
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path) -> Store:
@@ -45,6 +47,7 @@ class Store:
             scans=ScanStore(engine),
             settings=SettingsStore(engine),
             hosts=HostStore(engine),
+            cluster=ClusterStore(engine),
         )
 
     @property
