@@ -156,6 +156,72 @@ class Heartbeat(_Msg):
     stats: Features = Field(default_factory=dict)
 
 
+MAX_PROFILE_ITEMS = 1000
+"""items of all kinds in one `profile` message (the defender splits bigger reports)"""
+_Count = Annotated[int, Field(ge=0, le=2**62)]
+_Time = Annotated[float, Field(ge=0, le=2**40, allow_inf_nan=False)]
+_Host = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+class _Seen(BaseModel):
+    """Cumulative since the defender run started (`run_id`): a re-sent report changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: _Count = 1
+    first_seen: _Time
+    last_seen: _Time
+
+
+class SeenProcess(_Seen):
+    exe: str = Field(min_length=1, max_length=4096)
+    argv_shape: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=list, max_length=16, description="argv[1:] with variable parts as <n>, <hex>, <path>"
+    )
+    parent: str = Field(default="", max_length=4096, description="executable of the parent process")
+    sha256: str = Field(default="", max_length=64, pattern="^[0-9a-f]*$", description="identity of the file")
+
+
+class SeenDestination(_Seen):
+    ip: str = Field(min_length=2, max_length=64)
+    port: int = Field(ge=0, le=65535)
+    protocol: Literal["tcp", "udp", ""] = "tcp"
+    names: list[_Host] = Field(default_factory=list, max_length=8, description="DNS names that resolved to ip")
+
+
+class SeenName(_Seen):
+    name: _Host
+
+
+class SeenListen(_Seen):
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp", ""] = "tcp"
+
+
+ProfileControl = Literal["processes", "network", "listening", "dns"]
+
+
+class ProfileReport(_Msg):
+    """What a defender in learn mode saw: aggregated counts, never one message per call.
+    Items are cumulative for (defender, run_id); only items that changed since the last report are
+    sent, and the whole set now and then, so a lost report heals."""
+
+    type: Literal["profile"] = "profile"
+    run_id: str = Field(min_length=1, max_length=64, description="one defender process run")
+    controls: list[ProfileControl] = Field(default_factory=list, max_length=4)
+    addresses: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=16, description="the instance's own IPs (CF_INSTANCE_INTERNAL_IP, ...)"
+    )
+    routes: list[_Host] = Field(
+        default_factory=list, max_length=64, description="the app's routes (VCAP_APPLICATION uris)"
+    )
+    processes: list[SeenProcess] = Field(default_factory=list, max_length=MAX_PROFILE_ITEMS)
+    destinations: list[SeenDestination] = Field(default_factory=list, max_length=MAX_PROFILE_ITEMS)
+    dns: list[SeenName] = Field(default_factory=list, max_length=MAX_PROFILE_ITEMS)
+    listening: list[SeenListen] = Field(default_factory=list, max_length=256)
+    dropped: _Count = Field(default=0, description="distinct items the defender could not keep (its bound)")
+
+
 class Command(_Msg):
     type: Literal["command"] = "command"
     id: str = Field(min_length=1, max_length=64)
@@ -193,7 +259,17 @@ class Error(_Msg):
 
 
 Message = Annotated[
-    Enrol | Enrolled | Hello | PolicySnapshot | Events | Ack | Heartbeat | Command | CommandResult | Error,
+    Enrol
+    | Enrolled
+    | Hello
+    | PolicySnapshot
+    | Events
+    | Ack
+    | Heartbeat
+    | Command
+    | CommandResult
+    | Error
+    | ProfileReport,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
@@ -209,6 +285,7 @@ KNOWN_TYPES = frozenset(
         "command",
         "command_result",
         "error",
+        "profile",
     }
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -12,7 +13,9 @@ from garrison.console.services.alerts import AlertDispatcher
 from garrison.console.services.audits import AuditService
 from garrison.console.services.auth import AuthService
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.discovery import DiscoveryService
 from garrison.console.services.hosts import HostService
+from garrison.console.services.learning import LearningService
 from garrison.console.services.live import LiveHub
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
@@ -50,6 +53,14 @@ class ConsoleContext:
     """this console as a replica: leases, change listener, commands routed to other replicas"""
     single_lock: IO[str] | None = None
     """SQLite: the lock file held while this console serves the database (one console per file)"""
+
+    @cached_property
+    def learning(self) -> LearningService:
+        return LearningService(self.store, self.policies)
+
+    @cached_property
+    def discovery(self) -> DiscoveryService:
+        return DiscoveryService(self.store, self.learning)
 
     @classmethod
     def build(cls, data_dir: Path, store: Store, ca: CertificateAuthority) -> ConsoleContext:

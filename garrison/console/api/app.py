@@ -22,6 +22,7 @@ from garrison.console.api import (
     defenders,
     docs,
     hosts,
+    learning,
     policies,
     scans,
     settings,
@@ -46,7 +47,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     )
     app.state.ctx = ctx
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    for module in (system, auth, policies, defenders, audits, scans, settings, hosts, cluster):
+    for module in (system, auth, policies, defenders, audits, scans, settings, hosts, learning, cluster):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(system.metrics_router)

@@ -15,6 +15,7 @@ from garrison.console.store.events import EventStore
 from garrison.console.store.hosts import HostStore
 from garrison.console.store.mgmt_audit import MgmtAuditStore
 from garrison.console.store.policies import PolicyStore
+from garrison.console.store.profiles import ProfileStore
 from garrison.console.store.scans import ScanStore
 from garrison.console.store.settings import SettingsStore
 from garrison.console.store.users import UserStore
@@ -32,6 +33,7 @@ class Store:
     settings: SettingsStore
     hosts: HostStore
     cluster: ClusterStore
+    profiles: ProfileStore
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path) -> Store:
@@ -48,6 +50,7 @@ class Store:
             settings=SettingsStore(engine),
             hosts=HostStore(engine),
             cluster=ClusterStore(engine),
+            profiles=ProfileStore(engine),
         )
 
     @property

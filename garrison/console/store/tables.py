@@ -237,3 +237,54 @@ cluster_commands = Table(
     Column("finished_at", Float, nullable=True),
 )
 """defender commands asked on one replica for a defender connected to another"""
+
+# Learning (migration learning_0001): one profile per app (org/space/app across instances and
+# restarts); what it was seen doing, item by item; per item, the cumulative count each defender run
+# reported (so re-sent reports are idempotent and counts add up across instances).
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org", String(256), nullable=False),
+    Column("space", String(256), nullable=False),
+    Column("app", String(256), nullable=False),
+    Column("state", String(16), nullable=False),  # learning | accepted | enforcing
+    Column("created_at", Float, nullable=False),
+    Column("learning_since", Float, nullable=False),
+    Column("last_new_at", Float, nullable=True),
+    Column("last_report_at", Float, nullable=True),
+    Column("window_hours", Float, nullable=False),
+    Column("stable_hours", Float, nullable=False),
+    Column("accepted_at", Float, nullable=True),
+    Column("accepted_by", String(128), nullable=False, server_default=""),
+    Column("accepted_revision", Integer, nullable=True),
+    Column("addresses", JSON, nullable=False),  # the instances' own IPs, newest report per run
+    Column("routes", JSON, nullable=False),
+    UniqueConstraint("org", "space", "app", name="uq_profiles_app"),
+)
+
+profile_items = Table(
+    "profile_items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("profile_id", Integer, ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # process | destination | dns | listen
+    Column("key", String(64), nullable=False),
+    Column("facts", JSON, nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("instances", Integer, nullable=False),
+    UniqueConstraint("profile_id", "kind", "key", name="uq_profile_items_key"),
+    Index("ix_profile_items_profile_kind", "profile_id", "kind"),
+)
+
+profile_sources = Table(
+    "profile_sources",
+    metadata,
+    Column("item_id", Integer, ForeignKey("profile_items.id", ondelete="CASCADE"), primary_key=True),
+    Column("source", String(330), primary_key=True),  # defender id + "/" + run id
+    Column("instance", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)

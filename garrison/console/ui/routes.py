@@ -48,6 +48,7 @@ PAGES: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("/policies/cnaf", "cnaf.html", "cnaf", "CNAF rules", ("cnaf.js",)),
     ("/audits", "audits.html", "audits", "Runtime audits", ()),
     ("/incidents", "incidents.html", "incidents", "Incidents", ()),
+    ("/incidents/view", "incident.html", "incidents", "Incident", ("incidents.js",)),
     ("/scans", "scans.html", "scans", "Scan results", ("scans.js",)),
     ("/scans/view", "scan.html", "scans", "Scan report", ("scans.js",)),
     ("/scans/history", "scan_history.html", "scan-history", "Verdict history", ("scans.js",)),

@@ -113,6 +113,8 @@ struct record {
     uint8_t caddr[16];
     char *blob; /* malloc'd: process identity (audits) or path+argv (exec); the consumer frees it */
     uint32_t blob_len;
+    double t; /* wall clock when the loop decided (stamped by ring_push): forensic lines are drained
+                 in batches, so the drain time would put a fork after the exec it preceded */
 };
 
 struct cell {
@@ -263,14 +265,10 @@ static ssize_t slurp(const char *path, char *buf, size_t max) {
     return n;
 }
 
-/* The identity an audit carries, read while the process still waits for our answer:
- * "ppid\0exe\0cwd\0cmdline" (cmdline keeps its own NULs). */
-static char *capture_proc(uint32_t pid, uint32_t *len) {
-    char path[64], exe[4096], cwd[4096], stat[1024];
-    size_t cap = 2 * 4096 + 64 + 65536;
-    char *out = malloc(cap);
-    if (!out)
-        return NULL;
+/* The parent of `pid` (a thread id names its process's parent), -1 when unreadable: read while the
+ * process waits for our answer, since it may exit and be reaped right after. */
+static long read_ppid(uint32_t pid) {
+    char stat[1024], path[64];
     long ppid = -1;
     snprintf(path, sizeof path, "/proc/%u/stat", pid);
     ssize_t n = slurp(path, stat, sizeof stat - 1);
@@ -280,6 +278,18 @@ static char *capture_proc(uint32_t pid, uint32_t *len) {
         if (close_paren && close_paren[1])
             sscanf(close_paren + 2, "%*c %ld", &ppid);
     }
+    return ppid;
+}
+
+/* The identity an audit carries, read while the process still waits for our answer:
+ * "ppid\0exe\0cwd\0cmdline" (cmdline keeps its own NULs). */
+static char *capture_proc(uint32_t pid, uint32_t *len) {
+    char path[64], exe[4096], cwd[4096];
+    size_t cap = 2 * 4096 + 64 + 65536;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    long ppid = read_ppid(pid);
     snprintf(path, sizeof path, "/proc/%u/exe", pid);
     ssize_t el = readlink(path, exe, sizeof exe - 1);
     exe[el > 0 ? el : 0] = 0;
@@ -292,7 +302,7 @@ static char *capture_proc(uint32_t pid, uint32_t *len) {
     memcpy(out + off, cwd, strlen(cwd) + 1);
     off += (int)strlen(cwd) + 1;
     snprintf(path, sizeof path, "/proc/%u/cmdline", pid);
-    n = slurp(path, out + off, cap - (size_t)off);
+    ssize_t n = slurp(path, out + off, cap - (size_t)off);
     off += n > 0 ? (int)n : 0;
     *len = (uint32_t)off;
     return out;
@@ -320,6 +330,9 @@ static void ring_push(LoopObject *L, const struct record *r, int urgent) {
         }
     }
     c->rec = *r;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now); /* vDSO: no system call */
+    c->rec.t = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
     if (!urgent) {
         size_t used = pos + 1 - atomic_load_explicit(&L->deq, memory_order_relaxed);
@@ -1134,17 +1147,7 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
     }
     /* the parent, read before the reply: once the program runs it may exit and be reaped at once,
      * and the forensic tree needs the edge (as the Python handler does) */
-    char stat[512], path[64];
-    long ppid = -1;
-    snprintf(path, sizeof path, "/proc/%u/stat", n->pid);
-    ssize_t sl = slurp(path, stat, sizeof stat - 1);
-    if (sl > 0) {
-        stat[sl] = 0;
-        char *cp = strrchr(stat, ')');
-        if (cp && cp[1])
-            sscanf(cp + 2, "%*c %ld", &ppid);
-    }
-    r.err = (int32_t)ppid;
+    r.err = (int32_t)read_ppid(n->pid);
     atomic_fetch_add(&L->n_exec, 1);
     reply(L->listener, n->id, 0, 0, 1);
     r.kind = REC_EXEC;
@@ -1164,9 +1167,11 @@ static int on_fork(LoopObject *L, const struct tables *t, const struct seccomp_n
     if (n->data.nr == SYS_clone && (n->data.args[0] & CLONE_UNTRACED_FLAG))
         return 0; /* a way out of the exec tracer: the Python controls decide */
     atomic_fetch_add(&L->n_fork, 1);
-    reply(L->listener, n->id, 0, 0, 1);
-    struct record r; /* the forensic fork line (Python fills in the process facts, off this path) */
+    struct record r; /* the forensic fork line (Python adds the thread group, off this path) */
     memset(&r, 0, sizeof r);
+    r.err = (int32_t)read_ppid(n->pid); /* before the reply: a worker that forks and exits would be
+                                          * gone by the time Python reads it, leaving its node orphaned */
+    reply(L->listener, n->id, 0, 0, 1);
     r.kind = REC_FORK;
     r.pid = n->pid;
     r.control = (uint32_t)n->data.nr;
@@ -1452,11 +1457,11 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
         return NULL;
     struct record r;
     for (int i = 0; i < max && ring_pop(self, &r); i++) {
-        PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#y#)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
+        PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#y#d)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
                                     r.entry, r.effect, r.blocked, r.err, (unsigned long long)r.generation,
                                     (const char *)r.addr, (Py_ssize_t)(r.family == 6 ? 16 : 4),
                                     (const char *)r.caddr, (Py_ssize_t)(r.cfamily == 6 ? 16 : r.cfamily == 4 ? 4 : 0),
-                                    r.blob ? r.blob : "", (Py_ssize_t)(r.blob ? r.blob_len : 0));
+                                    r.blob ? r.blob : "", (Py_ssize_t)(r.blob ? r.blob_len : 0), r.t);
         free(r.blob);
         if (!t || PyList_Append(out, t) < 0) {
             Py_XDECREF(t);

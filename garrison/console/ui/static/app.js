@@ -922,10 +922,15 @@ function initAudits() {
 function initIncidents() {
   async function load() {
     const { data } = await api("/incidents?limit=200");
-    $("#incidents-table tbody").replaceChildren(...data.map((i) => el("tr", {},
+    const view = (i) => `/incidents/view?id=${encodeURIComponent(i.id)}`;
+    $("#incidents-table tbody").replaceChildren(...data.map((i) => el("tr", {
+      class: "clickable", dataset: { id: i.id },
+      onclick: (ev) => { if (!ev.target.closest("a") && !window.getSelection()?.toString()) location.assign(view(i)); },
+    },
       el("td", { text: fmtTime(i.end) }),
       el("td", { text: fmtTime(i.start) }),
-      el("td", {}, el("strong", { text: i.app_name || "–" })),
+      el("td", {}, el("a", { href: view(i) }, el("strong", { text: i.app_name || "–" })),
+        i.org || i.space ? el("div", { class: "cell-sub", text: [i.org, i.space].filter(Boolean).join(" / ") }) : null),
       el("td", { text: String(i.type || "").replace("_", " ") }),
       el("td", {}, el("div", { class: "chips" }, ...Object.entries(i.effects || {}).map(([k, n]) => pill(`${k} ×${n}`, k)))),
       el("td", { text: String(i.count) }),
