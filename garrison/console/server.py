@@ -16,9 +16,11 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+from garrison.channel.protocol import CommandResult
 from garrison.channel.server import ChannelServer
 from garrison.console.api.app import asgi
 from garrison.console.api.settings import load_alert_settings
@@ -214,11 +216,11 @@ def _follow_changes(ctx: ConsoleContext, cluster: ClusterService, channel: Chann
             if defender_id in held:
                 await channel.disconnect_defender(defender_id, "removed by an operator")
 
-    async def send(defender_id: str, name: str, args: dict[str, object]) -> object:
+    async def send(defender_id: str, name: str, args: dict[str, Any]) -> CommandResult:
         return await channel.send_command(defender_id, name, args, timeout=COMMAND_TIMEOUT_S)
 
     async def commands() -> None:
-        await cluster.run_claimed_commands(send)  # type: ignore[arg-type]
+        await cluster.run_claimed_commands(send)
 
     for topic, handler in (
         ("policy", policy),

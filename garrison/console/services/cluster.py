@@ -123,6 +123,7 @@ class ClusterService:
     # -- lease -------------------------------------------------------------------------------
     async def _keep_lease(self) -> None:
         interval = self.lease_s / 3
+        reachable_since: float | None = None
         while True:
             try:
                 if not await asyncio.to_thread(self.store.cluster.heartbeat, self.replica_id):
@@ -136,12 +137,18 @@ class ClusterService:
                         ws_address="",
                     )
                     await asyncio.to_thread(self.store.cluster.reassert, self.replica_id, self._held())
-                marked = await asyncio.to_thread(self.store.cluster.reap, self.lease_s)
-                if marked:
-                    log.info("marked %d defenders of expired replicas disconnected", marked)
+                now = time.monotonic()
+                reachable_since = reachable_since or now
+                # After the database was unreachable (a restart, a failover) every replica's lease
+                # looks expired: give the others one lease to renew theirs before reaping anyone.
+                if now - reachable_since >= self.lease_s:
+                    marked = await asyncio.to_thread(self.store.cluster.reap, self.lease_s)
+                    if marked:
+                        log.info("marked %d defenders of expired replicas disconnected", marked)
                 if not self.shared:
                     await self.catch_up()  # SQLite: no notifications; local changes already acted on
             except Exception:
+                reachable_since = None
                 log.warning("replica lease upkeep failed; retrying", exc_info=True)
             await asyncio.sleep(interval)
 
