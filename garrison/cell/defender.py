@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +27,18 @@ from garrison.cell.containers import (
     find_app_process,
     list_containers,
 )
+from garrison.cell.dns import ContainerResolver
 from garrison.cell.forensics import ForensicLog, process_facts
+from garrison.channel.protocol import MAX_WORKLOADS, Workload, Workloads
 from garrison.defender.execinfo import is_loader
+from garrison.defender.net.dns_proxy import Upstream, resolv_conf_upstreams
 from garrison.defender.net.portscan import PortScanTracker
 from garrison.kernel import memfd
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent
 from garrison.kernel.nflog import LoggedPacket, NflogSocket
 from garrison.kernel.proc_connector import ProcConnector
 from garrison.policy.audit import AuditEvent
-from garrison.policy.evaluate import decide_fork, decide_privileges
+from garrison.policy.evaluate import Decision, decide_fork, decide_privileges
 from garrison.policy.model import Rule, RuntimePolicy
 from garrison.policy.scope import Identity, select_rule
 
@@ -52,6 +56,9 @@ class _Tracked:
     net_script: str | None = None
     privileges_reported: set[str] = field(default_factory=set)
     nflog: NflogSocket | None = None
+    exec_gated: bool = False
+    resolver: ContainerResolver | None = None
+    reported: Workload | None = None  # as the console last heard of it
     mounts: dict[int, Mount] = field(default_factory=dict)  # marked mounts other than the root, by id
     memfd_scope: int = 0  # vm.memfd_noexec set in the container's pid namespace
     forks: forkrate.ForkRate = field(default_factory=forkrate.ForkRate)
@@ -69,7 +76,11 @@ class CellDefender:
     def __init__(
         self, policy: RuntimePolicy, emit: Callable[[AuditEvent], None], *,
         roots: Iterable[str] = RUNC_ROOTS, host: str | None = None, forensics: ForensicLog | None = None,
+        dns_upstreams: list[Upstream] | None = None,
     ) -> None:
+        """`dns_upstreams`: where the containers' resolver forwards allowed names (default: the cell's
+        resolv.conf, which is what Garden gives containers)."""
+        self.dns_upstreams = dns_upstreams if dns_upstreams is not None else resolv_conf_upstreams()
         self.policy = policy
         self.emit = emit
         self.roots = tuple(roots)
@@ -88,6 +99,9 @@ class CellDefender:
         self._scans = PortScanTracker()  # keyed by container init pid
         self.forensics = forensics
         self._by_pidns: dict[str, _Tracked] = {}
+        self.on_workloads: Callable[[Workloads], None] | None = None
+        """called (under the defender's lock, so in order) with containers appearing, changing and
+        gone: the console link sends them on at once"""
         self._procs: ProcConnector | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -127,15 +141,57 @@ class CellDefender:
         for tr in self._tracked.values():
             if tr.nflog is not None:
                 tr.nflog.close()
+            if tr.resolver is not None:
+                tr.resolver.stop()
 
     def set_policy(self, policy: RuntimePolicy) -> None:
+        """A new policy (a push from the console): every running container gets its rule again."""
         with self._lock:
             self.policy = policy
             for tr in self._tracked.values():
                 self._apply_rule(tr)
                 if tr.container.identity is not None:
                     self._check_privileges(tr)
+            self._report(list(self._tracked.values()), [])
         self._watch_processes()
+
+    def workloads(self) -> list[Workloads]:
+        """Every container as the console should see it (a full list, sent on each connection)."""
+        with self._lock:
+            items = [self._workload(tr) for tr in self._tracked.values()]
+            for tr, wl in zip(self._tracked.values(), items, strict=True):
+                tr.reported = wl
+        return [Workloads(full=True, up=items[:MAX_WORKLOADS])]
+
+    def _workload(self, tr: _Tracked) -> Workload:
+        c, h = tr.container, tr.container.identity
+        on = [name for name, flag in (("exec", tr.exec_gated), ("network", tr.net_script not in (None, "host")),
+                                      ("dns", tr.resolver is not None),
+                                      ("pids", tr.limit is not None)) if flag]
+        ident = {"app_id": h.app_id, "app_name": h.app_name, "org": h.org, "space": h.space,
+                 "app_guid": h.app_guid, "instance": h.instance} if h else {}
+        return Workload(container_id=c.id[:256], rule=tr.rule.name if tr.rule else "", protections=on,
+                        started_at=c.app_started, seen_at=tr.reported.seen_at if tr.reported else 0.0, **ident)
+
+    def _report(self, changed: list[_Tracked], gone: list[str]) -> None:
+        """Tell the console about containers that appeared, changed (identity, rule, protections) or
+        stopped; unchanged ones are not re-sent."""
+        if self.on_workloads is None:
+            return
+        now = time.time()
+        up = []
+        for tr in changed:
+            wl = self._workload(tr)
+            if tr.reported is not None and wl.model_copy(update={"seen_at": 0.0}) == tr.reported.model_copy(
+                    update={"seen_at": 0.0}):
+                continue
+            tr.reported = wl = wl.model_copy(update={"seen_at": now})
+            up.append(wl)
+        for i in range(0, max(len(up), len(gone)), MAX_WORKLOADS):
+            try:
+                self.on_workloads(Workloads(up=up[i:i + MAX_WORKLOADS], gone=gone[i:i + MAX_WORKLOADS]))
+            except Exception:
+                log.exception("workload report not sent")
 
     def containers(self) -> list[Container]:
         with self._lock:
@@ -152,7 +208,8 @@ class CellDefender:
     def discover(self) -> None:
         found = list_containers(self.roots)
         with self._lock:
-            for cid in set(self._tracked) - set(found):
+            gone = sorted(set(self._tracked) - set(found))
+            for cid in gone:
                 tr = self._tracked.pop(cid)
                 if tr.container.layers:
                     self._by_dev.pop(tr.container.layers.dev, None)
@@ -162,6 +219,9 @@ class CellDefender:
                     tr.nflog.close()
                     tr.nflog = None
                     self._nudge()
+                if tr.resolver is not None:
+                    tr.resolver.stop()
+                    tr.resolver = None
                 for ns in [k for k, v in self._by_pidns.items() if v is tr]:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
@@ -181,6 +241,7 @@ class CellDefender:
                                    f"{tr.rule.name if tr.rule else '(none)'}")
                         self._check_privileges(tr)
                 self._check_pids(tr)
+            self._report(list(self._tracked.values()), [g[:256] for g in gone])
 
     def _protect(self, tr: _Tracked) -> None:
         c = tr.container
@@ -194,6 +255,7 @@ class CellDefender:
             self._info(tr, "container_unprotected", f"container {c.id}: exec gate not set: {exc}", "high")
             return
         self._by_dev[c.layers.dev] = tr
+        tr.exec_gated = True
         self._mark_mounts(tr)
         with contextlib.suppress(OSError):
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
@@ -255,20 +317,25 @@ class CellDefender:
             self._info(tr, "container_unprotected", f"memfd execs in {tr.container.name} not refused: {exc}", "high")
 
     def _apply_network(self, tr: _Tracked) -> None:
-        """Our nftables table in the container's network namespace, replaced when the rule changes."""
+        """Our nftables table in the container's network namespace (outbound rules, DNS steered to the
+        defender's resolver for the container), replaced when the rule changes."""
         rule, c = tr.rule, tr.container
-        want = (network.ruleset(rule.network, log_flows=self.forensics is not None)
-                if rule and rule.network.effect != "disable" else None)
-        if want == tr.net_script or (want is None and tr.net_script is None):
-            return
+        net_on = rule is not None and rule.network.effect != "disable"
+        dns_on = rule is not None and rule.dns.effect != "disable" and bool(rule.dns.allow or rule.dns.deny)
         shares_host = _shares_cell_ns(c, "net")
         if shares_host is None:
             return
         if shares_host:
-            if tr.net_script != "host":
+            if (net_on or dns_on) and tr.net_script != "host":
                 tr.net_script = "host"
                 self._info(tr, "network_unprotected", f"container {c.name} shares the cell's network "
-                           "namespace: outbound rules are not applied (they would firewall the cell)", "high")
+                           "namespace: outbound and DNS rules are not applied (they would hold the cell)", "high")
+            return
+        self._apply_resolver(tr, dns_on)
+        want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
+                                dns_port=tr.resolver.port if tr.resolver else None)
+                if rule is not None and (net_on or tr.resolver is not None) else None)
+        if want == tr.net_script or (want is None and tr.net_script is None):
             return
         try:
             network.apply(c.init_pid, want or network.clear_script())
@@ -279,6 +346,25 @@ class CellDefender:
             self._info(tr, "network_unprotected", f"outbound rules not applied to {c.name}: {exc}", "high")
             return
         tr.net_script = want
+
+    def _apply_resolver(self, tr: _Tracked, on: bool) -> None:
+        """The defender's resolver for the container (its sockets in the container's namespace)."""
+        if not on:
+            if tr.resolver is not None:
+                tr.resolver.stop()
+                tr.resolver = None
+            return
+        if tr.resolver is not None:
+            return
+
+        def audit(name: str, decision: Decision, _client: object) -> None:
+            self._audit(tr, type="dns", effect="prevent" if decision.blocked else "alert", control=decision.control,
+                        dest_name=name[:512], protocol="dns", message=decision.reason)
+
+        try:
+            tr.resolver = ContainerResolver(tr.container.init_pid, lambda: tr.rule, audit, self.dns_upstreams)
+        except OSError as exc:
+            self._info(tr, "dns_unprotected", f"DNS of {tr.container.name} not steered: {exc}", "high")
 
     def _nudge(self) -> None:
         with contextlib.suppress(OSError):
@@ -317,7 +403,8 @@ class CellDefender:
             return
         dest = f"{pkt.dst}:{pkt.dport}" if pkt.dport is not None else pkt.dst
         what = network.describe(tr.rule.network, control, int(index))
-        kind = {"network.bad_reputation": "bad_reputation", "network.port_scan": "port_scan"}.get(control, "network")
+        kind = {"network.bad_reputation": "bad_reputation", "network.port_scan": "port_scan",
+                "dns.allow": "dns"}.get(control, "network")
         self._audit(tr, type=kind, effect=effect, severity="high", control=control, dest_ip=pkt.dst,
                     dest_port=pkt.dport, protocol=proto,
                     message=f"outbound {proto} to {dest}: {what}" + (" (refused)" if effect == "prevent" else ""))

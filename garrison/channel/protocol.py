@@ -12,6 +12,7 @@ Flow::
                      events{seq} ──▶ ack{seq}             (at-least-once; the store dedups by event id)
                      heartbeat ──▶ (nothing)
                      ◀── command{id, name, args} ; command_result{id, ok, data|error} ──▶
+                     workloads{full, up, gone} ──▶ (cell defenders: the app containers on the cell)
                      any malformed message ──▶ error{code, message, fatal}
 """
 
@@ -73,6 +74,11 @@ class AppIdentity(BaseModel):
     instance: int = Field(default=0, ge=0, le=MAX_INSTANCE)
 
 
+DefenderType = Literal["app-embedded", "cell"]
+"""`app-embedded`: one defender per app instance, inside it; `cell`: one privileged defender per Diego
+cell reporting for every app container on it (each container is one workload)."""
+
+
 class Enrol(_Msg):
     type: Literal["enrol"] = "enrol"
     token: str = Field(min_length=1, max_length=4096)
@@ -81,6 +87,9 @@ class Enrol(_Msg):
     csr_pem: str = Field(min_length=1, max_length=16384)
     requested_id: str = Field(default="", max_length=256, description="a readable prefix for the id")
     app: AppIdentity | None = Field(default=None, description="the app instance this defender protects")
+    defender_type: DefenderType = Field(
+        default="app-embedded", description="a cell defender needs a bundle made for cells"
+    )
 
 
 class Enrolled(_Msg):
@@ -106,6 +115,42 @@ class Hello(_Msg):
         default="",
         max_length=128,
         description="sha256 digest of the droplet (buildpack profile.d), for the gate",
+    )
+
+
+MAX_WORKLOADS = 2000
+"""per message; a Diego cell runs at most a few hundred containers"""
+
+
+class Workload(BaseModel):
+    """One app container a cell defender protects, with the CF identity from its environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    container_id: str = Field(min_length=1, max_length=256)
+    app_id: Name = ""
+    app_name: Name = ""
+    org: Name = ""
+    space: Name = ""
+    app_guid: Name = ""
+    instance: int = Field(default=0, ge=0, le=MAX_INSTANCE)
+    rule: Name = Field(default="", description="the rule that applies (first whose scope matches)")
+    started_at: float | None = Field(default=None, allow_inf_nan=False, description="app start (cell clock)")
+    seen_at: float = Field(default=0.0, allow_inf_nan=False, description="when the defender saw the change")
+    protections: Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=16)] = Field(
+        default_factory=list, description="what is on for it: exec, network, dns, pids, ..."
+    )
+
+
+class Workloads(_Msg):
+    """A cell defender's containers: `full` = the complete set (sent on every connection; containers
+    not in it are gone), else changes: `up` added or updated, `gone` stopped (container ids)."""
+
+    type: Literal["workloads"] = "workloads"
+    full: bool = False
+    up: list[Workload] = Field(default_factory=list, max_length=MAX_WORKLOADS)
+    gone: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=MAX_WORKLOADS
     )
 
 
@@ -269,6 +314,7 @@ Message = Annotated[
     | Command
     | CommandResult
     | Error
+    | Workloads
     | ProfileReport,
     Field(discriminator="type"),
 ]
@@ -285,6 +331,7 @@ KNOWN_TYPES = frozenset(
         "command",
         "command_result",
         "error",
+        "workloads",
         "profile",
     }
 )

@@ -48,6 +48,10 @@ class ConsoleMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.resident_bytes = Gauge(
+            "garrison_process_resident_bytes", "Resident set size (RSS) of the console process",
+            registry=self.registry,
+        )  # fmt: skip
         self.policy_revision = Gauge(
             "garrison_policy_revision", "Current runtime policy revision", registry=self.registry
         )

@@ -33,6 +33,7 @@ from garrison.console.connections import (
     with_handshake_timeout,
 )
 from garrison.console.context import ConsoleContext
+from garrison.console.memory import limit_arenas, rss_bytes, trim_while_busy
 from garrison.console.replicas import install_shared_ca, single_console_lock
 from garrison.console.services.channel_backend import ConsoleChannelBackend
 from garrison.console.services.cluster import ClusterService
@@ -95,6 +96,7 @@ def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, Path, Path]:
 
 
 async def serve(cfg: ConsoleConfig) -> None:
+    limit_arenas()  # before the store's worker threads start (see garrison.console.memory)
     before, after = raise_nofile_limit()
     if after != before:
         log.info("raised the open-files limit from %d to %d", before, after)
@@ -105,7 +107,10 @@ async def serve(cfg: ConsoleConfig) -> None:
     await ctx.alerts.configure(await asyncio.to_thread(load_alert_settings, ctx))
     ctx.metrics.policy_revision.set((await asyncio.to_thread(ctx.policies.runtime)).revision)
 
+    ingested = [0]
+
     def on_events(events: list[AuditEvent]) -> None:
+        ingested[0] += len(events)
         ctx.metrics.events_ingested.inc(len(events))
         ctx.alerts.submit(events)
         ctx.live.notify()
@@ -127,7 +132,9 @@ async def serve(cfg: ConsoleConfig) -> None:
     ctx.channel = channel
     _follow_changes(ctx, cluster, channel)
     ctx.metrics.watch_cluster(cluster)
-    ctx.metrics.defenders_connected.set_function(lambda: len(channel.connected_ids()))
+    ctx.metrics.defenders_connected.set_function(channel.connected_count)
+    ctx.metrics.resident_bytes.set_function(rss_bytes)
+    trimmer = asyncio.create_task(trim_while_busy(lambda: (ingested[0], channel.connected_count())))
     https_stats = https_limits_from_env(os.environ.get("GARRISON_HTTPS_LIMITS"))
     ctx.metrics.watch_connections(channel.refused, https_stats)
 
@@ -188,7 +195,9 @@ async def serve(cfg: ConsoleConfig) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             state_path.unlink()
+        trimmer.cancel()
         await channel.stop()
+        await backend.aclose()
         await cluster.stop()
         await ctx.alerts.close()
         await asyncio.to_thread(ctx.scans.stop)

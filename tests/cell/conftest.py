@@ -31,7 +31,7 @@ GARDEN_ID_MAP = [{"containerID": 0, "hostID": MAXIMUS, "size": 1},
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 DYNAMIC = {LOADER.lstrip("/"): LOADER, "lib/x86_64-linux-gnu/libc.so.6": "/lib/x86_64-linux-gnu/libc.so.6",
            "bin/dyn-true": "/usr/bin/true"}
-TOOLS = ("sh", "cat", "ls", "sleep", "echo", "cp", "chmod", "seq", "true", "wget", "nc", "id")
+TOOLS = ("sh", "cat", "ls", "sleep", "echo", "cp", "chmod", "seq", "true", "wget", "nc", "id", "nslookup")
 
 
 def _skip_reason() -> str | None:
@@ -214,9 +214,9 @@ class Audits:
 def defender(runc_root: Path) -> Iterator[Callable[[RuntimePolicy], tuple[CellDefender, Audits]]]:
     started: list[CellDefender] = []
 
-    def start(policy: RuntimePolicy) -> tuple[CellDefender, Audits]:
+    def start(policy: RuntimePolicy, **kw: Any) -> tuple[CellDefender, Audits]:
         audits = Audits()
-        d = CellDefender(policy, audits, roots=[str(runc_root)])
+        d = CellDefender(policy, audits, roots=[str(runc_root)], **kw)
         audits.defender = d
         d.start()
         started.append(d)

@@ -40,6 +40,7 @@ def test_round_trip_every_message() -> None:
         p.Command(id="c1", name="upload_forensics"),
         p.CommandResult(id="c1", ok=True, data={"records": []}),
         p.Error(code="malformed", message="x", fatal=True),
+        p.Workloads(full=True, up=[p.Workload(container_id="c", app_name="a", protections=["exec"])], gone=["g"]),
         p.ProfileReport(
             run_id="r1", controls=["network"], addresses=["10.0.0.2"], routes=["a.apps.internal"],
             destinations=[p.SeenDestination(ip="10.0.0.3", port=8080, names=["b.apps.internal"], first_seen=1, last_seen=2)],

@@ -7,12 +7,15 @@ handed to a worker thread. New events also go to the alert dispatcher, which nev
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from garrison.channel.backend import DefenderHello
-from garrison.channel.protocol import AppIdentity, ProfileReport
+from garrison.channel.protocol import AppIdentity, DefenderType, ProfileReport, Workloads
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.group_commit import GroupCommit
+from garrison.console.services.heartbeats import HeartbeatBuffer
 from garrison.console.services.ingest import EventWriter
 from garrison.console.services.learning import LearningService
 from garrison.console.services.policies import PolicyService
@@ -40,6 +43,11 @@ class ConsoleChannelBackend:
         self.policies = policies
         self.on_events = on_events
         self.writer = EventWriter(store)
+        self.heartbeats = HeartbeatBuffer(store)
+        # Connects and disconnects of a whole reconnecting fleet share transactions, in order.
+        self.connections: GroupCommit[tuple[str, dict[str, Any] | None], dict[str, Any] | None] = GroupCommit(
+            functools.partial(store.defenders.connection_changes, replica_id=replica_id), max_weight=2000
+        )
         self.learning = LearningService(store, policies)
 
     async def enrol(
@@ -50,10 +58,21 @@ class ConsoleChannelBackend:
         csr_pem: bytes,
         requested_id: str,
         identity: AppIdentity | None = None,
+        defender_type: DefenderType = "app-embedded",
     ) -> tuple[str, bytes]:
         return await asyncio.to_thread(
-            self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id, identity
+            self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id, identity, defender_type
         )
+
+    async def workloads(self, defender_id: str, msg: Workloads) -> str:
+        return await asyncio.to_thread(self._workloads, defender_id, msg)
+
+    def _workloads(self, defender_id: str, msg: Workloads) -> str:
+        if self.store.defenders.defender_type(defender_id) != "cell":
+            return "only cell defenders report workloads"
+        up = [wl.model_dump() for wl in msg.up]
+        self.store.workloads.apply(defender_id, up, msg.gone, full=msg.full)
+        return ""
 
     async def defender_connected(self, hello: DefenderHello) -> AppIdentity:
         values: dict[str, Any] = {
@@ -68,16 +87,19 @@ class ConsoleChannelBackend:
             "kernel": hello.kernel,
             "remote_addr": hello.remote_addr[:64],
         }
-        if self.replica_id is not None:
-            values["replica_id"] = self.replica_id
-        bound = await asyncio.to_thread(self.store.defenders.connected, hello.defender_id, values)
+        bound = await self.connections.submit((hello.defender_id, values))
+        assert bound is not None
         return AppIdentity.model_construct(**bound)
 
     async def defender_disconnected(self, defender_id: str) -> None:
-        await asyncio.to_thread(self.store.defenders.disconnected, defender_id, self.replica_id)
+        await self.connections.submit((defender_id, None))
 
     async def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.store.defenders.heartbeat, defender_id, stats, self.replica_id)
+        self.heartbeats.record(defender_id, stats)  # written with the others within a second
+
+    async def aclose(self) -> None:
+        """After the channel stopped: write the heartbeats still buffered."""
+        await self.heartbeats.aclose()
 
     async def current_policy(self) -> RuntimePolicy:
         return await asyncio.to_thread(self.policies.runtime)

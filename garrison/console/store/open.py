@@ -19,6 +19,7 @@ from garrison.console.store.profiles import ProfileStore
 from garrison.console.store.scans import ScanStore
 from garrison.console.store.settings import SettingsStore
 from garrison.console.store.users import UserStore
+from garrison.console.store.workloads import WorkloadStore
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Store:
     settings: SettingsStore
     hosts: HostStore
     cluster: ClusterStore
+    workloads: WorkloadStore
     profiles: ProfileStore
 
     @classmethod
@@ -50,6 +52,7 @@ class Store:
             settings=SettingsStore(engine),
             hosts=HostStore(engine),
             cluster=ClusterStore(engine),
+            workloads=WorkloadStore(engine),
             profiles=ProfileStore(engine),
         )
 

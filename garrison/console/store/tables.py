@@ -106,6 +106,29 @@ defenders = Table(
     Column("token_id", Integer, nullable=True),
     # which console replica holds the connection (migration cluster_0001); its lease decides staleness
     Column("replica_id", String(64), nullable=True, index=True),
+    Column("defender_type", String(16), nullable=False, server_default="app-embedded"),
+)
+
+# The app containers each cell defender protects: one workload per container (issue 15).
+cell_workloads = Table(
+    "cell_workloads",
+    metadata,
+    Column("defender_id", String(256), primary_key=True),
+    Column("container_id", String(256), primary_key=True),
+    Column("app_id", String(256), nullable=False, server_default=""),
+    Column("app_name", String(256), nullable=False, server_default=""),
+    Column("org", String(256), nullable=False, server_default=""),
+    Column("space", String(256), nullable=False, server_default=""),
+    Column("app_guid", String(256), nullable=False, server_default=""),
+    Column("instance", Integer, nullable=False, server_default="0"),
+    Column("rule", String(256), nullable=False, server_default=""),
+    Column("protections", JSON, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("seen_at", Float, nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("gone_at", Float, nullable=True),
+    Index("ix_cell_workloads_app", "app_name"),
 )
 
 events = Table(
