@@ -7,6 +7,7 @@ handed to a worker thread. New events also go to the alert dispatcher, which nev
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,7 +36,10 @@ class ConsoleChannelBackend:
         policies: PolicyService,
         on_events: Callable[[list[AuditEvent]], None] | None = None,
         scans: ScanService | None = None,
+        replica_id: str | None = None,
     ) -> None:
+        """`replica_id`: this console replica, recorded as the holder of each connection."""
+        self.replica_id = replica_id
         self.scans = scans
         self.store = store
         self.defenders = defenders
@@ -45,7 +49,7 @@ class ConsoleChannelBackend:
         self.heartbeats = HeartbeatBuffer(store)
         # Connects and disconnects of a whole reconnecting fleet share transactions, in order.
         self.connections: GroupCommit[tuple[str, dict[str, Any] | None], dict[str, Any] | None] = GroupCommit(
-            store.defenders.connection_changes, max_weight=2000
+            functools.partial(store.defenders.connection_changes, replica_id=replica_id), max_weight=2000
         )
         self.learning = LearningService(store, policies)
 
