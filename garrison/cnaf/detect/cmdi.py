@@ -72,7 +72,8 @@ _DEQUOTE = re.compile(r"(?<=\w)(?:''|\"\"|\\)(?=\w)|(?<=\w)['\"\\](?=\w)")
 _EMPTY_EXPANSION = re.compile(r"(?<=\w)\$(?:@|\*|-|\?|\{\w{0,8}\})(?=[\w/])")
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d+)?\b|\{,|,\}", re.I)
 _QUICK = re.compile(
-    r"[;|&`$\n\r]|[<>]\(|/\w{0,4}[*?]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b|\s-(?:ex|[ecr])\b|-exec\b|\bawk\b", re.I
+    r"[;|&`$\n\r]|[<>]\(|/\w{0,4}[*?]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b|\s-(?:ex|[ecr])\b|-exec\b|\bawk\b",
+    re.I,
 )
 
 
