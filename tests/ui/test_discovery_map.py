@@ -231,3 +231,34 @@ def _has(cls: str) -> Any:
 def _rule_of(console: Any, org: str, space: str, app: str) -> dict[str, Any]:
     pol = console.policy()
     return next(r for r in pol["rules"] if r["name"] == f"learned: {org}/{space}/{app}")
+
+
+def test_auditor_reads_the_map_and_profiles_but_makes_no_rules(
+    browser: Any, console: Any, estate: None
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.ui.test_browser import TIMEOUT_MS, login
+
+    console.create_user("map-auditor", "auditor-password-1", "auditor")
+    ctx = browser.new_context(
+        base_url=console.url, ignore_https_errors=True, viewport={"width": 1280, "height": 800}
+    )
+    ctx.set_default_timeout(TIMEOUT_MS)
+    try:
+        p = ctx.new_page()
+        login(p, "map-auditor", "auditor-password-1")
+        p.goto(f"/discovery?org={ORG}")
+        _map_ready(p)
+        expect(p.locator(f'#map [data-v="{node("dev", WORKER)}"]')).to_have_count(1)
+        expect(p.locator("#sel-allow")).to_be_hidden()
+        expect(p.locator("#sel-deny")).to_be_hidden()
+        p.goto("/learning")
+        expect(p.locator("#learn-form")).to_be_hidden()
+        p.fill("#prof-q", ORG)
+        p.locator("#profiles-table tbody tr", has_text=FRONT).locator("a", has_text=FRONT).click()
+        expect(p.locator("#review-title")).to_contain_text(FRONT)
+        expect(p.locator("#accept")).to_be_hidden()
+        expect(p.locator("#enforce")).to_be_hidden()
+    finally:
+        ctx.close()
