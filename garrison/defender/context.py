@@ -87,6 +87,10 @@ class DefenderContext:
     def record(self, kind: str, **facts: object) -> None:
         self.forensics.add(kind, **facts)
 
+    def record_lines(self, lines: str) -> None:
+        """Forensic lines already formatted (the native data plane writes its own "net" lines)."""
+        self.forensics.add_lines(lines)
+
 
 class RateWindow:
     """Events in the last second, counted in 20 slots of 50 ms. A whole-second counter that weights

@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,6 +47,9 @@
 #endif
 #ifndef SYS_pidfd_getfd
 #define SYS_pidfd_getfd 438
+#endif
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL /* 6.9: a pidfd for one thread */
 #endif
 #ifndef MSG_FASTOPEN
 #define MSG_FASTOPEN 0x20000000
@@ -113,6 +117,7 @@ struct record {
     uint8_t caddr[16];
     char *blob; /* malloc'd: process identity (audits) or path+argv (exec); the consumer frees it */
     uint32_t blob_len;
+    int64_t t_ns; /* CLOCK_REALTIME of the decision (the forensic line's time) */
 };
 
 struct cell {
@@ -129,9 +134,18 @@ struct pending {
     uint64_t args[6];
 };
 
+#define PIDFD_CACHE 256 /* per-thread pidfds the loop keeps open (direct-mapped by tid) */
+
+struct pidfd_slot {
+    uint32_t tid;
+    int fd; /* -1: empty */
+};
+
 typedef struct {
     PyObject_HEAD
     int listener;
+    _Atomic int stopping, exited;
+    struct pidfd_slot pidfds[PIDFD_CACHE]; /* touched by the loop thread only */
     int stop_fd;  /* eventfd: stop the loop */
     int wake_fd;  /* eventfd: records worth draining now */
     pthread_t thread;
@@ -151,7 +165,7 @@ typedef struct {
     int hclosed;
     /* counters */
     _Atomic uint64_t n_recv, n_native, n_handoff, n_emulated, n_continued, n_refused, n_drops,
-        n_waiters, n_gone, n_wake, n_exec, n_fork;
+        n_waiters, n_gone, n_wake, n_exec, n_fork, n_pidfd_open;
     _Atomic int waiters_live;
 } LoopObject;
 
@@ -196,12 +210,9 @@ static ssize_t read_mem(uint32_t tid, uint64_t addr, void *buf, size_t len) {
     return n < 0 ? (errno == EIO ? 0 : -1) : n;
 }
 
-/* read exactly len bytes, then check the notification is still pending */
-static int read_checked(LoopObject *L, const struct seccomp_notif *n, uint64_t addr, void *buf, size_t len) {
-    ssize_t got = read_mem(n->pid, addr, buf, len);
-    if (!id_valid(L->listener, n->id))
-        return -2; /* gone */
-    return got == (ssize_t)len ? 0 : -1;
+/* read exactly len bytes (0) or not (-1); the caller checks ID_VALID before acting on them */
+static int read_exact(uint32_t tid, uint64_t addr, void *buf, size_t len) {
+    return read_mem(tid, addr, buf, len) == (ssize_t)len ? 0 : -1;
 }
 
 static int tgid_of(uint32_t tid) {
@@ -221,18 +232,74 @@ static int tgid_of(uint32_t tid) {
     return tgid;
 }
 
-/* pidfd of the thread group of tid (pidfd_open only accepts a group leader) */
-static int open_pidfd(uint32_t tid, uint32_t *pid_out) {
+/* pidfd of the thread group of tid (pidfd_open only accepts a group leader without PIDFD_THREAD) */
+static int open_pidfd(uint32_t tid) {
     int fd = (int)syscall(SYS_pidfd_open, (long)tid, 0L);
-    if (fd >= 0) {
-        *pid_out = tid;
+    if (fd >= 0)
         return fd;
-    }
     int tgid = tgid_of(tid);
     if (tgid <= 0)
         return -1;
-    *pid_out = (uint32_t)tgid;
     return (int)syscall(SYS_pidfd_open, (long)tgid, 0L);
+}
+
+static _Atomic int pidfd_thread_ok = 1;
+
+/* A pidfd for the thread `tid`, kept open across notifications: a pidfd names one struct pid, never
+ * a number, so a cached one can never reach another task -- once its thread is gone every call on it
+ * fails (ESRCH) and the caller reopens. *cached says whether the caller may retry with a fresh one.
+ * Kernels before 6.9 (no PIDFD_THREAD): the thread group's pidfd, opened per call as before, because
+ * a group pidfd cached under a thread's number could outlive that thread and name another process. */
+static int thread_pidfd(LoopObject *L, uint32_t tid, int *cached) {
+    struct pidfd_slot *slot = &L->pidfds[tid % PIDFD_CACHE];
+    *cached = 0;
+    if (slot->fd >= 0 && slot->tid == tid) {
+        *cached = 1;
+        return slot->fd;
+    }
+    if (atomic_load_explicit(&pidfd_thread_ok, memory_order_relaxed)) {
+        int fd = (int)syscall(SYS_pidfd_open, (long)tid, (long)PIDFD_THREAD);
+        if (fd >= 0) {
+            atomic_fetch_add_explicit(&L->n_pidfd_open, 1, memory_order_relaxed);
+            if (slot->fd >= 0)
+                close(slot->fd);
+            slot->tid = tid;
+            slot->fd = fd;
+            return fd;
+        }
+        if (errno != EINVAL)
+            return -1;
+        atomic_store(&pidfd_thread_ok, 0);
+    }
+    return open_pidfd(tid);
+}
+
+static void forget_pidfd(LoopObject *L, uint32_t tid) {
+    struct pidfd_slot *slot = &L->pidfds[tid % PIDFD_CACHE];
+    if (slot->fd >= 0 && slot->tid == tid) {
+        close(slot->fd);
+        slot->fd = -1;
+    }
+}
+
+/* the app's descriptor target_fd, through the thread's pidfd (a stale cached pidfd is reopened once) */
+static int getfd_of(LoopObject *L, uint32_t tid, int target_fd) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int cached;
+        int pfd = thread_pidfd(L, tid, &cached);
+        if (pfd < 0)
+            return -1;
+        int fd = (int)syscall(SYS_pidfd_getfd, (long)pfd, (long)target_fd, 0L);
+        int e = errno;
+        if (!cached && L->pidfds[tid % PIDFD_CACHE].fd != pfd)
+            close(pfd); /* not kept (old kernel) */
+        if (fd >= 0 || !cached || e == EBADF) {
+            errno = e;
+            return fd;
+        }
+        forget_pidfd(L, tid); /* the thread this pidfd named is gone: the tid was reused */
+    }
+    return -1;
 }
 
 /* A NUL-terminated string from the target (page by page, so a string ending just before an unmapped
@@ -320,6 +387,9 @@ static void ring_push(LoopObject *L, const struct record *r, int urgent) {
         }
     }
     c->rec = *r;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    c->rec.t_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
     atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
     if (!urgent) {
         size_t used = pos + 1 - atomic_load_explicit(&L->deq, memory_order_relaxed);
@@ -635,15 +705,11 @@ static int classify(const uint8_t *raw, size_t len, struct dest *d) {
 
 /* ---- one notification --------------------------------------------------------------------------- */
 struct sock {
-    int fd, type, domain, nonblocking;
+    int fd, type, domain, nonblocking, fl;
 };
 
-static int take_sock(const struct seccomp_notif *n, LoopObject *L, int target_fd, struct sock *s, uint32_t *pid) {
-    int pfd = open_pidfd(n->pid, pid);
-    if (pfd < 0)
-        return -1;
-    s->fd = (int)syscall(SYS_pidfd_getfd, (long)pfd, (long)target_fd, 0L);
-    close(pfd);
+static int take_sock(const struct seccomp_notif *n, LoopObject *L, int target_fd, struct sock *s) {
+    s->fd = getfd_of(L, n->pid, target_fd);
     if (s->fd < 0)
         return -1;
     if (!id_valid(L->listener, n->id)) {
@@ -659,9 +725,18 @@ static int take_sock(const struct seccomp_notif *n, LoopObject *L, int target_fd
     }
     sl = sizeof s->domain;
     getsockopt(s->fd, SOL_SOCKET, SO_DOMAIN, &s->domain, &sl);
-    int fl = fcntl(s->fd, F_GETFL);
-    s->nonblocking = fl >= 0 && (fl & O_NONBLOCK);
+    s->fl = fcntl(s->fd, F_GETFL);
+    s->nonblocking = s->fl >= 0 && (s->fl & O_NONBLOCK);
     return 0;
+}
+
+/* Our copy of the app's socket is closed before the answer: closed after it, it could be the last
+ * reference (the app closes at once) and the connection's teardown would run on the loop thread
+ * while the app's next notification waits. */
+static void drop_sock(struct sock *s) {
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
 }
 
 static void record_net(LoopObject *L, uint32_t pid, const struct dest *d, int proto, const struct verdict *v,
@@ -748,10 +823,9 @@ static int emulate_connect(LoopObject *L, const struct seccomp_notif *n, struct 
                            size_t len) {
     int err = 0;
     if (s->type == SOCK_STREAM && !s->nonblocking) {
-        int fl = fcntl(s->fd, F_GETFL);
-        fcntl(s->fd, F_SETFL, fl | O_NONBLOCK);
+        fcntl(s->fd, F_SETFL, s->fl | O_NONBLOCK);
         err = connect(s->fd, (const struct sockaddr *)raw, (socklen_t)len) < 0 ? errno : 0;
-        fcntl(s->fd, F_SETFL, fl);
+        fcntl(s->fd, F_SETFL, s->fl);
         if (err == EINPROGRESS) {
             struct pollfd p = {s->fd, POLLOUT, 0};
             if (poll(&p, 1, 0) > 0) {
@@ -760,8 +834,11 @@ static int emulate_connect(LoopObject *L, const struct seccomp_notif *n, struct 
                 struct waiter *w = malloc(sizeof *w);
                 pthread_t th;
                 pthread_attr_t at;
-                if (!w)
-                    return reply(L->listener, n->id, 0, ENOMEM, 0), 1;
+                if (!w) {
+                    drop_sock(s);
+                    reply(L->listener, n->id, 0, ENOMEM, 0);
+                    return 1;
+                }
                 w->L = L;
                 w->id = n->id;
                 w->fd = s->fd;
@@ -775,6 +852,7 @@ static int emulate_connect(LoopObject *L, const struct seccomp_notif *n, struct 
                     atomic_fetch_sub(&L->waiters_live, 1);
                     free(w);
                     pthread_attr_destroy(&at);
+                    drop_sock(s);
                     reply(L->listener, n->id, 0, EAGAIN, 0);
                     return 1;
                 }
@@ -788,6 +866,7 @@ static int emulate_connect(LoopObject *L, const struct seccomp_notif *n, struct 
         err = connect(s->fd, (const struct sockaddr *)raw, (socklen_t)len) < 0 ? errno : 0;
     }
     atomic_fetch_add(&L->n_emulated, 1);
+    drop_sock(s);
     reply(L->listener, n->id, 0, err, 0);
     return 1;
 }
@@ -870,10 +949,10 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
     struct dest d;
     if (!ptr || len < 2 || len > MAX_SOCKADDR)
         return 0;
-    int r = read_checked(L, n, ptr, raw, len);
-    if (r == -2)
-        return atomic_fetch_add(&L->n_gone, 1), 1;
-    if (r < 0)
+    /* No ID_VALID yet: every path that acts on these bytes checks it once, later (the socket's
+     * take_sock, or just below before a CONTINUE) -- a notification still pending then means the
+     * thread read here was the one waiting. A failed read goes to Python, which re-reads. */
+    if (read_exact(n->pid, ptr, raw, len) < 0)
         return 0;
     int cls = classify(raw, len, &d);
     if (cls == A_ODD)
@@ -882,6 +961,8 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
         return 0; /* DNS redirect to the defender's resolver: Python */
     if (cls == A_DECIDE && (t->h.flags & F_INERT) && !(t->h.flags & F_HANDOFF_NET)) {
         struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0, 0};
+        if (!id_valid(L->listener, n->id))
+            return atomic_fetch_add(&L->n_gone, 1), 1;
         record_net(L, n->pid, &d, 0, &v, t->generation, NULL);
         atomic_fetch_add(&L->n_continued, 1);
         reply(L->listener, n->id, 0, 0, 1);
@@ -891,9 +972,8 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
         return 0; /* Garden-style hosts: Python's fallback */
     if (cls == A_DECIDE && (t->h.flags & F_HANDOFF_NET))
         return 0;
-    struct sock s = {-1, 0, 0, 0};
-    uint32_t pid = n->pid;
-    r = take_sock(n, L, (int)n->data.args[0], &s, &pid);
+    struct sock s = {-1, 0, 0, 0, 0};
+    int r = take_sock(n, L, (int)n->data.args[0], &s);
     if (r == -2)
         return atomic_fetch_add(&L->n_gone, 1), 1;
     if (r < 0)
@@ -904,12 +984,14 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
          * thread writes meanwhile: CONTINUE is safe. An IP socket with a non-IP family goes to Python. */
         if (s.domain != AF_INET && s.domain != AF_INET6) {
             atomic_fetch_add(&L->n_continued, 1);
+            drop_sock(&s);
             reply(L->listener, n->id, 0, 0, 1);
             done = 1;
         }
     } else {
-        int v = verdict_for(L, t, pid, &d, &s, 0);
+        int v = verdict_for(L, t, n->pid, &d, &s, 0);
         if (v > 0) {
+            drop_sock(&s);
             reply(L->listener, n->id, 0, v, 0);
             done = 1;
         } else if (v == 0) {
@@ -933,6 +1015,8 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
         return 0;
     if (cls == A_DECIDE && (t->h.flags & F_INERT) && !(t->h.flags & F_HANDOFF_NET)) {
         struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0, 0};
+        if (!id_valid(L->listener, n->id))
+            return atomic_fetch_add(&L->n_gone, 1), 1;
         record_net(L, n->pid, &d, 0, &v, t->generation, NULL);
         atomic_fetch_add(&L->n_continued, 1);
         reply(L->listener, n->id, 0, 0, 1);
@@ -940,9 +1024,8 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     }
     if (!(t->h.flags & F_EMULATE) || (cls == A_DECIDE && (t->h.flags & F_HANDOFF_NET)))
         return 0;
-    struct sock s = {-1, 0, 0, 0};
-    uint32_t pid = n->pid;
-    int r = take_sock(n, L, fd, &s, &pid);
+    struct sock s = {-1, 0, 0, 0, 0};
+    int r = take_sock(n, L, fd, &s);
     if (r == -2)
         return atomic_fetch_add(&L->n_gone, 1), 1;
     if (r < 0)
@@ -952,6 +1035,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (cls == A_PASS) {
         if (s.domain != AF_INET && s.domain != AF_INET6) {
             atomic_fetch_add(&L->n_continued, 1);
+            drop_sock(&s);
             reply(L->listener, n->id, 0, 0, 1);
             done = 1;
         }
@@ -960,6 +1044,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (s.type == SOCK_STREAM && !(flags & MSG_FASTOPEN)) {
         /* a connected stream socket ignores the address: its peer was decided at connect */
         atomic_fetch_add(&L->n_continued, 1);
+        drop_sock(&s);
         reply(L->listener, n->id, 0, 0, 1);
         done = 1;
         goto out;
@@ -969,10 +1054,11 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
         goto out; /* a blocking Fast Open connect waits: Python's worker path */
     if (size_hint > MAX_PAYLOAD && s.type != SOCK_STREAM)
         goto out; /* EMSGSIZE and its audit: Python */
-    int v = verdict_for(L, t, pid, &d, &s, 0);
+    int v = verdict_for(L, t, n->pid, &d, &s, 0);
     if (v < 0)
         goto out;
     if (v > 0) {
+        drop_sock(&s);
         reply(L->listener, n->id, 0, v, 0);
         done = 1;
         goto out;
@@ -999,6 +1085,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (blocking && (err == EAGAIN || err == EWOULDBLOCK))
         goto out; /* nothing was sent: Python's worker waits for buffer space */
     atomic_fetch_add(&L->n_emulated, 1);
+    drop_sock(&s);
     if (err)
         reply(L->listener, n->id, 0, err, 0);
     else
@@ -1024,10 +1111,7 @@ static int on_sendto(LoopObject *L, const struct tables *t, const struct seccomp
     if (len < 2 || len > MAX_SOCKADDR)
         return 0;
     uint8_t raw[MAX_SOCKADDR];
-    int r = read_checked(L, n, ptr, raw, len);
-    if (r == -2)
-        return atomic_fetch_add(&L->n_gone, 1), 1;
-    if (r < 0)
+    if (read_exact(n->pid, ptr, raw, len) < 0) /* ID_VALID: send_common, before acting */
         return 0;
     struct iovec iov = {(void *)(uintptr_t)buf, size > MAX_PAYLOAD ? MAX_PAYLOAD : size};
     return send_common(L, t, n, (int)n->data.args[0], raw, len, flags, &iov, size ? 1 : 0, NULL, 0, size);
@@ -1043,11 +1127,8 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
     int flags = (int)n->data.args[2];
     if (!mptr)
         return 0;
-    struct app_msghdr h;
-    int r = read_checked(L, n, mptr, &h, sizeof h);
-    if (r == -2)
-        return atomic_fetch_add(&L->n_gone, 1), 1;
-    if (r < 0)
+    struct app_msghdr h; /* these reads are checked (ID_VALID) by send_common before it acts */
+    if (read_exact(n->pid, mptr, &h, sizeof h) < 0)
         return 0;
     uint32_t namelen = (uint32_t)h.namelen;
     if (!h.name) {
@@ -1060,19 +1141,13 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
     if (namelen > MAX_SOCKADDR)
         return 0; /* the kernel clamps to 128: Python's normalisation decides */
     uint8_t raw[MAX_SOCKADDR];
-    r = read_checked(L, n, h.name, raw, namelen);
-    if (r == -2)
-        return atomic_fetch_add(&L->n_gone, 1), 1;
-    if (r < 0)
+    if (read_exact(n->pid, h.name, raw, namelen) < 0)
         return 0;
     struct iovec iov[UIO_MAX];
     size_t cnt = (size_t)h.iovlen;
     uint64_t hint = 0;
     if (cnt) {
-        r = read_checked(L, n, h.iov, iov, cnt * sizeof(struct iovec));
-        if (r == -2)
-            return atomic_fetch_add(&L->n_gone, 1), 1;
-        if (r < 0)
+        if (read_exact(n->pid, h.iov, iov, cnt * sizeof(struct iovec)) < 0)
             return 0;
         for (size_t i = 0; i < cnt; i++)
             hint += iov[i].iov_len;
@@ -1082,11 +1157,8 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
         control = malloc(h.controllen);
         if (!control)
             return 0;
-        r = read_checked(L, n, h.control, control, h.controllen);
-        if (r < 0) {
+        if (read_exact(n->pid, h.control, control, h.controllen) < 0) {
             free(control);
-            if (r == -2)
-                return atomic_fetch_add(&L->n_gone, 1), 1;
             return 0;
         }
     }
@@ -1211,29 +1283,43 @@ static void handle(LoopObject *L, const struct seccomp_notif *n) {
         handoff(L, n);
 }
 
+/* The loop waits in SECCOMP_IOCTL_NOTIF_RECV itself (no poll first: one syscall less per
+ * notification, and with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP the kernel switches straight from the
+ * app's thread to this one on the same CPU). The receive returns ENOENT once no task uses the filter
+ * (the app tree is gone), and stop() interrupts it with WAKE_SIGNAL, which only this thread takes. */
+#define WAKE_SIGNAL (SIGRTMIN + 6)
+
+static void wake_handler(int sig) { (void)sig; }
+
+static int listener_hung_up(int listener) {
+    struct pollfd p = {listener, POLLIN, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p.revents & POLLIN);
+}
+
 static void *loop_main(void *arg) {
     LoopObject *L = arg;
-    struct pollfd p[2] = {{L->listener, POLLIN, 0}, {L->stop_fd, POLLIN, 0}};
+    sigset_t only_wake;
+    sigfillset(&only_wake);
+    sigdelset(&only_wake, WAKE_SIGNAL);
+    pthread_sigmask(SIG_SETMASK, &only_wake, NULL); /* the app's and the operator's signals go to Python */
     struct seccomp_notif n;
-    for (;;) {
-        int r = poll(p, 2, -1);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
+    int use_poll = getenv("H11_POLL") != NULL;
+    while (!atomic_load_explicit(&L->stopping, memory_order_acquire)) {
+        if (use_poll) {
+            struct pollfd p = {L->listener, POLLIN, 0};
+            int pr = poll(&p, 1, -1);
+            if (pr < 0 && errno == EINTR) continue;
+            if (pr > 0 && !(p.revents & POLLIN)) break;
         }
-        if (p[1].revents)
-            break;
-        if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-            if (!(p[0].revents & POLLIN))
-                break; /* every task of the filter is gone */
-        }
-        if (!(p[0].revents & POLLIN))
-            continue;
         memset(&n, 0, sizeof n);
         if (ioctl(L->listener, SECCOMP_IOCTL_NOTIF_RECV, &n) < 0) {
-            if (errno == EINTR || errno == ENOENT)
+            if (errno == EINTR)
                 continue;
+            if (errno == ENOENT) { /* the waiting task died, or no task uses the filter any more */
+                if (listener_hung_up(L->listener))
+                    break;
+                continue;
+            }
             break;
         }
         atomic_fetch_add(&L->n_recv, 1);
@@ -1244,6 +1330,7 @@ static void *loop_main(void *arg) {
     pthread_cond_broadcast(&L->hcv);
     pthread_cond_broadcast(&L->hspace);
     pthread_mutex_unlock(&L->hmu);
+    atomic_store_explicit(&L->exited, 1, memory_order_release);
     return NULL;
 }
 
@@ -1312,6 +1399,8 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "ring_slots must be a power of two >= 64");
         return -1;
     }
+    for (int i = 0; i < PIDFD_CACHE; i++)
+        self->pidfds[i].fd = -1;
     self->listener = listener;
     self->stop_fd = eventfd(0, EFD_CLOEXEC);
     self->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1360,6 +1449,17 @@ static PyObject *Loop_start(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
         PyErr_SetString(PyExc_RuntimeError, "set_tables() before start()");
         return NULL;
     }
+    struct sigaction cur;
+    if (sigaction(WAKE_SIGNAL, NULL, &cur) == 0 && cur.sa_handler != wake_handler) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = wake_handler; /* no SA_RESTART: the blocked receive returns EINTR */
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(WAKE_SIGNAL, &sa, NULL) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    atomic_store(&self->stopping, 0);
+    atomic_store(&self->exited, 0);
     int e = pthread_create(&self->thread, NULL, loop_main, self);
     if (e) {
         errno = e;
@@ -1374,9 +1474,16 @@ static PyObject *Loop_stop(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     if (!self->running)
         Py_RETURN_NONE;
     uint64_t one = 1;
-    if (write(self->stop_fd, &one, sizeof one) < 0) {
+    if (write(self->stop_fd, &one, sizeof one) < 0) { /* wakes drain() */
     }
+    atomic_store_explicit(&self->stopping, 1, memory_order_release);
     Py_BEGIN_ALLOW_THREADS
+    /* the signal may land just before the thread enters the receive: repeat until it has left */
+    struct timespec tick = {0, 2000000};
+    while (!atomic_load_explicit(&self->exited, memory_order_acquire)) {
+        pthread_kill(self->thread, WAKE_SIGNAL);
+        nanosleep(&tick, NULL);
+    }
     pthread_join(self->thread, NULL);
     struct timespec ts = {0, 1000000};
     for (int i = 0; i < 10000 && atomic_load(&self->waiters_live) > 0; i++)
@@ -1432,10 +1539,81 @@ static PyObject *Loop_take(LoopObject *self, PyObject *args) {
                          p.args[2], p.args[3], p.args[4], p.args[5]);
 }
 
-/* drain(max, timeout_ms) -> list of record tuples (waits until something is urgent or the timeout) */
+/* An address as Python's ipaddress writes it (str(IPv4Address) / str(IPv6Address): lowercase hex,
+ * the longest run of two or more zero groups -- the first of equal runs -- written "::"). */
+static int fmt_ip(char *out, size_t cap, int v6, const uint8_t *a) {
+    if (!v6)
+        return snprintf(out, cap, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+    uint16_t w[8];
+    for (int i = 0; i < 8; i++)
+        w[i] = (uint16_t)((a[2 * i] << 8) | a[2 * i + 1]);
+    int best = -1, best_len = 0;
+    for (int i = 0; i < 8;) {
+        if (w[i]) {
+            i++;
+            continue;
+        }
+        int j = i;
+        while (j < 8 && !w[j])
+            j++;
+        if (j - i > best_len) {
+            best = i;
+            best_len = j - i;
+        }
+        i = j;
+    }
+    if (best_len < 2)
+        best = -1;
+    int off = 0;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            off += snprintf(out + off, cap - (size_t)off, i == 0 ? "::" : ":");
+            i += best_len - 1;
+            continue;
+        }
+        off += snprintf(out + off, cap - (size_t)off, "%x%s", w[i], i < 7 ? ":" : "");
+    }
+    return off;
+}
+
+/* The forensic "net" line the network guard writes for an allowed destination (same keys, same
+ * order as json.dumps of its record() call), stamped with the time of the decision. */
+static int fmt_net_line(char *out, size_t cap, const struct record *r) {
+    char ip[64], t[48];
+    fmt_ip(ip, sizeof ip, r->family == 6, r->addr);
+    long long us = (long long)((r->t_ns + 500) / 1000);
+    int tl = snprintf(t, sizeof t, "%lld.%06lld", us / 1000000LL, us % 1000000LL);
+    while (tl > 2 && t[tl - 1] == '0' && t[tl - 2] != '.') /* like Python's repr of round(t, 6) */
+        t[--tl] = 0;
+    const char *proto = r->proto == 1 ? "tcp" : r->proto == 2 ? "udp" : NULL;
+    if (!proto)
+        return snprintf(out, cap, "{\"t\": %s, \"kind\": \"net\", \"pid\": %u, \"dest_ip\": \"%s\", \"dest_port\": %u}\n",
+                        t, r->pid, ip, r->port);
+    return snprintf(out, cap,
+                    "{\"t\": %s, \"kind\": \"net\", \"pid\": %u, \"dest_ip\": \"%s\", \"dest_port\": %u, "
+                    "\"protocol\": \"%s\", \"names\": []}\n",
+                    t, r->pid, ip, r->port, proto);
+}
+
+static int flush_lines(PyObject *out, char *buf, size_t *len) {
+    if (!*len)
+        return 0;
+    PyObject *s = PyUnicode_DecodeASCII(buf, (Py_ssize_t)*len, NULL);
+    *len = 0;
+    if (!s || PyList_Append(out, s) < 0) {
+        Py_XDECREF(s);
+        return -1;
+    }
+    Py_DECREF(s);
+    return 0;
+}
+
+/* drain(max, timeout_ms, lines=False) -> list of record tuples (waits until something is urgent or
+ * the timeout). lines=True: each run of allowed-destination records comes as one str of forensic
+ * "net" lines instead (formatted here: the common record never becomes Python objects). */
 static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
-    int max = 4096, timeout_ms = 100;
-    if (!PyArg_ParseTuple(args, "|ii", &max, &timeout_ms))
+    int max = 4096, timeout_ms = 100, lines = 0;
+    if (!PyArg_ParseTuple(args, "|iip", &max, &timeout_ms, &lines))
         return NULL;
     if (timeout_ms > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -1450,8 +1628,25 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     PyObject *out = PyList_New(0);
     if (!out)
         return NULL;
+    enum { LINE_MAX_LEN = 256, LINES_CAP = 1 << 16 };
+    char *buf = lines ? malloc(LINES_CAP) : NULL;
+    size_t blen = 0;
+    if (lines && !buf) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
     struct record r;
     for (int i = 0; i < max && ring_pop(self, &r); i++) {
+        if (lines && r.kind == REC_NET) {
+            if (blen + LINE_MAX_LEN > LINES_CAP && flush_lines(out, buf, &blen) < 0)
+                goto fail;
+            blen += (size_t)fmt_net_line(buf + blen, LINES_CAP - blen, &r);
+            continue;
+        }
+        if (flush_lines(out, buf, &blen) < 0) {
+            free(r.blob);
+            goto fail;
+        }
         PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#y#)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
                                     r.entry, r.effect, r.blocked, r.err, (unsigned long long)r.generation,
                                     (const char *)r.addr, (Py_ssize_t)(r.family == 6 ? 16 : 4),
@@ -1460,23 +1655,45 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
         free(r.blob);
         if (!t || PyList_Append(out, t) < 0) {
             Py_XDECREF(t);
-            Py_DECREF(out);
-            return NULL;
+            goto fail;
         }
         Py_DECREF(t);
     }
+    if (flush_lines(out, buf, &blen) < 0)
+        goto fail;
+    free(buf);
     return out;
+fail:
+    free(buf);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* format_ip(addr) -> str: the loop's address formatting (tests compare it with ipaddress) */
+static PyObject *mod_format_ip(PyObject *m, PyObject *args) {
+    const char *a;
+    Py_ssize_t alen;
+    if (!PyArg_ParseTuple(args, "y#", &a, &alen))
+        return NULL;
+    if (alen != 4 && alen != 16) {
+        PyErr_SetString(PyExc_ValueError, "address must be 4 or 16 bytes");
+        return NULL;
+    }
+    char out[64];
+    fmt_ip(out, sizeof out, alen == 16, (const uint8_t *)a);
+    return PyUnicode_FromString(out);
 }
 
 static PyObject *Loop_stats(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
         "native", (unsigned long long)atomic_load(&self->n_native), "handed_over",
         (unsigned long long)atomic_load(&self->n_handoff), "emulated", (unsigned long long)atomic_load(&self->n_emulated),
         "continued", (unsigned long long)atomic_load(&self->n_continued), "refused",
         (unsigned long long)atomic_load(&self->n_refused), "dropped", (unsigned long long)atomic_load(&self->n_drops),
         "waiters", (unsigned long long)atomic_load(&self->n_waiters), "gone", (unsigned long long)atomic_load(&self->n_gone),
-        "wakeups", (unsigned long long)atomic_load(&self->n_wake), "execs",
+        "wakeups", (unsigned long long)atomic_load(&self->n_wake), "pidfds_opened",
+        (unsigned long long)atomic_load(&self->n_pidfd_open), "execs",
         (unsigned long long)atomic_load(&self->n_exec), "forks", (unsigned long long)atomic_load(&self->n_fork),
         "ring_slots", (Py_ssize_t)(self->ring_mask + 1));
 }
@@ -1490,6 +1707,10 @@ static void Loop_dealloc(LoopObject *self) {
         while (ring_pop(self, &r))
             free(r.blob);
     }
+    if (self->ring) /* set after the pidfd slots were emptied */
+        for (int i = 0; i < PIDFD_CACHE; i++)
+            if (self->pidfds[i].fd >= 0)
+                close(self->pidfds[i].fd);
     free(self->ring);
     if (self->stop_fd > 0)
         close(self->stop_fd);
@@ -1555,6 +1776,7 @@ static PyObject *mod_decide(PyObject *m, PyObject *args) {
 
 static PyMethodDef mod_methods[] = {
     {"decide", mod_decide, METH_VARARGS, "Decide one destination from a table blob (for tests)."},
+    {"format_ip", mod_format_ip, METH_VARARGS, "An address as the forensic lines write it (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 

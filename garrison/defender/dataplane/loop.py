@@ -164,7 +164,7 @@ class NativeDataplane:
         self._loop.stop()
         for t in self._workers:
             t.join(timeout=5)
-        self._process(self._loop.drain(1 << 20, 0))
+        self._process(self._loop.drain(1 << 20, 0, self._lines_sink() is not None))
         self._merge_stats()
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
@@ -198,7 +198,7 @@ class NativeDataplane:
                 self._stopped.wait(0.05)
                 continue
             try:
-                records = self._loop.drain(4096, 100)
+                records = self._loop.drain(4096, 100, self._lines_sink() is not None)
                 self._process(records)
                 self._merge_stats()
                 if self.ctx.rule() is not self._rule or self._emulate_now() != self._emulate:
@@ -207,9 +207,26 @@ class NativeDataplane:
             except Exception:
                 log.exception("data plane: drain")
 
-    def _process(self, records: list[tuple[Any, ...]]) -> None:
+    def _lines_sink(self) -> Callable[[str], None] | None:
+        """Where the loop's own forensic "net" lines go: the context's ring, when there is a guard
+        (whose record() calls these lines replace) and the context takes formatted lines."""
+        if self.guard is None:
+            return None
+        return getattr(self.ctx, "record_lines", None)
+
+    def _process(self, records: list[tuple[Any, ...] | str]) -> None:
         g = self.guard
-        for (
+        sink = self._lines_sink()
+        for item in records:
+            if isinstance(item, str):  # a run of allowed destinations, already forensic lines
+                if sink is not None:
+                    with contextlib.suppress(Exception):
+                        sink(item)
+                continue
+            self._process_one(g, item)
+
+    def _process_one(self, g: Any, record: tuple[Any, ...]) -> None:
+        (
             kind,
             pid,
             family,
@@ -224,31 +241,31 @@ class NativeDataplane:
             addr,
             caddr,
             blob,
-        ) in records:
-            if kind == REC_EXEC:
-                self._exec_line(pid, err_or_ppid, blob)
-                continue
-            if kind == REC_FORK:
-                self._fork_line(pid, control)
-                continue
-            ip = ipaddress.ip_address(addr)
-            proto_name = tables.PROTO_NAMES.get(proto)
-            if kind == REC_NET:
-                if g is None:
-                    continue
-                if proto_name is None:  # let through without emulation (nothing could object)
-                    g._record("net", pid=pid, dest_ip=str(ip), dest_port=port)
-                else:
-                    g._record("net", pid=pid, dest_ip=str(ip), dest_port=port, protocol=proto_name, names=[])
-                continue
-            compiled = self._compiled.get(gen)
-            if kind != REC_AUDIT or g is None or compiled is None or family not in (4, 6):
-                continue
-            info = _proc_info(pid, blob)
-            cand = ipaddress.ip_address(caddr) if caddr else ip
-            self._audit(
-                g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
-            )
+        ) = record
+        if kind == REC_EXEC:
+            self._exec_line(pid, err_or_ppid, blob)
+            return
+        if kind == REC_FORK:
+            self._fork_line(pid, control)
+            return
+        ip = ipaddress.ip_address(addr)
+        proto_name = tables.PROTO_NAMES.get(proto)
+        if kind == REC_NET:
+            if g is None:
+                return
+            if proto_name is None:  # let through without emulation (nothing could object)
+                g._record("net", pid=pid, dest_ip=str(ip), dest_port=port)
+            else:
+                g._record("net", pid=pid, dest_ip=str(ip), dest_port=port, protocol=proto_name, names=[])
+            return
+        compiled = self._compiled.get(gen)
+        if kind != REC_AUDIT or g is None or compiled is None or family not in (4, 6):
+            return
+        info = _proc_info(pid, blob)
+        cand = ipaddress.ip_address(caddr) if caddr else ip
+        self._audit(
+            g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
+        )
 
     def _exec_line(self, pid: int, ppid: int, blob: bytes) -> None:
         """The forensic line of an exec the loop let through (no process control could object); the
