@@ -137,7 +137,7 @@ struct pending {
 #define PIDFD_CACHE 256 /* per-thread pidfds the loop keeps open (direct-mapped by tid) */
 
 struct pidfd_slot {
-    uint32_t tid;
+    uint32_t tid, tgid;
     int fd; /* -1: empty */
 };
 
@@ -232,46 +232,50 @@ static int tgid_of(uint32_t tid) {
     return tgid;
 }
 
-/* pidfd of the thread group of tid (pidfd_open only accepts a group leader without PIDFD_THREAD) */
-static int open_pidfd(uint32_t tid) {
-    int fd = (int)syscall(SYS_pidfd_open, (long)tid, 0L);
-    if (fd >= 0)
-        return fd;
-    int tgid = tgid_of(tid);
-    if (tgid <= 0)
-        return -1;
-    return (int)syscall(SYS_pidfd_open, (long)tgid, 0L);
-}
-
 static _Atomic int pidfd_thread_ok = 1;
 
-/* A pidfd for the thread `tid`, kept open across notifications: a pidfd names one struct pid, never
- * a number, so a cached one can never reach another task -- once its thread is gone every call on it
- * fails (ESRCH) and the caller reopens. *cached says whether the caller may retry with a fresh one.
- * Kernels before 6.9 (no PIDFD_THREAD): the thread group's pidfd, opened per call as before, because
- * a group pidfd cached under a thread's number could outlive that thread and name another process. */
-static int thread_pidfd(LoopObject *L, uint32_t tid, int *cached) {
+/* A pidfd for the thread `tid` (and its thread group in *tgid), kept open across notifications: a
+ * pidfd names one struct pid, never a number, so a cached one can never reach another task -- once
+ * its thread is gone every call on it fails (ESRCH) and the caller reopens. A group leader gets the
+ * group's pidfd, any other thread its own (PIDFD_THREAD, 6.9). *cached says whether the caller may
+ * retry with a fresh one. Without PIDFD_THREAD a non-leader gets its group's pidfd opened per call,
+ * as before: a group pidfd cached under a thread's number could outlive that thread. */
+static int thread_pidfd(LoopObject *L, uint32_t tid, uint32_t *tgid, int *cached) {
     struct pidfd_slot *slot = &L->pidfds[tid % PIDFD_CACHE];
     *cached = 0;
     if (slot->fd >= 0 && slot->tid == tid) {
         *cached = 1;
+        *tgid = slot->tgid;
         return slot->fd;
     }
-    if (atomic_load_explicit(&pidfd_thread_ok, memory_order_relaxed)) {
-        int fd = (int)syscall(SYS_pidfd_open, (long)tid, (long)PIDFD_THREAD);
-        if (fd >= 0) {
-            atomic_fetch_add_explicit(&L->n_pidfd_open, 1, memory_order_relaxed);
-            if (slot->fd >= 0)
-                close(slot->fd);
-            slot->tid = tid;
-            slot->fd = fd;
-            return fd;
-        }
+    int fd = (int)syscall(SYS_pidfd_open, (long)tid, 0L);
+    uint32_t group = tid;
+    if (fd < 0 && errno == EINVAL && atomic_load_explicit(&pidfd_thread_ok, memory_order_relaxed)) {
+        int g = tgid_of(tid);
+        if (g <= 0)
+            return -1;
+        group = (uint32_t)g;
+        fd = (int)syscall(SYS_pidfd_open, (long)tid, (long)PIDFD_THREAD);
+        if (fd < 0 && errno == EINVAL)
+            atomic_store(&pidfd_thread_ok, 0);
+    }
+    if (fd < 0) {
         if (errno != EINVAL)
             return -1;
-        atomic_store(&pidfd_thread_ok, 0);
+        int g = tgid_of(tid); /* before 6.9: the group's pidfd, not kept */
+        if (g <= 0)
+            return -1;
+        *tgid = (uint32_t)g;
+        return (int)syscall(SYS_pidfd_open, (long)g, 0L);
     }
-    return open_pidfd(tid);
+    atomic_fetch_add_explicit(&L->n_pidfd_open, 1, memory_order_relaxed);
+    if (slot->fd >= 0)
+        close(slot->fd);
+    slot->tid = tid;
+    slot->tgid = group;
+    slot->fd = fd;
+    *tgid = group;
+    return fd;
 }
 
 static void forget_pidfd(LoopObject *L, uint32_t tid) {
@@ -283,10 +287,10 @@ static void forget_pidfd(LoopObject *L, uint32_t tid) {
 }
 
 /* the app's descriptor target_fd, through the thread's pidfd (a stale cached pidfd is reopened once) */
-static int getfd_of(LoopObject *L, uint32_t tid, int target_fd) {
+static int getfd_of(LoopObject *L, uint32_t tid, int target_fd, uint32_t *tgid) {
     for (int attempt = 0; attempt < 2; attempt++) {
         int cached;
-        int pfd = thread_pidfd(L, tid, &cached);
+        int pfd = thread_pidfd(L, tid, tgid, &cached);
         if (pfd < 0)
             return -1;
         int fd = (int)syscall(SYS_pidfd_getfd, (long)pfd, (long)target_fd, 0L);
@@ -708,8 +712,8 @@ struct sock {
     int fd, type, domain, nonblocking, fl;
 };
 
-static int take_sock(const struct seccomp_notif *n, LoopObject *L, int target_fd, struct sock *s) {
-    s->fd = getfd_of(L, n->pid, target_fd);
+static int take_sock(const struct seccomp_notif *n, LoopObject *L, int target_fd, struct sock *s, uint32_t *pid) {
+    s->fd = getfd_of(L, n->pid, target_fd, pid);
     if (s->fd < 0)
         return -1;
     if (!id_valid(L->listener, n->id)) {
@@ -973,7 +977,8 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
     if (cls == A_DECIDE && (t->h.flags & F_HANDOFF_NET))
         return 0;
     struct sock s = {-1, 0, 0, 0, 0};
-    int r = take_sock(n, L, (int)n->data.args[0], &s);
+    uint32_t pid = n->pid;
+    int r = take_sock(n, L, (int)n->data.args[0], &s, &pid);
     if (r == -2)
         return atomic_fetch_add(&L->n_gone, 1), 1;
     if (r < 0)
@@ -989,7 +994,7 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
             done = 1;
         }
     } else {
-        int v = verdict_for(L, t, n->pid, &d, &s, 0);
+        int v = verdict_for(L, t, pid, &d, &s, 0);
         if (v > 0) {
             drop_sock(&s);
             reply(L->listener, n->id, 0, v, 0);
@@ -1025,7 +1030,8 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (!(t->h.flags & F_EMULATE) || (cls == A_DECIDE && (t->h.flags & F_HANDOFF_NET)))
         return 0;
     struct sock s = {-1, 0, 0, 0, 0};
-    int r = take_sock(n, L, fd, &s);
+    uint32_t pid = n->pid;
+    int r = take_sock(n, L, fd, &s, &pid);
     if (r == -2)
         return atomic_fetch_add(&L->n_gone, 1), 1;
     if (r < 0)
@@ -1054,7 +1060,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
         goto out; /* a blocking Fast Open connect waits: Python's worker path */
     if (size_hint > MAX_PAYLOAD && s.type != SOCK_STREAM)
         goto out; /* EMSGSIZE and its audit: Python */
-    int v = verdict_for(L, t, n->pid, &d, &s, 0);
+    int v = verdict_for(L, t, pid, &d, &s, 0);
     if (v < 0)
         goto out;
     if (v > 0) {
