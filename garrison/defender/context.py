@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from garrison.defender.forensics import ForensicRing
 from garrison.defender.notify import ProcInfo, read_proc
@@ -39,6 +40,8 @@ class DefenderContext:
         self._rule: Rule | None = None
         self._lock = threading.Lock()
         self.policy_listeners: list[Callable[[Rule | None], None]] = []
+        # set by the native data plane: execs the process controls let through, for its verdict cache
+        self.native_exec: Callable[[Rule | None, Any], bool] | None = None
 
     def rule(self) -> Rule | None:
         return self._rule

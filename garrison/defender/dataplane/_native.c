@@ -31,7 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -70,6 +73,8 @@ enum {
     F_NATIVE_VERDICT = 1 << 4, /* violations are answered natively (else handed to Python) */
     F_EXEC_FREE = 1 << 5,    /* no process control can object to an exec: CONTINUE + forensic record */
     F_FORK_FREE = 1 << 6,    /* no fork-bomb guard: forks CONTINUE natively */
+    F_EXEC_CACHE = 1 << 7,   /* exec controls on: execs Python let through may be answered from the cache */
+    F_EXEC_PREVENT = 1 << 8, /* exec controls prevent: a path with nothing to run gets the kernel's errno */
 };
 enum { EFF_DISABLE = 0, EFF_ALERT = 1, EFF_PREVENT = 2 };
 enum { P_ANY = 0, P_TCP = 1, P_UDP = 2 };
@@ -141,6 +146,20 @@ struct pidfd_slot {
     int fd; /* -1: empty */
 };
 
+/* An exec Python decided "let through, nothing to audit": the file as the app resolved it (identity
+ * and change times: content, drift baseline and copy-of-denied all follow from them) and the exact
+ * bytes of the path, the resolved path and argv. Valid until the rule changes (cleared then). */
+#define EXEC_CACHE 512
+#define EXEC_KEY_MAX 16384
+#define EXEC_MAX_ARGS 256 /* execinfo.MAX_ARGS: Python reads no more */
+#define EXEC_MAX_ARG 4096 /* execinfo.MAX_ARG_BYTES */
+struct exec_entry {
+    uint64_t hash, dev, ino, size;
+    int64_t mtime_ns, ctime_ns;
+    uint32_t mode, key_len, exe_off, argv_off;
+    char *key; /* raw\0exe\0argv0\0argv1\0...; NULL: empty slot */
+};
+
 typedef struct {
     PyObject_HEAD
     int listener;
@@ -163,6 +182,10 @@ typedef struct {
     struct pending hq[HANDOFF_CAP];
     size_t hhead, hcount;
     int hclosed;
+    /* exec verdicts Python let through (see remember_exec); a mutex: execs are not the hot path */
+    pthread_mutex_t emu;
+    struct exec_entry *ecache;
+    _Atomic uint64_t n_exec_hits, n_exec_missing;
     /* counters */
     _Atomic uint64_t n_recv, n_native, n_handoff, n_emulated, n_continued, n_refused, n_drops,
         n_waiters, n_gone, n_wake, n_exec, n_fork, n_pidfd_open;
@@ -1174,11 +1197,13 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
     return done;
 }
 
+static int on_execve_cached(LoopObject *L, const struct tables *t, const struct seccomp_notif *n);
+
 /* execve under a rule whose process controls cannot object: CONTINUE, and hand the forensic line
  * (path as named, argv) to Python. Returns 1 when answered. */
 static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
     if (!(t->h.flags & F_EXEC_FREE))
-        return 0;
+        return (t->h.flags & F_EXEC_CACHE) ? on_execve_cached(L, t, n) : 0;
     enum { MAXARGS = 32, MAXBLOB = 16384 };
     struct record r;
     memset(&r, 0, sizeof r);
@@ -1232,6 +1257,202 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
     r.blob_len = (uint32_t)off;
     ring_push(L, &r, 0);
     return 1;
+}
+
+/* ---- execs under exec controls: the verdict cache ----------------------------------------------- */
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
+#endif
+
+static uint64_t fnv1a(const char *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int openat2_path(int dirfd, const char *path, uint64_t flags) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC | flags;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+static int on_procfs(int fd) {
+    struct statfs sf;
+    return fstatfs(fd, &sf) < 0 || sf.f_type == PROC_SUPER_MAGIC;
+}
+
+static uint64_t our_mnt_ns;
+
+/* The app sees the file system as we do (same mount namespace): the drift baseline compares system
+ * files with our view of them, so a verdict is only reused where both views are one. */
+static int same_mount_ns(uint32_t tid) {
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%u/ns/mnt", tid);
+    return our_mnt_ns && stat(path, &st) == 0 && (uint64_t)st.st_ino == our_mnt_ns;
+}
+
+/* execve of an absolute path that does not exist, in a directory that does (libc's PATH search
+ * trying each directory): the exec controls have nothing to decide (decide_unidentified_exec: no
+ * violation) and Python would answer ENOENT under prevent, CONTINUE otherwise. 1: it is that case.
+ * Only when the directory resolved without procfs or magic links -- then Python's walk, which
+ * resolves /proc/self as the app, would find the same nothing. */
+static int nothing_to_run(int rootfd, const char *raw) {
+    const char *slash = strrchr(raw, '/');
+    const char *base = slash + 1;
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        return 0;
+    char dir[4096];
+    size_t dl = (size_t)(slash - raw);
+    if (dl >= sizeof dir)
+        return 0;
+    memcpy(dir, raw, dl);
+    dir[dl] = 0;
+    int dfd = openat2_path(rootfd, dl ? dir : "/", O_DIRECTORY);
+    if (dfd < 0)
+        return 0;
+    struct stat st;
+    int missing = !on_procfs(dfd) && fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT;
+    close(dfd);
+    return missing;
+}
+
+static void exec_reply_record(LoopObject *L, const struct tables *t, const struct seccomp_notif *n,
+                              const char *blob, size_t blob_len) {
+    char stat[512], path[64];
+    long ppid = -1;
+    snprintf(path, sizeof path, "/proc/%u/stat", n->pid);
+    ssize_t sl = slurp(path, stat, sizeof stat - 1);
+    if (sl > 0) {
+        stat[sl] = 0;
+        char *cp = strrchr(stat, ')');
+        if (cp && cp[1])
+            sscanf(cp + 2, "%*c %ld", &ppid);
+    }
+    atomic_fetch_add(&L->n_exec, 1);
+    reply(L->listener, n->id, 0, 0, 1);
+    struct record r;
+    memset(&r, 0, sizeof r);
+    r.kind = REC_EXEC;
+    r.pid = n->pid;
+    r.err = (int32_t)ppid;
+    r.generation = t->generation;
+    r.blob = malloc(blob_len);
+    if (r.blob) {
+        memcpy(r.blob, blob, blob_len);
+        r.blob_len = (uint32_t)blob_len;
+    }
+    ring_push(L, &r, 0);
+}
+
+/* Returns 1 when answered natively, 0 to hand over (Python decides, and may teach the cache). */
+static int on_execve_cached(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
+    if (n->data.nr != SYS_execve || !same_mount_ns(n->pid))
+        return 0;
+    char *key = malloc(EXEC_KEY_MAX), *args = malloc(EXEC_KEY_MAX);
+    int done = 0, rootfd = -1, fd = -1;
+    if (!key || !args)
+        goto out;
+    ssize_t rl = read_cstr(n->pid, n->data.args[0], key, EXEC_MAX_ARG);
+    if (rl <= 0 || key[0] != '/')
+        goto out; /* relative (resolved from the cwd), empty or unreadable: Python */
+    size_t alen = 0;
+    uint64_t argvp = n->data.args[1];
+    if (argvp) {
+        uint64_t ptrs[EXEC_MAX_ARGS];
+        ssize_t got = read_mem(n->pid, argvp, ptrs, sizeof ptrs);
+        size_t cnt = got > 0 ? (size_t)got / 8 : 0, i;
+        for (i = 0; i < cnt && ptrs[i]; i++) {
+            if (EXEC_KEY_MAX - alen < 2)
+                goto out;
+            size_t room = EXEC_KEY_MAX - alen > EXEC_MAX_ARG ? EXEC_MAX_ARG : EXEC_KEY_MAX - alen;
+            ssize_t al = read_cstr(n->pid, ptrs[i], args + alen, room);
+            if (al < 0)
+                goto out; /* unreadable or longer than Python reads: Python */
+            alen += (size_t)al + 1;
+        }
+        if (i == cnt)
+            goto out; /* no NULL within what Python would read (or a fault): Python */
+    }
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/%u/root", n->pid);
+    rootfd = open(proc, O_PATH | O_CLOEXEC);
+    if (rootfd < 0)
+        goto out;
+    fd = openat2_path(rootfd, key, 0);
+    if (fd < 0) {
+        if (errno != ENOENT || !nothing_to_run(rootfd, key))
+            goto out;
+        if (!id_valid(L->listener, n->id)) {
+            atomic_fetch_add(&L->n_gone, 1);
+            done = 1;
+            goto out;
+        }
+        atomic_fetch_add(&L->n_exec_missing, 1);
+        if (t->h.flags & F_EXEC_PREVENT)
+            reply(L->listener, n->id, 0, ENOENT, 0);
+        else
+            reply(L->listener, n->id, 0, 0, 1);
+        done = 1;
+        goto out;
+    }
+    struct stat st;
+    if (on_procfs(fd) || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        goto out;
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    size_t off = (size_t)rl + 1;
+    ssize_t el = readlink(self, key + off, EXEC_KEY_MAX - off - 1);
+    if (el <= 0 || (size_t)el >= EXEC_KEY_MAX - off - 1 || off + (size_t)el + 1 + alen > EXEC_KEY_MAX)
+        goto out;
+    key[off + (size_t)el] = 0;
+    size_t exe_off = off;
+    off += (size_t)el + 1;
+    memcpy(key + off, args, alen);
+    size_t klen = off + alen;
+    uint64_t h = fnv1a(key, klen);
+    int hit = 0;
+    pthread_mutex_lock(&L->emu);
+    struct exec_entry *e = &L->ecache[h % EXEC_CACHE];
+    if (e->key && e->hash == h && e->key_len == klen && e->dev == (uint64_t)st.st_dev &&
+        e->ino == (uint64_t)st.st_ino && e->size == (uint64_t)st.st_size &&
+        e->mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec &&
+        e->ctime_ns == (int64_t)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec &&
+        e->mode == (uint32_t)st.st_mode && !memcmp(e->key, key, klen))
+        hit = 1;
+    pthread_mutex_unlock(&L->emu);
+    if (!hit)
+        goto out;
+    if (!id_valid(L->listener, n->id)) { /* ID_VALID after the reads, before answering */
+        atomic_fetch_add(&L->n_gone, 1);
+        done = 1;
+        goto out;
+    }
+    atomic_fetch_add(&L->n_exec_hits, 1);
+    exec_reply_record(L, t, n, key + exe_off, klen - exe_off);
+    done = 1;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rootfd >= 0)
+        close(rootfd);
+    free(key);
+    free(args);
+    return done;
+}
+
+static void exec_cache_clear(LoopObject *L) {
+    pthread_mutex_lock(&L->emu);
+    for (int i = 0; i < EXEC_CACHE; i++) {
+        free(L->ecache[i].key);
+        L->ecache[i].key = NULL;
+    }
+    pthread_mutex_unlock(&L->emu);
 }
 
 #define CLONE_UNTRACED_FLAG 0x00800000ULL
@@ -1422,6 +1643,15 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
     self->ring_mask = (size_t)slots - 1;
     for (size_t i = 0; i < (size_t)slots; i++)
         atomic_init(&self->ring[i].seq, i);
+    self->ecache = calloc(EXEC_CACHE, sizeof(struct exec_entry));
+    if (!self->ecache) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pthread_mutex_init(&self->emu, NULL);
+    struct stat ns;
+    if (!our_mnt_ns && stat("/proc/self/ns/mnt", &ns) == 0)
+        our_mnt_ns = (uint64_t)ns.st_ino;
     pthread_mutex_init(&self->hmu, NULL);
     pthread_cond_init(&self->hcv, NULL);
     pthread_cond_init(&self->hspace, NULL);
@@ -1690,16 +1920,63 @@ static PyObject *mod_format_ip(PyObject *m, PyObject *args) {
     return PyUnicode_FromString(out);
 }
 
+/* remember_exec(raw, exe, argv0\0argv1\0..., dev, ino, size, mtime_ns, ctime_ns, mode): Python let
+ * this exec through with nothing to audit; the same exec of the same unchanged file may be answered
+ * natively until clear_execs() (every rule change). */
+static PyObject *Loop_remember_exec(LoopObject *self, PyObject *args) {
+    const char *raw, *exe, *argv;
+    Py_ssize_t rl, el, al;
+    unsigned long long dev, ino, size;
+    long long mtime, ctime;
+    unsigned int mode;
+    if (!PyArg_ParseTuple(args, "y#y#y#KKKLLI", &raw, &rl, &exe, &el, &argv, &al, &dev, &ino, &size, &mtime,
+                          &ctime, &mode))
+        return NULL;
+    size_t klen = (size_t)rl + 1 + (size_t)el + 1 + (size_t)al;
+    if (klen > EXEC_KEY_MAX || memchr(raw, 0, (size_t)rl) || memchr(exe, 0, (size_t)el) ||
+        (al && argv[al - 1] != 0))
+        Py_RETURN_FALSE;
+    char *key = malloc(klen);
+    if (!key)
+        return PyErr_NoMemory();
+    memcpy(key, raw, (size_t)rl);
+    key[rl] = 0;
+    memcpy(key + rl + 1, exe, (size_t)el);
+    key[rl + 1 + el] = 0;
+    memcpy(key + rl + el + 2, argv, (size_t)al);
+    uint64_t h = fnv1a(key, klen);
+    pthread_mutex_lock(&self->emu);
+    struct exec_entry *e = &self->ecache[h % EXEC_CACHE];
+    free(e->key);
+    e->key = key;
+    e->key_len = (uint32_t)klen;
+    e->hash = h;
+    e->dev = dev;
+    e->ino = ino;
+    e->size = size;
+    e->mtime_ns = mtime;
+    e->ctime_ns = ctime;
+    e->mode = mode;
+    pthread_mutex_unlock(&self->emu);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Loop_clear_execs(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
+    exec_cache_clear(self);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Loop_stats(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
         "native", (unsigned long long)atomic_load(&self->n_native), "handed_over",
         (unsigned long long)atomic_load(&self->n_handoff), "emulated", (unsigned long long)atomic_load(&self->n_emulated),
         "continued", (unsigned long long)atomic_load(&self->n_continued), "refused",
         (unsigned long long)atomic_load(&self->n_refused), "dropped", (unsigned long long)atomic_load(&self->n_drops),
         "waiters", (unsigned long long)atomic_load(&self->n_waiters), "gone", (unsigned long long)atomic_load(&self->n_gone),
         "wakeups", (unsigned long long)atomic_load(&self->n_wake), "pidfds_opened",
-        (unsigned long long)atomic_load(&self->n_pidfd_open), "execs",
+        (unsigned long long)atomic_load(&self->n_pidfd_open), "exec_hits", (unsigned long long)atomic_load(&self->n_exec_hits),
+        "exec_missing", (unsigned long long)atomic_load(&self->n_exec_missing), "execs",
         (unsigned long long)atomic_load(&self->n_exec), "forks", (unsigned long long)atomic_load(&self->n_fork),
         "ring_slots", (Py_ssize_t)(self->ring_mask + 1));
 }
@@ -1722,6 +1999,11 @@ static void Loop_dealloc(LoopObject *self) {
         close(self->stop_fd);
     if (self->wake_fd > 0)
         close(self->wake_fd);
+    if (self->ecache) {
+        exec_cache_clear(self);
+        free(self->ecache);
+        pthread_mutex_destroy(&self->emu);
+    }
     pthread_mutex_destroy(&self->hmu);
     pthread_cond_destroy(&self->hcv);
     pthread_cond_destroy(&self->hspace);
@@ -1735,6 +2017,8 @@ static PyMethodDef Loop_methods[] = {
     {"take", (PyCFunction)Loop_take, METH_VARARGS, "Next notification handed over to Python (GIL released while waiting)."},
     {"drain", (PyCFunction)Loop_drain, METH_VARARGS, "Records of native decisions (batch)."},
     {"stats", (PyCFunction)Loop_stats, METH_NOARGS, "Counters."},
+    {"remember_exec", (PyCFunction)Loop_remember_exec, METH_VARARGS, "An exec Python let through, to answer natively."},
+    {"clear_execs", (PyCFunction)Loop_clear_execs, METH_NOARGS, "Forget every remembered exec (rule change)."},
     {NULL, NULL, 0, NULL},
 };
 

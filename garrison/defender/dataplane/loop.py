@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import threading
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from garrison.defender.dataplane import tables
+from garrison.defender.execinfo import MAX_ARG_BYTES, MAX_ARGS, ExecTarget
 from garrison.defender.notify import Notification, ProcInfo, SupervisorContext
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision
@@ -108,6 +110,8 @@ class NativeDataplane:
             except Exception:  # never keep the old rule's tables: let Python decide everything
                 log.exception("data plane: rule not compiled; every notification goes to Python")
                 compiled = tables.handoff_all(rule)
+            if rule is not self._rule:
+                self._loop.clear_execs()  # exec verdicts are the old rule's (before the new tables)
             self._rule, self._emulate, self._current = rule, emulate, compiled
             self._install(compiled)
 
@@ -142,6 +146,8 @@ class NativeDataplane:
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
             listeners.append(self.update)
+        if hasattr(self.ctx, "native_exec"):
+            self.ctx.native_exec = self.remember_exec  # the process controls teach the exec cache
         self._loop.start()
         for i in range(self.threads):
             t = threading.Thread(target=self._handoff, name=f"garrison-dp-py-{i}", daemon=True)
@@ -170,6 +176,33 @@ class NativeDataplane:
         if isinstance(listeners, list):
             with contextlib.suppress(ValueError):
                 listeners.remove(self.update)
+
+    def remember_exec(self, rule: Rule | None, target: ExecTarget) -> bool:
+        """The process controls let `target` through under `rule` with nothing to audit: the loop may
+        answer the same exec (same path, argv and resolved file, the file unchanged) itself until the
+        rule changes. Only plain files named by an absolute path (no script, loader or memfd: their
+        verdict depends on more than the file), and argv Python read whole."""
+        st = target.st
+        if (
+            st is None
+            or not target.raw_path.startswith("/")
+            or target.via_loader
+            or target.via_script
+            or target.memfd
+            or target.error
+            or target.fd_head.startswith(b"#!")
+            or len(target.argv) >= MAX_ARGS
+            or any(len(a) >= MAX_ARG_BYTES - 1 for a in (target.raw_path, *target.argv))
+        ):
+            return False
+        enc = os.fsencode
+        argv = b"".join(enc(a) + b"\0" for a in target.argv)
+        with self._swap_lock:
+            if rule is not self._rule or self._stopped.is_set():
+                return False  # decided under a rule the loop no longer holds
+            key = (enc(target.raw_path), enc(target.exe), argv)
+            facts = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+            return bool(self._loop.remember_exec(*key, *facts))
 
     def stats(self) -> dict[str, int]:
         return dict(self._loop.stats())
@@ -277,7 +310,7 @@ class NativeDataplane:
         with contextlib.suppress(Exception):
             record(
                 "exec", pid=pid, ppid=ppid if ppid >= 0 else None, exe=path, argv=argv[:32],
-                loader=False, script=False, verdict="allow",
+                loader=None, script=None, verdict="allow",
             )  # fmt: skip
 
     def _fork_line(self, tid: int, nr: int) -> None:
