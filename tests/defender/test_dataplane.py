@@ -185,8 +185,12 @@ def test_allowed_destinations_leave_the_same_forensic_lines_on_both_planes(sandb
             assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
             lines = _lines(sandbox, "net")
             assert all(isinstance(ln.pop("t"), float) for ln in lines)
-            seen[plane] = sorted((ln["dest_ip"], ln["dest_port"], ln["protocol"], ln["names"]) for ln in lines)
-            assert all(set(ln) == {"kind", "pid", "dest_ip", "dest_port", "protocol", "names"} for ln in lines)
+            seen[plane] = sorted(
+                (ln["dest_ip"], ln["dest_port"], ln["protocol"], ln["names"]) for ln in lines
+            )
+            assert all(
+                set(ln) == {"kind", "pid", "dest_ip", "dest_port", "protocol", "names"} for ln in lines
+            )
     finally:
         for x in (t4, t6, u):
             x.close()
