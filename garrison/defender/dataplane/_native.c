@@ -2,11 +2,14 @@
  *
  * Why native: a trapped connect() decided in Python costs 150-250 us; the same work in C costs the
  * notification round trip plus the emulated syscall. The loop below never takes the GIL:
- *   receive -> read arguments (process_vm_readv, else /proc/<pid>/mem; ID_VALID after every read)
- *   -> decide from flat tables compiled by Python (garrison/defender/dataplane/tables.py)
- *   -> reply (CONTINUE, errno, or the emulated call on a socket taken with pidfd_getfd).
- * Anything the tables cannot decide exactly (exec, clone, bind, DNS redirect, pinned names,
- * unusual address forms, port-scan bookkeeping, a host without pidfd_getfd) is handed over, still
+ *   receive -> read arguments (process_vm_readv, else /proc/<pid>/mem; ID_VALID after the reads,
+ *   before acting) -> decide from flat tables compiled by Python (garrison/defender/dataplane/tables.py)
+ *   -> reply (CONTINUE, errno, or the emulated call on a socket taken with pidfd_getfd through a
+ *   pidfd kept per app thread).
+ * Execs under exec controls are answered from a verdict cache Python fills with the execs it let
+ * through (same path, argv and resolved file, the file unchanged); a miss is a hand-over.
+ * Anything else the tables cannot decide exactly (clone under the fork guard, bind, DNS redirect,
+ * pinned names, unusual address forms, port-scan bookkeeping, a host without pidfd_getfd) is handed over, still
  * pending, to Python threads that run the same handlers as the pure-Python data plane: the handoff
  * is always safe because Python re-reads and re-decides from scratch.
  * Every native decision produces a record in a lock-free bounded ring (Vyukov MPMC) that a Python
@@ -39,6 +42,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1518,6 +1522,16 @@ static void handle(LoopObject *L, const struct seccomp_notif *n) {
 
 static void wake_handler(int sig) { (void)sig; }
 
+/* Since 6.6 a blocked receive returns (ENOENT) once no task uses the filter; before, it would wait
+ * for ever, so older kernels keep a poll() first, which sees the hang-up. */
+static int recv_sees_hangup(void) {
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+        return 0;
+    return major > 6 || (major == 6 && minor >= 6);
+}
+
 static int listener_hung_up(int listener) {
     struct pollfd p = {listener, POLLIN, 0};
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p.revents & POLLIN);
@@ -1530,13 +1544,15 @@ static void *loop_main(void *arg) {
     sigdelset(&only_wake, WAKE_SIGNAL);
     pthread_sigmask(SIG_SETMASK, &only_wake, NULL); /* the app's and the operator's signals go to Python */
     struct seccomp_notif n;
-    int use_poll = getenv("H11_POLL") != NULL;
+    int use_poll = !recv_sees_hangup();
     while (!atomic_load_explicit(&L->stopping, memory_order_acquire)) {
         if (use_poll) {
             struct pollfd p = {L->listener, POLLIN, 0};
             int pr = poll(&p, 1, -1);
-            if (pr < 0 && errno == EINTR) continue;
-            if (pr > 0 && !(p.revents & POLLIN)) break;
+            if (pr < 0 && errno == EINTR)
+                continue;
+            if (pr > 0 && !(p.revents & POLLIN))
+                break; /* every task of the filter is gone */
         }
         memset(&n, 0, sizeof n);
         if (ioctl(L->listener, SECCOMP_IOCTL_NOTIF_RECV, &n) < 0) {
