@@ -361,14 +361,9 @@ static ssize_t slurp(const char *path, char *buf, size_t max) {
     return n;
 }
 
-/* The identity an audit carries, read while the process still waits for our answer:
- * "ppid\0exe\0cwd\0cmdline" (cmdline keeps its own NULs). */
-static char *capture_proc(uint32_t pid, uint32_t *len) {
-    char path[64], exe[4096], cwd[4096], stat[1024];
-    size_t cap = 2 * 4096 + 64 + 65536;
-    char *out = malloc(cap);
-    if (!out)
-        return NULL;
+/* The parent from /proc/<pid>/stat (after the last ')': the comm field may hold anything), -1 if gone. */
+static long ppid_of(uint32_t pid) {
+    char path[64], stat[1024];
     long ppid = -1;
     snprintf(path, sizeof path, "/proc/%u/stat", pid);
     ssize_t n = slurp(path, stat, sizeof stat - 1);
@@ -378,6 +373,18 @@ static char *capture_proc(uint32_t pid, uint32_t *len) {
         if (close_paren && close_paren[1])
             sscanf(close_paren + 2, "%*c %ld", &ppid);
     }
+    return ppid;
+}
+
+/* The identity an audit carries, read while the process still waits for our answer:
+ * "ppid\0exe\0cwd\0cmdline" (cmdline keeps its own NULs). */
+static char *capture_proc(uint32_t pid, uint32_t *len) {
+    char path[64], exe[4096], cwd[4096];
+    size_t cap = 2 * 4096 + 64 + 65536;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    long ppid = ppid_of(pid);
     snprintf(path, sizeof path, "/proc/%u/exe", pid);
     ssize_t el = readlink(path, exe, sizeof exe - 1);
     exe[el > 0 ? el : 0] = 0;
@@ -390,7 +397,7 @@ static char *capture_proc(uint32_t pid, uint32_t *len) {
     memcpy(out + off, cwd, strlen(cwd) + 1);
     off += (int)strlen(cwd) + 1;
     snprintf(path, sizeof path, "/proc/%u/cmdline", pid);
-    n = slurp(path, out + off, cap - (size_t)off);
+    ssize_t n = slurp(path, out + off, cap - (size_t)off);
     off += n > 0 ? (int)n : 0;
     *len = (uint32_t)off;
     return out;
@@ -1203,14 +1210,32 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
 
 static int on_execve_cached(LoopObject *L, const struct tables *t, const struct seccomp_notif *n);
 
+/* CONTINUE an exec and hand its forensic line to Python: `blob` (malloc'd, "path\0argv0\0...", owned
+ * from here on). The parent is read before the reply: once the program runs it may exit and be reaped
+ * at once, and the forensic tree needs the edge (as the Python handler does). */
+static void exec_reply_record(LoopObject *L, const struct tables *t, const struct seccomp_notif *n, char *blob,
+                              size_t blob_len) {
+    long ppid = ppid_of(n->pid);
+    atomic_fetch_add(&L->n_exec, 1);
+    reply(L->listener, n->id, 0, 0, 1);
+    struct record r;
+    memset(&r, 0, sizeof r);
+    r.kind = REC_EXEC;
+    r.pid = n->pid;
+    r.err = (int32_t)ppid;
+    r.generation = t->generation;
+    r.blob = blob;
+    r.blob_len = blob ? (uint32_t)blob_len : 0;
+    ring_push(L, &r, 0);
+}
+
+
 /* execve under a rule whose process controls cannot object: CONTINUE, and hand the forensic line
  * (path as named, argv) to Python. Returns 1 when answered. */
 static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
     if (!(t->h.flags & F_EXEC_FREE))
         return (t->h.flags & F_EXEC_CACHE) ? on_execve_cached(L, t, n) : 0;
     enum { MAXARGS = 32, MAXBLOB = 16384 };
-    struct record r;
-    memset(&r, 0, sizeof r);
     char *blob = malloc(MAXBLOB);
     if (!blob)
         return 0;
@@ -1239,27 +1264,7 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
         atomic_fetch_add(&L->n_gone, 1);
         return 1;
     }
-    /* the parent, read before the reply: once the program runs it may exit and be reaped at once,
-     * and the forensic tree needs the edge (as the Python handler does) */
-    char stat[512], path[64];
-    long ppid = -1;
-    snprintf(path, sizeof path, "/proc/%u/stat", n->pid);
-    ssize_t sl = slurp(path, stat, sizeof stat - 1);
-    if (sl > 0) {
-        stat[sl] = 0;
-        char *cp = strrchr(stat, ')');
-        if (cp && cp[1])
-            sscanf(cp + 2, "%*c %ld", &ppid);
-    }
-    r.err = (int32_t)ppid;
-    atomic_fetch_add(&L->n_exec, 1);
-    reply(L->listener, n->id, 0, 0, 1);
-    r.kind = REC_EXEC;
-    r.pid = n->pid;
-    r.generation = t->generation;
-    r.blob = blob;
-    r.blob_len = (uint32_t)off;
-    ring_push(L, &r, 0);
+    exec_reply_record(L, t, n, blob, off);
     return 1;
 }
 
@@ -1324,34 +1329,6 @@ static int nothing_to_run(int rootfd, const char *raw) {
     int missing = !on_procfs(dfd) && fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT;
     close(dfd);
     return missing;
-}
-
-static void exec_reply_record(LoopObject *L, const struct tables *t, const struct seccomp_notif *n,
-                              const char *blob, size_t blob_len) {
-    char stat[512], path[64];
-    long ppid = -1;
-    snprintf(path, sizeof path, "/proc/%u/stat", n->pid);
-    ssize_t sl = slurp(path, stat, sizeof stat - 1);
-    if (sl > 0) {
-        stat[sl] = 0;
-        char *cp = strrchr(stat, ')');
-        if (cp && cp[1])
-            sscanf(cp + 2, "%*c %ld", &ppid);
-    }
-    atomic_fetch_add(&L->n_exec, 1);
-    reply(L->listener, n->id, 0, 0, 1);
-    struct record r;
-    memset(&r, 0, sizeof r);
-    r.kind = REC_EXEC;
-    r.pid = n->pid;
-    r.err = (int32_t)ppid;
-    r.generation = t->generation;
-    r.blob = malloc(blob_len);
-    if (r.blob) {
-        memcpy(r.blob, blob, blob_len);
-        r.blob_len = (uint32_t)blob_len;
-    }
-    ring_push(L, &r, 0);
 }
 
 /* Returns 1 when answered natively, 0 to hand over (Python decides, and may teach the cache). */
@@ -1438,7 +1415,10 @@ static int on_execve_cached(LoopObject *L, const struct tables *t, const struct 
         goto out;
     }
     atomic_fetch_add(&L->n_exec_hits, 1);
-    exec_reply_record(L, t, n, key + exe_off, klen - exe_off);
+    char *line = malloc(klen - exe_off);
+    if (line)
+        memcpy(line, key + exe_off, klen - exe_off);
+    exec_reply_record(L, t, n, line, klen - exe_off);
     done = 1;
 out:
     if (fd >= 0)
