@@ -33,6 +33,41 @@ class Layers:
     upper: str | None
 
 
+@dataclass(frozen=True)
+class Mount:
+    """A mount of the container's own mount namespace other than its root, as exec can reach it."""
+
+    mnt_id: int
+    point: str  # inside the container
+    fstype: str
+    read_only: bool
+
+
+# pseudo file systems: nothing on them can be executed as a program
+_NO_PROGRAMS = {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "securityfs", "debugfs", "tracefs",
+                "bpf", "pstore", "configfs", "fusectl", "binfmt_misc", "hugetlbfs", "nsfs"}
+
+
+def exec_mounts(pid: int) -> list[Mount]:
+    """Mounts of `pid`'s mount namespace, other than its root, from which a program could run (not
+    mounted noexec, not a pseudo file system)."""
+    try:
+        text = Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        pre, _, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if len(fields) < 6 or not tail:
+            continue
+        point, opts = _unescape(fields[4]), fields[5].split(",")
+        if point == "/" or "noexec" in opts or tail[0] in _NO_PROGRAMS:
+            continue
+        out.append(Mount(int(fields[0]), point, tail[0], "ro" in opts))
+    return out
+
+
 @dataclass
 class Container:
     id: str

@@ -13,19 +13,32 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from garrison.cell import exec_gate, network, pids, privileges
-from garrison.cell.containers import RUNC_ROOTS, Container, find_app_process, list_containers
+from garrison.cell import exec_gate, forkrate, network, pids, privileges
+from garrison.cell.containers import (
+    RUNC_ROOTS,
+    Container,
+    Mount,
+    exec_mounts,
+    find_app_process,
+    list_containers,
+)
+from garrison.cell.dns import ContainerResolver
 from garrison.cell.forensics import ForensicLog, process_facts
+from garrison.channel.protocol import MAX_WORKLOADS, Workload, Workloads
+from garrison.defender.execinfo import is_loader
+from garrison.defender.net.dns_proxy import Upstream, resolv_conf_upstreams
 from garrison.defender.net.portscan import PortScanTracker
+from garrison.kernel import memfd
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent
 from garrison.kernel.nflog import LoggedPacket, NflogSocket
 from garrison.kernel.proc_connector import ProcConnector
 from garrison.policy.audit import AuditEvent
-from garrison.policy.evaluate import decide_privileges
+from garrison.policy.evaluate import Decision, decide_fork, decide_privileges
 from garrison.policy.model import Rule, RuntimePolicy
 from garrison.policy.scope import Identity, select_rule
 
@@ -43,6 +56,12 @@ class _Tracked:
     net_script: str | None = None
     privileges_reported: set[str] = field(default_factory=set)
     nflog: NflogSocket | None = None
+    exec_gated: bool = False
+    resolver: ContainerResolver | None = None
+    reported: Workload | None = None  # as the console last heard of it
+    mounts: dict[int, Mount] = field(default_factory=dict)  # marked mounts other than the root, by id
+    memfd_scope: int = 0  # vm.memfd_noexec set in the container's pid namespace
+    forks: forkrate.ForkRate = field(default_factory=forkrate.ForkRate)
 
 
 def _identity(c: Container) -> Identity:
@@ -57,14 +76,20 @@ class CellDefender:
     def __init__(
         self, policy: RuntimePolicy, emit: Callable[[AuditEvent], None], *,
         roots: Iterable[str] = RUNC_ROOTS, host: str | None = None, forensics: ForensicLog | None = None,
+        dns_upstreams: list[Upstream] | None = None,
     ) -> None:
+        """`dns_upstreams`: where the containers' resolver forwards allowed names (default: the cell's
+        resolv.conf, which is what Garden gives containers)."""
+        self.dns_upstreams = dns_upstreams if dns_upstreams is not None else resolv_conf_upstreams()
         self.policy = policy
         self.emit = emit
         self.roots = tuple(roots)
         self.host = host or socket.gethostname()
-        self.gate = FanotifyPerm()
+        self.gate = FanotifyPerm(report_tid=True)
+        self._pairing = exec_gate.InterpreterPairing()
         self._tracked: dict[str, _Tracked] = {}
         self._by_dev: dict[int, _Tracked] = {}
+        self._by_mnt: dict[int, _Tracked] = {}  # mount id -> container, for execs from its other mounts
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()  # stops the exec gate
@@ -74,19 +99,33 @@ class CellDefender:
         self._scans = PortScanTracker()  # keyed by container init pid
         self.forensics = forensics
         self._by_pidns: dict[str, _Tracked] = {}
+        self.on_workloads: Callable[[Workloads], None] | None = None
+        """called (under the defender's lock, so in order) with containers appearing, changing and
+        gone: the console link sends them on at once"""
+        self._procs: ProcConnector | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.discover()
         loops = [(self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
                  (self._netlog_loop, "cell-netlog")]
-        if self.forensics is not None:
-            self._procs = ProcConnector()
-            loops.append((self._proc_loop, "cell-forensics"))
         for target, name in loops:
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._thread(target, name)
+        self._watch_processes()
+
+    def _thread(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _watch_processes(self) -> None:
+        """The proc connector, once forensics or a fork-rate guard needs it (every fork, exec and exit on
+        the cell passes through it, so not before)."""
+        rate = any(r.processes.fork_bomb_guard is not None and r.processes.effect != "disable"
+                   for r in self.policy.rules)
+        if self._procs is None and (self.forensics is not None or rate) and not self._stop.is_set():
+            self._procs = ProcConnector()
+            self._thread(self._proc_loop, "cell-processes")
 
     def stop(self) -> None:
         self._stop.set()
@@ -95,21 +134,64 @@ class CellDefender:
         for t in self._threads:
             t.join(5)
         self.gate.close()  # held execs are released (allowed) by the kernel when the group closes
-        if self.forensics is not None:
+        if self._procs is not None:
             self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
         for tr in self._tracked.values():
             if tr.nflog is not None:
                 tr.nflog.close()
+            if tr.resolver is not None:
+                tr.resolver.stop()
 
     def set_policy(self, policy: RuntimePolicy) -> None:
+        """A new policy (a push from the console): every running container gets its rule again."""
         with self._lock:
             self.policy = policy
             for tr in self._tracked.values():
                 self._apply_rule(tr)
                 if tr.container.identity is not None:
                     self._check_privileges(tr)
+            self._report(list(self._tracked.values()), [])
+        self._watch_processes()
+
+    def workloads(self) -> list[Workloads]:
+        """Every container as the console should see it (a full list, sent on each connection)."""
+        with self._lock:
+            items = [self._workload(tr) for tr in self._tracked.values()]
+            for tr, wl in zip(self._tracked.values(), items, strict=True):
+                tr.reported = wl
+        return [Workloads(full=True, up=items[:MAX_WORKLOADS])]
+
+    def _workload(self, tr: _Tracked) -> Workload:
+        c, h = tr.container, tr.container.identity
+        on = [name for name, flag in (("exec", tr.exec_gated), ("network", tr.net_script not in (None, "host")),
+                                      ("dns", tr.resolver is not None),
+                                      ("pids", tr.limit is not None)) if flag]
+        ident = {"app_id": h.app_id, "app_name": h.app_name, "org": h.org, "space": h.space,
+                 "app_guid": h.app_guid, "instance": h.instance} if h else {}
+        return Workload(container_id=c.id[:256], rule=tr.rule.name if tr.rule else "", protections=on,
+                        started_at=c.app_started, seen_at=tr.reported.seen_at if tr.reported else 0.0, **ident)
+
+    def _report(self, changed: list[_Tracked], gone: list[str]) -> None:
+        """Tell the console about containers that appeared, changed (identity, rule, protections) or
+        stopped; unchanged ones are not re-sent."""
+        if self.on_workloads is None:
+            return
+        now = time.time()
+        up = []
+        for tr in changed:
+            wl = self._workload(tr)
+            if tr.reported is not None and wl.model_copy(update={"seen_at": 0.0}) == tr.reported.model_copy(
+                    update={"seen_at": 0.0}):
+                continue
+            tr.reported = wl = wl.model_copy(update={"seen_at": now})
+            up.append(wl)
+        for i in range(0, max(len(up), len(gone)), MAX_WORKLOADS):
+            try:
+                self.on_workloads(Workloads(up=up[i:i + MAX_WORKLOADS], gone=gone[i:i + MAX_WORKLOADS]))
+            except Exception:
+                log.exception("workload report not sent")
 
     def containers(self) -> list[Container]:
         with self._lock:
@@ -126,14 +208,20 @@ class CellDefender:
     def discover(self) -> None:
         found = list_containers(self.roots)
         with self._lock:
-            for cid in set(self._tracked) - set(found):
+            gone = sorted(set(self._tracked) - set(found))
+            for cid in gone:
                 tr = self._tracked.pop(cid)
                 if tr.container.layers:
                     self._by_dev.pop(tr.container.layers.dev, None)
+                for mnt_id in tr.mounts:  # the marks went with the mounts
+                    self._by_mnt.pop(mnt_id, None)
                 if tr.nflog is not None:
                     tr.nflog.close()
                     tr.nflog = None
                     self._nudge()
+                if tr.resolver is not None:
+                    tr.resolver.stop()
+                    tr.resolver = None
                 for ns in [k for k, v in self._by_pidns.items() if v is tr]:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
@@ -147,11 +235,13 @@ class CellDefender:
                     app = find_app_process(tr.container)
                     if app is not None:
                         tr.container.app_pid, tr.container.identity, tr.container.app_started = app
+                        self._mark_mounts(tr)  # anything Garden mounted in since creation
                         self._apply_rule(tr)
                         self._info(tr, "container_protected", f"app {tr.container.name} started; rule "
                                    f"{tr.rule.name if tr.rule else '(none)'}")
                         self._check_privileges(tr)
                 self._check_pids(tr)
+            self._report(list(self._tracked.values()), [g[:256] for g in gone])
 
     def _protect(self, tr: _Tracked) -> None:
         c = tr.container
@@ -165,14 +255,34 @@ class CellDefender:
             self._info(tr, "container_unprotected", f"container {c.id}: exec gate not set: {exc}", "high")
             return
         self._by_dev[c.layers.dev] = tr
+        tr.exec_gated = True
+        self._mark_mounts(tr)
         with contextlib.suppress(OSError):
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
         tr.pids_path = pids.pids_dir(c.cgroup)
         self._apply_rule(tr)
 
+    def _mark_mounts(self, tr: _Tracked) -> None:
+        """Hold execs from the container's other mounts too (a tmpfs /dev, bind mounts): one mount
+        mark each, reached through the container's root, so the cell's own use of a shared file
+        system is never held."""
+        c = tr.container
+        for m in exec_mounts(c.init_pid):
+            if m.mnt_id in tr.mounts:
+                continue
+            try:
+                self.gate.mark_mount(f"/proc/{c.init_pid}/root{m.point}")
+            except OSError as exc:
+                self._info(tr, "container_unprotected",
+                           f"container {c.id}: execs from {m.point} ({m.fstype}) not gated: {exc}", "high")
+                continue
+            tr.mounts[m.mnt_id] = m
+            self._by_mnt[m.mnt_id] = tr
+
     def _apply_rule(self, tr: _Tracked) -> None:
         tr.rule = select_rule(self.policy, _identity(tr.container))
         self._apply_network(tr)
+        self._apply_memfd(tr)
         guard = tr.rule.processes.fork_bomb_guard if tr.rule and tr.rule.processes.effect != "disable" else None
         path = tr.pids_path
         if guard is not None and path is not None and tr.limit != guard.max_procs:
@@ -183,22 +293,49 @@ class CellDefender:
             except OSError as exc:
                 self._info(tr, "pids_limit_failed", f"pids.max not set for {tr.container.name}: {exc}", "high")
 
-    def _apply_network(self, tr: _Tracked) -> None:
-        """Our nftables table in the container's network namespace, replaced when the rule changes."""
-        rule, c = tr.rule, tr.container
-        want = (network.ruleset(rule.network, log_flows=self.forensics is not None)
-                if rule and rule.network.effect != "disable" else None)
-        if want == tr.net_script or (want is None and tr.net_script is None):
+    def _apply_memfd(self, tr: _Tracked) -> None:
+        """Under drift prevention no memfd can be made executable in the container (vm.memfd_noexec =
+        2 in its pid namespace): an executable that was never a file on a marked mount cannot run.
+        The container cannot lower it (runc and Garden mount /proc/sys read-only)."""
+        pc = tr.rule.processes if tr.rule else None
+        want = 2 if pc is not None and pc.effect == "prevent" and pc.drift_prevention else 0
+        if want == tr.memfd_scope:
+            return
+        shared = _shares_cell_ns(tr.container, "pid")
+        if shared is None:
+            return
+        if shared:  # the sysctl would hold for the whole cell
+            if want and tr.memfd_scope != -1:
+                tr.memfd_scope = -1
+                self._info(tr, "container_unprotected", f"container {tr.container.name} shares the cell's PID "
+                           "namespace: memfd executables are not refused", "high")
             return
         try:
-            shares_host = os.readlink(f"/proc/{c.init_pid}/ns/net") == os.readlink("/proc/self/ns/net")
-        except OSError:
+            memfd.set_noexec_scope(tr.container.init_pid, want)
+            tr.memfd_scope = want
+        except (OSError, RuntimeError) as exc:
+            self._info(tr, "container_unprotected", f"memfd execs in {tr.container.name} not refused: {exc}", "high")
+
+    def _apply_network(self, tr: _Tracked) -> None:
+        """Our nftables table in the container's network namespace (outbound rules, DNS steered to the
+        defender's resolver for the container), replaced when the rule changes."""
+        rule, c = tr.rule, tr.container
+        net_on = rule is not None and rule.network.effect != "disable"
+        dns_on = rule is not None and rule.dns.effect != "disable" and bool(rule.dns.allow or rule.dns.deny)
+        shares_host = _shares_cell_ns(c, "net")
+        if shares_host is None:
             return
         if shares_host:
-            if tr.net_script != "host":
+            if (net_on or dns_on) and tr.net_script != "host":
                 tr.net_script = "host"
                 self._info(tr, "network_unprotected", f"container {c.name} shares the cell's network "
-                           "namespace: outbound rules are not applied (they would firewall the cell)", "high")
+                           "namespace: outbound and DNS rules are not applied (they would hold the cell)", "high")
+            return
+        self._apply_resolver(tr, dns_on)
+        want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
+                                dns_port=tr.resolver.port if tr.resolver else None)
+                if rule is not None and (net_on or tr.resolver is not None) else None)
+        if want == tr.net_script or (want is None and tr.net_script is None):
             return
         try:
             network.apply(c.init_pid, want or network.clear_script())
@@ -209,6 +346,25 @@ class CellDefender:
             self._info(tr, "network_unprotected", f"outbound rules not applied to {c.name}: {exc}", "high")
             return
         tr.net_script = want
+
+    def _apply_resolver(self, tr: _Tracked, on: bool) -> None:
+        """The defender's resolver for the container (its sockets in the container's namespace)."""
+        if not on:
+            if tr.resolver is not None:
+                tr.resolver.stop()
+                tr.resolver = None
+            return
+        if tr.resolver is not None:
+            return
+
+        def audit(name: str, decision: Decision, _client: object) -> None:
+            self._audit(tr, type="dns", effect="prevent" if decision.blocked else "alert", control=decision.control,
+                        dest_name=name[:512], protocol="dns", message=decision.reason)
+
+        try:
+            tr.resolver = ContainerResolver(tr.container.init_pid, lambda: tr.rule, audit, self.dns_upstreams)
+        except OSError as exc:
+            self._info(tr, "dns_unprotected", f"DNS of {tr.container.name} not steered: {exc}", "high")
 
     def _nudge(self) -> None:
         with contextlib.suppress(OSError):
@@ -247,7 +403,8 @@ class CellDefender:
             return
         dest = f"{pkt.dst}:{pkt.dport}" if pkt.dport is not None else pkt.dst
         what = network.describe(tr.rule.network, control, int(index))
-        kind = {"network.bad_reputation": "bad_reputation", "network.port_scan": "port_scan"}.get(control, "network")
+        kind = {"network.bad_reputation": "bad_reputation", "network.port_scan": "port_scan",
+                "dns.allow": "dns"}.get(control, "network")
         self._audit(tr, type=kind, effect=effect, severity="high", control=control, dest_ip=pkt.dst,
                     dest_port=pkt.dport, protocol=proto,
                     message=f"outbound {proto} to {dest}: {what}" + (" (refused)" if effect == "prevent" else ""))
@@ -299,16 +456,21 @@ class CellDefender:
                         extra={"capabilities": sorted(seen.capabilities)})
 
     def _proc_loop(self) -> None:
-        """fork/exec/exit of every process on the cell; those of a container go to its forensic trail."""
-        assert self.forensics is not None
+        """fork/exec/exit of every process on the cell: those of a container go to its forensic trail
+        and its fork rate."""
+        procs = self._procs
+        assert procs is not None
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self._procs.fileno()], [], [], 0.5)
-            except (OSError, ValueError):
-                return
-            if not ready:
+                ready, _, _ = select.select([procs.fileno()], [], [], 0.5)
+                events = procs.read() if ready else []
+            except (OSError, ValueError):  # ENOBUFS: a burst overflowed the socket; go on reading
+                if self._stop.is_set():
+                    return
                 continue
-            for ev in self._procs.read():
+            for ev in events:
+                if ev.kind == "exit":
+                    continue
                 ns = None
                 for pid in (ev.pid, ev.ppid):  # a short-lived child may be gone: its parent tells
                     if pid:
@@ -319,10 +481,56 @@ class CellDefender:
                     tr = self._by_pidns.get(ns) if ns else None
                 if tr is None:
                     continue
-                if ev.kind == "exec":
-                    self.forensics.record(tr.container.id, "exec", pid=ev.pid, **process_facts(ev.pid))
-                elif ev.kind == "fork":
-                    self.forensics.record(tr.container.id, "fork", pid=ev.pid, ppid=ev.ppid)
+                if self.forensics is not None:
+                    if ev.kind == "exec":
+                        self.forensics.record(tr.container.id, "exec", pid=ev.pid, **process_facts(ev.pid))
+                    else:
+                        self.forensics.record(tr.container.id, "fork", pid=ev.pid, ppid=ev.ppid)
+                if ev.kind == "fork":
+                    try:
+                        self._fork_rate(tr, ev.pid, ev.ppid or 0, forkrate.boottime_of(ev.timestamp_ns))
+                    except Exception:  # one container's guard failing must not stop the others'
+                        log.exception("fork-rate guard failed for %s", tr.container.id)
+
+    def _fork_rate(self, tr: _Tracked, child: int, parent: int, when: float) -> None:
+        """Forks over the last second against the rule's `max_forks_per_s` (the shared evaluator's
+        decide_fork); once per window: an audit, and under prevent the burst stopped."""
+        rule = tr.rule
+        if rule is None or rule.processes.fork_bomb_guard is None:
+            return
+        rate = tr.forks.record(when, child, parent)
+        now = forkrate.now()
+        if now - tr.forks.tripped_at < tr.forks.window_s:
+            return
+        decision = decide_fork(rule, forks_last_second=rate, live_procs=None)
+        if not decision.violation:
+            return
+        tr.forks.trip(now)
+        stopped, offenders = self._stop_burst(tr, kill=decision.effect == "prevent")
+        note = f"; container frozen, {stopped} process(es) of the burst killed, thawed" if stopped else ""
+        self._audit(tr, type="fork_bomb", effect=decision.effect, severity="high", control=decision.control,
+                    message=f"{decision.reason} (proc connector){note}",
+                    extra={"forks_last_second": rate, "offenders": offenders, "killed": stopped})
+
+    def _stop_burst(self, tr: _Tracked, *, kill: bool) -> tuple[int, list[dict[str, object]]]:
+        """Freeze the container (nothing can fork), find the burst's processes and their descendants,
+        note who they are, kill them (prevent), thaw. Returns (killed, the top forking processes)."""
+        c = tr.container
+        parents = tr.forks.parents()
+        frozen = forkrate.freezer_dir(c.cgroup)
+        if kill and frozen is not None:
+            forkrate.set_frozen(*frozen, True)
+        try:
+            offenders = [{"pid": pid, "forks": n, **process_facts(pid)} for pid, n in parents.most_common(3)]
+            if not kill:
+                return 0, offenders
+            group = frozen[0] if frozen is not None else tr.pids_path
+            members = forkrate.members(group) if group is not None else []
+            spare = {c.init_pid, *([c.app_pid] if c.app_pid else [])}
+            return forkrate.kill(forkrate.offending_subtree(members, tr.forks.burst_start, parents, spare)), offenders
+        finally:
+            if kill and frozen is not None:
+                forkrate.set_frozen(*frozen, False)
 
     def _check_pids(self, tr: _Tracked) -> None:
         if tr.limit is None or tr.pids_path is None:
@@ -333,9 +541,15 @@ class CellDefender:
             tr.pids_refused = refused
             rule = tr.rule
             effect = "prevent" if rule and rule.processes.effect == "prevent" else "alert"
+            if effect == "prevent" and 0 < forkrate.now() - tr.forks.tripped_at < 10:
+                # the burst's survivors spin at the cap, forking nothing the proc connector could count
+                killed, _ = self._stop_burst(tr, kill=True)
+                n_note = f"; {killed} process(es) of the fork burst killed" if killed else ""
+            else:
+                n_note = ""
             self._audit(tr, type="fork_bomb", effect=effect, severity="high", control="processes.fork_bomb_guard",
                         message=f"{n} fork(s) refused by the kernel: {tr.container.name} reached "
-                                f"{tr.limit} processes (pids.max)")
+                                f"{tr.limit} processes (pids.max){n_note}")
 
     # -- exec gate -------------------------------------------------------------------------------
     def _exec_loop(self) -> None:
@@ -346,19 +560,41 @@ class CellDefender:
             for ev in self.gate.read():
                 self._answer(ev)
 
+    def _owner(self, fd: int) -> tuple[_Tracked | None, Mount | None]:
+        """The container an exec'd file belongs to: by its overlay's device, else by the mount the
+        file was reached through."""
+        st = os.fstat(fd)
+        with self._lock:
+            tr = self._by_dev.get(st.st_dev)
+            if tr is not None or not self._by_mnt:
+                return tr, None
+        mnt_id = _mount_id(fd)
+        with self._lock:
+            tr = self._by_mnt.get(mnt_id) if mnt_id is not None else None
+            return tr, (tr.mounts.get(mnt_id) if tr is not None and mnt_id is not None else None)
+
+    def _facts(self, tr: _Tracked, mount: Mount | None, ev: PermEvent) -> exec_gate.ExecFacts:
+        facts = (exec_gate.identify_on_mount(tr.container, mount, ev.fd) if mount is not None
+                 else exec_gate.identify(tr.container, ev.fd))
+        if not is_loader(facts.path):
+            return facts
+        if self._pairing.is_interpreter(ev.pid):
+            return facts
+        return exec_gate.unpaired_loader(facts, ev.pid)
+
     def _answer(self, ev: PermEvent) -> None:
         """Answer first (the exec waits for it), audit after."""
         allow, tr, decision, facts = True, None, None, None
         try:
-            st = os.fstat(ev.fd)
-            with self._lock:
-                tr = self._by_dev.get(st.st_dev)
-                rule = tr.rule if tr else None
+            tr, mount = self._owner(ev.fd)
+            rule = tr.rule if tr else None
             if tr is not None and (rule is not None or self.forensics is not None):
-                facts = exec_gate.identify(tr.container, ev.fd)
+                facts = self._facts(tr, mount, ev)
             if tr is not None and rule is not None and facts is not None:
                 decision = exec_gate.decide(rule, tr.container, facts)
                 allow = not decision.blocked
+            if tr is not None and allow and facts is not None and facts.loaded is None:
+                self._pairing.program_exec(ev.pid)  # its interpreter, if any, is opened next
         except Exception:  # never leave an exec hanging: decide by the rule's effect
             log.exception("exec decision failed")
             allow = not (tr is not None and tr.rule is not None and tr.rule.processes.effect == "prevent")
@@ -368,12 +604,16 @@ class CellDefender:
         if tr is not None and facts is not None and self.forensics is not None:
             # synchronous (the exec was held): the file that ran even when the process is gone at once
             self.forensics.record(tr.container.id, "exec_file", pid=ev.pid, exe=facts.path, layer=facts.layer,
-                                  allowed=allow)
+                                  allowed=allow, **({"loaded": facts.loaded, "argv": facts.argv} if facts.loaded else {}))
         if tr is not None and decision is not None and facts is not None and decision.audited:
             kind = "drift" if decision.control == "processes.drift_prevention" else "process"
+            extra: dict[str, object] = {"layer": facts.layer, "inode": facts.ino}
+            message = decision.reason
+            if facts.loaded is not None:
+                extra.update(loader=facts.path, argv=facts.argv)
+                message += f" (run through the dynamic loader {facts.path}, which maps it past the exec check)"
             self._audit(tr, type=kind, effect=decision.effect, severity="high", control=decision.control,
-                        message=decision.reason, pid=ev.pid, exe=facts.path,
-                        extra={"layer": facts.layer, "inode": facts.ino})
+                        message=message, pid=ev.pid, exe=facts.program, extra=extra)
 
     # -- audits ----------------------------------------------------------------------------------
     def _audit(self, tr: _Tracked, **fields: object) -> None:
@@ -394,3 +634,23 @@ class CellDefender:
     def _info(self, tr: _Tracked, action: str, message: str, severity: str = "low") -> None:
         self._audit(tr, type="defender", effect="info", severity=severity, control=f"cell.{action}",
                     message=message)
+
+
+def _mount_id(fd: int) -> int | None:
+    """The id of the mount an open file was reached through (fdinfo's mnt_id)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _shares_cell_ns(c: Container, kind: str) -> bool | None:
+    """Is the container in the cell's own namespace of this kind (None: the container is gone)?"""
+    try:
+        return os.readlink(f"/proc/{c.init_pid}/ns/{kind}") == os.readlink(f"/proc/self/ns/{kind}")
+    except OSError:
+        return None

@@ -7,7 +7,20 @@ Which file is about to run comes from the event's fd, not from a path the app co
 - **drift**: a file of the upper layer (written into the container, or a rootfs file modified and so
   copied up) is in the baseline only if it was there before the app process started (the droplet
   Garden streams in first); a file of a lower layer (the rootfs image) must have the inode the overlay
-  reports for the fd. Anything else, or anything we cannot identify, is drift."""
+  reports for the fd. Anything else, or anything we cannot identify, is drift.
+- the container's other mounts (a tmpfs /dev, bind mounts) are marked one by one: a file on a
+  read-only mount is the platform's (baseline), on a writable one it is treated like the upper layer.
+
+Code that runs without an execve of its file:
+- **the dynamic loader run directly** (`ld.so /tmp/dropped`, which maps the file rather than execs
+  it): the kernel opens an ELF interpreter with the same exec-open as the program, in the same
+  execve of the same thread, so a loader opened with no program exec before it in that very call
+  (same thread, same syscall registers) was named by the caller: the program it would load is
+  not checked by the kernel, so it is treated as drift (its argv, read for the audit only, names it).
+- **memfd**: executables from memfd_create live on an internal mount fanotify cannot mark. A dynamic
+  one still shows its interpreter opened with no program exec before it (above); every one is
+  stopped by `vm.memfd_noexec = 2` in the container's pid namespace (a memfd can never be made
+  executable there), which the cell defender sets under drift prevention."""
 
 from __future__ import annotations
 
@@ -15,16 +28,30 @@ import os
 import stat
 from dataclasses import dataclass
 
-from garrison.cell.containers import Container
+from garrison.cell.containers import Container, Mount
+from garrison.defender.execinfo import is_loader, loader_target, read_argv
+from garrison.kernel.procmem import MemReader, syscall_state
 from garrison.policy.evaluate import ALLOW, Decision, decide_exec
 from garrison.policy.model import Rule
+
+BASELINE_LAYERS = frozenset({"lower", "upper-baseline", "mount-ro", "mount-baseline"})
+_EXECVEAT = 322  # x86_64; execve is 59
 
 
 @dataclass(frozen=True)
 class ExecFacts:
     path: str  # as the container sees it
-    layer: str  # lower | upper-baseline | upper-new | unknown
+    layer: str  # lower | upper-baseline | upper-new | mount-ro | mount-baseline | mount-new | unknown
     ino: int
+    # the dynamic loader opened with no program exec before it: what the caller asked to run (the
+    # program the loader's argv names, or the memfd / unmarked file it was asked to execute) and the
+    # argv, read for the audit only
+    loaded: str | None = None
+    argv: list[str] | None = None
+
+    @property
+    def program(self) -> str:
+        return self.loaded if self.loaded is not None else self.path
 
 
 def _lower_has(layers: list[str], rel: str, ino: int) -> bool:
@@ -57,19 +84,97 @@ def identify(container: Container, fd: int) -> ExecFacts:
         except OSError:
             up = None
         if up is not None and stat.S_ISREG(up.st_mode):
-            started = container.app_started
-            if started is not None and up.st_ctime < started:
-                return ExecFacts(path, "upper-baseline", st.st_ino)
-            return ExecFacts(path, "upper-new", st.st_ino)
+            layer = "upper-new" if _new_since_start(container, up.st_ctime) else "upper-baseline"
+            return ExecFacts(path, layer, st.st_ino)
     if _lower_has(layers.lower, rel, st.st_ino):
         return ExecFacts(path, "lower", st.st_ino)
     return ExecFacts(path, "unknown", st.st_ino)
 
 
+def _new_since_start(container: Container, ctime: float) -> bool:
+    started = container.app_started
+    return started is None or ctime >= started
+
+
+def identify_on_mount(container: Container, mount: Mount, fd: int) -> ExecFacts:
+    """A file on one of the container's other mounts (fd-based, like `identify`)."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        st = os.fstat(fd)
+    except OSError:
+        return ExecFacts("?", "unknown", 0)
+    if mount.read_only:
+        return ExecFacts(path, "mount-ro", st.st_ino)
+    return ExecFacts(path, "mount-new" if _new_since_start(container, st.st_ctime) else "mount-baseline", st.st_ino)
+
+
+class InterpreterPairing:
+    """Tells the kernel opening an ELF interpreter for a program it is executing from a process
+    running the loader itself. The program's exec event and its interpreter's come from the same
+    thread in the same execve, with identical syscall registers (no other thread can change them
+    while it waits); an execve that failed after its file was opened (E2BIG...) and a new one made
+    next do not match: their arguments differ or the thread left the call."""
+
+    def __init__(self, limit: int = 8192) -> None:
+        self._last: dict[int, str] = {}
+        self._limit = limit
+
+    def program_exec(self, tid: int) -> None:
+        state = syscall_state(tid)
+        if state is None:
+            return
+        if len(self._last) >= self._limit:  # threads that exited meanwhile: drop the oldest
+            del self._last[next(iter(self._last))]
+        self._last[tid] = state
+
+    def is_interpreter(self, tid: int) -> bool:
+        before = self._last.pop(tid, None)
+        return before is not None and before == syscall_state(tid)
+
+    def forget(self, tid: int) -> None:
+        self._last.pop(tid, None)
+
+
+def unpaired_loader(facts: ExecFacts, tid: int) -> ExecFacts:
+    """Facts for a loader opened with no program exec before it, with what the thread's execve asked
+    for: `ld.so PROGRAM` (the program its argv names) or a file we never saw (a memfd, a file on an
+    unmarked mount), read from the waiting thread's registers and memory for the audit only."""
+    loaded, argv = f"{facts.path} (program unknown)", []
+    state = syscall_state(tid)
+    mem = MemReader(tid)
+    try:
+        words = state.split() if state else []
+        nr, regs = int(words[0]), [int(x, 16) for x in words[1:7]]
+        if nr == _EXECVEAT:
+            dirfd, path_ptr, argv_ptr = regs[0], regs[1], regs[2]
+        else:
+            dirfd, path_ptr, argv_ptr = -1, regs[0], regs[1]
+        argv = read_argv(mem, argv_ptr)
+        named = mem.read_cstring(path_ptr).decode(errors="surrogateescape")
+        if not named and dirfd >= 0:
+            named = os.readlink(f"/proc/{tid}/fd/{dirfd}")  # execveat(fd, "", AT_EMPTY_PATH): a memfd...
+        if is_loader(named) or named == facts.path:
+            i = loader_target(argv)
+            if i is not None:
+                loaded = argv[i]
+        elif named:
+            loaded = named
+    except (OSError, ValueError, IndexError):
+        pass
+    finally:
+        mem.close()
+    return ExecFacts(facts.path, facts.layer, facts.ino, loaded, argv)
+
+
 def decide(rule: Rule | None, container: Container, facts: ExecFacts) -> Decision:
     """The shared evaluator's exec decision; before the app has started (Garden preparing the
-    container) only deny lists apply, since there is no baseline to drift from yet."""
+    container) only deny lists apply, since there is no baseline to drift from yet. The loader run
+    directly is decided on the program it names, which is never in the baseline: the kernel does not
+    check what the loader maps."""
     if rule is None:
         return ALLOW
-    in_baseline = facts.layer in ("lower", "upper-baseline") or container.app_started is None
+    if facts.loaded is not None:
+        return decide_exec(rule, facts.loaded, [facts.loaded], in_baseline=container.app_started is None)
+    in_baseline = facts.layer in BASELINE_LAYERS or container.app_started is None
     return decide_exec(rule, facts.path, [facts.path], in_baseline=in_baseline)
+

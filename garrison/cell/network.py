@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 
-from garrison.policy.model import NetTarget, NetworkControls, PortRange
+from garrison.policy.model import DnsControls, NetTarget, NetworkControls, PortRange
 
 NFLOG_GROUP = 7341
 TABLE = "garrison"
@@ -43,13 +43,18 @@ def _match(t: NetTarget) -> list[str]:
     return parts
 
 
-def ruleset(net: NetworkControls, *, log_flows: bool = False) -> str:
+def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls | None = None,
+            dns_port: int | None = None) -> str:
     """The whole `inet garrison` table for one container, replaced atomically by `nft -f`
-    (`log_flows`: every new flow is logged too, for forensics)."""
-    act = "goto refuse" if net.effect == "prevent" else "accept"
-    effect = net.effect
+    (`log_flows`: every new flow is logged too, for forensics). With `dns_port`, every UDP/TCP packet
+    to port 53 is redirected to the defender's resolver listening on 127.0.0.1:`dns_port` in the
+    container; with a DNS allow-list too, new flows go only to addresses allowed names resolved to
+    (`pinned4`/`pinned6`, filled by the resolver), to the outbound allow list, or to loopback."""
+    net_on = net.effect != "disable"
+    pin = dns is not None and dns_port is not None and dns.effect != "disable" and bool(dns.allow)
 
-    def logged(control: str, index: int) -> str:
+    def logged(control: str, index: int, effect: str = net.effect) -> str:
+        act = "goto refuse" if effect == "prevent" else "accept"
         return f'log prefix "g|{effect}|{control}|{index}" group {NFLOG_GROUP} {act}'
 
     lines = [
@@ -57,15 +62,26 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False) -> str:
         f"delete table inet {TABLE}",
         f"table inet {TABLE} {{",
     ]
-    bad4 = [n for n in net.bad_reputation_ips if ipaddress.ip_network(n, strict=False).version == 4]
-    bad6 = [n for n in net.bad_reputation_ips if ipaddress.ip_network(n, strict=False).version == 6]
+    bad = net.bad_reputation_ips if net_on else []
+    bad4 = [n for n in bad if ipaddress.ip_network(n, strict=False).version == 4]
+    bad6 = [n for n in bad if ipaddress.ip_network(n, strict=False).version == 6]
     for name, kind, items in (("badrep4", "ipv4_addr", bad4), ("badrep6", "ipv6_addr", bad6)):
         if items:
             lines.append(f"  set {name} {{ type {kind}; flags interval; auto-merge; elements = {{ "
                          + ", ".join(str(ipaddress.ip_network(i, strict=False)) for i in items) + " } }")
-    scan = net.port_scan is not None and net.port_scan.enabled
+    scan = net_on and net.port_scan is not None and net.port_scan.enabled
     if scan:  # the defender fills it for a while once a scan is seen (prevent): new flows refused
         lines.append("  set scan_block { type inet_proto; flags timeout; }")
+    if pin:
+        lines += ["  set pinned4 { type ipv4_addr; flags timeout; }", "  set pinned6 { type ipv6_addr; flags timeout; }"]
+    if dns_port is not None:
+        lines += [
+            "  chain dns {",
+            "    type nat hook output priority -100; policy accept;",
+            f"    udp dport 53 redirect to :{dns_port}",
+            f"    tcp dport 53 redirect to :{dns_port}",
+            "  }",
+        ]
     lines += [
         "  chain refuse {",
         "    meta l4proto tcp reject with tcp reset",
@@ -75,21 +91,26 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False) -> str:
         "    type filter hook output priority 0; policy accept;",
         "    ct state established,related accept",
     ]
-    if scan and effect == "prevent":
+    if scan and net.effect == "prevent":
         lines.append(f"    ct state new meta l4proto @scan_block {logged('network.port_scan', 1)}")
-    if scan or log_flows:
+    if net_on and (scan or log_flows):
         # every new flow, for port-scan detection and forensics (the log statement does not end the chain)
         lines.append(f'    ct state new meta l4proto {{ tcp, udp }} log prefix "g|flow|-|0" group {NFLOG_GROUP}')
     if bad4:
         lines.append(f"    ip daddr @badrep4 {logged('network.bad_reputation', 0)}")
     if bad6:
         lines.append(f"    ip6 daddr @badrep6 {logged('network.bad_reputation', 0)}")
-    for i, t in enumerate(net.outbound.deny):
+    for i, t in enumerate(net.outbound.deny if net_on else []):
         lines.append(f"    {' '.join(_match(t))} {logged('network.outbound.deny', i)}")
-    if net.outbound.allow:
-        for t in net.outbound.allow:
-            lines.append(f"    {' '.join(_match(t))} accept")
+    allowed = [f"    {' '.join(_match(t))} accept" for t in net.outbound.allow]
+    pinned = ["    ip daddr @pinned4 accept", "    ip6 daddr @pinned6 accept"] if pin else []
+    if net_on and net.outbound.allow:
+        lines += allowed + pinned  # an allowed name's address passes the allow list (as in decide_connect)
         lines.append(f"    meta l4proto {{ tcp, udp }} {logged('network.outbound.allow', -1)}")
+    if pin:
+        assert dns is not None
+        lines += ["    ip daddr 127.0.0.0/8 accept", "    ip6 daddr ::1 accept", *allowed, *pinned,
+                  f"    meta l4proto {{ tcp, udp }} {logged('dns.allow', -1, dns.effect)}"]
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 
@@ -123,4 +144,6 @@ def describe(net: NetworkControls, control: str, index: int) -> str:
         return "bad-reputation address"
     if control == "network.port_scan":
         return "new connections refused while the container is scanning"
+    if control == "dns.allow":
+        return "destination was not resolved from an allowed name"
     return control

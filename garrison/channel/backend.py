@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from garrison.channel.protocol import AppIdentity
+from garrison.channel.protocol import AppIdentity, DefenderType, Workloads
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
 
@@ -45,11 +45,18 @@ class ChannelBackend(Protocol):
         csr_pem: bytes,
         requested_id: str,
         identity: AppIdentity | None = None,
+        defender_type: DefenderType = "app-embedded",
     ) -> tuple[str, bytes]:
         """Check the bundle's enrolment token (and that nonce was never seen, timestamp fresh, the
         claimed app identity inside the token's scope); return (defender_id, client certificate PEM)
         signed by the console CA. Raise EnrolmentRefused otherwise. An id is never issued for a key
-        other than the one it was first issued for."""
+        other than the one it was first issued for. A `cell` defender needs a bundle made for cells
+        (and a cell bundle enrols nothing else)."""
+        ...
+
+    async def workloads(self, defender_id: str, msg: Workloads) -> str:
+        """Record a cell defender's containers (each one workload); returns why it was refused ("" =
+        stored), e.g. the defender is not a cell defender."""
         ...
 
     async def defender_connected(self, hello: DefenderHello) -> AppIdentity | None:

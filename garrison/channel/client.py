@@ -97,9 +97,13 @@ class DefenderChannelClient:
         check_hostname: bool = True,
         proxy: str | Literal[True] | None = None,
         parser: Callable[[str | bytes], p.Message] = p.parse,
+        defender_type: p.DefenderType = "app-embedded",
+        on_connect: Callable[[], list[p.Workloads]] | None = None,
     ) -> None:
         """`proxy`: None = connect directly; True = honour HTTPS_PROXY/NO_PROXY; or a proxy URL.
-        `parser` exists for simulations: many clients in one process may share parsed policies."""
+        `parser` exists for simulations: many clients in one process may share parsed policies.
+        `on_connect()` gives messages sent right after each policy snapshot (a cell defender's full
+        workload list); `send_message()` queues more while connected (deltas)."""
         self.bundle = bundle
         self.data_folder = Path(data_folder)
         self.hello = hello
@@ -115,6 +119,10 @@ class DefenderChannelClient:
         self.check_hostname = check_hostname
         self.parse = parser
         self.proxy = proxy
+        self.defender_type: p.DefenderType = defender_type
+        self.on_connect = on_connect
+        self._extra: deque[p.Workloads] = deque(maxlen=10000)
+        self._extra_wake: asyncio.Event | None = None
 
         self.policy: RuntimePolicy | None = None
         self.verdict: p.DropletVerdict | None = None
@@ -153,6 +161,15 @@ class DefenderChannelClient:
     def wake(self) -> None:
         """Make the sender look at the spool now (after events were appended to it directly)."""
         loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+    def send_message(self, msg: p.Workloads) -> None:
+        """Send a message soon, in order, if connected (thread-safe). Messages queued while
+        disconnected are dropped at the next connection: `on_connect` sends the whole state then."""
+        self._extra.append(msg)
+        loop, wake = self._loop, self._extra_wake
         if loop is not None and wake is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
@@ -211,6 +228,7 @@ class DefenderChannelClient:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._extra_wake = asyncio.Event()
 
     async def aclose(self) -> None:
         if self._stopping is not None:
@@ -286,6 +304,7 @@ class DefenderChannelClient:
                         timestamp=time.time(),
                         csr_pem=csr_pem.decode(),
                         requested_id=self.hello.defender_id,
+                        defender_type=self.defender_type,
                         app=p.AppIdentity(
                             app_id=self.hello.app_id,
                             app_name=self.hello.app_name,
@@ -340,11 +359,16 @@ class DefenderChannelClient:
             self.stats["connects"] += 1
             self.last_error = ""
             await self._apply_policy(first)
+            self._extra.clear()  # superseded by what on_connect sends now
+            if self.on_connect is not None:
+                for msg in self.on_connect():
+                    await ws.send(p.dump(msg))
             self.connected_event.set()
             inflight: deque[int] = deque()
             tasks = [
                 asyncio.create_task(self._reader(ws, inflight)),
                 asyncio.create_task(self._sender(ws, inflight)),
+                asyncio.create_task(self._extras(ws)),
                 asyncio.create_task(self._heartbeats(ws)),
                 asyncio.create_task(self._stopping.wait()),
             ]
@@ -434,6 +458,14 @@ class DefenderChannelClient:
             if len(inflight) < self.window and self.spool.read_after(sent_through, 1):
                 continue
             await self._wake.wait()
+
+    async def _extras(self, ws: ClientConnection) -> None:
+        assert self._extra_wake is not None
+        while True:
+            self._extra_wake.clear()
+            while self._extra:
+                await ws.send(p.dump(self._extra.popleft()))
+            await self._extra_wake.wait()
 
     async def _heartbeats(self, ws: ClientConnection) -> None:
         while True:

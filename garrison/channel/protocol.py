@@ -12,6 +12,7 @@ Flow::
                      events{seq} ──▶ ack{seq}             (at-least-once; the store dedups by event id)
                      heartbeat ──▶ (nothing)
                      ◀── command{id, name, args} ; command_result{id, ok, data|error} ──▶
+                     workloads{full, up, gone} ──▶ (cell defenders: the app containers on the cell)
                      any malformed message ──▶ error{code, message, fatal}
 """
 
@@ -73,6 +74,11 @@ class AppIdentity(BaseModel):
     instance: int = Field(default=0, ge=0, le=MAX_INSTANCE)
 
 
+DefenderType = Literal["app-embedded", "cell"]
+"""`app-embedded`: one defender per app instance, inside it; `cell`: one privileged defender per Diego
+cell reporting for every app container on it (each container is one workload)."""
+
+
 class Enrol(_Msg):
     type: Literal["enrol"] = "enrol"
     token: str = Field(min_length=1, max_length=4096)
@@ -81,6 +87,9 @@ class Enrol(_Msg):
     csr_pem: str = Field(min_length=1, max_length=16384)
     requested_id: str = Field(default="", max_length=256, description="a readable prefix for the id")
     app: AppIdentity | None = Field(default=None, description="the app instance this defender protects")
+    defender_type: DefenderType = Field(
+        default="app-embedded", description="a cell defender needs a bundle made for cells"
+    )
 
 
 class Enrolled(_Msg):
@@ -106,6 +115,42 @@ class Hello(_Msg):
         default="",
         max_length=128,
         description="sha256 digest of the droplet (buildpack profile.d), for the gate",
+    )
+
+
+MAX_WORKLOADS = 2000
+"""per message; a Diego cell runs at most a few hundred containers"""
+
+
+class Workload(BaseModel):
+    """One app container a cell defender protects, with the CF identity from its environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    container_id: str = Field(min_length=1, max_length=256)
+    app_id: Name = ""
+    app_name: Name = ""
+    org: Name = ""
+    space: Name = ""
+    app_guid: Name = ""
+    instance: int = Field(default=0, ge=0, le=MAX_INSTANCE)
+    rule: Name = Field(default="", description="the rule that applies (first whose scope matches)")
+    started_at: float | None = Field(default=None, allow_inf_nan=False, description="app start (cell clock)")
+    seen_at: float = Field(default=0.0, allow_inf_nan=False, description="when the defender saw the change")
+    protections: Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=16)] = Field(
+        default_factory=list, description="what is on for it: exec, network, dns, pids, ..."
+    )
+
+
+class Workloads(_Msg):
+    """A cell defender's containers: `full` = the complete set (sent on every connection; containers
+    not in it are gone), else changes: `up` added or updated, `gone` stopped (container ids)."""
+
+    type: Literal["workloads"] = "workloads"
+    full: bool = False
+    up: list[Workload] = Field(default_factory=list, max_length=MAX_WORKLOADS)
+    gone: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=MAX_WORKLOADS
     )
 
 
@@ -156,6 +201,72 @@ class Heartbeat(_Msg):
     stats: Features = Field(default_factory=dict)
 
 
+MAX_PROFILE_ITEMS = 1000
+"""items of all kinds in one `profile` message (the defender splits bigger reports)"""
+_Count = Annotated[int, Field(ge=0, le=2**62)]
+_Time = Annotated[float, Field(ge=0, le=2**40, allow_inf_nan=False)]
+_Host = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+class _Seen(BaseModel):
+    """Cumulative since the defender run started (`run_id`): a re-sent report changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: _Count = 1
+    first_seen: _Time
+    last_seen: _Time
+
+
+class SeenProcess(_Seen):
+    exe: str = Field(min_length=1, max_length=4096)
+    argv_shape: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=list, max_length=16, description="argv[1:] with variable parts as <n>, <hex>, <path>"
+    )
+    parent: str = Field(default="", max_length=4096, description="executable of the parent process")
+    sha256: str = Field(default="", max_length=64, pattern="^[0-9a-f]*$", description="identity of the file")
+
+
+class SeenDestination(_Seen):
+    ip: str = Field(min_length=2, max_length=64)
+    port: int = Field(ge=0, le=65535)
+    protocol: Literal["tcp", "udp", ""] = "tcp"
+    names: list[_Host] = Field(default_factory=list, max_length=8, description="DNS names that resolved to ip")
+
+
+class SeenName(_Seen):
+    name: _Host
+
+
+class SeenListen(_Seen):
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp", ""] = "tcp"
+
+
+ProfileControl = Literal["processes", "network", "listening", "dns"]
+
+
+class ProfileReport(_Msg):
+    """What a defender in learn mode saw: aggregated counts, never one message per call.
+    Items are cumulative for (defender, run_id); only items that changed since the last report are
+    sent, and the whole set now and then, so a lost report heals."""
+
+    type: Literal["profile"] = "profile"
+    run_id: str = Field(min_length=1, max_length=64, description="one defender process run")
+    controls: list[ProfileControl] = Field(default_factory=list, max_length=4)
+    addresses: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=16, description="the instance's own IPs (CF_INSTANCE_INTERNAL_IP, ...)"
+    )
+    routes: list[_Host] = Field(
+        default_factory=list, max_length=64, description="the app's routes (VCAP_APPLICATION uris)"
+    )
+    processes: list[SeenProcess] = Field(default_factory=list, max_length=MAX_PROFILE_ITEMS)
+    destinations: list[SeenDestination] = Field(default_factory=list, max_length=MAX_PROFILE_ITEMS)
+    dns: list[SeenName] = Field(default_factory=list, max_length=MAX_PROFILE_ITEMS)
+    listening: list[SeenListen] = Field(default_factory=list, max_length=256)
+    dropped: _Count = Field(default=0, description="distinct items the defender could not keep (its bound)")
+
+
 class Command(_Msg):
     type: Literal["command"] = "command"
     id: str = Field(min_length=1, max_length=64)
@@ -193,7 +304,18 @@ class Error(_Msg):
 
 
 Message = Annotated[
-    Enrol | Enrolled | Hello | PolicySnapshot | Events | Ack | Heartbeat | Command | CommandResult | Error,
+    Enrol
+    | Enrolled
+    | Hello
+    | PolicySnapshot
+    | Events
+    | Ack
+    | Heartbeat
+    | Command
+    | CommandResult
+    | Error
+    | Workloads
+    | ProfileReport,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
@@ -209,6 +331,8 @@ KNOWN_TYPES = frozenset(
         "command",
         "command_result",
         "error",
+        "workloads",
+        "profile",
     }
 )
 

@@ -44,6 +44,8 @@ MAX_EVENT_BYTES = 256 * 1024
 """one event; the client (spool) trims an event above this before sending it"""
 MAX_EVENTS_MESSAGE_BYTES = 4 * 1024 * 1024
 """one batch; the client keeps batches under 1 MiB (plus at most one event)"""
+MAX_PROFILE_MESSAGE_BYTES = 2 * 1024 * 1024
+"""one learning report: at most MAX_PROFILE_ITEMS schema-bounded items (the client splits)"""
 _CLOSE_POLICY = 1008  # RFC 6455 "policy violation"
 _CLOSE_OVERLOAD = 1013  # "try again later"
 
@@ -308,7 +310,13 @@ class ChannelServer:
                 return
             try:
                 defender_id, cert = await self.backend.enrol(
-                    msg.token, msg.nonce, msg.timestamp, msg.csr_pem.encode(), msg.requested_id, msg.app
+                    msg.token,
+                    msg.nonce,
+                    msg.timestamp,
+                    msg.csr_pem.encode(),
+                    msg.requested_id,
+                    msg.app,
+                    msg.defender_type,
                 )
             except EnrolmentRefused as exc:
                 await self._fatal(conn, "enrolment_refused", str(exc) or "enrolment refused")
@@ -434,6 +442,12 @@ class ChannelServer:
                     return
             elif isinstance(msg, p.Heartbeat):
                 await self.backend.heartbeat(peer.defender_id, msg.stats)
+            elif isinstance(msg, p.Workloads):
+                why = await self.backend.workloads(peer.defender_id, msg)
+                if why:
+                    peer.send(p.Error(code="unsupported", message=why))
+            elif isinstance(msg, p.ProfileReport):
+                await self._profile(peer, msg)
             elif isinstance(msg, p.CommandResult):
                 fut = peer.commands.get(msg.id)
                 if fut is not None and not fut.done():
@@ -442,6 +456,19 @@ class ChannelServer:
                 peer.send(
                     p.Error(code="unsupported", message=f"'{msg.type}' is not expected from a defender")
                 )
+
+    async def _profile(self, peer: _Peer, msg: p.ProfileReport) -> None:
+        """A learning report, stored under the bound app identity (never what the defender claims).
+        Counts are cumulative per defender run, so no ack is needed: a lost report heals with the next."""
+        store = getattr(self.backend, "store_profile", None)
+        if store is None:
+            peer.send(p.Error(code="unsupported", message="this console does not keep learning profiles"))
+            return
+        try:
+            await store(peer.defender_id, _identity(peer), msg)
+        except Exception:
+            log.exception("storing the profile report of %s failed", peer.defender_id)
+            peer.send(p.Error(code="internal", message="could not store the profile report"))
 
     async def _ingest(self, peer: _Peer, msg: p.Events) -> bool:
         """Slow path for a batch with invalid events: keep the good ones, report the others."""
@@ -497,18 +524,20 @@ class ChannelServer:
 
 
 def _oversized(raw: str | bytes) -> str:
-    """Why a message is too large for its type ("" when it is not): only event batches and command
-    results may be large, so a defender cannot make the console hold (and store) megabytes of
+    """Why a message is too large for its type ("" when it is not): only event batches, a cell's
+    workload lists and command results may be large, so a defender cannot make the console hold (and store) megabytes of
     heartbeat stats or hello fields."""
     size = len(raw)
     if size <= MAX_SMALL_MESSAGE_BYTES:
         return ""
     head = raw[:64].decode(errors="replace") if isinstance(raw, bytes) else raw[:64]
     head = head.replace(" ", "")
-    if '"type":"events"' in head:
+    if '"type":"events"' in head or '"type":"workloads"' in head:
         limit = MAX_EVENTS_MESSAGE_BYTES
     elif '"type":"command_result"' in head:
         limit = p.MAX_MESSAGE_BYTES
+    elif '"type":"profile"' in head:
+        limit = MAX_PROFILE_MESSAGE_BYTES
     else:
         limit = MAX_SMALL_MESSAGE_BYTES
     if size <= limit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,9 @@ from garrison.console.services.alerts import AlertDispatcher
 from garrison.console.services.audits import AuditService
 from garrison.console.services.auth import AuthService
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.discovery import DiscoveryService
 from garrison.console.services.hosts import HostService
+from garrison.console.services.learning import LearningService
 from garrison.console.services.live import LiveHub
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
@@ -45,6 +48,14 @@ class ConsoleContext:
     public: frozenset[str] = frozenset()
     """what may be read without a token: "metrics" (--public-metrics), "docs" (--public-api-docs)"""
     live: LiveHub = field(default_factory=LiveHub)
+
+    @cached_property
+    def learning(self) -> LearningService:
+        return LearningService(self.store, self.policies)
+
+    @cached_property
+    def discovery(self) -> DiscoveryService:
+        return DiscoveryService(self.store, self.learning)
 
     @classmethod
     def build(cls, data_dir: Path, store: Store, ca: CertificateAuthority) -> ConsoleContext:

@@ -54,13 +54,23 @@ def group() -> typer.Typer:
     @group.command("cell")
     def cell(
         policy: str = typer.Option(
-            ..., "--policy", envvar="DEFENDER_POLICY_FILE", help="runtime policy file"
+            None, "--policy", envvar="DEFENDER_POLICY_FILE",
+            help="runtime policy file (used when there is no console, or it has not answered yet)",
         ),
+        install_bundle: str = typer.Option(
+            None, "--install-bundle", envvar="INSTALL_BUNDLE",
+            help="the console's cell install bundle (Deploy page: Diego cells)",
+        ),
+        data_folder: str = typer.Option(
+            "/var/vcap/data/garrison/cell", "--data-folder", envvar="DATA_FOLDER",
+            help="certificate, event spool and cached policy",
+        ),
+        connect_timeout: float = typer.Option(10.0, "--connect-timeout", help="seconds to wait for the console"),
         runc_root: list[str] = typer.Option(
             None, "--runc-root", help="runc state root (repeat); default: Garden's"
         ),
         audit_log: str = typer.Option(
-            None, "--audit-log", help="append audits (JSON lines) here, not stdout"
+            None, "--audit-log", help="also append audits (JSON lines) here"
         ),
         duration: float = typer.Option(
             0, "--duration", help="stop after this many seconds (0 = until killed)"
@@ -71,8 +81,12 @@ def group() -> typer.Typer:
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """The cell defender (root, one per Diego cell): protects every app container on the cell."""
-        from garrison.cell.cli import run
+        from garrison.cell.cli import CellOptions, run
 
-        raise typer.Exit(run(policy, list(runc_root or []), audit_log, duration, quiet, forensics_dir))
+        raise typer.Exit(run(CellOptions(
+            policy_file=policy, runc_roots=tuple(runc_root or ()), audit_log=audit_log, duration=duration,
+            quiet=quiet, forensics_dir=forensics_dir, install_bundle=install_bundle, data_folder=data_folder,
+            connect_timeout=connect_timeout,
+        )))
 
     return group

@@ -95,19 +95,25 @@ class ForensicRing:
 
 
 TREE_KINDS = ("exec", "fork", "child")
+MAX_TIMES = 20
 
 
 def process_tree(records: list[dict[str, Any]], focus_pid: int | None = None) -> list[dict[str, Any]]:
     """Rebuild the process tree from forensic records (oldest first). Each node: pid, ppid, the
-    programs it ran (exec records), how many forks it asked for, and the audits about it. With
+    programs it ran (exec records), how many forks it asked for and when (`fork_times`, the first
+    MAX_TIMES), when it was started where a `child` record says so, and the audits about it. With
     `focus_pid` (an incident's pid) only its branch is kept: its ancestors (each with only the child
     on the way down) and its whole subtree. A recycled pid can make a loop: such an edge is dropped."""
     nodes: dict[int, dict[str, Any]] = {}
+    first: dict[int, float] = {}  # pid -> time of its first record: children are listed in that order
 
     def node(pid: int) -> dict[str, Any]:
         n = nodes.get(pid)
         if n is None:
-            n = nodes[pid] = {"pid": pid, "ppid": None, "execs": [], "forks": 0, "audits": [], "children": []}
+            n = nodes[pid] = {
+                "pid": pid, "ppid": None, "started": None, "execs": [], "forks": 0, "fork_times": [],
+                "audits": [], "children": [],
+            }  # fmt: skip
         return n
 
     for r in records:
@@ -122,10 +128,15 @@ def process_tree(records: list[dict[str, Any]], focus_pid: int | None = None) ->
                 node(pid)
                 c = node(child)
                 c["ppid"] = c["ppid"] if c["ppid"] is not None else pid
+                if c["started"] is None and isinstance(r.get("t"), int | float):
+                    c["started"] = r["t"]
+                    first[child] = min(first.get(child, r["t"]), r["t"])
             continue
         if kind not in (*TREE_KINDS, "audit"):
             continue
         n = node(pid)
+        if isinstance(r.get("t"), int | float):
+            first[pid] = min(first.get(pid, r["t"]), r["t"])
         ppid = r.get("ppid")
         if kind in TREE_KINDS and isinstance(ppid, int) and ppid != pid and n["ppid"] is None:
             n["ppid"] = ppid
@@ -133,6 +144,8 @@ def process_tree(records: list[dict[str, Any]], focus_pid: int | None = None) ->
             n["execs"].append({k: r.get(k) for k in ("t", "exe", "argv", "verdict", "loader") if r.get(k)})
         elif kind == "fork":
             n["forks"] += 1
+            if len(n["fork_times"]) < MAX_TIMES and isinstance(r.get("t"), int | float):
+                n["fork_times"].append(r["t"])
         elif kind == "audit":
             n["audits"].append(
                 {k: r.get(k) for k in ("t", "type", "control", "effect", "message", "exe") if r.get(k)}
@@ -144,14 +157,17 @@ def process_tree(records: list[dict[str, Any]], focus_pid: int | None = None) ->
             roots.append(n)
         else:
             parent["children"].append(n)
+    for n in nodes.values():
+        n["children"].sort(key=lambda c: (first.get(c["pid"], float("inf")), c["pid"]))
     if focus_pid is None or focus_pid not in nodes:
         return roots if focus_pid is None else []
-    branch = nodes[focus_pid]
+    branch, cur = nodes[focus_pid], focus_pid
     seen = {focus_pid}
     p = branch["ppid"]
-    while p in nodes and p not in seen and branch in nodes[p]["children"]:
+    # by identity: `branch` is a trimmed copy from the second step on, never equal to the node itself
+    while p in nodes and p not in seen and any(c is nodes[cur] for c in nodes[p]["children"]):
         seen.add(p)
-        branch = {**nodes[p], "children": [branch]}
+        branch, cur = {**nodes[p], "children": [branch]}, p
         p = nodes[p]["ppid"]
     return [branch]
 

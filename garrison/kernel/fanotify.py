@@ -27,6 +27,7 @@ FAN_REPORT_DFID_NAME = FAN_REPORT_DIR_FID | FAN_REPORT_NAME
 # fanotify_mark flags
 FAN_MARK_ADD = 0x1
 FAN_MARK_REMOVE = 0x2
+FAN_MARK_MOUNT = 0x10
 FAN_MARK_FILESYSTEM = 0x100
 
 # event masks
@@ -227,6 +228,7 @@ def available() -> str | None:
 
 # -- permission events (the cell defender's exec gate) ------------------------------------------
 FAN_CLASS_CONTENT = 0x4
+FAN_REPORT_TID = 0x100  # the event's pid is the thread doing the access, not its process
 FAN_OPEN_EXEC_PERM = 0x40000
 FAN_ALLOW = 0x1
 FAN_DENY = 0x2
@@ -245,14 +247,14 @@ class PermEvent:
 
 
 class FanotifyPerm:
-    """A content-class fanotify group answering FAN_OPEN_EXEC_PERM for whole filesystems: the kernel
-    blocks the execve until the answer, so the decision cannot be raced."""
+    """A content-class fanotify group answering FAN_OPEN_EXEC_PERM for whole filesystems or single
+    mounts: the kernel blocks the execve until the answer, so the decision cannot be raced. With
+    `report_tid` an event's pid is the thread in execve (one execve per thread at a time), which lets
+    the caller pair a program's exec with the opening of its ELF interpreter."""
 
-    def __init__(self) -> None:
-        self.fd = _check(
-            libc.fanotify_init(FAN_CLOEXEC | FAN_CLASS_CONTENT | FAN_UNLIMITED_QUEUE, os.O_RDONLY | os.O_LARGEFILE),
-            "fanotify_init(FAN_CLASS_CONTENT)",
-        )
+    def __init__(self, *, report_tid: bool = False) -> None:
+        flags = FAN_CLOEXEC | FAN_CLASS_CONTENT | FAN_UNLIMITED_QUEUE | (FAN_REPORT_TID if report_tid else 0)
+        self.fd = _check(libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE), "fanotify_init(FAN_CLASS_CONTENT)")
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -264,6 +266,13 @@ class FanotifyPerm:
         flags = (FAN_MARK_REMOVE if remove else FAN_MARK_ADD) | FAN_MARK_FILESYSTEM
         _check(libc.fanotify_mark(self.fd, flags, FAN_OPEN_EXEC_PERM, -100, os.fsencode(path)),
                f"fanotify_mark {path}")
+
+    def mark_mount(self, path: str, *, remove: bool = False) -> None:
+        """Hold every exec through the mount at `path` only (a bind mount of a file system shared with
+        the host, a tmpfs): the same file reached through another mount is not held."""
+        flags = (FAN_MARK_REMOVE if remove else FAN_MARK_ADD) | FAN_MARK_MOUNT
+        _check(libc.fanotify_mark(self.fd, flags, FAN_OPEN_EXEC_PERM, -100, os.fsencode(path)),
+               f"fanotify_mark (mount) {path}")
 
     def read(self, bufsize: int = 16384) -> list[PermEvent]:
         try:

@@ -26,3 +26,19 @@ def noexec_seal_available() -> bool:
         return False
     os.close(fd)
     return True
+
+
+def set_noexec_scope(pid: int, scope: int) -> None:
+    """Set `vm.memfd_noexec` of the pid namespace `pid` lives in (6.3+; the sysctl applies to the
+    writer's own pid namespace, so it is written by a child forked inside that namespace). 2: a memfd
+    can never be made executable there (MFD_EXEC refused with EACCES, every memfd sealed noexec);
+    child namespaces inherit it and cannot go lower. Raises RuntimeError with the reason."""
+    import subprocess
+
+    proc = subprocess.run(
+        ["nsenter", "--target", str(pid), "--pid", "--", "/bin/sh", "-c",
+         f"echo {int(scope)} > /proc/sys/vm/memfd_noexec"],
+        capture_output=True, text=True, timeout=10,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"vm.memfd_noexec not set: {proc.stderr.strip() or proc.returncode}")

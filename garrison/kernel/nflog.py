@@ -3,16 +3,14 @@ space, read from a socket opened inside a chosen network namespace. Mechanism on
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import socket
 import struct
-import threading
 from dataclasses import dataclass
 
-from garrison.kernel._libc import libc
 from garrison.kernel.netlink import NLMSG, drain
+from garrison.kernel.netns import socket_in_netns
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
@@ -27,12 +25,10 @@ NFULA_PREFIX = 10
 NLM_F_REQUEST = 1
 NLM_F_ACK = 4
 NLMSG_ERROR = 2
-CLONE_NEWNET = 0x40000000
 
 _NFGEN = struct.Struct("=BBH")
 _ATTR = struct.Struct("=HH")
 
-libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 @dataclass(frozen=True)
@@ -55,40 +51,13 @@ def _config(group: int, attrs: bytes, seq: int) -> bytes:
     return NLMSG.pack(NLMSG.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
 
 
-def _in_netns(ns_path: str) -> socket.socket:
-    """A netlink socket created inside the network namespace at `ns_path` (setns on a helper thread:
-    the namespace sticks to the socket, the calling thread never moves)."""
-    result: list[object] = []
-
-    def worker() -> None:
-        try:
-            fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {ns_path}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                        NETLINK_NETFILTER))
-        except OSError as exc:
-            result.append(exc)
-
-    t = threading.Thread(target=worker, name="nflog-setns")  # the thread ends: its netns goes with it
-    t.start()
-    t.join()
-    if isinstance(result[0], OSError):
-        raise result[0]
-    return result[0]  # type: ignore[return-value]
-
-
 class NflogSocket:
     """Bound to one NFLOG group in one network namespace; copies the first 128 bytes of each packet."""
 
     def __init__(self, group: int, netns: str | None = None) -> None:
         self.group = group
-        self.sock = _in_netns(netns) if netns else socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+        self.sock = (socket_in_netns(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) if netns
+                     else socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER))
         self.sock.bind((0, 0))
         self._request(_attr(NFULA_CFG_CMD, struct.pack("=B", NFULNL_CFG_CMD_BIND)), 1)
         self._request(_attr(NFULA_CFG_MODE, struct.pack(">IBB", 128, NFULNL_COPY_PACKET, 0)), 2)

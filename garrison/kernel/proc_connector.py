@@ -32,11 +32,14 @@ class ProcEvent:
     pid: int  # the thread group (process) the event is about: child for fork
     ppid: int | None = None  # fork: the parent process
     exit_code: int | None = None
+    timestamp_ns: int = 0  # when the kernel reported it, CLOCK_MONOTONIC
 
 
 class ProcConnector:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
+        with contextlib.suppress(OSError):  # root: room for a burst of forks (a fork bomb) before ENOBUFS
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
         self.sock.bind((os.getpid(), CN_IDX_PROC))
         self._control(PROC_CN_MCAST_LISTEN)
         self.sock.setblocking(False)
@@ -62,19 +65,19 @@ class ProcConnector:
 def _parse(body: bytes) -> ProcEvent | None:
     if len(body) < _EVENT_HDR.size:
         return None
-    what = _EVENT_HDR.unpack_from(body, 0)[0]
+    what, _cpu, ts = _EVENT_HDR.unpack_from(body, 0)
     data = body[_EVENT_HDR.size :]
     if what == PROC_EVENT_FORK and len(data) >= 16:
         _ppid, ptgid, cpid, ctgid = struct.unpack_from("=iiii", data)
         if cpid != ctgid:
             return None  # a new thread, not a process
-        return ProcEvent("fork", ctgid, ppid=ptgid)
+        return ProcEvent("fork", ctgid, ppid=ptgid, timestamp_ns=ts)
     if what == PROC_EVENT_EXEC and len(data) >= 8:
         _pid, tgid = struct.unpack_from("=ii", data)
-        return ProcEvent("exec", tgid)
+        return ProcEvent("exec", tgid, timestamp_ns=ts)
     if what == PROC_EVENT_EXIT and len(data) >= 16:
         pid, tgid, code, _sig = struct.unpack_from("=iiII", data)
         if pid != tgid:
             return None
-        return ProcEvent("exit", tgid, exit_code=code)
+        return ProcEvent("exit", tgid, exit_code=code, timestamp_ns=ts)
     return None

@@ -116,3 +116,14 @@ def vm_readv_available() -> bool:
         return vm_readv(os.getpid(), ctypes.addressof(buf), 1) == b"x"
     except OSError:
         return False
+
+
+def syscall_state(tid: int) -> str | None:
+    """/proc/<tid>/syscall of a thread blocked in a system call: its number, six argument registers,
+    stack and instruction pointers. Registers cannot be changed by another thread while it waits, so
+    two equal readings during one wait belong to the same call (None: gone or not readable)."""
+    try:
+        with open(f"/proc/{tid}/syscall", "rb") as f:
+            return f.read().decode().strip() or None
+    except OSError:
+        return None

@@ -282,10 +282,12 @@ def decide_dns(rule: Rule | None, name: str) -> Decision:
 
 def decide_bind(rule: Rule | None, port: int) -> Decision:
     """Listening-port control; port 0 (ephemeral) is never a violation."""
-    if rule is None or rule.network.effect == "disable" or port == 0:
+    if rule is None or port == 0:
         return ALLOW
     lc = rule.network.listening
-    eff = rule.network.effect
+    eff = lc.effect or rule.network.effect
+    if eff not in ("alert", "prevent"):  # disable; `learn` only reaches here on a raw rule
+        return ALLOW
     if any(port in r for r in lc.deny):
         return Decision(True, eff, "network.listening.deny", f"listening on port {port} is denied")
     if lc.allow and not any(port in r for r in lc.allow):

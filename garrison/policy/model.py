@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from garrison.policy.cnaf import CnafControls
 
 Effect = Literal["disable", "alert", "prevent"]
+LearnableEffect = Literal["disable", "alert", "prevent", "learn"]
+"""`learn`: the control records what the app does (a profile for the console) instead of enforcing
+its allow-list; its deny entries still alert (never block). See garrison/policy/learning.py."""
 
 _PORT_MAX = 65535
 
@@ -76,7 +79,7 @@ class ForkBombGuard(_Strict):
 
 
 class ProcessControls(_Strict):
-    effect: Effect = "alert"
+    effect: LearnableEffect = "alert"
     allow: list[ProcessPattern] = Field(
         default_factory=list, max_length=4096, description="if non-empty, anything else is a violation"
     )
@@ -180,6 +183,9 @@ class OutboundControls(_Strict):
 
 
 class ListeningControls(_Strict):
+    effect: LearnableEffect | None = Field(
+        default=None, description="overrides network.effect for listening ports (null: network.effect)"
+    )
     allow: list[PortRange] = Field(
         default_factory=list, max_length=256, description="if non-empty, only these"
     )
@@ -210,7 +216,7 @@ class PortScanDetection(_Strict):
 
 
 class NetworkControls(_Strict):
-    effect: Effect = "alert"
+    effect: LearnableEffect = "alert"
     outbound: OutboundControls = Field(default_factory=OutboundControls)
     listening: ListeningControls = Field(default_factory=ListeningControls)
     port_scan: PortScanDetection | None = None
@@ -228,7 +234,7 @@ class NetworkControls(_Strict):
 
 
 class DnsControls(_Strict):
-    effect: Effect = "alert"
+    effect: LearnableEffect = "alert"
     allow: list[str] = Field(
         default_factory=list, max_length=4096, description="domain globs; non-empty = allow-list mode"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from garrison.policy.learning import enforcing_view
 from garrison.policy.model import Rule, RuntimePolicy, Scope
 
 
@@ -34,8 +35,15 @@ def scope_matches(scope: Scope, ident: Identity) -> bool:
     )
 
 
-def select_rule(policy: RuntimePolicy, ident: Identity) -> Rule | None:
+def select_rule_raw(policy: RuntimePolicy, ident: Identity) -> Rule | None:
+    """The rule as written (it may have controls in `learn` mode)."""
     for rule in policy.rules:
         if not rule.disabled and scope_matches(rule.scope, ident):
             return rule
     return None
+
+
+def select_rule(policy: RuntimePolicy, ident: Identity) -> Rule | None:
+    """The rule to enforce: learning controls come as their enforcing view (policy/learning.py)."""
+    rule = select_rule_raw(policy, ident)
+    return enforcing_view(rule) if rule is not None else None

@@ -28,7 +28,10 @@ START_SH = "while true; do sleep 1; done"
 MAXIMUS = 4294967294  # Garden maps container root here
 GARDEN_ID_MAP = [{"containerID": 0, "hostID": MAXIMUS, "size": 1},
                  {"containerID": 1, "hostID": 1, "size": MAXIMUS - 1}]
-TOOLS = ("sh", "cat", "ls", "sleep", "echo", "cp", "chmod", "seq", "true", "wget", "nc", "id")
+LOADER = "/lib64/ld-linux-x86-64.so.2"
+DYNAMIC = {LOADER.lstrip("/"): LOADER, "lib/x86_64-linux-gnu/libc.so.6": "/lib/x86_64-linux-gnu/libc.so.6",
+           "bin/dyn-true": "/usr/bin/true"}
+TOOLS = ("sh", "cat", "ls", "sleep", "echo", "cp", "chmod", "seq", "true", "wget", "nc", "id", "nslookup")
 
 
 def _skip_reason() -> str | None:
@@ -117,6 +120,10 @@ def rootfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "tmp").chmod(0o1777)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nvcap:x:2000:2000::/home/vcap:/bin/sh\n")
+    for rel, src in DYNAMIC.items():  # a dynamic loader, libc and a dynamically linked program
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(os.path.realpath(src), root / rel)
+        (root / rel).chmod(0o755)
     for path in [root, *root.rglob("*")]:  # owned by container root, as grootfs lays out an image
         os.lchown(path, MAXIMUS, MAXIMUS)
     return root
@@ -150,7 +157,8 @@ def garden(rootfs_image: Path, runc_root: Path, tmp_path: Path) -> Iterator[Call
         subprocess.run(["runc", "spec"], cwd=bundle, check=True)
         config = json.loads((bundle / "config.json").read_text())
         config["process"]["terminal"] = False
-        config["process"]["args"] = ["/bin/sleep", "3600"]  # Garden's init: no CF environment
+        # Garden's init: no CF environment; reaps the orphans reparented to it, as garden-init does
+        config["process"]["args"] = ["/bin/sh", "-c", START_SH]
         config["root"]["readonly"] = False
         config["linux"]["cgroupsPath"] = f"garden/{cid}"
         if not privileged:
@@ -206,9 +214,9 @@ class Audits:
 def defender(runc_root: Path) -> Iterator[Callable[[RuntimePolicy], tuple[CellDefender, Audits]]]:
     started: list[CellDefender] = []
 
-    def start(policy: RuntimePolicy) -> tuple[CellDefender, Audits]:
+    def start(policy: RuntimePolicy, **kw: Any) -> tuple[CellDefender, Audits]:
         audits = Audits()
-        d = CellDefender(policy, audits, roots=[str(runc_root)])
+        d = CellDefender(policy, audits, roots=[str(runc_root)], **kw)
         audits.defender = d
         d.start()
         started.append(d)
@@ -219,9 +227,12 @@ def defender(runc_root: Path) -> Iterator[Callable[[RuntimePolicy], tuple[CellDe
         d.stop()
 
 
-def started_app(garden: Callable[..., GardenContainer], audits: Audits, **kw: Any) -> GardenContainer:
+def started_app(garden: Callable[..., GardenContainer], audits: Audits, droplet: dict[str, bytes] | None = None,
+                **kw: Any) -> GardenContainer:
     c = garden(**kw)
     c.stream_in("/home/vcap/app/bin/true", Path("/bin/busybox").read_bytes())  # part of the droplet
+    for rel, data in (droplet or {}).items():
+        c.stream_in(rel, data)
     time.sleep(0.1)  # Garden streams the droplet in well before it runs the app
     c.run_app(START_SH)
     audits.wait(lambda e: e.control == "cell.container_protected" and e.extra["container"] == c.id)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from garrison.channel.bundle import decode_bundle
 from garrison.policy.model import RuntimePolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,3 +106,10 @@ def test_console_makes_the_addon_for_its_own_address(console: Any) -> None:
     # the add-on's properties render through the job's templates
     rendered = render("env.erb", {"garrison": props})
     assert f"GARRISON_CONSOLE_URL={console.url}" in rendered
+    # the cell defender enrols with the console through the add-on's cell install bundle
+    bundle = decode_bundle(props["cell"]["install_bundle"])
+    assert bundle.ws_address.startswith("wss://") and "BEGIN CERTIFICATE" in bundle.ca_pem
+    assert render("install-bundle.erb", {"garrison": props}).strip() == props["cell"]["install_bundle"]
+    ctl = render("cell-ctl.erb", {"garrison": props})
+    assert 'INSTALL_BUNDLE="$(cat /var/vcap/jobs/garrison-cell/config/install-bundle)"' in ctl
+    assert "INSTALL_BUNDLE" not in render("cell-ctl.erb")  # no bundle: the policy file alone

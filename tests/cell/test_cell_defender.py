@@ -149,3 +149,43 @@ def test_cli_refuses_a_bad_policy_clearly(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "garrison", "defender", "cell", "--policy", str(bad)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "policy file" in proc.stderr and "effect" in proc.stderr
+
+
+def _rate_policy(effect: str) -> RuntimePolicy:
+    return _policy(effect=effect, fork_bomb_guard={"max_procs": 100, "max_forks_per_s": 40})
+
+
+def test_fork_bomb_rate_guard_kills_the_burst_and_spares_the_app(garden: Any, defender: Any) -> None:
+    """A classic fork bomb: capped by pids.max, and the fork rate from the proc connector gets the
+    burst's processes killed with the container frozen; the app goes on."""
+    _d, audits = defender(_rate_policy("prevent"))
+    c = started_app(garden, audits)
+    bomb = subprocess.Popen(["runc", "--root", str(c.runc_root), "exec", *c._env(), c.id, "/bin/sh", "-c",
+                             "bomb() { bomb | bomb & }; bomb; sleep 30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ev = audits.wait(lambda e: e.type == "fork_bomb" and "fork rate" in e.message, timeout=30)
+        assert ev.effect == "prevent" and ev.extra["killed"] > 0 and ev.extra["offenders"]
+        assert ev.control == "processes.fork_bomb_guard" and ev.app_name == "shop"
+        pids_dir = Path("/sys/fs/cgroup/pids/garden") / c.id
+        deadline = time.monotonic() + 30
+        while int((pids_dir / "pids.current").read_text()) > 10:  # the bomb is gone
+            assert time.monotonic() < deadline, [(e.type, e.message) for e in audits.events]
+            time.sleep(0.2)
+        ok = c.exec("/bin/echo", "app alive")
+        assert ok.returncode == 0 and ok.stdout.strip() == "app alive"
+        assert audits.defender is not None
+        app = next(x for x in audits.defender.containers() if x.id == c.id)
+        assert app.app_pid and Path(f"/proc/{app.app_pid}").exists()  # the app's own process spared
+    finally:
+        bomb.kill()
+        bomb.wait()
+
+
+def test_fork_rate_alert_audits_and_kills_nothing(garden: Any, defender: Any) -> None:
+    _d, audits = defender(_rate_policy("alert"))
+    c = started_app(garden, audits)
+    r = c.exec("/bin/sh", "-c", "for i in $(seq 80); do sleep 2 & done; wait", timeout=60)
+    assert r.returncode == 0
+    ev = audits.wait(lambda e: e.type == "fork_bomb" and "fork rate" in e.message)
+    assert ev.effect == "alert" and ev.extra["killed"] == 0 and ev.extra["forks_last_second"] > 40

@@ -44,7 +44,10 @@ class SqliteBackend:
         csr_pem: bytes,
         requested_id: str,
         identity: AppIdentity | None = None,
+        defender_type: str = "app-embedded",
     ) -> tuple[str, bytes]:
+        if defender_type != "app-embedded":
+            raise EnrolmentRefused("this test backend enrols app-embedded defenders only")
         if token != self.token:
             raise EnrolmentRefused("unknown enrolment token")
         if abs(time.time() - timestamp) > MAX_CLOCK_SKEW_S:
@@ -96,6 +99,9 @@ class SqliteBackend:
         )
         self.db.execute("COMMIT")
         return self.db.total_changes - before
+
+    async def workloads(self, defender_id: str, msg: object) -> str:
+        return "this test backend has no cell defenders"
 
     async def droplet_verdict(self, digest: str, app_guid: str) -> dict[str, Any]:
         return {"digest": digest, "verdict": "unknown", "reasons": [], "effect": "alert"}

@@ -40,6 +40,12 @@ def test_round_trip_every_message() -> None:
         p.Command(id="c1", name="upload_forensics"),
         p.CommandResult(id="c1", ok=True, data={"records": []}),
         p.Error(code="malformed", message="x", fatal=True),
+        p.Workloads(full=True, up=[p.Workload(container_id="c", app_name="a", protections=["exec"])], gone=["g"]),
+        p.ProfileReport(
+            run_id="r1", controls=["network"], addresses=["10.0.0.2"], routes=["a.apps.internal"],
+            destinations=[p.SeenDestination(ip="10.0.0.3", port=8080, names=["b.apps.internal"], first_seen=1, last_seen=2)],
+            processes=[p.SeenProcess(exe="/bin/sh", argv_shape=["-c", "<arg>"], first_seen=1, last_seen=1)],
+        ),
     ]
     for m in msgs:
         assert p.parse(p.dump(m)) == m
@@ -72,3 +78,22 @@ def test_parse_never_fails_other_than_protocol_error(raw: str | bytes) -> None:
     except p.ProtocolError as exc:
         assert exc.code in ("malformed", "unsupported") and str(exc)
     assert p.parse_event_batch(raw) is None or isinstance(p.parse_event_batch(raw), p.EventBatch)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"run_id": "r", "destinations": [{"ip": "1.2.3.4", "port": 70000, "first_seen": 1, "last_seen": 1}]},
+        {"run_id": "r", "dns": [{"name": "x" * 300, "first_seen": 1, "last_seen": 1}]},
+        {"run_id": "r", "dns": [{"name": "a", "first_seen": 1, "last_seen": 1, "count": -1}]},
+        {"run_id": "r", "processes": [{"exe": "/x", "sha256": "not-hex", "first_seen": 1, "last_seen": 1}]},
+        {"run_id": "r", "routes": ["r"] * 65},
+        {"run_id": "r", "dns": [{"name": "a", "first_seen": 1, "last_seen": 1}] * 1001},
+        {"run_id": "", "controls": []},
+        {"run_id": "r", "controls": ["everything"]},
+    ],
+)
+def test_profile_reports_are_bounded(bad: dict) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.parse(json.dumps({"type": "profile", **bad}))
+    assert info.value.code == "malformed"

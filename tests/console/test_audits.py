@@ -82,6 +82,53 @@ def test_incidents(any_console, loaded):
     )
 
 
+def test_one_incident_with_its_audits(any_console, loaded):
+    """The incident page's source: one incident by id with exactly its own audits (each naming its
+    defender and pid, for the process tree); a later incident of the same app and type is not mixed in."""
+    with any_console.api() as c:
+        inc = c.get("/incidents", params={"app": loaded, "type": "process"}).json()
+        older = next(i for i in inc if i["count"] == 10)
+        one = c.get(f"/incidents/{older['id']}").json()
+        missing = c.get("/incidents/" + "0" * 24)
+        bad = c.get("/incidents/not-hex")
+    assert one["id"] == older["id"] and one["count"] == 10 and len(one["audits"]) == 10
+    assert [a["time"] for a in one["audits"]] == sorted((T0 + i for i in range(10)), reverse=True)
+    assert {a["defender_id"] for a in one["audits"]} == set(one["defenders"])
+    assert missing.status_code == 404 and "no incident" in missing.json()["detail"]
+    assert bad.status_code == 422
+
+
+def test_same_app_name_in_two_spaces_makes_two_incidents(any_console):
+    """Issue 18.7 in incidents: two apps called the same in different spaces are different apps, so
+    their alerts at the same time are two incidents, each with only its own audits."""
+    from garrison.channel import protocol as p
+    from tests.console.defender_client import enrol, next_of, open_defender
+
+    token = bundle_fields(any_console.install_bundle())["enrolment_token"]
+    app = "twin-" + uuid.uuid4().hex[:6]
+
+    async def send(space: str, n: int) -> None:
+        ident = await enrol(any_console.ws_address, any_console.ca_pem, token)
+        conn, _ = await open_defender(
+            any_console.ws_address, any_console.ca_pem, ident, app_name=app, org="acme", space=space
+        )
+        events = [{"id": uuid.uuid4().hex, "time": T0 + i, "type": "process", "effect": "alert",
+                   "message": f"{space} {i}"} for i in range(n)]  # fmt: skip
+        await conn.send(p.dump(p.Events(seq=1, events=events)))
+        assert (await next_of(conn, p.Ack)).stored == n
+        await conn.close()
+
+    asyncio.run(send("dev", 2))
+    asyncio.run(send("prod", 3))
+    with any_console.api() as c:
+        inc = c.get("/incidents", params={"app": app}).json()
+        assert sorted((i["space"], i["count"]) for i in inc) == [("dev", 2), ("prod", 3)]
+        prod = next(i for i in inc if i["space"] == "prod")
+        one = c.get(f"/incidents/{prod['id']}").json()
+    assert [a["message"] for a in one["audits"]] == ["prod 2", "prod 1", "prod 0"]
+    assert one["org"] == "acme" and len(one["defenders"]) == 1
+
+
 def test_defender_image_launcher(console):
     with console.api() as c:
         r = c.get("/images/garrison_defender_app_embedded.tar.gz")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from garrison.defender.context import DefenderContext
+from garrison.defender.dataplane import native_available
 from garrison.defender.forensics import ForensicRing
 from garrison.defender.launch import AppEmbeddedDefender, Options
 from garrison.kernel.features import KernelFeatures
@@ -13,6 +16,8 @@ from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
 from garrison.policy.scope import Identity
 from tests.defender.helpers import Sandbox
+
+PLANES = ["native", "python"] if native_available()[0] else ["python"]
 
 
 def test_ring_is_bounded_and_keeps_newest(tmp_path: Path) -> None:
@@ -71,9 +76,12 @@ print("app", os.getpid(), "worker", pid, flush=True)
 """
 
 
-def test_forensic_records_rebuild_the_process_tree(sandbox: Sandbox, mode3: str) -> None:
+@pytest.mark.parametrize("dataplane", PLANES)
+def test_forensic_records_rebuild_the_process_tree(sandbox: Sandbox, mode3: str, dataplane: str) -> None:
     """Issue 18.8: exec and fork records carry ppid, so the tree app → worker → grandchild exec can be
-    rebuilt; the forensic file is 0600 like the other data files."""
+    rebuilt, on both data planes; a fork's time is when it was decided, so it comes before the exec
+    of the child it made even where records are written in batches; the forensic file is 0600 like
+    the other data files."""
     import os
     import stat
 
@@ -82,9 +90,8 @@ def test_forensic_records_rebuild_the_process_tree(sandbox: Sandbox, mode3: str)
 
     py, _ = unpriv_python()
     sandbox.write("app.py", TREE_APP, mode=0o644)
-    # The Python data plane writes these records for every exec and fork; the native loop answers
-    # allow-all execs and forks itself and does not write ppid or fork records yet (dataplane's part).
-    r = sandbox.run(ALLOW_ALL, [py, "app.py"], mode=mode3, env={"DEFENDER_DATAPLANE": "python"})
+    # allow-all: on the native plane the loop answers execs and forks itself and writes these lines
+    r = sandbox.run(ALLOW_ALL, [py, "app.py"], mode=mode3, env={"DEFENDER_DATAPLANE": dataplane})
     assert r.returncode == 0, r.stderr
     words = r.stdout.split()
     app_pid, worker = int(words[words.index("app") + 1]), int(words[words.index("worker") + 1])
@@ -102,6 +109,8 @@ def test_forensic_records_rebuild_the_process_tree(sandbox: Sandbox, mode3: str)
     assert w["forks"] >= 1 and [e["argv"] for g in w["children"] for e in g["execs"]] == [
         ["true", "grandchild"]
     ]
+    (grandchild_exec,) = [e for g in w["children"] for e in g["execs"]]
+    assert w["fork_times"] and w["fork_times"][0] <= grandchild_exec["t"]
     assert any(e["exe"].endswith("/echo") for c in app["children"] for e in c["execs"])
 
 
@@ -128,6 +137,29 @@ def test_process_tree_survives_recycled_pids_and_junk() -> None:
     assert sorted(_pids(roots[0]) | {p for r in roots[1:] for p in _pids(r)}) == [5, 6, 7]
     assert process_tree(recs, focus_pid=7)[0]["pid"] in (5, 6)
     assert process_tree(recs, focus_pid=99) == []
+
+
+def test_incident_branch_reaches_the_root_through_busy_ancestors() -> None:
+    """The branch of a process three levels down keeps every ancestor (each with only the child on
+    the way down) even where ancestors have other children; children are listed by their first
+    record's time, whatever order the records were written in (the native plane drains in batches)."""
+    from garrison.defender.forensics import process_tree
+
+    recs = [
+        {"t": 1.0, "kind": "exec", "pid": 10, "ppid": 1, "exe": "/app"},
+        {"t": 1.5, "kind": "exec", "pid": 12, "ppid": 10, "exe": "/late"},
+        {"t": 1.1, "kind": "fork", "pid": 10, "ppid": 1},
+        {"t": 1.2, "kind": "exec", "pid": 11, "ppid": 10, "exe": "/worker"},
+        {"t": 1.3, "kind": "exec", "pid": 13, "ppid": 11, "exe": "/sh"},
+        {"t": 1.4, "kind": "exec", "pid": 14, "ppid": 11, "exe": "/other"},
+        {"t": 1.6, "kind": "exec", "pid": 15, "ppid": 13, "exe": "/curl"},
+    ]
+    (whole,) = process_tree(recs)
+    assert [c["pid"] for c in whole["children"]] == [11, 12] and whole["fork_times"] == [1.1]
+    (top,) = process_tree(recs, focus_pid=13)
+    assert top["pid"] == 10 and [c["pid"] for c in top["children"]] == [11]
+    assert [c["pid"] for c in top["children"][0]["children"]] == [13]
+    assert top["children"][0]["children"][0]["children"][0]["pid"] == 15
 
 
 def test_defender_help_names_the_program() -> None:

@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 from garrison.host.cis import run_cis
 from garrison.host.model import HostEvent
 from tests.host.conftest import jammy_root
+from tests.ui.conftest import signed_in_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT_MS = 20_000
@@ -51,17 +52,7 @@ def cells(console: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, s
 
 @pytest.fixture(scope="module", params=[1280, 1920], ids=lambda w: f"{w}px")
 def page(request: pytest.FixtureRequest, browser: Any, console: Any, cells: dict[str, str]) -> Iterator[Any]:
-    ctx = browser.new_context(base_url=console.url, ignore_https_errors=True, accept_downloads=True,
-                              viewport={"width": request.param, "height": 900})
-    ctx.set_default_timeout(TIMEOUT_MS)
-    p = ctx.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    p.goto("/login")
-    p.fill("#username", console.admin_user)
-    p.fill("#password", console.admin_password)
-    p.click("button[type=submit]")
-    p.wait_for_url("**/dashboard")
+    ctx, p, errors = signed_in_page(browser, console, request.param, TIMEOUT_MS)
     p.width = request.param  # type: ignore[attr-defined]
     yield p
     ctx.close()

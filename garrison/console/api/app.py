@@ -15,7 +15,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Scope
 
 from garrison import __version__
-from garrison.console.api import audits, auth, defenders, docs, hosts, policies, scans, settings, system
+from garrison.console.api import (
+    audits,
+    auth,
+    defenders,
+    docs,
+    hosts,
+    learning,
+    policies,
+    scans,
+    settings,
+    system,
+)
 from garrison.console.api.limits import RequestGuard, security_headers, status_counter
 from garrison.console.context import ConsoleContext
 from garrison.console.services.errors import Conflict, Invalid, NotFound, invalid_detail
@@ -35,7 +46,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     )
     app.state.ctx = ctx
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    for module in (system, auth, policies, defenders, audits, scans, settings, hosts):
+    for module in (system, auth, policies, defenders, audits, scans, settings, hosts, learning):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(system.metrics_router)

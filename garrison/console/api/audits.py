@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator, Field
 
@@ -134,3 +134,15 @@ def incidents(
 ) -> list[dict[str, Any]]:
     """Alert/prevent audits of one app and type, each within 10 minutes of the previous one."""
     return c.audits.incidents(flt, limit, offset)
+
+
+@router.get("/incidents/{incident_id}")
+def incident(
+    incident_id: Annotated[str, Path(max_length=64, pattern=r"^[0-9a-f]+$")], c: Ctx, _p: Reader
+) -> dict[str, Any]:
+    """One incident (an `id` from the list) with its audits, newest first: each audit's defender and
+    pid lead to the process tree (`GET /defenders/{id}/forensics/tree?pid=`)."""
+    found = c.audits.incident(incident_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no incident {incident_id!r} (it may have aged out)")
+    return found

@@ -10,11 +10,17 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from garrison.channel.bundle import encode_bundle
+from garrison.channel.protocol import DefenderType
 from garrison.console.api.deps import Admin, Ctx, Reader, Writer
 from garrison.console.services.defender_image import IMAGE_NAME, build_image
 from garrison.console.services.errors import invalid_detail
 
 router = APIRouter(tags=["defenders"])
+
+
+ConsoleAddr = Annotated[
+    str | None, Query(max_length=255, description="host[:port] defenders use to reach the channel")
+]
 
 
 class BundleOut(BaseModel):
@@ -31,9 +37,15 @@ def list_defenders(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[dict[str, Any]]:
-    return c.defenders.list(
+    out = c.defenders.list(
         app=app, connected=connected, include_revoked=include_revoked, limit=limit, offset=offset
     )
+    if any(d.get("defender_type") == "cell" for d in out):
+        counts = c.store.workloads.running_counts()
+        for d in out:
+            if d.get("defender_type") == "cell":
+                d["workloads"] = counts.get(d["id"], 0)
+    return out
 
 
 @router.get("/defenders/summary")
@@ -45,9 +57,7 @@ def defenders_summary(c: Ctx, _p: Reader) -> dict[str, int]:
 def install_bundle(
     c: Ctx,
     p: Writer,
-    consoleaddr: Annotated[
-        str | None, Query(max_length=255, description="host[:port] defenders use to reach the channel")
-    ] = None,
+    consoleaddr: ConsoleAddr = None,
     org: Annotated[str | None, Query(max_length=256, description="only apps of this CF org")] = None,
     space: Annotated[str | None, Query(max_length=256, description="only apps of this CF space")] = None,
     app: Annotated[str | None, Query(max_length=256, description="only this CF app name")] = None,
@@ -58,18 +68,48 @@ def install_bundle(
     """A bundle with a fresh enrolment token (each call mints one; operators and admins only).
 
     `org`, `space`, `app`, `app_guid` scope the bundle: a defender may enrol with it only when the
-    app identity it reports (VCAP_APPLICATION) matches every given value."""
-    ws = c.ws_address
-    if consoleaddr:
-        ws = _ws_for(consoleaddr, ws)
+    app identity it reports (VCAP_APPLICATION) matches every given value. Cell defenders need
+    `/defenders/install-bundle/cell` instead."""
+    ws = _ws_for(consoleaddr, c.ws_address) if consoleaddr else c.ws_address
     scope = {k: v for k, v in (("org", org), ("space", space), ("app", app), ("app_guid", app_guid)) if v}
-    token = c.defenders.new_enrolment_token(p.username, scope)
-    c.store.mgmt.record(p.username, "defender.install_bundle", ws, {"scope": scope} if scope else None)
-    return {
-        "bundle": encode_bundle(
-            ca_pem=c.ca.cert_pem, ws_address=ws, enrolment_token=token, console_url=c.console_url
-        )
-    }
+    return {"bundle": make_bundle(c, p.username, ws, scope, "app-embedded")}
+
+
+@router.get("/defenders/install-bundle/cell", response_model=BundleOut)
+def cell_install_bundle(
+    c: Ctx,
+    p: Writer,
+    consoleaddr: ConsoleAddr = None,
+) -> Any:
+    """A bundle that enrols cell defenders only (the BOSH add-on carries one): a cell defender reports
+    for every app container on its cell, so it has no app scope, and an app bundle cannot enrol one."""
+    ws = _ws_for(consoleaddr, c.ws_address) if consoleaddr else c.ws_address
+    return {"bundle": make_bundle(c, p.username, ws, {}, "cell")}
+
+
+def make_bundle(c: Any, username: str, ws: str, scope: dict[str, str], defender_type: DefenderType) -> str:
+    """A fresh enrolment token wrapped in an install bundle (recorded in the management audit)."""
+    token = c.defenders.new_enrolment_token(username, scope, defender_type=defender_type)
+    detail: dict[str, Any] = {"scope": scope} if scope else {}
+    if defender_type != "app-embedded":
+        detail["type"] = defender_type
+    c.store.mgmt.record(username, "defender.install_bundle", ws, detail or None)
+    return encode_bundle(ca_pem=c.ca.cert_pem, ws_address=ws, enrolment_token=token, console_url=c.console_url)
+
+
+@router.get("/defenders/{defender_id}/workloads")
+def defender_workloads(
+    defender_id: str,
+    c: Ctx,
+    _p: Reader,
+    running: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[dict[str, Any]]:
+    """The app containers a cell defender protects (one workload each, with the rule that applies);
+    stopped ones are kept a day with `gone_at`."""
+    c.defenders.get(defender_id)  # 404 for an unknown defender
+    return c.store.workloads.list(defender_id=defender_id, running=running, limit=limit, offset=offset)
 
 
 @router.delete("/enrolment-tokens")

@@ -142,12 +142,16 @@ class BoshAddon(BaseModel):
 @router.post("/bosh-addon", response_model=BoshAddon, status_code=201)
 def bosh_addon(c: Ctx, p: Writer) -> Any:
     """The runtime-config add-on that places the garrison-cell job on every Diego cell, with this
-    console's address and CA, a new API token for the cells' reports, and the current runtime policy
-    for the cell defender. The token is shown only here."""
+    console's address and CA, a new API token for the cells' reports, an install bundle that enrols
+    each cell defender with the console (cell defenders only), and the current runtime policy (used
+    until the console answers). The token and bundle are shown only here."""
     import yaml
+
+    from garrison.console.api.defenders import make_bundle
 
     token_id, token = c.auth.issue_token(p.username, name="garrison-cell-addon", ttl_s=None)
     c.store.mgmt.record(p.username, "hosts.bosh_addon", c.console_url, {"token_id": token_id})
+    bundle = make_bundle(c, p.username, c.ws_address, {}, "cell")  # enrols cell defenders only
     policy = c.policies.runtime().model_dump(mode="json", exclude={"revision"})
     doc = {
         "releases": [{"name": "garrison", "version": "latest"}],
@@ -156,7 +160,7 @@ def bosh_addon(c: Ctx, p: Writer) -> Any:
             "include": {"jobs": [{"name": "rep", "release": "diego"}]},
             "jobs": [{"name": "garrison-cell", "release": "garrison", "properties": {"garrison": {
                 "console": {"url": c.console_url, "token": token, "ca_cert": c.ca.cert_pem.decode()},
-                "cell": {"policy": policy},
+                "cell": {"policy": policy, "install_bundle": bundle},
             }}}],
         }],
     }

@@ -20,6 +20,7 @@ CSV_COLUMNS = [
 CSV_MAX_ROWS = 1_000_000
 INCIDENT_GAP_S = 600.0
 INCIDENT_SCAN_LIMIT = 50_000
+INCIDENT_AUDITS = 500
 _INCIDENT_EFFECTS = ("alert", "prevent", "ban")
 
 
@@ -32,6 +33,10 @@ def _csv_cell(value: Any) -> str:
     text = " ".join(value) if isinstance(value, list) else "" if value is None else str(value)
     # Spreadsheet formula injection: a cell starting with = + - @ would be evaluated by Excel & co.
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _incident_key(ev: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (ev.get("org") or "", ev.get("space") or "", ev.get("app_name") or "", ev.get("type") or "")
 
 
 class AuditService:
@@ -56,25 +61,28 @@ class AuditService:
         yield buf.getvalue()
 
     def incidents(self, flt: EventFilter, limit: int, offset: int) -> list[dict[str, Any]]:
-        """An incident = alert/prevent/ban audits of one app and one audit type where each audit follows
-        the previous one within INCIDENT_GAP_S. Computed over the newest INCIDENT_SCAN_LIMIT audits
+        """An incident = alert/prevent/ban audits of one app (org/space/app: two apps of one name in
+        different spaces are different apps) and one audit type where each audit follows the
+        previous one within INCIDENT_GAP_S. Computed over the newest INCIDENT_SCAN_LIMIT audits
         matching the filter; newest incident first."""
         events = self.store.events.query(flt, limit=INCIDENT_SCAN_LIMIT, offset=0)
-        open_: dict[tuple[str, str], dict[str, Any]] = {}
+        open_: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         done: list[dict[str, Any]] = []
         for ev in reversed(events):  # oldest first
             if ev.get("effect") not in _INCIDENT_EFFECTS:
                 continue
-            key = (ev.get("app_name", ""), ev.get("type", ""))
+            key = _incident_key(ev)
             inc = open_.get(key)
             if inc is not None and ev["time"] - inc["end"] > INCIDENT_GAP_S:
                 done.append(inc)
                 inc = None
             if inc is None:
                 inc = open_[key] = {
-                    "id": hashlib.sha256(f"{key[0]}\0{key[1]}\0{ev['id']}".encode()).hexdigest()[:24],
-                    "app_name": key[0],
-                    "type": key[1],
+                    "id": hashlib.sha256("\0".join((*key, ev["id"])).encode()).hexdigest()[:24],
+                    "org": key[0],
+                    "space": key[1],
+                    "app_name": key[2],
+                    "type": key[3],
                     "start": ev["time"],
                     "end": ev["time"],
                     "count": 0,
@@ -99,3 +107,20 @@ class AuditService:
         done.extend(open_.values())
         done.sort(key=lambda i: i["end"], reverse=True)
         return done[offset : offset + limit]
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        """One incident with its audits (newest first, at most INCIDENT_AUDITS): the alert/prevent/ban
+        audits of its app and type between its first and last one — incidents of one app and type never
+        overlap in time, so these are exactly its own. None when no incident has that id."""
+        every = self.incidents(EventFilter(), 10**9, 0)
+        found = next((i for i in every if i["id"] == incident_id), None)
+        if found is None:
+            return None
+        span = EventFilter(
+            app=found["app_name"], type=found["type"], since=found["start"], until=found["end"]
+        )
+        rows = self.store.events.query(span, limit=INCIDENT_SCAN_LIMIT, offset=0)
+        key = (found["org"], found["space"], found["app_name"], found["type"])
+        mine = [e for e in rows if e.get("effect") in _INCIDENT_EFFECTS and _incident_key(e) == key]
+        found["audits"] = mine[:INCIDENT_AUDITS]
+        return found

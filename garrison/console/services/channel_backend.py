@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from garrison.channel.backend import DefenderHello
-from garrison.channel.protocol import AppIdentity
+from garrison.channel.protocol import AppIdentity, DefenderType, ProfileReport, Workloads
 from garrison.console.services.defenders import DefenderService
 from garrison.console.services.ingest import EventWriter
+from garrison.console.services.learning import LearningService
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
@@ -36,6 +37,7 @@ class ConsoleChannelBackend:
         self.policies = policies
         self.on_events = on_events
         self.writer = EventWriter(store)
+        self.learning = LearningService(store, policies)
 
     async def enrol(
         self,
@@ -45,10 +47,21 @@ class ConsoleChannelBackend:
         csr_pem: bytes,
         requested_id: str,
         identity: AppIdentity | None = None,
+        defender_type: DefenderType = "app-embedded",
     ) -> tuple[str, bytes]:
         return await asyncio.to_thread(
-            self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id, identity
+            self.defenders.enrol, token, nonce, timestamp, csr_pem, requested_id, identity, defender_type
         )
+
+    async def workloads(self, defender_id: str, msg: Workloads) -> str:
+        return await asyncio.to_thread(self._workloads, defender_id, msg)
+
+    def _workloads(self, defender_id: str, msg: Workloads) -> str:
+        if self.store.defenders.defender_type(defender_id) != "cell":
+            return "only cell defenders report workloads"
+        up = [wl.model_dump() for wl in msg.up]
+        self.store.workloads.apply(defender_id, up, msg.gone, full=msg.full)
+        return ""
 
     async def defender_connected(self, hello: DefenderHello) -> AppIdentity:
         values: dict[str, Any] = {
@@ -81,6 +94,10 @@ class ConsoleChannelBackend:
         if new_ids and self.on_events is not None:
             self.on_events([e for e in events if e.id in new_ids])
         return len(new_ids)
+
+    async def store_profile(self, defender_id: str, identity: dict[str, Any], report: ProfileReport) -> int:
+        """A learning report into its app's profile; returns how many items were new."""
+        return await asyncio.to_thread(self.learning.ingest, defender_id, identity, report)
 
     async def droplet_verdict(self, digest: str, app_guid: str) -> dict[str, Any]:
         if self.scans is None:

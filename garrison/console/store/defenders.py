@@ -69,7 +69,14 @@ class DefenderStore:
             row = c.execute(q).mappings().first()
         return dict(row) if row else None
 
-    def register(self, prefix: str, fingerprint: str, identity: dict[str, Any], token_id: int | None) -> str:
+    def register(
+        self,
+        prefix: str,
+        fingerprint: str,
+        identity: dict[str, Any],
+        token_id: int | None,
+        defender_type: str = "app-embedded",
+    ) -> str:
         """The id for a defender holding the key with this fingerprint, created if new.
 
         The id is `<prefix>-<first hex digits of the fingerprint>`: a different key always gets a
@@ -90,6 +97,7 @@ class DefenderStore:
                                 enrolled_at=time.time(),
                                 key_fingerprint=fingerprint,
                                 token_id=token_id,
+                                defender_type=defender_type,
                             )
                         )
                     return defender_id
@@ -168,6 +176,11 @@ class DefenderStore:
         with self.engine.begin() as c:
             q = update(defenders).where(defenders.c.id == defender_id, defenders.c.revoked.is_(False))
             return c.execute(q.values(revoked=True, connected=False)).rowcount > 0
+
+    def defender_type(self, defender_id: str) -> str:
+        with self.engine.connect() as c:
+            row = c.execute(select(defenders.c.defender_type).where(defenders.c.id == defender_id)).first()
+        return str(row.defender_type) if row else ""
 
     def is_revoked(self, defender_id: str) -> bool:
         with self.engine.connect() as c:

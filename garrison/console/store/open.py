@@ -14,9 +14,11 @@ from garrison.console.store.events import EventStore
 from garrison.console.store.hosts import HostStore
 from garrison.console.store.mgmt_audit import MgmtAuditStore
 from garrison.console.store.policies import PolicyStore
+from garrison.console.store.profiles import ProfileStore
 from garrison.console.store.scans import ScanStore
 from garrison.console.store.settings import SettingsStore
 from garrison.console.store.users import UserStore
+from garrison.console.store.workloads import WorkloadStore
 
 
 @dataclass
@@ -30,6 +32,8 @@ class Store:
     scans: ScanStore
     settings: SettingsStore
     hosts: HostStore
+    workloads: WorkloadStore
+    profiles: ProfileStore
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path) -> Store:
@@ -45,6 +49,8 @@ class Store:
             scans=ScanStore(engine),
             settings=SettingsStore(engine),
             hosts=HostStore(engine),
+            workloads=WorkloadStore(engine),
+            profiles=ProfileStore(engine),
         )
 
     @property

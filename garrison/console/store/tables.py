@@ -104,6 +104,29 @@ defenders = Table(
     Column("last_seen", Float, nullable=True),
     Column("key_fingerprint", String(64), nullable=False, server_default=""),
     Column("token_id", Integer, nullable=True),
+    Column("defender_type", String(16), nullable=False, server_default="app-embedded"),
+)
+
+# The app containers each cell defender protects: one workload per container (issue 15).
+cell_workloads = Table(
+    "cell_workloads",
+    metadata,
+    Column("defender_id", String(256), primary_key=True),
+    Column("container_id", String(256), primary_key=True),
+    Column("app_id", String(256), nullable=False, server_default=""),
+    Column("app_name", String(256), nullable=False, server_default=""),
+    Column("org", String(256), nullable=False, server_default=""),
+    Column("space", String(256), nullable=False, server_default=""),
+    Column("app_guid", String(256), nullable=False, server_default=""),
+    Column("instance", Integer, nullable=False, server_default="0"),
+    Column("rule", String(256), nullable=False, server_default=""),
+    Column("protections", JSON, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("seen_at", Float, nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("gone_at", Float, nullable=True),
+    Index("ix_cell_workloads_app", "app_name"),
 )
 
 events = Table(
@@ -195,4 +218,55 @@ host_events = Table(
     Column("message", Text, nullable=False),
     Column("body", JSON, nullable=False),
     Index("ix_host_events_host_time", "host", "time"),
+)
+
+# Learning (migration learning_0001): one profile per app (org/space/app across instances and
+# restarts); what it was seen doing, item by item; per item, the cumulative count each defender run
+# reported (so re-sent reports are idempotent and counts add up across instances).
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org", String(256), nullable=False),
+    Column("space", String(256), nullable=False),
+    Column("app", String(256), nullable=False),
+    Column("state", String(16), nullable=False),  # learning | accepted | enforcing
+    Column("created_at", Float, nullable=False),
+    Column("learning_since", Float, nullable=False),
+    Column("last_new_at", Float, nullable=True),
+    Column("last_report_at", Float, nullable=True),
+    Column("window_hours", Float, nullable=False),
+    Column("stable_hours", Float, nullable=False),
+    Column("accepted_at", Float, nullable=True),
+    Column("accepted_by", String(128), nullable=False, server_default=""),
+    Column("accepted_revision", Integer, nullable=True),
+    Column("addresses", JSON, nullable=False),  # the instances' own IPs, newest report per run
+    Column("routes", JSON, nullable=False),
+    UniqueConstraint("org", "space", "app", name="uq_profiles_app"),
+)
+
+profile_items = Table(
+    "profile_items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("profile_id", Integer, ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # process | destination | dns | listen
+    Column("key", String(64), nullable=False),
+    Column("facts", JSON, nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("instances", Integer, nullable=False),
+    UniqueConstraint("profile_id", "kind", "key", name="uq_profile_items_key"),
+    Index("ix_profile_items_profile_kind", "profile_id", "kind"),
+)
+
+profile_sources = Table(
+    "profile_sources",
+    metadata,
+    Column("item_id", Integer, ForeignKey("profile_items.id", ondelete="CASCADE"), primary_key=True),
+    Column("source", String(330), primary_key=True),  # defender id + "/" + run id
+    Column("instance", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("last_seen", Float, nullable=False),
 )

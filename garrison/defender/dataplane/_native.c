@@ -126,7 +126,8 @@ struct record {
     uint8_t caddr[16];
     char *blob; /* malloc'd: process identity (audits) or path+argv (exec); the consumer frees it */
     uint32_t blob_len;
-    int64_t t_ns; /* CLOCK_REALTIME of the decision (the forensic line's time) */
+    double t; /* wall clock when the loop decided (stamped by ring_push): forensic lines are drained
+                 in batches, so the drain time would put a fork after the exec it preceded */
 };
 
 struct cell {
@@ -361,9 +362,10 @@ static ssize_t slurp(const char *path, char *buf, size_t max) {
     return n;
 }
 
-/* The parent from /proc/<pid>/stat (after the last ')': the comm field may hold anything), -1 if gone. */
-static long ppid_of(uint32_t pid) {
-    char path[64], stat[1024];
+/* The parent of `pid` (a thread id names its process's parent), -1 when unreadable: read while the
+ * process waits for our answer, since it may exit and be reaped right after. */
+static long read_ppid(uint32_t pid) {
+    char stat[1024], path[64];
     long ppid = -1;
     snprintf(path, sizeof path, "/proc/%u/stat", pid);
     ssize_t n = slurp(path, stat, sizeof stat - 1);
@@ -384,7 +386,7 @@ static char *capture_proc(uint32_t pid, uint32_t *len) {
     char *out = malloc(cap);
     if (!out)
         return NULL;
-    long ppid = ppid_of(pid);
+    long ppid = read_ppid(pid);
     snprintf(path, sizeof path, "/proc/%u/exe", pid);
     ssize_t el = readlink(path, exe, sizeof exe - 1);
     exe[el > 0 ? el : 0] = 0;
@@ -426,8 +428,8 @@ static void ring_push(LoopObject *L, const struct record *r, int urgent) {
     }
     c->rec = *r;
     struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    c->rec.t_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+    clock_gettime(CLOCK_REALTIME, &now); /* vDSO: no system call */
+    c->rec.t = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
     if (!urgent) {
         size_t used = pos + 1 - atomic_load_explicit(&L->deq, memory_order_relaxed);
@@ -1215,7 +1217,7 @@ static int on_execve_cached(LoopObject *L, const struct tables *t, const struct 
  * at once, and the forensic tree needs the edge (as the Python handler does). */
 static void exec_reply_record(LoopObject *L, const struct tables *t, const struct seccomp_notif *n, char *blob,
                               size_t blob_len) {
-    long ppid = ppid_of(n->pid);
+    long ppid = read_ppid(n->pid);
     atomic_fetch_add(&L->n_exec, 1);
     reply(L->listener, n->id, 0, 0, 1);
     struct record r;
@@ -1447,9 +1449,11 @@ static int on_fork(LoopObject *L, const struct tables *t, const struct seccomp_n
     if (n->data.nr == SYS_clone && (n->data.args[0] & CLONE_UNTRACED_FLAG))
         return 0; /* a way out of the exec tracer: the Python controls decide */
     atomic_fetch_add(&L->n_fork, 1);
-    reply(L->listener, n->id, 0, 0, 1);
-    struct record r; /* the forensic fork line (Python fills in the process facts, off this path) */
+    struct record r; /* the forensic fork line (Python adds the thread group, off this path) */
     memset(&r, 0, sizeof r);
+    r.err = (int32_t)read_ppid(n->pid); /* before the reply: a worker that forks and exits would be
+                                          * gone by the time Python reads it, leaving its node orphaned */
+    reply(L->listener, n->id, 0, 0, 1);
     r.kind = REC_FORK;
     r.pid = n->pid;
     r.control = (uint32_t)n->data.nr;
@@ -1813,7 +1817,7 @@ static int fmt_ip(char *out, size_t cap, int v6, const uint8_t *a) {
 static int fmt_net_line(char *out, size_t cap, const struct record *r) {
     char ip[64], t[48];
     fmt_ip(ip, sizeof ip, r->family == 6, r->addr);
-    long long us = (long long)((r->t_ns + 500) / 1000);
+    long long us = (long long)(r->t * 1e6 + 0.5);
     int tl = snprintf(t, sizeof t, "%lld.%06lld", us / 1000000LL, us % 1000000LL);
     while (tl > 2 && t[tl - 1] == '0' && t[tl - 2] != '.') /* like Python's repr of round(t, 6) */
         t[--tl] = 0;
@@ -1879,11 +1883,11 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
             free(r.blob);
             goto fail;
         }
-        PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#y#)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
+        PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#y#d)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
                                     r.entry, r.effect, r.blocked, r.err, (unsigned long long)r.generation,
                                     (const char *)r.addr, (Py_ssize_t)(r.family == 6 ? 16 : 4),
                                     (const char *)r.caddr, (Py_ssize_t)(r.cfamily == 6 ? 16 : r.cfamily == 4 ? 4 : 0),
-                                    r.blob ? r.blob : "", (Py_ssize_t)(r.blob ? r.blob_len : 0));
+                                    r.blob ? r.blob : "", (Py_ssize_t)(r.blob ? r.blob_len : 0), r.t);
         free(r.blob);
         if (!t || PyList_Append(out, t) < 0) {
             Py_XDECREF(t);

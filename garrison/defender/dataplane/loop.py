@@ -274,22 +274,24 @@ class NativeDataplane:
             addr,
             caddr,
             blob,
+            when,
         ) = record
         if kind == REC_EXEC:
-            self._exec_line(pid, err_or_ppid, blob)
+            self._exec_line(pid, err_or_ppid, blob, when)
             return
         if kind == REC_FORK:
-            self._fork_line(pid, control)
+            self._fork_line(pid, control, err_or_ppid, when)
             return
         ip = ipaddress.ip_address(addr)
         proto_name = tables.PROTO_NAMES.get(proto)
         if kind == REC_NET:
             if g is None:
                 return
+            t = round(when, 6)
             if proto_name is None:  # let through without emulation (nothing could object)
-                g._record("net", pid=pid, dest_ip=str(ip), dest_port=port)
+                g._record("net", t=t, pid=pid, dest_ip=str(ip), dest_port=port)
             else:
-                g._record("net", pid=pid, dest_ip=str(ip), dest_port=port, protocol=proto_name, names=[])
+                g._record("net", t=t, pid=pid, dest_ip=str(ip), dest_port=port, protocol=proto_name, names=[])
             return
         compiled = self._compiled.get(gen)
         if kind != REC_AUDIT or g is None or compiled is None or family not in (4, 6):
@@ -300,34 +302,37 @@ class NativeDataplane:
             g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
         )
 
-    def _exec_line(self, pid: int, ppid: int, blob: bytes) -> None:
+    def _exec_line(self, pid: int, ppid: int, blob: bytes, when: float) -> None:
         """The forensic line of an exec the loop let through (no process control could object); the
-        loop read the parent before answering, like the Python handler."""
+        loop read the parent before answering, like the Python handler. `when` is the loop's time of
+        the decision (lines are drained in batches, up to 100 ms later)."""
         record = getattr(self.ctx, "record", None)
         if record is None:
             return
         path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
         with contextlib.suppress(Exception):
             record(
-                "exec", pid=pid, ppid=ppid if ppid >= 0 else None, exe=path, argv=argv[:32],
-                loader=None, script=None, verdict="allow",
+                "exec", t=round(when, 6), pid=pid, ppid=ppid if ppid >= 0 else None, exe=path,
+                argv=argv[:32], loader=None, script=None, verdict="allow",
             )  # fmt: skip
 
-    def _fork_line(self, tid: int, nr: int) -> None:
-        """The forensic line of a fork the loop let through (facts read now, best effort)."""
+    def _fork_line(self, tid: int, nr: int, ppid_then: int, when: float) -> None:
+        """The forensic line of a fork the loop let through: the parent and the time as the loop saw
+        them when it answered, the thread group read now (best effort: the forker may be gone)."""
         record = getattr(self.ctx, "record", None)
         if record is None:
             return
-        pid, ppid = tid, None
+        pid, ppid = tid, ppid_then if ppid_then >= 0 else None
         with contextlib.suppress(OSError, ValueError), open(f"/proc/{tid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"Tgid:"):
                     pid = int(line.split()[1])
-                elif line.startswith(b"PPid:"):
-                    ppid = int(line.split()[1])
                     break
         with contextlib.suppress(Exception):
-            record("fork", pid=pid, tid=tid, ppid=ppid, syscall=_FORK_NAMES.get(nr, str(nr)), verdict="allow")
+            record(
+                "fork", t=round(when, 6), pid=pid, tid=tid, ppid=ppid,
+                syscall=_FORK_NAMES.get(nr, str(nr)), verdict="allow",
+            )  # fmt: skip
 
     @staticmethod
     def _audit(

@@ -99,8 +99,12 @@ class DnsProxy:
         host: str = "127.0.0.1",
         timeout_s: float = 3.0,
         on_query: Callable[[str, Upstream], None] | None = None,
+        listen_socket: Callable[[int, int], socket.socket] = socket.socket,
     ) -> None:
+        """`listen_socket(family, type)` makes the listening sockets: the cell defender makes them in
+        a container's network namespace (forwarding to the upstreams stays in the defender's own)."""
         self._rule = rule
+        self._listen_socket = listen_socket
         self._on_query = on_query
         self._audit = audit
         self.pins = pins
@@ -117,20 +121,20 @@ class DnsProxy:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Upstream:
         fam = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        tcp = socket.socket(fam, socket.SOCK_STREAM)
+        tcp = self._listen_socket(fam, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # one port number for both transports, so a redirected TCP retry finds the proxy too
         for _ in range(50):
             tcp.bind((self._host, 0))
             port = tcp.getsockname()[1]
-            udp = socket.socket(fam, socket.SOCK_DGRAM)
+            udp = self._listen_socket(fam, socket.SOCK_DGRAM)
             try:
                 udp.bind((self._host, port))
                 break
             except OSError:
                 udp.close()
                 tcp.close()
-                tcp = socket.socket(fam, socket.SOCK_STREAM)
+                tcp = self._listen_socket(fam, socket.SOCK_STREAM)
         else:  # pragma: no cover - 50 collisions in a row
             raise OSError("could not find a free port for both UDP and TCP")
         tcp.listen(64)

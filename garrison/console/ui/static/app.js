@@ -422,7 +422,9 @@ function initDefenders() {
     tbody.replaceChildren(...data.map((d) => el("tr", { dataset: { id: d.id } },
       el("td", {}, d.connected ? pill("connected", "ok") : pill("disconnected", "off")),
       el("td", {}, el("div", { class: "mono", text: d.id }), el("div", { class: "cell-sub", text: d.hostname || d.remote_addr || "" })),
-      el("td", {}, el("strong", { text: d.app_name || "–" }), el("div", { class: "cell-sub", text: d.app_id || "" })),
+      d.defender_type === "cell"
+        ? el("td", {}, pill("cell", "info"), " ", el("a", { class: "link", href: `/defenders/cell?id=${encodeURIComponent(d.id)}`, text: `${d.workloads ?? 0} app container(s)` }))
+        : el("td", {}, el("strong", { text: d.app_name || "–" }), el("div", { class: "cell-sub", text: d.app_id || "" })),
       el("td", { text: [d.org, d.space].filter(Boolean).join(" / ") || "–" }),
       el("td", { text: String(d.instance ?? "") }),
       el("td", { text: d.version || "–" }),
@@ -922,10 +924,15 @@ function initAudits() {
 function initIncidents() {
   async function load() {
     const { data } = await api("/incidents?limit=200");
-    $("#incidents-table tbody").replaceChildren(...data.map((i) => el("tr", {},
+    const view = (i) => `/incidents/view?id=${encodeURIComponent(i.id)}`;
+    $("#incidents-table tbody").replaceChildren(...data.map((i) => el("tr", {
+      class: "clickable", dataset: { id: i.id },
+      onclick: (ev) => { if (!ev.target.closest("a") && !window.getSelection()?.toString()) location.assign(view(i)); },
+    },
       el("td", { text: fmtTime(i.end) }),
       el("td", { text: fmtTime(i.start) }),
-      el("td", {}, el("strong", { text: i.app_name || "–" })),
+      el("td", {}, el("a", { href: view(i) }, el("strong", { text: i.app_name || "–" })),
+        i.org || i.space ? el("div", { class: "cell-sub", text: [i.org, i.space].filter(Boolean).join(" / ") }) : null),
       el("td", { text: String(i.type || "").replace("_", " ") }),
       el("td", {}, el("div", { class: "chips" }, ...Object.entries(i.effects || {}).map(([k, n]) => pill(`${k} ×${n}`, k)))),
       el("td", { text: String(i.count) }),
@@ -938,9 +945,42 @@ function initIncidents() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// one cell defender: the app containers it protects (one workload each)
+
+function initCellDefender() {
+  const id = new URLSearchParams(location.search).get("id") || "";
+  const tbody = $("#workloads-table tbody");
+  async function load() {
+    const d = (await api(`/defenders/${encodeURIComponent(id)}`)).data;
+    $("#cell-name").textContent = d.hostname || d.id;
+    $("#cell-id").textContent = d.id;
+    $("#cell-state").replaceChildren(d.connected ? pill("connected", "ok") : pill("disconnected", "off"));
+    const q = new URLSearchParams({ limit: "5000" });
+    if ($("#wl-running").value) q.set("running", $("#wl-running").value);
+    const { data } = await api(`/defenders/${encodeURIComponent(id)}/workloads?${q}`);
+    const shown = data.filter((w) => !$("#wl-app").value.trim() || w.app_name.includes($("#wl-app").value.trim()));
+    $("#cell-count").textContent = String(data.filter((w) => !w.gone_at).length);
+    tbody.replaceChildren(...shown.map((w) => el("tr", { dataset: { container: w.container_id } },
+      el("td", {}, w.gone_at ? pill("stopped", "off") : pill("running", "ok")),
+      el("td", {}, el("strong", { text: w.app_name || "(app not started)" }), el("div", { class: "cell-sub mono", text: w.app_guid || "" })),
+      el("td", { text: [w.org, w.space].filter(Boolean).join(" / ") || "–" }),
+      el("td", { text: w.app_name ? String(w.instance) : "–" }),
+      el("td", { text: w.rule || "(no rule)" }),
+      el("td", { text: (w.protections || []).join(", ") || "–" }),
+      el("td", { class: "mono", text: w.container_id }),
+      el("td", { text: ago(w.gone_at || w.first_seen), title: fmtTime(w.gone_at || w.first_seen) }))));
+    $("#workloads-empty").hidden = shown.length > 0;
+  }
+  $("#wl-app").addEventListener("input", () => load().catch((e) => toast(e.message, true)));
+  $("#wl-running").addEventListener("change", () => load().catch((e) => toast(e.message, true)));
+  load().catch((e) => toast(e.message, true));
+  poll(load, 2000);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const PAGES = {
-  dashboard: initDashboard, defenders: initDefenders, deploy: initDeploy,
+  dashboard: initDashboard, defenders: initDefenders, deploy: initDeploy, "cell-defender": initCellDefender,
   policy: initPolicy, audits: initAudits, incidents: initIncidents,
 };
 

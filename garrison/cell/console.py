@@ -1,0 +1,63 @@
+"""The cell defender's link to the console: enrolled as a `cell` defender with the cell's host name,
+policy pushes re-applied to every running container, audits spooled and sent like an app-embedded
+defender's (each names its container's workload), and the containers reported as workloads."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+from garrison import __version__
+from garrison.channel.bundle import InstallBundle
+from garrison.channel.client import DefenderChannelClient
+from garrison.channel.policy_cache import PolicyCacheError, load_cached_policy
+from garrison.channel.protocol import Hello, Workloads
+from garrison.policy.audit import AuditEvent
+from garrison.policy.model import RuntimePolicy
+
+log = logging.getLogger("garrison.cell.console")
+
+
+class CellConsoleLink:
+    def __init__(self, bundle: InstallBundle, data_folder: Path, host: str | None = None) -> None:
+        self.host = (host or socket.gethostname())[:200]
+        hello = Hello(defender_id=f"cell-{self.host}", version=__version__, hostname=self.host,
+                      kernel={"defender_type": "cell"})
+        data_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_folder = data_folder
+        self.client = DefenderChannelClient(bundle, data_folder, hello, defender_type="cell")
+        self._defender: object | None = None
+
+    def attach(self, defender: object) -> None:
+        """Wire a CellDefender: policy pushes → set_policy; container changes → workload messages;
+        every connection starts with the full list."""
+        from garrison.cell.defender import CellDefender
+
+        assert isinstance(defender, CellDefender)
+        self.client.on_policy = lambda _rev, policy: defender.set_policy(policy)
+        self.client.on_connect = defender.workloads
+        defender.on_workloads = self.send_workloads
+
+    def send_workloads(self, msg: Workloads) -> None:
+        self.client.send_message(msg)
+
+    def emit(self, ev: AuditEvent) -> None:
+        self.client.submit(ev)
+
+    def first_policy(self, timeout: float) -> tuple[RuntimePolicy | None, str]:
+        """The console's policy (waiting up to `timeout`), else the cached one; (None, why) if neither."""
+        self.client.start()
+        if self.client.wait_policy(timeout) and self.client.policy is not None:
+            return self.client.policy, f"policy revision {self.client.policy.revision} from the console"
+        why = self.client.last_error or "no answer"
+        try:
+            cached = load_cached_policy(self.data_folder)
+        except PolicyCacheError as exc:
+            return None, f"console unreachable ({why}); {exc}"
+        if cached is not None:
+            return cached, f"console unreachable ({why}): cached policy revision {cached.revision}"
+        return None, f"console unreachable ({why}) and no cached policy"
+
+    def stop(self) -> None:
+        self.client.stop()

@@ -1,0 +1,140 @@
+"""The cell defender with a real console: enrolled as a `cell` defender from the console's cell
+bundle, each runc container one workload (its CF identity, the rule that applies), audits naming the
+container's app, policy pushes re-applied to running containers, stopped containers reported."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from garrison.channel.credentials import load_credentials
+from tests.cell.conftest import START_SH
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what} not reached"
+        time.sleep(0.1)
+
+
+def _policy(rule: str, deny: list[str]) -> dict[str, Any]:
+    return {"rules": [
+        {"name": "billing-only", "scope": {"apps": ["billing"]}, "processes": {"effect": "disable"}},
+        {"name": rule, "scope": {"orgs": ["acme"]},
+         "processes": {"effect": "prevent", "deny": deny, "drift_prevention": True}},
+    ]}  # fmt: skip
+
+
+class CellProcess:
+    def __init__(self, console: Any, runc_root: Path, data: Path) -> None:
+        with console.api() as api:
+            r = api.get("/defenders/install-bundle/cell")
+            r.raise_for_status()
+            self.bundle = r.json()["bundle"]
+        self.console, self.runc_root, self.data = console, runc_root, data
+        self.log = data.parent / f"{data.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CellProcess:
+        env = {**os.environ, "INSTALL_BUNDLE": self.bundle, "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "garrison", "defender", "cell", "--runc-root", str(self.runc_root),
+                 "--data-folder", str(self.data), "--connect-timeout", "30"],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        _until(lambda: (creds := load_credentials(self.data)) and creds.defender_id, what="enrolment")
+        return self
+
+    @property
+    def defender_id(self) -> str:
+        creds = load_credentials(self.data)
+        assert creds is not None
+        return creds.defender_id
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+        self.proc = None
+
+
+@pytest.fixture
+def cell(console: Any, runc_root: Path, tmp_path: Path) -> Iterator[CellProcess]:
+    c = CellProcess(console, runc_root, tmp_path / "cell-data")
+    yield c
+    c.stop()
+
+
+def workloads(console: Any, did: str, **params: str) -> list[dict[str, Any]]:
+    with console.api() as api:
+        r = api.get(f"/defenders/{did}/workloads", params=params)
+        r.raise_for_status()
+        return list(r.json())
+
+
+def app_started(garden: Any, **kw: Any) -> Any:
+    c = garden(**kw)
+    c.stream_in("/home/vcap/app/bin/true", Path("/bin/busybox").read_bytes())  # the droplet
+    time.sleep(0.1)
+    c.run_app(START_SH)
+    return c
+
+
+def test_containers_are_workloads_audits_name_them_policy_pushes_apply(
+    console: Any, garden: Any, cell: CellProcess
+) -> None:
+    console.put_policy(_policy("cell-rule", ["wget", "nc"]))
+    cell.start()
+    did = cell.defender_id
+    with console.api() as api:
+        me = _until(lambda: (d := api.get(f"/defenders/{did}").json())["connected"] and d, what="connected")
+        assert me["defender_type"] == "cell" and me["hostname"] == os.uname().nodename[:200]
+    shop = app_started(garden)
+    billing = app_started(garden, app="billing", index=3)
+
+    def by_container() -> dict[str, dict[str, Any]]:
+        return {w["container_id"]: w for w in workloads(console, did, running="true")}
+
+    rows = _until(lambda: (r := by_container()) and r.get(shop.id, {}).get("app_name") == "shop"
+                  and r.get(billing.id, {}).get("app_name") == "billing" and r, what="workloads")  # fmt: skip
+    assert (rows[shop.id]["org"], rows[shop.id]["space"], rows[shop.id]["app_guid"]) == ("acme", "prod", "shop-guid")
+    assert rows[shop.id]["rule"] == "cell-rule" and "exec" in rows[shop.id]["protections"]
+    assert rows[billing.id]["rule"] == "billing-only" and rows[billing.id]["instance"] == 3
+    # the console's rule is enforced in the container, and the audit names the container's workload
+    denied = shop.exec("/bin/wget", "--help")
+    assert "not permitted" in denied.stderr.lower()
+    assert "not permitted" not in billing.exec("/bin/wget", "--help").stderr.lower()  # its rule: disabled
+
+    def audit() -> dict[str, Any] | None:
+        with console.api() as api:
+            evs = api.get("/audits/runtime/app-embedded", params={"app": "shop", "type": "process"}).json()
+        return next((e for e in evs if e["defender_id"] == did and e["extra"].get("container") == shop.id), None)
+
+    ev = _until(audit, what="audit in the console")
+    assert (ev["app_name"], ev["org"], ev["space"], ev["rule"], ev["effect"]) == ("shop", "acme", "prod", "cell-rule",
+                                                                                  "prevent")
+    assert ev["exe"] == "/bin/wget" and ev["extra"]["cell"]
+    # a policy push re-applies to running containers: wget allowed, the new rule name reported
+    console.put_policy(_policy("cell-rule-v2", ["nc"]))
+    _until(lambda: "not permitted" not in shop.exec("/bin/wget", "--help").stderr.lower(), what="push applied")
+    _until(lambda: by_container()[shop.id]["rule"] == "cell-rule-v2", what="rule reported")
+    assert "not permitted" in shop.exec("/bin/sh", "-c", "exec /bin/nc -h").stderr.lower()
+    # a stopped container is reported gone
+    billing.delete()
+    _until(lambda: billing.id not in by_container(), what="container gone")
+    gone = {w["container_id"]: w for w in workloads(console, did, running="false")}
+    assert gone[billing.id]["gone_at"] and gone[billing.id]["app_name"] == "billing"

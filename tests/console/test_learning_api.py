@@ -1,0 +1,189 @@
+"""Learning over the real channel and API: profiles from defenders' reports (idempotent, across
+instances), service identities, the discovery map, proposal → accept → enforce, rules from edges,
+roles and the management audit. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from garrison.channel import protocol as p
+from tests.console.defender_client import bundle_fields, enrol, next_of, open_defender
+
+T0 = time.time() - 100
+
+
+def _seen(**kw: Any) -> dict[str, Any]:
+    return {"count": 3, "first_seen": T0, "last_seen": T0 + 10, **kw}
+
+
+def _report(run: str, **kw: Any) -> p.ProfileReport:
+    return p.ProfileReport(run_id=run, controls=["processes", "network", "listening", "dns"], **kw)
+
+
+async def _send(console: Any, token: str, app: str, instance: int, reports: list[p.ProfileReport]) -> None:
+    ident = await enrol(console.ws_address, console.ca_pem, token, requested_id=f"{app}-{instance}")
+    conn, _ = await open_defender(
+        console.ws_address, console.ca_pem, ident, app_name=app, org="o1", space="s1", instance=instance
+    )
+    try:
+        for r in reports:
+            await conn.send(p.dump(r))
+        # the read loop is sequential: once this batch is acked, the reports before it are stored
+        await conn.send(p.dump(p.Events(seq=1, events=[])))
+        await next_of(conn, p.Ack)
+    finally:
+        await conn.close()
+
+
+def _by_app(rows: list[dict[str, Any]], app: str) -> dict[str, Any]:
+    return next(r for r in rows if r["app"] == app)
+
+
+def test_profiles_map_review_enforce(any_console):
+    sfx = uuid.uuid4().hex[:6]
+    front, billing, inv = f"frontend-{sfx}", f"billing-{sfx}", f"inventory-{sfx}"
+    token = bundle_fields(any_console.install_bundle())["enrolment_token"]
+    front_report = _report(
+        "run-a",
+        addresses=["10.1.0.1"],
+        processes=[_seen(exe="/usr/bin/python3", argv_shape=["app.py", "--port", "<n>"], parent="/bin/sh")],
+        destinations=[
+            _seen(ip="10.1.0.2", port=8080, protocol="tcp"),  # billing's own address and port
+            _seen(ip="10.9.9.9", port=443, protocol="tcp", names=[f"{inv}.example.com"]),  # inventory's route
+            _seen(ip="93.184.216.34", port=443, protocol="tcp", names=["api.example.org"]),
+            _seen(ip="8.8.4.4", port=53, protocol="udp"),
+        ],
+        dns=[_seen(name="api.example.org"), _seen(name=f"{inv}.example.com")],
+        listening=[_seen(port=8080, protocol="tcp")],
+    )
+
+    async def learn() -> None:
+        await _send(any_console, token, billing, 0, [_report(
+            "b", addresses=["10.1.0.2"], routes=[f"{billing}.apps.internal"], listening=[_seen(port=8080)])])  # fmt: skip
+        await _send(any_console, token, inv, 0, [_report(
+            "i", addresses=["10.1.0.3"], routes=[f"{inv}.example.com"], listening=[_seen(port=8080)])])  # fmt: skip
+        # instance 0 sends its report twice (a re-send changes nothing); instance 1 sees the same
+        await _send(any_console, token, front, 0, [front_report, front_report])
+        await _send(any_console, token, front, 1, [front_report])
+
+    asyncio.run(learn())
+    with any_console.api() as api:
+        rows = api.get("/profiles", params={"org": "o1", "space": "s1"}).json()
+        prof = _by_app(rows, front)
+        assert prof["state"] == "learning"
+        assert prof["instances"] == 2
+        assert prof["counts"] == {"process": 1, "destination": 4, "dns": 2, "listen": 1}
+        detail = api.get(f"/profiles/{prof['id']}").json()
+        assert detail["processes"][0]["count"] == 6  # 3 per instance, the re-send not counted
+        assert detail["processes"][0]["instances"] == 2
+        services = {d["ip"]: d["service"] for d in detail["destinations"]}
+        assert services["10.1.0.2"]["kind"] == "app" and services["10.1.0.2"]["app"] == billing
+        assert services["10.9.9.9"]["kind"] == "route" and services["10.9.9.9"]["app"] == inv
+        assert services["93.184.216.34"] == {
+            "kind": "dns", "name": "api.example.org", "label": "api.example.org", "id": "dns:api.example.org"
+        }  # fmt: skip
+        assert services["8.8.4.4"]["kind"] == "external"
+
+        graph = api.get("/discovery/map", params={"org": "o1", "app": front}).json()
+        src = f"app:o1/s1/{front}"
+        edges = {e["target"]: e for e in graph["edges"] if e["source"] == src}
+        assert set(edges) == {f"app:o1/s1/{billing}", f"app:o1/s1/{inv}", "dns:api.example.org", "ip:8.8.4.4"}
+        assert edges[f"app:o1/s1/{billing}"]["ports"] == ["8080/tcp"]
+        assert edges[f"app:o1/s1/{billing}"]["count"] == 6
+        assert not any(e["denied_by_current_policy"] or e["new_since_accept"] for e in edges.values())
+        node_kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
+        assert node_kinds[f"app:o1/s1/{billing}"] == "app" and node_kinds["ip:8.8.4.4"] == "external"
+        assert graph["groups"][0]["org"] == "o1"
+
+        prop = api.get(f"/profiles/{prof['id']}/proposal").json()
+        rule = prop["rule"]
+        assert rule["processes"]["allow"] == ["/usr/bin/python3"]
+        assert set(rule["dns"]["allow"]) == {"api.example.org", f"{inv}.example.com"}
+        cidrs = {
+            (t["cidr"], t["protocol"], t["ports"][0]["start"]) for t in rule["network"]["outbound"]["allow"]
+        }
+        assert cidrs == {("10.1.0.2/32", "tcp", 8080), ("8.8.4.4/32", "udp", 53)}
+        assert rule["network"]["listening"]["allow"] == [{"start": 8080, "end": 8080}]
+        assert {d["path"] for d in prop["diff"]} >= {"processes.allow", "dns.allow", "network.outbound.allow"}
+
+        # roles: an auditor reads but cannot accept
+        any_console.create_user(f"aud-{sfx}", "pw-" + sfx * 3, "auditor")
+        with any_console.api(f"aud-{sfx}", "pw-" + sfx * 3) as ro:
+            assert ro.get(f"/profiles/{prof['id']}").status_code == 200
+            assert ro.post(f"/profiles/{prof['id']}/accept").status_code == 403
+        # enforce before accept is refused; a stale proposal is refused
+        assert api.post(f"/profiles/{prof['id']}/enforce").status_code == 409
+        stale = api.post(
+            f"/profiles/{prof['id']}/accept", json={"policy_revision": prop["policy_revision"] - 1}
+        )
+        assert stale.status_code == 409, stale.text
+        r = api.post(f"/profiles/{prof['id']}/accept", json={"policy_revision": prop["policy_revision"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["profile"]["state"] == "accepted"
+        policy = r.json()["policy"]
+        assert policy["rules"][0]["name"] == f"learned: o1/s1/{front}"
+        assert policy["rules"][0]["network"]["effect"] == "alert"
+
+    # after accept: a new destination shows up new and denied (alert), then prevent once enforced
+    late = _report("run-b", destinations=[{**_seen(ip="10.7.7.7", port=22), "first_seen": time.time() + 1,
+                                           "last_seen": time.time() + 2}])  # fmt: skip
+    asyncio.run(_send(any_console, token, front, 0, [late]))
+    with any_console.api() as api:
+        graph = api.get("/discovery/map", params={"app": front, "flagged": True}).json()
+        (edge,) = graph["edges"]
+        assert edge["target"] == "ip:10.7.7.7"
+        assert edge["new_since_accept"] and edge["denied_by_current_policy"]
+        assert edge["denied_effect"] == "alert"
+        r = api.post(f"/profiles/{prof['id']}/enforce")
+        assert r.status_code == 200, r.text
+        assert r.json()["policy"]["rules"][0]["network"]["effect"] == "prevent"
+        edge = api.get("/discovery/map", params={"app": front, "flagged": True}).json()["edges"][0]
+        assert edge["denied_effect"] == "prevent"
+        # allow that edge from the map; deny a DNS destination node
+        r = api.post("/discovery/rules", json={"action": "allow", "edges": [edge["id"]]})
+        assert r.status_code == 200, r.text
+        assert r.json()["changes"][0]["outbound"] == ["10.7.7.7:22/tcp"]
+        r = api.post(
+            "/discovery/rules", json={"action": "deny", "nodes": ["dns:api.example.org"], "edges": []}
+        )
+        assert r.status_code == 200, r.text
+        rule = api.get("/policies/runtime/app-embedded").json()["rules"][0]
+        assert "api.example.org" in rule["dns"]["deny"] and "api.example.org" not in rule["dns"]["allow"]
+        flagged = api.get("/discovery/map", params={"app": front, "flagged": True}).json()["edges"]
+        denied = {e["target"]: e["denied_by_current_policy"] for e in flagged}
+        assert denied == {"ip:10.7.7.7": False, "dns:api.example.org": True}  # still new since accept
+        assert (
+            api.post("/discovery/rules", json={"action": "allow", "edges": ["app:x->ip:1"]}).status_code
+            == 404
+        )
+        actions = [a["action"] for a in api.get("/audits/mgmt", params={"limit": 50}).json()
+                   if front in a["target"]]  # fmt: skip
+        assert {"learning.accept", "learning.enforce", "discovery.allow", "discovery.deny"} <= set(actions)
+        accepted = next(a for a in api.get("/audits/mgmt", params={"limit": 50}).json() if a["action"] == "learning.accept"
+                        and front in a["target"])  # fmt: skip
+        assert accepted["username"] == "admin" and accepted["detail"]["diff"]
+
+
+def test_start_learning_puts_a_learn_rule_first(any_console):
+    app = f"newapp-{uuid.uuid4().hex[:6]}"
+    with any_console.api() as api:
+        api.put("/policies/runtime/app-embedded", json={"rules": [{"name": f"base-{app}", "network": {
+            "effect": "prevent", "outbound": {"deny": ["10.66.0.0/16"]}}}]}).raise_for_status()  # fmt: skip
+        r = api.post(
+            "/profiles", json={"org": "o2", "space": "s2", "app": app, "window_hours": 2, "stable_hours": 1}
+        )
+        assert r.status_code == 201, r.text
+        rule = r.json()["policy"]["rules"][0]
+        assert rule["name"] == f"learned: o2/s2/{app}"
+        assert (rule["processes"]["effect"], rule["network"]["effect"], rule["dns"]["effect"]) == (
+            "learn",
+        ) * 3
+        assert rule["network"]["outbound"]["deny"][0]["cidr"] == "10.66.0.0/16"  # kept from the rule it had
+        assert r.json()["profile"]["state"] == "learning" and r.json()["profile"]["window_hours"] == 2
+        bad = api.post("/profiles", json={"org": "o2", "space": "s2", "app": app, "window_hours": -1})
+        assert bad.status_code == 422
+        assert api.get("/profiles/999999").status_code == 404
+        assert api.get("/profiles/999999/proposal").status_code == 404
