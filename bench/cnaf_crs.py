@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnaf_proxy_start import start_proxy
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CLASS_NAMES = {
@@ -270,24 +272,8 @@ def start_cnaf(tmp: Path, policy_extra: dict[str, Any]) -> tuple[list[subprocess
     policy = tmp / "cnaf.json"
     policy.write_text(json.dumps({"effects": dict.fromkeys(ATTACK_CLASSES, "prevent"), **policy_extra}))
     pport = _free_port()
-    proxy = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "garrison",
-            "cnaf",
-            "proxy",
-            "--listen",
-            f"127.0.0.1:{pport}",
-            "--upstream",
-            f"127.0.0.1:{bport}",
-            "--policy",
-            str(policy),
-            "--audit-log",
-            str(tmp / "audit.jsonl"),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    crs_on = (policy_extra.get("crs") or {}).get("enabled", True)
+    proxy = start_proxy(pport, bport, policy, str(tmp / "audit.jsonl"), wait_crs=crs_on)
     _wait(pport)
     return [backend, proxy], pport
 
@@ -337,7 +323,7 @@ def main() -> None:
         finally:
             for p in procs:
                 p.terminate()
-                p.wait(timeout=10)
+                p.wait(timeout=60)
     report(cases, targets, results)
     if args.show_misses:
         want = args.show_misses

@@ -14,9 +14,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
 import ssl
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,8 +29,10 @@ from websockets.http11 import Request, Response
 
 from garrison.channel import protocol as p
 from garrison.channel.backend import ChannelBackend, DefenderHello, EnrolmentRefused
+from garrison.channel.budget import DEFAULT_BUDGET_BYTES, ByteBudget
 from garrison.pki.ca import DEFENDER_OU
 from garrison.policy.audit import AuditEvent
+from garrison.policy.model import RuntimePolicy
 
 log = logging.getLogger("garrison.channel.server")
 
@@ -46,6 +51,14 @@ MAX_EVENTS_MESSAGE_BYTES = 4 * 1024 * 1024
 """one batch; the client keeps batches under 1 MiB (plus at most one event)"""
 MAX_PROFILE_MESSAGE_BYTES = 2 * 1024 * 1024
 """one learning report: at most MAX_PROFILE_ITEMS schema-bounded items (the client splits)"""
+ACCEPT_BACKLOG = 4096  # capped by net.core.somaxconn
+RECEIVE_BUFFER_BYTES = 32 * 1024  # the kernel doubles it: ~64 KiB per connection
+SNAPSHOT_TTL_S = 1.0
+"""how old the connect-time policy snapshot may be; pushes refresh it, and a revision stored by
+another console replica reaches defenders through the replica's policy poll/notification anyway"""
+MAX_QUEUE = 1
+"""frames a connection buffers beyond the message its read loop holds (websockets' default, 16, let
+1,000 busy defenders park 4 batches each in the console's memory)"""
 _CLOSE_POLICY = 1008  # RFC 6455 "policy violation"
 _CLOSE_OVERLOAD = 1013  # "try again later"
 
@@ -114,6 +127,35 @@ class _Peer:
                         self.sending = False
 
 
+@dataclass
+class _Snapshot:
+    policy: RuntimePolicy
+    text: str
+    at: float
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The channel's listening socket: a deep accept backlog (a reconnecting fleet arrives at once;
+    asyncio's default of 100 drops SYNs and turns a restart into minutes of retries) and a small
+    receive buffer, which accepted connections inherit: a TLS read never returns more than the
+    socket holds, so each connection's 256 KiB TLS read buffer is touched only that far and the
+    console's memory stays proportional to its connections, not to how much they send at once."""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        sock.bind(addr)
+        sock.listen(ACCEPT_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 def _peer_identity(conn: ServerConnection) -> str | None:
     """CN of a verified defender certificate, or None when the peer sent no certificate."""
     ssl_obj = conn.transport.get_extra_info("ssl_object") if conn.transport else None
@@ -142,11 +184,14 @@ class ChannelServer:
         ping_interval: float | None = 20.0,
         admission: Callable[[], str | None] | None = None,
         retry_after_s: int = 30,
+        ingest_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         """`policy_poll_interval`: also push when the stored revision changed behind our back (another
         console replica on the same PostgreSQL took the PUT); None disables polling.
         `admission()` returns why a new connection must be refused now (e.g. file descriptors near
-        the limit) or None; a refused defender gets HTTP 503 with `Retry-After: retry_after_s`."""
+        the limit) or None; a refused defender gets HTTP 503 with `Retry-After: retry_after_s`.
+        `ingest_budget_bytes`: messages being validated and stored at once, all connections together
+        (garrison.channel.budget): bounds the console's memory whatever the fleet sends."""
         self.backend = backend
         self.ssl_context = ssl_context
         self.host = host
@@ -156,10 +201,12 @@ class ChannelServer:
         self._server: Server | None = None
         self._peers: dict[str, _Peer] = {}
         self._pushed_revision: int | None = None
+        self._snapshot: _Snapshot | None = None
         self._poller: asyncio.Task[None] | None = None
         self._push_lock = asyncio.Lock()
         self.admission = admission
         self.retry_after_s = retry_after_s
+        self.budget = ByteBudget(ingest_budget_bytes)
         self.refused: collections.Counter[str] = collections.Counter()
         """connections refused before the WebSocket opened, by reason"""
 
@@ -167,10 +214,12 @@ class ChannelServer:
     async def start(self) -> None:
         self._server = await serve(
             self._handle,
-            self.host,
-            self.port,
+            sock=listen_socket(self.host, self.port),
             ssl=self.ssl_context,
             max_size=p.MAX_MESSAGE_BYTES,
+            # Read ahead at most MAX_QUEUE message per connection while its read loop waits for the
+            # store or the ingest budget; the rest stays in the socket (and the defender's spool).
+            max_queue=MAX_QUEUE,
             compression=None,  # CPU matters more than bytes on a 2-core console
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_interval,
@@ -208,12 +257,21 @@ class ChannelServer:
     def connected_ids(self) -> list[str]:
         return sorted(self._peers)
 
+    @property
+    def pushed_revision(self) -> int | None:
+        """The policy revision last pushed to the defenders (None before the first push)."""
+        return self._pushed_revision
+
+    def connected_count(self) -> int:
+        return len(self._peers)
+
     async def notify_policy_changed(self) -> int:
         """Push the current policy to every connected defender; returns how many were queued."""
         async with self._push_lock:
             policy = await self.backend.current_policy()
             self._pushed_revision = policy.revision
             text = p.dump(p.PolicySnapshot(revision=policy.revision, policy=policy))
+            self._snapshot = _Snapshot(policy, text, time.monotonic())
             peers = list(self._peers.values())
             # Fast path: one encoding, frames written straight into each idle socket's buffer. Busy or
             # slow defenders get the policy through their own writer (newest revision wins).
@@ -364,10 +422,16 @@ class ChannelServer:
             await self._fatal(old.conn, "replaced", "a newer connection of this defender took over")
         peer.writer = asyncio.create_task(peer.run_writer())
         try:
-            policy = await self.backend.current_policy()
             verdict = await self._verdict(hello)
+            snap = await self._current_snapshot()
+            # No await between taking the snapshot and queuing it: a push that runs meanwhile
+            # either finds it queued (and replaces it) or has already refreshed the snapshot.
             peer.push_policy(
-                p.dump(p.PolicySnapshot(revision=policy.revision, policy=policy, verdict=verdict))
+                snap.text
+                if verdict is None
+                else p.dump(
+                    p.PolicySnapshot(revision=snap.policy.revision, policy=snap.policy, verdict=verdict)
+                )
             )
             await self._read_loop(peer)
         finally:
@@ -378,6 +442,20 @@ class ChannelServer:
             if self._peers.get(defender_id) is peer:
                 del self._peers[defender_id]
                 await self.backend.defender_disconnected(defender_id)
+
+    async def _current_snapshot(self) -> _Snapshot:
+        """The policy every new connection starts with, read from the store and encoded at most once
+        per SNAPSHOT_TTL_S (a reconnecting fleet would otherwise read, validate and encode it once
+        per defender); a push (notify_policy_changed) refreshes it at once."""
+        snap = self._snapshot
+        if snap is None or time.monotonic() - snap.at > SNAPSHOT_TTL_S:
+            policy = await self.backend.current_policy()
+            newest = self._snapshot  # a push may have stored a newer one while we read
+            if newest is None or newest.policy.revision <= policy.revision:
+                text = p.dump(p.PolicySnapshot(revision=policy.revision, policy=policy))
+                self._snapshot = _Snapshot(policy, text, time.monotonic())
+        assert self._snapshot is not None
+        return self._snapshot
 
     async def _verdict(self, hello: p.Hello) -> p.DropletVerdict | None:
         """The run-time gate's answer; a failing lookup omits it (the defender then decides by its
@@ -412,50 +490,53 @@ class ChannelServer:
         return None
 
     async def _read_loop(self, peer: _Peer) -> None:
-        bad = 0
+        bad = [0]
         async for raw in peer.conn:
-            too_big = _oversized(raw)
-            if too_big:
-                bad += 1
-                if bad > MAX_BAD_MESSAGES:
-                    await self._fatal(peer.conn, "malformed", "too many malformed messages")
-                    return
-                peer.send(p.Error(code="malformed", message=too_big))
-                continue
-            batch = p.parse_event_batch(raw)
-            if batch is not None:
-                good, rejected = _split_oversized(batch.events, len(raw))
-                if not await self._store(peer, batch.seq, self._stamp(peer, good), rejected):
-                    return
-                continue
+            taken = await self.budget.acquire(len(raw))  # held until the batch is stored and acked
             try:
-                msg = p.parse(raw)
-            except p.ProtocolError as exc:
-                bad += 1
-                if bad > MAX_BAD_MESSAGES:
-                    await self._fatal(peer.conn, "malformed", "too many malformed messages")
+                if not await self._handle_message(peer, raw, bad):
                     return
-                peer.send(p.Error(code=exc.code, message=str(exc)))
-                continue
-            if isinstance(msg, p.Events):
-                if not await self._ingest(peer, msg):
-                    return
-            elif isinstance(msg, p.Heartbeat):
-                await self.backend.heartbeat(peer.defender_id, msg.stats)
-            elif isinstance(msg, p.Workloads):
-                why = await self.backend.workloads(peer.defender_id, msg)
-                if why:
-                    peer.send(p.Error(code="unsupported", message=why))
-            elif isinstance(msg, p.ProfileReport):
-                await self._profile(peer, msg)
-            elif isinstance(msg, p.CommandResult):
-                fut = peer.commands.get(msg.id)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-            else:
-                peer.send(
-                    p.Error(code="unsupported", message=f"'{msg.type}' is not expected from a defender")
-                )
+            finally:
+                self.budget.release(taken)
+
+    async def _handle_message(self, peer: _Peer, raw: str | bytes, bad: list[int]) -> bool:
+        """One message from a defender; False = the connection is closed."""
+        too_big = _oversized(raw)
+        if too_big:
+            return await self._malformed(peer, bad, "malformed", too_big)
+        batch = p.parse_event_batch(raw)
+        if batch is not None:
+            good, rejected = _split_oversized(batch.events, len(raw))
+            return await self._store(peer, batch.seq, self._stamp(peer, good), rejected)
+        try:
+            msg = p.parse(raw)
+        except p.ProtocolError as exc:
+            return await self._malformed(peer, bad, exc.code, str(exc))
+        if isinstance(msg, p.Events):
+            return await self._ingest(peer, msg)
+        if isinstance(msg, p.Heartbeat):
+            await self.backend.heartbeat(peer.defender_id, msg.stats)
+        elif isinstance(msg, p.Workloads):
+            why = await self.backend.workloads(peer.defender_id, msg)
+            if why:
+                peer.send(p.Error(code="unsupported", message=why))
+        elif isinstance(msg, p.ProfileReport):
+            await self._profile(peer, msg)
+        elif isinstance(msg, p.CommandResult):
+            fut = peer.commands.get(msg.id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        else:
+            peer.send(p.Error(code="unsupported", message=f"'{msg.type}' is not expected from a defender"))
+        return True
+
+    async def _malformed(self, peer: _Peer, bad: list[int], code: p.ErrorCode, message: str) -> bool:
+        bad[0] += 1
+        if bad[0] > MAX_BAD_MESSAGES:
+            await self._fatal(peer.conn, "malformed", "too many malformed messages")
+            return False
+        peer.send(p.Error(code=code, message=message))
+        return True
 
     async def _profile(self, peer: _Peer, msg: p.ProfileReport) -> None:
         """A learning report, stored under the bound app identity (never what the defender claims).

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import os
 import resource
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,12 +60,50 @@ def fd_reserve(limit: int) -> int:
     return max(MIN_FD_RESERVE, limit // 10)
 
 
-def fd_admission(limit: int | None = None) -> Callable[[], str | None]:
+class FdCounter:
+    """Open descriptors, counted cheaply enough to ask at every new defender connection.
+
+    Listing /proc/self/fd costs O(open descriptors): at 10,000 connections, doing it per handshake
+    made a connection storm quadratic. The count is refreshed at most every `refresh_s` and each
+    admission since adds one (closes are not subtracted: the estimate only errs high, by the
+    connections closed since the last listing); at the threshold the exact count is taken again (at
+    most every `near_refresh_s`) before refusing."""
+
+    def __init__(self, refresh_s: float = 1.0, near_refresh_s: float = 0.1) -> None:
+        self.refresh_s = refresh_s
+        self.near_refresh_s = near_refresh_s
+        self.count = 0
+        self.admitted = 0
+        self.at = -1e9
+        self.listings = 0
+        """how many times /proc/self/fd was listed (tests check the cost stays sub-linear)"""
+
+    def refresh(self, now: float) -> int:
+        self.count, self.admitted, self.at = open_fds(), 0, now
+        self.listings += 1
+        return self.count
+
+    def estimate(self, threshold: int) -> int:
+        now = time.monotonic()
+        if now - self.at >= self.refresh_s:
+            self.refresh(now)
+        est = self.count + self.admitted
+        if est >= threshold and now - self.at >= self.near_refresh_s:
+            est = self.refresh(now)
+        return est
+
+
+def fd_admission(limit: int | None = None, counter: FdCounter | None = None) -> Callable[[], str | None]:
     """For ChannelServer(admission=...): refuse a new defender when the reserve would be touched."""
+    fds = counter or FdCounter()
 
     def admit() -> str | None:
         lim = fd_limit() if limit is None else limit
-        return "fd_limit" if open_fds() >= lim - fd_reserve(lim) else None
+        threshold = lim - fd_reserve(lim)
+        if fds.estimate(threshold) >= threshold:
+            return "fd_limit"
+        fds.admitted += 1
+        return None
 
     return admit
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -14,6 +17,16 @@ from websockets.exceptions import ConnectionClosed
 from garrison.channel import protocol as p
 from garrison.pki import client_ssl_context
 from tests.console.defender_client import bundle_fields, enrol, next_of, open_defender
+
+
+def wait_for(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+    """Read until `done` (or the timeout: then the last value, for the assert to show)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
 
 
 def _raw(msg: dict[str, object]) -> str:
@@ -49,7 +62,8 @@ def test_oversized_heartbeat_and_event_fields_are_refused(console):
     assert "limit" in errors[0].message
     assert (ack.stored, ack.rejected) == (1, 1)
     with console.api() as c:
-        d = c.get(f"/defenders/{defender_id}").json()
+        # heartbeats are written in batches (within a second): wait for this one to land
+        d = wait_for(lambda: c.get(f"/defenders/{defender_id}").json(), lambda d: d["stats"] != {})
         assert d["stats"] == {"spooled": 3, "policy_revision": None}
         audits = c.get("/audits/runtime/app-embedded", params={"app": app}).json()
         assert [a["message"] for a in audits] == ["ok"]

@@ -7,19 +7,25 @@ handed to a worker thread. New events also go to the alert dispatcher, which nev
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from garrison.channel.backend import DefenderHello
 from garrison.channel.protocol import AppIdentity, DefenderType, ProfileReport, Workloads
 from garrison.console.services.defenders import DefenderService
+from garrison.console.services.group_commit import GroupCommit
+from garrison.console.services.heartbeats import HeartbeatBuffer
 from garrison.console.services.ingest import EventWriter
-from garrison.console.services.learning import LearningService
+from garrison.console.services.learning import ANOMALY_CONTROLS, LearningService
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
+
+log = logging.getLogger(__name__)
 
 
 class ConsoleChannelBackend:
@@ -30,13 +36,21 @@ class ConsoleChannelBackend:
         policies: PolicyService,
         on_events: Callable[[list[AuditEvent]], None] | None = None,
         scans: ScanService | None = None,
+        replica_id: str | None = None,
     ) -> None:
+        """`replica_id`: this console replica, recorded as the holder of each connection."""
+        self.replica_id = replica_id
         self.scans = scans
         self.store = store
         self.defenders = defenders
         self.policies = policies
         self.on_events = on_events
         self.writer = EventWriter(store)
+        self.heartbeats = HeartbeatBuffer(store)
+        # Connects and disconnects of a whole reconnecting fleet share transactions, in order.
+        self.connections: GroupCommit[tuple[str, dict[str, Any] | None], dict[str, Any] | None] = GroupCommit(
+            functools.partial(store.defenders.connection_changes, replica_id=replica_id), max_weight=2000
+        )
         self.learning = LearningService(store, policies)
 
     async def enrol(
@@ -76,14 +90,19 @@ class ConsoleChannelBackend:
             "kernel": hello.kernel,
             "remote_addr": hello.remote_addr[:64],
         }
-        bound = await asyncio.to_thread(self.store.defenders.connected, hello.defender_id, values)
+        bound = await self.connections.submit((hello.defender_id, values))
+        assert bound is not None
         return AppIdentity.model_construct(**bound)
 
     async def defender_disconnected(self, defender_id: str) -> None:
-        await asyncio.to_thread(self.store.defenders.disconnected, defender_id)
+        await self.connections.submit((defender_id, None))
 
     async def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.store.defenders.heartbeat, defender_id, stats)
+        self.heartbeats.record(defender_id, stats)  # written with the others within a second
+
+    async def aclose(self) -> None:
+        """After the channel stopped: write the heartbeats still buffered."""
+        await self.heartbeats.aclose()
 
     async def current_policy(self) -> RuntimePolicy:
         return await asyncio.to_thread(self.policies.runtime)
@@ -93,6 +112,12 @@ class ConsoleChannelBackend:
         new_ids = await self.writer.write(events, defender_id)
         if new_ids and self.on_events is not None:
             self.on_events([e for e in events if e.id in new_ids])
+        anomalies = [e for e in events if e.control in ANOMALY_CONTROLS and e.id in new_ids]
+        if anomalies:
+            try:
+                await asyncio.to_thread(self.learning.ingest_anomalies, anomalies)
+            except Exception:  # the audits are stored: a profile update must not fail the batch
+                log.exception("recording anomalies in the profiles failed")
         return len(new_ids)
 
     async def store_profile(self, defender_id: str, identity: dict[str, Any], report: ProfileReport) -> int:

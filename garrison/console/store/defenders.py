@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from garrison.console.store.cluster import bump
 from garrison.console.store.tables import defenders, enrolment_tokens, seen_nonces
 
 IDENTITY_FIELDS = ("app_id", "app_name", "org", "space", "app_guid", "instance")
@@ -123,49 +125,79 @@ class DefenderStore:
         The identity fields (app, org, space, app guid, instance) are bound at enrolment; a defender
         enrolled without them (an unscoped bundle, an old defender) binds them on its first hello.
         Later hellos can change versions, hostname and kernel features, never the identity."""
+        bound = self.connection_changes([(defender_id, values)])[0]
+        assert bound is not None
+        return bound
+
+    def disconnected(self, defender_id: str, replica_id: str | None = None) -> None:
+        self.connection_changes([(defender_id, None)], replica_id=replica_id)
+
+    def connection_changes(
+        self, changes: Sequence[tuple[str, dict[str, Any] | None]], *, replica_id: str | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Connects (id, hello values) and disconnects (id, None) in one transaction, in order;
+        the bound identity of each connect (None for a disconnect).
+
+        With `replica_id` (the console replica writing), connects record it as the holder and a
+        disconnect applies only while it still holds the defender: one that already reconnected to
+        another replica stays connected there."""
         now = time.time()
+        out: list[dict[str, Any] | None] = []
         with self.engine.begin() as c:
-            row = (
-                c.execute(
-                    select(*(defenders.c[k] for k in IDENTITY_FIELDS)).where(defenders.c.id == defender_id)
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:  # certificate from an earlier database (e.g. restored CA): re-register
-                c.execute(
-                    insert(defenders).values(
-                        id=defender_id, **values, stats={}, connected=True, last_seen=now, enrolled_at=now
-                    )
-                )
-                return {k: values.get(k, "") for k in IDENTITY_FIELDS}
-            bound = dict(row)
-            if bound["app_name"] or bound["app_guid"]:
-                values = {k: v for k, v in values.items() if k not in IDENTITY_FIELDS}
-            else:
-                bound = {k: values.get(k, bound[k]) for k in IDENTITY_FIELDS}
-            c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(**values, connected=True, last_seen=now)
-            )
-            return bound
+            for defender_id, values in changes:
+                if values is None:
+                    q = update(defenders).where(defenders.c.id == defender_id)
+                    if replica_id is not None:
+                        q = q.where(defenders.c.replica_id == replica_id)
+                    c.execute(q.values(connected=False, last_seen=now))
+                    out.append(None)
+                    continue
+                if replica_id is not None:
+                    values = {**values, "replica_id": replica_id}
+                out.append(self._connect(c, defender_id, values, now))
+        return out
 
-    def disconnected(self, defender_id: str) -> None:
-        with self.engine.begin() as c:
+    @staticmethod
+    def _connect(c: Connection, defender_id: str, values: dict[str, Any], now: float) -> dict[str, Any]:
+        row = (
+            c.execute(select(*(defenders.c[k] for k in IDENTITY_FIELDS)).where(defenders.c.id == defender_id))
+            .mappings()
+            .first()
+        )
+        if row is None:  # certificate from an earlier database (e.g. restored CA): re-register
             c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(connected=False, last_seen=time.time())
+                insert(defenders).values(
+                    id=defender_id, **values, stats={}, connected=True, last_seen=now, enrolled_at=now
+                )
             )
+            return {k: values.get(k, "") for k in IDENTITY_FIELDS}
+        bound = dict(row)
+        if bound["app_name"] or bound["app_guid"]:
+            values = {k: v for k, v in values.items() if k not in IDENTITY_FIELDS}
+        else:
+            bound = {k: values.get(k, bound[k]) for k in IDENTITY_FIELDS}
+        c.execute(
+            update(defenders)
+            .where(defenders.c.id == defender_id)
+            .values(**values, connected=True, last_seen=now)
+        )
+        return bound
 
-    def heartbeat(self, defender_id: str, stats: dict[str, Any]) -> None:
+    def record_heartbeats(self, beats: Sequence[tuple[str, dict[str, Any], float]]) -> None:
+        """(defender id, stats, time) of many heartbeats in one transaction (one executemany).
+
+        Connection state (`connected`) is not touched: connects and disconnects are written when
+        they happen, so a late heartbeat can neither resurrect a closed connection nor a revoked
+        defender."""
+        if not beats:
+            return
+        q = (
+            update(defenders)
+            .where(defenders.c.id == bindparam("b_id"), defenders.c.revoked.is_(False))
+            .values(stats=bindparam("b_stats"), last_seen=bindparam("b_seen"))
+        )
         with self.engine.begin() as c:
-            c.execute(
-                update(defenders)
-                .where(defenders.c.id == defender_id)
-                .values(stats=stats, last_seen=time.time(), connected=True)
-            )
+            c.execute(q, [{"b_id": i, "b_stats": s, "b_seen": t} for i, s, t in beats])
 
     def mark_all_disconnected(self) -> None:
         """At start-up: connections of a previous run of *this* console are gone (single-node SQLite)."""
@@ -175,7 +207,10 @@ class DefenderStore:
     def revoke(self, defender_id: str) -> bool:
         with self.engine.begin() as c:
             q = update(defenders).where(defenders.c.id == defender_id, defenders.c.revoked.is_(False))
-            return c.execute(q.values(revoked=True, connected=False)).rowcount > 0
+            done = c.execute(q.values(revoked=True, connected=False)).rowcount > 0
+            if done:
+                bump(c, "defenders")  # the replica holding its connection closes it
+            return done
 
     def defender_type(self, defender_id: str) -> str:
         with self.engine.connect() as c:

@@ -1,0 +1,75 @@
+"""Give freed heap back to the system: glibc keeps it otherwise, and the console's RSS only grows.
+
+Ingest allocates and frees megabytes per second (JSON frames, event models, row tuples) from the
+event loop and from the store's worker threads; glibc gives each thread its own arena and keeps
+freed chunks in them, so after a burst RSS stays at its peak for ever although Python freed
+everything. Two settings bound that: at most ARENA_MAX arenas (fewer half-empty heaps), and
+`malloc_trim(0)` every TRIM_EVERY_S while anything was ingested since the last trim (it returns the
+free pages of every arena; a few ms). Not glibc (musl, macOS): both are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+from collections.abc import Callable
+
+log = logging.getLogger("garrison.console.memory")
+
+ARENA_MAX = 2
+TRIM_EVERY_S = 10.0
+_M_ARENA_MAX = -8  # glibc malloc.h
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim  # noqa: B018 - glibc only
+        libc.mallopt  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
+def limit_arenas(n: int = ARENA_MAX) -> bool:
+    """Call before worker threads start (threads that already have an arena keep it)."""
+    if _LIBC is None or os.environ.get("MALLOC_ARENA_MAX"):
+        return False  # an operator's own setting wins
+    return bool(_LIBC.mallopt(_M_ARENA_MAX, n))
+
+
+def trim() -> bool:
+    """Return free heap pages to the system; True if glibc released any."""
+    return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (for /metrics and the scale benchmark)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - /proc is always there on Linux
+        return 0
+
+
+async def trim_while_busy(activity: Callable[[], object], every_s: float = TRIM_EVERY_S) -> None:
+    """Run for ever: trim every `every_s` if `activity()` (e.g. events ingested) moved since the
+    last trim — an idle console has nothing new to give back."""
+    if _LIBC is None:
+        return
+    seen = activity()
+    while True:
+        await asyncio.sleep(every_s)
+        now = activity()
+        if now != seen:
+            seen = now
+            await asyncio.to_thread(trim)
