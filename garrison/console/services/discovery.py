@@ -49,17 +49,21 @@ class Resolver:
                 self.by_addr.setdefault(addr, []).append((key, ports.get(prof["id"], set())))
 
     def __call__(self, facts: dict[str, Any]) -> dict[str, Any]:
+        ip, port = str(facts.get("ip", "")), int(facts.get("port") or 0)
         names = [n.lower() for n in facts.get("names") or []]
+        # an instance's own address and a port it listens on is the most precise: names pinned to an
+        # address can be shared (a router's address carries every route; loopback in tests)
+        cands = self.by_addr.get(ip, [])
+        listening = {k for k, ports in cands if port in ports}
+        if len(listening) == 1:
+            return _app_service(listening.pop(), "app", via=f"{ip}:{port}")
         for n in names:
             hit = self.by_route.get(n)
             if hit is not None:
                 kind = "app" if n.endswith(".apps.internal") else "route"
                 return _app_service(hit, kind, via=n)
-        ip, port = str(facts.get("ip", "")), int(facts.get("port") or 0)
-        cands = self.by_addr.get(ip, [])
-        listening = [k for k, ports in cands if port in ports]
-        if len(listening) == 1 or (not listening and len({k for k, _ in cands}) == 1):
-            return _app_service(listening[0] if listening else cands[0][0], "app", via=f"{ip}:{port}")
+        if not listening and len({k for k, _ in cands}) == 1:
+            return _app_service(cands[0][0], "app", via=f"{ip}:{port}")
         if names:
             return {"kind": "dns", "name": names[0], "label": names[0], "id": f"dns:{names[0]}"}
         return {"kind": "external", "ip": ip, "label": ip, "id": f"ip:{ip}", "scope": _ip_scope(ip)}

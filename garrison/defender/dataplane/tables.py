@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass, field
 
 from garrison.policy.evaluate import _bad_reputation
+from garrison.policy.learning import view_learning
 from garrison.policy.model import NetTarget, Rule
 
 MAGIC = 0x31504447  # "GDP1", checked by _native.c
@@ -63,6 +64,8 @@ def inert(rule: Rule | None) -> bool:
     """No outbound, DNS or port-scan control can object to any destination (NetworkGuard._inert)."""
     if rule is None:
         return True
+    if "network" in view_learning(rule):
+        return False
     nc, dc = rule.network, rule.dns
     net_idle = nc.effect == "disable" or not (
         nc.outbound.allow
