@@ -24,7 +24,7 @@ from garrison.cell.containers import (
     Container,
     Mount,
     exec_mounts,
-    find_app_process,
+    find_app_processes,
     list_containers,
 )
 from garrison.cell.dns import ContainerResolver
@@ -214,9 +214,11 @@ class CellDefender:
                 log.exception("container discovery failed")
 
     def discover(self) -> None:
-        found = list_containers(self.roots)
         with self._lock:
-            gone = sorted(set(self._tracked) - set(found))
+            known = {cid: tr.container.init_pid for cid, tr in self._tracked.items()}
+        found = list_containers(self.roots, known)
+        with self._lock:
+            gone = sorted(k for k in self._tracked if found.get(k, "gone") is not None)  # gone, or id reused
             for cid in gone:
                 tr = self._tracked.pop(cid)
                 if tr.container.layers:
@@ -234,25 +236,28 @@ class CellDefender:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
             for cid, c in found.items():
-                known = self._tracked.get(cid)
-                if known is None:
-                    known = self._tracked[cid] = _Tracked(container=c)
-                    self._protect(known)
-                tr = known
-                if tr.container.identity is None:
-                    app = find_app_process(tr.container)
-                    if app is not None:
-                        tr.container.app_pid, tr.container.identity, tr.container.app_started = app
-                        self._mark_mounts(tr)  # anything Garden mounted in since creation
-                        self._apply_rule(tr)
-                        self._info(tr, "container_protected", f"app {tr.container.name} started; rule "
-                                   f"{tr.rule.name if tr.rule else '(none)'}")
-                        self._check_privileges(tr)
+                if c is not None:
+                    self._tracked[cid] = tr = _Tracked(container=c)
+                    self._protect(tr)
+            waiting = [tr.container for tr in self._tracked.values() if tr.container.identity is None]
+        apps = find_app_processes(waiting) if waiting else {}  # one pass over /proc, outside the lock
+        with self._lock:
+            for cid, app in apps.items():
+                tr = self._tracked.get(cid)
+                if tr is None or tr.container.identity is not None:
+                    continue
+                tr.container.app_pid, tr.container.identity, tr.container.app_started = app
+                self._mark_mounts(tr)  # anything Garden mounted in since creation
+                self._apply_rule(tr)
+                self._info(tr, "container_protected", f"app {tr.container.name} started; rule "
+                           f"{tr.rule.name if tr.rule else '(none)'}")
+                self._check_privileges(tr)
+            for tr in self._tracked.values():
                 self._check_pids(tr)
                 if self._ticks % LISTEN_EVERY_TICKS == 0:
                     self._check_listening(tr)
             self._ticks += 1
-            self._report(list(self._tracked.values()), [g[:256] for g in gone])
+            self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
 
     def _check_listening(self, tr: _Tracked) -> None:
         """The container's listening ports: reported with its workload, and each one the rule's
@@ -297,6 +302,8 @@ class CellDefender:
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
         tr.pids_path = pids.pids_dir(c.cgroup)
         self._apply_rule(tr)
+        self._info(tr, "container_watched", f"container {c.id}: exec gate on (overlay root and "
+                   f"{len(tr.mounts)} other mount(s))")
 
     def _mark_mounts(self, tr: _Tracked) -> None:
         """Hold execs from the container's other mounts too (a tmpfs /dev, bind mounts): one mount
