@@ -53,7 +53,8 @@ def estate(console: Any) -> None:
     send_reports(console, [
         AppReport(ORG, "prod", BILLING, fields={"addresses": ["10.250.0.2"], "listening": [seen(T0, port=8080)]}),
         AppReport(ORG, "dev", WORKER, fields={"addresses": ["10.250.0.3"],
-                                              "destinations": [seen(T0, ip="198.51.100.7", port=25)]}),
+                                              "destinations": [seen(T0, ip="198.51.100.7", port=25),
+                                                               seen(T0, ip="2001:db8::7", port=443)]}),
     ])  # fmt: skip
 
 
@@ -143,6 +144,7 @@ def test_learning_review_accept_map_rules_enforce(
     expect(page.locator("#map .box-title", has_text=f"{ORG}/prod")).to_have_count(1)
     expect(page.locator("#map .box-title", has_text="198.51.100.0/24")).to_have_count(1)
     expect(page.locator("#map .box-title", has_text="*.example.org")).to_have_count(1)
+    expect(page.locator("#map .box-title", has_text="2001:db8:0::/48")).to_have_count(1)  # IPv6 by /48
     expect(_edge(page, front, node("prod", BILLING))).to_have_count(1)
     fresh = _edge(page, front, "ip:192.0.2.99")
     expect(fresh).to_have_class(_has("new"))

@@ -41,23 +41,47 @@ _STRONG = re.compile(
     r"\bcmd(?:\.exe)?\s+/[ck]\s|\$\(\s*(?:" + _COMMANDS + r")\b|"
     # backtick substitution glued to a value (x`id`) or as the whole value; a backtick after a space
     # is Markdown inline code ("use `wget` to…"), not shell
-    r"(?:(?<=[\w.;|&'\"=])|^\s*)`(?:" + _COMMANDS + r")(?:\s+[^`\s]+){0,8}\s*`|"
+    r"(?:(?<=[\w.;|&'\"={(])|^\s*)`(?:" + _COMMANDS + r")(?:\s+[^`\s]+){0,8}\s*`|"
+    # process substitution `<(cmd)`, `>(tee log)`; `$SHELL -c`; globbed system paths (`/bin/ca?`,
+    # `/et*/passwd`, `/ET*/*WD`): a shell expands them, no form field holds them
+    r"(?:^|[\s;|&=])[<>]\(\s*(?:" + _COMMANDS + r")\b|\$\{?SHELL\}?\s+-c\b|"
+    r"/(?:usr/)?s?bin/\w*[*?]|(?:^|[\s;|&=+])/\w{0,4}[*?]+[\w*?]*/[\w*?]+|"
     r"\b(?:wget|curl)\s+(?:-\S+\s+)*(?:https?|ftp)://\S+.*?(?:\||;|&&|-O|-o)",
     re.I,
 )
-_STRONG_TRIGGERS = ("/bin/", "/dev/", "nc", "bash", "sh ", "powershell", "cmd", "$(", "`", "wget", "curl")
+_STRONG_TRIGGERS = (
+    "/bin/",
+    "/dev/",
+    "nc",
+    "bash",
+    "sh ",
+    "powershell",
+    "cmd",
+    "$(",
+    "`",
+    "wget",
+    "curl",
+    "(",
+    "*",
+    "?",
+    "shell",
+)
 _SEP_TRIGGERS = (";", "|", "&", "\n", "\r", "`", "$(", "${ifs}", "%0a")
 _DEQUOTE = re.compile(r"(?<=\w)(?:''|\"\"|\\)(?=\w)|(?<=\w)['\"\\](?=\w)")
+# expansions that are empty (or meaningless) inside a word: c$@at, c${x}at, ca$*t, c$-at, c$?at
+_EMPTY_EXPANSION = re.compile(r"(?<=\w)\$(?:@|\*|-|\?|\{\w{0,8}\})(?=[\w/])")
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d+)?\b|\{,|,\}", re.I)
 _QUICK = re.compile(
-    r"[;|&`$\n\r]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b|\s-(?:ex|[ecr])\b|-exec\b|\bawk\b", re.I
+    r"[;|&`$\n\r]|[<>]\(|/\w{0,4}[*?]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b|\s-(?:ex|[ecr])\b|-exec\b|\bawk\b",
+    re.I,
 )
 
 
 def normalize(value: str) -> str:
-    """Undo shell quoting tricks: c'a't → cat, c\\at → cat, ${IFS} → space."""
+    """Undo shell quoting tricks: c'a't → cat, c\\at → cat, ${IFS} → space, c$@at → cat."""
     if "$" in value or "{" in value:
         value = _IFS.sub(" ", value)
+        value = _EMPTY_EXPANSION.sub("", value)
     if "'" in value or '"' in value or "\\" in value:
         value = _DEQUOTE.sub("", value)
     return value

@@ -128,6 +128,7 @@ cell_workloads = Table(
     Column("first_seen", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("gone_at", Float, nullable=True),
+    Column("listening", JSON, nullable=True),  # ["tcp/8080", ...]
     Index("ix_cell_workloads_app", "app_name"),
 )
 
