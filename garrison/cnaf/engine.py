@@ -171,6 +171,18 @@ def scan(fld: Field) -> Hits:
     return hit
 
 
+def request_fields(req: HttpRequest, *, crs_on: bool) -> tuple[list[Field], bool]:
+    """The request's fields, and whether its target is plain (no CRS URI/query variables needed):
+    a query nothing could fire on is not split (the common request stays cheap)."""
+    query = req.query
+    split = bool(query) and (
+        maybe_attack(query, _MAYBE_CHARS_QUERY)
+        # CRS rules read more characters than the own detectors' pre-check (`ftp?`, `http://x.y`)
+        or (crs_on and maybe_attack(query, _CRS_QUERY_SIGNS))
+    )
+    return extract(req, query=split), not split and _SAFE_PATH.match(req.path) is not None
+
+
 def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
     """At most one finding per attack class whose effect is not 'disable', exceptions applied."""
     findings: list[Finding] = []
@@ -185,12 +197,8 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
                 Finding("protocol", "request", "", req.request_line[:VALUE_AUDIT_LIMIT], violation)
             )
             seen.add("protocol")
-    query = req.query
-    query_maybe = bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY)
     rules = crs.current() if controls.crs.enabled else None
-    # CRS rules read more characters than the own detectors' pre-check (`ftp?`, `http://x.y`)
-    crs_query = rules is not None and bool(query) and maybe_attack(query, _CRS_QUERY_SIGNS)
-    fields = extract(req, query=query_maybe or crs_query)
+    fields, plain = request_fields(req, crs_on=rules is not None)
     for fld in fields:
         for name, reason in scan(fld):
             if name in seen or effect_for(name) == "disable":
@@ -207,7 +215,6 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
             )
             seen.add("session_fixation")
     if rules is not None:
-        plain = not (query_maybe or crs_query) and _SAFE_PATH.match(req.path) is not None
         findings.extend(_crs_findings(rules, req, fields, controls, path, seen, plain_target=plain))
     return findings
 

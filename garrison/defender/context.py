@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from garrison.defender.forensics import ForensicRing
 from garrison.defender.notify import ProcInfo, read_proc
@@ -43,6 +45,8 @@ class DefenderContext:
         self.policy_listeners: list[Callable[[Rule | None], None]] = []
         self.profile: ProfileRecorder | None = None
         """set while learning is possible: `record` feeds it (garrison/defender/profile.py)"""
+        # set by the native data plane: execs the process controls let through, for its verdict cache
+        self.native_exec: Callable[[Rule | None, Any], bool] | None = None
 
     def rule(self) -> Rule | None:
         return self._rule
@@ -97,6 +101,19 @@ class DefenderContext:
         if profile is not None and profile.controls:
             try:
                 profile.observe(kind, facts)
+            except Exception:  # learning must never disturb the decision path
+                log.debug("profile observe failed", exc_info=True)
+
+    def record_lines(self, lines: str) -> None:
+        """Forensic lines already formatted (the native data plane writes its own "net" lines); while
+        the network is being learned they feed the profile as record() would."""
+        self.forensics.add_lines(lines)
+        profile = self.profile
+        if profile is not None and "network" in profile.controls:
+            try:
+                for line in lines.splitlines():
+                    facts = json.loads(line)
+                    profile.observe(str(facts.pop("kind", "")), facts)
             except Exception:  # learning must never disturb the decision path
                 log.debug("profile observe failed", exc_info=True)
 

@@ -26,9 +26,18 @@ function mapGroupKey(n) {
     return `~dns:${parts.length > 2 ? parts.slice(-2).join(".") : label}`;
   }
   const ip = String((n.service && n.service.ip) || label);
-  if (ip.includes(":")) return `~external:${ip.split(":").slice(0, 3).join(":")}::/48`;
+  if (ip.includes(":")) return `~external:${ipv6Groups(ip).slice(0, 3).join(":")}::/48`;
   const v4 = ip.split(".");
   return `~external:${v4.length === 4 ? v4.slice(0, 3).join(".") + ".0/24" : ip}`;
+}
+
+/** The eight groups of an IPv6 address written with or without `::` (hex, no leading zeros). */
+function ipv6Groups(ip) {
+  const [head, tail] = ip.split("%")[0].split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail !== undefined && tail !== "" ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return groups.map((g) => (/^[0-9a-f]{1,4}$/i.test(g) ? parseInt(g, 16).toString(16) : g));
 }
 
 function boxLabel(key) {
