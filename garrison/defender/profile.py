@@ -199,6 +199,10 @@ class ProfileRecorder:
             reports.append(p.ProfileReport(**common, **chunk))  # type: ignore[arg-type]
         return reports, keys
 
+    def pending(self) -> bool:
+        """Items seen since the last report (kept when learning ends, so the last counts still go)."""
+        return bool(self._dirty)
+
     def untake(self, keys: set[tuple[str, tuple[Any, ...]]]) -> None:
         with self._lock:
             self._dirty |= keys
@@ -293,7 +297,7 @@ class ProfileReporter:
                 log.exception("profile report")
 
     def flush(self) -> None:
-        if not self.recorder.controls:
+        if not self.recorder.controls and not self.recorder.pending():
             return
         now = time.monotonic()
         connects = self.connects() if self.connects else 0
