@@ -217,6 +217,7 @@ class LearningService:
             "counts": {k: counts.get(k, 0) for k in ("process", "destination", "dns", "listen")},
             "addresses": row["addresses"],
             "routes": row["routes"],
+            "dropped": row.get("dropped") or 0,
         }
 
     def detail(self, profile_id: int, resolve: Any = None) -> dict[str, Any]:
