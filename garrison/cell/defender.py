@@ -266,10 +266,10 @@ class CellDefender:
                 for ns in [k for k, v in self._by_pidns.items() if v is tr]:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
-            for cid, c in found.items():
-                if c is not None:
-                    self._tracked[cid] = tr = _Tracked(container=c)
-                    self._protect(tr)
+            new = [self._tracked.setdefault(cid, _Tracked(container=c)) for cid, c in found.items() if c is not None]
+            gated = [tr for tr in new if self._gate(tr)]
+            for tr in gated:
+                self._protect(tr)
             if not apps:
                 if gone or any(c is not None for c in found.values()):
                     self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
@@ -319,26 +319,32 @@ class CellDefender:
                                     + ("; new inbound connections refused" if d.blocked else ""))
         tr.listen_audited &= {(x.protocol, x.port) for x in now}  # closed and opened again: audited again
 
-    def _protect(self, tr: _Tracked) -> None:
+    def _gate(self, tr: _Tracked) -> bool:
+        """The exec gate on a new container's file systems: cheap, done for every container of a round
+        before anything slower (nftables, sysctls), so a burst of new containers is held at once."""
         c = tr.container
         if c.layers is None:
             self._info(tr, "container_unprotected",
                        f"container {c.id}: root {c.rootfs} is not an overlay mount; exec checks off", "high")
-            return
+            return False
         try:
             self.gate.mark_filesystem(c.rootfs)
         except OSError as exc:
             self._info(tr, "container_unprotected", f"container {c.id}: exec gate not set: {exc}", "high")
-            return
+            return False
         self._by_dev[c.layers.dev] = tr
         tr.exec_gated = True
         self._mark_mounts(tr)
         with contextlib.suppress(OSError):
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
-        tr.pids_path = pids.pids_dir(c.cgroup)
-        self._apply_rule(tr)
         self._info(tr, "container_watched", f"container {c.id}: exec gate on (overlay root and "
                    f"{len(tr.mounts)} other mount(s))")
+        return True
+
+    def _protect(self, tr: _Tracked) -> None:
+        """The rest of a new container's protection: its pids cgroup and its rule's controls."""
+        tr.pids_path = pids.pids_dir(tr.container.cgroup)
+        self._apply_rule(tr)
 
     def _mark_mounts(self, tr: _Tracked) -> None:
         """Hold execs from the container's other mounts too (a tmpfs /dev, bind mounts): one mount
