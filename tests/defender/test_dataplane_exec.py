@@ -117,3 +117,52 @@ def test_a_cached_exec_is_the_same_argv_only(sandbox: Sandbox, plane: str) -> No
     assert len(r.of("process", "processes.deny")) == 2
     if plane == "native":
         assert _native_stats(r)["exec_hits"] >= 2
+
+
+FORKS = """
+import os, time
+calm = 0
+for i in range(30):  # one at a time, each child reaped: well inside the guard
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    calm += 1
+kids, refused = [], 0
+for i in range(300):  # then a bomb: children that stay
+    try:
+        pid = os.fork()
+    except OSError:
+        refused += 1
+        continue
+    if pid == 0:
+        time.sleep(3)
+        os._exit(0)
+    kids.append(pid)
+print("calm", calm, "forked", len(kids), "refused", refused, flush=True)
+for k in kids:
+    os.kill(k, 9)
+for k in kids:
+    os.waitpid(k, 0)
+"""
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_forks_inside_the_guard_are_answered_natively_and_a_bomb_still_caught(
+    sandbox: Sandbox, plane: str
+) -> None:
+    """The loop answers forks its own rate count, its bound on the tree and the task count Python last
+    read show inside every limit; a bomb crosses one of them and is decided, audited and refused by
+    Python with the loop's count."""
+    py, _ = unpriv_python()
+    sandbox.write("app.py", FORKS, mode=0o644)
+    pol = rule(processes={"effect": "prevent", "fork_bomb_guard": {"max_procs": 40, "max_forks_per_s": 60}})
+    r = sandbox.run(pol, [py, "app.py"], env={"DEFENDER_DATAPLANE": plane}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    assert words[:2] == ["calm", "30"], r.stdout
+    assert int(words[3]) <= 100 and int(words[5]) > 0, r.stdout
+    hits = r.of("fork_bomb", "processes.fork_bomb_guard")
+    assert hits and hits[0]["effect"] == "prevent"
+    if plane == "native":
+        assert _native_stats(r)["forks"] >= 20, _native_stats(r)
