@@ -13,6 +13,7 @@ import pytest
 
 from tests.defender.helpers import NOBODY, Sandbox, rule, unpriv_python
 from tests.defender.test_dataplane import PLANES
+from tests.defender.test_process_controls import FORK_BOMB
 
 RUN = """
 import os, shutil, subprocess, sys
@@ -119,8 +120,8 @@ def test_a_cached_exec_is_the_same_argv_only(sandbox: Sandbox, plane: str) -> No
         assert _native_stats(r)["exec_hits"] >= 2
 
 
-FORKS = """
-import os, time
+CALM = """
+import os
 calm = 0
 for i in range(30):  # one at a time, each child reaped: well inside the guard
     pid = os.fork()
@@ -128,23 +129,8 @@ for i in range(30):  # one at a time, each child reaped: well inside the guard
         os._exit(0)
     os.waitpid(pid, 0)
     calm += 1
-kids, refused = [], 0
-for i in range(300):  # then a bomb: children that stay
-    try:
-        pid = os.fork()
-    except OSError:
-        refused += 1
-        continue
-    if pid == 0:
-        time.sleep(3)
-        os._exit(0)
-    kids.append(pid)
-print("calm", calm, "forked", len(kids), "refused", refused, flush=True)
-for k in kids:
-    os.kill(k, 9)
-for k in kids:
-    os.waitpid(k, 0)
 """
+FORKS = CALM + FORK_BOMB.replace('print("forked"', 'print("calm", calm, "forked"')  # then a bomb
 
 
 @pytest.mark.parametrize("plane", PLANES)
