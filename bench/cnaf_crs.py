@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnaf_proxy_start import start_proxy
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CLASS_NAMES = {
@@ -53,6 +55,7 @@ CLASS_NAMES = {
     "944": "Java (944)",
 }
 BLOCKED = {400, 403, 413, 431}
+APP_ATTACK_FILES = frozenset({"930", "931", "932", "933", "934", "941", "942", "943", "944"})
 
 
 @dataclass
@@ -270,24 +273,8 @@ def start_cnaf(tmp: Path, policy_extra: dict[str, Any]) -> tuple[list[subprocess
     policy = tmp / "cnaf.json"
     policy.write_text(json.dumps({"effects": dict.fromkeys(ATTACK_CLASSES, "prevent"), **policy_extra}))
     pport = _free_port()
-    proxy = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "garrison",
-            "cnaf",
-            "proxy",
-            "--listen",
-            f"127.0.0.1:{pport}",
-            "--upstream",
-            f"127.0.0.1:{bport}",
-            "--policy",
-            str(policy),
-            "--audit-log",
-            str(tmp / "audit.jsonl"),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    crs_on = (policy_extra.get("crs") or {}).get("enabled", True)
+    proxy = start_proxy(pport, bport, policy, str(tmp / "audit.jsonl"), wait_crs=crs_on)
     _wait(pport)
     return [backend, proxy], pport
 
@@ -337,8 +324,13 @@ def main() -> None:
         finally:
             for p in procs:
                 p.terminate()
-                p.wait(timeout=10)
+                p.wait(timeout=60)
     report(cases, targets, results)
+    if args.split == "all":  # the same run, development and held-out parts side by side
+        for name, held in (("development part", False), ("held-out part", True)):
+            keep = [i for i, c in enumerate(cases) if c.holdout == held]
+            print(f"\n{name}:")
+            report([cases[i] for i in keep], targets, {t: [r[i] for i in keep] for t, r in results.items()})
     if args.show_misses:
         want = args.show_misses
         st = results.get("cnaf", [])
@@ -388,6 +380,10 @@ def report(cases: list[Case], targets: list[str], results: dict[str, list[int]])
     if tot["benign"]:
         cells = [f"{100 * det['benign'][t] / tot['benign']:.1f} %" for t in targets]
         print(f"| **benign blocked** | {tot['benign']} | " + " | ".join(cells) + " |")
+    app = [i for i, c in enumerate(cases) if not c.attack and c.cls in APP_ATTACK_FILES]
+    if app:
+        cells = [f"{100 * sum(results[t][i] in BLOCKED for i in app) / len(app):.1f} %" for t in targets]
+        print(f"| **benign blocked, 930-944** | {len(app)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

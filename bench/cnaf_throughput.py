@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cnaf_proxy_start import start_proxy
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -94,6 +96,9 @@ def main() -> int:
         default="prevent",
         help="'none' measures the bare proxy with inspection off",
     )
+    ap.add_argument(
+        "--crs", action=argparse.BooleanOptionalAction, default=True, help="OWASP CRS rules on (the default)"
+    )
     ap.add_argument("--unique", action="store_true", help="a different URL on every request (no cache hits)")
     ap.add_argument("--path", default="/api/items?page=2&q=coffee+beans", help="request target wrk sends")
     args = ap.parse_args()
@@ -121,26 +126,15 @@ def main() -> int:
             "protocol",
         ]
         policy.write_text(
-            json.dumps({"enabled": args.policy != "none", "effects": dict.fromkeys(classes, "prevent")})
+            json.dumps(
+                {
+                    "enabled": args.policy != "none",
+                    "effects": dict.fromkeys(classes, "prevent"),
+                    "crs": {"enabled": args.crs},
+                }
+            )
         )
-        proxy = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "garrison",
-                "cnaf",
-                "proxy",
-                "--listen",
-                f"127.0.0.1:{pport}",
-                "--upstream",
-                f"127.0.0.1:{bport}",
-                "--policy",
-                str(policy),
-                "--audit-log",
-                "/dev/null",
-            ],
-            cwd=ROOT,
-        )
+        proxy = start_proxy(pport, bport, policy, "/dev/null", wait_crs=args.policy != "none" and args.crs)
         procs.append(proxy)
         wait_port(bport)
         wait_port(pport)
@@ -175,7 +169,7 @@ def main() -> int:
     dr, pr = statistics.median(d_rps), statistics.median(p_rps)
     dl, pl = statistics.median(d_p99), statistics.median(p_p99)
     print(
-        f"back end {args.backend}, CNAF policy {args.policy}; wrk -t{args.threads} -c{args.connections} "
+        f"back end {args.backend}, CNAF policy {args.policy}, CRS {'on' if args.crs else 'off'}; wrk -t{args.threads} -c{args.connections} "
         f"-d{args.duration}s x{args.rounds} rounds, GET {'<unique URL per request>' if args.unique else args.path}"
     )
     load = os.getloadavg()

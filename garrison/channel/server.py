@@ -257,6 +257,11 @@ class ChannelServer:
     def connected_ids(self) -> list[str]:
         return sorted(self._peers)
 
+    @property
+    def pushed_revision(self) -> int | None:
+        """The policy revision last pushed to the defenders (None before the first push)."""
+        return self._pushed_revision
+
     def connected_count(self) -> int:
         return len(self._peers)
 

@@ -10,9 +10,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from garrison.cnaf import crs
-from garrison.cnaf.crs.variables import variables
+from garrison.cnaf.crs.variables import Variable, variables
 from garrison.cnaf.decode import decode_path
 from garrison.cnaf.detect import (
     attack_tools,
@@ -21,6 +22,7 @@ from garrison.cnaf.detect import (
     lfi,
     protocol,
     rfi,
+    session_fixation,
     shellshock,
     sqli,
     xss,
@@ -53,11 +55,13 @@ _SAFE_PATH = re.compile(r"(?:/[\w\-]+(?:\.[\w\-]+)*)*/?\Z", re.ASCII)
 # case-insensitive alternation costs several microseconds per value in `re`.
 _MAYBE_SIGNS = (
     r"--|://|\.\.|/(?:etc|proc|var|bin|dev)|script|\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|"
-    r"web\.config"
+    r"web\.config|php\]"
 )
 _MAYBE_CHARS = re.compile(r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)  # on lower-cased text
 # The same for a whole raw query string, where '&' and '=' are separators (encodings start with '%').
 _MAYBE_CHARS_QUERY = re.compile(r"['\"`;#()<>|@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)
+# For CRS: a query string with anything but word characters, '+', ',', '-' and the separators.
+_CRS_QUERY_SIGNS = re.compile(r"[^\w&=+,\-]")
 _MAYBE_WORDS = frozenset(
     [
         "union",
@@ -167,6 +171,18 @@ def scan(fld: Field) -> Hits:
     return hit
 
 
+def request_fields(req: HttpRequest, *, crs_on: bool) -> tuple[list[Field], bool]:
+    """The request's fields, and whether its target is plain (no CRS URI/query variables needed):
+    a query nothing could fire on is not split (the common request stays cheap)."""
+    query = req.query
+    split = bool(query) and (
+        maybe_attack(query, _MAYBE_CHARS_QUERY)
+        # CRS rules read more characters than the own detectors' pre-check (`ftp?`, `http://x.y`)
+        or (crs_on and maybe_attack(query, _CRS_QUERY_SIGNS))
+    )
+    return extract(req, query=split), not split and _SAFE_PATH.match(req.path) is not None
+
+
 def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
     """At most one finding per attack class whose effect is not 'disable', exceptions applied."""
     findings: list[Finding] = []
@@ -181,9 +197,8 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
                 Finding("protocol", "request", "", req.request_line[:VALUE_AUDIT_LIMIT], violation)
             )
             seen.add("protocol")
-    query = req.query
-    query_maybe = bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY)
-    fields = extract(req, query=query_maybe)
+    rules = crs.current() if controls.crs.enabled else None
+    fields, plain = request_fields(req, crs_on=rules is not None)
     for fld in fields:
         for name, reason in scan(fld):
             if name in seen or effect_for(name) == "disable":
@@ -192,14 +207,21 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
                 continue
             findings.append(Finding(name, fld.label, fld.name, fld.value[:VALUE_AUDIT_LIMIT], reason))
             seen.add(name)
-    if controls.crs.enabled and (rules := crs.current()) is not None:
-        plain = not query_maybe and _SAFE_PATH.match(req.path) is not None
+    if "session_fixation" not in seen and effect_for("session_fixation") != "disable":
+        reason = session_fixation.check(req, fields)
+        if reason is not None and not _excepted(exceptions, path, "session_fixation", None):
+            findings.append(
+                Finding("session_fixation", "request", "", req.target[:VALUE_AUDIT_LIMIT], reason)
+            )
+            seen.add("session_fixation")
+    if rules is not None:
         findings.extend(_crs_findings(rules, req, fields, controls, path, seen, plain_target=plain))
     return findings
 
 
-# A value made only of letters, digits, spaces and , - _ (and no SQL keyword) matches no CRS rule
-# worth scoring; skipping it keeps free text cheap.
+# A value made only of letters, digits, spaces and , - _ (and no SQL keyword) is skipped: CRS rules
+# do match some such words (a command name at the start, `update`, `varchar`), but on everyday
+# text (search terms, names) that is the largest source of false positives, and the cost.
 _CRS_PLAIN = re.compile(r"[A-Za-z0-9_ ,\-]*\Z")
 # Markdown inline code after a space (`wget`, `/confirm`): CRS reads the backtick as a shell
 # substitution; the CNAF's own cmdi detector already treats it as Markdown, so CRS sees the text.
@@ -224,10 +246,132 @@ def _looks_like_prose(value: str) -> bool:
     return letters >= 0.85 * len(value) and len(_WORD.findall(value)) >= 8
 
 
+# Parameter names that say the value is a link (url, return_to, redirect_uri, website, next…):
+# CRS's off-site-reference rule (931130) reads any URL as a remote include; here it is the point.
+_URL_PARAM = re.compile(
+    r"(?:^|[_.\-\[])(?:url|uri|link|href|redirect|return|returnto|next|callback|continue|website|homepage|"
+    r"webhook|feed|source|origin|referr?er)s?(?:[_\-\]]|$)",
+    re.I,
+)
+
+
+def _is_document(value: str) -> bool:
+    """Several lines of text (a code snippet, Markdown, an address): like prose, CRS's level-2+
+    rules read SQL into its punctuation; only level-1 rules count on it."""
+    return value.count("\n", 0, 4096) >= 2
+
+
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+
+
+@lru_cache(maxsize=4096)
+def _url_param(name: str) -> bool:
+    """`callbackUrl`, `return_to`, `redirect-uri`, `links[0]`: a parameter meant to hold a link."""
+    return _URL_PARAM.search(_CAMEL.sub(r"\1_\2", name)) is not None
+
+
 _FREE_TEXT = frozenset(
     {"ARGS_GET", "ARGS_POST", "ARGS_GET_NAMES", "ARGS_POST_NAMES", "REQUEST_COOKIES", "XML"}
 )
 _MARKDOWN_CODE = re.compile(r"(?:(?<=\s)|^)`([^`\n]{1,60})`(?=[\s.,;:!?)]|$)")
+
+
+def crs_hits(
+    rules: crs.CrsRuleSet,
+    req: HttpRequest,
+    fields: list[Field],
+    controls: CnafControls,
+    path: str,
+    disabled: set[int] | frozenset[int],
+    *,
+    plain_target: bool = False,
+) -> dict[int, tuple[crs.CrsRule, Field]]:
+    """The CRS rules (up to the paranoia level, not `disabled`) that fire on the request, each with
+    the first field it fired on. Public for the benchmark's exclusion tuning."""
+    first: dict[int, tuple[crs.CrsRule, Field]] = {}
+    ctx = _HitContext(rules, req, controls, path, disabled)
+    for var in variables(req, fields, plain_target=plain_target, headers=False):
+        ctx.consider(var, first)
+    # The header variables are the same on every request of one client (User-Agent, Accept…): their
+    # hits are kept per header list (not when exceptions, which depend on the path, are set).
+    key = (tuple(req.headers), id(controls), disabled) if not controls.exceptions else None
+    cached = _header_hits.get(key) if key is not None else None
+    if cached is not None and cached[0] is controls:  # the same policy object, not a reused id
+        head = cached[1]
+    else:
+        head = {}
+        for var in variables(req, [], plain_target=True, only_headers=True):
+            ctx.consider(var, head)
+        if key is not None:
+            if len(_header_hits) >= _HEADER_HITS_MAX:
+                _header_hits.popitem(last=False)
+            _header_hits[key] = (controls, head)
+    for rid, hit in head.items():
+        first.setdefault(rid, hit)
+    return first
+
+
+_header_hits: OrderedDict[tuple[object, ...], tuple[CnafControls, dict[int, tuple[crs.CrsRule, Field]]]] = (
+    OrderedDict()
+)
+_HEADER_HITS_MAX = 2048
+
+
+class _HitContext:
+    """What deciding one variable's CRS hits needs from its request (see `crs_hits`)."""
+
+    def __init__(
+        self,
+        rules: crs.CrsRuleSet,
+        req: HttpRequest,
+        controls: CnafControls,
+        path: str,
+        disabled: set[int] | frozenset[int],
+    ) -> None:
+        self.rules, self.req, self.controls, self.path, self.disabled = rules, req, controls, path, disabled
+        self.level = controls.crs.paranoia_level
+        self.headers: dict[str, str] | None = None
+
+    def consider(self, var: Variable, first: dict[int, tuple[crs.CrsRule, Field]]) -> None:
+        value = var.value[:_MAX_VALUE]
+        if not value or (
+            _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
+        ):
+            return
+        if var.collection in _FREE_TEXT:
+            if "`" in value and " " in value:
+                value = _MARKDOWN_CODE.sub(r"\1", value)
+            if "<?" in value:
+                value = _XML_PI.sub(" ", value).strip()
+            if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
+                return
+            max_level = 1 if _looks_like_prose(value) or _is_document(value) else self.level
+        else:
+            max_level = self.level
+        controls = self.controls
+        for rule in self.rules.match(var.collection, var.key, value):
+            if rule.paranoia_level > max_level or rule.rule_id in self.disabled or rule.rule_id in first:
+                continue
+            if rule.context:  # chain links on the request (Referer, Host): not part of the cached match
+                if rule.capture is not None and _url_param(var.key):
+                    continue  # an off-site link is what a parameter named url/link/redirect… is for
+                if self.headers is None:
+                    self.headers = {}
+                    for hname, hvalue in self.req.headers:
+                        self.headers.setdefault(hname.lower(), hvalue)
+                if not rule.context_ok(value, self.headers):
+                    continue
+            # a class that is disabled, or excepted for this parameter, adds nothing to the score
+            if controls.effect_for(rule.attack) == "disable" or (
+                controls.exceptions and _excepted(controls.exceptions, self.path, rule.attack, var.field.name)
+            ):
+                continue
+            first[rule.rule_id] = (rule, var.field)
+
+
+@lru_cache(maxsize=64)
+def _disabled_rules(listed: tuple[int, ...], default_exclusions: bool) -> frozenset[int]:
+    return frozenset(listed) | (crs.DEFAULT_EXCLUDED_RULES if default_exclusions else frozenset())
 
 
 def _crs_findings(
@@ -243,37 +387,9 @@ def _crs_findings(
     """CRS anomaly scoring: rules up to the paranoia level add their severity; at the threshold,
     each attack class that scored becomes one finding (named after its first rule)."""
     settings = controls.crs
-    level = settings.paranoia_level
-    disabled = set(settings.disabled_rules)
-    if settings.default_exclusions:
-        disabled |= crs.DEFAULT_EXCLUDED_RULES
-    first: dict[int, tuple[crs.CrsRule, Field]] = {}
-    effect_for = controls.effect_for
-    for var in variables(req, fields, plain_target=plain_target):
-        value = var.value[:_MAX_VALUE]
-        if not value or (
-            _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
-        ):
-            continue
-        if var.collection in _FREE_TEXT:
-            if "`" in value and " " in value:
-                value = _MARKDOWN_CODE.sub(r"\1", value)
-            if "<?" in value:
-                value = _XML_PI.sub(" ", value).strip()
-            if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
-                continue
-            max_level = 1 if _looks_like_prose(value) else level
-        else:
-            max_level = level
-        for rule in rules.match(var.collection, var.key, value):
-            if rule.paranoia_level > max_level or rule.rule_id in disabled or rule.rule_id in first:
-                continue
-            # a class that is disabled, or excepted for this parameter, adds nothing to the score
-            if effect_for(rule.attack) == "disable" or (
-                controls.exceptions and _excepted(controls.exceptions, path, rule.attack, var.field.name)
-            ):
-                continue
-            first[rule.rule_id] = (rule, var.field)
+    disabled = _disabled_rules(tuple(settings.disabled_rules), settings.default_exclusions)
+    rules.skip(disabled)
+    first = crs_hits(rules, req, fields, controls, path, disabled, plain_target=plain_target)
     score = sum(rule.score for rule, _ in first.values())
     if score < settings.anomaly_threshold:
         return []

@@ -33,6 +33,7 @@ _SEVERITY: dict[str, Severity] = {
     "xss": "medium",
     "attack_tools": "low",
     "protocol": "medium",
+    "session_fixation": "high",
     "rate_limit": "low",
     "banned": "low",
 }

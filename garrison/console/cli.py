@@ -93,6 +93,7 @@ def console(
     """Run the console: HTTPS API + web UI and the WSS defender channel."""
     if ctx.invoked_subcommand is not None:
         return
+    from garrison.console.replicas import ReplicaSetupError
     from garrison.console.server import run
     from garrison.console.store.db import DatabaseUrlError
 
@@ -110,7 +111,7 @@ def console(
     )
     try:
         run(cfg)
-    except DatabaseUrlError as exc:
+    except (DatabaseUrlError, ReplicaSetupError) as exc:
         typer.echo(f"garrison console: {exc}", err=True)
         raise typer.Exit(2) from None
     except OSError as exc:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from garrison.console.metrics import ConsoleMetrics
 from garrison.console.services.alerts import AlertDispatcher
@@ -25,6 +25,7 @@ from garrison.pki import CertificateAuthority
 
 if TYPE_CHECKING:
     from garrison.channel.server import ChannelServer
+    from garrison.console.services.cluster import ClusterService
 
 
 @dataclass
@@ -48,6 +49,10 @@ class ConsoleContext:
     public: frozenset[str] = frozenset()
     """what may be read without a token: "metrics" (--public-metrics), "docs" (--public-api-docs)"""
     live: LiveHub = field(default_factory=LiveHub)
+    cluster: ClusterService | None = None
+    """this console as a replica: leases, change listener, commands routed to other replicas"""
+    single_lock: IO[str] | None = None
+    """SQLite: the lock file held while this console serves the database (one console per file)"""
 
     @cached_property
     def learning(self) -> LearningService:

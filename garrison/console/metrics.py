@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily
 
 if TYPE_CHECKING:
     from garrison.console.connections import HttpsConnectionStats
+    from garrison.console.services.cluster import ClusterService
 
 
 class _CounterView:
@@ -82,6 +83,19 @@ class ConsoleMetrics:
         Gauge("garrison_https_connections", "Open HTTPS connections", registry=self.registry).set_function(
             lambda: sum(https.per_address.values())
         )
+
+    def watch_cluster(self, cluster: ClusterService) -> None:
+        """The change listener's state, read at scrape time."""
+        Gauge(
+            "garrison_cluster_listening",
+            "1 while this replica's change listener (PostgreSQL LISTEN) is connected",
+            registry=self.registry,
+        ).set_function(lambda: 1 if cluster.listening else 0)
+        Gauge(
+            "garrison_cluster_listener_reconnects",
+            "Times the change listener lost its database connection (or failed to connect) since start",
+            registry=self.registry,
+        ).set_function(lambda: cluster.listener_reconnects)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,9 +16,11 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+from garrison.channel.protocol import CommandResult
 from garrison.channel.server import ChannelServer
 from garrison.console.api.app import asgi
 from garrison.console.api.settings import load_alert_settings
@@ -32,13 +34,16 @@ from garrison.console.connections import (
 )
 from garrison.console.context import ConsoleContext
 from garrison.console.memory import rss_bytes, trim_while_busy, tune_malloc
+from garrison.console.replicas import install_shared_ca, single_console_lock
 from garrison.console.services.channel_backend import ConsoleChannelBackend
+from garrison.console.services.cluster import ClusterService
 from garrison.console.store.open import Store
 from garrison.pki import ensure_ca, server_ssl_context
 from garrison.policy.audit import AuditEvent
 
 log = logging.getLogger("garrison.console")
 STATE_FILE = "console.json"
+COMMAND_TIMEOUT_S = 30.0
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -74,12 +79,15 @@ def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, Path, Path]:
     that fails (port in use...) must not create it and lose its password."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(cfg.data_dir, 0o700)
+    install_shared_ca(cfg.data_dir, os.environ)
     ca = ensure_ca(cfg.data_dir)
     cert, key = ca.issue_server_cert(cfg.data_dir, cfg.server_names())
+    lock = single_console_lock(cfg.db_url, cfg.data_dir)  # SQLite: one console per database file
     store = Store.open(cfg.db_url, cfg.data_dir)
     if store.dialect == "sqlite":
         store.defenders.mark_all_disconnected()
     ctx = ConsoleContext.build(cfg.data_dir, store, ca)
+    ctx.single_lock = lock
     ctx.blobstore = cfg.blobstore
     ctx.public = frozenset(
         name for name, on in (("metrics", cfg.public_metrics), ("docs", cfg.public_api_docs)) if on
@@ -107,13 +115,23 @@ async def serve(cfg: ConsoleConfig) -> None:
         ctx.alerts.submit(events)
         ctx.live.notify()
 
-    backend = ConsoleChannelBackend(ctx.store, ctx.defenders, ctx.policies, on_events, ctx.scans)
+    cluster = ctx.cluster = ClusterService(ctx.store)
+    backend = ConsoleChannelBackend(
+        ctx.store, ctx.defenders, ctx.policies, on_events, ctx.scans, replica_id=cluster.replica_id
+    )
     channel_tls = server_ssl_context(cert, key, client_ca_pem=ctx.ca.cert_pem, client_cert="optional")
     channel = ChannelServer(
-        backend, channel_tls, cfg.host or "0.0.0.0", cfg.defender_port, admission=fd_admission()
+        backend,
+        channel_tls,
+        cfg.host or "0.0.0.0",
+        cfg.defender_port,
+        admission=fd_admission(),
+        policy_poll_interval=None,  # changes from other replicas arrive through the cluster listener
     )
     await channel.start()
     ctx.channel = channel
+    _follow_changes(ctx, cluster, channel)
+    ctx.metrics.watch_cluster(cluster)
     ctx.metrics.defenders_connected.set_function(channel.connected_count)
     ctx.metrics.resident_bytes.set_function(rss_bytes)
     trimmer = asyncio.create_task(trim_while_busy(lambda: (ingested[0], channel.connected_count())))
@@ -157,6 +175,7 @@ async def serve(cfg: ConsoleConfig) -> None:
         if task.done():
             await task
             raise RuntimeError("the HTTPS server did not start")
+        await cluster.start(url=ctx.console_url, ws_address=ctx.ws_address, held=channel.connected_ids)
         password = await asyncio.to_thread(ctx.auth.ensure_admin)
         _announce(ctx, password)  # before the state file: whoever waits for it finds the password printed
         _write_state(
@@ -179,9 +198,47 @@ async def serve(cfg: ConsoleConfig) -> None:
         trimmer.cancel()
         await channel.stop()
         await backend.aclose()
+        await cluster.stop()
         await ctx.alerts.close()
         await asyncio.to_thread(ctx.scans.stop)
         ctx.store.engine.dispose()
+
+
+def _follow_changes(ctx: ConsoleContext, cluster: ClusterService, channel: ChannelServer) -> None:
+    """What this replica does when another one (or a local tool) changed something it acts on."""
+
+    async def policy() -> None:
+        current = await asyncio.to_thread(ctx.policies.runtime)
+        ctx.metrics.policy_revision.set(current.revision)
+        if channel.pushed_revision != current.revision:
+            await channel.notify_policy_changed()
+
+    async def settings() -> None:
+        await ctx.alerts.configure(await asyncio.to_thread(load_alert_settings, ctx))
+
+    async def auth() -> None:
+        ctx.auth.forget_cached()  # passwords verified before a change elsewhere are checked again
+
+    async def defenders() -> None:
+        held = set(channel.connected_ids())
+        for defender_id in await asyncio.to_thread(ctx.store.cluster.revoked_held_by, cluster.replica_id):
+            if defender_id in held:
+                await channel.disconnect_defender(defender_id, "removed by an operator")
+
+    async def send(defender_id: str, name: str, args: dict[str, Any]) -> CommandResult:
+        return await channel.send_command(defender_id, name, args, timeout=COMMAND_TIMEOUT_S)
+
+    async def commands() -> None:
+        await cluster.run_claimed_commands(send)
+
+    for topic, handler in (
+        ("policy", policy),
+        ("settings", settings),
+        ("auth", auth),
+        ("defenders", defenders),
+        ("commands", commands),
+    ):
+        cluster.on(topic, handler)
 
 
 def _announce(ctx: ConsoleContext, password: str | None) -> None:

@@ -21,6 +21,7 @@ ATTACK_CLASSES = (
     "shellshock",
     "attack_tools",
     "protocol",
+    "session_fixation",
 )
 
 

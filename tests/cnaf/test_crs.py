@@ -69,11 +69,16 @@ def rule_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rules(rule_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> CrsRuleSet:
+def rules(rule_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrsRuleSet]:
     import os
 
+    before = os.environ.get("GARRISON_CNAF_CACHE")
     os.environ["GARRISON_CNAF_CACHE"] = str(tmp_path_factory.mktemp("hs-cache"))
-    return CrsRuleSet(rule_dir)
+    yield CrsRuleSet(rule_dir)
+    if before is None:  # later modules load the installed CRS from the user's cache again
+        del os.environ["GARRISON_CNAF_CACHE"]
+    else:
+        os.environ["GARRISON_CNAF_CACHE"] = before
 
 
 @pytest.fixture

@@ -49,6 +49,22 @@ ATTACKS: list[tuple[str, str, str, dict[str, str], bytes, str]] = [
     ),
     ("shellshock", "GET", "/cgi-bin/status", {"User-Agent": "() { :; }; /bin/bash -c 'id'"}, b"", ""),
     ("attack_tools", "GET", "/", {"User-Agent": "sqlmap/1.7.2#stable (https://sqlmap.org)"}, b"", ""),
+    (
+        "session_fixation",
+        "GET",
+        "/login?PHPSESSID=5c0ffee1d&next=/",
+        {"Referer": "https://evil.example/x"},
+        b"",
+        "",
+    ),
+    (
+        "session_fixation",
+        "POST",
+        "/auth",
+        {},
+        b"user=a&laravel_session=eyJpdiI6",
+        "application/x-www-form-urlencoded",
+    ),
 ]
 
 
@@ -149,6 +165,17 @@ def test_tricky_benign_is_untouched(
     assert status == 200, data
     echoed = json.loads(data)
     assert echoed["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert p.events == []
+
+
+def test_session_id_from_the_apps_own_pages_passes(make_proxy: Callable[..., ProxyHandle]) -> None:
+    # a session id in the URL is fixation only when the link came from elsewhere (or from nowhere)
+    p = make_proxy()
+    own = {"Referer": "http://127.0.0.1/account", "Host": "127.0.0.1"}
+    assert request(p.port, "GET", "/login;x?jsessionid=ab12&next=/", own)[0] == 200
+    sub = {"Referer": "https://www.shop.example/cart", "Host": "shop.example"}
+    assert request(p.port, "GET", "/login?jsessionid=ab12", sub)[0] == 200
+    assert request(p.port, "GET", "/search?session=winter+sale&sid_filter=1")[0] == 200
     assert p.events == []
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from garrison.cnaf.crs.matcher import MultiMatcher, Pattern, compile_python, to_python_regex
 from garrison.cnaf.crs.seclang import RuleLink, SecRule, Target, parse_file
-from garrison.cnaf.crs.transforms import apply, pipeline_of
+from garrison.cnaf.crs.transforms import TRANSFORMS, apply, pipeline_of
 
 log = logging.getLogger("garrison.cnaf.crs")
 
@@ -36,6 +36,7 @@ FILE_CLASS: dict[str, str] = {
     "934": "code_injection",
     "941": "xss",
     "942": "sqli",
+    "943": "session_fixation",
     "944": "code_injection",
 }
 _SHELLSHOCK_RULES = frozenset({932170, 932171})
@@ -154,6 +155,38 @@ def _libinjection() -> tuple[Callable[[str], bool], Callable[[str], bool]] | Non
     return sqli, xss
 
 
+def _context_step(link: RuleLink, first: RuleLink) -> ContextStep | None:
+    """A chain link on the request around the value (see `ContextStep`), or None if unsupported."""
+    if len(link.targets) != 1 or link.transforms:
+        return None
+    t = link.targets[0]
+    if t.collection == "REQUEST_HEADERS" and t.key and not t.key_is_regex:
+        if t.count and link.operator == "eq" and link.argument == "0" and not link.negated:
+            return ContextStep("header_absent", header=t.key)
+        if not t.count and link.operator == "rx" and not link.negated:
+            try:
+                return ContextStep(
+                    "header_rx", header=t.key, regex=compile_python(to_python_regex(link.argument), False)
+                )
+            except re.error:
+                return None
+    if t.collection == "TX" and link.operator == "endsWith" and link.negated and _HOST_REF in link.argument:
+        template = "%{tx.1}"
+        if t.key_is_regex:  # the value a `setvar` of the first link stored under a matching name
+            key = re.compile(t.key or "", re.I)
+            for sv in first.actions.get("setvar", []):
+                name, _, stored = sv.partition("=")
+                if name.lower().startswith("tx.") and key.match(name[3:].replace("%{MATCHED_VAR_NAME}", "x")):
+                    template = stored
+                    break
+            else:
+                return None
+        elif t.key != "1":
+            return None
+        return ContextStep("not_host", template=template, suffix=link.argument)
+    return None
+
+
 def _covers(target: str, collection: str) -> bool:
     return target == collection or collection in _COVERS.get(target, ())
 
@@ -169,6 +202,23 @@ class ChainTest:
 
 
 @dataclass(slots=True)
+class ContextStep:
+    """A chain link that reads the request around the value, not the value itself:
+    `header_rx` (a header matches; its capture group 1 becomes the capture), `header_absent`
+    (`&REQUEST_HEADERS:Referer "@eq 0"`), `not_host` (the capture, shaped by the `setvar`
+    template that stored it, does not end with `suffix` naming the request's Host)."""
+
+    kind: str
+    header: str = ""
+    regex: re.Pattern[str] | None = None
+    template: str = "%{tx.1}"  # how the capture was stored (931130 stores ".%{tx.1}")
+    suffix: str = "%{request_headers.host}"
+
+
+_HOST_REF = "%{request_headers.host}"
+
+
+@dataclass(slots=True)
 class CrsRule:
     rule_id: int
     attack: str
@@ -180,6 +230,8 @@ class CrsRule:
     exclude: list[Target]
     chain: list[ChainTest] = field(default_factory=list)
     special: str = ""  # detectSQLi | detectXSS
+    context: list[ContextStep] = field(default_factory=list)  # chain links on the request around it
+    capture: re.Pattern[str] | None = None  # the first link's regex, for its group 1 (`capture`)
     keyed: bool = True  # targets name keys or exclusions: check the variable's key, not only its collection
 
     def __post_init__(self) -> None:
@@ -192,6 +244,28 @@ class CrsRule:
 
     def chain_ok(self, value: str) -> bool:
         return all(c.ok(value) for c in self.chain)
+
+    def context_ok(self, value: str, headers: dict[str, str]) -> bool:
+        """The request-context links (`headers`: lower-cased name → first value) hold."""
+        captured = ""
+        if self.capture is not None:
+            m = self.capture.search(apply(self.pipeline, value))
+            captured = (m.group(1) or "") if m is not None and m.lastindex else ""
+        for step in self.context:
+            if step.kind == "header_absent":
+                if step.header in headers:
+                    return False
+            elif step.kind == "header_rx":
+                h = headers.get(step.header)
+                m = step.regex.search(h) if h is not None and step.regex is not None else None
+                if m is None:
+                    return False
+                captured = (m.group(1) or "") if m.lastindex else ""
+            else:  # not_host
+                stored = step.template.replace("%{tx.1}", captured).lower()
+                if stored.endswith(step.suffix.replace(_HOST_REF, headers.get("host", "")).lower()):
+                    return False
+        return True
 
 
 @dataclass(slots=True)
@@ -214,6 +288,24 @@ class LoadStats:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
 
+# A value of word characters (and . : @ + = -) separated by single spaces, and the transformations
+# that leave such a value as it is (cmdLine only lower-cases it; its patterns match caselessly).
+_INERT = re.compile(r"[\w.:@+=\-]*(?: [\w.:@+=\-]+)*\Z")
+_INERT_SAFE = frozenset(
+    {
+        "cmdLine",
+        "compressWhitespace",
+        "removeNulls",
+        "replaceNulls",
+        "replaceComments",
+        "normalisePath",
+        "normalizePath",
+        "normalisePathWin",
+        "normalizePathWin",
+        "cssDecode",
+        "escapeSeqDecode",
+    }
+)
 _CACHE_MAX = 16384
 _CACHE_VALUE_MAX = 2048
 
@@ -247,6 +339,13 @@ class CrsRuleSet:
         # The parameter-like collections share one group (their rules are nearly the same).
         memo: dict[tuple[tuple[str, ...], tuple[int, ...]], MultiMatcher] = {}
         self._pipes_for: dict[str, list[tuple[tuple[str, ...], MultiMatcher]]] = {}
+        self._union_for: dict[str, MultiMatcher] = {}
+        self._pids_memo: dict[tuple[str, int], frozenset[int]] = {}
+        self._plan_for: dict[str, tuple[tuple[str, int], ...]] = {}
+        self._inert_mask: dict[str, int] = {}
+        self._inert_rest: dict[str, list[tuple[tuple[str, ...], MultiMatcher]]] = {}
+        self._skip: frozenset[int] = frozenset()
+        self._pipes_plan: dict[str, tuple[tuple[tuple[str, ...], MultiMatcher, int, bool], ...]] = {}
         self._special_for: dict[str, list[CrsRule]] = {}
         self._reads: dict[str, frozenset[int]] = {}
         for coll in SUPPORTED_COLLECTIONS:
@@ -267,10 +366,20 @@ class CrsRuleSet:
                     memo[key] = MultiMatcher([patterns[p] for p in pids], use_hyperscan=use_hyperscan)
                 pipes.append((pipe, memo[key]))
             self._pipes_for[coll] = pipes
+            if len(pipes) > 2:
+                # All of the group's patterns in one more database: for the common value that most
+                # pipelines leave unchanged, one scan replaces one scan per pipeline.
+                all_pids = tuple(sorted(pid for pid in group_pids if self.rules[pid].pipeline in dict(pipes)))
+                ukey = ((), all_pids)
+                if ukey not in memo:
+                    memo[ukey] = MultiMatcher([patterns[p] for p in all_pids], use_hyperscan=use_hyperscan)
+                self._union_for[coll] = memo[ukey]
             self._special_for[coll] = [
                 r for r in self.rules if r.special and any(_covers(t.collection, coll) for t in r.include)
             ]
         self._matchers = list(memo.values())
+        for coll in self._pipes_for:
+            self._plan(coll)
         self.stats.python_only = sum(m.python_only for m in self._matchers)
         self.stats.hyperscan = use_hyperscan and any(m._db is not None for m in self._matchers)
         self._cache: OrderedDict[tuple[str, str, str], tuple[CrsRule, ...]] = OrderedDict()
@@ -298,10 +407,15 @@ class CrsRuleSet:
             self.stats.skip("transformation")
             return None
         chain: list[ChainTest] = []
+        context: list[ContextStep] = []
         for link in sec.links[1:]:
             if {t.collection for t in link.targets} - _CHAIN_SAME_VALUE:
-                self.stats.skip("chain on other variables")
-                return None
+                step = _context_step(link, first)
+                if step is None:
+                    self.stats.skip("chain on other variables")
+                    return None
+                context.append(step)
+                continue
             rx = _link_regex(self.rule_dir, link)
             link_pipe = pipeline_of(link.transforms) if link.transforms else pipeline
             if rx is None or link_pipe is None:
@@ -319,6 +433,14 @@ class CrsRuleSet:
         rule = CrsRule(
             sec.rule_id, attack, score, sec.paranoia_level, sec.msg, pipeline, include, exclude, chain
         )
+        if context:
+            rule.context = context
+            if context[0].kind == "not_host":  # it reads the first link's own capture
+                rx = _link_regex(self.rule_dir, first)
+                if rx is None:
+                    self.stats.skip("chain operator")
+                    return None
+                rule.capture = compile_python(to_python_regex(rx[0]), rx[1])
         if first.operator in _SPECIAL_OPS:
             if self._special is None:
                 self.stats.skip("libinjection missing")
@@ -341,22 +463,80 @@ class CrsRuleSet:
     def _match_uncached(self, collection: str, key: str, value: str) -> tuple[CrsRule, ...]:
         out: list[CrsRule] = []
         reads = self._reads.get(collection, frozenset())
-        for pipe, matcher in self._pipes_for.get(collection, ()):
-            text = apply(pipe, value) if pipe else value
-            for pid in matcher.candidates(text, reads):
-                rule = self.rules[pid]
-                if (not rule.keyed or rule.applies(collection, key)) and (
-                    not rule.chain or rule.chain_ok(value)
+        union = self._union_for.get(collection)
+        found: list[int] = []
+        unchanged = 0  # bit i: pipeline i leaves the value as it is (the union database scans it)
+        if union is not None and _INERT.match(value) is not None:
+            # words and single spaces: only a few transformations can change such a value
+            unchanged = self._inert_mask[collection]
+            for pipe, matcher in self._inert_rest[collection]:
+                found.extend(matcher.candidates(apply(pipe, value), reads))
+        else:
+            texts = [value]
+            for name, parent in self._plan_for.get(collection, ()):
+                texts.append(TRANSFORMS[name](texts[parent]))
+            low = ""
+            for i, (_pipe, matcher, node, caseless) in enumerate(self._pipes_plan.get(collection, ())):
+                text = texts[node]
+                # cmdLine pipelines match caselessly, so their lower-casing changes nothing
+                if union is not None and (
+                    text is value or text == value or (caseless and text == (low or (low := value.lower())))
                 ):
-                    out.append(rule)
+                    unchanged |= 1 << i
+                    continue
+                found.extend(matcher.candidates(text, reads))
+        if unchanged and union is not None:
+            found.extend(union.candidates(value, self._pids_of(collection, unchanged)))
+        for pid in found:
+            rule = self.rules[pid]
+            if (not rule.keyed or rule.applies(collection, key)) and (not rule.chain or rule.chain_ok(value)):
+                out.append(rule)
         if self._special is not None:
             for rule in self._special_for.get(collection, ()):
-                if not rule.applies(collection, key):
+                if rule.rule_id in self._skip or not rule.applies(collection, key):
                     continue
                 fn = self._special[0] if rule.special == "detectSQLi" else self._special[1]
                 if fn(apply(rule.pipeline, value)):
                     out.append(rule)
         return tuple(out)
+
+    def _pids_of(self, collection: str, mask: int) -> frozenset[int]:
+        """Rules of `collection` whose pipeline is one of those in bit `mask` (memoised)."""
+        key = (collection, mask)
+        pids = self._pids_memo.get(key)
+        if pids is None:
+            pipes = self._pipes_plan[collection]
+            wanted = {pipes[i][0] for i in range(len(pipes)) if mask >> i & 1}
+            reads = self._reads.get(collection, frozenset())
+            pids = self._pids_memo[key] = frozenset(p for p in reads if self.rules[p].pipeline in wanted)
+        return pids
+
+    def _plan(self, collection: str) -> None:
+        """Each pipeline's text computed once per value from its longest prefix (cmdLine,
+        cmdLine+normalizePath… share their first steps): `_plan_for` lists (transform, parent node)."""
+        nodes: dict[tuple[str, ...], int] = {(): 0}
+        plan: list[tuple[str, int]] = []
+        for pipe, _ in self._pipes_for[collection]:
+            for cut in range(1, len(pipe) + 1):
+                if pipe[:cut] not in nodes:
+                    plan.append((pipe[cut - 1], nodes[pipe[: cut - 1]]))
+                    nodes[pipe[:cut]] = len(plan)
+        self._plan_for[collection] = tuple(plan)
+        pipes = self._pipes_for[collection]
+        self._inert_mask[collection] = sum(
+            1 << i for i, (p, _) in enumerate(pipes) if _INERT_SAFE.issuperset(p)
+        )
+        self._inert_rest[collection] = [(p, m) for p, m in pipes if not _INERT_SAFE.issuperset(p)]
+        self._pipes_plan[collection] = tuple(
+            (pipe, m, nodes[pipe], "cmdLine" in pipe) for pipe, m in self._pipes_for[collection]
+        )
+
+    def skip(self, rule_ids: frozenset[int]) -> None:
+        """Rules the caller will discard anyway: the libinjection ones among them are not run
+        (the cache is cleared when the set changes, i.e. on a policy change)."""
+        if rule_ids != self._skip:
+            self._skip = rule_ids
+            self._cache.clear()
 
     def match(self, collection: str, key: str, value: str) -> tuple[CrsRule, ...]:
         """Rules (of any paranoia level) that fire on one variable; cached for repeated values."""

@@ -49,6 +49,8 @@ def cmd_line(value: str) -> str:
 
 
 def _normalise_path(value: str) -> str:
+    if "/" not in value:
+        return value
     value = _MULTI_SLASH.sub("/", value)
     value = _DOT_SEGMENTS.sub("/", value)
     parts: list[str] = []
@@ -107,8 +109,8 @@ TRANSFORMS: dict[str, Callable[[str], str]] = {
     "removeComments": lambda v: _REMOVE_COMMENT.sub("", v),
     "normalisePath": _normalise_path,
     "normalizePath": _normalise_path,
-    "normalisePathWin": lambda v: _normalise_path(v.replace("\\", "/")),
-    "normalizePathWin": lambda v: _normalise_path(v.replace("\\", "/")),
+    "normalisePathWin": lambda v: _normalise_path(v.replace("\\", "/") if "\\" in v else v),
+    "normalizePathWin": lambda v: _normalise_path(v.replace("\\", "/") if "\\" in v else v),
     "cssDecode": _css_decode,
     "base64Decode": _base64,
     "base64decode": _base64,

@@ -23,6 +23,7 @@ _INCLUDE_PARAMS = re.compile(
     r"config|lang|language|site|show|cat|view|content|layout|pg|style|pdf|src)$",
     re.I,
 )
+_BROWSER_URL_HEADERS = frozenset({"referer", "origin"})
 _RARE_SCHEMES = frozenset({"gopher", "dict", "ldap", "tftp", "smb"})
 
 
@@ -36,6 +37,10 @@ def detect(value: str, field: Field) -> str | None:
     rest = m.group("rest")
     if scheme in _RARE_SCHEMES:
         return f"remote inclusion through {scheme}://"
+    # the browser writes Referer/Origin: the page the user came from, an IP host when the app is
+    # reached by address; only the signs above (gopher://…) make it suspicious
+    if field.location == "header" and field.name.lower() in _BROWSER_URL_HEADERS:
+        return None
     if _IP_HOST.match(rest):
         return "remote inclusion of a URL with an IP address host"
     if rest.endswith(("?", "#", "\x00")):

@@ -18,6 +18,7 @@ from garrison import __version__
 from garrison.console.api import (
     audits,
     auth,
+    cluster,
     defenders,
     docs,
     hosts,
@@ -46,7 +47,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     )
     app.state.ctx = ctx
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    for module in (system, auth, policies, defenders, audits, scans, settings, hosts, learning):
+    for module in (system, auth, policies, defenders, audits, scans, settings, hosts, learning, cluster):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(system.metrics_router)

@@ -181,10 +181,15 @@ async def _upload_forensics(defender_id: str, c: Any, p: Any, max_bytes: int) ->
     if c.channel is None:
         raise HTTPException(status_code=409, detail="the defender channel is not running")
     await run_in_threadpool(c.store.mgmt.record, p.username, "defender.forensics", defender_id)
+    args = {"max_bytes": max_bytes}
     try:
-        result = await c.channel.send_command(
-            defender_id, "upload_forensics", {"max_bytes": max_bytes}, timeout=30
-        )
+        try:
+            result = await c.channel.send_command(defender_id, "upload_forensics", args, timeout=30)
+        except DefenderNotConnected:
+            if c.cluster is None:
+                raise
+            # held by another console replica: it runs the command and answers through the database
+            result = await c.cluster.remote_command(defender_id, "upload_forensics", args, timeout=30)
     except DefenderNotConnected:
         raise HTTPException(status_code=404, detail=f"defender {defender_id!r} is not connected") from None
     except TimeoutError:

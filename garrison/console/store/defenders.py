@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from garrison.console.store.cluster import bump
 from garrison.console.store.tables import defenders, enrolment_tokens, seen_nonces
 
 IDENTITY_FIELDS = ("app_id", "app_name", "org", "space", "app_guid", "instance")
@@ -128,27 +129,32 @@ class DefenderStore:
         assert bound is not None
         return bound
 
-    def disconnected(self, defender_id: str) -> None:
-        self.connection_changes([(defender_id, None)])
+    def disconnected(self, defender_id: str, replica_id: str | None = None) -> None:
+        self.connection_changes([(defender_id, None)], replica_id=replica_id)
 
     def connection_changes(
-        self, changes: Sequence[tuple[str, dict[str, Any] | None]]
+        self, changes: Sequence[tuple[str, dict[str, Any] | None]], *, replica_id: str | None = None
     ) -> list[dict[str, Any] | None]:
         """Connects (id, hello values) and disconnects (id, None) in one transaction, in order;
-        the bound identity of each connect (None for a disconnect)."""
+        the bound identity of each connect (None for a disconnect).
+
+        With `replica_id` (the console replica writing), connects record it as the holder and a
+        disconnect applies only while it still holds the defender: one that already reconnected to
+        another replica stays connected there."""
         now = time.time()
         out: list[dict[str, Any] | None] = []
         with self.engine.begin() as c:
             for defender_id, values in changes:
                 if values is None:
-                    c.execute(
-                        update(defenders)
-                        .where(defenders.c.id == defender_id)
-                        .values(connected=False, last_seen=now)
-                    )
+                    q = update(defenders).where(defenders.c.id == defender_id)
+                    if replica_id is not None:
+                        q = q.where(defenders.c.replica_id == replica_id)
+                    c.execute(q.values(connected=False, last_seen=now))
                     out.append(None)
-                else:
-                    out.append(self._connect(c, defender_id, values, now))
+                    continue
+                if replica_id is not None:
+                    values = {**values, "replica_id": replica_id}
+                out.append(self._connect(c, defender_id, values, now))
         return out
 
     @staticmethod
@@ -201,7 +207,10 @@ class DefenderStore:
     def revoke(self, defender_id: str) -> bool:
         with self.engine.begin() as c:
             q = update(defenders).where(defenders.c.id == defender_id, defenders.c.revoked.is_(False))
-            return c.execute(q.values(revoked=True, connected=False)).rowcount > 0
+            done = c.execute(q.values(revoked=True, connected=False)).rowcount > 0
+            if done:
+                bump(c, "defenders")  # the replica holding its connection closes it
+            return done
 
     def defender_type(self, defender_id: str) -> str:
         with self.engine.connect() as c:

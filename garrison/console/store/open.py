@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from garrison.console.store import migrate
+from garrison.console.store.cluster import ClusterStore
 from garrison.console.store.db import make_engine, normalise_url
 from garrison.console.store.defenders import DefenderStore
 from garrison.console.store.events import EventStore
@@ -32,6 +33,7 @@ class Store:
     scans: ScanStore
     settings: SettingsStore
     hosts: HostStore
+    cluster: ClusterStore
     workloads: WorkloadStore
     profiles: ProfileStore
 
@@ -49,6 +51,7 @@ class Store:
             scans=ScanStore(engine),
             settings=SettingsStore(engine),
             hosts=HostStore(engine),
+            cluster=ClusterStore(engine),
             workloads=WorkloadStore(engine),
             profiles=ProfileStore(engine),
         )

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from garrison.console.store.cluster import bump
 from garrison.console.store.tables import policies
 
 
@@ -42,6 +43,7 @@ class PolicyStore:
                             author=author,
                         )
                     )
+                    bump(c, "policy")
                 return revision
             except IntegrityError:
                 continue

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select
 
+from garrison.console.store.cluster import bump
 from garrison.console.store.tables import settings
 
 
@@ -22,3 +23,4 @@ class SettingsStore:
         with self.engine.begin() as c:
             c.execute(delete(settings).where(settings.c.key == key))
             c.execute(insert(settings).values(key=key, value=value))
+            bump(c, "settings")

@@ -104,6 +104,8 @@ defenders = Table(
     Column("last_seen", Float, nullable=True),
     Column("key_fingerprint", String(64), nullable=False, server_default=""),
     Column("token_id", Integer, nullable=True),
+    # which console replica holds the connection (migration cluster_0001); its lease decides staleness
+    Column("replica_id", String(64), nullable=True, index=True),
     Column("defender_type", String(16), nullable=False, server_default="app-embedded"),
 )
 
@@ -126,6 +128,7 @@ cell_workloads = Table(
     Column("first_seen", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("gone_at", Float, nullable=True),
+    Column("listening", JSON, nullable=True),  # ["tcp/8080", ...]
     Index("ix_cell_workloads_app", "app_name"),
 )
 
@@ -220,6 +223,45 @@ host_events = Table(
     Index("ix_host_events_host_time", "host", "time"),
 )
 
+# Several console replicas on one database (migration cluster_0001).
+cluster_versions = Table(
+    "cluster_versions",
+    metadata,
+    Column("topic", String(32), primary_key=True),
+    Column("version", BigInteger, nullable=False, server_default="0"),
+)
+"""one version number per kind of shared change; bumped in the transaction that makes the change"""
+
+console_replicas = Table(
+    "console_replicas",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("hostname", String(256), nullable=False, server_default=""),
+    Column("pid", Integer, nullable=False, server_default="0"),
+    Column("url", String(512), nullable=False, server_default=""),
+    Column("ws_address", String(512), nullable=False, server_default=""),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)
+"""live replicas and their leases (heartbeat_at is the database's clock)"""
+
+cluster_commands = Table(
+    "cluster_commands",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("defender_id", String(256), nullable=False),
+    Column("replica_id", String(64), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("args", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("ok", Boolean, nullable=True),
+    Column("data", JSON, nullable=True),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+)
+"""defender commands asked on one replica for a defender connected to another"""
+
 # Learning (migration learning_0001): one profile per app (org/space/app across instances and
 # restarts); what it was seen doing, item by item; per item, the cumulative count each defender run
 # reported (so re-sent reports are idempotent and counts add up across instances).
@@ -242,6 +284,7 @@ profiles = Table(
     Column("accepted_revision", Integer, nullable=True),
     Column("addresses", JSON, nullable=False),  # the instances' own IPs, newest report per run
     Column("routes", JSON, nullable=False),
+    Column("dropped", BigInteger, nullable=False, server_default="0"),  # learning_0002
     UniqueConstraint("org", "space", "app", name="uq_profiles_app"),
 )
 

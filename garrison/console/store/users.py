@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 
+from garrison.console.store.cluster import bump
 from garrison.console.store.tables import api_tokens, users
 
 
@@ -38,6 +39,7 @@ class UserStore:
 
     def update(self, username: str, **values: Any) -> bool:
         with self.engine.begin() as c:
+            bump(c, "auth")  # other replicas forget the passwords they verified
             return c.execute(update(users).where(users.c.username == username).values(**values)).rowcount > 0
 
     def delete(self, username: str) -> bool:
@@ -47,6 +49,7 @@ class UserStore:
                 return False
             c.execute(delete(api_tokens).where(api_tokens.c.user_id == row.id))
             c.execute(delete(users).where(users.c.id == row.id))
+            bump(c, "auth")
             return True
 
     def add_token(self, username: str, token_hash: str, name: str, expires_at: float | None) -> int:

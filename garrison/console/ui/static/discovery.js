@@ -26,9 +26,18 @@ function mapGroupKey(n) {
     return `~dns:${parts.length > 2 ? parts.slice(-2).join(".") : label}`;
   }
   const ip = String((n.service && n.service.ip) || label);
-  if (ip.includes(":")) return `~external:${ip.split(":").slice(0, 3).join(":")}::/48`;
+  if (ip.includes(":")) return `~external:${ipv6Groups(ip).slice(0, 3).join(":")}::/48`;
   const v4 = ip.split(".");
   return `~external:${v4.length === 4 ? v4.slice(0, 3).join(".") + ".0/24" : ip}`;
+}
+
+/** The eight groups of an IPv6 address written with or without `::` (hex, no leading zeros). */
+function ipv6Groups(ip) {
+  const [head, tail] = ip.split("%")[0].split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail !== undefined && tail !== "" ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return groups.map((g) => (/^[0-9a-f]{1,4}$/i.test(g) ? parseInt(g, 16).toString(16) : g));
 }
 
 function boxLabel(key) {
@@ -442,7 +451,8 @@ function initDiscovery() {
       items.push(el("li", { class: "sel-node", dataset: { id } },
         el("strong", { text: n.label || n.id }),
         el("span", { class: "muted small", text: ` ${n.kind}${n.kind === "app" ? " · " + [n.org, n.space].filter(Boolean).join(" / ") : ""} · all its edges` }),
-        n.profile_id != null ? el("a", { class: "small", href: `/learning/review?id=${encodeURIComponent(n.profile_id)}`, text: " review profile" }) : null));
+        n.profile_id != null ? el("a", { class: "small", href: `/learning/review?id=${encodeURIComponent(n.profile_id)}`, text: " review profile" }) : null,
+        st.selNodes.size === 1 ? nodeEdgeList(id) : null));
     }
     for (const id of st.selEdges) {
       const e = st.edgesById.get(id);
@@ -459,6 +469,18 @@ function initDiscovery() {
     $("#sel-hint").hidden = any;
     $("#sel-allow").disabled = !any;
     $("#sel-deny").disabled = !any;
+  }
+
+  /** The edges of one selected node, each a button that narrows the selection to it (dense maps). */
+  function nodeEdgeList(id) {
+    const mine = st.data.edges.filter((e) => e.source === id || e.target === id);
+    const pick = (e) => () => { st.selNodes.clear(); st.selEdges.clear(); st.selEdges.add(e.id); applySelection(); };
+    const items = mine.slice(0, 30).map((e) => el("li", {},
+      el("button", { type: "button", class: "btn btn-small btn-ghost", dataset: { edge: e.id }, onclick: pick(e) },
+        e.source === id ? `→ ${st.nodes.get(e.target)?.label || e.target}` : `← ${st.nodes.get(e.source)?.label || e.source}`),
+      el("span", { class: "muted small", text: (e.ports || []).join(", ") }), ...flags(e)));
+    if (mine.length > items.length) items.push(el("li", { class: "muted small", text: `… ${mine.length - items.length} more` }));
+    return el("ul", { class: "node-edges" }, ...items);
   }
 
   $("#sel-clear").addEventListener("click", () => { st.selEdges.clear(); st.selNodes.clear(); applySelection(); });

@@ -106,6 +106,8 @@ function initLearningReview() {
   function drawProfile(p) {
     profile = p;
     $("#review-title").textContent = appPath(p);
+    const q = new URLSearchParams({ org: p.org, space: p.space, app: p.app });
+    $("#review-map").href = `/discovery?${q}`;
     $("#review-state").replaceChildren(...[statePill(p.state), p.ready ? pill("ready to propose", "ok") : null].filter(Boolean));
     const facts = [
       ["Learning since", fmtTime(p.learning_since)], ["Last new item", p.last_new_at ? `${fmtTime(p.last_new_at)} (${ago(p.last_new_at)})` : "–"],
