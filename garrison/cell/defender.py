@@ -611,16 +611,14 @@ class CellDefender:
 
     def _owner(self, fd: int) -> tuple[_Tracked | None, Mount | None]:
         """The container an exec'd file belongs to: by its overlay's device, else by the mount the
-        file was reached through."""
-        st = os.fstat(fd)
-        with self._lock:
-            tr = self._by_dev.get(st.st_dev)
-            if tr is not None or not self._by_mnt:
-                return tr, None
+        file was reached through. Lock-free (single dict reads; discovery replaces entries whole), so
+        a held exec never waits for a discovery round over hundreds of containers."""
+        tr = self._by_dev.get(os.fstat(fd).st_dev)
+        if tr is not None or not self._by_mnt:
+            return tr, None
         mnt_id = _mount_id(fd)
-        with self._lock:
-            tr = self._by_mnt.get(mnt_id) if mnt_id is not None else None
-            return tr, (tr.mounts.get(mnt_id) if tr is not None and mnt_id is not None else None)
+        tr = self._by_mnt.get(mnt_id) if mnt_id is not None else None
+        return tr, (tr.mounts.get(mnt_id) if tr is not None and mnt_id is not None else None)
 
     def _facts(self, tr: _Tracked, mount: Mount | None, ev: PermEvent) -> exec_gate.ExecFacts:
         facts = (exec_gate.identify_on_mount(tr.container, mount, ev.fd) if mount is not None
