@@ -5,13 +5,15 @@ defender); in learn mode the context also feeds the profile recorder (garrison/d
 and the rule's allow-list is not enforced (that is what is being learned). The rule: the 1,000-entry
 deny list and bad-reputation list of bench/defender_connect.py plus an allow-list admitting the
 peer. Rounds are interleaved (alert, learn, alert, learn, ...) on each data plane; prints median and
-best round and the ratio learn/alert (goal <= 1.05). Usage:
+best round and the ratio learn/alert (goal <= 1.05), for latency and for CPU per connect (app +
+guard threads: less disturbed by a loaded machine than wall time). Usage:
     .venv/bin/python bench/defender_learn.py [N] [ROUNDS]
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,9 +43,15 @@ def rule(effect: str) -> Rule:
     return Rule.model_validate(doc)
 
 
+def _cpu() -> float:
+    """CPU seconds of this process (guard, recorder, drain threads) and its reaped children (the app)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run(
     argv: list[str], effect: str, dataplane: str, user: tuple[int, int] | None, tmp: str
-) -> tuple[float, int]:
+) -> tuple[float, float, int]:
     ring_dir = Path(tempfile.mkdtemp(dir=tmp))
     ctx = DefenderContext(Identity(app_name="bench"), "bench", probe(), ForensicRing(ring_dir, name="f"))
     ctx.profile = ProfileRecorder()
@@ -51,17 +59,19 @@ def run(
     guard = NetworkGuard(ctx, upstreams=[])
     ctx.profile.names_for = guard.pins.names_for
     guard.start()
+    cpu0 = _cpu()
     try:
         sup = Supervised(
             argv, guard.handlers, ctx, nonzero_arg=TRAP_ONLY_IF_ARG_NONZERO, user=user,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, dataplane=dataplane, guard=guard,
         )  # fmt: skip
         rc, out, err = sup.communicate(timeout=300)
-        if rc != 0 or (guard.stats["emulated"] == 0 and sup.native is None):
+        cpu = _cpu() - cpu0
+        if rc != 0 or (argv[-1] != "0" and guard.stats["emulated"] == 0 and sup.native is None):
             raise SystemExit(f"supervised run failed (rc={rc}, stats={guard.stats}): {err}")
         reports, _ = ctx.profile.take(full=True)
         counted = sum(d.count for r in reports for d in r.destinations)
-        return float(out), counted
+        return float(out), cpu, counted
     finally:
         guard.stop()
         ctx.forensics.close()
@@ -88,19 +98,27 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for name, argv in apps.items():
         for dp in planes:
-            res: dict[str, list[float]] = {"alert": [], "learn": []}
+            res: dict[str, list[float]] = {"alert": [], "learn": [], "alert cpu": [], "learn cpu": []}
             counted = 0
             for _ in range(rounds):
                 a = [*argv, str(port), str(n)]
-                res["alert"].append(run(a, "alert", dp, user, tmp)[0])
-                us, counted = run(a, "learn", dp, user, tmp)
-                res["learn"].append(us)
+                for mode in ("alert", "learn"):
+                    us, cpu, got = run(a, mode, dp, user, tmp)
+                    res[mode].append(us)
+                    if name == "c":  # CPU per connect: minus a run of none (set-up and exit cancel)
+                        cpu -= run([*argv, str(port), "0"], mode, dp, user, tmp)[1]
+                        res[f"{mode} cpu"].append(cpu / n * 1e6)
+                    counted = got if mode == "learn" else counted
             for label, agg in (("median", statistics.median), ("best", min)):
-                al, le = agg(res["alert"]), agg(res["learn"])
-                print(
-                    f"  {name:6s} {dp:6s} {label:6s} alert {al:7.1f} us | learn {le:7.1f} us = {le / al:5.3f}x"
-                    f"   (goal <= 1.05x; connects counted in the last learn round: {counted})"
-                )
+                parts = []
+                for kind in ("", " cpu") if res["alert cpu"] else ("",):
+                    al, le = agg(res["alert" + kind]), agg(res["learn" + kind])
+                    what = "latency" if not kind else "CPU/op"
+                    parts.append(f"{what} alert {al:7.1f} us, learn {le:7.1f} us = {le / al:5.3f}x")
+                print(f"  {name:6s} {dp:6s} {label:6s} " + " | ".join(parts))
+            print(
+                f"  {name:6s} {dp:6s} connects counted by the recorder in the last learn round: {counted}/{n}"
+            )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     shutil.rmtree(tmp, ignore_errors=True)
     srv.kill()

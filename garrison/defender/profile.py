@@ -117,18 +117,7 @@ class ProfileRecorder:
                     lambda: {"exe": exe, "argv_shape": list(shape), "parent": parent},
                 )
         elif kind == "net" and "network" in controls:
-            ip, port = str(facts.get("dest_ip") or ""), facts.get("dest_port")
-            if ip and isinstance(port, int):
-                proto = str(facts.get("protocol") or "")
-                names = facts.get("names") or (self.names_for(ip) if self.names_for else [])
-                item = self._hit(
-                    "net", (ip, port, proto), lambda: {"ip": ip, "port": port, "protocol": proto, "names": []}
-                )
-                if item is not None and names:
-                    known = item.facts["names"]
-                    for n in names:
-                        if n not in known and len(known) < 8:
-                            known.append(str(n)[:253])
+            self._net(facts)
         elif kind == "dns" and "dns" in controls:
             name = str(facts.get("name") or "").lower().rstrip(".")
             if name:
@@ -138,6 +127,33 @@ class ProfileRecorder:
             if isinstance(port, int) and port > 0:
                 proto = str(facts.get("protocol") or "")
                 self._hit("listen", (port, proto), lambda: {"port": port, "protocol": proto})
+
+    def _net(self, facts: dict[str, Any]) -> None:
+        """The hot one (every connect): a known destination is a counter bump; the resolver's names
+        for its address are looked up when it is new and every 64th time after."""
+        key = (facts.get("dest_ip"), facts.get("dest_port"), facts.get("protocol") or "")
+        now = time.time()
+        with self._lock:
+            item = self._items["net"].get(key)
+            if item is not None:
+                item.count += 1
+                item.last = now
+                self._dirty.add(("net", key))
+                if item.count & 63:
+                    return
+        ip, port, proto = key
+        if not ip or not isinstance(port, int):
+            return
+        ip = str(ip)
+        names = facts.get("names") or (self.names_for(ip) if self.names_for else [])
+        if item is None:
+            item = self._hit("net", key, lambda: {"ip": ip, "port": port, "protocol": proto, "names": []})
+        if item is not None and names:
+            with self._lock:
+                known = item.facts["names"]
+                for n in names:
+                    if n not in known and len(known) < 8:
+                        known.append(str(n)[:253])
 
     def _hit(self, kind: str, key: tuple[Any, ...], facts: Callable[[], dict[str, Any]]) -> _Item | None:
         now = time.time()
@@ -198,6 +214,10 @@ class ProfileRecorder:
         if n or not reports:
             reports.append(p.ProfileReport(**common, **chunk))  # type: ignore[arg-type]
         return reports, keys
+
+    def pending(self) -> bool:
+        """Items seen since the last report (kept when learning ends, so the last counts still go)."""
+        return bool(self._dirty)
 
     def untake(self, keys: set[tuple[str, tuple[Any, ...]]]) -> None:
         with self._lock:
@@ -293,7 +313,7 @@ class ProfileReporter:
                 log.exception("profile report")
 
     def flush(self) -> None:
-        if not self.recorder.controls:
+        if not self.recorder.controls and not self.recorder.pending():
             return
         now = time.monotonic()
         connects = self.connects() if self.connects else 0

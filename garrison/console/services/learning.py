@@ -115,7 +115,11 @@ def _anomaly_item(e: AuditEvent) -> SeenItem | None:
 
 
 def rule_name(org: str, space: str, app: str) -> str:
-    return f"{RULE_PREFIX}{org}/{space}/{app}"[:200]
+    """The app's own rule; names too long for a rule name keep a digest, so two apps never share one."""
+    name = f"{RULE_PREFIX}{org}/{space}/{app}"
+    if len(name) <= 200:
+        return name
+    return f"{name[:170]}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
 def app_scope(org: str, space: str, app: str) -> Scope:
@@ -213,6 +217,7 @@ class LearningService:
             "counts": {k: counts.get(k, 0) for k in ("process", "destination", "dns", "listen")},
             "addresses": row["addresses"],
             "routes": row["routes"],
+            "dropped": row.get("dropped") or 0,
         }
 
     def detail(self, profile_id: int, resolve: Any = None) -> dict[str, Any]:

@@ -284,6 +284,7 @@ profiles = Table(
     Column("accepted_revision", Integer, nullable=True),
     Column("addresses", JSON, nullable=False),  # the instances' own IPs, newest report per run
     Column("routes", JSON, nullable=False),
+    Column("dropped", BigInteger, nullable=False, server_default="0"),  # learning_0002
     UniqueConstraint("org", "space", "app", name="uq_profiles_app"),
 )
 
