@@ -87,7 +87,14 @@ def issued_by(cert_pem: bytes, ca_pem: str | bytes) -> bool:
 
 
 def issuer_name(cert_pem: bytes) -> str:
+    """The issuer's name and key id: every console CA has the same name, the key id tells them apart."""
     try:
-        return x509.load_pem_x509_certificate(cert_pem).issuer.rfc4514_string()
+        cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
         return "(unreadable)"
+    name = cert.issuer.rfc4514_string()
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        aki = None
+    return f"{name}, key id {aki.hex()[:16]}…" if aki else name

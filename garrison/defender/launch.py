@@ -192,8 +192,7 @@ class AppEmbeddedDefender:
         self.client = DefenderChannelClient(
             bundle, self.data, hello, on_policy=None, on_command=self._command
         )
-        if self.client.identity_note:
-            say(self.client.identity_note)
+        if self.client.identity_note:  # the client logged it (one WARNING line on stderr)
             self._startup_audit("identity.foreign", self.client.identity_note)
         got = threading.Event()
         first: list[RuntimePolicy] = []
