@@ -10,76 +10,26 @@ Each round runs `sh -c 'i=0; while [ $i -lt N ]; do /bin/true; i=$((i+1)); done'
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cell_common import destroy, make_container, make_image, vcap_env
+
 from garrison.cell.defender import CellDefender
 from garrison.policy.model import RuntimePolicy
-
-TOOLS = ("sh", "true", "sleep")
-
-
-def make_container(base: Path, runc_root: Path) -> tuple[str, Path]:
-    image, upper, work, bundle = base / "image", base / "upper", base / "work", base / "bundle"
-    for d in (image / "bin", image / "proc", image / "dev", image / "tmp", upper, work, bundle / "rootfs"):
-        d.mkdir(parents=True, exist_ok=True)
-    for t in TOOLS:
-        shutil.copy2("/bin/busybox", image / "bin" / t)
-    subprocess.run(
-        [
-            "mount",
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            f"lowerdir={image},upperdir={upper},workdir={work}",
-            str(bundle / "rootfs"),
-        ],
-        check=True,
-    )
-    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
-    cfg = json.loads((bundle / "config.json").read_text())
-    cfg["process"]["terminal"] = False
-    cfg["process"]["args"] = ["/bin/sleep", "3600"]
-    cfg["linux"]["cgroupsPath"] = "garden/bench"
-    (bundle / "config.json").write_text(json.dumps(cfg))
-    with open(base / "runc.log", "wb") as log:
-        subprocess.run(
-            ["runc", "--root", str(runc_root), "run", "-d", "bench"],
-            cwd=bundle,
-            check=True,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-    return "bench", bundle / "rootfs"
 
 
 def loop(runc_root: Path, n: int) -> float:
     script = f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
-    vcap = json.dumps({"application_name": "bench", "organization_name": "o", "space_name": "s"})
     t = time.perf_counter()
-    subprocess.run(
-        [
-            "runc",
-            "--root",
-            str(runc_root),
-            "exec",
-            "--env",
-            f"VCAP_APPLICATION={vcap}",
-            "bench",
-            "/bin/sh",
-            "-c",
-            script,
-        ],
-        check=True,
-    )
+    subprocess.run(["runc", "--root", str(runc_root), "exec", *vcap_env("bench"), "bench", "/bin/sh", "-c", script],
+                   check=True)
     return (time.perf_counter() - t) / n * 1e6
 
 
@@ -101,8 +51,9 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="garrison-cell-bench-") as d:
         base, runc_root = Path(d), Path(d) / "runc-root"
+        base.chmod(0o711)
         runc_root.mkdir()
-        _cid, rootfs = make_container(base, runc_root)
+        make_container(base, make_image(base), runc_root, "bench")
         try:
             bare, guarded = [], []
             for _ in range(a.rounds):
@@ -124,25 +75,8 @@ def main() -> None:
             )
             defender.start()
             t = time.perf_counter()
-            vcap = json.dumps({"application_name": "late", "organization_name": "o", "space_name": "s"})
-            subprocess.run(
-                [
-                    "runc",
-                    "--root",
-                    str(runc_root),
-                    "exec",
-                    "-d",
-                    "--env",
-                    f"VCAP_APPLICATION={vcap}",
-                    "bench",
-                    "/bin/sleep",
-                    "30",
-                ],
-                check=True,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            subprocess.run(["runc", "--root", str(runc_root), "exec", "-d", *vcap_env("late"), "bench", "/bin/sleep", "30"],
+                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             while not seen and time.perf_counter() - t < 10:
                 time.sleep(0.01)
             defender.stop()
@@ -152,8 +86,7 @@ def main() -> None:
                     "(exec checks apply from container creation on)"
                 )
         finally:
-            subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", "bench"], capture_output=True)
-            subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
+            destroy(base, runc_root, "bench")
     print(f"load average after: {os.getloadavg()}")
 
 

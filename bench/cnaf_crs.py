@@ -55,6 +55,7 @@ CLASS_NAMES = {
     "944": "Java (944)",
 }
 BLOCKED = {400, 403, 413, 431}
+APP_ATTACK_FILES = frozenset({"930", "931", "932", "933", "934", "941", "942", "943", "944"})
 
 
 @dataclass
@@ -325,6 +326,11 @@ def main() -> None:
                 p.terminate()
                 p.wait(timeout=60)
     report(cases, targets, results)
+    if args.split == "all":  # the same run, development and held-out parts side by side
+        for name, held in (("development part", False), ("held-out part", True)):
+            keep = [i for i, c in enumerate(cases) if c.holdout == held]
+            print(f"\n{name}:")
+            report([cases[i] for i in keep], targets, {t: [r[i] for i in keep] for t, r in results.items()})
     if args.show_misses:
         want = args.show_misses
         st = results.get("cnaf", [])
@@ -374,6 +380,10 @@ def report(cases: list[Case], targets: list[str], results: dict[str, list[int]])
     if tot["benign"]:
         cells = [f"{100 * det['benign'][t] / tot['benign']:.1f} %" for t in targets]
         print(f"| **benign blocked** | {tot['benign']} | " + " | ".join(cells) + " |")
+    app = [i for i, c in enumerate(cases) if not c.attack and c.cls in APP_ATTACK_FILES]
+    if app:
+        cells = [f"{100 * sum(results[t][i] in BLOCKED for i in app) / len(app):.1f} %" for t in targets]
+        print(f"| **benign blocked, 930-944** | {len(app)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

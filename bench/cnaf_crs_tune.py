@@ -25,7 +25,6 @@ from cnaf_eval import build, load
 
 from garrison.cnaf import crs, engine
 from garrison.cnaf.decode import decode_path
-from garrison.cnaf.fields import extract
 from garrison.cnaf.request import HttpRequest
 from garrison.policy.cnaf import ATTACK_CLASSES, CnafControls
 
@@ -69,9 +68,9 @@ def profile(req: HttpRequest | None, rules: crs.CrsRuleSet) -> tuple[bool, dict[
     on = CnafControls(effects=dict.fromkeys(ATTACK_CLASSES, "prevent"))
     own = CnafControls(effects=dict.fromkeys(ATTACK_CLASSES, "prevent"), crs={"enabled": False})
     own_hit = bool(engine.inspect(req, own))
-    fields = extract(req)
+    fields, plain = engine.request_fields(req, crs_on=True)
     rules.skip(frozenset())
-    hits = engine.crs_hits(rules, req, fields, on, decode_path(req.path), frozenset())
+    hits = engine.crs_hits(rules, req, fields, on, decode_path(req.path), frozenset(), plain_target=plain)
     return own_hit, {rid: rule.score for rid, (rule, _) in hits.items()}
 
 
@@ -81,6 +80,7 @@ def main() -> None:
     ap.add_argument("--modsec-json", type=Path, required=True, help="bench/cnaf_crs.py --json output")
     ap.add_argument("--margin", type=float, default=0.02, help="per-class detection kept above PL2")
     ap.add_argument("--fp-goal", type=float, default=0.45, help="stop at this share of CRS PL1's FP rate")
+    ap.add_argument("--from-default", action="store_true", help="start from the current default exclusions")
     args = ap.parse_args()
     rules = crs.ruleset()
     if rules is None:
@@ -118,7 +118,7 @@ def main() -> None:
 
     own_fp = Counter(r[1] for r in rows if r[0] == "benign" and r[3])
     print(f"own detectors alone fire on {own_fp} benign requests", file=sys.stderr)
-    excluded: set[int] = set()
+    excluded: set[int] = set(crs.DEFAULT_EXCLUDED_RULES) if args.from_default else set()
     while True:
         state = [blocked(r, excluded) for r in rows]
         det = Counter(r[1] for r, b in zip(rows, state, strict=True) if b and r[0] == "attack")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +24,11 @@ class CellOptions:
     quiet: bool = False
     forensics_dir: str | None = None
     install_bundle: str | None = None
-    data_folder: str = "/var/vcap/data/garrison/cell"
+    data_folder: str | None = None
     connect_timeout: float = 10.0
+    dns_upstreams: tuple[str, ...] = ()
+
+DEFAULT_DATA_FOLDER = "/var/vcap/data/garrison/cell"
 
 
 def say(quiet: bool, text: str) -> None:
@@ -45,12 +50,19 @@ def run(opts: CellOptions) -> int:
         print("garrison cell defender: give --install-bundle (console) or --policy (a file), or both",
               file=sys.stderr)
         return 2
+    try:
+        from garrison.cell.dns import parse_upstream
+
+        upstreams = [parse_upstream(u) for u in opts.dns_upstreams] or None
+    except ValueError as exc:
+        print(f"garrison cell defender: --dns-upstream: {exc}", file=sys.stderr)
+        return 2
     link = None
     if opts.install_bundle:
         from garrison.cell.console import CellConsoleLink
 
         try:
-            link = CellConsoleLink(decode_bundle(opts.install_bundle), Path(opts.data_folder))
+            link = CellConsoleLink(decode_bundle(opts.install_bundle), Path(opts.data_folder or DEFAULT_DATA_FOLDER))
         except (BundleError, OSError) as exc:
             print(f"garrison cell defender: {exc}", file=sys.stderr)
             return 2
@@ -83,16 +95,69 @@ def run(opts: CellOptions) -> int:
 
     forensics = ForensicLog(Path(opts.forensics_dir)) if opts.forensics_dir else None
     defender = CellDefender(policy, emit, roots=opts.runc_roots or RUNC_ROOTS, forensics=forensics,
-                            host=link.host if link else None)
+                            host=link.host if link else None, dns_upstreams=upstreams)
     if link is not None:
         link.attach(defender)
     stop = threading.Event()
+    started = time.monotonic()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    folder = opts.data_folder or (DEFAULT_DATA_FOLDER if link else None)
+    state = RunState(Path(folder) / "run-state.json") if folder else None
+    previous = state.begin() if state else None
     defender.start()
     say(opts.quiet, f"watching {', '.join(defender.roots)}; {len(defender.containers())} container(s) now")
-    stop.wait(opts.duration if opts.duration > 0 else None)
+    if previous is not None:
+        emit(unclean_restart_audit(defender.host, previous))
+    while not stop.wait(1.0):
+        if state:
+            state.beat()
+        if opts.duration > 0 and time.monotonic() - started >= opts.duration:
+            break
     defender.stop()
     if link is not None:
         link.stop()
+    if state:
+        state.end()
     return 0
+
+
+class RunState:
+    """A small file that tells the next start whether this run ended cleanly and when it was last
+    alive: after a crash (or SIGKILL) the restarted defender reports the unprotected window."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def begin(self) -> dict[str, float] | None:
+        """Start a run; the previous run's state when it did not end cleanly."""
+        prev = None
+        try:
+            doc = json.loads(self.path.read_text())
+            if isinstance(doc, dict) and not doc.get("clean") and isinstance(doc.get("beat"), (int, float)):
+                prev = {"beat": float(doc["beat"]), "pid": float(doc.get("pid") or 0)}
+        except (OSError, ValueError):
+            pass
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.beat()
+        return prev
+
+    def beat(self, clean: bool = False) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "beat": time.time(), "clean": clean}))
+        os.replace(tmp, self.path)
+
+    def end(self) -> None:
+        self.beat(clean=True)
+
+
+def unclean_restart_audit(host: str, previous: dict[str, float]) -> AuditEvent:
+    gap = max(0.0, time.time() - previous["beat"])
+    return AuditEvent(
+        defender_id=f"cell:{host}", type="defender", effect="info", severity="high", control="cell.unclean_restart",
+        extra={"cell": host, "last_alive": previous["beat"], "gap_s": round(gap, 1)},
+        message=f"the cell defender had stopped without a clean shutdown (pid {int(previous['pid'])}); for up to "
+                f"{gap:.1f}s no exec was gated and no audit taken in the containers on {host}; nftables rules, "
+                "pids limits and the memfd sysctl stayed in force and DNS queries failed (resolver gone); "
+                "every container is protected again now",
+    )

@@ -105,13 +105,14 @@ def _unescape(path: str) -> str:
     return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-def overlay_layers(rootfs: str) -> Layers | None:
-    """The overlay layers mounted at `rootfs` (None when it is not an overlay)."""
+def overlay_layers(rootfs: str, mounts: list[tuple[int, str, str, str]] | None = None) -> Layers | None:
+    """The overlay layers mounted at `rootfs` (None when it is not an overlay); `mounts` is our
+    mount table when the caller already read it."""
     try:
         dev = os.stat(rootfs).st_dev
     except OSError:
         return None
-    for mdev, point, fstype, opts in reversed(_mountinfo()):
+    for mdev, point, fstype, opts in reversed(mounts if mounts is not None else _mountinfo()):
         if point != rootfs or fstype != "overlay" or mdev != dev:
             continue
         lower: list[str] = []
@@ -161,21 +162,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def list_containers(roots: Iterable[str] = RUNC_ROOTS) -> dict[str, Container]:
-    """Every running runc container under the given state roots."""
-    found: dict[str, Container] = {}
+def list_containers(roots: Iterable[str] = RUNC_ROOTS, known: dict[str, int] | None = None) -> dict[str, Container | None]:
+    """Every running runc container under the given state roots. A container in `known` (id -> init
+    pid) whose init is still alive maps to None: it is not read again (a cell holds hundreds)."""
+    known = known or {}
+    found: dict[str, Container | None] = {}
+    mounts: list[tuple[int, str, str, str]] | None = None
     for root in roots:
         try:
             entries = list(os.scandir(root))
         except OSError:
             continue
         for entry in entries:
+            if entry.name in known and _alive(known[entry.name]):
+                found[entry.name] = None
+                continue
             state = _runc_state(Path(entry.path)) if entry.is_dir() else None
             if state is None or not _alive(state[0]):
                 continue
             pid, rootfs = state
+            if mounts is None:
+                mounts = _mountinfo()
             found[entry.name] = Container(id=entry.name, init_pid=pid, rootfs=rootfs, runc_root=root,
-                                          layers=overlay_layers(rootfs), cgroup=_cgroups(pid))
+                                          layers=overlay_layers(rootfs, mounts), cgroup=_cgroups(pid))
     return found
 
 
@@ -209,19 +218,29 @@ def _start_time(pid: int) -> float | None:
     return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / _CLK_TCK)
 
 
-def find_app_process(container: Container) -> tuple[int, Hello, float] | None:
-    """The first process of the container (its pid and mount namespaces: a container sharing the cell's
-    pid namespace is still told apart by its mount namespace) with a CF environment (Garden's `run` of
-    the app), with the identity it carries and when it started."""
-    ns, mnt = _ns(container.init_pid, "pid"), _ns(container.init_pid, "mnt")
-    if ns is None or mnt is None:
-        return None
-    best: tuple[int, Hello, float] | None = None
+def find_app_processes(containers: list[Container]) -> dict[str, tuple[int, Hello, float]]:
+    """For each container (by id), the first process of it (its pid and mount namespaces: a container
+    sharing the cell's pid namespace is still told apart by its mount namespace) with a CF environment
+    (Garden's `run` of the app), with the identity it carries and when it started. One pass over
+    /proc for all of them."""
+    wanted: dict[tuple[str, str], str] = {}
+    for c in containers:
+        ns, mnt = _ns(c.init_pid, "pid"), _ns(c.init_pid, "mnt")
+        if ns is not None and mnt is not None:
+            wanted[(ns, mnt)] = c.id
+    best: dict[str, tuple[int, Hello, float]] = {}
+    if not wanted:
+        return best
+    pid_namespaces = {ns for ns, _mnt in wanted}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        if _ns(pid, "pid") != ns or _ns(pid, "mnt") != mnt:
+        ns = _ns(pid, "pid")
+        if ns not in pid_namespaces:
+            continue
+        cid = wanted.get((ns, _ns(pid, "mnt") or ""))
+        if cid is None:
             continue
         env = _environ(pid)
         if not env or "VCAP_APPLICATION" not in env:
@@ -229,6 +248,6 @@ def find_app_process(container: Container) -> tuple[int, Hello, float] | None:
         started = _start_time(pid)
         if started is None:
             continue
-        if best is None or started < best[2]:
-            best = (pid, hello_from_env(env), started)
+        if cid not in best or started < best[cid][2]:
+            best[cid] = (pid, hello_from_env(env), started)
     return best

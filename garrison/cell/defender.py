@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from garrison.cell import exec_gate, forkrate, network, pids, privileges
+from garrison.cell import exec_gate, forkrate, listening, network, pids, privileges
 from garrison.cell.containers import (
     RUNC_ROOTS,
     Container,
     Mount,
     exec_mounts,
-    find_app_process,
+    find_app_processes,
     list_containers,
 )
 from garrison.cell.dns import ContainerResolver
@@ -38,12 +38,14 @@ from garrison.kernel.fanotify import FanotifyPerm, PermEvent
 from garrison.kernel.nflog import LoggedPacket, NflogSocket
 from garrison.kernel.proc_connector import ProcConnector
 from garrison.policy.audit import AuditEvent
-from garrison.policy.evaluate import Decision, decide_fork, decide_privileges
+from garrison.policy.evaluate import Decision, decide_bind, decide_fork, decide_privileges
 from garrison.policy.model import Rule, RuntimePolicy
 from garrison.policy.scope import Identity, select_rule
 
 log = logging.getLogger("garrison.cell")
 DISCOVERY_INTERVAL_S = 0.2
+LISTEN_EVERY_TICKS = 5
+"""listening sockets are read once a second (a report; under prevent nftables refuses inbound at once)"""
 
 
 @dataclass
@@ -58,6 +60,9 @@ class _Tracked:
     nflog: NflogSocket | None = None
     exec_gated: bool = False
     resolver: ContainerResolver | None = None
+    net_checked: bool = False
+    listening: list[str] = field(default_factory=list)  # "tcp/8080", ...
+    listen_audited: set[tuple[str, int]] = field(default_factory=set)
     reported: Workload | None = None  # as the console last heard of it
     mounts: dict[int, Mount] = field(default_factory=dict)  # marked mounts other than the root, by id
     memfd_scope: int = 0  # vm.memfd_noexec set in the container's pid namespace
@@ -103,6 +108,7 @@ class CellDefender:
         """called (under the defender's lock, so in order) with containers appearing, changing and
         gone: the console link sends them on at once"""
         self._procs: ProcConnector | None = None
+        self._ticks = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -150,8 +156,10 @@ class CellDefender:
             self.policy = policy
             for tr in self._tracked.values():
                 self._apply_rule(tr)
+                tr.listen_audited.clear()  # judged again under the new rule
                 if tr.container.identity is not None:
                     self._check_privileges(tr)
+                    self._check_listening(tr)
             self._report(list(self._tracked.values()), [])
         self._watch_processes()
 
@@ -171,6 +179,7 @@ class CellDefender:
         ident = {"app_id": h.app_id, "app_name": h.app_name, "org": h.org, "space": h.space,
                  "app_guid": h.app_guid, "instance": h.instance} if h else {}
         return Workload(container_id=c.id[:256], rule=tr.rule.name if tr.rule else "", protections=on,
+                        listening=tr.listening,
                         started_at=c.app_started, seen_at=tr.reported.seen_at if tr.reported else 0.0, **ident)
 
     def _report(self, changed: list[_Tracked], gone: list[str]) -> None:
@@ -206,9 +215,11 @@ class CellDefender:
                 log.exception("container discovery failed")
 
     def discover(self) -> None:
-        found = list_containers(self.roots)
         with self._lock:
-            gone = sorted(set(self._tracked) - set(found))
+            known = {cid: tr.container.init_pid for cid, tr in self._tracked.items()}
+        found = list_containers(self.roots, known)
+        with self._lock:
+            gone = sorted(k for k in self._tracked if found.get(k, "gone") is not None)  # gone, or id reused
             for cid in gone:
                 tr = self._tracked.pop(cid)
                 if tr.container.layers:
@@ -226,22 +237,53 @@ class CellDefender:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
             for cid, c in found.items():
-                known = self._tracked.get(cid)
-                if known is None:
-                    known = self._tracked[cid] = _Tracked(container=c)
-                    self._protect(known)
-                tr = known
-                if tr.container.identity is None:
-                    app = find_app_process(tr.container)
-                    if app is not None:
-                        tr.container.app_pid, tr.container.identity, tr.container.app_started = app
-                        self._mark_mounts(tr)  # anything Garden mounted in since creation
-                        self._apply_rule(tr)
-                        self._info(tr, "container_protected", f"app {tr.container.name} started; rule "
-                                   f"{tr.rule.name if tr.rule else '(none)'}")
-                        self._check_privileges(tr)
+                if c is not None:
+                    self._tracked[cid] = tr = _Tracked(container=c)
+                    self._protect(tr)
+            waiting = [tr.container for tr in self._tracked.values() if tr.container.identity is None]
+        apps = find_app_processes(waiting) if waiting else {}  # one pass over /proc, outside the lock
+        with self._lock:
+            for cid, app in apps.items():
+                tr = self._tracked.get(cid)
+                if tr is None or tr.container.identity is not None:
+                    continue
+                tr.container.app_pid, tr.container.identity, tr.container.app_started = app
+                self._mark_mounts(tr)  # anything Garden mounted in since creation
+                self._apply_rule(tr)
+                self._info(tr, "container_protected", f"app {tr.container.name} started; rule "
+                           f"{tr.rule.name if tr.rule else '(none)'}")
+                self._check_privileges(tr)
+            for tr in self._tracked.values():
                 self._check_pids(tr)
-            self._report(list(self._tracked.values()), [g[:256] for g in gone])
+                if self._ticks % LISTEN_EVERY_TICKS == 0:
+                    self._check_listening(tr)
+            self._ticks += 1
+            self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
+
+    def _check_listening(self, tr: _Tracked) -> None:
+        """The container's listening ports: reported with its workload, and each one the rule's
+        listening-port control objects to audited once while it listens (under prevent nftables
+        already refuses new inbound connections to it)."""
+        c = tr.container
+        if c.identity is None or _shares_cell_ns(c, "net") is not False:
+            return  # a container in the cell's namespace would report the cell's own listeners
+        found = listening.listeners(c.init_pid)
+        if found is None:
+            return
+        own = tr.resolver.port if tr.resolver is not None else None
+        now = {x for x in found if not (x.port == own and x.address in ("127.0.0.1", "::1"))}
+        tr.listening = sorted({x.label for x in now})[:256]
+        for x in sorted(now):
+            if (x.protocol, x.port) in tr.listen_audited:
+                continue
+            tr.listen_audited.add((x.protocol, x.port))
+            d = decide_bind(tr.rule, x.port)
+            if d.audited:
+                self._audit(tr, type="network", effect=d.effect, severity="high", control=d.control,
+                            dest_ip=x.address, dest_port=x.port, protocol=x.protocol,
+                            message=f"{c.name} listens on {x.protocol} {x.address}:{x.port}: {d.reason}"
+                                    + ("; new inbound connections refused" if d.blocked else ""))
+        tr.listen_audited &= {(x.protocol, x.port) for x in now}  # closed and opened again: audited again
 
     def _protect(self, tr: _Tracked) -> None:
         c = tr.container
@@ -261,6 +303,8 @@ class CellDefender:
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
         tr.pids_path = pids.pids_dir(c.cgroup)
         self._apply_rule(tr)
+        self._info(tr, "container_watched", f"container {c.id}: exec gate on (overlay root and "
+                   f"{len(tr.mounts)} other mount(s))")
 
     def _mark_mounts(self, tr: _Tracked) -> None:
         """Hold execs from the container's other mounts too (a tmpfs /dev, bind mounts): one mount
@@ -335,14 +379,18 @@ class CellDefender:
         want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
                                 dns_port=tr.resolver.port if tr.resolver else None)
                 if rule is not None and (net_on or tr.resolver is not None) else None)
-        if want == tr.net_script or (want is None and tr.net_script is None):
+        if tr.net_checked and (want == tr.net_script or (want is None and tr.net_script is None)):
             return
+        tr.net_checked = True  # the first time, a table a previous run left is cleared if unwanted
         try:
             network.apply(c.init_pid, want or network.clear_script())
             if want and tr.nflog is None:
                 tr.nflog = NflogSocket(network.NFLOG_GROUP, f"/proc/{c.init_pid}/ns/net")
                 self._nudge()
         except (OSError, RuntimeError) as exc:
+            if want is None:  # nothing to enforce: only a leftover table could not be cleared
+                log.warning("clearing the table of %s: %s", c.name, exc)
+                return
             self._info(tr, "network_unprotected", f"outbound rules not applied to {c.name}: {exc}", "high")
             return
         tr.net_script = want
@@ -405,9 +453,10 @@ class CellDefender:
         what = network.describe(tr.rule.network, control, int(index))
         kind = {"network.bad_reputation": "bad_reputation", "network.port_scan": "port_scan",
                 "dns.allow": "dns"}.get(control, "network")
+        way = "inbound" if control.startswith("network.listening") else "outbound"
         self._audit(tr, type=kind, effect=effect, severity="high", control=control, dest_ip=pkt.dst,
                     dest_port=pkt.dport, protocol=proto,
-                    message=f"outbound {proto} to {dest}: {what}" + (" (refused)" if effect == "prevent" else ""))
+                    message=f"{way} {proto} to {dest}: {what}" + (" (refused)" if effect == "prevent" else ""))
 
     def _flow(self, tr: _Tracked, pkt: LoggedPacket, proto: str) -> None:
         """A new outbound flow: into the forensic trail; distinct destinations per window; a scan is
@@ -562,16 +611,14 @@ class CellDefender:
 
     def _owner(self, fd: int) -> tuple[_Tracked | None, Mount | None]:
         """The container an exec'd file belongs to: by its overlay's device, else by the mount the
-        file was reached through."""
-        st = os.fstat(fd)
-        with self._lock:
-            tr = self._by_dev.get(st.st_dev)
-            if tr is not None or not self._by_mnt:
-                return tr, None
+        file was reached through. Lock-free (single dict reads; discovery replaces entries whole), so
+        a held exec never waits for a discovery round over hundreds of containers."""
+        tr = self._by_dev.get(os.fstat(fd).st_dev)
+        if tr is not None or not self._by_mnt:
+            return tr, None
         mnt_id = _mount_id(fd)
-        with self._lock:
-            tr = self._by_mnt.get(mnt_id) if mnt_id is not None else None
-            return tr, (tr.mounts.get(mnt_id) if tr is not None and mnt_id is not None else None)
+        tr = self._by_mnt.get(mnt_id) if mnt_id is not None else None
+        return tr, (tr.mounts.get(mnt_id) if tr is not None and mnt_id is not None else None)
 
     def _facts(self, tr: _Tracked, mount: Mount | None, ev: PermEvent) -> exec_gate.ExecFacts:
         facts = (exec_gate.identify_on_mount(tr.container, mount, ev.fd) if mount is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from collections.abc import Callable
 
 from garrison.policy.model import DnsControls, NetTarget, NetworkControls, PortRange
 
@@ -111,8 +112,31 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
         assert dns is not None
         lines += ["    ip daddr 127.0.0.0/8 accept", "    ip6 daddr ::1 accept", *allowed, *pinned,
                   f"    meta l4proto {{ tcp, udp }} {logged('dns.allow', -1, dns.effect)}"]
-    lines += ["  }", "}"]
+    lines.append("  }")
+    lines += _inbound(net, dns_port, logged)
+    lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _inbound(net: NetworkControls, dns_port: int | None, logged: Callable[[str, int], str]) -> list[str]:
+    """Listening-port rules under prevent: new inbound TCP/UDP flows to a denied port (or one not on
+    the allow list) are refused in the kernel, whatever listens there (the defender's own resolver
+    port excepted). Under alert the defender only reports listeners (see listening.py)."""
+    lc = net.listening
+    if net.effect != "prevent" or not (lc.deny or lc.allow):
+        return []
+    lines = ["  chain input {", "    type filter hook input priority 0; policy accept;",
+             "    ct state established,related accept"]
+    if dns_port is not None:
+        lines.append(f"    meta l4proto {{ tcp, udp }} th dport {dns_port} accept")
+    for i, r in enumerate(lc.deny):
+        lines.append(f"    meta l4proto {{ tcp, udp }} th dport {_ports([r]) or '0-65535'} "
+                     f"{logged('network.listening.deny', i)}")
+    allowed = _ports(lc.allow) if lc.allow else None
+    if allowed:
+        lines.append(f"    meta l4proto {{ tcp, udp }} th dport != {allowed} {logged('network.listening.allow', -1)}")
+    lines.append("  }")
+    return lines
 
 
 def block_new_flows(pid: int, seconds: float) -> None:
@@ -144,6 +168,11 @@ def describe(net: NetworkControls, control: str, index: int) -> str:
         return "bad-reputation address"
     if control == "network.port_scan":
         return "new connections refused while the container is scanning"
+    if control == "network.listening.deny" and 0 <= index < len(net.listening.deny):
+        r = net.listening.deny[index]
+        return f"listening port {_ports([r]) or 'any'} is denied"
+    if control == "network.listening.allow":
+        return "port is not an allowed listening port"
     if control == "dns.allow":
         return "destination was not resolved from an allowed name"
     return control

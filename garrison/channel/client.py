@@ -158,6 +158,18 @@ class DefenderChannelClient:
         self.wake()  # if the loop is gone, the spool keeps the events for the next start
         return seq
 
+    def send_now(self, msg: p._Msg, timeout: float = 10.0) -> bool:
+        """Send one message on the live connection, from any thread; False when there is none or the
+        send failed (nothing is spooled: for messages whose loss the next one heals, e.g. profiles)."""
+        loop, ws = self._loop, self._ws
+        if loop is None or ws is None or not self.connected_event.is_set():
+            return False
+        try:
+            asyncio.run_coroutine_threadsafe(ws.send(p.dump(msg)), loop).result(timeout)
+        except Exception:
+            return False
+        return True
+
     def wake(self) -> None:
         """Make the sender look at the spool now (after events were appended to it directly)."""
         loop, wake = self._loop, self._wake

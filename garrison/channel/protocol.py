@@ -140,6 +140,9 @@ class Workload(BaseModel):
     protections: Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=16)] = Field(
         default_factory=list, description="what is on for it: exec, network, dns, pids, ..."
     )
+    listening: Annotated[list[Annotated[str, StringConstraints(max_length=16)]], Field(max_length=256)] = Field(
+        default_factory=list, description="listening sockets, e.g. tcp/8080 (read once a second)"
+    )
 
 
 class Workloads(_Msg):

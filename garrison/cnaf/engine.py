@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from garrison.cnaf import crs
-from garrison.cnaf.crs.variables import variables
+from garrison.cnaf.crs.variables import Variable, variables
 from garrison.cnaf.decode import decode_path
 from garrison.cnaf.detect import (
     attack_tools,
@@ -55,7 +55,7 @@ _SAFE_PATH = re.compile(r"(?:/[\w\-]+(?:\.[\w\-]+)*)*/?\Z", re.ASCII)
 # case-insensitive alternation costs several microseconds per value in `re`.
 _MAYBE_SIGNS = (
     r"--|://|\.\.|/(?:etc|proc|var|bin|dev)|script|\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|"
-    r"web\.config"
+    r"web\.config|php\]"
 )
 _MAYBE_CHARS = re.compile(r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)  # on lower-cased text
 # The same for a whole raw query string, where '&' and '=' are separators (encodings start with '%').
@@ -171,6 +171,18 @@ def scan(fld: Field) -> Hits:
     return hit
 
 
+def request_fields(req: HttpRequest, *, crs_on: bool) -> tuple[list[Field], bool]:
+    """The request's fields, and whether its target is plain (no CRS URI/query variables needed):
+    a query nothing could fire on is not split (the common request stays cheap)."""
+    query = req.query
+    split = bool(query) and (
+        maybe_attack(query, _MAYBE_CHARS_QUERY)
+        # CRS rules read more characters than the own detectors' pre-check (`ftp?`, `http://x.y`)
+        or (crs_on and maybe_attack(query, _CRS_QUERY_SIGNS))
+    )
+    return extract(req, query=split), not split and _SAFE_PATH.match(req.path) is not None
+
+
 def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
     """At most one finding per attack class whose effect is not 'disable', exceptions applied."""
     findings: list[Finding] = []
@@ -185,12 +197,8 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
                 Finding("protocol", "request", "", req.request_line[:VALUE_AUDIT_LIMIT], violation)
             )
             seen.add("protocol")
-    query = req.query
-    query_maybe = bool(query) and maybe_attack(query, _MAYBE_CHARS_QUERY)
     rules = crs.current() if controls.crs.enabled else None
-    # CRS rules read more characters than the own detectors' pre-check (`ftp?`, `http://x.y`)
-    crs_query = rules is not None and bool(query) and maybe_attack(query, _CRS_QUERY_SIGNS)
-    fields = extract(req, query=query_maybe or crs_query)
+    fields, plain = request_fields(req, crs_on=rules is not None)
     for fld in fields:
         for name, reason in scan(fld):
             if name in seen or effect_for(name) == "disable":
@@ -207,7 +215,6 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
             )
             seen.add("session_fixation")
     if rules is not None:
-        plain = not (query_maybe or crs_query) and _SAFE_PATH.match(req.path) is not None
         findings.extend(_crs_findings(rules, req, fields, controls, path, seen, plain_target=plain))
     return findings
 
@@ -281,45 +288,85 @@ def crs_hits(
 ) -> dict[int, tuple[crs.CrsRule, Field]]:
     """The CRS rules (up to the paranoia level, not `disabled`) that fire on the request, each with
     the first field it fired on. Public for the benchmark's exclusion tuning."""
-    level = controls.crs.paranoia_level
     first: dict[int, tuple[crs.CrsRule, Field]] = {}
-    effect_for = controls.effect_for
-    headers: dict[str, str] | None = None
-    for var in variables(req, fields, plain_target=plain_target):
+    ctx = _HitContext(rules, req, controls, path, disabled)
+    for var in variables(req, fields, plain_target=plain_target, headers=False):
+        ctx.consider(var, first)
+    # The header variables are the same on every request of one client (User-Agent, Accept…): their
+    # hits are kept per header list (not when exceptions, which depend on the path, are set).
+    key = (tuple(req.headers), id(controls), disabled) if not controls.exceptions else None
+    cached = _header_hits.get(key) if key is not None else None
+    if cached is not None and cached[0] is controls:  # the same policy object, not a reused id
+        head = cached[1]
+    else:
+        head = {}
+        for var in variables(req, [], plain_target=True, only_headers=True):
+            ctx.consider(var, head)
+        if key is not None:
+            if len(_header_hits) >= _HEADER_HITS_MAX:
+                _header_hits.popitem(last=False)
+            _header_hits[key] = (controls, head)
+    for rid, hit in head.items():
+        first.setdefault(rid, hit)
+    return first
+
+
+_header_hits: OrderedDict[tuple[object, ...], tuple[CnafControls, dict[int, tuple[crs.CrsRule, Field]]]] = (
+    OrderedDict()
+)
+_HEADER_HITS_MAX = 2048
+
+
+class _HitContext:
+    """What deciding one variable's CRS hits needs from its request (see `crs_hits`)."""
+
+    def __init__(
+        self,
+        rules: crs.CrsRuleSet,
+        req: HttpRequest,
+        controls: CnafControls,
+        path: str,
+        disabled: set[int] | frozenset[int],
+    ) -> None:
+        self.rules, self.req, self.controls, self.path, self.disabled = rules, req, controls, path, disabled
+        self.level = controls.crs.paranoia_level
+        self.headers: dict[str, str] | None = None
+
+    def consider(self, var: Variable, first: dict[int, tuple[crs.CrsRule, Field]]) -> None:
         value = var.value[:_MAX_VALUE]
         if not value or (
             _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
         ):
-            continue
+            return
         if var.collection in _FREE_TEXT:
             if "`" in value and " " in value:
                 value = _MARKDOWN_CODE.sub(r"\1", value)
             if "<?" in value:
                 value = _XML_PI.sub(" ", value).strip()
             if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
-                continue
-            max_level = 1 if _looks_like_prose(value) or _is_document(value) else level
+                return
+            max_level = 1 if _looks_like_prose(value) or _is_document(value) else self.level
         else:
-            max_level = level
-        for rule in rules.match(var.collection, var.key, value):
-            if rule.paranoia_level > max_level or rule.rule_id in disabled or rule.rule_id in first:
+            max_level = self.level
+        controls = self.controls
+        for rule in self.rules.match(var.collection, var.key, value):
+            if rule.paranoia_level > max_level or rule.rule_id in self.disabled or rule.rule_id in first:
                 continue
             if rule.context:  # chain links on the request (Referer, Host): not part of the cached match
                 if rule.capture is not None and _url_param(var.key):
                     continue  # an off-site link is what a parameter named url/link/redirect… is for
-                if headers is None:
-                    headers = {}
-                    for hname, hvalue in req.headers:
-                        headers.setdefault(hname.lower(), hvalue)
-                if not rule.context_ok(value, headers):
+                if self.headers is None:
+                    self.headers = {}
+                    for hname, hvalue in self.req.headers:
+                        self.headers.setdefault(hname.lower(), hvalue)
+                if not rule.context_ok(value, self.headers):
                     continue
             # a class that is disabled, or excepted for this parameter, adds nothing to the score
-            if effect_for(rule.attack) == "disable" or (
-                controls.exceptions and _excepted(controls.exceptions, path, rule.attack, var.field.name)
+            if controls.effect_for(rule.attack) == "disable" or (
+                controls.exceptions and _excepted(controls.exceptions, self.path, rule.attack, var.field.name)
             ):
                 continue
             first[rule.rule_id] = (rule, var.field)
-    return first
 
 
 @lru_cache(maxsize=64)

@@ -95,6 +95,7 @@ class _ClientConn(asyncio.Protocol):
         self.slots: deque[_Slot] = deque()
         self.tunnel = False
         self.closing = False
+        self.client_eof = False
         self.read_paused: set[str] = set()
         # per request
         self.url = b""
@@ -124,6 +125,17 @@ class _ClientConn(asyncio.Protocol):
         self.closing = True
         if self.up is not None and self.up.transport is not None:
             self.up.transport.close()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed (`shutdown(SHUT_WR)` after its last request): it still reads
+        the answers it is owed, so the connection stays open until they are written."""
+        if self.tunnel:
+            up = self.up.transport if self.up is not None else None
+            if up is not None and up.can_write_eof():
+                up.write_eof()
+            return True
+        self.client_eof = True
+        return True if self.slots else None
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -438,6 +450,9 @@ class _ClientConn(asyncio.Protocol):
                 self.transport.close()
             return
         self._flush_local()
+        if self.client_eof and not self.slots and self.transport is not None:
+            self.closing = True
+            self.transport.close()  # after the buffered answers are written
 
     def _upstream_lost(self) -> None:
         self.up = None

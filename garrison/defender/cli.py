@@ -62,8 +62,12 @@ def group() -> typer.Typer:
             help="the console's cell install bundle (Deploy page: Diego cells)",
         ),
         data_folder: str = typer.Option(
-            "/var/vcap/data/garrison/cell", "--data-folder", envvar="DATA_FOLDER",
-            help="certificate, event spool and cached policy",
+            None, "--data-folder", envvar="DATA_FOLDER",
+            help="certificate, event spool, cached policy, run state (default with a bundle: "
+                 "/var/vcap/data/garrison/cell)",
+        ),
+        dns_upstream: list[str] = typer.Option(
+            None, "--dns-upstream", help="resolver the containers' DNS is forwarded to (repeat; default: the cell's)"
         ),
         connect_timeout: float = typer.Option(10.0, "--connect-timeout", help="seconds to wait for the console"),
         runc_root: list[str] = typer.Option(
@@ -86,7 +90,7 @@ def group() -> typer.Typer:
         raise typer.Exit(run(CellOptions(
             policy_file=policy, runc_roots=tuple(runc_root or ()), audit_log=audit_log, duration=duration,
             quiet=quiet, forensics_dir=forensics_dir, install_bundle=install_bundle, data_folder=data_folder,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout, dns_upstreams=tuple(dns_upstream or ()),
         )))
 
     return group

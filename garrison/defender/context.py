@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from garrison.defender.forensics import ForensicRing
 from garrison.defender.notify import ProcInfo, read_proc
+from garrison.defender.profile import ProfileRecorder
 from garrison.kernel.features import KernelFeatures
 from garrison.policy.audit import AuditEvent
+from garrison.policy.learning import enforcing_view, learning_controls
 from garrison.policy.model import Rule, RuntimePolicy
-from garrison.policy.scope import Identity, select_rule
+from garrison.policy.scope import Identity, select_rule_raw
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +43,19 @@ class DefenderContext:
         self._rule: Rule | None = None
         self._lock = threading.Lock()
         self.policy_listeners: list[Callable[[Rule | None], None]] = []
+        self.profile: ProfileRecorder | None = None
+        """set while learning is possible: `record` feeds it (garrison/defender/profile.py)"""
+        # set by the native data plane: execs the process controls let through, for its verdict cache
+        self.native_exec: Callable[[Rule | None, Any], bool] | None = None
 
     def rule(self) -> Rule | None:
         return self._rule
 
     def set_policy(self, policy: RuntimePolicy) -> Rule | None:
-        rule = select_rule(policy, self.identity)
+        raw = select_rule_raw(policy, self.identity)
+        rule = enforcing_view(raw) if raw is not None else None
+        if self.profile is not None:
+            self.profile.set_controls(learning_controls(raw))
         with self._lock:
             self.policy = policy
             self._rule = rule
@@ -86,6 +97,25 @@ class DefenderContext:
 
     def record(self, kind: str, **facts: object) -> None:
         self.forensics.add(kind, **facts)
+        profile = self.profile
+        if profile is not None and profile.controls:
+            try:
+                profile.observe(kind, facts)
+            except Exception:  # learning must never disturb the decision path
+                log.debug("profile observe failed", exc_info=True)
+
+    def record_lines(self, lines: str) -> None:
+        """Forensic lines already formatted (the native data plane writes its own "net" lines); while
+        the network is being learned they feed the profile as record() would."""
+        self.forensics.add_lines(lines)
+        profile = self.profile
+        if profile is not None and "network" in profile.controls:
+            try:
+                for line in lines.splitlines():
+                    facts = json.loads(line)
+                    profile.observe(str(facts.pop("kind", "")), facts)
+            except Exception:  # learning must never disturb the decision path
+                log.debug("profile observe failed", exc_info=True)
 
 
 class RateWindow:

@@ -49,6 +49,14 @@ class ForensicRing:
             if self._size >= self.half:
                 self._rotate()
 
+    def add_lines(self, lines: str) -> None:
+        """Append JSON lines formatted elsewhere (the native data plane's allowed-activity records)."""
+        with self._lock:
+            self._f.write(lines)
+            self._size += len(lines)
+            if self._size >= self.half:
+                self._rotate()
+
     def _rotate(self) -> None:
         self._f.close()
         os.replace(self.current, self.previous)

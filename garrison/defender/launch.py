@@ -12,6 +12,7 @@ Exit codes (documented in docs/defender.md):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from garrison.defender.forensics import ForensicRing, open_private
 from garrison.defender.notify import Handler
 from garrison.defender.process_controls import ProcessControls
 from garrison.defender.proctree import nproc_limit, user_tasks
+from garrison.defender.profile import ProfileRecorder, ProfileReporter, app_routes, instance_addresses
 from garrison.defender.supervisor import LaunchPlan, SpawnError, Supervisor
 from garrison.kernel.features import KernelFeatures, probe
 from garrison.policy.audit import AuditEvent
@@ -64,6 +66,29 @@ class Options:
     connect_timeout: float = 10.0
     trap_forks: bool = True
     quiet: bool = False
+
+
+def dns_upstreams(env: dict[str, str]) -> list[tuple[str, int]] | None:
+    """DEFENDER_DNS_UPSTREAMS="host:port,[v6]:port": the resolvers the defender's DNS proxy forwards
+    to (default: /etc/resolv.conf's). A bad entry is a configuration error."""
+    spec = env.get("DEFENDER_DNS_UPSTREAMS", "").strip()
+    if not spec:
+        return None
+    out: list[tuple[str, int]] = []
+    for part in spec.split(","):
+        part = part.strip()
+        host, _, port = (
+            part.rpartition(":") if part.count(":") == 1 or part.startswith("[") else (part, "", "53")
+        )
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+            if not 0 < int(port) < 65536:
+                raise ValueError(port)
+            out.append((host, int(port)))
+        except ValueError:
+            raise LaunchError(EX_CONFIG, f"DEFENDER_DNS_UPSTREAMS: {part!r} is not IP:PORT") from None
+    return out
 
 
 def say(msg: str) -> None:
@@ -143,6 +168,7 @@ class AppEmbeddedDefender:
         self.guard: Any = None
         self.cnaf: Any = None
         self.sup: Supervisor | None = None
+        self.reporter: ProfileReporter | None = None
         self._audit_lock = threading.Lock()
         self._audit_file: Any = None
         self._droplet_changed = ""  # set when the unpacked droplet differs from what staging scanned
@@ -330,6 +356,7 @@ class AppEmbeddedDefender:
         if self.client is not None:
             ctx.defender_id = self.client.defender_id or ctx.defender_id
             ctx.sinks.append(self._submit)
+            ctx.profile = ProfileRecorder()  # learning reports need a console to go to
         else:
             ctx.sinks.append(self._local_audit)
         rule = ctx.set_policy(policy) if policy is not None else None
@@ -372,7 +399,9 @@ class AppEmbeddedDefender:
             guarantees.append(f"network controls unavailable: {exc}")
             net = None  # type: ignore[assignment]
         if net is not None:
-            self.guard = net.NetworkGuard(ctx)
+            self.guard = net.NetworkGuard(ctx, upstreams=dns_upstreams(self.env))
+            if ctx.profile is not None:
+                ctx.profile.names_for = self.guard.pins.names_for
             handlers.update(self.guard.handlers)
             only_nonzero = dict(getattr(net, "TRAP_ONLY_IF_ARG_NONZERO", {}))
             for name in net.TRAPPED_SYSCALLS:
@@ -463,6 +492,7 @@ class AppEmbeddedDefender:
                 },
             )
         )
+        self._start_reporter(ctx)
         stop = threading.Event()
 
         def flusher() -> None:
@@ -481,6 +511,8 @@ class AppEmbeddedDefender:
                 control="exit",
                 pid=pid,
                 message=f"app exited with status {status}",
+                # what the native data plane answered itself and what it handed to Python
+                extra={"native": self.sup.native.stats()} if self.sup.native is not None else {},
             )
         )
         self._shutdown()
@@ -525,6 +557,20 @@ class AppEmbeddedDefender:
                 EX_CANNOT_ENFORCE, f"CNAF cannot listen on PORT={self.env['PORT']}: {exc}"
             ) from None
 
+    def _start_reporter(self, ctx: DefenderContext) -> None:
+        if ctx.profile is None or self.client is None:
+            return
+        client = self.client
+        self.reporter = ProfileReporter(
+            ctx.profile,
+            client.send_now,
+            interval=max(0.2, float(self.env.get("DEFENDER_PROFILE_INTERVAL") or 60)),
+            addresses=instance_addresses(self.env),
+            routes=app_routes(self.env),
+            connects=lambda: int(client.stats.get("connects", 0)),
+        )
+        self.reporter.start()
+
     def _shutdown(self) -> None:
         if self.sup is not None:
             try:
@@ -538,6 +584,11 @@ class AppEmbeddedDefender:
                 self.guard.stop()
             except Exception:
                 log.exception("network guard stop")
+        if self.reporter is not None:
+            try:
+                self.reporter.stop()  # the last counts, while the channel is still up
+            except Exception:
+                log.exception("profile reporter stop")
         if self.client is not None:
             self.client.wait_delivered(float(self.env.get("DEFENDER_DRAIN_TIMEOUT", "5")))
             self.client.stop()

@@ -163,6 +163,9 @@ class ProcessControls:
         ppid = _ppid(pid)
         if d.audited and self._exec_audits.first(_exec_key(pid, t, d)):
             self._audit_exec(ctx, pid, t, d, ppid=ppid)
+        teach = getattr(ctx, "native_exec", None)
+        if teach is not None and not d.violation and n.nr != _EXECVEAT:
+            teach(rule, t)  # the native loop answers this same exec itself from now on
         if d.blocked:
             n.reply_error(errno.EACCES)
         else:

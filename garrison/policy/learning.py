@@ -38,6 +38,7 @@ def listening_effect(rule: Rule) -> str:
 
 
 _VIEWS: dict[int, tuple[Rule, Rule]] = {}
+_LEARNING_OF: dict[int, tuple[Rule, frozenset[str]]] = {}
 _VIEWS_LOCK = threading.Lock()
 
 
@@ -74,5 +75,17 @@ def enforcing_view(rule: Rule) -> Rule:
     with _VIEWS_LOCK:
         if len(_VIEWS) >= 256:
             _VIEWS.clear()
+            _LEARNING_OF.clear()
         _VIEWS[id(rule)] = (rule, view)
+        _LEARNING_OF[id(view)] = (view, learning)
     return view
+
+
+def view_learning(rule: Rule | None) -> frozenset[str]:
+    """The controls that learn, for a rule made by `enforcing_view` (empty for any other rule). A
+    learning network control is never "inert": its connects are decided (and so recorded) with
+    their protocol, like the same rule in alert mode."""
+    if rule is None:
+        return frozenset()
+    hit = _LEARNING_OF.get(id(rule))
+    return hit[1] if hit is not None and hit[0] is rule else frozenset()

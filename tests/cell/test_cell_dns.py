@@ -45,14 +45,20 @@ def _connect(c: Any, ip: str, port: int) -> bool:
     return "rc=0" in r.stdout
 
 
-def _started(garden: Any, defender: Any, upstream: DnsServer, policy: RuntimePolicy) -> tuple[Any, Any, str]:
-    _d, audits = defender(policy, dns_upstreams=[upstream.address])
-    c = garden()  # wired as Garden wires it: a veth pair, the default route through the cell
+def _started_wired(garden: Any) -> tuple[Any, str]:
+    """A started app container wired as Garden wires it: a veth pair, the default route via the cell."""
+    c = garden()
     host_ip, _ = c.veth(next(_subnets))
     pid = json.loads(subprocess.run(["runc", "--root", str(c.runc_root), "state", c.id], capture_output=True,
                                     text=True, check=True).stdout)["pid"]
     subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "route", "add", "default", "via", host_ip], check=True)
     c.run_app(START_SH)
+    return c, host_ip
+
+
+def _started(garden: Any, defender: Any, upstream: DnsServer, policy: RuntimePolicy) -> tuple[Any, Any, str]:
+    _d, audits = defender(policy, dns_upstreams=[upstream.address])
+    c, host_ip = _started_wired(garden)
     audits.wait(lambda e: e.control == "cell.container_protected" and e.extra["container"] == c.id)
     return c, audits, host_ip
 
@@ -100,3 +106,41 @@ def test_allow_list_pins_connects_to_resolved_addresses(garden: Any, defender: A
         assert _connect(c, host_ip, server.port) and server.accepted == 1
     finally:
         server.close()
+
+
+def test_resolver_still_answers_under_a_listening_allow_list(garden: Any, defender: Any, upstream: DnsServer) -> None:
+    policy = RuntimePolicy.model_validate({"rules": [{"name": "both", "dns": {"effect": "prevent", "deny": ["evil.test"]},
+                                                      "network": {"effect": "prevent",
+                                                                  "listening": {"allow": ["8080"]}}}]})  # fmt: skip
+    c, audits, host_ip = _started(garden, defender, upstream, policy)
+    upstream.zone["good.test"] = [host_ip]
+    assert host_ip in _lookup(c, "good.test", host_ip)  # the resolver's own port is not an app listener
+    assert "NXDOMAIN" in _lookup(c, "evil.test", host_ip)
+    d = audits.defender
+    assert d is not None
+    wl = next(w for w in d.workloads()[0].up if w.container_id == c.id)
+    assert not any(x.startswith("udp/") for x in wl.listening)  # nor is it reported as one
+    assert not any(e.control.startswith("network.listening") for e in audits.events)
+
+
+def _tcp_query(c: Any, name: str, server: str) -> Any:
+    """A DNS query over TCP from inside the container (busybox nc), the answer parsed on the cell."""
+    import struct
+
+    import dns.message
+
+    wire = dns.message.make_query(name, "A").to_wire()
+    c.stream_in("/tmp/q.bin", struct.pack("!H", len(wire)) + wire, 0o644)
+    c.exec("/bin/sh", "-c", f"/bin/nc -w 3 {server} 53 < /tmp/q.bin > /tmp/a.bin")
+    raw = (c.rootfs / "tmp/a.bin").read_bytes()
+    assert len(raw) > 2, "no answer over TCP"
+    return dns.message.from_wire(raw[2:])
+
+
+def test_tcp_queries_are_steered_too(garden: Any, defender: Any, upstream: DnsServer) -> None:
+    c, audits, host_ip = _started(garden, defender, upstream, _policy(deny=["evil.test"]))
+    upstream.zone["good.test"] = [host_ip]
+    denied = _tcp_query(c, "evil.test", host_ip)
+    assert denied.rcode() == 3  # NXDOMAIN from the defender's resolver, over TCP
+    audits.wait(lambda e: e.type == "dns" and e.dest_name == "evil.test")
+    assert "evil.test" not in upstream.queries

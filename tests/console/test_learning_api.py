@@ -187,3 +187,48 @@ def test_start_learning_puts_a_learn_rule_first(any_console):
         assert bad.status_code == 422
         assert api.get("/profiles/999999").status_code == 404
         assert api.get("/profiles/999999/proposal").status_code == 404
+
+
+def test_hostile_reports_are_refused_or_sanitised(any_console):
+    app = f"hostile-{uuid.uuid4().hex[:6]}"
+    token = bundle_fields(any_console.install_bundle())["enrolment_token"]
+    bad = _report(
+        "r1",
+        destinations=[
+            _seen(ip="not-an-ip", port=1),
+            _seen(ip="10.0.0.9", port=80, names=["bad name!", "ok.example"]),
+        ],
+        dns=[_seen(name="bad name!"), _seen(name="*.wild")],
+        processes=[_seen(exe="/bin/sh", argv_shape=["-c", "x" * 200])],
+    )
+    huge = (
+        '{"v":1,"type":"profile","run_id":"r2","dns":['
+        + ",".join(f'{{"name":"{"a" * 240}{i}","first_seen":1,"last_seen":1}}' for i in range(12000))
+        + "]}"
+    )
+
+    async def send() -> str:
+        ident = await enrol(any_console.ws_address, any_console.ca_pem, token, requested_id=app)
+        conn, _ = await open_defender(
+            any_console.ws_address, any_console.ca_pem, ident, app_name=app, org="o3", space="s3"
+        )
+        try:
+            await conn.send(huge)  # 3 MB: over the profile message limit
+            err = await next_of(conn, p.Error)
+            await conn.send(p.dump(bad))
+            await conn.send(p.dump(p.Events(seq=1, events=[])))
+            await next_of(conn, p.Ack)  # the connection is still served
+            return err.message
+        finally:
+            await conn.close()
+
+    message = asyncio.run(send())
+    assert "limit for this message type" in message
+    with any_console.api() as api:
+        (row,) = api.get("/profiles", params={"app": app}).json()
+        detail = api.get(f"/profiles/{row['id']}").json()
+        assert [(d["ip"], d["names"]) for d in detail["destinations"]] == [("10.0.0.9", ["ok.example"])]
+        assert detail["dns"] == []
+        assert detail["processes"][0]["argv_shape"] == ["-c", "x" * 200]
+        prop = api.get(f"/profiles/{row['id']}/proposal")
+        assert prop.status_code == 200 and prop.json()["rule"]["dns"]["allow"] == ["ok.example"]

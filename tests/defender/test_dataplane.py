@@ -16,15 +16,19 @@ from tests.defender.helpers import Sandbox, rule, unpriv_python
 PLANES = ["native", "python"] if native_available()[0] else ["python"]
 
 
-def _exec_lines(sandbox: Sandbox) -> list[dict]:
+def _lines(sandbox: Sandbox, kind: str) -> list[dict]:
     out = []
     for f in sorted(sandbox.data.glob("garrison-forensics*.jsonl")):
         for line in f.read_text().splitlines():
             if line.strip():
                 rec = json.loads(line)
-                if rec.get("kind") == "exec":
+                if rec.get("kind") == kind:
                     out.append(rec)
     return out
+
+
+def _exec_lines(sandbox: Sandbox) -> list[dict]:
+    return _lines(sandbox, "exec")
 
 
 @pytest.mark.parametrize("dataplane", PLANES)
@@ -143,3 +147,54 @@ def test_landlock_ports_only_for_rules_that_restrict_nothing_else() -> None:
         tables.landlock_ports(_rule(network={"effect": "prevent", "outbound": {"allow": [tcp]}}, dns=dns))
         is None
     )
+
+
+NET_APP = """
+import socket, sys
+tcp4, tcp6, udp = (int(p) for p in sys.argv[1:4])
+for fam, host, port in ((socket.AF_INET, "127.0.0.1", tcp4), (socket.AF_INET6, "::1", tcp6)):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.connect((host, port))
+    s.close()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b"x", ("127.0.0.1", udp))
+u.sendmsg([b"y"], [], 0, ("127.0.0.1", udp))
+print("done")
+"""
+
+
+def test_allowed_destinations_leave_the_same_forensic_lines_on_both_planes(sandbox: Sandbox) -> None:
+    """The native loop formats its own "net" lines (no Python object per allowed connect): they are
+    the lines the network guard writes, key for key."""
+    t4 = _listen()
+    t6 = socket.socket(socket.AF_INET6)
+    t6.bind(("::1", 0))
+    t6.listen(16)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    py, _ = unpriv_python()
+    sandbox.write("net.py", NET_APP, mode=0o644)
+    ports = [str(x.getsockname()[1]) for x in (t4, t6, u)]
+    pol = rule(network={"effect": "prevent", "outbound": {"deny": ["10.0.0.0/8"]}})
+    seen = {}
+    try:
+        for plane in PLANES:
+            for f in sandbox.data.glob("garrison-forensics*.jsonl"):
+                f.unlink()
+            r = sandbox.run(pol, [py, "net.py", *ports], env={"DEFENDER_DATAPLANE": plane})
+            assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
+            lines = _lines(sandbox, "net")
+            assert all(isinstance(ln.pop("t"), float) for ln in lines)
+            seen[plane] = sorted(
+                (ln["dest_ip"], ln["dest_port"], ln["protocol"], ln["names"]) for ln in lines
+            )
+            assert all(
+                set(ln) == {"kind", "pid", "dest_ip", "dest_port", "protocol", "names"} for ln in lines
+            )
+    finally:
+        for x in (t4, t6, u):
+            x.close()
+    expect = sorted([("127.0.0.1", int(ports[0]), "tcp", []), ("::1", int(ports[1]), "tcp", []),
+                     ("127.0.0.1", int(ports[2]), "udp", []), ("127.0.0.1", int(ports[2]), "udp", [])])  # fmt: skip
+    for plane in PLANES:
+        assert seen[plane] == expect, (plane, seen[plane])

@@ -60,3 +60,17 @@ def test_listening_effect_override_decides_binds() -> None:
     assert not decide_bind(r, 8080).violation
     r = _rule(network={"effect": "prevent", "listening": {"effect": "disable", "allow": ["8080"]}})
     assert not decide_bind(r, 9000).violation
+
+
+def test_long_app_names_get_distinct_rules() -> None:
+    from garrison.console.services.learning import app_scope, rule_name
+
+    a, b = rule_name("o", "s", "x" * 250 + "a"), rule_name("o", "s", "x" * 250 + "b")
+    assert a != b and len(a) <= 200 and len(b) <= 200
+    assert rule_name("o", "s", "shop") == "learned: o/s/shop"
+    scope = app_scope("o*", "s", "a?[b]")
+    assert scope.orgs == ["o[*]"] and scope.apps == ["a[?][[]b[]]"]
+    from garrison.policy.scope import Identity, scope_matches
+
+    assert scope_matches(scope, Identity(org="o*", space="s", app_name="a?[b]"))
+    assert not scope_matches(scope, Identity(org="ox", space="s", app_name="a?[b]"))

@@ -53,7 +53,8 @@ def estate(console: Any) -> None:
     send_reports(console, [
         AppReport(ORG, "prod", BILLING, fields={"addresses": ["10.250.0.2"], "listening": [seen(T0, port=8080)]}),
         AppReport(ORG, "dev", WORKER, fields={"addresses": ["10.250.0.3"],
-                                              "destinations": [seen(T0, ip="198.51.100.7", port=25)]}),
+                                              "destinations": [seen(T0, ip="198.51.100.7", port=25),
+                                                               seen(T0, ip="2001:db8::7", port=443)]}),
     ])  # fmt: skip
 
 
@@ -143,6 +144,7 @@ def test_learning_review_accept_map_rules_enforce(
     expect(page.locator("#map .box-title", has_text=f"{ORG}/prod")).to_have_count(1)
     expect(page.locator("#map .box-title", has_text="198.51.100.0/24")).to_have_count(1)
     expect(page.locator("#map .box-title", has_text="*.example.org")).to_have_count(1)
+    expect(page.locator("#map .box-title", has_text="2001:db8:0::/48")).to_have_count(1)  # IPv6 by /48
     expect(_edge(page, front, node("prod", BILLING))).to_have_count(1)
     fresh = _edge(page, front, "ip:192.0.2.99")
     expect(fresh).to_have_class(_has("new"))
@@ -260,5 +262,34 @@ def test_auditor_reads_the_map_and_profiles_but_makes_no_rules(
         expect(p.locator("#review-title")).to_contain_text(FRONT)
         expect(p.locator("#accept")).to_be_hidden()
         expect(p.locator("#enforce")).to_be_hidden()
+    finally:
+        ctx.close()
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_map_page_layout(browser: Any, console: Any, estate: None, width: int, screenshots: Path) -> None:
+    """The map and the selection panel side by side and on screen, no sideways scrolling of the page."""
+    from tests.ui.test_browser import TIMEOUT_MS, login
+
+    ctx = browser.new_context(
+        base_url=console.url, ignore_https_errors=True, viewport={"width": width, "height": 900}
+    )
+    ctx.set_default_timeout(TIMEOUT_MS)
+    try:
+        p = ctx.new_page()
+        login(p, console.admin_user, console.admin_password)
+        p.goto(f"/discovery?org={ORG}")
+        _map_ready(p)
+        m = p.evaluate(
+            """() => { const r = (s) => document.querySelector(s).getBoundingClientRect();
+                       const el = document.scrollingElement;
+                       return {overflow: el.scrollWidth - el.clientWidth, map: r("#map").toJSON(),
+                               side: r("#map-side").toJSON(), deny: r("#sel-deny").toJSON()}; }"""
+        )
+        assert m["overflow"] <= 0, m
+        assert m["map"]["width"] >= 600 and m["map"]["height"] >= 450, m
+        assert m["side"]["left"] >= m["map"]["right"] and m["side"]["right"] <= width, m
+        assert m["deny"]["right"] <= m["side"]["right"], m  # the buttons fit their panel
+        shot(p, screenshots, f"discovery-map-{width}")
     finally:
         ctx.close()

@@ -41,9 +41,24 @@ class Variable:
     field: Field  # what an audit names as the carrier
 
 
-def variables(req: HttpRequest, fields: list[Field], *, plain_target: bool = False) -> Iterator[Variable]:
+def variables(
+    req: HttpRequest,
+    fields: list[Field],
+    *,
+    plain_target: bool = False,
+    headers: bool = True,
+    only_headers: bool = False,
+) -> Iterator[Variable]:
     """`plain_target`: the raw path and query hold no character any rule on REQUEST_URI/QUERY_STRING
-    needs (the caller's pre-check), so those two are left out — the common request stays cheap."""
+    needs (the caller's pre-check), so those two are left out — the common request stays cheap.
+    `headers=False` leaves out REQUEST_HEADERS(_NAMES), `only_headers` yields nothing else."""
+    if headers:
+        for name, value in req.headers:
+            fld = Field("header", name, value)
+            yield Variable("REQUEST_HEADERS_NAMES", name.lower(), name, fld)
+            yield Variable("REQUEST_HEADERS", name.lower(), decode(value), fld)
+    if only_headers:
+        return
     for fld in fields:
         coll = _LOCATION_COLLECTION.get(fld.location)
         if coll is not None:
@@ -53,11 +68,6 @@ def variables(req: HttpRequest, fields: list[Field], *, plain_target: bool = Fal
             base = fld.value.rsplit("/", 1)[-1]
             if base:
                 yield Variable("REQUEST_BASENAME", "", base, fld)
-    for name, value in req.headers:
-        lname = name.lower()
-        fld = Field("header", name, value)
-        yield Variable("REQUEST_HEADERS_NAMES", lname, name, fld)
-        yield Variable("REQUEST_HEADERS", lname, decode(value), fld)
     # URL-decoded once, as CRS's own t:urlDecodeUni leaves them (HTML entities are no URI syntax)
     target = _url_decode(req.target[:_MAX_RAW])
     uri = Field("uri", "", target)

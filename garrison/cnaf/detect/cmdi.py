@@ -25,6 +25,7 @@ _CHAIN = re.compile(
     rf"{_SEP}\s*(?:\w+=\S*\s+){{0,3}}(?:/(?:usr/)?(?:local/)?s?bin/)?['\"]?(?:{_COMMANDS})['\"]?(?:{_ARG})",
     re.I,
 )
+_START = re.compile(rf"\s*['\"]?(?:{_COMMANDS})['\"]?(?:{_ARG})", re.I)
 # Programs that run a shell command or code given as an option (GTFOBins-style escapes):
 # `gdb -ex '!whoami'`, `vim -c ':!id'`, `python -c '…'`, `perl -e`, `find … -exec`, `awk 'BEGIN{system(…)}'`.
 _ESCAPE = re.compile(
@@ -41,23 +42,54 @@ _STRONG = re.compile(
     r"\bcmd(?:\.exe)?\s+/[ck]\s|\$\(\s*(?:" + _COMMANDS + r")\b|"
     # backtick substitution glued to a value (x`id`) or as the whole value; a backtick after a space
     # is Markdown inline code ("use `wget` to…"), not shell
-    r"(?:(?<=[\w.;|&'\"=])|^\s*)`(?:" + _COMMANDS + r")(?:\s+[^`\s]+){0,8}\s*`|"
+    r"(?:(?<=[\w.;|&'\"={(])|^\s*)`(?:" + _COMMANDS + r")(?:\s+[^`\s]+){0,8}\s*`|"
+    # process substitution `<(cmd)`, `>(tee log)`; `$SHELL -c`; globbed system paths (`/bin/ca?`,
+    # `/et*/passwd`, `/ET*/*WD`): a shell expands them, no form field holds them
+    r"(?:^|[\s;|&=])[<>]\(\s*(?:" + _COMMANDS + r")\b|\$\{?SHELL\}?\s+-c\b|\$\(\(|"
+    # `alias x=curl`; a value that *starts* with a separator, then any program with an option, a
+    # path or user@host (`;rmt --version`, `|ssh-copy-id user@server`)
+    r"\balias\s+['\"]?\w+['\"]?=|^(?![^\n]*\|\s*$)\s*(?:;|\|\|?|&&)\s*['\"]?[a-z][\w.+-]*['\"]?\s+(?:--?[a-z]|/|\w+@\w)|"
+    r"/(?:usr/)?s?bin/\w*[*?]|(?:^|[\s;|&=+])/\w{0,4}[*?]+[\w*?]*/[\w*?]+|"
     r"\b(?:wget|curl)\s+(?:-\S+\s+)*(?:https?|ftp)://\S+.*?(?:\||;|&&|-O|-o)",
     re.I,
 )
-_STRONG_TRIGGERS = ("/bin/", "/dev/", "nc", "bash", "sh ", "powershell", "cmd", "$(", "`", "wget", "curl")
+_STRONG_TRIGGERS = (
+    "/bin/",
+    "/dev/",
+    "nc",
+    "bash",
+    "sh ",
+    "powershell",
+    "cmd",
+    "$(",
+    "`",
+    "wget",
+    "curl",
+    "(",
+    "*",
+    "?",
+    "shell",
+    "alias",
+    ";",
+    "|",
+    "&",
+)
 _SEP_TRIGGERS = (";", "|", "&", "\n", "\r", "`", "$(", "${ifs}", "%0a")
 _DEQUOTE = re.compile(r"(?<=\w)(?:''|\"\"|\\)(?=\w)|(?<=\w)['\"\\](?=\w)")
+# expansions that are empty (or meaningless) inside a word: c$@at, c${x}at, ca$*t, c$-at, c$?at
+_EMPTY_EXPANSION = re.compile(r"(?<=\w)(?:\$(?:@|\*|-|\?|\{\w{0,8}\}|\(\))|``)(?=[\w/\s])")
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d+)?\b|\{,|,\}", re.I)
 _QUICK = re.compile(
-    r"[;|&`$\n\r]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b|\s-(?:ex|[ecr])\b|-exec\b|\bawk\b", re.I
+    r"[;|&`$\n\r]|[<>]\(|/\w{0,4}[*?]|/bin/|/dev/|\b(?:powershell|cmd|nc|bash|sh)\b|\s-(?:ex|[ecr])\b|-exec\b|\bawk\b|\balias\s",
+    re.I,
 )
 
 
 def normalize(value: str) -> str:
-    """Undo shell quoting tricks: c'a't → cat, c\\at → cat, ${IFS} → space."""
-    if "$" in value or "{" in value:
+    """Undo shell quoting tricks: c'a't → cat, c\\at → cat, ${IFS} → space, c$@at → cat."""
+    if "$" in value or "{" in value or "``" in value:
         value = _IFS.sub(" ", value)
+        value = _EMPTY_EXPANSION.sub("", value)
     if "'" in value or '"' in value or "\\" in value:
         value = _DEQUOTE.sub("", value)
     return value
@@ -69,7 +101,9 @@ def detect(value: str, field: Field) -> str | None:
     v = normalize(value)
     low = v.lower()
     m = (
-        (_STRONG.search(v) if any(t in low for t in _STRONG_TRIGGERS) else None)
+        # an evasion (pi``ng, c$@at) that spells a command at the start of the value
+        (_START.match(v) if v != value and _EMPTY_EXPANSION.search(value) else None)
+        or (_STRONG.search(v) if any(t in low for t in _STRONG_TRIGGERS) else None)
         or (_CHAIN.search(v) if any(t in low for t in _SEP_TRIGGERS) else None)
         or (_ESCAPE.search(v) if "-" in v or "awk" in low else None)
     )

@@ -14,16 +14,37 @@ _LOOKUP_DEFAULT = re.compile(r"\$\{[^${}]*?:-([^${}]*)\}")
 _LOOKUP_CASE = re.compile(r"\$\{(?:lower|upper|date|main|sys|env|ctx|base64)?:([^${}]*)\}", re.I)
 _JNDI = re.compile(r"\$\{\s*jndi\s*:", re.I)
 
+_PHP_EXEC = (
+    r"(?:system|exec|passthru|shell_exec|popen|proc_open|pcntl_exec|assert|eval|phpinfo|"
+    r"file_get_contents|file_put_contents|fopen|readfile|unlink|create_function|call_user_func)"
+)
+# one piece of a function name put together by concatenation: 'sy' or (st), at least one quoted or
+# parenthesised piece (plain `(a.b)(c)` is ordinary JavaScript)
+_PHP_FRAG = r"(?:(?:['\"]\w+['\"]|\(\s*['\"]?\w+['\"]?\s*\))(?:\s*\.\s*\w+)*|\w+(?=\s*\.\s*[('\"]))"
+
 # (pattern, reason, cheap lower-case substrings of which one must be present for the pattern to match)
 _RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
     # `<?php`, `<?=` or a short open tag `<? ` followed by code; not XML processing instructions
     # (`<?xml …?>`, `<?xml-stylesheet?>`, `<?xpacket?>`), whose `?>` ending is no PHP either.
     (
         re.compile(
-            r"<\?(?:php\b|=)|<\?\s+(?:[$@]|\w+\s*\(|echo\b|print\b|include|require)|;\s*\?>\s*$", re.I
+            r"<\?\s*(?:php\b|=)|<\?\s+(?:[$@]|\w+\s*\(|echo\b|print\b|include|require)|;\s*\?>\s*$|<\?\s*$",
+            re.I,
         ),
         "PHP open tag",
         ("<?", "?>"),
+    ),
+    # template engines' raw-PHP blocks: Smarty `{php}…{/php}`, BBCode-style `[php]…[/php]`
+    (re.compile(r"[{\[]/?php[}\]]", re.I), "PHP block tag", ("php",)),
+    # a PHP function called through a string: `"system"(ls)`, `(system)(id)`, `('sy'.'stem')(…)`
+    (
+        re.compile(
+            r"(?:['\"]|\(\s*['\"]?)" + _PHP_EXEC + r"['\"]?\s*\)?\s*\(|"
+            r"\(\s*" + _PHP_FRAG + r"(?:\s*\.\s*" + _PHP_FRAG + r")+\s*\)\s*\(",
+            re.I,
+        ),
+        "PHP function called through a string",
+        ("(",),
     ),
     (
         re.compile(
@@ -101,7 +122,7 @@ _RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
         ("child_process", "mainmodule", "constructor", "function"),
     ),
 )
-_QUICK = re.compile(r"[{$<%#@(]|java|ognl|classloader", re.I)
+_QUICK = re.compile(r"[{$<%#@(]|java|ognl|classloader|php\]", re.I)
 
 
 def deobfuscate_lookups(value: str) -> str:

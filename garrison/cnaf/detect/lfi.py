@@ -27,7 +27,19 @@ _QUICK = re.compile(
 )
 
 
+# Files a web app never serves, asked for by name in the URL path: backups, dumps, logs, keys, and
+# the dot-directories of version control and developer tools (scanners probe for these).
+_PROBE = re.compile(
+    r"\.(?:bak|backup|old|orig|save|swp|swo|sql|sqlite3?|mdb|dbf|log|pem|key|p12|pfx|kdbx|tfstate|htpasswd|"
+    r"passwd)(?:\.(?:gz|zip|tar|tgz|bz2|7z|rar|xz))?$|(?:^|/)\.(?:git|svn|hg|bzr|aws|ssh|docker|kube|"
+    r"continue|aider|vscode|idea|npmrc|pypirc|netrc|bash_history|terraform|env)(?:/|$)",
+    re.I,
+)
+
+
 def detect(value: str, field: Field) -> str | None:
+    if field.location == "path" and "." in value and (m := _PROBE.search(value)):
+        return f"request for a sensitive file ({m.group(0).strip('/')!r})"
     if not _QUICK.search(value):
         return None
     if _WRAPPERS.search(value):

@@ -43,7 +43,14 @@ _JS_GADGET = re.compile(
 _QUICK = re.compile(r"[<\"'`:(\[]")
 
 
+# A parameter *name* that is an event-handler assignment (`?onload=…`, `? onfocus= =x`): the page
+# echoing parameter names into markup gets a handler; no form names a field like that.
+_HANDLER_NAME = re.compile(r"^\W*on[a-z]{3,40}\s*=", re.I)
+
+
 def detect(value: str, field: Field) -> str | None:
+    if field.location.endswith("_name") and _HANDLER_NAME.match(value):
+        return "XSS (event handler as a parameter name)"
     if not _QUICK.search(value):
         return None
     squashed = value.replace("\t", "").replace("\n", "").replace("\r", "").replace("\x00", "")

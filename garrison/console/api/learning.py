@@ -48,6 +48,7 @@ class ProfileSummary(BaseModel):
     counts: ProfileCounts
     addresses: list[str] = Field(description="the instances' own addresses (service identity)")
     routes: list[str]
+    dropped: int = Field(default=0, description="new items refused: the profile holds 20,000 of that kind")
 
 
 class _Item(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,12 +18,14 @@ from garrison.console.services.defenders import DefenderService
 from garrison.console.services.group_commit import GroupCommit
 from garrison.console.services.heartbeats import HeartbeatBuffer
 from garrison.console.services.ingest import EventWriter
-from garrison.console.services.learning import LearningService
+from garrison.console.services.learning import ANOMALY_CONTROLS, LearningService
 from garrison.console.services.policies import PolicyService
 from garrison.console.services.scans import ScanService
 from garrison.console.store.open import Store
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
+
+log = logging.getLogger(__name__)
 
 
 class ConsoleChannelBackend:
@@ -109,6 +112,12 @@ class ConsoleChannelBackend:
         new_ids = await self.writer.write(events, defender_id)
         if new_ids and self.on_events is not None:
             self.on_events([e for e in events if e.id in new_ids])
+        anomalies = [e for e in events if e.control in ANOMALY_CONTROLS and e.id in new_ids]
+        if anomalies:
+            try:
+                await asyncio.to_thread(self.learning.ingest_anomalies, anomalies)
+            except Exception:  # the audits are stored: a profile update must not fail the batch
+                log.exception("recording anomalies in the profiles failed")
         return len(new_ids)
 
     async def store_profile(self, defender_id: str, identity: dict[str, Any], report: ProfileReport) -> int:

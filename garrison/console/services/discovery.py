@@ -49,17 +49,21 @@ class Resolver:
                 self.by_addr.setdefault(addr, []).append((key, ports.get(prof["id"], set())))
 
     def __call__(self, facts: dict[str, Any]) -> dict[str, Any]:
+        ip, port = str(facts.get("ip", "")), int(facts.get("port") or 0)
         names = [n.lower() for n in facts.get("names") or []]
+        # an instance's own address and a port it listens on is the most precise: names pinned to an
+        # address can be shared (a router's address carries every route; loopback in tests)
+        cands = self.by_addr.get(ip, [])
+        listening = {k for k, ports in cands if port in ports}
+        if len(listening) == 1:
+            return _app_service(listening.pop(), "app", via=f"{ip}:{port}")
         for n in names:
             hit = self.by_route.get(n)
             if hit is not None:
                 kind = "app" if n.endswith(".apps.internal") else "route"
                 return _app_service(hit, kind, via=n)
-        ip, port = str(facts.get("ip", "")), int(facts.get("port") or 0)
-        cands = self.by_addr.get(ip, [])
-        listening = [k for k, ports in cands if port in ports]
-        if len(listening) == 1 or (not listening and len({k for k, _ in cands}) == 1):
-            return _app_service(listening[0] if listening else cands[0][0], "app", via=f"{ip}:{port}")
+        if not listening and len({k for k, _ in cands}) == 1:
+            return _app_service(cands[0][0], "app", via=f"{ip}:{port}")
         if names:
             return {"kind": "dns", "name": names[0], "label": names[0], "id": f"dns:{names[0]}"}
         return {"kind": "external", "ip": ip, "label": ip, "id": f"ip:{ip}", "scope": _ip_scope(ip)}
@@ -305,28 +309,16 @@ def _with_entries(rule: Rule, action: str, names: set[str], endpoints: list[dict
         )
         for ep in endpoints
     ]
+    into, away = ("allow", "deny") if action == "allow" else ("deny", "allow")
     out, dns = rule.network.outbound, rule.dns
-    if action == "allow":
-        out = out.model_copy(
-            update={"allow": _extend(out.allow, targets), "deny": [t for t in out.deny if t not in targets]}
-        )
-        dns = dns.model_copy(
-            update={
-                "allow": _extend(dns.allow, sorted(names)),
-                "deny": [d for d in dns.deny if d not in names],
-            }
-        )
-    else:
-        out = out.model_copy(
-            update={"deny": _extend(out.deny, targets), "allow": [t for t in out.allow if t not in targets]}
-        )
-        dns = dns.model_copy(
-            update={
-                "deny": _extend(dns.deny, sorted(names)),
-                "allow": [d for d in dns.allow if d not in names],
-            }
-        )
+    out = out.model_copy(update=_moved(getattr(out, into), getattr(out, away), targets, into, away))
+    dns = dns.model_copy(update=_moved(getattr(dns, into), getattr(dns, away), sorted(names), into, away))
     return rule.model_copy(update={"network": rule.network.model_copy(update={"outbound": out}), "dns": dns})
+
+
+def _moved(to: list[Any], frm: list[Any], items: list[Any], into: str, away: str) -> dict[str, list[Any]]:
+    """`items` added to the `into` list and taken out of the `away` list (allow ↔ deny)."""
+    return {into: _extend(to, items), away: [x for x in frm if x not in items]}
 
 
 def _extend(old: list[Any], new: list[Any]) -> list[Any]:

@@ -21,6 +21,8 @@ from garrison.console.services.errors import Conflict, NotFound
 from garrison.console.services.policies import PolicyService
 from garrison.console.store.open import Store
 from garrison.console.store.profiles import SeenItem
+from garrison.defender.profile import argv_shape
+from garrison.policy.audit import AuditEvent
 from garrison.policy.model import (
     DnsControls,
     ListeningControls,
@@ -82,8 +84,42 @@ def _seen(kind: str, ident: dict[str, Any], facts: dict[str, Any], s: p._Seen) -
     return SeenItem(kind, item_key(kind, ident), facts, s.count, s.first_seen, s.last_seen)
 
 
+ANOMALY_CONTROLS = frozenset(
+    {"processes.allow", "network.outbound.allow", "dns.allow", "network.listening.allow"}
+)
+
+
+def _anomaly_item(e: AuditEvent) -> SeenItem | None:
+    """The profile item an allow-list violation describes (None when the audit lacks the facts)."""
+    seen = p._Seen(count=1, first_seen=e.time, last_seen=e.time)
+    if e.control == "processes.allow" and e.exe:
+        ident = {"exe": e.exe[:4096], "argv_shape": argv_shape(e.argv or [])[:16], "parent": ""}
+        return _seen("process", ident, {**ident, "sha256": ""}, seen)
+    if e.control == "network.listening.allow" and e.dest_port:
+        ident = {"port": e.dest_port, "protocol": e.protocol or "tcp"}
+        return _seen("listen", ident, ident, seen)
+    if e.dest_ip and e.dest_port is not None:
+        try:
+            ip = str(ipaddress.ip_address(e.dest_ip))
+        except ValueError:
+            return None
+        ident = {
+            "ip": ip,
+            "port": e.dest_port,
+            "protocol": e.protocol if e.protocol in ("tcp", "udp") else "tcp",
+        }
+        name = dns_name(e.dest_name or "")
+        return _seen("destination", ident, {**ident, "names": [name] if name else []}, seen)
+    name = dns_name(e.dest_name or "")
+    return _seen("dns", {"name": name}, {"name": name}, seen) if name else None
+
+
 def rule_name(org: str, space: str, app: str) -> str:
-    return f"{RULE_PREFIX}{org}/{space}/{app}"[:200]
+    """The app's own rule; names too long for a rule name keep a digest, so two apps never share one."""
+    name = f"{RULE_PREFIX}{org}/{space}/{app}"
+    if len(name) <= 200:
+        return name
+    return f"{name[:170]}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
 def app_scope(org: str, space: str, app: str) -> Scope:
@@ -117,6 +153,29 @@ class LearningService:
             routes=[r.lower().rstrip(".") for r in report.routes],
         )
         return len(new)
+
+    def ingest_anomalies(self, events: list[AuditEvent]) -> int:
+        """Activity outside an accepted profile, as the defenders audit it (allow-list violations in
+        alert or prevent), joins the profile as items first seen now: the map shows it as
+        `new_since_accept`. Returns how many items were new."""
+        new = 0
+        by_app: dict[tuple[str, str, str], list[AuditEvent]] = {}
+        for e in events:
+            if e.control in ANOMALY_CONTROLS:
+                by_app.setdefault((e.org, e.space, e.app_name), []).append(e)
+        for (org, space, app), evs in by_app.items():
+            prof = self.store.profiles.find(org, space, app)
+            if prof is None or prof["accepted_at"] is None:
+                continue
+            for e in evs:
+                seen = _anomaly_item(e)
+                if seen is not None:
+                    new += len(
+                        self.store.profiles.ingest(
+                            prof["id"], f"{e.defender_id}/audit/{e.id}", e.instance, [seen]
+                        )
+                    )
+        return new
 
     # -- reads ------------------------------------------------------------------------------------
     def profile(self, profile_id: int) -> dict[str, Any]:
@@ -158,6 +217,7 @@ class LearningService:
             "counts": {k: counts.get(k, 0) for k in ("process", "destination", "dns", "listen")},
             "addresses": row["addresses"],
             "routes": row["routes"],
+            "dropped": row.get("dropped") or 0,
         }
 
     def detail(self, profile_id: int, resolve: Any = None) -> dict[str, Any]:
@@ -213,7 +273,8 @@ class LearningService:
             f = it["facts"]
             if f.get("names"):
                 names.update(f["names"])  # allowed by name: pinning admits what the name resolves to
-                continue
+                if not ipaddress.ip_address(f["ip"]).is_loopback:
+                    continue  # (the DNS allow-list never restricts loopback: that needs the address)
             targets.setdefault((_cidr(f["ip"]), f.get("protocol") or "tcp"), set()).add(int(f["port"]))
         listen = sorted({int(it["facts"]["port"]) for it in items if it["kind"] == "listen"})
         base = current or Rule(name="default")

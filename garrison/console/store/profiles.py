@@ -20,6 +20,9 @@ from garrison.console.store.tables import profile_items, profile_sources, profil
 KINDS = ("process", "destination", "dns", "listen")
 _CHUNK = 400
 MAX_ADDRESSES = 64
+MAX_ITEMS_PER_KIND = 20_000
+"""distinct items of one kind one profile keeps: whatever its defenders report (an app under attack
+connecting everywhere, a hostile defender), the console's store and the map stay bounded"""
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,15 @@ class ProfileStore:
         by_kind: dict[str, list[SeenItem]] = {}
         for s in seen:
             by_kind.setdefault(s.kind, []).append(s)
+        dropped = 0
         for kind, group in by_kind.items():
+            room = MAX_ITEMS_PER_KIND - int(
+                c.execute(
+                    select(func.count())
+                    .select_from(profile_items)
+                    .where(profile_items.c.profile_id == profile_id, profile_items.c.kind == kind)
+                ).scalar_one()
+            )
             for i in range(0, len(group), _CHUNK):
                 chunk = group[i : i + _CHUNK]
                 existing = {
@@ -182,7 +193,11 @@ class ProfileStore:
                 }
                 for s in chunk:
                     row = existing.get(s.key)
+                    if row is None and room <= 0:
+                        dropped += 1
+                        continue
                     if row is None:
+                        room -= 1
                         values = dict(
                             profile_id=profile_id, kind=kind, key=s.key, facts=s.facts,
                             first_seen=s.first_seen, last_seen=s.last_seen, count=0, instances=0,
@@ -208,6 +223,8 @@ class ProfileStore:
             select(profiles.c.addresses, profiles.c.routes).where(profiles.c.id == profile_id)
         ).first()
         values: dict[str, Any] = {"last_report_at": now}
+        if dropped:
+            values["dropped"] = profiles.c.dropped + dropped
         if new:
             values["last_new_at"] = now
         if prof is not None:

@@ -128,6 +128,7 @@ cell_workloads = Table(
     Column("first_seen", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("gone_at", Float, nullable=True),
+    Column("listening", JSON, nullable=True),  # ["tcp/8080", ...]
     Index("ix_cell_workloads_app", "app_name"),
 )
 
@@ -283,6 +284,7 @@ profiles = Table(
     Column("accepted_revision", Integer, nullable=True),
     Column("addresses", JSON, nullable=False),  # the instances' own IPs, newest report per run
     Column("routes", JSON, nullable=False),
+    Column("dropped", BigInteger, nullable=False, server_default="0"),  # learning_0002
     UniqueConstraint("org", "space", "app", name="uq_profiles_app"),
 )
 

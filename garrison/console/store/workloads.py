@@ -12,7 +12,7 @@ from garrison.console.store.tables import cell_workloads as w
 
 GONE_KEPT_S = 24 * 3600.0
 _FIELDS = ("app_id", "app_name", "org", "space", "app_guid", "instance", "rule", "protections",
-           "started_at", "seen_at")  # fmt: skip
+           "started_at", "seen_at", "listening")  # fmt: skip
 
 
 class WorkloadStore:

@@ -2,11 +2,14 @@
  *
  * Why native: a trapped connect() decided in Python costs 150-250 us; the same work in C costs the
  * notification round trip plus the emulated syscall. The loop below never takes the GIL:
- *   receive -> read arguments (process_vm_readv, else /proc/<pid>/mem; ID_VALID after every read)
- *   -> decide from flat tables compiled by Python (garrison/defender/dataplane/tables.py)
- *   -> reply (CONTINUE, errno, or the emulated call on a socket taken with pidfd_getfd).
- * Anything the tables cannot decide exactly (exec, clone, bind, DNS redirect, pinned names,
- * unusual address forms, port-scan bookkeeping, a host without pidfd_getfd) is handed over, still
+ *   receive -> read arguments (process_vm_readv, else /proc/<pid>/mem; ID_VALID after the reads,
+ *   before acting) -> decide from flat tables compiled by Python (garrison/defender/dataplane/tables.py)
+ *   -> reply (CONTINUE, errno, or the emulated call on a socket taken with pidfd_getfd through a
+ *   pidfd kept per app thread).
+ * Execs under exec controls are answered from a verdict cache Python fills with the execs it let
+ * through (same path, argv and resolved file, the file unchanged); a miss is a hand-over.
+ * Anything else the tables cannot decide exactly (clone under the fork guard, bind, DNS redirect,
+ * pinned names, unusual address forms, port-scan bookkeeping, a host without pidfd_getfd) is handed over, still
  * pending, to Python threads that run the same handlers as the pure-Python data plane: the handoff
  * is always safe because Python re-reads and re-decides from scratch.
  * Every native decision produces a record in a lock-free bounded ring (Vyukov MPMC) that a Python
@@ -25,16 +28,21 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +54,9 @@
 #endif
 #ifndef SYS_pidfd_getfd
 #define SYS_pidfd_getfd 438
+#endif
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL /* 6.9: a pidfd for one thread */
 #endif
 #ifndef MSG_FASTOPEN
 #define MSG_FASTOPEN 0x20000000
@@ -66,6 +77,8 @@ enum {
     F_NATIVE_VERDICT = 1 << 4, /* violations are answered natively (else handed to Python) */
     F_EXEC_FREE = 1 << 5,    /* no process control can object to an exec: CONTINUE + forensic record */
     F_FORK_FREE = 1 << 6,    /* no fork-bomb guard: forks CONTINUE natively */
+    F_EXEC_CACHE = 1 << 7,   /* exec controls on: execs Python let through may be answered from the cache */
+    F_EXEC_PREVENT = 1 << 8, /* exec controls prevent: a path with nothing to run gets the kernel's errno */
 };
 enum { EFF_DISABLE = 0, EFF_ALERT = 1, EFF_PREVENT = 2 };
 enum { P_ANY = 0, P_TCP = 1, P_UDP = 2 };
@@ -131,9 +144,32 @@ struct pending {
     uint64_t args[6];
 };
 
+#define PIDFD_CACHE 256 /* per-thread pidfds the loop keeps open (direct-mapped by tid) */
+
+struct pidfd_slot {
+    uint32_t tid, tgid;
+    int fd; /* -1: empty */
+};
+
+/* An exec Python decided "let through, nothing to audit": the file as the app resolved it (identity
+ * and change times: content, drift baseline and copy-of-denied all follow from them) and the exact
+ * bytes of the path, the resolved path and argv. Valid until the rule changes (cleared then). */
+#define EXEC_CACHE 512
+#define EXEC_KEY_MAX 16384
+#define EXEC_MAX_ARGS 256 /* execinfo.MAX_ARGS: Python reads no more */
+#define EXEC_MAX_ARG 4096 /* execinfo.MAX_ARG_BYTES */
+struct exec_entry {
+    uint64_t hash, dev, ino, size;
+    int64_t mtime_ns, ctime_ns;
+    uint32_t mode, key_len, exe_off, argv_off;
+    char *key; /* raw\0exe\0argv0\0argv1\0...; NULL: empty slot */
+};
+
 typedef struct {
     PyObject_HEAD
     int listener;
+    _Atomic int stopping, exited;
+    struct pidfd_slot pidfds[PIDFD_CACHE]; /* touched by the loop thread only */
     int stop_fd;  /* eventfd: stop the loop */
     int wake_fd;  /* eventfd: records worth draining now */
     pthread_t thread;
@@ -151,9 +187,13 @@ typedef struct {
     struct pending hq[HANDOFF_CAP];
     size_t hhead, hcount;
     int hclosed;
+    /* exec verdicts Python let through (see remember_exec); a mutex: execs are not the hot path */
+    pthread_mutex_t emu;
+    struct exec_entry *ecache;
+    _Atomic uint64_t n_exec_hits, n_exec_missing;
     /* counters */
     _Atomic uint64_t n_recv, n_native, n_handoff, n_emulated, n_continued, n_refused, n_drops,
-        n_waiters, n_gone, n_wake, n_exec, n_fork;
+        n_waiters, n_gone, n_wake, n_exec, n_fork, n_pidfd_open;
     _Atomic int waiters_live;
 } LoopObject;
 
@@ -198,12 +238,9 @@ static ssize_t read_mem(uint32_t tid, uint64_t addr, void *buf, size_t len) {
     return n < 0 ? (errno == EIO ? 0 : -1) : n;
 }
 
-/* read exactly len bytes, then check the notification is still pending */
-static int read_checked(LoopObject *L, const struct seccomp_notif *n, uint64_t addr, void *buf, size_t len) {
-    ssize_t got = read_mem(n->pid, addr, buf, len);
-    if (!id_valid(L->listener, n->id))
-        return -2; /* gone */
-    return got == (ssize_t)len ? 0 : -1;
+/* read exactly len bytes (0) or not (-1); the caller checks ID_VALID before acting on them */
+static int read_exact(uint32_t tid, uint64_t addr, void *buf, size_t len) {
+    return read_mem(tid, addr, buf, len) == (ssize_t)len ? 0 : -1;
 }
 
 static int tgid_of(uint32_t tid) {
@@ -223,18 +260,78 @@ static int tgid_of(uint32_t tid) {
     return tgid;
 }
 
-/* pidfd of the thread group of tid (pidfd_open only accepts a group leader) */
-static int open_pidfd(uint32_t tid, uint32_t *pid_out) {
-    int fd = (int)syscall(SYS_pidfd_open, (long)tid, 0L);
-    if (fd >= 0) {
-        *pid_out = tid;
-        return fd;
+static _Atomic int pidfd_thread_ok = 1;
+
+/* A pidfd for the thread `tid` (and its thread group in *tgid), kept open across notifications: a
+ * pidfd names one struct pid, never a number, so a cached one can never reach another task -- once
+ * its thread is gone every call on it fails (ESRCH) and the caller reopens. A group leader gets the
+ * group's pidfd, any other thread its own (PIDFD_THREAD, 6.9). *cached says whether the caller may
+ * retry with a fresh one. Without PIDFD_THREAD a non-leader gets its group's pidfd opened per call,
+ * as before: a group pidfd cached under a thread's number could outlive that thread. */
+static int thread_pidfd(LoopObject *L, uint32_t tid, uint32_t *tgid, int *cached) {
+    struct pidfd_slot *slot = &L->pidfds[tid % PIDFD_CACHE];
+    *cached = 0;
+    if (slot->fd >= 0 && slot->tid == tid) {
+        *cached = 1;
+        *tgid = slot->tgid;
+        return slot->fd;
     }
-    int tgid = tgid_of(tid);
-    if (tgid <= 0)
-        return -1;
-    *pid_out = (uint32_t)tgid;
-    return (int)syscall(SYS_pidfd_open, (long)tgid, 0L);
+    int fd = (int)syscall(SYS_pidfd_open, (long)tid, 0L);
+    uint32_t group = tid;
+    if (fd < 0 && errno == EINVAL && atomic_load_explicit(&pidfd_thread_ok, memory_order_relaxed)) {
+        int g = tgid_of(tid);
+        if (g <= 0)
+            return -1;
+        group = (uint32_t)g;
+        fd = (int)syscall(SYS_pidfd_open, (long)tid, (long)PIDFD_THREAD);
+        if (fd < 0 && errno == EINVAL)
+            atomic_store(&pidfd_thread_ok, 0);
+    }
+    if (fd < 0) {
+        if (errno != EINVAL)
+            return -1;
+        int g = tgid_of(tid); /* before 6.9: the group's pidfd, not kept */
+        if (g <= 0)
+            return -1;
+        *tgid = (uint32_t)g;
+        return (int)syscall(SYS_pidfd_open, (long)g, 0L);
+    }
+    atomic_fetch_add_explicit(&L->n_pidfd_open, 1, memory_order_relaxed);
+    if (slot->fd >= 0)
+        close(slot->fd);
+    slot->tid = tid;
+    slot->tgid = group;
+    slot->fd = fd;
+    *tgid = group;
+    return fd;
+}
+
+static void forget_pidfd(LoopObject *L, uint32_t tid) {
+    struct pidfd_slot *slot = &L->pidfds[tid % PIDFD_CACHE];
+    if (slot->fd >= 0 && slot->tid == tid) {
+        close(slot->fd);
+        slot->fd = -1;
+    }
+}
+
+/* the app's descriptor target_fd, through the thread's pidfd (a stale cached pidfd is reopened once) */
+static int getfd_of(LoopObject *L, uint32_t tid, int target_fd, uint32_t *tgid) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int cached;
+        int pfd = thread_pidfd(L, tid, tgid, &cached);
+        if (pfd < 0)
+            return -1;
+        int fd = (int)syscall(SYS_pidfd_getfd, (long)pfd, (long)target_fd, 0L);
+        int e = errno;
+        if (!cached && L->pidfds[tid % PIDFD_CACHE].fd != pfd)
+            close(pfd); /* not kept (old kernel) */
+        if (fd >= 0 || !cached || e == EBADF) {
+            errno = e;
+            return fd;
+        }
+        forget_pidfd(L, tid); /* the thread this pidfd named is gone: the tid was reused */
+    }
+    return -1;
 }
 
 /* A NUL-terminated string from the target (page by page, so a string ending just before an unmapped
@@ -648,15 +745,11 @@ static int classify(const uint8_t *raw, size_t len, struct dest *d) {
 
 /* ---- one notification --------------------------------------------------------------------------- */
 struct sock {
-    int fd, type, domain, nonblocking;
+    int fd, type, domain, nonblocking, fl;
 };
 
 static int take_sock(const struct seccomp_notif *n, LoopObject *L, int target_fd, struct sock *s, uint32_t *pid) {
-    int pfd = open_pidfd(n->pid, pid);
-    if (pfd < 0)
-        return -1;
-    s->fd = (int)syscall(SYS_pidfd_getfd, (long)pfd, (long)target_fd, 0L);
-    close(pfd);
+    s->fd = getfd_of(L, n->pid, target_fd, pid);
     if (s->fd < 0)
         return -1;
     if (!id_valid(L->listener, n->id)) {
@@ -672,9 +765,18 @@ static int take_sock(const struct seccomp_notif *n, LoopObject *L, int target_fd
     }
     sl = sizeof s->domain;
     getsockopt(s->fd, SOL_SOCKET, SO_DOMAIN, &s->domain, &sl);
-    int fl = fcntl(s->fd, F_GETFL);
-    s->nonblocking = fl >= 0 && (fl & O_NONBLOCK);
+    s->fl = fcntl(s->fd, F_GETFL);
+    s->nonblocking = s->fl >= 0 && (s->fl & O_NONBLOCK);
     return 0;
+}
+
+/* Our copy of the app's socket is closed before the answer: closed after it, it could be the last
+ * reference (the app closes at once) and the connection's teardown would run on the loop thread
+ * while the app's next notification waits. */
+static void drop_sock(struct sock *s) {
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
 }
 
 static void record_net(LoopObject *L, uint32_t pid, const struct dest *d, int proto, const struct verdict *v,
@@ -761,10 +863,9 @@ static int emulate_connect(LoopObject *L, const struct seccomp_notif *n, struct 
                            size_t len) {
     int err = 0;
     if (s->type == SOCK_STREAM && !s->nonblocking) {
-        int fl = fcntl(s->fd, F_GETFL);
-        fcntl(s->fd, F_SETFL, fl | O_NONBLOCK);
+        fcntl(s->fd, F_SETFL, s->fl | O_NONBLOCK);
         err = connect(s->fd, (const struct sockaddr *)raw, (socklen_t)len) < 0 ? errno : 0;
-        fcntl(s->fd, F_SETFL, fl);
+        fcntl(s->fd, F_SETFL, s->fl);
         if (err == EINPROGRESS) {
             struct pollfd p = {s->fd, POLLOUT, 0};
             if (poll(&p, 1, 0) > 0) {
@@ -773,8 +874,11 @@ static int emulate_connect(LoopObject *L, const struct seccomp_notif *n, struct 
                 struct waiter *w = malloc(sizeof *w);
                 pthread_t th;
                 pthread_attr_t at;
-                if (!w)
-                    return reply(L->listener, n->id, 0, ENOMEM, 0), 1;
+                if (!w) {
+                    drop_sock(s);
+                    reply(L->listener, n->id, 0, ENOMEM, 0);
+                    return 1;
+                }
                 w->L = L;
                 w->id = n->id;
                 w->fd = s->fd;
@@ -788,6 +892,7 @@ static int emulate_connect(LoopObject *L, const struct seccomp_notif *n, struct 
                     atomic_fetch_sub(&L->waiters_live, 1);
                     free(w);
                     pthread_attr_destroy(&at);
+                    drop_sock(s);
                     reply(L->listener, n->id, 0, EAGAIN, 0);
                     return 1;
                 }
@@ -801,6 +906,7 @@ static int emulate_connect(LoopObject *L, const struct seccomp_notif *n, struct 
         err = connect(s->fd, (const struct sockaddr *)raw, (socklen_t)len) < 0 ? errno : 0;
     }
     atomic_fetch_add(&L->n_emulated, 1);
+    drop_sock(s);
     reply(L->listener, n->id, 0, err, 0);
     return 1;
 }
@@ -883,10 +989,10 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
     struct dest d;
     if (!ptr || len < 2 || len > MAX_SOCKADDR)
         return 0;
-    int r = read_checked(L, n, ptr, raw, len);
-    if (r == -2)
-        return atomic_fetch_add(&L->n_gone, 1), 1;
-    if (r < 0)
+    /* No ID_VALID yet: every path that acts on these bytes checks it once, later (the socket's
+     * take_sock, or just below before a CONTINUE) -- a notification still pending then means the
+     * thread read here was the one waiting. A failed read goes to Python, which re-reads. */
+    if (read_exact(n->pid, ptr, raw, len) < 0)
         return 0;
     int cls = classify(raw, len, &d);
     if (cls == A_ODD)
@@ -895,6 +1001,8 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
         return 0; /* DNS redirect to the defender's resolver: Python */
     if (cls == A_DECIDE && (t->h.flags & F_INERT) && !(t->h.flags & F_HANDOFF_NET)) {
         struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0, 0};
+        if (!id_valid(L->listener, n->id))
+            return atomic_fetch_add(&L->n_gone, 1), 1;
         record_net(L, n->pid, &d, 0, &v, t->generation, NULL);
         atomic_fetch_add(&L->n_continued, 1);
         reply(L->listener, n->id, 0, 0, 1);
@@ -904,9 +1012,9 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
         return 0; /* Garden-style hosts: Python's fallback */
     if (cls == A_DECIDE && (t->h.flags & F_HANDOFF_NET))
         return 0;
-    struct sock s = {-1, 0, 0, 0};
+    struct sock s = {-1, 0, 0, 0, 0};
     uint32_t pid = n->pid;
-    r = take_sock(n, L, (int)n->data.args[0], &s, &pid);
+    int r = take_sock(n, L, (int)n->data.args[0], &s, &pid);
     if (r == -2)
         return atomic_fetch_add(&L->n_gone, 1), 1;
     if (r < 0)
@@ -917,12 +1025,14 @@ static int on_connect(LoopObject *L, const struct tables *t, const struct seccom
          * thread writes meanwhile: CONTINUE is safe. An IP socket with a non-IP family goes to Python. */
         if (s.domain != AF_INET && s.domain != AF_INET6) {
             atomic_fetch_add(&L->n_continued, 1);
+            drop_sock(&s);
             reply(L->listener, n->id, 0, 0, 1);
             done = 1;
         }
     } else {
         int v = verdict_for(L, t, pid, &d, &s, 0);
         if (v > 0) {
+            drop_sock(&s);
             reply(L->listener, n->id, 0, v, 0);
             done = 1;
         } else if (v == 0) {
@@ -946,6 +1056,8 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
         return 0;
     if (cls == A_DECIDE && (t->h.flags & F_INERT) && !(t->h.flags & F_HANDOFF_NET)) {
         struct verdict v = {V_ALLOW, CTL_NONE, EFF_DISABLE, 0, 0};
+        if (!id_valid(L->listener, n->id))
+            return atomic_fetch_add(&L->n_gone, 1), 1;
         record_net(L, n->pid, &d, 0, &v, t->generation, NULL);
         atomic_fetch_add(&L->n_continued, 1);
         reply(L->listener, n->id, 0, 0, 1);
@@ -953,7 +1065,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     }
     if (!(t->h.flags & F_EMULATE) || (cls == A_DECIDE && (t->h.flags & F_HANDOFF_NET)))
         return 0;
-    struct sock s = {-1, 0, 0, 0};
+    struct sock s = {-1, 0, 0, 0, 0};
     uint32_t pid = n->pid;
     int r = take_sock(n, L, fd, &s, &pid);
     if (r == -2)
@@ -965,6 +1077,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (cls == A_PASS) {
         if (s.domain != AF_INET && s.domain != AF_INET6) {
             atomic_fetch_add(&L->n_continued, 1);
+            drop_sock(&s);
             reply(L->listener, n->id, 0, 0, 1);
             done = 1;
         }
@@ -973,6 +1086,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (s.type == SOCK_STREAM && !(flags & MSG_FASTOPEN)) {
         /* a connected stream socket ignores the address: its peer was decided at connect */
         atomic_fetch_add(&L->n_continued, 1);
+        drop_sock(&s);
         reply(L->listener, n->id, 0, 0, 1);
         done = 1;
         goto out;
@@ -986,6 +1100,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (v < 0)
         goto out;
     if (v > 0) {
+        drop_sock(&s);
         reply(L->listener, n->id, 0, v, 0);
         done = 1;
         goto out;
@@ -1012,6 +1127,7 @@ static int send_common(LoopObject *L, const struct tables *t, const struct secco
     if (blocking && (err == EAGAIN || err == EWOULDBLOCK))
         goto out; /* nothing was sent: Python's worker waits for buffer space */
     atomic_fetch_add(&L->n_emulated, 1);
+    drop_sock(&s);
     if (err)
         reply(L->listener, n->id, 0, err, 0);
     else
@@ -1037,10 +1153,7 @@ static int on_sendto(LoopObject *L, const struct tables *t, const struct seccomp
     if (len < 2 || len > MAX_SOCKADDR)
         return 0;
     uint8_t raw[MAX_SOCKADDR];
-    int r = read_checked(L, n, ptr, raw, len);
-    if (r == -2)
-        return atomic_fetch_add(&L->n_gone, 1), 1;
-    if (r < 0)
+    if (read_exact(n->pid, ptr, raw, len) < 0) /* ID_VALID: send_common, before acting */
         return 0;
     struct iovec iov = {(void *)(uintptr_t)buf, size > MAX_PAYLOAD ? MAX_PAYLOAD : size};
     return send_common(L, t, n, (int)n->data.args[0], raw, len, flags, &iov, size ? 1 : 0, NULL, 0, size);
@@ -1056,11 +1169,8 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
     int flags = (int)n->data.args[2];
     if (!mptr)
         return 0;
-    struct app_msghdr h;
-    int r = read_checked(L, n, mptr, &h, sizeof h);
-    if (r == -2)
-        return atomic_fetch_add(&L->n_gone, 1), 1;
-    if (r < 0)
+    struct app_msghdr h; /* these reads are checked (ID_VALID) by send_common before it acts */
+    if (read_exact(n->pid, mptr, &h, sizeof h) < 0)
         return 0;
     uint32_t namelen = (uint32_t)h.namelen;
     if (!h.name) {
@@ -1073,19 +1183,13 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
     if (namelen > MAX_SOCKADDR)
         return 0; /* the kernel clamps to 128: Python's normalisation decides */
     uint8_t raw[MAX_SOCKADDR];
-    r = read_checked(L, n, h.name, raw, namelen);
-    if (r == -2)
-        return atomic_fetch_add(&L->n_gone, 1), 1;
-    if (r < 0)
+    if (read_exact(n->pid, h.name, raw, namelen) < 0)
         return 0;
     struct iovec iov[UIO_MAX];
     size_t cnt = (size_t)h.iovlen;
     uint64_t hint = 0;
     if (cnt) {
-        r = read_checked(L, n, h.iov, iov, cnt * sizeof(struct iovec));
-        if (r == -2)
-            return atomic_fetch_add(&L->n_gone, 1), 1;
-        if (r < 0)
+        if (read_exact(n->pid, h.iov, iov, cnt * sizeof(struct iovec)) < 0)
             return 0;
         for (size_t i = 0; i < cnt; i++)
             hint += iov[i].iov_len;
@@ -1095,11 +1199,8 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
         control = malloc(h.controllen);
         if (!control)
             return 0;
-        r = read_checked(L, n, h.control, control, h.controllen);
-        if (r < 0) {
+        if (read_exact(n->pid, h.control, control, h.controllen) < 0) {
             free(control);
-            if (r == -2)
-                return atomic_fetch_add(&L->n_gone, 1), 1;
             return 0;
         }
     }
@@ -1109,14 +1210,34 @@ static int on_sendmsg(LoopObject *L, const struct tables *t, const struct seccom
     return done;
 }
 
+static int on_execve_cached(LoopObject *L, const struct tables *t, const struct seccomp_notif *n);
+
+/* CONTINUE an exec and hand its forensic line to Python: `blob` (malloc'd, "path\0argv0\0...", owned
+ * from here on). The parent is read before the reply: once the program runs it may exit and be reaped
+ * at once, and the forensic tree needs the edge (as the Python handler does). */
+static void exec_reply_record(LoopObject *L, const struct tables *t, const struct seccomp_notif *n, char *blob,
+                              size_t blob_len) {
+    long ppid = read_ppid(n->pid);
+    atomic_fetch_add(&L->n_exec, 1);
+    reply(L->listener, n->id, 0, 0, 1);
+    struct record r;
+    memset(&r, 0, sizeof r);
+    r.kind = REC_EXEC;
+    r.pid = n->pid;
+    r.err = (int32_t)ppid;
+    r.generation = t->generation;
+    r.blob = blob;
+    r.blob_len = blob ? (uint32_t)blob_len : 0;
+    ring_push(L, &r, 0);
+}
+
+
 /* execve under a rule whose process controls cannot object: CONTINUE, and hand the forensic line
  * (path as named, argv) to Python. Returns 1 when answered. */
 static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
     if (!(t->h.flags & F_EXEC_FREE))
-        return 0;
+        return (t->h.flags & F_EXEC_CACHE) ? on_execve_cached(L, t, n) : 0;
     enum { MAXARGS = 32, MAXBLOB = 16384 };
-    struct record r;
-    memset(&r, 0, sizeof r);
     char *blob = malloc(MAXBLOB);
     if (!blob)
         return 0;
@@ -1145,18 +1266,179 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
         atomic_fetch_add(&L->n_gone, 1);
         return 1;
     }
-    /* the parent, read before the reply: once the program runs it may exit and be reaped at once,
-     * and the forensic tree needs the edge (as the Python handler does) */
-    r.err = (int32_t)read_ppid(n->pid);
-    atomic_fetch_add(&L->n_exec, 1);
-    reply(L->listener, n->id, 0, 0, 1);
-    r.kind = REC_EXEC;
-    r.pid = n->pid;
-    r.generation = t->generation;
-    r.blob = blob;
-    r.blob_len = (uint32_t)off;
-    ring_push(L, &r, 0);
+    exec_reply_record(L, t, n, blob, off);
     return 1;
+}
+
+/* ---- execs under exec controls: the verdict cache ----------------------------------------------- */
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
+#endif
+
+static uint64_t fnv1a(const char *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int openat2_path(int dirfd, const char *path, uint64_t flags) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC | flags;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+static int on_procfs(int fd) {
+    struct statfs sf;
+    return fstatfs(fd, &sf) < 0 || sf.f_type == PROC_SUPER_MAGIC;
+}
+
+static uint64_t our_mnt_ns;
+
+/* The app sees the file system as we do (same mount namespace): the drift baseline compares system
+ * files with our view of them, so a verdict is only reused where both views are one. */
+static int same_mount_ns(uint32_t tid) {
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%u/ns/mnt", tid);
+    return our_mnt_ns && stat(path, &st) == 0 && (uint64_t)st.st_ino == our_mnt_ns;
+}
+
+/* execve of an absolute path that does not exist, in a directory that does (libc's PATH search
+ * trying each directory): the exec controls have nothing to decide (decide_unidentified_exec: no
+ * violation) and Python would answer ENOENT under prevent, CONTINUE otherwise. 1: it is that case.
+ * Only when the directory resolved without procfs or magic links -- then Python's walk, which
+ * resolves /proc/self as the app, would find the same nothing. */
+static int nothing_to_run(int rootfd, const char *raw) {
+    const char *slash = strrchr(raw, '/');
+    const char *base = slash + 1;
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        return 0;
+    char dir[4096];
+    size_t dl = (size_t)(slash - raw);
+    if (dl >= sizeof dir)
+        return 0;
+    memcpy(dir, raw, dl);
+    dir[dl] = 0;
+    int dfd = openat2_path(rootfd, dl ? dir : "/", O_DIRECTORY);
+    if (dfd < 0)
+        return 0;
+    struct stat st;
+    int missing = !on_procfs(dfd) && fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT;
+    close(dfd);
+    return missing;
+}
+
+/* Returns 1 when answered natively, 0 to hand over (Python decides, and may teach the cache). */
+static int on_execve_cached(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
+    if (n->data.nr != SYS_execve || !same_mount_ns(n->pid))
+        return 0;
+    char *key = malloc(EXEC_KEY_MAX), *args = malloc(EXEC_KEY_MAX);
+    int done = 0, rootfd = -1, fd = -1;
+    if (!key || !args)
+        goto out;
+    ssize_t rl = read_cstr(n->pid, n->data.args[0], key, EXEC_MAX_ARG);
+    if (rl <= 0 || key[0] != '/')
+        goto out; /* relative (resolved from the cwd), empty or unreadable: Python */
+    size_t alen = 0;
+    uint64_t argvp = n->data.args[1];
+    if (argvp) {
+        uint64_t ptrs[EXEC_MAX_ARGS];
+        ssize_t got = read_mem(n->pid, argvp, ptrs, sizeof ptrs);
+        size_t cnt = got > 0 ? (size_t)got / 8 : 0, i;
+        for (i = 0; i < cnt && ptrs[i]; i++) {
+            if (EXEC_KEY_MAX - alen < 2)
+                goto out;
+            size_t room = EXEC_KEY_MAX - alen > EXEC_MAX_ARG ? EXEC_MAX_ARG : EXEC_KEY_MAX - alen;
+            ssize_t al = read_cstr(n->pid, ptrs[i], args + alen, room);
+            if (al < 0)
+                goto out; /* unreadable or longer than Python reads: Python */
+            alen += (size_t)al + 1;
+        }
+        if (i == cnt)
+            goto out; /* no NULL within what Python would read (or a fault): Python */
+    }
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/%u/root", n->pid);
+    rootfd = open(proc, O_PATH | O_CLOEXEC);
+    if (rootfd < 0)
+        goto out;
+    fd = openat2_path(rootfd, key, 0);
+    if (fd < 0) {
+        if (errno != ENOENT || !nothing_to_run(rootfd, key))
+            goto out;
+        if (!id_valid(L->listener, n->id)) {
+            atomic_fetch_add(&L->n_gone, 1);
+            done = 1;
+            goto out;
+        }
+        atomic_fetch_add(&L->n_exec_missing, 1);
+        if (t->h.flags & F_EXEC_PREVENT)
+            reply(L->listener, n->id, 0, ENOENT, 0);
+        else
+            reply(L->listener, n->id, 0, 0, 1);
+        done = 1;
+        goto out;
+    }
+    struct stat st;
+    if (on_procfs(fd) || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        goto out;
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    size_t off = (size_t)rl + 1;
+    ssize_t el = readlink(self, key + off, EXEC_KEY_MAX - off - 1);
+    if (el <= 0 || (size_t)el >= EXEC_KEY_MAX - off - 1 || off + (size_t)el + 1 + alen > EXEC_KEY_MAX)
+        goto out;
+    key[off + (size_t)el] = 0;
+    size_t exe_off = off;
+    off += (size_t)el + 1;
+    memcpy(key + off, args, alen);
+    size_t klen = off + alen;
+    uint64_t h = fnv1a(key, klen);
+    int hit = 0;
+    pthread_mutex_lock(&L->emu);
+    struct exec_entry *e = &L->ecache[h % EXEC_CACHE];
+    if (e->key && e->hash == h && e->key_len == klen && e->dev == (uint64_t)st.st_dev &&
+        e->ino == (uint64_t)st.st_ino && e->size == (uint64_t)st.st_size &&
+        e->mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec &&
+        e->ctime_ns == (int64_t)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec &&
+        e->mode == (uint32_t)st.st_mode && !memcmp(e->key, key, klen))
+        hit = 1;
+    pthread_mutex_unlock(&L->emu);
+    if (!hit)
+        goto out;
+    if (!id_valid(L->listener, n->id)) { /* ID_VALID after the reads, before answering */
+        atomic_fetch_add(&L->n_gone, 1);
+        done = 1;
+        goto out;
+    }
+    atomic_fetch_add(&L->n_exec_hits, 1);
+    char *line = malloc(klen - exe_off);
+    if (line)
+        memcpy(line, key + exe_off, klen - exe_off);
+    exec_reply_record(L, t, n, line, klen - exe_off);
+    done = 1;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rootfd >= 0)
+        close(rootfd);
+    free(key);
+    free(args);
+    return done;
+}
+
+static void exec_cache_clear(LoopObject *L) {
+    pthread_mutex_lock(&L->emu);
+    for (int i = 0; i < EXEC_CACHE; i++) {
+        free(L->ecache[i].key);
+        L->ecache[i].key = NULL;
+    }
+    pthread_mutex_unlock(&L->emu);
 }
 
 #define CLONE_UNTRACED_FLAG 0x00800000ULL
@@ -1216,29 +1498,55 @@ static void handle(LoopObject *L, const struct seccomp_notif *n) {
         handoff(L, n);
 }
 
+/* The loop waits in SECCOMP_IOCTL_NOTIF_RECV itself (no poll first: one syscall less per
+ * notification, and with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP the kernel switches straight from the
+ * app's thread to this one on the same CPU). The receive returns ENOENT once no task uses the filter
+ * (the app tree is gone), and stop() interrupts it with WAKE_SIGNAL, which only this thread takes. */
+#define WAKE_SIGNAL (SIGRTMIN + 6)
+
+static void wake_handler(int sig) { (void)sig; }
+
+/* Since 6.6 a blocked receive returns (ENOENT) once no task uses the filter; before, it would wait
+ * for ever, so older kernels keep a poll() first, which sees the hang-up. */
+static int recv_sees_hangup(void) {
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+        return 0;
+    return major > 6 || (major == 6 && minor >= 6);
+}
+
+static int listener_hung_up(int listener) {
+    struct pollfd p = {listener, POLLIN, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p.revents & POLLIN);
+}
+
 static void *loop_main(void *arg) {
     LoopObject *L = arg;
-    struct pollfd p[2] = {{L->listener, POLLIN, 0}, {L->stop_fd, POLLIN, 0}};
+    sigset_t only_wake;
+    sigfillset(&only_wake);
+    sigdelset(&only_wake, WAKE_SIGNAL);
+    pthread_sigmask(SIG_SETMASK, &only_wake, NULL); /* the app's and the operator's signals go to Python */
     struct seccomp_notif n;
-    for (;;) {
-        int r = poll(p, 2, -1);
-        if (r < 0) {
-            if (errno == EINTR)
+    int use_poll = !recv_sees_hangup();
+    while (!atomic_load_explicit(&L->stopping, memory_order_acquire)) {
+        if (use_poll) {
+            struct pollfd p = {L->listener, POLLIN, 0};
+            int pr = poll(&p, 1, -1);
+            if (pr < 0 && errno == EINTR)
                 continue;
-            break;
-        }
-        if (p[1].revents)
-            break;
-        if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-            if (!(p[0].revents & POLLIN))
+            if (pr > 0 && !(p.revents & POLLIN))
                 break; /* every task of the filter is gone */
         }
-        if (!(p[0].revents & POLLIN))
-            continue;
         memset(&n, 0, sizeof n);
         if (ioctl(L->listener, SECCOMP_IOCTL_NOTIF_RECV, &n) < 0) {
-            if (errno == EINTR || errno == ENOENT)
+            if (errno == EINTR)
                 continue;
+            if (errno == ENOENT) { /* the waiting task died, or no task uses the filter any more */
+                if (listener_hung_up(L->listener))
+                    break;
+                continue;
+            }
             break;
         }
         atomic_fetch_add(&L->n_recv, 1);
@@ -1249,6 +1557,7 @@ static void *loop_main(void *arg) {
     pthread_cond_broadcast(&L->hcv);
     pthread_cond_broadcast(&L->hspace);
     pthread_mutex_unlock(&L->hmu);
+    atomic_store_explicit(&L->exited, 1, memory_order_release);
     return NULL;
 }
 
@@ -1317,6 +1626,8 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "ring_slots must be a power of two >= 64");
         return -1;
     }
+    for (int i = 0; i < PIDFD_CACHE; i++)
+        self->pidfds[i].fd = -1;
     self->listener = listener;
     self->stop_fd = eventfd(0, EFD_CLOEXEC);
     self->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1332,6 +1643,15 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
     self->ring_mask = (size_t)slots - 1;
     for (size_t i = 0; i < (size_t)slots; i++)
         atomic_init(&self->ring[i].seq, i);
+    self->ecache = calloc(EXEC_CACHE, sizeof(struct exec_entry));
+    if (!self->ecache) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pthread_mutex_init(&self->emu, NULL);
+    struct stat ns;
+    if (!our_mnt_ns && stat("/proc/self/ns/mnt", &ns) == 0)
+        our_mnt_ns = (uint64_t)ns.st_ino;
     pthread_mutex_init(&self->hmu, NULL);
     pthread_cond_init(&self->hcv, NULL);
     pthread_cond_init(&self->hspace, NULL);
@@ -1365,6 +1685,17 @@ static PyObject *Loop_start(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
         PyErr_SetString(PyExc_RuntimeError, "set_tables() before start()");
         return NULL;
     }
+    struct sigaction cur;
+    if (sigaction(WAKE_SIGNAL, NULL, &cur) == 0 && cur.sa_handler != wake_handler) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = wake_handler; /* no SA_RESTART: the blocked receive returns EINTR */
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(WAKE_SIGNAL, &sa, NULL) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    atomic_store(&self->stopping, 0);
+    atomic_store(&self->exited, 0);
     int e = pthread_create(&self->thread, NULL, loop_main, self);
     if (e) {
         errno = e;
@@ -1379,9 +1710,16 @@ static PyObject *Loop_stop(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     if (!self->running)
         Py_RETURN_NONE;
     uint64_t one = 1;
-    if (write(self->stop_fd, &one, sizeof one) < 0) {
+    if (write(self->stop_fd, &one, sizeof one) < 0) { /* wakes drain() */
     }
+    atomic_store_explicit(&self->stopping, 1, memory_order_release);
     Py_BEGIN_ALLOW_THREADS
+    /* the signal may land just before the thread enters the receive: repeat until it has left */
+    struct timespec tick = {0, 2000000};
+    while (!atomic_load_explicit(&self->exited, memory_order_acquire)) {
+        pthread_kill(self->thread, WAKE_SIGNAL);
+        nanosleep(&tick, NULL);
+    }
     pthread_join(self->thread, NULL);
     struct timespec ts = {0, 1000000};
     for (int i = 0; i < 10000 && atomic_load(&self->waiters_live) > 0; i++)
@@ -1437,10 +1775,81 @@ static PyObject *Loop_take(LoopObject *self, PyObject *args) {
                          p.args[2], p.args[3], p.args[4], p.args[5]);
 }
 
-/* drain(max, timeout_ms) -> list of record tuples (waits until something is urgent or the timeout) */
+/* An address as Python's ipaddress writes it (str(IPv4Address) / str(IPv6Address): lowercase hex,
+ * the longest run of two or more zero groups -- the first of equal runs -- written "::"). */
+static int fmt_ip(char *out, size_t cap, int v6, const uint8_t *a) {
+    if (!v6)
+        return snprintf(out, cap, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+    uint16_t w[8];
+    for (int i = 0; i < 8; i++)
+        w[i] = (uint16_t)((a[2 * i] << 8) | a[2 * i + 1]);
+    int best = -1, best_len = 0;
+    for (int i = 0; i < 8;) {
+        if (w[i]) {
+            i++;
+            continue;
+        }
+        int j = i;
+        while (j < 8 && !w[j])
+            j++;
+        if (j - i > best_len) {
+            best = i;
+            best_len = j - i;
+        }
+        i = j;
+    }
+    if (best_len < 2)
+        best = -1;
+    int off = 0;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            off += snprintf(out + off, cap - (size_t)off, i == 0 ? "::" : ":");
+            i += best_len - 1;
+            continue;
+        }
+        off += snprintf(out + off, cap - (size_t)off, "%x%s", w[i], i < 7 ? ":" : "");
+    }
+    return off;
+}
+
+/* The forensic "net" line the network guard writes for an allowed destination (same keys, same
+ * order as json.dumps of its record() call), stamped with the time of the decision. */
+static int fmt_net_line(char *out, size_t cap, const struct record *r) {
+    char ip[64], t[48];
+    fmt_ip(ip, sizeof ip, r->family == 6, r->addr);
+    long long us = (long long)(r->t * 1e6 + 0.5);
+    int tl = snprintf(t, sizeof t, "%lld.%06lld", us / 1000000LL, us % 1000000LL);
+    while (tl > 2 && t[tl - 1] == '0' && t[tl - 2] != '.') /* like Python's repr of round(t, 6) */
+        t[--tl] = 0;
+    const char *proto = r->proto == 1 ? "tcp" : r->proto == 2 ? "udp" : NULL;
+    if (!proto)
+        return snprintf(out, cap, "{\"t\": %s, \"kind\": \"net\", \"pid\": %u, \"dest_ip\": \"%s\", \"dest_port\": %u}\n",
+                        t, r->pid, ip, r->port);
+    return snprintf(out, cap,
+                    "{\"t\": %s, \"kind\": \"net\", \"pid\": %u, \"dest_ip\": \"%s\", \"dest_port\": %u, "
+                    "\"protocol\": \"%s\", \"names\": []}\n",
+                    t, r->pid, ip, r->port, proto);
+}
+
+static int flush_lines(PyObject *out, char *buf, size_t *len) {
+    if (!*len)
+        return 0;
+    PyObject *s = PyUnicode_DecodeASCII(buf, (Py_ssize_t)*len, NULL);
+    *len = 0;
+    if (!s || PyList_Append(out, s) < 0) {
+        Py_XDECREF(s);
+        return -1;
+    }
+    Py_DECREF(s);
+    return 0;
+}
+
+/* drain(max, timeout_ms, lines=False) -> list of record tuples (waits until something is urgent or
+ * the timeout). lines=True: each run of allowed-destination records comes as one str of forensic
+ * "net" lines instead (formatted here: the common record never becomes Python objects). */
 static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
-    int max = 4096, timeout_ms = 100;
-    if (!PyArg_ParseTuple(args, "|ii", &max, &timeout_ms))
+    int max = 4096, timeout_ms = 100, lines = 0;
+    if (!PyArg_ParseTuple(args, "|iip", &max, &timeout_ms, &lines))
         return NULL;
     if (timeout_ms > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -1455,8 +1864,25 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     PyObject *out = PyList_New(0);
     if (!out)
         return NULL;
+    enum { LINE_MAX_LEN = 256, LINES_CAP = 1 << 16 };
+    char *buf = lines ? malloc(LINES_CAP) : NULL;
+    size_t blen = 0;
+    if (lines && !buf) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
     struct record r;
     for (int i = 0; i < max && ring_pop(self, &r); i++) {
+        if (lines && r.kind == REC_NET) {
+            if (blen + LINE_MAX_LEN > LINES_CAP && flush_lines(out, buf, &blen) < 0)
+                goto fail;
+            blen += (size_t)fmt_net_line(buf + blen, LINES_CAP - blen, &r);
+            continue;
+        }
+        if (flush_lines(out, buf, &blen) < 0) {
+            free(r.blob);
+            goto fail;
+        }
         PyObject *t = Py_BuildValue("(IIIIIIIIiiKy#y#y#d)", r.kind, r.pid, r.family, r.port, r.proto, r.control,
                                     r.entry, r.effect, r.blocked, r.err, (unsigned long long)r.generation,
                                     (const char *)r.addr, (Py_ssize_t)(r.family == 6 ? 16 : 4),
@@ -1465,23 +1891,92 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
         free(r.blob);
         if (!t || PyList_Append(out, t) < 0) {
             Py_XDECREF(t);
-            Py_DECREF(out);
-            return NULL;
+            goto fail;
         }
         Py_DECREF(t);
     }
+    if (flush_lines(out, buf, &blen) < 0)
+        goto fail;
+    free(buf);
     return out;
+fail:
+    free(buf);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* format_ip(addr) -> str: the loop's address formatting (tests compare it with ipaddress) */
+static PyObject *mod_format_ip(PyObject *m, PyObject *args) {
+    const char *a;
+    Py_ssize_t alen;
+    if (!PyArg_ParseTuple(args, "y#", &a, &alen))
+        return NULL;
+    if (alen != 4 && alen != 16) {
+        PyErr_SetString(PyExc_ValueError, "address must be 4 or 16 bytes");
+        return NULL;
+    }
+    char out[64];
+    fmt_ip(out, sizeof out, alen == 16, (const uint8_t *)a);
+    return PyUnicode_FromString(out);
+}
+
+/* remember_exec(raw, exe, argv0\0argv1\0..., dev, ino, size, mtime_ns, ctime_ns, mode): Python let
+ * this exec through with nothing to audit; the same exec of the same unchanged file may be answered
+ * natively until clear_execs() (every rule change). */
+static PyObject *Loop_remember_exec(LoopObject *self, PyObject *args) {
+    const char *raw, *exe, *argv;
+    Py_ssize_t rl, el, al;
+    unsigned long long dev, ino, size;
+    long long mtime, ctime;
+    unsigned int mode;
+    if (!PyArg_ParseTuple(args, "y#y#y#KKKLLI", &raw, &rl, &exe, &el, &argv, &al, &dev, &ino, &size, &mtime,
+                          &ctime, &mode))
+        return NULL;
+    size_t klen = (size_t)rl + 1 + (size_t)el + 1 + (size_t)al;
+    if (klen > EXEC_KEY_MAX || memchr(raw, 0, (size_t)rl) || memchr(exe, 0, (size_t)el) ||
+        (al && argv[al - 1] != 0))
+        Py_RETURN_FALSE;
+    char *key = malloc(klen);
+    if (!key)
+        return PyErr_NoMemory();
+    memcpy(key, raw, (size_t)rl);
+    key[rl] = 0;
+    memcpy(key + rl + 1, exe, (size_t)el);
+    key[rl + 1 + el] = 0;
+    memcpy(key + rl + el + 2, argv, (size_t)al);
+    uint64_t h = fnv1a(key, klen);
+    pthread_mutex_lock(&self->emu);
+    struct exec_entry *e = &self->ecache[h % EXEC_CACHE];
+    free(e->key);
+    e->key = key;
+    e->key_len = (uint32_t)klen;
+    e->hash = h;
+    e->dev = dev;
+    e->ino = ino;
+    e->size = size;
+    e->mtime_ns = mtime;
+    e->ctime_ns = ctime;
+    e->mode = mode;
+    pthread_mutex_unlock(&self->emu);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Loop_clear_execs(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
+    exec_cache_clear(self);
+    Py_RETURN_NONE;
 }
 
 static PyObject *Loop_stats(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
         "native", (unsigned long long)atomic_load(&self->n_native), "handed_over",
         (unsigned long long)atomic_load(&self->n_handoff), "emulated", (unsigned long long)atomic_load(&self->n_emulated),
         "continued", (unsigned long long)atomic_load(&self->n_continued), "refused",
         (unsigned long long)atomic_load(&self->n_refused), "dropped", (unsigned long long)atomic_load(&self->n_drops),
         "waiters", (unsigned long long)atomic_load(&self->n_waiters), "gone", (unsigned long long)atomic_load(&self->n_gone),
-        "wakeups", (unsigned long long)atomic_load(&self->n_wake), "execs",
+        "wakeups", (unsigned long long)atomic_load(&self->n_wake), "pidfds_opened",
+        (unsigned long long)atomic_load(&self->n_pidfd_open), "exec_hits", (unsigned long long)atomic_load(&self->n_exec_hits),
+        "exec_missing", (unsigned long long)atomic_load(&self->n_exec_missing), "execs",
         (unsigned long long)atomic_load(&self->n_exec), "forks", (unsigned long long)atomic_load(&self->n_fork),
         "ring_slots", (Py_ssize_t)(self->ring_mask + 1));
 }
@@ -1495,11 +1990,20 @@ static void Loop_dealloc(LoopObject *self) {
         while (ring_pop(self, &r))
             free(r.blob);
     }
+    if (self->ring) /* set after the pidfd slots were emptied */
+        for (int i = 0; i < PIDFD_CACHE; i++)
+            if (self->pidfds[i].fd >= 0)
+                close(self->pidfds[i].fd);
     free(self->ring);
     if (self->stop_fd > 0)
         close(self->stop_fd);
     if (self->wake_fd > 0)
         close(self->wake_fd);
+    if (self->ecache) {
+        exec_cache_clear(self);
+        free(self->ecache);
+        pthread_mutex_destroy(&self->emu);
+    }
     pthread_mutex_destroy(&self->hmu);
     pthread_cond_destroy(&self->hcv);
     pthread_cond_destroy(&self->hspace);
@@ -1513,6 +2017,8 @@ static PyMethodDef Loop_methods[] = {
     {"take", (PyCFunction)Loop_take, METH_VARARGS, "Next notification handed over to Python (GIL released while waiting)."},
     {"drain", (PyCFunction)Loop_drain, METH_VARARGS, "Records of native decisions (batch)."},
     {"stats", (PyCFunction)Loop_stats, METH_NOARGS, "Counters."},
+    {"remember_exec", (PyCFunction)Loop_remember_exec, METH_VARARGS, "An exec Python let through, to answer natively."},
+    {"clear_execs", (PyCFunction)Loop_clear_execs, METH_NOARGS, "Forget every remembered exec (rule change)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1560,6 +2066,7 @@ static PyObject *mod_decide(PyObject *m, PyObject *args) {
 
 static PyMethodDef mod_methods[] = {
     {"decide", mod_decide, METH_VARARGS, "Decide one destination from a table blob (for tests)."},
+    {"format_ip", mod_format_ip, METH_VARARGS, "An address as the forensic lines write it (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import threading
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from garrison.defender.dataplane import tables
+from garrison.defender.execinfo import MAX_ARG_BYTES, MAX_ARGS, ExecTarget
 from garrison.defender.notify import Notification, ProcInfo, SupervisorContext
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision
@@ -108,6 +110,8 @@ class NativeDataplane:
             except Exception:  # never keep the old rule's tables: let Python decide everything
                 log.exception("data plane: rule not compiled; every notification goes to Python")
                 compiled = tables.handoff_all(rule)
+            if rule is not self._rule:
+                self._loop.clear_execs()  # exec verdicts are the old rule's (before the new tables)
             self._rule, self._emulate, self._current = rule, emulate, compiled
             self._install(compiled)
 
@@ -142,6 +146,8 @@ class NativeDataplane:
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
             listeners.append(self.update)
+        if hasattr(self.ctx, "native_exec"):
+            self.ctx.native_exec = self.remember_exec  # the process controls teach the exec cache
         self._loop.start()
         for i in range(self.threads):
             t = threading.Thread(target=self._handoff, name=f"garrison-dp-py-{i}", daemon=True)
@@ -164,12 +170,39 @@ class NativeDataplane:
         self._loop.stop()
         for t in self._workers:
             t.join(timeout=5)
-        self._process(self._loop.drain(1 << 20, 0))
+        self._process(self._loop.drain(1 << 20, 0, self._lines_sink() is not None))
         self._merge_stats()
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
             with contextlib.suppress(ValueError):
                 listeners.remove(self.update)
+
+    def remember_exec(self, rule: Rule | None, target: ExecTarget) -> bool:
+        """The process controls let `target` through under `rule` with nothing to audit: the loop may
+        answer the same exec (same path, argv and resolved file, the file unchanged) itself until the
+        rule changes. Only plain files named by an absolute path (no script, loader or memfd: their
+        verdict depends on more than the file), and argv Python read whole."""
+        st = target.st
+        if (
+            st is None
+            or not target.raw_path.startswith("/")
+            or target.via_loader
+            or target.via_script
+            or target.memfd
+            or target.error
+            or target.fd_head.startswith(b"#!")
+            or len(target.argv) >= MAX_ARGS
+            or any(len(a) >= MAX_ARG_BYTES - 1 for a in (target.raw_path, *target.argv))
+        ):
+            return False
+        enc = os.fsencode
+        argv = b"".join(enc(a) + b"\0" for a in target.argv)
+        with self._swap_lock:
+            if rule is not self._rule or self._stopped.is_set():
+                return False  # decided under a rule the loop no longer holds
+            key = (enc(target.raw_path), enc(target.exe), argv)
+            facts = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+            return bool(self._loop.remember_exec(*key, *facts))
 
     def stats(self) -> dict[str, int]:
         return dict(self._loop.stats())
@@ -198,7 +231,7 @@ class NativeDataplane:
                 self._stopped.wait(0.05)
                 continue
             try:
-                records = self._loop.drain(4096, 100)
+                records = self._loop.drain(4096, 100, self._lines_sink() is not None)
                 self._process(records)
                 self._merge_stats()
                 if self.ctx.rule() is not self._rule or self._emulate_now() != self._emulate:
@@ -207,9 +240,26 @@ class NativeDataplane:
             except Exception:
                 log.exception("data plane: drain")
 
-    def _process(self, records: list[tuple[Any, ...]]) -> None:
+    def _lines_sink(self) -> Callable[[str], None] | None:
+        """Where the loop's own forensic "net" lines go: the context's ring, when there is a guard
+        (whose record() calls these lines replace) and the context takes formatted lines."""
+        if self.guard is None:
+            return None
+        return getattr(self.ctx, "record_lines", None)
+
+    def _process(self, records: list[tuple[Any, ...] | str]) -> None:
         g = self.guard
-        for (
+        sink = self._lines_sink()
+        for item in records:
+            if isinstance(item, str):  # a run of allowed destinations, already forensic lines
+                if sink is not None:
+                    with contextlib.suppress(Exception):
+                        sink(item)
+                continue
+            self._process_one(g, item)
+
+    def _process_one(self, g: Any, record: tuple[Any, ...]) -> None:
+        (
             kind,
             pid,
             family,
@@ -225,31 +275,32 @@ class NativeDataplane:
             caddr,
             blob,
             when,
-        ) in records:
-            if kind == REC_EXEC:
-                self._exec_line(pid, err_or_ppid, blob, when)
-                continue
-            if kind == REC_FORK:
-                self._fork_line(pid, control, err_or_ppid, when)
-                continue
-            ip = ipaddress.ip_address(addr)
-            proto_name = tables.PROTO_NAMES.get(proto)
-            if kind == REC_NET:
-                if g is None:
-                    continue
-                if proto_name is None:  # let through without emulation (nothing could object)
-                    g._record("net", pid=pid, dest_ip=str(ip), dest_port=port)
-                else:
-                    g._record("net", pid=pid, dest_ip=str(ip), dest_port=port, protocol=proto_name, names=[])
-                continue
-            compiled = self._compiled.get(gen)
-            if kind != REC_AUDIT or g is None or compiled is None or family not in (4, 6):
-                continue
-            info = _proc_info(pid, blob)
-            cand = ipaddress.ip_address(caddr) if caddr else ip
-            self._audit(
-                g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
-            )
+        ) = record
+        if kind == REC_EXEC:
+            self._exec_line(pid, err_or_ppid, blob, when)
+            return
+        if kind == REC_FORK:
+            self._fork_line(pid, control, err_or_ppid, when)
+            return
+        ip = ipaddress.ip_address(addr)
+        proto_name = tables.PROTO_NAMES.get(proto)
+        if kind == REC_NET:
+            if g is None:
+                return
+            t = round(when, 6)
+            if proto_name is None:  # let through without emulation (nothing could object)
+                g._record("net", t=t, pid=pid, dest_ip=str(ip), dest_port=port)
+            else:
+                g._record("net", t=t, pid=pid, dest_ip=str(ip), dest_port=port, protocol=proto_name, names=[])
+            return
+        compiled = self._compiled.get(gen)
+        if kind != REC_AUDIT or g is None or compiled is None or family not in (4, 6):
+            return
+        info = _proc_info(pid, blob)
+        cand = ipaddress.ip_address(caddr) if caddr else ip
+        self._audit(
+            g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
+        )
 
     def _exec_line(self, pid: int, ppid: int, blob: bytes, when: float) -> None:
         """The forensic line of an exec the loop let through (no process control could object); the
@@ -262,7 +313,7 @@ class NativeDataplane:
         with contextlib.suppress(Exception):
             record(
                 "exec", t=round(when, 6), pid=pid, ppid=ppid if ppid >= 0 else None, exe=path,
-                argv=argv[:32], loader=False, script=False, verdict="allow",
+                argv=argv[:32], loader=None, script=None, verdict="allow",
             )  # fmt: skip
 
     def _fork_line(self, tid: int, nr: int, ppid_then: int, when: float) -> None:

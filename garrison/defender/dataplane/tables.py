@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass, field
 
 from garrison.policy.evaluate import _bad_reputation
+from garrison.policy.learning import view_learning
 from garrison.policy.model import NetTarget, Rule
 
 MAGIC = 0x31504447  # "GDP1", checked by _native.c
@@ -28,6 +29,8 @@ F_DNS_ALLOW = 1 << 3
 F_NATIVE_VERDICT = 1 << 4
 F_EXEC_FREE = 1 << 5
 F_FORK_FREE = 1 << 6
+F_EXEC_CACHE = 1 << 7
+F_EXEC_PREVENT = 1 << 8
 
 EFFECTS = {"disable": 0, "alert": 1, "prevent": 2}
 PROTOS = {"any": 0, "tcp": 1, "udp": 2}
@@ -63,6 +66,8 @@ def inert(rule: Rule | None) -> bool:
     """No outbound, DNS or port-scan control can object to any destination (NetworkGuard._inert)."""
     if rule is None:
         return True
+    if "network" in view_learning(rule):
+        return False
     nc, dc = rule.network, rule.dns
     net_idle = nc.effect == "disable" or not (
         nc.outbound.allow
@@ -85,6 +90,18 @@ def process_flags(rule: Rule | None) -> int:
     if pc.fork_bomb_guard is None:
         flags |= F_FORK_FREE
     return flags
+
+
+def exec_cache_flags(rule: Rule | None) -> int:
+    """Under exec controls, the execs Python let through with nothing to audit may be answered from
+    the loop's verdict cache (NativeDataplane.remember_exec); under prevent, a path with nothing to
+    run gets ENOENT from the loop as it would from Python."""
+    if rule is None or rule.processes.effect == "disable":
+        return 0
+    pc = rule.processes
+    if not (pc.deny or pc.allow or pc.drift_prevention):
+        return 0
+    return F_EXEC_CACHE | (F_EXEC_PREVENT if pc.effect == "prevent" else 0)
 
 
 MAX_LANDLOCK_PORTS = 1024
@@ -161,7 +178,7 @@ def compile_rule(rule: Rule | None, *, emulate: bool, native_verdict: bool = Tru
         flags |= F_NATIVE_VERDICT
     if inert(rule):
         flags |= F_INERT
-    flags |= process_flags(rule)
+    flags |= process_flags(rule) | exec_cache_flags(rule)
     if rule is None:
         return Compiled(_HDR.pack(MAGIC, flags, 0, 0, *([0] * 10)), None, [], flags)
     nc, dc = rule.network, rule.dns

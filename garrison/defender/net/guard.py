@@ -53,6 +53,7 @@ from garrison.kernel import pidfd, sockets
 from garrison.kernel.procmem import write_mem
 from garrison.policy.audit import AuditEvent, AuditType, Severity
 from garrison.policy.evaluate import ALLOW, Decision, decide_bind, decide_connect
+from garrison.policy.learning import view_learning
 from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
@@ -553,7 +554,8 @@ class NetworkGuard:
                 or (nc.port_scan is not None and nc.port_scan.enabled)
             )
             dns_idle = dc.effect == "disable" or not (dc.allow or dc.deny)
-            self._inert_rule, self._inert_value = rule, net_idle and dns_idle
+            learning = "network" in view_learning(rule)  # its connects are recorded with their protocol
+            self._inert_rule, self._inert_value = rule, net_idle and dns_idle and not learning
         return self._inert_value
 
     def _fast_pass(
@@ -1024,6 +1026,9 @@ class NetworkGuard:
             if decision.blocked:
                 self._count("refused")
                 return notif.reply_error(errno.EACCES)
+            if addr.port:
+                proto = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}.get(sock.type or 0, "")
+                self._record_later("listen", pid=notif.pid, port=addr.port, protocol=proto)
             if self._swappable(sock):
                 return self._swap_bind(notif, fd, sock, raw)
             if sock.fd is None:

@@ -967,6 +967,7 @@ function initCellDefender() {
       el("td", { text: w.app_name ? String(w.instance) : "–" }),
       el("td", { text: w.rule || "(no rule)" }),
       el("td", { text: (w.protections || []).join(", ") || "–" }),
+      el("td", { class: "mono", text: (w.listening || []).join(" ") || "–" }),
       el("td", { class: "mono", text: w.container_id }),
       el("td", { text: ago(w.gone_at || w.first_seen), title: fmtTime(w.gone_at || w.first_seen) }))));
     $("#workloads-empty").hidden = shown.length > 0;

@@ -26,9 +26,18 @@ function mapGroupKey(n) {
     return `~dns:${parts.length > 2 ? parts.slice(-2).join(".") : label}`;
   }
   const ip = String((n.service && n.service.ip) || label);
-  if (ip.includes(":")) return `~external:${ip.split(":").slice(0, 3).join(":")}::/48`;
+  if (ip.includes(":")) return `~external:${ipv6Groups(ip).slice(0, 3).join(":")}::/48`;
   const v4 = ip.split(".");
   return `~external:${v4.length === 4 ? v4.slice(0, 3).join(".") + ".0/24" : ip}`;
+}
+
+/** The eight groups of an IPv6 address written with or without `::` (hex, no leading zeros). */
+function ipv6Groups(ip) {
+  const [head, tail] = ip.split("%")[0].split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail !== undefined && tail !== "" ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return groups.map((g) => (/^[0-9a-f]{1,4}$/i.test(g) ? parseInt(g, 16).toString(16) : g));
 }
 
 function boxLabel(key) {
@@ -153,7 +162,11 @@ function edgePath(a, b) {
   const x2 = left ? b.x + MAP_NODE_W - 8 : b.x + 8, y2 = b.y + MAP_NODE_H / 2;
   if (right || left) {
     const mx = (x1 + x2) / 2;
-    return `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+    const dx = Math.abs(x2 - x1);
+    if (dx < MAP_NODE_W + MAP_OUT_GAP + 40) return `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+    // a long edge would run along a row of the boxes it passes: arch it over them
+    const bow = Math.min(160, dx * 0.12);
+    return `M${x1},${y1} C${x1 + dx / 3 * Math.sign(x2 - x1)},${y1 - bow} ${x2 - dx / 3 * Math.sign(x2 - x1)},${y2 - bow} ${x2},${y2}`;
   }
   const bulge = 40 + Math.min(160, Math.abs(y2 - y1) * 0.25); // same column: out to the left and back
   return `M${x1},${y1} C${x1 - bulge},${y1} ${x2 - bulge},${y2} ${x2},${y2}`;
@@ -162,7 +175,7 @@ function edgePath(a, b) {
 function markerDefs() {
   const defs = svg("defs");
   for (const [id, cls] of [["arrow", ""], ["arrow-denied", "denied"], ["arrow-denied-alert", "denied-alert"], ["arrow-new", "new"]]) {
-    const m = svg("marker", { id, viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse", class: `marker ${cls}` });
+    const m = svg("marker", { id, viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "4.5", markerHeight: "4.5", orient: "auto-start-reverse", class: `marker ${cls}` });
     m.append(svg("path", { d: "M0,0 L10,5 L0,10 z" }));
     defs.append(m);
   }

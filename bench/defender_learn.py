@@ -1,0 +1,128 @@
+"""Learning overhead: connect latency with the network control in `learn` vs the same rule in `alert`.
+
+Both modes run the guard under the real DefenderContext (forensic ring on disk, as in the full
+defender); in learn mode the context also feeds the profile recorder (garrison/defender/profile.py),
+and the rule's allow-list is not enforced (that is what is being learned). The rule: the 1,000-entry
+deny list and bad-reputation list of bench/defender_connect.py plus an allow-list admitting the
+peer. Rounds are interleaved (alert, learn, alert, learn, ...) on each data plane; prints median and
+best round and the ratio learn/alert (goal <= 1.05), for latency and for CPU per connect (app +
+guard threads: less disturbed by a loaded machine than wall time). Usage:
+    .venv/bin/python bench/defender_learn.py [N] [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from defender_connect import C_APP, PY_APP, RULE, server
+
+from garrison.defender.context import DefenderContext
+from garrison.defender.forensics import ForensicRing
+from garrison.defender.net import TRAP_ONLY_IF_ARG_NONZERO, NetworkGuard
+from garrison.defender.net.standalone import Supervised
+from garrison.defender.profile import ProfileRecorder
+from garrison.kernel.features import probe
+from garrison.policy.model import Rule, RuntimePolicy
+from garrison.policy.scope import Identity
+
+
+def rule(effect: str) -> Rule:
+    doc = RULE.model_dump(mode="json")
+    doc["network"]["effect"] = effect
+    doc["network"]["outbound"]["allow"] = ["127.0.0.0/8"]
+    doc["dns"]["effect"] = "alert"
+    return Rule.model_validate(doc)
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (guard, recorder, drain threads) and its reaped children (the app)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run(
+    argv: list[str], effect: str, dataplane: str, user: tuple[int, int] | None, tmp: str
+) -> tuple[float, float, int]:
+    ring_dir = Path(tempfile.mkdtemp(dir=tmp))
+    ctx = DefenderContext(Identity(app_name="bench"), "bench", probe(), ForensicRing(ring_dir, name="f"))
+    ctx.profile = ProfileRecorder()
+    ctx.set_policy(RuntimePolicy(rules=[rule(effect)]))
+    guard = NetworkGuard(ctx, upstreams=[])
+    ctx.profile.names_for = guard.pins.names_for
+    guard.start()
+    cpu0 = _cpu()
+    try:
+        sup = Supervised(
+            argv, guard.handlers, ctx, nonzero_arg=TRAP_ONLY_IF_ARG_NONZERO, user=user,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, dataplane=dataplane, guard=guard,
+        )  # fmt: skip
+        rc, out, err = sup.communicate(timeout=300)
+        cpu = _cpu() - cpu0
+        if rc != 0 or (argv[-1] != "0" and guard.stats["emulated"] == 0 and sup.native is None):
+            raise SystemExit(f"supervised run failed (rc={rc}, stats={guard.stats}): {err}")
+        reports, _ = ctx.profile.take(full=True)
+        counted = sum(d.count for r in reports for d in r.destinations)
+        return float(out), cpu, counted
+    finally:
+        guard.stop()
+        ctx.forensics.close()
+        shutil.rmtree(ring_dir, ignore_errors=True)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    user = (65534, 65534) if os.geteuid() == 0 else None
+    srv, port = server()
+    tmp = tempfile.mkdtemp(prefix="garrison-bench-learn-")
+    os.chmod(tmp, 0o755)
+    apps: dict[str, list[str]] = {"python": ["/usr/bin/python3" if user else sys.executable, "-c", PY_APP]}
+    if shutil.which("gcc"):
+        src = os.path.join(tmp, "connect.c")
+        Path(src).write_text(C_APP)
+        subprocess.run(["gcc", "-O2", "-o", os.path.join(tmp, "connect"), src], check=True)
+        apps["c"] = [os.path.join(tmp, "connect")]
+    from garrison.defender.dataplane import native_available
+
+    planes = ["python", "native"] if native_available()[0] else ["python"]
+    print(f"learn vs alert, {n} connects x {rounds} rounds, loopback, app as {'nobody' if user else 'self'}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for name, argv in apps.items():
+        for dp in planes:
+            res: dict[str, list[float]] = {"alert": [], "learn": [], "alert cpu": [], "learn cpu": []}
+            counted = 0
+            for _ in range(rounds):
+                a = [*argv, str(port), str(n)]
+                for mode in ("alert", "learn"):
+                    us, cpu, got = run(a, mode, dp, user, tmp)
+                    res[mode].append(us)
+                    if name == "c":  # CPU per connect: minus a run of none (set-up and exit cancel)
+                        cpu -= run([*argv, str(port), "0"], mode, dp, user, tmp)[1]
+                        res[f"{mode} cpu"].append(cpu / n * 1e6)
+                    counted = got if mode == "learn" else counted
+            for label, agg in (("median", statistics.median), ("best", min)):
+                parts = []
+                for kind in ("", " cpu") if res["alert cpu"] else ("",):
+                    al, le = agg(res["alert" + kind]), agg(res["learn" + kind])
+                    what = "latency" if not kind else "CPU/op"
+                    parts.append(f"{what} alert {al:7.1f} us, learn {le:7.1f} us = {le / al:5.3f}x")
+                print(f"  {name:6s} {dp:6s} {label:6s} " + " | ".join(parts))
+            print(
+                f"  {name:6s} {dp:6s} connects counted by the recorder in the last learn round: {counted}/{n}"
+            )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    srv.kill()
+
+
+if __name__ == "__main__":
+    main()
