@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from garrison import __version__
@@ -27,7 +29,9 @@ class CellConsoleLink:
         data_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data_folder = data_folder
         self.client = DefenderChannelClient(bundle, data_folder, hello, defender_type="cell")
-        self._defender: object | None = None
+        self._cond = threading.Condition()
+        self._latest: RuntimePolicy | None = None
+        self._apply: Callable[[RuntimePolicy], None] = lambda _p: None
 
     def attach(self, defender: object) -> None:
         """Wire a CellDefender: policy pushes → set_policy; container changes → workload messages;
@@ -35,9 +39,29 @@ class CellConsoleLink:
         from garrison.cell.defender import CellDefender
 
         assert isinstance(defender, CellDefender)
-        self.client.on_policy = lambda _rev, policy: defender.set_policy(policy)
+        self._apply = defender.set_policy
+        self.client.on_policy = self._pushed
         self.client.on_connect = defender.workloads
         defender.on_workloads = self.send_workloads
+        threading.Thread(target=self._applier, name="cell-policy", daemon=True).start()
+
+    def _pushed(self, _revision: int, policy: RuntimePolicy) -> None:
+        """Called on the channel's event loop: re-applying to hundreds of containers (an nft run each)
+        happens on our own thread, newest policy first, so heartbeats and acks never wait for it."""
+        with self._cond:
+            self._latest = policy
+            self._cond.notify()
+
+    def _applier(self) -> None:
+        while True:
+            with self._cond:
+                while self._latest is None:
+                    self._cond.wait()
+                policy, self._latest = self._latest, None
+            try:
+                self._apply(policy)
+            except Exception:
+                log.exception("policy not applied")
 
     def send_workloads(self, msg: Workloads) -> None:
         self.client.send_message(msg)

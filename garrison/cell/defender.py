@@ -60,6 +60,7 @@ class _Tracked:
     nflog: NflogSocket | None = None
     exec_gated: bool = False
     resolver: ContainerResolver | None = None
+    net_checked: bool = False
     listening: list[str] = field(default_factory=list)  # "tcp/8080", ...
     listen_audited: set[tuple[str, int]] = field(default_factory=set)
     reported: Workload | None = None  # as the console last heard of it
@@ -378,14 +379,18 @@ class CellDefender:
         want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
                                 dns_port=tr.resolver.port if tr.resolver else None)
                 if rule is not None and (net_on or tr.resolver is not None) else None)
-        if want == tr.net_script or (want is None and tr.net_script is None):
+        if tr.net_checked and (want == tr.net_script or (want is None and tr.net_script is None)):
             return
+        tr.net_checked = True  # the first time, a table a previous run left is cleared if unwanted
         try:
             network.apply(c.init_pid, want or network.clear_script())
             if want and tr.nflog is None:
                 tr.nflog = NflogSocket(network.NFLOG_GROUP, f"/proc/{c.init_pid}/ns/net")
                 self._nudge()
         except (OSError, RuntimeError) as exc:
+            if want is None:  # nothing to enforce: only a leftover table could not be cleared
+                log.warning("clearing the table of %s: %s", c.name, exc)
+                return
             self._info(tr, "network_unprotected", f"outbound rules not applied to {c.name}: {exc}", "high")
             return
         tr.net_script = want
