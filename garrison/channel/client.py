@@ -133,6 +133,7 @@ class DefenderChannelClient:
         self.connected_event = threading.Event()
         self.policy_event = threading.Event()
         self._creds: Credentials | None = load_credentials(self.data_folder)
+        self._ctx_cache: tuple[Credentials, ssl.SSLContext] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
@@ -347,13 +348,7 @@ class DefenderChannelClient:
         """One connection's life; True if it got as far as the policy snapshot."""
         creds = self._creds
         assert creds is not None and self._stopping is not None and self._wake is not None
-        ctx = client_ssl_context(
-            self.bundle.ca_pem.encode(),
-            cert_pem=creds.cert_pem,
-            key_pem=creds.key_pem,
-            check_hostname=self.check_hostname,
-        )
-        async with self._connect(ctx) as ws:
+        async with self._connect(self._session_context(creds)) as ws:
             self._ws = ws
             hello = self.hello.model_copy(
                 update={
@@ -395,6 +390,21 @@ class DefenderChannelClient:
                 if exc is not None and not isinstance(exc, ConnectionClosed):
                     raise exc
         return True
+
+    def _session_context(self, creds: Credentials) -> ssl.SSLContext:
+        """Built once per certificate, not per reconnect: loading a key pair goes through temporary
+        files, and thousands of simulated defenders reconnecting at once would spend their loop on
+        it (and time each other's handshakes out)."""
+        cached = self._ctx_cache
+        if cached is None or cached[0] is not creds:
+            ctx = client_ssl_context(
+                self.bundle.ca_pem.encode(),
+                cert_pem=creds.cert_pem,
+                key_pem=creds.key_pem,
+                check_hostname=self.check_hostname,
+            )
+            cached = self._ctx_cache = (creds, ctx)
+        return cached[1]
 
     @staticmethod
     def _raise_for(err: p.Error) -> None:
