@@ -35,6 +35,7 @@ from tests.fixtures.console import RunningConsole, fresh_pg_database
 from tests.fixtures.tcp_balancer import TcpBalancer
 
 T = TypeVar("T")
+pytestmark = pytest.mark.slow
 LEASE_S = "3"  # replicas renew every second; an expired lease is reaped within a few seconds
 WAIT_S = 90.0
 
