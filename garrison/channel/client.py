@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 
 from garrison.channel import protocol as p
 from garrison.channel.bundle import InstallBundle
@@ -80,8 +80,16 @@ _CERT_REJECTED = (
 """TLS alerts a console sends when it does not accept the client certificate we presented."""
 
 
-def _cert_rejected(exc: BaseException) -> bool:
-    return isinstance(exc, ssl.SSLError) and any(a in str(exc) for a in _CERT_REJECTED)
+def _cert_rejected(exc: BaseException | None) -> bool:
+    """With TLS 1.3 the alert arrives after the handshake, while reading the HTTP upgrade response:
+    websockets then raises InvalidMessage caused by the SSLError, so the cause chain is searched."""
+    for _ in range(5):
+        if exc is None:
+            return False
+        if isinstance(exc, ssl.SSLError) and any(a in str(exc) for a in _CERT_REJECTED):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def set_aside_previous_console(data_folder: Path, files: Iterable[str]) -> Path | None:
@@ -97,6 +105,12 @@ def set_aside_previous_console(data_folder: Path, files: Iterable[str]) -> Path 
     for name in present:
         (data_folder / name).replace(dest / name)
     return dest
+
+
+def _closed_before_response(exc: BaseException) -> bool:
+    """The server closed the connection before any HTTP answer: how a TLS 1.3 client-certificate
+    rejection looks through asyncio (the alert itself is not surfaced)."""
+    return isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError)
 
 
 def _retry_after(exc: InvalidStatus) -> float:
@@ -186,6 +200,7 @@ class DefenderChannelClient:
         self._tasks: set[asyncio.Task[None]] = set()
         self._thread: threading.Thread | None = None
         self._ws: ClientConnection | None = None
+        self._closed_with_cert = 0
 
     def _discard_foreign_identity(self, creds: Credentials, *, own_spool: bool) -> None:
         """The cached certificate was not issued by the current bundle's CA: another console's identity.
@@ -323,6 +338,7 @@ class DefenderChannelClient:
                     await self.enrol()
                 if await self._session():
                     attempt = 0
+                    self._closed_with_cert = 0
             except EnrolmentFailed as exc:
                 self.last_error = f"enrolment refused: {exc}"
                 log.error("%s", self.last_error)
@@ -338,7 +354,7 @@ class DefenderChannelClient:
                 self.last_error = f"console refused the connection: {exc}"
                 log.info("%s", self.last_error)
             except _NETWORK_ERRORS as exc:
-                if self._creds is not None and _cert_rejected(exc):
+                if self._creds is not None and await self._certificate_refused(exc):
                     self._rejected(exc)
                 else:
                     self.last_error = f"console unreachable: {exc!r}"
@@ -402,6 +418,27 @@ class DefenderChannelClient:
         self._creds = save_credentials(self.data_folder, key_pem, msg.cert_pem.encode())
         self.stats["enrolments"] += 1
         log.info("enrolled as defender %s", self._creds.defender_id)
+
+    async def _certificate_refused(self, exc: BaseException) -> bool:
+        """Did the console refuse our certificate? Either the TLS alert says so (TLS 1.2), or (TLS 1.3)
+        the console closed two connections in a row before answering while a connection without a
+        certificate (the enrolment path) is answered: then it is the certificate it refuses."""
+        if _cert_rejected(exc):
+            return True
+        if not _closed_before_response(exc):
+            self._closed_with_cert = 0
+            return False
+        self._closed_with_cert += 1
+        if self._closed_with_cert < 2:
+            return False
+        ctx = client_ssl_context(self.bundle.ca_pem.encode(), check_hostname=self.check_hostname)
+        try:
+            async with self._connect(ctx):
+                pass
+        except _NETWORK_ERRORS:
+            return False
+        self._closed_with_cert = 0
+        return True
 
     def _rejected(self, exc: BaseException) -> None:
         """The console (authenticated by the bundle CA) refused our certificate during the handshake:

@@ -81,3 +81,46 @@ def test_client_sets_another_consoles_state_aside(tmp_path: Path) -> None:
     assert (aside[0] / "defender-key.pem").read_bytes() == key_a
     assert EventSpool(aside[0] / SPOOL_FILE).pending() == 1
     assert not (data / CACHE_FILE).exists() and load_credentials(data) is None
+
+
+@pytest.mark.anyio
+async def test_certificate_rejected_by_the_console_means_a_new_key(tmp_path: Path) -> None:
+    """A console (its server certificate from the bundle's CA) that does not accept our client
+    certificate at the TLS layer: the client says so and enrols again with a new key."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    from garrison.pki.ca import server_ssl_context
+
+    bundle_ca, other = ensure_ca(tmp_path / "x"), ensure_ca(tmp_path / "y")
+    cert, key = bundle_ca.issue_server_cert(tmp_path / "x", ["127.0.0.1"])
+    # verifies client certificates against another CA: ours is refused in the handshake
+    ctx = server_ssl_context(cert, key, client_ca_pem=other.cert_pem, client_cert="optional")
+    data = tmp_path / "data"
+    key_a = _enrolled(bundle_ca, data)
+    enrolments: list[str] = []
+
+    async def handler(ws: object) -> None:
+        enrolments.append(str(await ws.recv()))  # type: ignore[attr-defined]
+
+    async with serve(handler, "127.0.0.1", 0, ssl=ctx) as server:
+        port = server.sockets[0].getsockname()[1]
+        bundle = decode_bundle(
+            encode_bundle(ca_pem=bundle_ca.cert_pem, ws_address=f"wss://127.0.0.1:{port}", enrolment_token="t")
+        )
+        client = DefenderChannelClient(
+            bundle, data, Hello(defender_id="app-0", version="test"), backoff_base=0.01, backoff_max=0.05
+        )
+        assert client.identity_verified
+        task = asyncio.create_task(client.run())
+        for _ in range(500):
+            if enrolments:
+                break
+            await asyncio.sleep(0.02)
+        await client.aclose()
+        await task
+        client.spool.close()
+    assert "rejected this defender's certificate" in client.identity_note, client.last_error
+    assert enrolments and '"type":"enrol"' in enrolments[0].replace(" ", "")
+    assert load_credentials(data) is None or (data / "defender-key.pem").read_bytes() != key_a
