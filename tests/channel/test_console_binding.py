@@ -124,3 +124,21 @@ async def test_certificate_rejected_by_the_console_means_a_new_key(tmp_path: Pat
     assert "rejected this defender's certificate" in client.identity_note, client.last_error
     assert enrolments and '"type":"enrol"' in enrolments[0].replace(" ", "")
     assert load_credentials(data) is None or (data / "defender-key.pem").read_bytes() != key_a
+
+
+def test_cell_defender_start_up_decisions_are_audited(tmp_path: Path) -> None:
+    from garrison.cell.cli import startup_decisions
+    from garrison.cell.console import CellConsoleLink
+
+    a, b = ensure_ca(tmp_path / "a"), ensure_ca(tmp_path / "b")
+    data = tmp_path / "cell"
+    _enrolled(a, data)
+    bundle_b = decode_bundle(
+        encode_bundle(ca_pem=b.cert_pem, ws_address="wss://127.0.0.1:9", enrolment_token="t")
+    )
+    link = CellConsoleLink(bundle_b, data, host="cell-1")
+    got = dict(startup_decisions(link, no_policy=True))
+    assert "issued by another console" in got["identity.foreign"]
+    assert "nothing is enforced" in got["policy.none"]
+    link.client.spool.close()
+    assert startup_decisions(None, no_policy=False) == []
