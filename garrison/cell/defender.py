@@ -108,7 +108,7 @@ class CellDefender:
         """called (under the defender's lock, so in order) with containers appearing, changing and
         gone: the console link sends them on at once"""
         self._procs: ProcConnector | None = None
-        self._ticks = 0
+        self._ticks = 0  # discovery passes
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -238,7 +238,8 @@ class CellDefender:
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
             for cid, c in found.items():
                 if c is not None:
-                    self._tracked[cid] = tr = _Tracked(container=c)
+                    # one found by the first pass may carry a table a previous run left (checked once)
+                    self._tracked[cid] = tr = _Tracked(container=c, net_checked=self._ticks > 0)
                     self._protect(tr)
             waiting = [tr.container for tr in self._tracked.values() if tr.container.identity is None]
         apps = find_app_processes(waiting) if waiting else {}  # one pass over /proc, outside the lock
