@@ -99,6 +99,11 @@ def main() -> int:
     ap.add_argument(
         "--crs", action=argparse.BooleanOptionalAction, default=True, help="OWASP CRS rules on (the default)"
     )
+    ap.add_argument(
+        "--also-no-crs",
+        action="store_true",
+        help="a second proxy with CRS off, measured in the same rounds (the cost of CRS in one run)",
+    )
     ap.add_argument("--unique", action="store_true", help="a different URL on every request (no cache hits)")
     ap.add_argument("--path", default="/api/items?page=2&q=coffee+beans", help="request target wrk sends")
     args = ap.parse_args()
@@ -136,6 +141,14 @@ def main() -> int:
         )
         proxy = start_proxy(pport, bport, policy, "/dev/null", wait_crs=args.policy != "none" and args.crs)
         procs.append(proxy)
+        off = None
+        if args.also_no_crs:
+            off_policy = policy.with_name("cnaf-off.json")
+            off_policy.write_text(json.dumps({**json.loads(policy.read_text()), "crs": {"enabled": False}}))
+            off_port = free_port()
+            off = start_proxy(off_port, bport, off_policy, "/dev/null", wait_crs=False)
+            procs.append(off)
+            wait_port(off_port)
         wait_port(bport)
         wait_port(pport)
         direct_url = f"http://127.0.0.1:{bport}{args.path}"
@@ -147,8 +160,9 @@ def main() -> int:
         wrk(direct_url, args.connections, 2, args.threads, script)  # warm-up
         wrk(proxy_url, args.connections, 2, args.threads, script)
         d_rps, d_p99, p_rps, p_p99 = [], [], [], []
-        app_cpu = proxy_cpu = 0.0
-        app_n = proxy_n = 0
+        o_rps: list[float] = []
+        app_cpu = proxy_cpu = off_cpu = 0.0
+        app_n = proxy_n = off_n = 0
         for _ in range(args.rounds):
             c0 = cpu_seconds(backend.pid)
             r, lat, n = wrk(direct_url, args.connections, args.duration, args.threads, script)
@@ -162,6 +176,18 @@ def main() -> int:
             proxy_n += n
             p_rps.append(r)
             p_p99.append(lat)
+            if off is not None:
+                c0 = cpu_seconds(off.pid)
+                r, lat, n = wrk(
+                    f"http://127.0.0.1:{off_port}{args.path}",
+                    args.connections,
+                    args.duration,
+                    args.threads,
+                    script,
+                )
+                off_cpu += cpu_seconds(off.pid) - c0
+                off_n += n
+                o_rps.append(r)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -184,6 +210,12 @@ def main() -> int:
         f"CPU per request: app {1e6 * app_cpu / max(app_n, 1):.1f} µs, CNAF proxy "
         f"{1e6 * proxy_cpu / max(proxy_n, 1):.1f} µs (from /proc; robust to other load)"
     )
+    if o_rps:
+        orr = statistics.median(o_rps)
+        print(
+            f"via CNAF, CRS off {orr:10.0f} req/s   (runs: {', '.join(f'{x:.0f}' for x in o_rps)}); ratio {orr / dr:.2f}; "
+            f"proxy CPU {1e6 * off_cpu / max(off_n, 1):.1f} µs/request"
+        )
     return 0
 
 

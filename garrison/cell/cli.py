@@ -10,9 +10,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
+
+if TYPE_CHECKING:
+    from garrison.cell.console import CellConsoleLink
 
 
 @dataclass
@@ -78,6 +82,7 @@ def run(opts: CellOptions) -> int:
             return 2
         if link is not None:
             say(opts.quiet, f"using {opts.policy_file} until the console answers")
+    no_policy = policy is None
     if policy is None:
         # Containers are still discovered and reported; the console's policy applies when it arrives.
         say(opts.quiet, "NO POLICY yet: containers are watched, nothing is enforced until the console answers")
@@ -109,6 +114,9 @@ def run(opts: CellOptions) -> int:
     say(opts.quiet, f"watching {', '.join(defender.roots)}; {len(defender.containers())} container(s) now")
     if previous is not None:
         emit(unclean_restart_audit(defender.host, previous))
+    for control, message in startup_decisions(link, no_policy=no_policy):
+        emit(AuditEvent(type="defender", effect="alert", severity="high", control=control,
+                        defender_id=link.client.defender_id if link else "", message=message))
     while not stop.wait(1.0):
         if state:
             state.beat()
@@ -120,6 +128,17 @@ def run(opts: CellOptions) -> int:
     if state:
         state.end()
     return 0
+
+
+def startup_decisions(link: CellConsoleLink | None, *, no_policy: bool) -> list[tuple[str, str]]:
+    """Start-up audits: another console's identity set aside; running with no policy (never silent)."""
+    out: list[tuple[str, str]] = []
+    if link is not None and link.client.identity_note:
+        out.append(("identity.foreign", link.client.identity_note))
+    if no_policy:
+        out.append(("policy.none", "no usable policy at start (console unreachable, no cached policy of this "
+                    "console): containers are watched, nothing is enforced until the console answers"))
+    return out
 
 
 class RunState:

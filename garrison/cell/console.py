@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from garrison import __version__
 from garrison.channel.bundle import InstallBundle
 from garrison.channel.client import DefenderChannelClient
-from garrison.channel.policy_cache import PolicyCacheError, load_cached_policy
+from garrison.channel.policy_cache import ForeignPolicyCache, PolicyCacheError, load_cached_policy
 from garrison.channel.protocol import Hello, Workloads
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
@@ -27,7 +29,9 @@ class CellConsoleLink:
         data_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data_folder = data_folder
         self.client = DefenderChannelClient(bundle, data_folder, hello, defender_type="cell")
-        self._defender: object | None = None
+        self._cond = threading.Condition()
+        self._latest: RuntimePolicy | None = None
+        self._apply: Callable[[RuntimePolicy], None] = lambda _p: None
 
     def attach(self, defender: object) -> None:
         """Wire a CellDefender: policy pushes → set_policy; container changes → workload messages;
@@ -35,9 +39,29 @@ class CellConsoleLink:
         from garrison.cell.defender import CellDefender
 
         assert isinstance(defender, CellDefender)
-        self.client.on_policy = lambda _rev, policy: defender.set_policy(policy)
+        self._apply = defender.set_policy
+        self.client.on_policy = self._pushed
         self.client.on_connect = defender.workloads
         defender.on_workloads = self.send_workloads
+        threading.Thread(target=self._applier, name="cell-policy", daemon=True).start()
+
+    def _pushed(self, _revision: int, policy: RuntimePolicy) -> None:
+        """Called on the channel's event loop: re-applying to hundreds of containers (an nft run each)
+        happens on our own thread, newest policy first, so heartbeats and acks never wait for it."""
+        with self._cond:
+            self._latest = policy
+            self._cond.notify()
+
+    def _applier(self) -> None:
+        while True:
+            with self._cond:
+                while self._latest is None:
+                    self._cond.wait()
+                policy, self._latest = self._latest, None
+            try:
+                self._apply(policy)
+            except Exception:
+                log.exception("policy not applied")
 
     def send_workloads(self, msg: Workloads) -> None:
         self.client.send_message(msg)
@@ -51,9 +75,15 @@ class CellConsoleLink:
         if self.client.wait_policy(timeout) and self.client.policy is not None:
             return self.client.policy, f"policy revision {self.client.policy.revision} from the console"
         why = self.client.last_error or "no answer"
+        if self.client.identity_note:
+            why = f"{why}; {self.client.identity_note}"
         try:
-            cached = load_cached_policy(self.data_folder)
-        except PolicyCacheError as exc:
+            cached = load_cached_policy(
+                self.data_folder,
+                console_ca=self.client.console_ca,
+                accept_unbound=self.client.identity_verified,
+            )
+        except (PolicyCacheError, ForeignPolicyCache) as exc:
             return None, f"console unreachable ({why}); {exc}"
         if cached is not None:
             return cached, f"console unreachable ({why}): cached policy revision {cached.revision}"

@@ -62,6 +62,7 @@ class _Tracked:
     nflog: NflogSocket | None = None
     exec_gated: bool = False
     resolver: ContainerResolver | None = None
+    net_checked: bool = False
     listening: list[str] = field(default_factory=list)  # "tcp/8080", ...
     listen_audited: set[tuple[str, int]] = field(default_factory=set)
     reported: Workload | None = None  # as the console last heard of it
@@ -109,7 +110,7 @@ class CellDefender:
         """called (under the defender's lock, so in order) with containers appearing, changing and
         gone: the console link sends them on at once"""
         self._procs: ProcConnector | None = None
-        self._ticks = 0
+        self._ticks = 0  # discovery passes
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -266,12 +267,14 @@ class CellDefender:
                 for ns in [k for k, v in self._by_pidns.items() if v is tr]:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
-            new = [self._tracked.setdefault(cid, _Tracked(container=c)) for cid, c in found.items() if c is not None]
+            # one found by the first round may carry a table a previous run left (checked once)
+            new = [self._tracked.setdefault(cid, _Tracked(container=c, net_checked=self._ticks > 0))
+                   for cid, c in found.items() if c is not None]
             gated = [tr for tr in new if self._gate(tr)]
             for tr in gated:
                 self._protect(tr)
             if not apps:
-                if gone or any(c is not None for c in found.values()):
+                if gone or new:
                     self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
                 return
             waiting = [tr.container for tr in self._tracked.values() if tr.container.identity is None]
@@ -419,14 +422,18 @@ class CellDefender:
         want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
                                 dns_port=tr.resolver.port if tr.resolver else None)
                 if rule is not None and (net_on or tr.resolver is not None) else None)
-        if want == tr.net_script or (want is None and tr.net_script is None):
+        if tr.net_checked and (want == tr.net_script or (want is None and tr.net_script is None)):
             return
+        tr.net_checked = True  # the first time, a table a previous run left is cleared if unwanted
         try:
             network.apply(c.init_pid, want or network.clear_script())
             if want and tr.nflog is None:
                 tr.nflog = NflogSocket(network.NFLOG_GROUP, f"/proc/{c.init_pid}/ns/net")
                 self._nudge()
         except (OSError, RuntimeError) as exc:
+            if want is None:  # nothing to enforce: only a leftover table could not be cleared
+                log.warning("clearing the table of %s: %s", c.name, exc)
+                return
             self._info(tr, "network_unprotected", f"outbound rules not applied to {c.name}: {exc}", "high")
             return
         tr.net_script = want

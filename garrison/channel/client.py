@@ -24,17 +24,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 
 from garrison.channel import protocol as p
 from garrison.channel.bundle import InstallBundle
 from garrison.channel.credentials import (
+    CERT_FILE,
+    KEY_FILE,
     Credentials,
+    ca_fingerprint,
     forget_credentials,
+    issued_by,
+    issuer_name,
     load_credentials,
     save_credentials,
 )
-from garrison.channel.policy_cache import save_cached_policy
+from garrison.channel.policy_cache import CACHE_FILE, save_cached_policy
 from garrison.channel.spool import EventSpool
 from garrison.pki.ca import client_ssl_context, make_key_and_csr
 from garrison.policy.audit import AuditEvent
@@ -61,6 +66,51 @@ def _cap_bytes(rows: list[tuple[int, str]], limit: int) -> list[tuple[int, str]]
         if total > limit and i > 0:
             return rows[:i]
     return rows
+
+
+_CERT_REJECTED = (
+    "TLSV1_ALERT_UNKNOWN_CA",
+    "SSLV3_ALERT_BAD_CERTIFICATE",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    "TLSV1_ALERT_DECRYPT_ERROR",
+)
+"""TLS alerts a console sends when it does not accept the client certificate we presented."""
+
+
+def _cert_rejected(exc: BaseException | None) -> bool:
+    """With TLS 1.3 the alert arrives after the handshake, while reading the HTTP upgrade response:
+    websockets then raises InvalidMessage caused by the SSLError, so the cause chain is searched."""
+    for _ in range(5):
+        if exc is None:
+            return False
+        if isinstance(exc, ssl.SSLError) and any(a in str(exc) for a in _CERT_REJECTED):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def set_aside_previous_console(data_folder: Path, files: Iterable[str]) -> Path | None:
+    """Move another console's cached state (identity, policy, unsent events) out of the way, into a
+    0700 `previous-console-<time>/` folder: never sent to or used with the current console, kept
+    for the operator (events are evidence), never deleted silently."""
+    present = [n for n in files if (data_folder / n).exists()]
+    if not present:
+        return None
+    dest = data_folder / time.strftime("previous-console-%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = dest.with_name(f"{dest.name}-{secrets.token_hex(3)}")
+    dest.mkdir(mode=0o700)
+    for name in present:
+        (data_folder / name).replace(dest / name)
+    return dest
+
+
+def _closed_before_response(exc: BaseException) -> bool:
+    """The server closed the connection before any HTTP answer: how a TLS 1.3 client-certificate
+    rejection looks through asyncio (the alert itself is not surfaced)."""
+    return isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError)
 
 
 def _retry_after(exc: InvalidStatus) -> float:
@@ -109,6 +159,16 @@ class DefenderChannelClient:
         self.hello = hello
         self.on_policy = on_policy
         self.on_command = on_command
+        self.console_ca = ca_fingerprint(bundle.ca_pem)
+        """SHA-256 of the bundle's console CA: what cached credentials and policies are bound to"""
+        self.identity_note = ""
+        """set when the cached identity was another console's and was set aside (say it, audit it)"""
+        creds = load_credentials(self.data_folder)
+        self.identity_verified = creds is not None and issued_by(creds.cert_pem, bundle.ca_pem)
+        """the cached certificate was issued by this bundle's console (so the data folder is its)"""
+        if creds is not None and not self.identity_verified:
+            self._discard_foreign_identity(creds, own_spool=spool is None)
+            creds = None
         self.spool = spool if spool is not None else EventSpool(self.data_folder / SPOOL_FILE)
         self.cache_policy = cache_policy
         self.batch_size = max(1, min(batch_size, p.MAX_EVENTS_PER_BATCH))
@@ -132,13 +192,31 @@ class DefenderChannelClient:
         self.stats: dict[str, int] = {"sent": 0, "acked_batches": 0, "connects": 0, "enrolments": 0}
         self.connected_event = threading.Event()
         self.policy_event = threading.Event()
-        self._creds: Credentials | None = load_credentials(self.data_folder)
+        self._creds: Credentials | None = creds
+        self._ctx_cache: tuple[Credentials, ssl.SSLContext] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._thread: threading.Thread | None = None
         self._ws: ClientConnection | None = None
+        self._closed_with_cert = 0
+
+    def _discard_foreign_identity(self, creds: Credentials, *, own_spool: bool) -> None:
+        """The cached certificate was not issued by the current bundle's CA: another console's identity.
+        Its key is never reused (a fresh key is made at enrolment), its policy is not this console's,
+        its unsent events were meant for the other console: all set aside."""
+        files = [KEY_FILE, CERT_FILE, CACHE_FILE]
+        if own_spool:
+            files += [SPOOL_FILE, SPOOL_FILE + "-wal", SPOOL_FILE + "-shm", SPOOL_FILE + "-journal"]
+        moved = set_aside_previous_console(self.data_folder, files)
+        self.identity_note = (
+            f"cached identity {creds.defender_id!r} in {self.data_folder} was issued by another console "
+            f"({issuer_name(creds.cert_pem)}), not by this install bundle's console (CA sha256 "
+            f"{self.console_ca[:16]}…): set aside in {moved} (key, certificate, cached policy, unsent "
+            "events), enrolling again with a new key"
+        )
+        log.warning("%s", self.identity_note)
 
     # -- public, thread-safe -------------------------------------------------------------------
     @property
@@ -260,6 +338,7 @@ class DefenderChannelClient:
                     await self.enrol()
                 if await self._session():
                     attempt = 0
+                    self._closed_with_cert = 0
             except EnrolmentFailed as exc:
                 self.last_error = f"enrolment refused: {exc}"
                 log.error("%s", self.last_error)
@@ -275,8 +354,11 @@ class DefenderChannelClient:
                 self.last_error = f"console refused the connection: {exc}"
                 log.info("%s", self.last_error)
             except _NETWORK_ERRORS as exc:
-                self.last_error = f"console unreachable: {exc!r}"
-                log.info("%s", self.last_error)
+                if self._creds is not None and await self._certificate_refused(exc):
+                    self._rejected(exc)
+                else:
+                    self.last_error = f"console unreachable: {exc!r}"
+                    log.info("%s", self.last_error)
             finally:
                 self.connected_event.clear()
                 self._ws = None
@@ -337,6 +419,40 @@ class DefenderChannelClient:
         self.stats["enrolments"] += 1
         log.info("enrolled as defender %s", self._creds.defender_id)
 
+    async def _certificate_refused(self, exc: BaseException) -> bool:
+        """Did the console refuse our certificate? Either the TLS alert says so (TLS 1.2), or (TLS 1.3)
+        the console closed two connections in a row before answering while a connection without a
+        certificate (the enrolment path) is answered: then it is the certificate it refuses."""
+        if _cert_rejected(exc):
+            return True
+        if not _closed_before_response(exc):
+            self._closed_with_cert = 0
+            return False
+        self._closed_with_cert += 1
+        if self._closed_with_cert < 2:
+            return False
+        ctx = client_ssl_context(self.bundle.ca_pem.encode(), check_hostname=self.check_hostname)
+        try:
+            async with self._connect(ctx):
+                pass
+        except _NETWORK_ERRORS:
+            return False
+        self._closed_with_cert = 0
+        return True
+
+    def _rejected(self, exc: BaseException) -> None:
+        """The console (authenticated by the bundle CA) refused our certificate during the handshake:
+        it does not know this identity (its store was rebuilt, the certificate expired...). Enrolling
+        again with a new key is the only way forward; the old key is never offered again."""
+        old = self._creds.defender_id if self._creds else ""
+        self.last_error = (
+            f"the console rejected this defender's certificate ({exc}): identity {old!r} is not "
+            "known to it; enrolling again with a new key"
+        )
+        log.warning("%s", self.last_error)
+        self.identity_note = self.identity_note or self.last_error
+        self.reset_enrolment()
+
     def reset_enrolment(self) -> None:
         """Forget the certificate so the next connection enrols again (e.g. the console was rebuilt)."""
         forget_credentials(self.data_folder)
@@ -347,13 +463,7 @@ class DefenderChannelClient:
         """One connection's life; True if it got as far as the policy snapshot."""
         creds = self._creds
         assert creds is not None and self._stopping is not None and self._wake is not None
-        ctx = client_ssl_context(
-            self.bundle.ca_pem.encode(),
-            cert_pem=creds.cert_pem,
-            key_pem=creds.key_pem,
-            check_hostname=self.check_hostname,
-        )
-        async with self._connect(ctx) as ws:
+        async with self._connect(self._session_context(creds)) as ws:
             self._ws = ws
             hello = self.hello.model_copy(
                 update={
@@ -396,6 +506,21 @@ class DefenderChannelClient:
                     raise exc
         return True
 
+    def _session_context(self, creds: Credentials) -> ssl.SSLContext:
+        """Built once per certificate, not per reconnect: loading a key pair goes through temporary
+        files, and thousands of simulated defenders reconnecting at once would spend their loop on
+        it (and time each other's handshakes out)."""
+        cached = self._ctx_cache
+        if cached is None or cached[0] is not creds:
+            ctx = client_ssl_context(
+                self.bundle.ca_pem.encode(),
+                cert_pem=creds.cert_pem,
+                key_pem=creds.key_pem,
+                check_hostname=self.check_hostname,
+            )
+            cached = self._ctx_cache = (creds, ctx)
+        return cached[1]
+
     @staticmethod
     def _raise_for(err: p.Error) -> None:
         if err.code == "revoked":
@@ -412,7 +537,9 @@ class DefenderChannelClient:
         self.policy = policy
         if self.cache_policy:
             try:  # in a thread: the fsync must not stall heartbeats and event sending
-                await asyncio.to_thread(save_cached_policy, self.data_folder, policy)
+                await asyncio.to_thread(
+                    save_cached_policy, self.data_folder, policy, console_ca=self.console_ca
+                )
             except OSError as exc:
                 log.warning("cannot cache the policy in %s: %s", self.data_folder, exc)
         if self.on_policy is not None:

@@ -6,11 +6,14 @@ it), so there is no third file that could disagree with the certificate.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 KEY_FILE = "defender-key.pem"
@@ -63,3 +66,35 @@ def save_credentials(data_folder: Path, key_pem: bytes, cert_pem: bytes) -> Cred
 def forget_credentials(data_folder: Path) -> None:
     for name in (KEY_FILE, CERT_FILE):
         (data_folder / name).unlink(missing_ok=True)
+
+
+def ca_fingerprint(ca_pem: str | bytes) -> str:
+    """SHA-256 of the console CA certificate (DER): what binds cached state to one console."""
+    raw = ca_pem.encode() if isinstance(ca_pem, str) else ca_pem
+    return hashlib.sha256(x509.load_pem_x509_certificate(raw).public_bytes(Encoding.DER)).hexdigest()
+
+
+def issued_by(cert_pem: bytes, ca_pem: str | bytes) -> bool:
+    """True if the console CA signed this certificate (issuer name and signature both checked)."""
+    raw = ca_pem.encode() if isinstance(ca_pem, str) else ca_pem
+    try:
+        x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(
+            x509.load_pem_x509_certificate(raw)
+        )
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def issuer_name(cert_pem: bytes) -> str:
+    """The issuer's name and key id: every console CA has the same name, the key id tells them apart."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return "(unreadable)"
+    name = cert.issuer.rfc4514_string()
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        aki = None
+    return f"{name}, key id {aki.hex()[:16]}…" if aki else name

@@ -3,9 +3,12 @@
 Ingest allocates and frees megabytes per second (JSON frames, event models, row tuples) from the
 event loop and from the store's worker threads; glibc gives each thread its own arena and keeps
 freed chunks in them, so after a burst RSS stays at its peak for ever although Python freed
-everything. Two settings bound that: at most ARENA_MAX arenas (fewer half-empty heaps), and
-`malloc_trim(0)` every TRIM_EVERY_S while anything was ingested since the last trim (it returns the
-free pages of every arena; a few ms). Not glibc (musl, macOS): both are skipped.
+everything. Three settings bound that: at most ARENA_MAX arenas (fewer half-empty heaps); a fixed
+mmap threshold (MMAP_THRESHOLD: glibc otherwise raises it after the first large free, and then
+every connection's 256 KiB TLS read buffer comes from heap pages freed event data already dirtied,
+resident at once, instead of fresh pages touched only as deep as reads go, and returned at close);
+and `malloc_trim(0)` every TRIM_EVERY_S while anything was ingested since the last trim (it
+returns the free pages of every arena; a few ms). Not glibc (musl, macOS): all are skipped.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from collections.abc import Callable
 log = logging.getLogger("garrison.console.memory")
 
 ARENA_MAX = 2
+MMAP_THRESHOLD = 128 * 1024
 TRIM_EVERY_S = 10.0
 _M_ARENA_MAX = -8  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -40,11 +45,17 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
-def limit_arenas(n: int = ARENA_MAX) -> bool:
-    """Call before worker threads start (threads that already have an arena keep it)."""
-    if _LIBC is None or os.environ.get("MALLOC_ARENA_MAX"):
-        return False  # an operator's own setting wins
-    return bool(_LIBC.mallopt(_M_ARENA_MAX, n))
+def tune_malloc(arenas: int = ARENA_MAX, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
+    """Call before worker threads start (threads that already have an arena keep it). An operator's
+    own MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ setting wins."""
+    if _LIBC is None:
+        return False
+    ok = True
+    if not os.environ.get("MALLOC_ARENA_MAX"):
+        ok = bool(_LIBC.mallopt(_M_ARENA_MAX, arenas)) and ok
+    if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        ok = bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and ok
+    return ok
 
 
 def trim() -> bool:

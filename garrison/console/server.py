@@ -33,7 +33,7 @@ from garrison.console.connections import (
     with_handshake_timeout,
 )
 from garrison.console.context import ConsoleContext
-from garrison.console.memory import limit_arenas, rss_bytes, trim_while_busy
+from garrison.console.memory import rss_bytes, trim_while_busy, tune_malloc
 from garrison.console.replicas import install_shared_ca, single_console_lock
 from garrison.console.services.channel_backend import ConsoleChannelBackend
 from garrison.console.services.cluster import ClusterService
@@ -96,7 +96,7 @@ def prepare(cfg: ConsoleConfig) -> tuple[ConsoleContext, Path, Path]:
 
 
 async def serve(cfg: ConsoleConfig) -> None:
-    limit_arenas()  # before the store's worker threads start (see garrison.console.memory)
+    tune_malloc()  # before the store's worker threads start (see garrison.console.memory)
     before, after = raise_nofile_limit()
     if after != before:
         log.info("raised the open-files limit from %d to %d", before, after)

@@ -45,8 +45,9 @@ class DefenderContext:
         self.policy_listeners: list[Callable[[Rule | None], None]] = []
         self.profile: ProfileRecorder | None = None
         """set while learning is possible: `record` feeds it (garrison/defender/profile.py)"""
-        # set by the native data plane: execs the process controls let through, for its verdict cache
-        self.native_exec: Callable[[Rule | None, Any], bool] | None = None
+        self.dataplane: Any = None
+        """the native data plane while it runs: the process controls teach its exec cache and tell
+        it what they counted for the fork-bomb guard (garrison/defender/dataplane/loop.py)"""
 
     def rule(self) -> Rule | None:
         return self._rule

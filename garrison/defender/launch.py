@@ -179,7 +179,7 @@ class AppEmbeddedDefender:
             return load_policy_file(self.opts.policy_file)
         from garrison.channel.bundle import BundleError, decode_bundle
         from garrison.channel.client import DefenderChannelClient
-        from garrison.channel.policy_cache import PolicyCacheError, load_cached_policy
+        from garrison.channel.policy_cache import ForeignPolicyCache, PolicyCacheError, load_cached_policy
 
         try:
             bundle = decode_bundle(self.env.get("INSTALL_BUNDLE"))
@@ -192,6 +192,8 @@ class AppEmbeddedDefender:
         self.client = DefenderChannelClient(
             bundle, self.data, hello, on_policy=None, on_command=self._command
         )
+        if self.client.identity_note:  # the client logged it (one WARNING line on stderr)
+            self._startup_audit("identity.foreign", self.client.identity_note)
         got = threading.Event()
         first: list[RuntimePolicy] = []
 
@@ -210,19 +212,61 @@ class AppEmbeddedDefender:
         why = self.client.last_error or "no answer"
         self.client.on_policy = on_policy  # a late policy still applies live
         got.set()
+        if self.client.identity_note and self.client.identity_note not in why:
+            why = f"{why}; {self.client.identity_note}"
         try:
-            cached = load_cached_policy(self.data)
+            cached = load_cached_policy(
+                self.data,
+                console_ca=self.client.console_ca,
+                accept_unbound=self.client.identity_verified,
+            )
         except PolicyCacheError as exc:
             raise LaunchError(EX_CONFIG, f"console unreachable ({why}) and {exc}") from None
+        except ForeignPolicyCache as exc:
+            say(str(exc))
+            cached = None
         if cached is not None:
             say(f"console unreachable ({why}): starting on the cached policy (revision {cached.revision})")
             return cached
         if self.opts.fail_open:
-            say(f"console unreachable ({why}) and no cached policy: FAIL-OPEN, starting with no rule")
+            msg = f"console unreachable ({why}) and no usable cached policy: FAIL-OPEN, starting with no rule"
+            say(msg)
+            self._startup_audit("policy.fail_open", msg)
             return None
-        raise LaunchError(
-            EX_NOPOLICY, f"console unreachable ({why}) and no cached policy in {self.data}: refusing to start"
+        msg = (
+            f"console unreachable ({why}) and no usable cached policy in {self.data}: FAIL-CLOSED, "
+            "refusing to start"
         )
+        self._startup_audit("policy.fail_closed", msg, refused=True)
+        self._shutdown()
+        raise LaunchError(EX_NOPOLICY, msg)
+
+    def _startup_audit(self, control: str, message: str, *, refused: bool = False) -> None:
+        """A start-up decision about identity or policy, for the operator: kept in the local audit log
+        (the console may be unreachable or another one) and spooled for the current console."""
+        ev = AuditEvent(
+            type="defender",
+            effect="prevent" if refused else "alert",
+            severity="high",
+            control=control,
+            argv=self.argv[:256],
+            message=message[:4000],
+        )
+        if self.ctx is not None:
+            ident = self.ctx.identity
+            ev = ev.model_copy(
+                update={
+                    "defender_id": (self.client.defender_id if self.client else "") or self.ctx.defender_id,
+                    "app_id": ident.app_id or ident.app_guid,
+                    "app_name": ident.app_name,
+                    "org": ident.org,
+                    "space": ident.space,
+                    "instance": ident.instance,
+                }
+            )
+        self._local_audit(ev)
+        if self.client is not None:
+            self.client.submit(ev)
 
     def _droplet(self, hello: Any) -> None:
         """Make the gate ask about the droplet that will run: recompute its content digest from the

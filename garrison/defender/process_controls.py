@@ -163,9 +163,9 @@ class ProcessControls:
         ppid = _ppid(pid)
         if d.audited and self._exec_audits.first(_exec_key(pid, t, d)):
             self._audit_exec(ctx, pid, t, d, ppid=ppid)
-        teach = getattr(ctx, "native_exec", None)
-        if teach is not None and not d.violation and n.nr != _EXECVEAT:
-            teach(rule, t)  # the native loop answers this same exec itself from now on
+        dp = getattr(ctx, "dataplane", None)
+        if dp is not None and not d.violation and n.nr != _EXECVEAT:
+            dp.remember_exec(rule, t)  # the native loop answers this same exec itself from now on
         if d.blocked:
             n.reply_error(errno.EACCES)
         else:
@@ -378,7 +378,9 @@ class ProcessControls:
         if flags & CLONE_UNTRACED:
             self.on_clone_untraced(n, ctx, flags)
             return
-        rate = self.forks.hit()
+        # a fork the native loop handed over comes with its rate count (every fork is counted there)
+        native_rate = getattr(n, "fork_rate", None)
+        rate = native_rate if native_rate is not None else self.forks.hit()
         pid = n.pid  # now: the forking thread may be gone right after the reply
         rule = ctx.rule()
         fb = rule.processes.fork_bomb_guard if rule else None
@@ -387,7 +389,10 @@ class ProcessControls:
             n.reply_continue()
             self._record_fork(ctx, n, "allow")
             return
-        live = self.tree.count() if self.tree.upper_bound() >= fb.max_procs else None
+        dp = getattr(ctx, "dataplane", None) if native_rate is not None else None
+        seen = dp.forks_seen() if dp is not None else 0
+        count_now = getattr(n, "count_tree", False) or self.tree.upper_bound() >= fb.max_procs
+        live = self.tree.count() if count_now else None
         d = decide_fork(
             rule,
             forks_last_second=rate,
@@ -395,6 +400,8 @@ class ProcessControls:
             user_tasks=self.user_tasks.current(),
             nproc_limit=self.user_tasks.limit,
         )
+        if dp is not None:  # the loop answers the next forks itself while they are clearly inside
+            dp.fork_counted(None if live is None else live + (0 if d.blocked else 1), seen, self.user_tasks)
         if not d.violation:
             self.tree.allowed_fork()
             n.reply_continue()

@@ -121,6 +121,11 @@ class UserTasks:
         self._tasks = 0
         self._lock = threading.Lock()
 
+    def snapshot(self) -> tuple[int, float]:
+        """(tasks, time.monotonic() when they were read): what current() answers until RLIMIT_SCAN_S."""
+        with self._lock:
+            return self._tasks, self._at
+
     def current(self) -> int | None:
         """Tasks of the uid (possibly RLIMIT_SCAN_S old), None when no limit is in force."""
         if not self.limit:

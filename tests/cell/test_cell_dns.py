@@ -121,3 +121,26 @@ def test_resolver_still_answers_under_a_listening_allow_list(garden: Any, defend
     wl = next(w for w in d.workloads()[0].up if w.container_id == c.id)
     assert not any(x.startswith("udp/") for x in wl.listening)  # nor is it reported as one
     assert not any(e.control.startswith("network.listening") for e in audits.events)
+
+
+def _tcp_query(c: Any, name: str, server: str) -> Any:
+    """A DNS query over TCP from inside the container (busybox nc), the answer parsed on the cell."""
+    import struct
+
+    import dns.message
+
+    wire = dns.message.make_query(name, "A").to_wire()
+    c.stream_in("/tmp/q.bin", struct.pack("!H", len(wire)) + wire, 0o644)
+    c.exec("/bin/sh", "-c", f"/bin/nc -w 3 {server} 53 < /tmp/q.bin > /tmp/a.bin")
+    raw = (c.rootfs / "tmp/a.bin").read_bytes()
+    assert len(raw) > 2, "no answer over TCP"
+    return dns.message.from_wire(raw[2:])
+
+
+def test_tcp_queries_are_steered_too(garden: Any, defender: Any, upstream: DnsServer) -> None:
+    c, audits, host_ip = _started(garden, defender, upstream, _policy(deny=["evil.test"]))
+    upstream.zone["good.test"] = [host_ip]
+    denied = _tcp_query(c, "evil.test", host_ip)
+    assert denied.rcode() == 3  # NXDOMAIN from the defender's resolver, over TCP
+    audits.wait(lambda e: e.type == "dns" and e.dest_name == "evil.test")
+    assert "evil.test" not in upstream.queries

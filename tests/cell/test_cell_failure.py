@@ -114,6 +114,15 @@ def test_defender_killed_then_restarted(garden: Any, runc_root: Path, tmp_path: 
             cli.start()
             _until(lambda: cli.protected(c.id) == 3, what="re-attached after a clean stop")
             assert len([e for e in cli.events() if e["control"] == "cell.unclean_restart"]) == 1
+            # the policy changed while the defender was down: the table the last run left is cleared
+            cli.kill()
+            policy.write_text(RuntimePolicy.model_validate({"rules": [{
+                "name": "relaxed", "network": {"effect": "disable"}, "dns": {"effect": "disable"}}]}
+            ).model_dump_json())  # fmt: skip
+            assert not _connect(c, host_ip, bad.port)  # still the old table
+            cli.start()
+            _until(lambda: cli.protected(c.id) == 4, what="re-attached with the new policy")
+            _until(lambda: _connect(c, host_ip, bad.port), what="old table cleared")
         finally:
             cli.kill(signal.SIGTERM)
     finally:

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from garrison.channel import protocol as p
+from garrison.console.api.learning import DiscoveryMap
 from tests.console.defender_client import bundle_fields, enrol, next_of, open_defender
 
 T0 = time.time() - 100
@@ -88,6 +89,7 @@ def test_profiles_map_review_enforce(any_console):
         assert services["8.8.4.4"]["kind"] == "external"
 
         graph = api.get("/discovery/map", params={"org": "o1", "app": front}).json()
+        DiscoveryMap.model_validate(graph)  # served without a second validation pass: keep it honest
         src = f"app:o1/s1/{front}"
         edges = {e["target"]: e for e in graph["edges"] if e["source"] == src}
         assert set(edges) == {f"app:o1/s1/{billing}", f"app:o1/s1/{inv}", "dns:api.example.org", "ip:8.8.4.4"}

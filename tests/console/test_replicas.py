@@ -35,6 +35,7 @@ from tests.fixtures.console import RunningConsole, fresh_pg_database
 from tests.fixtures.tcp_balancer import TcpBalancer
 
 T = TypeVar("T")
+pytestmark = pytest.mark.slow
 LEASE_S = "3"  # replicas renew every second; an expired lease is reaped within a few seconds
 WAIT_S = 90.0
 
@@ -365,3 +366,73 @@ def test_second_console_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
             assert c.get("/defenders/summary").status_code == 200
     finally:
         first.stop()
+
+
+def _restart_postgres_immediately(pair: Pair) -> None:
+    """`pg_ctl restart -m immediate`: every backend killed without a shutdown checkpoint (as a
+    crash), then the server started again with its previous options (postmaster.opts)."""
+    data_dir = pair.sql("SHOW data_directory")[0][0]
+    pg_ctl = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))), None)
+    if pg_ctl is None or os.geteuid() != 0:
+        pytest.skip("restarting the test PostgreSQL needs root and the server's pg_ctl")
+    log = Path(data_dir).parent / "log"  # scripts/pg-test-server's layout; the server keeps it open
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(pg_ctl),
+            "-D",
+            data_dir,
+            "-l",
+            str(log),
+            "-m",
+            "immediate",
+            "-w",
+            "restart",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def test_postgres_restart_mid_ingest_loses_nothing_and_changes_still_flow(pair: Pair) -> None:
+    n, per_defender = 6, 2000
+    with TcpBalancer([("127.0.0.1", pair.a.defender_port), ("127.0.0.1", pair.b.defender_port)]) as lb:
+        fleet = pair.fleet(f"127.0.0.1:{lb.port}", n, "pgcrash")
+        ids = fleet.ids()
+        expected: set[tuple[str, str]] = set()
+        for chunk in range(0, per_defender, 250):
+            for i in range(n):
+                events = [
+                    AuditEvent(id=f"{ids[i]}-{k:05d}", type="network", effect="alert", dest_port=k)
+                    for k in range(chunk, chunk + 250)
+                ]
+                expected.update((ids[i], e.id) for e in events)
+                fleet.submit(i, events)
+            if chunk == 500:
+                _wait(lambda: pair.sql("SELECT count(*) FROM events")[0][0] > 0, "some events stored")
+                _restart_postgres_immediately(pair)
+        fleet.run(fleet.fleet.wait_delivered(WAIT_S * 2))
+        rows = pair.sql("SELECT defender_id, event_id FROM events")
+        assert len(rows) == len(expected) and set(rows) == expected
+
+        # both listeners came back: a change on either replica reaches every defender
+        for console in (pair.a, pair.b):
+            with console.api() as c:
+                _wait(lambda c=c: c.get("/cluster/replicas").json()["listening"], "listener reconnected")
+        rev = pair.b.put_policy(_policy("after-pg-restart"))["revision"]
+        _wait(lambda: fleet.has_revision(rev), "the policy stored after the restart everywhere")
+        # and the connection state is right: every defender connected to a live replica
+        live = {pair.replica_id(pair.a), pair.replica_id(pair.b)}
+        _wait(
+            lambda: all(
+                row["connected"] and row["replica_id"] in live
+                for d, row in pair.defenders().items()
+                if d in ids
+            ),
+            "every defender connected to a live replica",
+        )

@@ -13,6 +13,7 @@ import pytest
 
 from tests.defender.helpers import NOBODY, Sandbox, rule, unpriv_python
 from tests.defender.test_dataplane import PLANES
+from tests.defender.test_process_controls import FORK_BOMB
 
 RUN = """
 import os, shutil, subprocess, sys
@@ -117,3 +118,37 @@ def test_a_cached_exec_is_the_same_argv_only(sandbox: Sandbox, plane: str) -> No
     assert len(r.of("process", "processes.deny")) == 2
     if plane == "native":
         assert _native_stats(r)["exec_hits"] >= 2
+
+
+CALM = """
+import os
+calm = 0
+for i in range(30):  # one at a time, each child reaped: well inside the guard
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    calm += 1
+"""
+FORKS = CALM + FORK_BOMB.replace('print("forked"', 'print("calm", calm, "forked"')  # then a bomb
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_forks_inside_the_guard_are_answered_natively_and_a_bomb_still_caught(
+    sandbox: Sandbox, plane: str
+) -> None:
+    """The loop answers forks its own rate count, its bound on the tree and the task count Python last
+    read show inside every limit; a bomb crosses one of them and is decided, audited and refused by
+    Python with the loop's count."""
+    py, _ = unpriv_python()
+    sandbox.write("app.py", FORKS, mode=0o644)
+    pol = rule(processes={"effect": "prevent", "fork_bomb_guard": {"max_procs": 40, "max_forks_per_s": 60}})
+    r = sandbox.run(pol, [py, "app.py"], env={"DEFENDER_DATAPLANE": plane}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    assert words[:2] == ["calm", "30"], r.stdout
+    assert int(words[3]) <= 100 and int(words[5]) > 0, r.stdout
+    hits = r.of("fork_bomb", "processes.fork_bomb_guard")
+    assert hits and hits[0]["effect"] == "prevent"
+    if plane == "native":
+        assert _native_stats(r)["forks"] >= 20, _native_stats(r)

@@ -10,6 +10,7 @@ with the CNAF's own detectors running beside them. The rules left
 here are CRS 3.3 rules that mostly fire on benign near-miss text (prose with SQL words, Markdown,
 JWTs, `<?xml …?>` declarations) and whose real attacks the CNAF's own detectors or other CRS rules
 catch anyway. Only rule ids live here; the rules themselves stay in the installed CRS.
+`bench/cnaf_crs_tune.py` re-measures the list (`--from-default` starts from this one).
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ enum {
     F_FORK_FREE = 1 << 6,    /* no fork-bomb guard: forks CONTINUE natively */
     F_EXEC_CACHE = 1 << 7,   /* exec controls on: execs Python let through may be answered from the cache */
     F_EXEC_PREVENT = 1 << 8, /* exec controls prevent: a path with nothing to run gets the kernel's errno */
+    F_FORK_GUARD = 1 << 9,   /* fork-bomb guard: forks clearly inside its limits CONTINUE natively */
 };
 enum { EFF_DISABLE = 0, EFF_ALERT = 1, EFF_PREVENT = 2 };
 enum { P_ANY = 0, P_TCP = 1, P_UDP = 2 };
@@ -142,6 +143,25 @@ struct pending {
     uint32_t pid;
     int32_t nr;
     uint64_t args[6];
+    double fork_rate; /* < 0: not a fork under the guard; else the loop's rate count, this fork included */
+    int count_tree;   /* the loop's bound on the tree reached max_procs: count it for real */
+};
+
+/* The fork-bomb guard's state on the loop's side. The loop counts every fork notification (its rate
+ * window and `seen`); Python publishes what it measured: the tree's size at its last count (`base`,
+ * taken when `seen` was `base_seen`), so base + (seen - base_seen) bounds the live processes from
+ * above, and the app user's task count against RLIMIT_NPROC with the time it was read. */
+#define RATE_SLOTS 20 /* garrison.defender.context.RateWindow: 20 slots of 50 ms */
+struct fork_guard {
+    pthread_mutex_t mu;
+    uint32_t max_rate, max_procs;
+    int64_t base, base_seen;
+    int64_t tasks, tasks_limit;
+    double tasks_at;
+    _Atomic int64_t seen;
+    uint32_t counts[RATE_SLOTS]; /* loop thread only */
+    int64_t newest;
+    uint32_t total;
 };
 
 #define PIDFD_CACHE 256 /* per-thread pidfds the loop keeps open (direct-mapped by tid) */
@@ -187,6 +207,7 @@ typedef struct {
     struct pending hq[HANDOFF_CAP];
     size_t hhead, hcount;
     int hclosed;
+    struct fork_guard fg;
     /* exec verdicts Python let through (see remember_exec); a mutex: execs are not the hot path */
     pthread_mutex_t emu;
     struct exec_entry *ecache;
@@ -466,7 +487,7 @@ static int ring_pop(LoopObject *L, struct record *out) {
 }
 
 /* ---- handoff ------------------------------------------------------------------------------------ */
-static void handoff(LoopObject *L, const struct seccomp_notif *n) {
+static void handoff_fork(LoopObject *L, const struct seccomp_notif *n, double fork_rate, int count_tree) {
     pthread_mutex_lock(&L->hmu);
     while (L->hcount == HANDOFF_CAP && !L->hclosed)
         pthread_cond_wait(&L->hspace, &L->hmu); /* Python is backlogged: the app waits anyway */
@@ -477,12 +498,16 @@ static void handoff(LoopObject *L, const struct seccomp_notif *n) {
         p->nr = n->data.nr;
         for (int i = 0; i < 6; i++)
             p->args[i] = n->data.args[i];
+        p->fork_rate = fork_rate;
+        p->count_tree = count_tree;
         L->hcount++;
         pthread_cond_signal(&L->hcv);
     }
     pthread_mutex_unlock(&L->hmu);
     atomic_fetch_add(&L->n_handoff, 1);
 }
+
+static void handoff(LoopObject *L, const struct seccomp_notif *n) { handoff_fork(L, n, -1.0, 0); }
 
 /* ---- decisions from the tables -------------------------------------------------------------------- */
 static int port_in(const struct tables *t, const struct tbl_entry *e, uint16_t port) {
@@ -1443,11 +1468,54 @@ static void exec_cache_clear(LoopObject *L) {
 
 #define CLONE_UNTRACED_FLAG 0x00800000ULL
 
+static double monotonic_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* RateWindow.hit: forks in the last second, this one included, in 20 slots of 50 ms */
+static uint32_t rate_hit(struct fork_guard *g, double now) {
+    int64_t slot = (int64_t)(now * RATE_SLOTS);
+    int64_t gap = slot - g->newest;
+    if (gap >= RATE_SLOTS) {
+        memset(g->counts, 0, sizeof g->counts);
+        g->total = 0;
+    } else {
+        for (int64_t s = g->newest + 1; s <= slot; s++) {
+            g->total -= g->counts[s % RATE_SLOTS];
+            g->counts[s % RATE_SLOTS] = 0;
+        }
+    }
+    if (slot > g->newest)
+        g->newest = slot;
+    g->counts[slot % RATE_SLOTS]++;
+    g->total++;
+    return g->total;
+}
+
 static int on_fork(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
-    if (!(t->h.flags & F_FORK_FREE))
-        return 0;
     if (n->data.nr == SYS_clone && (n->data.args[0] & CLONE_UNTRACED_FLAG))
         return 0; /* a way out of the exec tracer: the Python controls decide */
+    struct fork_guard *g = &L->fg;
+    double now = monotonic_now();
+    uint32_t rate = rate_hit(g, now); /* every fork counts, whoever answers it */
+    int64_t seen = atomic_fetch_add(&g->seen, 1);
+    if (!(t->h.flags & F_FORK_FREE)) {
+        if (!(t->h.flags & F_FORK_GUARD))
+            return 0;
+        /* decide_fork's three limits, each shown clearly inside (else Python decides, with this count) */
+        pthread_mutex_lock(&g->mu);
+        int64_t bound = g->base + (seen - g->base_seen); /* live processes before this fork, at most */
+        int tree_ok = g->max_procs && bound < (int64_t)g->max_procs;
+        int tasks_ok = !g->tasks_limit || (g->tasks < g->tasks_limit && now - g->tasks_at < 0.1);
+        int rate_ok = g->max_rate && rate <= g->max_rate;
+        pthread_mutex_unlock(&g->mu);
+        if (!(tree_ok && tasks_ok && rate_ok)) {
+            handoff_fork(L, n, (double)rate, !tree_ok);
+            return -1; /* handed over */
+        }
+    }
     atomic_fetch_add(&L->n_fork, 1);
     struct record r; /* the forensic fork line (Python adds the thread group, off this path) */
     memset(&r, 0, sizeof r);
@@ -1492,10 +1560,10 @@ static void handle(LoopObject *L, const struct seccomp_notif *n) {
             done = on_fork(L, t, n);
     }
     atomic_store_explicit(&L->hazard, NULL, memory_order_release);
-    if (done)
+    if (done > 0)
         atomic_fetch_add(&L->n_native, 1);
-    else
-        handoff(L, n);
+    else if (done == 0)
+        handoff(L, n); /* (-1: already handed over, with what the loop counted) */
 }
 
 /* The loop waits in SECCOMP_IOCTL_NOTIF_RECV itself (no poll first: one syscall less per
@@ -1649,6 +1717,10 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     pthread_mutex_init(&self->emu, NULL);
+    pthread_mutex_init(&self->fg.mu, NULL);
+    self->fg.base = 1; /* the app itself, started with no notification (AppTree starts the same) */
+    self->fg.tasks_limit = 1; /* unknown until Python says: every guarded fork goes to Python */
+    self->fg.tasks = 1;
     struct stat ns;
     if (!our_mnt_ns && stat("/proc/self/ns/mnt", &ns) == 0)
         our_mnt_ns = (uint64_t)ns.st_ino;
@@ -1771,8 +1843,8 @@ static PyObject *Loop_take(LoopObject *self, PyObject *args) {
             return PyErr_Format(PyExc_EOFError, "data plane stopped");
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(KIi(KKKKKK))", (unsigned long long)p.id, p.pid, p.nr, p.args[0], p.args[1],
-                         p.args[2], p.args[3], p.args[4], p.args[5]);
+    return Py_BuildValue("(KIi(KKKKKK)di)", (unsigned long long)p.id, p.pid, p.nr, p.args[0], p.args[1],
+                         p.args[2], p.args[3], p.args[4], p.args[5], p.fork_rate, p.count_tree);
 }
 
 /* An address as Python's ipaddress writes it (str(IPv4Address) / str(IPv6Address): lowercase hex,
@@ -1961,6 +2033,49 @@ static PyObject *Loop_remember_exec(LoopObject *self, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
+/* set_fork_guard(max_forks_per_s, max_procs): the rule's limits (0, 0: no guard) */
+static PyObject *Loop_set_fork_guard(LoopObject *self, PyObject *args) {
+    unsigned int rate, procs;
+    if (!PyArg_ParseTuple(args, "II", &rate, &procs))
+        return NULL;
+    pthread_mutex_lock(&self->fg.mu);
+    self->fg.max_rate = rate;
+    self->fg.max_procs = procs;
+    pthread_mutex_unlock(&self->fg.mu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Loop_forks_seen(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromLongLong(atomic_load(&self->fg.seen));
+}
+
+/* fork_tree(live, seen_then): Python counted `live` processes in the tree when forks_seen() was
+ * `seen_then` */
+static PyObject *Loop_fork_tree(LoopObject *self, PyObject *args) {
+    long long live, seen_then;
+    if (!PyArg_ParseTuple(args, "LL", &live, &seen_then))
+        return NULL;
+    pthread_mutex_lock(&self->fg.mu);
+    self->fg.base = live;
+    self->fg.base_seen = seen_then;
+    pthread_mutex_unlock(&self->fg.mu);
+    Py_RETURN_NONE;
+}
+
+/* fork_tasks(tasks, read_at_monotonic, limit): the app user's tasks against RLIMIT_NPROC (limit 0: none) */
+static PyObject *Loop_fork_tasks(LoopObject *self, PyObject *args) {
+    long long tasks, limit;
+    double at;
+    if (!PyArg_ParseTuple(args, "LdL", &tasks, &at, &limit))
+        return NULL;
+    pthread_mutex_lock(&self->fg.mu);
+    self->fg.tasks = tasks;
+    self->fg.tasks_at = at;
+    self->fg.tasks_limit = limit;
+    pthread_mutex_unlock(&self->fg.mu);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Loop_clear_execs(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     exec_cache_clear(self);
     Py_RETURN_NONE;
@@ -2003,6 +2118,7 @@ static void Loop_dealloc(LoopObject *self) {
         exec_cache_clear(self);
         free(self->ecache);
         pthread_mutex_destroy(&self->emu);
+        pthread_mutex_destroy(&self->fg.mu);
     }
     pthread_mutex_destroy(&self->hmu);
     pthread_cond_destroy(&self->hcv);
@@ -2019,6 +2135,10 @@ static PyMethodDef Loop_methods[] = {
     {"stats", (PyCFunction)Loop_stats, METH_NOARGS, "Counters."},
     {"remember_exec", (PyCFunction)Loop_remember_exec, METH_VARARGS, "An exec Python let through, to answer natively."},
     {"clear_execs", (PyCFunction)Loop_clear_execs, METH_NOARGS, "Forget every remembered exec (rule change)."},
+    {"set_fork_guard", (PyCFunction)Loop_set_fork_guard, METH_VARARGS, "The fork-bomb guard's limits."},
+    {"forks_seen", (PyCFunction)Loop_forks_seen, METH_NOARGS, "Fork notifications the loop has seen."},
+    {"fork_tree", (PyCFunction)Loop_fork_tree, METH_VARARGS, "The tree's size as Python last counted it."},
+    {"fork_tasks", (PyCFunction)Loop_fork_tasks, METH_VARARGS, "The app user's task count and limit."},
     {NULL, NULL, 0, NULL},
 };
 

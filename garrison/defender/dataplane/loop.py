@@ -22,6 +22,7 @@ from typing import Any
 from garrison.defender.dataplane import tables
 from garrison.defender.execinfo import MAX_ARG_BYTES, MAX_ARGS, ExecTarget
 from garrison.defender.notify import Notification, ProcInfo, SupervisorContext
+from garrison.defender.proctree import UserTasks
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision
 from garrison.policy.model import Rule
@@ -112,6 +113,8 @@ class NativeDataplane:
                 compiled = tables.handoff_all(rule)
             if rule is not self._rule:
                 self._loop.clear_execs()  # exec verdicts are the old rule's (before the new tables)
+            fb = rule.processes.fork_bomb_guard if rule is not None else None
+            self._loop.set_fork_guard(*((fb.max_forks_per_s, fb.max_procs) if fb is not None else (0, 0)))
             self._rule, self._emulate, self._current = rule, emulate, compiled
             self._install(compiled)
 
@@ -146,8 +149,8 @@ class NativeDataplane:
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
             listeners.append(self.update)
-        if hasattr(self.ctx, "native_exec"):
-            self.ctx.native_exec = self.remember_exec  # the process controls teach the exec cache
+        if hasattr(self.ctx, "dataplane"):
+            self.ctx.dataplane = self  # the process controls teach the exec cache and the fork guard
         self._loop.start()
         for i in range(self.threads):
             t = threading.Thread(target=self._handoff, name=f"garrison-dp-py-{i}", daemon=True)
@@ -204,6 +207,18 @@ class NativeDataplane:
             facts = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
             return bool(self._loop.remember_exec(*key, *facts))
 
+    def forks_seen(self) -> int:
+        """Fork notifications the loop has counted (read before counting the tree, for fork_counted)."""
+        return int(self._loop.forks_seen())
+
+    def fork_counted(self, live: int | None, seen_then: int, tasks: UserTasks) -> None:
+        """What the fork-bomb guard just measured, for the loop's own checks: the tree's live processes
+        (with the fork being allowed) when forks_seen() was `seen_then`, and the user's task count."""
+        if live is not None:
+            self._loop.fork_tree(live, seen_then)
+        count, at = tasks.snapshot()
+        self._loop.fork_tasks(count, at, tasks.limit or 0)
+
     def stats(self) -> dict[str, int]:
         return dict(self._loop.stats())
 
@@ -217,10 +232,13 @@ class NativeDataplane:
                 return
             if item is None:
                 continue
-            notif_id, tid, nr, args = item
+            notif_id, tid, nr, args, fork_rate, count_tree = item
             self.handed_over += 1
+            n = Notification(listener, notif_id, tid, nr, args)
+            if fork_rate >= 0:  # a fork under the guard: the loop's count decides, not Python's own
+                n.fork_rate, n.count_tree = fork_rate, bool(count_tree)
             try:
-                self.dispatch(Notification(listener, notif_id, tid, nr, args))
+                self.dispatch(n)
             except Exception:  # the dispatcher answers for failed handlers; this is a last resort
                 log.exception("data plane: dispatch failed")
 

@@ -31,6 +31,7 @@ F_EXEC_FREE = 1 << 5
 F_FORK_FREE = 1 << 6
 F_EXEC_CACHE = 1 << 7
 F_EXEC_PREVENT = 1 << 8
+F_FORK_GUARD = 1 << 9
 
 EFFECTS = {"disable": 0, "alert": 1, "prevent": 2}
 PROTOS = {"any": 0, "tcp": 1, "udp": 2}
@@ -102,6 +103,14 @@ def exec_cache_flags(rule: Rule | None) -> int:
     if not (pc.deny or pc.allow or pc.drift_prevention):
         return 0
     return F_EXEC_CACHE | (F_EXEC_PREVENT if pc.effect == "prevent" else 0)
+
+
+def fork_guard_flags(rule: Rule | None) -> int:
+    """Under the fork-bomb guard, forks clearly inside its limits (the loop's own rate count, its bound
+    on the tree, the task count Python last read) are answered by the loop; the rest by Python."""
+    if rule is None or rule.processes.effect == "disable" or rule.processes.fork_bomb_guard is None:
+        return 0
+    return F_FORK_GUARD
 
 
 MAX_LANDLOCK_PORTS = 1024
@@ -178,7 +187,7 @@ def compile_rule(rule: Rule | None, *, emulate: bool, native_verdict: bool = Tru
         flags |= F_NATIVE_VERDICT
     if inert(rule):
         flags |= F_INERT
-    flags |= process_flags(rule) | exec_cache_flags(rule)
+    flags |= process_flags(rule) | exec_cache_flags(rule) | fork_guard_flags(rule)
     if rule is None:
         return Compiled(_HDR.pack(MAGIC, flags, 0, 0, *([0] * 10)), None, [], flags)
     nc, dc = rule.network, rule.dns
