@@ -55,7 +55,7 @@ def other_defender(
 
 
 def events(resp: httpx.Response) -> Iterator[tuple[str, str | None, Any]]:
-    """(event, id, data) of each SSE block; comments (keep-alives) are skipped."""
+    """(event, id, data) of each SSE block; a comment (keep-alive) comes as ("comment", None, None)."""
     name, eid, data = "message", None, ""
     for line in resp.iter_lines():
         if line == "":
@@ -63,7 +63,7 @@ def events(resp: httpx.Response) -> Iterator[tuple[str, str | None, Any]]:
                 yield name, eid, json.loads(data) if data else None
             name, eid, data = "message", None, ""
         elif line.startswith(":"):
-            continue
+            yield "comment", None, None  # a keep-alive: lets the reader check its deadline
         else:
             field, _, value = line.partition(":")
             value = value.removeprefix(" ")

@@ -113,6 +113,10 @@ def runtime_audits_stream(
     when audits arrive faster than a stream carries them. The credentials are re-checked every 30 s."""
     if after is None and last_event_id and last_event_id.isdigit():
         after = int(last_event_id)
+    if after is None:
+        # "from now" is fixed before the 200 goes out: the client may act as soon as it sees the
+        # headers, and an audit stored before the stream's first read must still be streamed
+        after = c.store.events.max_seq()
 
     def still_allowed() -> bool:
         try:
