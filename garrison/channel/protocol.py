@@ -122,18 +122,10 @@ MAX_WORKLOADS = 2000
 """per message; a Diego cell runs at most a few hundred containers"""
 
 
-class Workload(BaseModel):
+class Workload(AppIdentity):
     """One app container a cell defender protects, with the CF identity from its environment."""
 
-    model_config = ConfigDict(extra="forbid")
-
     container_id: str = Field(min_length=1, max_length=256)
-    app_id: Name = ""
-    app_name: Name = ""
-    org: Name = ""
-    space: Name = ""
-    app_guid: Name = ""
-    instance: int = Field(default=0, ge=0, le=MAX_INSTANCE)
     rule: Name = Field(default="", description="the rule that applies (first whose scope matches)")
     started_at: float | None = Field(default=None, allow_inf_nan=False, description="app start (cell clock)")
     seen_at: float = Field(default=0.0, allow_inf_nan=False, description="when the defender saw the change")
