@@ -36,8 +36,10 @@ from garrison.defender.net.portscan import PortScanTracker
 from garrison.kernel import memfd
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent
 from garrison.kernel.inotify import Inotify
+from garrison.kernel.netns import socket_in_netns
 from garrison.kernel.nflog import LoggedPacket, NflogSocket
 from garrison.kernel.proc_connector import ProcConnector
+from garrison.kernel.sock_diag import NETLINK_SOCK_DIAG
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision, decide_bind, decide_fork, decide_privileges
 from garrison.policy.model import Rule, RuntimePolicy
@@ -64,6 +66,7 @@ class _Tracked:
     resolver: ContainerResolver | None = None
     net_checked: bool = False
     listening: list[str] = field(default_factory=list)  # "tcp/8080", ...
+    diag: socket.socket | None = None  # sock_diag socket in the container's netns (listening ports)
     listen_audited: set[tuple[str, int]] = field(default_factory=set)
     reported: Workload | None = None  # as the console last heard of it
     mounts: dict[int, Mount] = field(default_factory=dict)  # marked mounts other than the root, by id
@@ -151,6 +154,8 @@ class CellDefender:
                 tr.nflog.close()
             if tr.resolver is not None:
                 tr.resolver.stop()
+            if tr.diag is not None:
+                tr.diag.close()
 
     def set_policy(self, policy: RuntimePolicy) -> None:
         """A new policy (a push from the console): every running container gets its rule again."""
@@ -264,6 +269,9 @@ class CellDefender:
                 if tr.resolver is not None:
                     tr.resolver.stop()
                     tr.resolver = None
+                if tr.diag is not None:
+                    tr.diag.close()
+                    tr.diag = None
                 for ns in [k for k, v in self._by_pidns.items() if v is tr]:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
@@ -304,7 +312,12 @@ class CellDefender:
         c = tr.container
         if c.identity is None or _shares_cell_ns(c, "net") is not False:
             return  # a container in the cell's namespace would report the cell's own listeners
-        found = listening.listeners(c.init_pid)
+        if tr.diag is None:
+            with contextlib.suppress(OSError):  # no sock_diag: the /proc tables (slower) instead
+                tr.diag = socket_in_netns(f"/proc/{c.init_pid}/ns/net", socket.AF_NETLINK, socket.SOCK_RAW,
+                                          NETLINK_SOCK_DIAG)
+                tr.diag.settimeout(1.0)  # a dump that never ends falls back to /proc
+        found = listening.listeners(c.init_pid, tr.diag)
         if found is None:
             return
         own = tr.resolver.port if tr.resolver is not None else None
