@@ -107,7 +107,12 @@ class _Peer:
                 self.conn.close(_CLOSE_OVERLOAD, "too slow: reconnect for a fresh snapshot")
             )
             return
-        self.outbox.append(p.dump(msg))
+        text = p.dump(msg)
+        # Nothing queued and the socket keeps up: write now (an ack per stored batch would
+        # otherwise wake the writer task and go through websockets' send path each time).
+        if self.can_take_broadcast() and _write_frame(self.conn, _text_frame(text)):
+            return
+        self.outbox.append(text)
         self.wake.set()
 
     async def run_writer(self) -> None:
@@ -278,7 +283,7 @@ class ChannelServer:
             # Fast path: the frame is built once (server frames are unmasked, so it is the same bytes
             # for every defender) and written straight into each idle connection's TLS transport.
             # Busy or slow defenders get the policy through their own writer (newest revision wins).
-            frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+            frame = _text_frame(text)
             for peer in peers:
                 if not (peer.can_take_broadcast() and _write_frame(peer.conn, frame)):
                     peer.push_policy(text)
@@ -608,6 +613,11 @@ class ChannelServer:
             )
         peer.send(p.Ack(seq=seq, stored=stored, rejected=len(rejected)))
         return True
+
+
+def _text_frame(text: str) -> bytes:
+    """A complete server-to-client text frame (unmasked, uncompressed: compression is off)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 def _write_frame(conn: ServerConnection, frame: bytes) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -22,6 +23,17 @@ def test_migrations_match_the_tables(store: Store):
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def test_stored_event_body_is_the_models_json(store: Store):
+    """The body is serialised from the model's field dict: the same JSON as model_dump_json."""
+    ev = AuditEvent(
+        type="process", effect="prevent", severity="high", app_name="body", pid=7, argv=["sh", "-c", "é\u0000"],
+        dest_port=443, time=1733123456.125, extra={"nested": {"list": [1, 2.5, None, True]}, "s": "x"},
+    )  # fmt: skip
+    store.events.insert_batch([ev], "d-body")
+    (body,) = store.events.query(EventFilter(app="body"), limit=10, offset=0)
+    assert body == json.loads(ev.model_copy(update={"defender_id": "d-body"}).model_dump_json())
 
 
 def test_migrations_are_idempotent(store: Store, tmp_path: Path):
