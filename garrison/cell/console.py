@@ -13,7 +13,7 @@ from pathlib import Path
 from garrison import __version__
 from garrison.channel.bundle import InstallBundle
 from garrison.channel.client import DefenderChannelClient
-from garrison.channel.policy_cache import ForeignPolicyCache, PolicyCacheError, load_cached_policy
+from garrison.channel.policy_cache import ForeignPolicyCache, PolicyCacheError
 from garrison.channel.protocol import Hello, Workloads
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
@@ -74,15 +74,9 @@ class CellConsoleLink:
         self.client.start()
         if self.client.wait_policy(timeout) and self.client.policy is not None:
             return self.client.policy, f"policy revision {self.client.policy.revision} from the console"
-        why = self.client.last_error or "no answer"
-        if self.client.identity_note:
-            why = f"{why}; {self.client.identity_note}"
+        why = self.client.unreachable_reason()
         try:
-            cached = load_cached_policy(
-                self.data_folder,
-                console_ca=self.client.console_ca,
-                accept_unbound=self.client.identity_verified,
-            )
+            cached = self.client.cached_policy()
         except (PolicyCacheError, ForeignPolicyCache) as exc:
             return None, f"console unreachable ({why}); {exc}"
         if cached is not None:
