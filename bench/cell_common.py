@@ -106,6 +106,7 @@ def interleaved(variants: dict[str, Callable[[], float]], rounds: int) -> dict[s
     for _ in range(rounds):
         for name, measure in variants.items():
             got[name].append(measure())
+    print("  rounds: " + "; ".join(f"{k} " + " ".join(f"{x:.0f}" for x in v) for k, v in got.items()))
     return {k: statistics.median(v) for k, v in got.items()}
 
 
