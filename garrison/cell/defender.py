@@ -29,7 +29,8 @@ from garrison.cell.containers import (
 )
 from garrison.cell.dns import ContainerResolver
 from garrison.cell.forensics import ForensicLog, process_facts
-from garrison.channel.protocol import MAX_WORKLOADS, Workload, Workloads
+from garrison.cell.learning import WorkloadLearner, parent_exe
+from garrison.channel.protocol import MAX_WORKLOADS, ProfileReport, Workload, Workloads
 from garrison.defender.execinfo import is_loader
 from garrison.defender.net.dns_proxy import Upstream, resolv_conf_upstreams
 from garrison.defender.net.portscan import PortScanTracker
@@ -42,6 +43,7 @@ from garrison.kernel.proc_connector import ProcConnector
 from garrison.kernel.sock_diag import NETLINK_SOCK_DIAG
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision, decide_bind, decide_fork, decide_privileges
+from garrison.policy.learning import view_learning
 from garrison.policy.model import Rule, RuntimePolicy
 from garrison.policy.scope import Identity, select_rule
 
@@ -72,6 +74,7 @@ class _Tracked:
     mounts: dict[int, Mount] = field(default_factory=dict)  # marked mounts other than the root, by id
     memfd_scope: int = 0  # vm.memfd_noexec set in the container's pid namespace
     forks: forkrate.ForkRate = field(default_factory=forkrate.ForkRate)
+    learner: WorkloadLearner | None = None  # while (or since) a control of its rule learns
 
 
 def _identity(c: Container) -> Identity:
@@ -114,12 +117,17 @@ class CellDefender:
         gone: the console link sends them on at once"""
         self._procs: ProcConnector | None = None
         self._ticks = 0  # discovery passes
+        self.on_profile: Callable[[ProfileReport], bool] | None = None
+        """sends a learning report (the console link); without it nothing is learnt (alert view only)"""
+        self.profile_connects: Callable[[], int] | None = None
+        """how many times the link connected: every container's whole profile is re-sent after each"""
+        self.profile_interval = 60.0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.discover()
         loops = [(self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
-                 (self._netlog_loop, "cell-netlog")]
+                 (self._netlog_loop, "cell-netlog"), (self._profile_loop, "cell-profiles")]
         for target, name in loops:
             self._thread(target, name)
         self._watch_processes()
@@ -149,6 +157,7 @@ class CellDefender:
             self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
+        _flush([tr.learner for tr in self._tracked.values()])  # the last counts, while the link is up
         for tr in self._tracked.values():
             if tr.nflog is not None:
                 tr.nflog.close()
@@ -254,10 +263,12 @@ class CellDefender:
         with self._lock:
             known = {cid: tr.container.init_pid for cid, tr in self._tracked.items()}
         found = list_containers(self.roots, known)
+        ended: list[WorkloadLearner | None] = []
         with self._lock:
             gone = sorted(k for k in self._tracked if found.get(k, "gone") is not None)  # gone, or id reused
             for cid in gone:
                 tr = self._tracked.pop(cid)
+                ended.append(tr.learner)
                 if tr.container.layers:
                     self._by_dev.pop(tr.container.layers.dev, None)
                 for mnt_id in tr.mounts:  # the marks went with the mounts
@@ -281,11 +292,12 @@ class CellDefender:
             gated = [tr for tr in new if self._gate(tr)]
             for tr in gated:
                 self._protect(tr)
-            if not apps:
-                if gone or new:
-                    self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
-                return
-            waiting = [tr.container for tr in self._tracked.values() if tr.container.identity is None]
+            if not apps and (gone or new):
+                self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
+            waiting = [tr.container for tr in self._tracked.values() if apps and tr.container.identity is None]
+        _flush(ended)  # a stopped container's last counts (outside the lock: a send may wait)
+        if not apps:
+            return
         started = find_app_processes(waiting) if waiting else {}  # one pass over /proc, outside the lock
         with self._lock:
             for cid, app in started.items():
@@ -327,6 +339,8 @@ class CellDefender:
             if (x.protocol, x.port) in tr.listen_audited:
                 continue
             tr.listen_audited.add((x.protocol, x.port))
+            if tr.learner is not None:
+                tr.learner.listen(x.port, x.protocol)  # once each time it starts listening
             d = decide_bind(tr.rule, x.port)
             if d.audited:
                 self._audit(tr, type="network", effect=d.effect, severity="high", control=d.control,
@@ -381,6 +395,7 @@ class CellDefender:
 
     def _apply_rule(self, tr: _Tracked) -> None:
         tr.rule = select_rule(self.policy, _identity(tr.container))
+        self._apply_learning(tr)
         self._apply_network(tr)
         self._apply_memfd(tr)
         guard = tr.rule.processes.fork_bomb_guard if tr.rule and tr.rule.processes.effect != "disable" else None
@@ -392,6 +407,27 @@ class CellDefender:
                 tr.pids_refused = pids.refusals(path)
             except OSError as exc:
                 self._info(tr, "pids_limit_failed", f"pids.max not set for {tr.container.name}: {exc}", "high")
+
+    def _apply_learning(self, tr: _Tracked) -> None:
+        """A learner for a container whose rule learns (once its CF identity is known and there is a
+        console to report to); kept when learning ends, so its last counts still go."""
+        learning = view_learning(tr.rule)
+        if tr.learner is None and learning and tr.container.identity is not None and self.on_profile is not None:
+            tr.learner = WorkloadLearner(tr.container, self.on_profile, self.profile_connects)
+            if tr.resolver is not None:
+                tr.learner.recorder.names_for = tr.resolver.pins.names_for
+        if tr.learner is not None:
+            tr.learner.set_rule(tr.rule)
+
+    def _learns(self, tr: _Tracked, control: str) -> bool:
+        return tr.learner is not None and control in tr.learner.controls
+
+    def _profile_loop(self) -> None:
+        """Every container's learning report, every `profile_interval` seconds."""
+        while not self._stop.wait(self.profile_interval):
+            with self._lock:
+                learners = [tr.learner for tr in self._tracked.values()]
+            _flush(learners)
 
     def _apply_memfd(self, tr: _Tracked) -> None:
         """Under drift prevention no memfd can be made executable in the container (vm.memfd_noexec =
@@ -422,6 +458,7 @@ class CellDefender:
         rule, c = tr.rule, tr.container
         net_on = rule is not None and rule.network.effect != "disable"
         dns_on = rule is not None and rule.dns.effect != "disable" and bool(rule.dns.allow or rule.dns.deny)
+        dns_on = dns_on or self._learns(tr, "dns") or self._learns(tr, "network")  # names, and a destination's
         shares_host = _shares_cell_ns(c, "net")
         if shares_host is None:
             return
@@ -432,7 +469,8 @@ class CellDefender:
                            "namespace: outbound and DNS rules are not applied (they would hold the cell)", "high")
             return
         self._apply_resolver(tr, dns_on)
-        want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
+        log_flows = self.forensics is not None or self._learns(tr, "network")
+        want = (network.ruleset(rule.network, log_flows=log_flows, dns=rule.dns,
                                 dns_port=tr.resolver.port if tr.resolver else None)
                 if rule is not None and (net_on or tr.resolver is not None) else None)
         if tr.net_checked and (want == tr.net_script or (want is None and tr.net_script is None)):
@@ -465,8 +503,15 @@ class CellDefender:
             self._audit(tr, type="dns", effect="prevent" if decision.blocked else "alert", control=decision.control,
                         dest_name=name[:512], protocol="dns", message=decision.reason)
 
+        def query(name: str, _client: object) -> None:
+            if tr.learner is not None:
+                tr.learner.query(name)
+
         try:
-            tr.resolver = ContainerResolver(tr.container.init_pid, lambda: tr.rule, audit, self.dns_upstreams)
+            tr.resolver = ContainerResolver(tr.container.init_pid, lambda: tr.rule, audit, self.dns_upstreams,
+                                            on_query=query)
+            if tr.learner is not None:
+                tr.learner.recorder.names_for = tr.resolver.pins.names_for
         except OSError as exc:
             self._info(tr, "dns_unprotected", f"DNS of {tr.container.name} not steered: {exc}", "high")
 
@@ -520,6 +565,8 @@ class CellDefender:
         for one window."""
         if self.forensics is not None:
             self.forensics.record(tr.container.id, "connect", dest_ip=pkt.dst, dest_port=pkt.dport, protocol=proto)
+        if tr.learner is not None and pkt.dport is not None:  # (DNS to our resolver is accepted before the log)
+            tr.learner.flow(pkt.dst, pkt.dport, proto)
         rule = tr.rule
         cfg = rule.network.port_scan if rule else None
         if rule is None or cfg is None or not cfg.enabled or pkt.dport is None:
@@ -687,7 +734,7 @@ class CellDefender:
 
     def _answer(self, ev: PermEvent) -> None:
         """Answer first (the exec waits for it), audit after."""
-        allow, tr, decision, facts = True, None, None, None
+        allow, tr, decision, facts, learnt = True, None, None, None, None
         try:
             tr, mount = self._owner(ev.fd)
             rule = tr.rule if tr else None
@@ -698,12 +745,16 @@ class CellDefender:
                 allow = not decision.blocked
             if tr is not None and allow and facts is not None and facts.loaded is None:
                 self._pairing.program_exec(ev.pid)  # its interpreter, if any, is opened next
+            if allow and facts is not None and tr is not None and self._learns(tr, "processes"):
+                learnt = _held_exec(facts, ev.pid)  # read while the thread waits for the answer
         except Exception:  # never leave an exec hanging: decide by the rule's effect
             log.exception("exec decision failed")
             allow = not (tr is not None and tr.rule is not None and tr.rule.processes.effect == "prevent")
         finally:
             with contextlib.suppress(OSError):
                 self.gate.answer(ev, allow)
+        if learnt is not None and tr is not None and tr.learner is not None:
+            tr.learner.exec(*learnt)
         if tr is not None and facts is not None and self.forensics is not None:
             # synchronous (the exec was held): the file that ran even when the process is gone at once
             self.forensics.record(tr.container.id, "exec_file", pid=ev.pid, exe=facts.path, layer=facts.layer,
@@ -737,6 +788,25 @@ class CellDefender:
     def _info(self, tr: _Tracked, action: str, message: str, severity: str = "low") -> None:
         self._audit(tr, type="defender", effect="info", severity=severity, control=f"cell.{action}",
                     message=message)
+
+
+def _held_exec(facts: exec_gate.ExecFacts, tid: int) -> tuple[str, list[str], str] | None:
+    """(program, argv, parent executable) of a held exec for the profile; None for the interpreter
+    the kernel opens for a program (the program itself was recorded)."""
+    if facts.loaded is None and is_loader(facts.path):
+        return None
+    argv = facts.argv if facts.argv is not None else exec_gate.held_execve(tid)[1]
+    return facts.program, argv, parent_exe(tid)
+
+
+def _flush(learners: Iterable[WorkloadLearner | None]) -> None:
+    for learner in learners:
+        if learner is None:
+            continue
+        try:
+            learner.flush()
+        except Exception:  # one container's report must not stop the others'
+            log.exception("profile report failed")
 
 
 def _mount_id(fd: int) -> int | None:

@@ -92,6 +92,7 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
         "    type filter hook output priority 0; policy accept;",
         "    ct state established,related accept",
     ]
+    lines += _to_resolver(dns_port)
     if scan and net.effect == "prevent":
         lines.append(f"    ct state new meta l4proto @scan_block {logged('network.port_scan', 1)}")
     if net_on and (scan or log_flows):
@@ -116,6 +117,15 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
     lines += _inbound(net, dns_port, logged)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _to_resolver(dns_port: int | None) -> list[str]:
+    """DNS steered to the defender's resolver (the nat chain ran first: the app asked port 53 anywhere)
+    passes the outbound lists: the resolver decides names itself, and an outbound allow list would
+    otherwise refuse every lookup."""
+    if dns_port is None:
+        return []
+    return [f"    ip daddr 127.0.0.1 meta l4proto {{ tcp, udp }} th dport {dns_port} accept"]
 
 
 def _inbound(net: NetworkControls, dns_port: int | None, logged: Callable[[str, int], str]) -> list[str]:

@@ -176,16 +176,47 @@ def scan(fld: Field) -> Hits:
     return hit
 
 
+def _plain_query(query: str, crs_on: bool) -> bool:
+    """No detector could fire on any part of this raw query string: it is not split into fields.
+    With CRS on, more characters count (its rules read `ftp?`, `http://x.y`)."""
+    low = query.lower()
+    if crs_on:
+        if _CRS_QUERY_SIGNS.search(low):
+            return False
+        # Only word characters and & = + , - are left: of `_MAYBE_CHARS_QUERY` just these
+        # substrings can still be there (the same test, without its slow alternation)
+        if "--" in low or "script" in low or "system32" in low or "winnt" in low or "web-inf" in low:
+            return False
+    elif _MAYBE_CHARS_QUERY.search(low):
+        return False
+    return _MAYBE_WORDS.isdisjoint(_LETTERS.findall(low))
+
+
 def request_fields(req: HttpRequest, *, crs_on: bool) -> tuple[list[Field], bool]:
     """The request's fields, and whether its target is plain (no CRS URI/query variables needed):
     a query nothing could fire on is not split (the common request stays cheap)."""
     query = req.query
-    split = bool(query) and (
-        maybe_attack(query, _MAYBE_CHARS_QUERY)
-        # CRS rules read more characters than the own detectors' pre-check (`ftp?`, `http://x.y`)
-        or (crs_on and maybe_attack(query, _CRS_QUERY_SIGNS))
-    )
+    split = bool(query) and not _plain_query(query, crs_on)
     return extract(req, query=split), not split and _SAFE_PATH.match(req.path) is not None
+
+
+def detection_key(req: HttpRequest, crs_on: bool) -> tuple[tuple[object, ...], bool]:
+    """What `inspect` on this body-less request depends on, as a cache key, and whether a plain
+    query string was left out of it. A plain query (see `request_fields`) under a plain path is
+    read by nothing: the own detectors skip it whole, CRS's URI/query variables are left out for a
+    plain target (and `REQUEST_LINE` needs a '('), and it names no session id. So requests that
+    differ only in such a query (`?page=2`, `?page=3`) share one result — except for findings
+    that quote the request line, which the caller must not share (see `Firewall._inspect`)."""
+    target = req.target
+    path, sep, query = target.partition("?")
+    if (
+        sep
+        and _SAFE_PATH.match(path) is not None
+        and not session_fixation.may_name_session(query)
+        and _plain_query(query, crs_on)
+    ):
+        return (req.method, path, crs_on, req.version, tuple(req.headers)), True
+    return (req.method, target, crs_on, req.version, tuple(req.headers)), False
 
 
 def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
