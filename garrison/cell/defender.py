@@ -30,7 +30,8 @@ from garrison.cell.containers import (
 from garrison.cell.dns import ContainerResolver
 from garrison.cell.exec_cache import Cached, VerdictCache, runs_interpreter
 from garrison.cell.forensics import ForensicLog, process_facts
-from garrison.channel.protocol import MAX_WORKLOADS, Workload, Workloads
+from garrison.cell.learning import WorkloadLearner, parent_exe
+from garrison.channel.protocol import MAX_WORKLOADS, ProfileReport, Workload, Workloads
 from garrison.defender.execinfo import is_loader
 from garrison.defender.net.dns_proxy import Upstream, resolv_conf_upstreams
 from garrison.defender.net.portscan import PortScanTracker
@@ -43,6 +44,7 @@ from garrison.kernel.proc_connector import ProcConnector
 from garrison.kernel.sock_diag import NETLINK_SOCK_DIAG
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision, decide_bind, decide_fork, decide_privileges
+from garrison.policy.learning import view_learning
 from garrison.policy.model import Rule, RuntimePolicy
 from garrison.policy.scope import Identity, select_rule
 
@@ -73,6 +75,7 @@ class _Tracked:
     mounts: dict[int, Mount] = field(default_factory=dict)  # marked mounts other than the root, by id
     memfd_scope: int = 0  # vm.memfd_noexec set in the container's pid namespace
     forks: forkrate.ForkRate = field(default_factory=forkrate.ForkRate)
+    learner: WorkloadLearner | None = None  # while (or since) a control of its rule learns
 
 
 def _identity(c: Container) -> Identity:
@@ -124,6 +127,11 @@ class CellDefender:
         gone: the console link sends them on at once"""
         self._procs: ProcConnector | None = None
         self._ticks = 0  # discovery passes
+        self.on_profile: Callable[[ProfileReport], bool] | None = None
+        """sends a learning report (the console link); without it nothing is learnt (alert view only)"""
+        self.profile_connects: Callable[[], int] | None = None
+        """how many times the link connected: every container's whole profile is re-sent after each"""
+        self.profile_interval = 60.0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -135,7 +143,7 @@ class CellDefender:
                              "Python)" if self._native is not None
                              else f"execs answered in Python: {self.exec_responder_note}")
         loops = [(self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
-                 (self._netlog_loop, "cell-netlog")]
+                 (self._netlog_loop, "cell-netlog"), (self._profile_loop, "cell-profiles")]
         for target, name in loops:
             self._thread(target, name)
         self._watch_processes()
@@ -167,6 +175,7 @@ class CellDefender:
             self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
+        _flush([tr.learner for tr in self._tracked.values()])  # the last counts, while the link is up
         for tr in self._tracked.values():
             if tr.nflog is not None:
                 tr.nflog.close()
@@ -277,10 +286,12 @@ class CellDefender:
         with self._lock:
             known = {cid: tr.container.init_pid for cid, tr in self._tracked.items()}
         found = list_containers(self.roots, known)
+        ended: list[WorkloadLearner | None] = []
         with self._lock:
             gone = sorted(k for k in self._tracked if found.get(k, "gone") is not None)  # gone, or id reused
             for cid in gone:
                 tr = self._tracked.pop(cid)
+                ended.append(tr.learner)
                 if tr.container.layers:
                     self._by_dev.pop(tr.container.layers.dev, None)
                     if self._verdicts is not None:
@@ -306,11 +317,12 @@ class CellDefender:
             gated = [tr for tr in new if self._gate(tr)]
             for tr in gated:
                 self._protect(tr)
-            if not apps:
-                if gone or new:
-                    self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
-                return
-            waiting = [tr.container for tr in self._tracked.values() if tr.container.identity is None]
+            if not apps and (gone or new):
+                self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
+            waiting = [tr.container for tr in self._tracked.values() if apps and tr.container.identity is None]
+        _flush(ended)  # a stopped container's last counts (outside the lock: a send may wait)
+        if not apps:
+            return
         started = find_app_processes(waiting) if waiting else {}  # one pass over /proc, outside the lock
         with self._lock:
             for cid, app in started.items():
@@ -352,6 +364,8 @@ class CellDefender:
             if (x.protocol, x.port) in tr.listen_audited:
                 continue
             tr.listen_audited.add((x.protocol, x.port))
+            if tr.learner is not None:
+                tr.learner.listen(x.port, x.protocol)  # once each time it starts listening
             d = decide_bind(tr.rule, x.port)
             if d.audited:
                 self._audit(tr, type="network", effect=d.effect, severity="high", control=d.control,
@@ -408,6 +422,7 @@ class CellDefender:
 
     def _apply_rule(self, tr: _Tracked) -> None:
         tr.rule = select_rule(self.policy, _identity(tr.container))
+        self._apply_learning(tr)
         if self._verdicts is not None and tr.container.layers is not None:
             self._verdicts.forget(tr.container.layers.dev)  # decided again under this rule and start time
         self._apply_network(tr)
@@ -421,6 +436,27 @@ class CellDefender:
                 tr.pids_refused = pids.refusals(path)
             except OSError as exc:
                 self._info(tr, "pids_limit_failed", f"pids.max not set for {tr.container.name}: {exc}", "high")
+
+    def _apply_learning(self, tr: _Tracked) -> None:
+        """A learner for a container whose rule learns (once its CF identity is known and there is a
+        console to report to); kept when learning ends, so its last counts still go."""
+        learning = view_learning(tr.rule)
+        if tr.learner is None and learning and tr.container.identity is not None and self.on_profile is not None:
+            tr.learner = WorkloadLearner(tr.container, self.on_profile, self.profile_connects)
+            if tr.resolver is not None:
+                tr.learner.recorder.names_for = tr.resolver.pins.names_for
+        if tr.learner is not None:
+            tr.learner.set_rule(tr.rule)
+
+    def _learns(self, tr: _Tracked, control: str) -> bool:
+        return tr.learner is not None and control in tr.learner.controls
+
+    def _profile_loop(self) -> None:
+        """Every container's learning report, every `profile_interval` seconds."""
+        while not self._stop.wait(self.profile_interval):
+            with self._lock:
+                learners = [tr.learner for tr in self._tracked.values()]
+            _flush(learners)
 
     def _apply_memfd(self, tr: _Tracked) -> None:
         """Under drift prevention no memfd can be made executable in the container (vm.memfd_noexec =
@@ -451,6 +487,7 @@ class CellDefender:
         rule, c = tr.rule, tr.container
         net_on = rule is not None and rule.network.effect != "disable"
         dns_on = rule is not None and rule.dns.effect != "disable" and bool(rule.dns.allow or rule.dns.deny)
+        dns_on = dns_on or self._learns(tr, "dns") or self._learns(tr, "network")  # names, and a destination's
         shares_host = _shares_cell_ns(c, "net")
         if shares_host is None:
             return
@@ -461,8 +498,10 @@ class CellDefender:
                            "namespace: outbound and DNS rules are not applied (they would hold the cell)", "high")
             return
         self._apply_resolver(tr, dns_on)
-        want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
-                                dns_port=tr.resolver.port if tr.resolver else None)
+        log_flows = self.forensics is not None or self._learns(tr, "network")
+        want = (network.ruleset(rule.network, log_flows=log_flows, dns=rule.dns,
+                                dns_port=tr.resolver.port if tr.resolver else None,
+                                count_flows=self._learns(tr, "network"))
                 if rule is not None and (net_on or tr.resolver is not None) else None)
         if tr.net_checked and (want == tr.net_script or (want is None and tr.net_script is None)):
             return
@@ -494,8 +533,15 @@ class CellDefender:
             self._audit(tr, type="dns", effect="prevent" if decision.blocked else "alert", control=decision.control,
                         dest_name=name[:512], protocol="dns", message=decision.reason)
 
+        def query(name: str, _client: object) -> None:
+            if tr.learner is not None:
+                tr.learner.query(name)
+
         try:
-            tr.resolver = ContainerResolver(tr.container.init_pid, lambda: tr.rule, audit, self.dns_upstreams)
+            tr.resolver = ContainerResolver(tr.container.init_pid, lambda: tr.rule, audit, self.dns_upstreams,
+                                            on_query=query)
+            if tr.learner is not None:
+                tr.learner.recorder.names_for = tr.resolver.pins.names_for
         except OSError as exc:
             self._info(tr, "dns_unprotected", f"DNS of {tr.container.name} not steered: {exc}", "high")
 
@@ -549,6 +595,8 @@ class CellDefender:
         for one window."""
         if self.forensics is not None:
             self.forensics.record(tr.container.id, "connect", dest_ip=pkt.dst, dest_port=pkt.dport, protocol=proto)
+        if tr.learner is not None and pkt.dport is not None:  # (DNS to our resolver is accepted before the log)
+            tr.learner.flow(pkt.dst, pkt.dport, proto)
         rule = tr.rule
         cfg = rule.network.port_scan if rule else None
         if rule is None or cfg is None or not cfg.enabled or pkt.dport is None:
@@ -749,8 +797,9 @@ class CellDefender:
 
     def _answer(self, ev: PermEvent) -> None:
         """Answer first (the exec waits for it), audit after; a decision that depends only on the file
-        and the rule is cached for the native responder."""
-        allow, tr, decision, facts, cache = True, None, None, None, None
+        and the rule is cached for the native responder (not while the container's processes are
+        learnt: each exec's argv is read from the waiting thread)."""
+        allow, tr, decision, facts, cache, learnt = True, None, None, None, None, None
         generation = self._verdicts.generation() if self._verdicts is not None else 0
         try:
             st = os.fstat(ev.fd)
@@ -763,8 +812,11 @@ class CellDefender:
                 allow = not decision.blocked
             if tr is not None and allow and facts is not None and facts.loaded is None:
                 self._pairing.program_exec(ev.pid)  # its interpreter, if any, is opened next
-            if (self._verdicts is not None and tr is not None and mount is None and facts is not None
-                    and facts.loaded is None and facts.layer != "unknown" and tr.container.app_started is not None):
+            if allow and facts is not None and tr is not None and self._learns(tr, "processes"):
+                learnt = _held_exec(facts, ev.pid)  # read while the thread waits for the answer
+            elif (self._verdicts is not None and tr is not None and mount is None and facts is not None
+                    and facts.loaded is None and facts.layer != "unknown" and tr.container.app_started is not None
+                    and not self._learns(tr, "processes")):
                 loader = is_loader(facts.path)
                 cache = (st, loader, allow and not loader and runs_interpreter(ev.fd))
         except Exception:  # never leave an exec hanging: decide by the rule's effect
@@ -774,6 +826,8 @@ class CellDefender:
         finally:
             with contextlib.suppress(OSError):
                 self.gate.answer(ev, allow)
+        if learnt is not None and tr is not None and tr.learner is not None:
+            tr.learner.exec(*learnt)
         if cache is not None and tr is not None and facts is not None and self._verdicts is not None:
             st, loader, interp = cache
             record = self.forensics is not None or (decision is not None and decision.audited)
@@ -825,6 +879,25 @@ class CellDefender:
     def _info(self, tr: _Tracked, action: str, message: str, severity: str = "low") -> None:
         self._audit(tr, type="defender", effect="info", severity=severity, control=f"cell.{action}",
                     message=message)
+
+
+def _held_exec(facts: exec_gate.ExecFacts, tid: int) -> tuple[str, list[str], str] | None:
+    """(program, argv, parent executable) of a held exec for the profile; None for the interpreter
+    the kernel opens for a program (the program itself was recorded)."""
+    if facts.loaded is None and is_loader(facts.path):
+        return None
+    argv = facts.argv if facts.argv is not None else exec_gate.held_execve(tid)[1]
+    return facts.program, argv, parent_exe(tid)
+
+
+def _flush(learners: Iterable[WorkloadLearner | None]) -> None:
+    for learner in learners:
+        if learner is None:
+            continue
+        try:
+            learner.flush()
+        except Exception:  # one container's report must not stop the others'
+            log.exception("profile report failed")
 
 
 def _mount_id(fd: int) -> int | None:

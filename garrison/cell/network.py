@@ -62,9 +62,10 @@ def needs_conntrack(net: NetworkControls, dns_port: int | None) -> bool:
 
 
 def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls | None = None,
-            dns_port: int | None = None) -> str:
+            dns_port: int | None = None, count_flows: bool = False) -> str:
     """The whole `inet garrison` table for one container, replaced atomically by `nft -f`
-    (`log_flows`: each new destination is logged too, for forensics). With `dns_port`, every UDP/TCP
+    (`log_flows`: each new destination is logged too, for forensics; `count_flows`: every new flow,
+    through conntrack, for learning, which counts connections). With `dns_port`, every UDP/TCP
     packet to port 53 is redirected to the defender's resolver listening on 127.0.0.1:`dns_port` in
     the container; with a DNS allow-list too, new flows go only to addresses allowed names resolved
     to (`pinned4`/`pinned6`, filled by the resolver), to the outbound allow list, or to loopback.
@@ -95,7 +96,8 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
     scan = net_on and net.port_scan is not None and net.port_scan.enabled
     if scan:  # the defender fills it for a while once a scan is seen (prevent): new flows refused
         lines.append("  set scan_block { type inet_proto; flags timeout; }")
-    watch_sets, watch = _watch(net, scan, log_flows and net_on)
+    stateful = needs_conntrack(net, dns_port) or count_flows
+    watch_sets, watch = _watch(net, scan, log_flows and net_on, every=count_flows)
     lines += watch_sets
     if pin:
         lines += ["  set pinned4 { type ipv4_addr; flags timeout; }", "  set pinned6 { type ipv6_addr; flags timeout; }"]
@@ -115,8 +117,9 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
         *watch,
         "  chain output {",
         "    type filter hook output priority 0; policy accept;",
-        f"    {ESTABLISHED if needs_conntrack(net, dns_port) else NEW_OUTBOUND_TCP}",
+        f"    {ESTABLISHED if stateful else NEW_OUTBOUND_TCP}",
     ]
+    lines += _to_resolver(dns_port)
     if watch:
         lines.append("    jump watch")
     if scan and net.effect == "prevent":
@@ -142,13 +145,16 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
     return "\n".join(lines) + "\n"
 
 
-def _watch(net: NetworkControls, scan: bool, log_flows: bool) -> tuple[list[str], list[str]]:
+def _watch(net: NetworkControls, scan: bool, log_flows: bool, *, every: bool) -> tuple[list[str], list[str]]:
     """(sets, chain) of `watch`: each new (address, port) destination of a TCP/UDP flow logged once
     per window (a dynamic set remembers it, so repeated connections to one service are not logged
     again): port-scan counting (distinct destinations per window: the same count) and the forensic
-    trail. Logging only, never a verdict."""
-    if not (scan or log_flows):
+    trail; with `every`, each new flow (conntrack says which are new). Logging only, never a verdict."""
+    if not (scan or log_flows or every):
         return [], []
+    if every:
+        return [], ["  chain watch {",
+                    f'    meta l4proto {{ tcp, udp }} log prefix "g|flow|-|0" group {NFLOG_GROUP}', "  }"]
     window = max(1, int(net.port_scan.window_s)) if scan and net.port_scan is not None else FLOW_WINDOW_S
     families = (("ip", "flows4", "ipv4_addr"), ("ip6", "flows6", "ipv6_addr"))
     sets = [f"  set {name} {{ type {kind} . inet_service; size 65536; flags dynamic,timeout; timeout {window}s; }}"
@@ -158,6 +164,15 @@ def _watch(net: NetworkControls, scan: bool, log_flows: bool) -> tuple[list[str]
                f'th dport }} log prefix "g|flow|-|0" group {NFLOG_GROUP}' for fam, name, _kind in families),
              "  }"]
     return sets, chain
+
+
+def _to_resolver(dns_port: int | None) -> list[str]:
+    """DNS steered to the defender's resolver (the nat chain ran first: the app asked port 53 anywhere)
+    passes the outbound lists: the resolver decides names itself, and an outbound allow list would
+    otherwise refuse every lookup."""
+    if dns_port is None:
+        return []
+    return [f"    ip daddr 127.0.0.1 meta l4proto {{ tcp, udp }} th dport {dns_port} accept"]
 
 
 def _inbound(net: NetworkControls, dns_port: int | None, logged: Callable[[str, int], str]) -> list[str]:

@@ -114,6 +114,9 @@ def test_ruleset_shape() -> None:
     scan = NetworkControls.model_validate({"effect": "alert", "port_scan": {"threshold": 5, "window_s": 30}})
     text = ruleset(scan)
     assert "timeout 30s" in text and "!= @flows4 add @flows4" in text and "jump watch" in text
+    # learning counts connections: every new flow, known as new through conntrack
+    text = ruleset(scan, count_flows=True)
+    assert "ct state established,related accept" in text and "@flows4" not in text and "jump watch" in text
 
 
 def test_port_scan_detected_then_new_flows_refused_in_kernel(wired: Any) -> None:

@@ -24,7 +24,7 @@ _SESSION_NAME = re.compile(
     re.I,
 )
 # Every name above contains one of these (case-insensitively): a cheap test for the common request.
-_HINT = re.compile(r"sess|sid|cfid|cftoken|token|cakephp|symfony", re.I)
+_HINTS = ("sess", "sid", "cfid", "token", "cakephp", "symfony")
 _PARAM_LOCATIONS = frozenset({"query", "body", "query_name", "body_name"})
 
 
@@ -38,9 +38,15 @@ def _referer_host(req: HttpRequest) -> str | None:
         return ""
 
 
+def may_name_session(text: str) -> bool:
+    """False when no session-id parameter name can be in `text` (a URL or a query string)."""
+    low = text.lower()
+    return any(hint in low for hint in _HINTS)
+
+
 def check(req: HttpRequest, fields: Iterable[Field]) -> str | None:
     """The session parameter's name when one arrives from outside the app's own pages, else None."""
-    if not req.body and _HINT.search(req.target) is None:
+    if not req.body and not may_name_session(req.target):
         return None  # the common request: no session-like name anywhere in the URL
     names = [f.name for f in fields if f.location in _PARAM_LOCATIONS]
     query = req.query
