@@ -29,6 +29,7 @@ from garrison.cnaf.detect import (
 )
 from garrison.cnaf.fields import Field, extract
 from garrison.cnaf.request import HttpRequest
+from garrison.cnaf.structure import header_level, is_code_snippet, is_json_document
 from garrison.policy.cnaf import CnafControls, CnafException
 
 Detector = Callable[[str, Field], str | None]
@@ -54,8 +55,8 @@ _SAFE_PATH = re.compile(r"(?:/[\w\-]+(?:\.[\w\-]+)*)*/?\Z", re.ASCII)
 # beans"). Split into a character class, substring tests and a word-set lookup because one big
 # case-insensitive alternation costs several microseconds per value in `re`.
 _MAYBE_SIGNS = (
-    r"--|://|\.\.|/(?:etc|proc|var|bin|dev)|script|\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|"
-    r"web\.config|php\]"
+    r"--|://|\.\.|/(?:etc|proc|sys|var|bin|dev)|script|\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|"
+    r"web\.config|php\]|0x(?:2e|2f|5c)"
 )
 _MAYBE_CHARS = re.compile(r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)  # on lower-cased text
 # The same for a whole raw query string, where '&' and '=' are separators (encodings start with '%').
@@ -143,6 +144,10 @@ def _scan(fld: Field, value: str) -> Hits:
             for name, fn in (("shellshock", _SHELLSHOCK), ("code_injection", _CODE))
             if (reason := fn(value, fld)) is not None
         )
+    if (loc == "filename" or (loc == "header" and fld.name.lower() in code_injection.FILENAME_HEADERS)) and (
+        reason := code_injection.script_upload(value)
+    ):
+        return (("code_injection", reason),)
     if loc == "path":
         if _SAFE_PATH.match(value):  # still check the path for /etc/passwd-like names
             reason = _LFI(value, fld)
@@ -383,7 +388,14 @@ class _HitContext:
                 value = _XML_PI.sub(" ", value).strip()
             if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
                 return
-            max_level = 1 if _looks_like_prose(value) or _is_document(value) else self.level
+            if is_code_snippet(var.key, value):
+                return  # self-contained code in a field made for code: the own detectors decide
+            prose = _looks_like_prose(value) or _is_document(value) or is_json_document(value)
+            max_level = 1 if prose else self.level
+        elif var.collection == "REQUEST_HEADERS" and (level := header_level(var.key, value)) is not None:
+            if level == 0:
+                return
+            max_level = min(level, self.level)
         else:
             max_level = self.level
         controls = self.controls
