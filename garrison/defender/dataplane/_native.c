@@ -114,7 +114,9 @@ struct tables {
 };
 
 /* ---- records handed to Python ------------------------------------------------------------------ */
-enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3, REC_FORK = 4 }; /* REC_FORK: pid = tid, control = nr */
+/* REC_EXEC: pid = thread group, err = ppid, blob = path\0argv...; REC_FORK: pid = thread group,
+ * entry = tid, control = nr, err = ppid; REC_CHILD (the exec tracer): pid = parent, entry = child */
+enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3, REC_FORK = 4, REC_CHILD = 5 };
 enum { CTL_NONE = 0, CTL_BADREP = 1, CTL_DENY = 2, CTL_ALLOW = 3 };
 
 struct record {
@@ -214,7 +216,7 @@ typedef struct {
     _Atomic uint64_t n_exec_hits, n_exec_missing;
     /* counters */
     _Atomic uint64_t n_recv, n_native, n_handoff, n_emulated, n_continued, n_refused, n_drops,
-        n_waiters, n_gone, n_wake, n_exec, n_fork, n_pidfd_open;
+        n_waiters, n_gone, n_wake, n_exec, n_fork, n_pidfd_open, n_lines;
     _Atomic int waiters_live;
 } LoopObject;
 
@@ -397,6 +399,65 @@ static long read_ppid(uint32_t pid) {
             sscanf(close_paren + 2, "%*c %ld", &ppid);
     }
     return ppid;
+}
+
+/* PIDFD_GET_INFO (6.13): a task's pid, thread group and parent from its pidfd -- a few microseconds,
+ * where rendering /proc/<tid>/stat of a process never looked at before costs 20-30. */
+struct pidfd_info_v0 {
+    uint64_t mask, cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code;
+};
+#define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
+static _Atomic int pidfd_info_ok = 1;
+
+/* The thread group and parent of thread `tid` (each -1 when unknown), read while it waits for our
+ * answer: a worker that forks or execs and exits at once would be gone by the time Python looked,
+ * leaving its node orphaned or recorded under a thread id. pidfd first, else /proc/<tid>/status. */
+static void proc_facts(LoopObject *L, uint32_t tid, long *tgid, long *ppid) {
+    *tgid = *ppid = -1;
+    if (atomic_load_explicit(&pidfd_info_ok, memory_order_relaxed)) {
+        for (int attempt = 0; attempt < 2; attempt++) {
+            uint32_t group;
+            int cached;
+            int pfd = thread_pidfd(L, tid, &group, &cached);
+            if (pfd < 0)
+                break;
+            struct pidfd_info_v0 info;
+            memset(&info, 0, sizeof info);
+            info.mask = 1; /* PIDFD_INFO_PID */
+            int r = ioctl(pfd, PIDFD_GET_INFO_V0, &info);
+            int e = errno;
+            if (!cached && L->pidfds[tid % PIDFD_CACHE].fd != pfd)
+                close(pfd);
+            if (r == 0) {
+                *tgid = info.tgid;
+                *ppid = info.ppid;
+                return;
+            }
+            if (e == ENOTTY || e == EINVAL || e == EOPNOTSUPP) {
+                atomic_store(&pidfd_info_ok, 0); /* before 6.13 */
+                break;
+            }
+            if (!cached)
+                break;
+            forget_pidfd(L, tid); /* a stale pidfd: the tid was reused */
+        }
+    }
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%u/status", tid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "Tgid:", 5))
+            *tgid = atol(line + 5);
+        else if (!strncmp(line, "PPid:", 5)) {
+            *ppid = atol(line + 5);
+            break;
+        }
+    }
+    fclose(f);
 }
 
 /* The identity an audit carries, read while the process still waits for our answer:
@@ -1242,13 +1303,14 @@ static int on_execve_cached(LoopObject *L, const struct tables *t, const struct 
  * at once, and the forensic tree needs the edge (as the Python handler does). */
 static void exec_reply_record(LoopObject *L, const struct tables *t, const struct seccomp_notif *n, char *blob,
                               size_t blob_len) {
-    long ppid = read_ppid(n->pid);
+    long tgid, ppid;
+    proc_facts(L, n->pid, &tgid, &ppid);
     atomic_fetch_add(&L->n_exec, 1);
     reply(L->listener, n->id, 0, 0, 1);
     struct record r;
     memset(&r, 0, sizeof r);
     r.kind = REC_EXEC;
-    r.pid = n->pid;
+    r.pid = tgid > 0 ? (uint32_t)tgid : n->pid; /* after the exec the thread is its group's leader */
     r.err = (int32_t)ppid;
     r.generation = t->generation;
     r.blob = blob;
@@ -1517,13 +1579,15 @@ static int on_fork(LoopObject *L, const struct tables *t, const struct seccomp_n
         }
     }
     atomic_fetch_add(&L->n_fork, 1);
-    struct record r; /* the forensic fork line (Python adds the thread group, off this path) */
+    struct record r; /* the forensic fork line */
     memset(&r, 0, sizeof r);
-    r.err = (int32_t)read_ppid(n->pid); /* before the reply: a worker that forks and exits would be
-                                          * gone by the time Python reads it, leaving its node orphaned */
+    long tgid, ppid;
+    proc_facts(L, n->pid, &tgid, &ppid); /* before the reply (see proc_facts) */
     reply(L->listener, n->id, 0, 0, 1);
     r.kind = REC_FORK;
-    r.pid = n->pid;
+    r.pid = tgid > 0 ? (uint32_t)tgid : n->pid;
+    r.entry = n->pid;
+    r.err = (int32_t)ppid;
     r.control = (uint32_t)n->data.nr;
     r.generation = t->generation;
     ring_push(L, &r, 0);
@@ -1596,6 +1660,7 @@ static void *loop_main(void *arg) {
     sigdelset(&only_wake, WAKE_SIGNAL);
     pthread_sigmask(SIG_SETMASK, &only_wake, NULL); /* the app's and the operator's signals go to Python */
     struct seccomp_notif n;
+    pthread_setname_np(pthread_self(), "garrison-dp-c"); /* for top/perf: the loop's own CPU */
     int use_poll = !recv_sees_hangup();
     while (!atomic_load_explicit(&L->stopping, memory_order_acquire)) {
         if (use_poll) {
@@ -1884,15 +1949,21 @@ static int fmt_ip(char *out, size_t cap, int v6, const uint8_t *a) {
     return off;
 }
 
+/* round(t, 6) as Python's repr writes it (the forensic lines' "t") */
+static int fmt_time(char *t, size_t cap, double when) {
+    long long us = (long long)(when * 1e6 + 0.5);
+    int tl = snprintf(t, cap, "%lld.%06lld", us / 1000000LL, us % 1000000LL);
+    while (tl > 2 && t[tl - 1] == '0' && t[tl - 2] != '.')
+        t[--tl] = 0;
+    return tl;
+}
+
 /* The forensic "net" line the network guard writes for an allowed destination (same keys, same
  * order as json.dumps of its record() call), stamped with the time of the decision. */
 static int fmt_net_line(char *out, size_t cap, const struct record *r) {
     char ip[64], t[48];
     fmt_ip(ip, sizeof ip, r->family == 6, r->addr);
-    long long us = (long long)(r->t * 1e6 + 0.5);
-    int tl = snprintf(t, sizeof t, "%lld.%06lld", us / 1000000LL, us % 1000000LL);
-    while (tl > 2 && t[tl - 1] == '0' && t[tl - 2] != '.') /* like Python's repr of round(t, 6) */
-        t[--tl] = 0;
+    fmt_time(t, sizeof t, r->t);
     const char *proto = r->proto == 1 ? "tcp" : r->proto == 2 ? "udp" : NULL;
     if (!proto)
         return snprintf(out, cap, "{\"t\": %s, \"kind\": \"net\", \"pid\": %u, \"dest_ip\": \"%s\", \"dest_port\": %u}\n",
@@ -1901,6 +1972,108 @@ static int fmt_net_line(char *out, size_t cap, const struct record *r) {
                     "{\"t\": %s, \"kind\": \"net\", \"pid\": %u, \"dest_ip\": \"%s\", \"dest_port\": %u, "
                     "\"protocol\": \"%s\", \"names\": []}\n",
                     t, r->pid, ip, r->port, proto);
+}
+
+/* A string as json.dumps writes it (ensure_ascii); -1 when it holds a byte above 0x7f (Python decodes
+ * those with errors="replace": it formats that line) or does not fit. */
+static int json_str(char *out, size_t cap, const char *s, size_t n) {
+    size_t o = 0;
+    if (cap < 3)
+        return -1;
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (cap - o < 8)
+            return -1;
+        if (c >= 0x80)
+            return -1;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            out[o++] = (char)c;
+        } else {
+            const char *short_esc = c == '\n' ? "n" : c == '\r' ? "r" : c == '\t' ? "t" : c == '\b' ? "b" : c == '\f' ? "f" : NULL;
+            if (short_esc) {
+                out[o++] = '\\';
+                out[o++] = *short_esc;
+            } else {
+                o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+            }
+        }
+    }
+    out[o++] = '"';
+    return (int)o;
+}
+
+#define FORENSIC_ARGS 32 /* the exec line's argv[:32] */
+
+/* The forensic "exec" line of an exec the loop let through: ProcessControls.on_exec's record() call
+ * (as NativeDataplane._exec_line wrote it): path and argv from the blob. -1: Python formats it. */
+static int fmt_exec_line(char *out, size_t cap, const struct record *r) {
+    char t[48], pp[24];
+    fmt_time(t, sizeof t, r->t);
+    if (r->err >= 0)
+        snprintf(pp, sizeof pp, "%d", r->err);
+    else
+        strcpy(pp, "null");
+    int o = snprintf(out, cap, "{\"t\": %s, \"kind\": \"exec\", \"pid\": %u, \"ppid\": %s, \"exe\": ", t, r->pid, pp);
+    const char *b = r->blob ? r->blob : "", *end = b + (r->blob ? r->blob_len : 0);
+    const char *nul = r->blob ? memchr(b, 0, (size_t)(end - b)) : NULL;
+    int w = json_str(out + o, cap - (size_t)o, b, nul ? (size_t)(nul - b) : 0);
+    if (w < 0)
+        return -1;
+    o += w;
+    o += snprintf(out + o, cap - (size_t)o, ", \"argv\": [");
+    const char *a = nul ? nul + 1 : end;
+    for (int i = 0; a < end && i < FORENSIC_ARGS; i++) {
+        const char *z = memchr(a, 0, (size_t)(end - a));
+        if (!z)
+            break; /* an unterminated tail is not an argument (split(b"\0")[:-1]) */
+        if ((size_t)o + 2 >= cap)
+            return -1;
+        if (i) {
+            out[o++] = ',';
+            out[o++] = ' ';
+        }
+        w = json_str(out + o, cap - (size_t)o, a, (size_t)(z - a));
+        if (w < 0)
+            return -1;
+        o += w;
+        a = z + 1;
+    }
+    int tail = snprintf(out + o, cap - (size_t)o, "], \"loader\": null, \"script\": null, \"verdict\": \"allow\"}\n");
+    if (tail < 0 || (size_t)(o + tail) >= cap)
+        return -1;
+    return o + tail;
+}
+
+static const char *fork_syscall(uint32_t nr) {
+    return nr == SYS_clone ? "clone" : nr == SYS_fork ? "fork" : nr == SYS_vfork ? "vfork" : NULL;
+}
+
+/* The forensic "fork" line of a fork the loop let through (ProcessControls._record_fork's keys). */
+static int fmt_fork_line(char *out, size_t cap, const struct record *r) {
+    char t[48], pp[24];
+    const char *sc = fork_syscall(r->control);
+    if (!sc)
+        return -1;
+    fmt_time(t, sizeof t, r->t);
+    if (r->err >= 0)
+        snprintf(pp, sizeof pp, "%d", r->err);
+    else
+        strcpy(pp, "null");
+    return snprintf(out, cap,
+                    "{\"t\": %s, \"kind\": \"fork\", \"pid\": %u, \"tid\": %u, \"ppid\": %s, \"syscall\": \"%s\", "
+                    "\"verdict\": \"allow\"}\n",
+                    t, r->pid, r->entry, pp, sc);
+}
+
+/* The forensic "child" line of a fork the exec tracer saw (ProcessControls.record_child's keys). */
+static int fmt_child_line(char *out, size_t cap, const struct record *r) {
+    char t[48];
+    fmt_time(t, sizeof t, r->t);
+    return snprintf(out, cap, "{\"t\": %s, \"kind\": \"child\", \"pid\": %u, \"child\": %u}\n", t, r->pid, r->entry);
 }
 
 static int flush_lines(PyObject *out, char *buf, size_t *len) {
@@ -1916,12 +2089,45 @@ static int flush_lines(PyObject *out, char *buf, size_t *len) {
     return 0;
 }
 
-/* drain(max, timeout_ms, lines=False) -> list of record tuples (waits until something is urgent or
- * the timeout). lines=True: each run of allowed-destination records comes as one str of forensic
- * "net" lines instead (formatted here: the common record never becomes Python objects). */
+enum { LINES_NET = 1, LINES_PROC = 2 };
+
+/* One record as a forensic line into buf (flushed first when it might not fit); 0 when it is not a
+ * line of a kind asked for (or Python must format it): then it becomes a tuple. */
+static int record_line(LoopObject *L, PyObject *out, char *buf, size_t *blen, size_t cap, const struct record *r,
+                       int lines) {
+    enum { SHORT_LINE = 256 };
+    if (r->kind == REC_NET && (lines & LINES_NET)) {
+        if (*blen + SHORT_LINE > cap && flush_lines(out, buf, blen) < 0)
+            return -1;
+        *blen += (size_t)fmt_net_line(buf + *blen, cap - *blen, r);
+        return 1;
+    }
+    if (!(lines & LINES_PROC) || (r->kind != REC_EXEC && r->kind != REC_FORK && r->kind != REC_CHILD))
+        return 0;
+    size_t need = r->kind == REC_EXEC ? SHORT_LINE + 6 * (size_t)r->blob_len : SHORT_LINE;
+    if (need > cap)
+        return 0;
+    if (*blen + need > cap && flush_lines(out, buf, blen) < 0)
+        return -1;
+    int w = r->kind == REC_EXEC ? fmt_exec_line(buf + *blen, cap - *blen, r)
+            : r->kind == REC_FORK ? fmt_fork_line(buf + *blen, cap - *blen, r)
+                                  : fmt_child_line(buf + *blen, cap - *blen, r);
+    if (w < 0 || (size_t)w >= cap - *blen)
+        return 0;
+    *blen += (size_t)w;
+    free(r->blob);
+    atomic_fetch_add_explicit(&L->n_lines, 1, memory_order_relaxed);
+    return 1;
+}
+
+/* drain(max, timeout_ms, lines=0) -> list of record tuples (waits until something is urgent or the
+ * timeout). `lines` (LINES_NET | LINES_PROC): records of those kinds -- allowed destinations; execs,
+ * forks and the tracer's children the loop let through -- come as runs of forensic lines (one str
+ * each) instead, formatted here in the keys and order of Python's json.dumps: the common record
+ * never becomes Python objects. */
 static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     int max = 4096, timeout_ms = 100, lines = 0;
-    if (!PyArg_ParseTuple(args, "|iip", &max, &timeout_ms, &lines))
+    if (!PyArg_ParseTuple(args, "|iii", &max, &timeout_ms, &lines))
         return NULL;
     if (timeout_ms > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -1936,7 +2142,7 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     PyObject *out = PyList_New(0);
     if (!out)
         return NULL;
-    enum { LINE_MAX_LEN = 256, LINES_CAP = 1 << 16 };
+    enum { LINES_CAP = 1 << 18 };
     char *buf = lines ? malloc(LINES_CAP) : NULL;
     size_t blen = 0;
     if (lines && !buf) {
@@ -1945,12 +2151,13 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     }
     struct record r;
     for (int i = 0; i < max && ring_pop(self, &r); i++) {
-        if (lines && r.kind == REC_NET) {
-            if (blen + LINE_MAX_LEN > LINES_CAP && flush_lines(out, buf, &blen) < 0)
-                goto fail;
-            blen += (size_t)fmt_net_line(buf + blen, LINES_CAP - blen, &r);
-            continue;
+        int done = lines ? record_line(self, out, buf, &blen, LINES_CAP, &r, lines) : 0;
+        if (done < 0) {
+            free(r.blob);
+            goto fail;
         }
+        if (done)
+            continue;
         if (flush_lines(out, buf, &blen) < 0) {
             free(r.blob);
             goto fail;
@@ -2083,7 +2290,7 @@ static PyObject *Loop_clear_execs(LoopObject *self, PyObject *Py_UNUSED(ignored)
 
 static PyObject *Loop_stats(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
         "native", (unsigned long long)atomic_load(&self->n_native), "handed_over",
         (unsigned long long)atomic_load(&self->n_handoff), "emulated", (unsigned long long)atomic_load(&self->n_emulated),
         "continued", (unsigned long long)atomic_load(&self->n_continued), "refused",
@@ -2093,6 +2300,7 @@ static PyObject *Loop_stats(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
         (unsigned long long)atomic_load(&self->n_pidfd_open), "exec_hits", (unsigned long long)atomic_load(&self->n_exec_hits),
         "exec_missing", (unsigned long long)atomic_load(&self->n_exec_missing), "execs",
         (unsigned long long)atomic_load(&self->n_exec), "forks", (unsigned long long)atomic_load(&self->n_fork),
+        "proc_lines", (unsigned long long)atomic_load(&self->n_lines),
         "ring_slots", (Py_ssize_t)(self->ring_mask + 1));
 }
 

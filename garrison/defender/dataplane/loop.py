@@ -29,7 +29,8 @@ from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
 
-REC_NET, REC_AUDIT, REC_EXEC, REC_FORK = 1, 2, 3, 4
+REC_NET, REC_AUDIT, REC_EXEC, REC_FORK, REC_CHILD = 1, 2, 3, 4, 5
+LINES_NET, LINES_PROC = 1, 2
 _FORK_NAMES = {56: "clone", 57: "fork", 58: "vfork"}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _EFFECT_NAMES = {1: "alert", 2: "prevent"}
@@ -173,7 +174,7 @@ class NativeDataplane:
         self._loop.stop()
         for t in self._workers:
             t.join(timeout=5)
-        self._process(self._loop.drain(1 << 20, 0, self._lines_sink() is not None))
+        self._process(self._loop.drain(1 << 20, 0, self._lines()))
         self._merge_stats()
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
@@ -249,7 +250,7 @@ class NativeDataplane:
                 self._stopped.wait(0.05)
                 continue
             try:
-                records = self._loop.drain(4096, 100, self._lines_sink() is not None)
+                records = self._loop.drain(4096, 100, self._lines())
                 self._process(records)
                 self._merge_stats()
                 if self.ctx.rule() is not self._rule or self._emulate_now() != self._emulate:
@@ -259,11 +260,18 @@ class NativeDataplane:
                 log.exception("data plane: drain")
 
     def _lines_sink(self) -> Callable[[str], None] | None:
-        """Where the loop's own forensic "net" lines go: the context's ring, when there is a guard
-        (whose record() calls these lines replace) and the context takes formatted lines."""
-        if self.guard is None:
-            return None
+        """Where the loop's own forensic lines go: the context's ring, when it takes formatted lines."""
         return getattr(self.ctx, "record_lines", None)
+
+    def _lines(self) -> int:
+        """Which records the loop formats as forensic lines itself: allowed destinations where there
+        is a guard (whose record() calls these lines replace); execs, forks and the tracer's children
+        unless the processes are being learned (the profile observes those records one by one)."""
+        if self._lines_sink() is None:
+            return 0
+        profile = getattr(self.ctx, "profile", None)
+        learning = profile is not None and "processes" in (profile.controls or ())
+        return (LINES_NET if self.guard is not None else 0) | (0 if learning else LINES_PROC)
 
     def _process(self, records: list[tuple[Any, ...] | str]) -> None:
         g = self.guard
@@ -298,7 +306,10 @@ class NativeDataplane:
             self._exec_line(pid, err_or_ppid, blob, when)
             return
         if kind == REC_FORK:
-            self._fork_line(pid, control, err_or_ppid, when)
+            self._fork_line(pid, entry, control, err_or_ppid, when)
+            return
+        if kind == REC_CHILD:
+            self._record("child", t=round(when, 6), pid=pid, child=entry)
             return
         ip = ipaddress.ip_address(addr)
         proto_name = tables.PROTO_NAMES.get(proto)
@@ -320,37 +331,30 @@ class NativeDataplane:
             g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
         )
 
-    def _exec_line(self, pid: int, ppid: int, blob: bytes, when: float) -> None:
-        """The forensic line of an exec the loop let through (no process control could object); the
-        loop read the parent before answering, like the Python handler. `when` is the loop's time of
-        the decision (lines are drained in batches, up to 100 ms later)."""
+    def _record(self, kind: str, **facts: Any) -> None:
         record = getattr(self.ctx, "record", None)
-        if record is None:
-            return
-        path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
-        with contextlib.suppress(Exception):
-            record(
-                "exec", t=round(when, 6), pid=pid, ppid=ppid if ppid >= 0 else None, exe=path,
-                argv=argv[:32], loader=None, script=None, verdict="allow",
-            )  # fmt: skip
+        if record is not None:
+            with contextlib.suppress(Exception):
+                record(kind, **facts)
 
-    def _fork_line(self, tid: int, nr: int, ppid_then: int, when: float) -> None:
-        """The forensic line of a fork the loop let through: the parent and the time as the loop saw
-        them when it answered, the thread group read now (best effort: the forker may be gone)."""
-        record = getattr(self.ctx, "record", None)
-        if record is None:
-            return
-        pid, ppid = tid, ppid_then if ppid_then >= 0 else None
-        with contextlib.suppress(OSError, ValueError), open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    pid = int(line.split()[1])
-                    break
-        with contextlib.suppress(Exception):
-            record(
-                "fork", t=round(when, 6), pid=pid, tid=tid, ppid=ppid,
-                syscall=_FORK_NAMES.get(nr, str(nr)), verdict="allow",
-            )  # fmt: skip
+    def _exec_line(self, pid: int, ppid: int, blob: bytes, when: float) -> None:
+        """The forensic line of an exec the loop let through, where the loop did not format it (a
+        name that is not ASCII, processes being learned); the loop read the thread group and parent
+        before answering, like the Python handler. `when` is the loop's time of the decision (lines
+        are drained in batches, up to 100 ms later)."""
+        path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
+        self._record(
+            "exec", t=round(when, 6), pid=pid, ppid=ppid if ppid >= 0 else None, exe=path,
+            argv=argv[:32], loader=None, script=None, verdict="allow",
+        )  # fmt: skip
+
+    def _fork_line(self, pid: int, tid: int, nr: int, ppid: int, when: float) -> None:
+        """The forensic line of a fork the loop let through: the thread group, the parent and the
+        time as the loop saw them when it answered (the forker may be gone by now)."""
+        self._record(
+            "fork", t=round(when, 6), pid=pid, tid=tid, ppid=ppid if ppid >= 0 else None,
+            syscall=_FORK_NAMES.get(nr, str(nr)), verdict="allow",
+        )  # fmt: skip
 
     @staticmethod
     def _audit(
