@@ -38,6 +38,8 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -173,19 +175,79 @@ struct pidfd_slot {
     int fd; /* -1: empty */
 };
 
-/* An exec Python decided "let through, nothing to audit": the file as the app resolved it (identity
- * and change times: content, drift baseline and copy-of-denied all follow from them) and the exact
- * bytes of the path, the resolved path and argv. Valid until the rule changes (cleared then). */
+/* Exec verdicts Python decided "let through, nothing to audit", keyed on the exact bytes of what the
+ * decision read (path, resolved path, argv -- or, at the exec stop, /proc/<pid>/exe and cmdline) and
+ * on the file as the app resolved it (identity and change times: content, drift baseline and
+ * copy-of-denied all follow from them). Valid until the rule changes (cleared then).
+ * Lock-free: one reader thread (the loop, or the tracer) and one writer at a time (Python, under the
+ * GIL). Entries are immutable; the reader publishes the entry it compares in a hazard slot, and the
+ * writer frees a replaced entry only once the reader no longer holds it (as for the tables). */
 #define EXEC_CACHE 512
 #define EXEC_KEY_MAX 16384
 #define EXEC_MAX_ARGS 256 /* execinfo.MAX_ARGS: Python reads no more */
 #define EXEC_MAX_ARG 4096 /* execinfo.MAX_ARG_BYTES */
-struct exec_entry {
-    uint64_t hash, dev, ino, size;
+struct vfacts {
+    uint64_t dev, ino, size;
     int64_t mtime_ns, ctime_ns;
-    uint32_t mode, key_len, exe_off, argv_off;
-    char *key; /* raw\0exe\0argv0\0argv1\0...; NULL: empty slot */
+    uint32_t mode;
 };
+struct ventry {
+    uint64_t hash;
+    struct vfacts f;
+    uint32_t key_len;
+    char key[];
+};
+struct vcache {
+    _Atomic(struct ventry *) slot[EXEC_CACHE];
+    _Atomic(struct ventry *) hazard;
+};
+
+static void vcache_retire(struct vcache *c, struct ventry *old) {
+    if (!old)
+        return;
+    struct timespec ts = {0, 20000};
+    while (atomic_load_explicit(&c->hazard, memory_order_seq_cst) == old)
+        nanosleep(&ts, NULL); /* the reader holds it for one comparison */
+    free(old);
+}
+
+static void vcache_put(struct vcache *c, struct ventry *e) {
+    vcache_retire(c, atomic_exchange_explicit(&c->slot[e->hash % EXEC_CACHE], e, memory_order_seq_cst));
+}
+
+static void vcache_clear(struct vcache *c) {
+    for (int i = 0; i < EXEC_CACHE; i++)
+        vcache_retire(c, atomic_exchange_explicit(&c->slot[i], NULL, memory_order_seq_cst));
+}
+
+static int same_facts(const struct vfacts *a, const struct vfacts *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns &&
+           a->ctime_ns == b->ctime_ns && a->mode == b->mode;
+}
+
+static int vcache_hit(struct vcache *c, uint64_t h, const char *key, size_t klen, const struct vfacts *f) {
+    _Atomic(struct ventry *) *slot = &c->slot[h % EXEC_CACHE];
+    struct ventry *e = atomic_load_explicit(slot, memory_order_acquire);
+    for (;;) {
+        atomic_store_explicit(&c->hazard, e, memory_order_seq_cst);
+        struct ventry *again = atomic_load_explicit(slot, memory_order_seq_cst);
+        if (again == e)
+            break;
+        e = again;
+    }
+    int hit = e && e->hash == h && e->key_len == klen && same_facts(&e->f, f) && !memcmp(e->key, key, klen);
+    atomic_store_explicit(&c->hazard, NULL, memory_order_release);
+    return hit;
+}
+
+static void facts_of(const struct stat *st, struct vfacts *f) {
+    f->dev = (uint64_t)st->st_dev;
+    f->ino = (uint64_t)st->st_ino;
+    f->size = (uint64_t)st->st_size;
+    f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+    f->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+    f->mode = (uint32_t)st->st_mode;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -210,9 +272,7 @@ typedef struct {
     size_t hhead, hcount;
     int hclosed;
     struct fork_guard fg;
-    /* exec verdicts Python let through (see remember_exec); a mutex: execs are not the hot path */
-    pthread_mutex_t emu;
-    struct exec_entry *ecache;
+    struct vcache *ecache; /* exec verdicts Python let through (see remember_exec) */
     _Atomic uint64_t n_exec_hits, n_exec_missing;
     /* counters */
     _Atomic uint64_t n_recv, n_native, n_handoff, n_emulated, n_continued, n_refused, n_drops,
@@ -1486,16 +1546,9 @@ static int on_execve_cached(LoopObject *L, const struct tables *t, const struct 
     memcpy(key + off, args, alen);
     size_t klen = off + alen;
     uint64_t h = fnv1a(key, klen);
-    int hit = 0;
-    pthread_mutex_lock(&L->emu);
-    struct exec_entry *e = &L->ecache[h % EXEC_CACHE];
-    if (e->key && e->hash == h && e->key_len == klen && e->dev == (uint64_t)st.st_dev &&
-        e->ino == (uint64_t)st.st_ino && e->size == (uint64_t)st.st_size &&
-        e->mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec &&
-        e->ctime_ns == (int64_t)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec &&
-        e->mode == (uint32_t)st.st_mode && !memcmp(e->key, key, klen))
-        hit = 1;
-    pthread_mutex_unlock(&L->emu);
+    struct vfacts f;
+    facts_of(&st, &f);
+    int hit = vcache_hit(L->ecache, h, key, klen, &f);
     if (!hit)
         goto out;
     if (!id_valid(L->listener, n->id)) { /* ID_VALID after the reads, before answering */
@@ -1517,15 +1570,6 @@ out:
     free(key);
     free(args);
     return done;
-}
-
-static void exec_cache_clear(LoopObject *L) {
-    pthread_mutex_lock(&L->emu);
-    for (int i = 0; i < EXEC_CACHE; i++) {
-        free(L->ecache[i].key);
-        L->ecache[i].key = NULL;
-    }
-    pthread_mutex_unlock(&L->emu);
 }
 
 #define CLONE_UNTRACED_FLAG 0x00800000ULL
@@ -1776,12 +1820,11 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
     self->ring_mask = (size_t)slots - 1;
     for (size_t i = 0; i < (size_t)slots; i++)
         atomic_init(&self->ring[i].seq, i);
-    self->ecache = calloc(EXEC_CACHE, sizeof(struct exec_entry));
+    self->ecache = calloc(1, sizeof(struct vcache));
     if (!self->ecache) {
         PyErr_NoMemory();
         return -1;
     }
-    pthread_mutex_init(&self->emu, NULL);
     pthread_mutex_init(&self->fg.mu, NULL);
     self->fg.base = 1; /* the app itself, started with no notification (AppTree starts the same) */
     self->fg.tasks_limit = 1; /* unknown until Python says: every guarded fork goes to Python */
@@ -2215,28 +2258,19 @@ static PyObject *Loop_remember_exec(LoopObject *self, PyObject *args) {
     if (klen > EXEC_KEY_MAX || memchr(raw, 0, (size_t)rl) || memchr(exe, 0, (size_t)el) ||
         (al && argv[al - 1] != 0))
         Py_RETURN_FALSE;
-    char *key = malloc(klen);
-    if (!key)
+    struct ventry *e = malloc(sizeof *e + klen);
+    if (!e)
         return PyErr_NoMemory();
+    char *key = e->key;
     memcpy(key, raw, (size_t)rl);
     key[rl] = 0;
     memcpy(key + rl + 1, exe, (size_t)el);
     key[rl + 1 + el] = 0;
     memcpy(key + rl + el + 2, argv, (size_t)al);
-    uint64_t h = fnv1a(key, klen);
-    pthread_mutex_lock(&self->emu);
-    struct exec_entry *e = &self->ecache[h % EXEC_CACHE];
-    free(e->key);
-    e->key = key;
+    e->hash = fnv1a(key, klen);
     e->key_len = (uint32_t)klen;
-    e->hash = h;
-    e->dev = dev;
-    e->ino = ino;
-    e->size = size;
-    e->mtime_ns = mtime;
-    e->ctime_ns = ctime;
-    e->mode = mode;
-    pthread_mutex_unlock(&self->emu);
+    e->f = (struct vfacts){dev, ino, size, mtime, ctime, mode};
+    vcache_put(self->ecache, e);
     Py_RETURN_TRUE;
 }
 
@@ -2284,7 +2318,7 @@ static PyObject *Loop_fork_tasks(LoopObject *self, PyObject *args) {
 }
 
 static PyObject *Loop_clear_execs(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
-    exec_cache_clear(self);
+    vcache_clear(self->ecache);
     Py_RETURN_NONE;
 }
 
@@ -2323,9 +2357,8 @@ static void Loop_dealloc(LoopObject *self) {
     if (self->wake_fd > 0)
         close(self->wake_fd);
     if (self->ecache) {
-        exec_cache_clear(self);
+        vcache_clear(self->ecache);
         free(self->ecache);
-        pthread_mutex_destroy(&self->emu);
         pthread_mutex_destroy(&self->fg.mu);
     }
     pthread_mutex_destroy(&self->hmu);
@@ -2359,6 +2392,395 @@ static PyTypeObject LoopType = {
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,
     .tp_methods = Loop_methods,
+};
+
+
+/* ---- the exec tracer ------------------------------------------------------------------------------ */
+/* Where the ptrace exec stop runs (a deny/allow list under prevent, or no Landlock), this thread is the
+ * tracer: it seizes the app (fork, vfork, clone and exec events; EXITKILL), and is the only waiter of
+ * the defender. At each exec stop the new image is loaded but has not run an instruction: the loop
+ * reads /proc/<pid>/exe and cmdline and lets the process go on when the process controls already let
+ * this very exec through (the verdict cache Python teaches, keyed on the exe path, the cmdline bytes
+ * and the file's identity and change times, the path naming that same file in our view). Anything
+ * else -- a first exec, the dynamic loader, memfd, a changed file -- is handed to Python's
+ * ProcessControls.check_exec_stop, and the loop waits for its verdict (kill or go on), as the Python
+ * tracer did. Fork events become "child" forensic lines through the loop's ring. */
+#define STOP_CMDLINE_MAX 65536 /* check_exec_stop reads this much of cmdline */
+
+typedef struct {
+    PyObject_HEAD
+    LoopObject *loop; /* its ring carries the child lines */
+    pthread_t thread;
+    int running;
+    pid_t app;
+    unsigned long options;
+    int release_fd;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int attached, attach_errno, finished, have_status, app_status;
+    int ask_pid, asked, verdict; /* one exec stop at a time waits for Python */
+    _Atomic int mode;            /* 0: the rule cannot kill at the exec stop; 1: check */
+    struct vcache *cache;
+    char *buf; /* exe\0cmdline of the stop being checked (tracer thread only) */
+    _Atomic uint64_t n_execs, n_hits, n_handed, n_children;
+} TracerObject;
+
+/* 1 when this exec stop is one Python already let through (same exe, cmdline and file) */
+static int stop_known(TracerObject *T, pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d", (int)pid);
+    int dfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC), known = 0, cfd = -1, xfd = -1;
+    if (dfd < 0)
+        return 0;
+    char *key = T->buf;
+    ssize_t el = readlinkat(dfd, "exe", key, EXEC_MAX_ARG);
+    if (el <= 0 || el >= EXEC_MAX_ARG || key[0] != '/')
+        goto out;
+    key[el] = 0;
+    cfd = openat(dfd, "cmdline", O_RDONLY | O_CLOEXEC);
+    if (cfd < 0)
+        goto out;
+    ssize_t cl = read(cfd, key + el + 1, STOP_CMDLINE_MAX);
+    if (cl < 0 || cl >= STOP_CMDLINE_MAX)
+        goto out; /* what Python reads would be cut: it decides */
+    xfd = openat(dfd, "exe", O_PATH | O_CLOEXEC);
+    struct stat st, ours;
+    if (xfd < 0 || fstat(xfd, &st) < 0 || !S_ISREG(st.st_mode))
+        goto out;
+    /* the path names this very file for us too (the baseline compares the path in our view; a
+     * deleted or replaced file, or another mount namespace's, goes to Python) */
+    if (stat(key, &ours) < 0 || ours.st_dev != st.st_dev || ours.st_ino != st.st_ino)
+        goto out;
+    size_t klen = (size_t)el + 1 + (size_t)cl;
+    struct vfacts f;
+    facts_of(&st, &f);
+    known = vcache_hit(T->cache, fnv1a(key, klen), key, klen, &f);
+out:
+    if (xfd >= 0)
+        close(xfd);
+    if (cfd >= 0)
+        close(cfd);
+    close(dfd);
+    return known;
+}
+
+/* Python's verdict on an exec stop (1 = kill); the tracer waits for it (fail-closed: kill when the
+ * Python side is gone) */
+static int ask_python(TracerObject *T, pid_t pid) {
+    atomic_fetch_add(&T->n_handed, 1);
+    pthread_mutex_lock(&T->mu);
+    T->ask_pid = (int)pid;
+    T->asked = 0;
+    T->verdict = -1;
+    pthread_cond_broadcast(&T->cv);
+    while (T->verdict < 0)
+        pthread_cond_wait(&T->cv, &T->mu);
+    int v = T->verdict;
+    T->ask_pid = 0;
+    pthread_mutex_unlock(&T->mu);
+    return v;
+}
+
+static int exec_stop(TracerObject *T, pid_t pid) {
+    atomic_fetch_add(&T->n_execs, 1);
+    if (!atomic_load_explicit(&T->mode, memory_order_acquire))
+        return 0; /* no rule, or one that does not prevent: check_exec_stop never kills */
+    if (stop_known(T, pid)) {
+        atomic_fetch_add(&T->n_hits, 1);
+        return 0;
+    }
+    return ask_python(T, pid);
+}
+
+static void record_child(TracerObject *T, pid_t parent, unsigned long child) {
+    struct record r;
+    memset(&r, 0, sizeof r);
+    r.kind = REC_CHILD;
+    r.pid = (uint32_t)parent;
+    r.entry = (uint32_t)child;
+    atomic_fetch_add(&T->n_children, 1);
+    ring_push(T->loop, &r, 0);
+}
+
+static void tracer_loop(TracerObject *T) {
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, __WALL);
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* ECHILD: nothing left */
+        }
+        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            if (pid == T->app) {
+                pthread_mutex_lock(&T->mu);
+                T->app_status = status;
+                T->have_status = 1;
+                pthread_mutex_unlock(&T->mu);
+                return;
+            }
+            continue;
+        }
+        if (!WIFSTOPPED(status))
+            continue;
+        int sig = WSTOPSIG(status), event = (int)((unsigned)status >> 16);
+        if (event == PTRACE_EVENT_EXEC) {
+            if (exec_stop(T, pid))
+                kill(pid, SIGKILL);
+            ptrace(PTRACE_CONT, pid, 0, 0);
+        } else if (event == PTRACE_EVENT_STOP) {
+            if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+                ptrace(PTRACE_LISTEN, pid, 0, 0); /* a real group-stop: stay stopped until SIGCONT */
+            else
+                ptrace(PTRACE_CONT, pid, 0, 0);
+        } else if (event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
+            unsigned long child = 0;
+            if (ptrace(PTRACE_GETEVENTMSG, pid, 0, &child) == 0)
+                record_child(T, pid, child);
+            ptrace(PTRACE_CONT, pid, 0, 0);
+        } else if (event) {
+            ptrace(PTRACE_CONT, pid, 0, 0); /* clone events (threads) */
+        } else {
+            ptrace(PTRACE_CONT, pid, 0, (void *)(long)sig); /* signal-delivery-stop: deliver it */
+        }
+    }
+}
+
+static void *tracer_main(void *arg) {
+    TracerObject *T = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL); /* the app's and the operator's signals go to Python */
+    pthread_setname_np(pthread_self(), "garrison-trace");
+    pthread_mutex_lock(&T->mu);
+    while (!T->app) /* attach() names the app */
+        pthread_cond_wait(&T->cv, &T->mu);
+    pthread_mutex_unlock(&T->mu);
+    int err = ptrace(PTRACE_SEIZE, T->app, NULL, (void *)T->options) < 0 ? errno : 0;
+    if (write(T->release_fd, "g", 1) < 0) { /* the child goes on to exec (or fails and exits) */
+    }
+    close(T->release_fd);
+    pthread_mutex_lock(&T->mu);
+    T->attach_errno = err;
+    T->attached = 1;
+    pthread_cond_broadcast(&T->cv);
+    pthread_mutex_unlock(&T->mu);
+    tracer_loop(T);
+    pthread_mutex_lock(&T->mu);
+    T->finished = 1;
+    pthread_cond_broadcast(&T->cv);
+    pthread_mutex_unlock(&T->mu);
+    return NULL;
+}
+
+static int Tracer_init(TracerObject *self, PyObject *args, PyObject *kw) {
+    PyObject *loop;
+    if (!PyArg_ParseTuple(args, "O!", &LoopType, &loop))
+        return -1;
+    Py_INCREF(loop);
+    self->loop = (LoopObject *)loop;
+    self->cache = calloc(1, sizeof(struct vcache));
+    self->buf = malloc(EXEC_MAX_ARG + STOP_CMDLINE_MAX + 2);
+    if (!self->cache || !self->buf) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pthread_mutex_init(&self->mu, NULL);
+    pthread_cond_init(&self->cv, NULL);
+    return 0;
+}
+
+/* start(): the tracer thread, created here (from an unrestricted thread: a thread inherits the seccomp
+ * filter and Landlock domain of the thread that creates it, and the spawn helper that attaches is
+ * restricted); it waits for attach() */
+static PyObject *Tracer_start(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->running)
+        Py_RETURN_NONE;
+    int e = pthread_create(&self->thread, NULL, tracer_main, self);
+    if (e) {
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->running = 1;
+    Py_INCREF(self); /* the thread's reference, dropped once it is joined */
+    Py_RETURN_NONE;
+}
+
+/* attach(pid, release_fd, options): the tracer thread seizes `pid`, then writes to release_fd so the
+ * child goes on to exec; raises OSError when the seize failed (the thread still waits for the app,
+ * as the Python tracer did) */
+static PyObject *Tracer_attach(TracerObject *self, PyObject *args) {
+    int pid, fd;
+    unsigned long options;
+    if (!PyArg_ParseTuple(args, "iik", &pid, &fd, &options))
+        return NULL;
+    if (!self->running || self->app || pid <= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "start() first, and attach once");
+        return NULL;
+    }
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->mu);
+    self->release_fd = fd;
+    self->options = options;
+    self->app = pid;
+    pthread_cond_broadcast(&self->cv);
+    while (!self->attached)
+        pthread_cond_wait(&self->cv, &self->mu);
+    err = self->attach_errno;
+    pthread_mutex_unlock(&self->mu);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* take(timeout_ms) -> pid of an exec stop Python must check | None; EOFError once the app is gone */
+static PyObject *Tracer_take(TracerObject *self, PyObject *args) {
+    int timeout_ms = -1;
+    if (!PyArg_ParseTuple(args, "|i", &timeout_ms))
+        return NULL;
+    int pid = 0, finished = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000 + 1;
+    pthread_mutex_lock(&self->mu);
+    while (!(self->ask_pid && !self->asked) && !self->finished) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&self->cv, &self->mu);
+        else if (pthread_cond_timedwait(&self->cv, &self->mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    if (self->ask_pid && !self->asked) {
+        pid = self->ask_pid;
+        self->asked = 1;
+    }
+    finished = self->finished;
+    pthread_mutex_unlock(&self->mu);
+    Py_END_ALLOW_THREADS
+    if (pid)
+        return PyLong_FromLong(pid);
+    if (finished) {
+        if (self->running) {
+            Py_BEGIN_ALLOW_THREADS
+            pthread_join(self->thread, NULL);
+            Py_END_ALLOW_THREADS
+            self->running = 0;
+            Py_DECREF(self);
+        }
+        return PyErr_Format(PyExc_EOFError, "the app is gone");
+    }
+    Py_RETURN_NONE;
+}
+
+/* answer(pid, kill): Python's verdict on the exec stop it took */
+static PyObject *Tracer_answer(TracerObject *self, PyObject *args) {
+    int pid, kill_it;
+    if (!PyArg_ParseTuple(args, "ip", &pid, &kill_it))
+        return NULL;
+    pthread_mutex_lock(&self->mu);
+    if (self->ask_pid == pid && self->verdict < 0) {
+        self->verdict = kill_it;
+        pthread_cond_broadcast(&self->cv);
+    }
+    pthread_mutex_unlock(&self->mu);
+    Py_RETURN_NONE;
+}
+
+/* remember(exe, cmdline, dev, ino, size, mtime_ns, ctime_ns, mode): check_exec_stop let this exec
+ * go on; the same stop of the same unchanged file is let go on natively until clear() */
+static PyObject *Tracer_remember(TracerObject *self, PyObject *args) {
+    const char *exe, *cmd;
+    Py_ssize_t el, cl;
+    unsigned long long dev, ino, size;
+    long long mtime, ctime;
+    unsigned int mode;
+    if (!PyArg_ParseTuple(args, "y#y#KKKLLI", &exe, &el, &cmd, &cl, &dev, &ino, &size, &mtime, &ctime, &mode))
+        return NULL;
+    if (el <= 0 || el >= EXEC_MAX_ARG || cl >= STOP_CMDLINE_MAX || memchr(exe, 0, (size_t)el))
+        Py_RETURN_FALSE;
+    size_t klen = (size_t)el + 1 + (size_t)cl;
+    struct ventry *e = malloc(sizeof *e + klen);
+    if (!e)
+        return PyErr_NoMemory();
+    memcpy(e->key, exe, (size_t)el);
+    e->key[el] = 0;
+    memcpy(e->key + el + 1, cmd, (size_t)cl);
+    e->hash = fnv1a(e->key, klen);
+    e->key_len = (uint32_t)klen;
+    e->f = (struct vfacts){dev, ino, size, mtime, ctime, mode};
+    vcache_put(self->cache, e);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Tracer_clear(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
+    vcache_clear(self->cache);
+    Py_RETURN_NONE;
+}
+
+/* set_mode(check): whether the current rule can kill at the exec stop (prevent) */
+static PyObject *Tracer_set_mode(TracerObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    atomic_store_explicit(&self->mode, on, memory_order_release);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Tracer_app_status(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
+    pthread_mutex_lock(&self->mu);
+    int have = self->have_status, st = self->app_status;
+    pthread_mutex_unlock(&self->mu);
+    if (!have)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(st);
+}
+
+static PyObject *Tracer_stats(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
+    return Py_BuildValue("{s:K,s:K,s:K,s:K}", "stop_execs", (unsigned long long)atomic_load(&self->n_execs),
+                         "stop_hits", (unsigned long long)atomic_load(&self->n_hits), "stop_handed_over",
+                         (unsigned long long)atomic_load(&self->n_handed), "children",
+                         (unsigned long long)atomic_load(&self->n_children));
+}
+
+static void Tracer_dealloc(TracerObject *self) {
+    /* a running tracer holds a reference: here its thread is joined (or was never started) */
+    if (self->cache) {
+        vcache_clear(self->cache);
+        free(self->cache);
+    }
+    free(self->buf);
+    pthread_mutex_destroy(&self->mu);
+    pthread_cond_destroy(&self->cv);
+    Py_XDECREF(self->loop);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Tracer_methods[] = {
+    {"start", (PyCFunction)Tracer_start, METH_NOARGS, "Start the tracer thread (it waits for attach)."},
+    {"attach", (PyCFunction)Tracer_attach, METH_VARARGS, "The tracer thread seizes the app, then releases it."},
+    {"take", (PyCFunction)Tracer_take, METH_VARARGS, "Next exec stop Python must check (GIL released while waiting)."},
+    {"answer", (PyCFunction)Tracer_answer, METH_VARARGS, "Python's verdict on an exec stop: kill or go on."},
+    {"remember", (PyCFunction)Tracer_remember, METH_VARARGS, "An exec stop Python let go on, to answer natively."},
+    {"clear", (PyCFunction)Tracer_clear, METH_NOARGS, "Forget every remembered exec stop (rule change)."},
+    {"set_mode", (PyCFunction)Tracer_set_mode, METH_O, "Whether the rule can kill at the exec stop."},
+    {"app_status", (PyCFunction)Tracer_app_status, METH_NOARGS, "The app's wait status once it exited, else None."},
+    {"stats", (PyCFunction)Tracer_stats, METH_NOARGS, "Counters."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TracerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "garrison.defender.dataplane._native.Tracer",
+    .tp_basicsize = sizeof(TracerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Native ptrace exec-stop tracer deciding repeats from a verdict cache.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Tracer_init,
+    .tp_dealloc = (destructor)Tracer_dealloc,
+    .tp_methods = Tracer_methods,
 };
 
 /* decide(blob, addr, port, proto) -> (kind, control, entry, effect): the loop's decision for one
@@ -2401,7 +2823,7 @@ static PyMethodDef mod_methods[] = {
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_native", "Garrison native data plane.", -1, mod_methods};
 
 PyMODINIT_FUNC PyInit__native(void) {
-    if (PyType_Ready(&LoopType) < 0)
+    if (PyType_Ready(&LoopType) < 0 || PyType_Ready(&TracerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (!m)
@@ -2409,6 +2831,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&LoopType);
     if (PyModule_AddObject(m, "Loop", (PyObject *)&LoopType) < 0) {
         Py_DECREF(&LoopType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&TracerType);
+    if (PyModule_AddObject(m, "Tracer", (PyObject *)&TracerType) < 0) {
+        Py_DECREF(&TracerType);
         Py_DECREF(m);
         return NULL;
     }

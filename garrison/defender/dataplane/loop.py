@@ -37,6 +37,11 @@ _EFFECT_NAMES = {1: "alert", 2: "prevent"}
 _GUARD_COUNTERS = ("emulated", "continued", "refused")
 
 
+def _stop_can_kill(rule: Rule | None) -> bool:
+    """ProcessControls.check_exec_stop kills only under a rule whose process effect is prevent."""
+    return rule is not None and rule.processes.effect == "prevent"
+
+
 @dataclass(frozen=True)
 class _Pid:
     """What NetworkGuard._audit needs of a notification that Python never saw: the pid and the
@@ -83,6 +88,7 @@ class NativeDataplane:
         self.guard = guard
         self.threads = threads
         self._loop = _native.Loop(listener, ring_slots)
+        self._tracer: Any = None  # the native exec tracer, where the ptrace exec stop runs
         self._compiled: OrderedDict[int, tables.Compiled] = OrderedDict()
         self._rule: Rule | None = None
         self._current: tables.Compiled | None = None
@@ -114,6 +120,10 @@ class NativeDataplane:
                 compiled = tables.handoff_all(rule)
             if rule is not self._rule:
                 self._loop.clear_execs()  # exec verdicts are the old rule's (before the new tables)
+                if self._tracer is not None:
+                    self._tracer.clear()
+            if self._tracer is not None:
+                self._tracer.set_mode(_stop_can_kill(rule))
             fb = rule.processes.fork_bomb_guard if rule is not None else None
             self._loop.set_fork_guard(*((fb.max_forks_per_s, fb.max_procs) if fb is not None else (0, 0)))
             self._rule, self._emulate, self._current = rule, emulate, compiled
@@ -208,6 +218,26 @@ class NativeDataplane:
             facts = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
             return bool(self._loop.remember_exec(*key, *facts))
 
+    @property
+    def loop(self) -> Any:
+        return self._loop
+
+    def attach_tracer(self, tracer: Any) -> None:
+        """The native exec tracer (dataplane/tracer.py): its verdicts and mode follow the rule."""
+        with self._swap_lock:
+            self._tracer = tracer
+            tracer.set_mode(_stop_can_kill(self._rule))
+
+    def remember_exec_stop(self, rule: Rule | None, exe: str, cmdline: bytes, st: os.stat_result) -> bool:
+        """check_exec_stop let this exec go on under `rule` (it audits only what it kills): the native
+        tracer lets the same stop (exe path, cmdline bytes, the unchanged file) go on itself until
+        the rule changes."""
+        with self._swap_lock:
+            if self._tracer is None or rule is not self._rule or self._stopped.is_set():
+                return False
+            facts = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+            return bool(self._tracer.remember(os.fsencode(exe), cmdline, *facts))
+
     def forks_seen(self) -> int:
         """Fork notifications the loop has counted (read before counting the tree, for fork_counted)."""
         return int(self._loop.forks_seen())
@@ -221,7 +251,10 @@ class NativeDataplane:
         self._loop.fork_tasks(count, at, tasks.limit or 0)
 
     def stats(self) -> dict[str, int]:
-        return dict(self._loop.stats())
+        out = dict(self._loop.stats())
+        if self._tracer is not None:
+            out.update(self._tracer.stats())
+        return out
 
     # -- handed-over notifications ------------------------------------------------------------------
     def _handoff(self) -> None:
