@@ -82,7 +82,16 @@ _MAYBE_WORDS = frozenset(
         "classloader",
     ]
 )
-_LETTERS = re.compile(r"[a-z]+")
+# Every byte that is not a-z becomes a space: the words of a lower-cased text are then its split()
+# — the runs of `[a-z]+`, as a regex would find them, several times faster (a UTF-8 multi-byte
+# character is all bytes >= 0x80, so it separates words as it does in the text).
+_NOT_LETTER = bytes(c if 0x61 <= c <= 0x7A else 0x20 for c in range(256))
+
+
+def has_maybe_word(low: str) -> bool:
+    """Whether the lower-cased `low` holds one of `_MAYBE_WORDS` as a whole run of letters a-z."""
+    words = low.encode("utf-8", "surrogatepass").translate(_NOT_LETTER).decode("ascii").split()
+    return not _MAYBE_WORDS.isdisjoint(words)
 
 
 def maybe_attack(value: str, signs: re.Pattern[str] = _MAYBE_CHARS) -> bool:
@@ -90,7 +99,7 @@ def maybe_attack(value: str, signs: re.Pattern[str] = _MAYBE_CHARS) -> bool:
     low = value.lower()
     if signs.search(low):
         return True
-    return not _MAYBE_WORDS.isdisjoint(_LETTERS.findall(low))
+    return has_maybe_word(low)
 
 
 VALUE_AUDIT_LIMIT = 256
@@ -189,7 +198,7 @@ def _plain_query(query: str, crs_on: bool) -> bool:
             return False
     elif _MAYBE_CHARS_QUERY.search(low):
         return False
-    return _MAYBE_WORDS.isdisjoint(_LETTERS.findall(low))
+    return not has_maybe_word(low)
 
 
 def request_fields(req: HttpRequest, *, crs_on: bool) -> tuple[list[Field], bool]:
@@ -371,9 +380,7 @@ class _HitContext:
 
     def consider(self, var: Variable, first: dict[int, tuple[crs.CrsRule, Field]]) -> None:
         value = var.value[:_MAX_VALUE]
-        if not value or (
-            _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
-        ):
+        if not value or (_CRS_PLAIN.match(value) and not has_maybe_word(value.lower())):
             return
         if var.collection in _FREE_TEXT:
             if "`" in value and " " in value:

@@ -59,6 +59,9 @@ def start_loading() -> None:
 def current() -> CrsRuleSet | None:
     """The rule set for inspecting a request now: while a background load runs, None (the CNAF's
     own detectors still inspect); without a background load, load now."""
+    loaded = _loaded
+    if isinstance(loaded, CrsRuleSet):  # the per-request case: no lock once loaded
+        return loaded
     if _loader is not None and _loader.is_alive():
         return None
     return ruleset()
