@@ -34,8 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnaf_modsec import RequestCollector
 from cnaf_modsec import serve as serve_modsec
 from cnaf_proxy_start import start_proxy
+
+from garrison.cnaf.request import HttpRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -121,6 +124,24 @@ def load_cases(root: Path) -> list[Case]:
                 h = hashlib.sha256(f"{path.stem}/{tid}".encode()).digest()[0]
                 cases.append(Case(cls, path.stem, tid, bool(expect), _raw_request(inp), h % 4 == 0))
     return cases
+
+
+def parse_request(raw: bytes) -> HttpRequest | None:
+    """One test stage's bytes as the CNAF's request (for in-process replays), or None when llhttp
+    refuses them (the proxy answers 400 then, whatever the rules)."""
+    import httptools
+
+    p = RequestCollector()
+    p.on_message_begin()
+    parser = httptools.HttpRequestParser(p)
+    try:
+        parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError:
+        return None
+    method, version = parser.get_method().decode(), parser.get_http_version()
+    return HttpRequest(method, p.url.decode("latin-1"), version, p.headers, bytes(p.body))
 
 
 # -- the client ---------------------------------------------------------------------------------------
