@@ -23,8 +23,8 @@ _SESSION_NAME = re.compile(
     r"[a-z0-9]+_session|rack\.session|play_session|cakephp|ci_session|_session_id|symfony)\Z",
     re.I,
 )
-# Every name above contains one of these (case-insensitively): a cheap test for the common request.
-_HINTS = ("sess", "sid", "cfid", "token", "cakephp", "symfony")
+# Every name above contains one of these (case-insensitively): a cheap test for the common request
+# (`may_name_session` spells them out: substring tests are several times faster than a regex).
 _PARAM_LOCATIONS = frozenset({"query", "body", "query_name", "body_name"})
 
 
@@ -41,7 +41,14 @@ def _referer_host(req: HttpRequest) -> str | None:
 def may_name_session(text: str) -> bool:
     """False when no session-id parameter name can be in `text` (a URL or a query string)."""
     low = text.lower()
-    return any(hint in low for hint in _HINTS)
+    return (
+        "sess" in low
+        or "sid" in low
+        or "cfid" in low
+        or "token" in low
+        or "cakephp" in low
+        or "symfony" in low
+    )
 
 
 def check(req: HttpRequest, fields: Iterable[Field]) -> str | None:
