@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from typing import Protocol
 
 from garrison.cell.containers import Container, Mount
 from garrison.defender.execinfo import is_loader, loader_target, read_argv
@@ -106,6 +107,11 @@ def identify_on_mount(container: Container, mount: Mount, fd: int) -> ExecFacts:
     if mount.read_only:
         return ExecFacts(path, "mount-ro", st.st_ino)
     return ExecFacts(path, "mount-new" if _new_since_start(container, st.st_ctime) else "mount-baseline", st.st_ino)
+
+
+class Pairing(Protocol):
+    def program_exec(self, tid: int, /) -> None: ...
+    def is_interpreter(self, tid: int, /) -> bool: ...
 
 
 class InterpreterPairing:
