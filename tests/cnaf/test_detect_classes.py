@@ -128,6 +128,7 @@ MP = "multipart/form-data; boundary=XyZ"
         b'--XyZ\r\nContent-Disposition: form-data; name="a"; filename="x\'.txt"\r\n\r\nx\r\n--XyZ--\r\n',
         b'--XyZ\r\nContent-Disposition: form-data; name="a=b"\r\n\r\nx\r\n--XyZ--\r\n',
         b'--XyZ\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\nibm037\r\n--XyZ--\r\n',
+        b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=utf-16\r\n\r\nx\r\n--XyZ--\r\n',
         b'--Other\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\r\n--Other--\r\n',
     ],
 )
@@ -160,6 +161,7 @@ def test_benign_paths_and_values_pass() -> None:
     browser = [("Accept", "text/html,*/*;q=0.8"), ("Accept-Charset", "utf-8, iso-8859-1;q=0.5")]
     assert classes(req("/a", browser)) == set()
     assert "lfi" in classes(req("/backup/users.db"))
+    assert "lfi" in classes(req("/dump.rdb"))
 
 
 def test_structure_checks() -> None:

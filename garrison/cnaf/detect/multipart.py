@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-# Charsets a browser or API client sends; UTF-7 and EBCDIC code pages are how filters are evaded.
+# Charsets a browser or API client sends; UTF-7, UTF-16 and EBCDIC code pages are how filters are evaded.
 _CHARSET_OK = re.compile(
-    r"(?:utf-?8|us-ascii|ascii|iso-8859-\d{1,2}|windows-125\d|utf-16(?:le|be)?|shift_jis|euc-(?:jp|kr)|"
+    r"(?:utf-?8|us-ascii|ascii|iso-8859-\d{1,2}|windows-125\d|shift_jis|euc-(?:jp|kr)|"
     r"gb2312|gbk|gb18030|big5|koi8-[ru])\Z",
     re.I,
 )
