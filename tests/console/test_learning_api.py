@@ -9,6 +9,8 @@ import time
 import uuid
 from typing import Any
 
+import httpx
+
 from garrison.channel import protocol as p
 from garrison.console.api.learning import DiscoveryMap
 from tests.console.defender_client import bundle_fields, enrol, next_of, open_defender
@@ -234,3 +236,112 @@ def test_hostile_reports_are_refused_or_sanitised(any_console):
         assert detail["processes"][0]["argv_shape"] == ["-c", "x" * 200]
         prop = api.get(f"/profiles/{row['id']}/proposal")
         assert prop.status_code == 200 and prop.json()["rule"]["dns"]["allow"] == ["ok.example"]
+
+
+def test_a_flooding_defender_is_rate_limited_per_defender(console_factory):
+    """Learning reports are budgeted per defender (GARRISON_PROFILE_LIMITS: reports and MiB per minute):
+    over it, each report is refused with a `rate_limited` error that says why, the connection is
+    still served, other defenders are not affected, and /metrics counts the refusals by reason. A
+    report whose type is not at its head (not sniffed before parsing) is budgeted all the same."""
+    console = console_factory(env={"GARRISON_PROFILE_LIMITS": "5,1"}, args=["--public-metrics"])
+    token = bundle_fields(console.install_bundle())["enrolment_token"]
+    small = p.dump(_report("r1", dns=[_seen(name="a.example")]))
+    tail_typed = small.replace('"type":"profile",', "")[:-1] + ',"type":"profile"}'
+    big = p.dump(_report("r2", dns=[_seen(name=f"{'b' * 200}{i}.example") for i in range(1000)]))  # ~0.3 MB
+
+    async def flood(app: str, messages: list[str]) -> list[p.Error]:
+        ident = await enrol(console.ws_address, console.ca_pem, token, requested_id=app)
+        conn, _ = await open_defender(console.ws_address, console.ca_pem, ident, app_name=app, org="o9", space="s9")
+        errors: list[p.Error] = []
+        try:
+            for m in messages:
+                await conn.send(m)
+            await conn.send(p.dump(p.Events(seq=1, events=[])))
+            while True:  # errors come in order, before the ack of the batch sent last
+                msg = p.parse(await conn.recv())
+                if isinstance(msg, p.Ack):
+                    return errors
+                if isinstance(msg, p.Error):
+                    errors.append(msg)
+        finally:
+            await conn.close()
+
+    flooded = asyncio.run(flood("flood", [small] * 25 + [tail_typed] * 5))
+    assert len(flooded) >= 20 and {e.code for e in flooded} == {"rate_limited"}
+    assert "5 reports and 1 MiB per 60 s" in flooded[0].message
+    heavy = asyncio.run(flood("heavy", [big] * 5))  # within 5 reports, over 1 MiB
+    assert heavy and {e.code for e in heavy} == {"rate_limited"} and "(bytes)" in heavy[0].message
+    calm = asyncio.run(flood("calm", [small]))  # another defender's budget is its own
+    assert calm == []
+    with console.api() as api:
+        assert {r["app"] for r in api.get("/profiles", params={"org": "o9"}).json()} == {"flood", "heavy", "calm"}
+    metrics = httpx.get(console.url + "/metrics", verify=console.ssl_context()).text
+    counted = {
+        line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("garrison_profile_reports_refused_total{")
+    }
+    assert counted["rate"] >= 20 and counted["bytes"] >= 1
+
+
+def test_auto_accept_when_the_window_ends_or_the_profile_is_stable(console_factory):
+    """An operator lets the console accept a profile by itself: into alert mode (never prevent), as
+    `system` in the management audit, once (window: the learning window passed; stable: nothing new
+    for stable_hours), never for a profile that saw nothing; the option is audited and set through the
+    API, refused once the profile no longer learns."""
+    console = console_factory(env={"GARRISON_LEARNING_TICK_S": "0.3"})
+    token = bundle_fields(console.install_bundle())["enrolment_token"]
+    tiny = 1 / 3600  # one second, in hours
+    with console.api() as api:
+        for app, body in (("win", {"window_hours": tiny, "stable_hours": 1000, "auto_accept": "window"}),
+                          ("calm", {"window_hours": 1000, "stable_hours": 1000}),
+                          ("quiet", {"window_hours": tiny, "stable_hours": tiny, "auto_accept": "window"}),
+                          ("manual", {"window_hours": tiny, "stable_hours": tiny})):
+            r = api.post("/profiles", json={"org": "o1", "space": "s1", "app": app, **body})
+            assert r.status_code == 201, r.text
+        calm = _by_app(api.get("/profiles", params={"org": "o1"}).json(), "calm")
+        r = api.put(f"/profiles/{calm['id']}/auto-accept", json={"auto_accept": "stable"})
+        assert r.status_code == 200 and r.json()["auto_accept"] == "stable"
+        assert api.put(f"/profiles/{calm['id']}/auto-accept", json={"auto_accept": "now"}).status_code == 422
+
+    async def learn() -> None:
+        for app in ("win", "calm", "manual"):
+            await _send(console, token, app, 0, [_report("r", dns=[_seen(name=f"{app}.example")],
+                                                         processes=[_seen(exe="/bin/app")])])
+
+    asyncio.run(learn())
+
+    def states() -> dict[str, dict[str, Any]]:
+        with console.api() as api:
+            return {r["app"]: r for r in api.get("/profiles", params={"org": "o1"}).json()}
+
+    deadline = time.monotonic() + 60
+    while states()["win"]["state"] != "accepted":
+        assert time.monotonic() < deadline, states()["win"]
+        time.sleep(0.2)
+    win = states()["win"]
+    assert win["accepted_by"] == "system" and win["auto_accept"] == "off"  # done once
+    with console.api() as api:
+        rule = next(r for r in console.policy()["rules"] if r["name"] == "learned: o1/s1/win")
+        assert {rule["processes"]["effect"], rule["network"]["effect"], rule["dns"]["effect"]} == {"alert"}
+        assert rule["dns"]["allow"] == ["win.example"]
+        mgmt = api.get("/audits/mgmt", params={"limit": 100}).json()
+        auto = [a for a in mgmt if a["action"] == "learning.accept" and a["target"] == "o1/s1/win"]
+        assert len(auto) == 1 and auto[0]["username"] == "system" and auto[0]["detail"]["auto_accept"] == "window"
+        assert any(a["action"] == "learning.auto_accept" and a["target"] == "o1/s1/calm"
+                   and a["detail"]["auto_accept"] == "stable" and a["username"] == console.admin_user for a in mgmt)
+        # the stable one is not stable for 1,000 h; nothing seen is never accepted; off stays manual
+        now = states()
+        assert (now["calm"]["state"], now["quiet"]["state"], now["manual"]["state"]) == ("learning",) * 3
+        assert now["quiet"]["auto_accept"] == "window"
+        assert api.put(f"/profiles/{win['id']}/auto-accept", json={"auto_accept": "window"}).status_code == 409
+        # stable: the calm one's stable period shortened by learning again with it
+        r = api.post("/profiles", json={"org": "o1", "space": "s1", "app": "calm", "window_hours": 1000,
+                                        "stable_hours": tiny, "auto_accept": "stable"})
+        assert r.status_code == 201
+    asyncio.run(_send(console, token, "calm", 0, [_report("r2", dns=[_seen(name="calm.example")])]))
+    deadline = time.monotonic() + 60
+    while states()["calm"]["state"] != "accepted":
+        assert time.monotonic() < deadline, states()["calm"]
+        time.sleep(0.2)
+    assert states()["calm"]["accepted_by"] == "system"
