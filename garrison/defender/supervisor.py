@@ -122,7 +122,7 @@ class Supervisor:
         self._workers: list[threading.Thread] = []
         self.notifications = 0
         self._magic = 0
-        self.tracer: ExecTracer | None = None
+        self.tracer: Any = None  # ExecTracer, or NativeExecTracer on the native data plane
 
     # ---- launch --------------------------------------------------------------------------------
     def start(self, plan: LaunchPlan) -> int:
@@ -190,7 +190,12 @@ class Supervisor:
                 wt.start()
                 self._workers.append(wt)
         if plan.post_exec_check is not None:
-            self.tracer = ExecTracer(plan.post_exec_check, plan.on_traced_fork)
+            if self.native is not None:  # the tracer loop in C; Python checks what it has not seen
+                from garrison.defender.dataplane.tracer import NativeExecTracer
+
+                self.tracer = NativeExecTracer(self.native, plan.post_exec_check)
+            else:
+                self.tracer = ExecTracer(plan.post_exec_check, plan.on_traced_fork)
             self.tracer.start()
         installed.clear()
         go.set()
