@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 MAXIMUS = 4294967294
@@ -74,3 +78,37 @@ def run_app(runc_root: Path, cid: str, app: str) -> None:
 def destroy(base: Path, runc_root: Path, cid: str) -> None:
     subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True)
     subprocess.run(["umount", "-l", str(base / cid / "bundle" / "rootfs")], capture_output=True)
+
+
+def container_pid(runc_root: Path, cid: str) -> int:
+    state = subprocess.run(["runc", "--root", str(runc_root), "state", cid], check=True, capture_output=True,
+                           text=True).stdout
+    return int(json.loads(state)["pid"])
+
+
+@contextmanager
+def bench_cell(prefix: str, cid: str) -> Iterator[tuple[Path, Path, int]]:
+    """One Garden-like container in a temporary cell: (base dir, runc root, init pid); removed on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        base, runc_root = Path(d), Path(d) / "runc-root"
+        base.chmod(0o711)
+        runc_root.mkdir()
+        make_container(base, make_image(base), runc_root, cid)
+        try:
+            yield base, runc_root, container_pid(runc_root, cid)
+        finally:
+            destroy(base, runc_root, cid)
+
+
+def interleaved(variants: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Each variant once per round, in the same order every round; the median per variant."""
+    got: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, measure in variants.items():
+            got[name].append(measure())
+    print("  rounds: " + "; ".join(f"{k} " + " ".join(f"{x:.0f}" for x in v) for k, v in got.items()))
+    return {k: statistics.median(v) for k, v in got.items()}
+
+
+def load() -> str:
+    return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg())

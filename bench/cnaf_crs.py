@@ -12,14 +12,13 @@ Targets, each a real server on loopback fed the same raw bytes:
 * `cnaf`: `garrison cnaf proxy` (every class `prevent`) in front of bench/cnaf_backend.py.
 * `modsecN`: libmodsecurity (the `libmodsecurity` wheel) with the installed CRS
   (`/usr/share/modsecurity-crs`, Debian's 3.3.x) at paranoia level N, anomaly threshold 5,
-  behind a small httptools server of this script (403 on an intervention).
+  behind the small httptools server of bench/cnaf_modsec.py (403 on an intervention).
 Blocked = answered 400/403/413/431 (the firewall refused the request).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnaf_modsec import serve as serve_modsec
 from cnaf_proxy_start import start_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,100 +121,6 @@ def load_cases(root: Path) -> list[Case]:
                 h = hashlib.sha256(f"{path.stem}/{tid}".encode()).digest()[0]
                 cases.append(Case(cls, path.stem, tid, bool(expect), _raw_request(inp), h % 4 == 0))
     return cases
-
-
-# -- the ModSecurity server -------------------------------------------------------------------------
-
-
-def modsec_rules(paranoia: int, crs_dir: Path) -> str:
-    # 910 (IP reputation) needs GeoIP, which the wheel's libmodsecurity is built without.
-    includes = "\n".join(f"Include {p}" for p in sorted(crs_dir.glob("*.conf")) if "-910-" not in p.name)
-    return f"""
-SecRuleEngine On
-SecRequestBodyAccess On
-SecRequestBodyLimit 13107200
-SecRequestBodyNoFilesLimit 131072
-SecRequestBodyLimitAction ProcessPartial
-SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\\+|/)|text/)xml" \
-  "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
-SecRule REQUEST_HEADERS:Content-Type "^application/json" \
-  "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
-SecAction "id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level={paranoia}"
-Include /etc/modsecurity/crs/crs-setup.conf
-{includes}
-"""
-
-
-def serve_modsec(paranoia: int, crs_dir: Path) -> None:
-    import httptools
-    from libmodsecurity import ModSecurity, RulesSet, Transaction
-
-    engine = ModSecurity()
-    rules = RulesSet()
-    if rules.load(modsec_rules(paranoia, crs_dir)) < 0:
-        raise SystemExit(f"ModSecurity rules: {rules.get_parser_error()}")
-
-    def verdict(method: str, url: str, version: str, headers: list[tuple[str, str]], body: bytes) -> int:
-        tx = Transaction(engine, rules)
-        tx.process_connection("127.0.0.1", 40000, "127.0.0.1", 80)
-        tx.process_uri(url, method, version)
-        for k, v in headers:
-            tx.add_request_header(k, v)
-        tx.process_request_headers()
-        it = tx.intervention()
-        if it is None or not it.disruptive:
-            if body:
-                tx.append_request_body(body)
-            tx.process_request_body()
-            it = tx.intervention()
-        return it.status if it is not None and it.disruptive else 200
-
-    class Handler(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.t = transport
-            self.p = httptools.HttpRequestParser(self)
-            self.url = b""
-            self.headers: list[tuple[str, str]] = []
-            self.body = bytearray()
-            self._name = b""
-
-        def on_url(self, url: bytes) -> None:
-            self.url += url
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-        def on_body(self, body: bytes) -> None:
-            self.body += body
-
-        def on_message_complete(self) -> None:
-            status = verdict(
-                self.p.get_method().decode(),
-                self.url.decode("latin-1"),
-                self.p.get_http_version(),
-                self.headers,
-                bytes(self.body),
-            )
-            self._answer(status)
-
-        def _answer(self, status: int) -> None:
-            self.t.write(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % status)  # type: ignore[attr-defined]
-            self.t.close()
-
-        def data_received(self, data: bytes) -> None:
-            try:
-                self.p.feed_data(data)
-            except httptools.HttpParserUpgrade:
-                self.on_message_complete()
-            except httptools.HttpParserError:
-                self._answer(400)
-
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(Handler, "127.0.0.1", 0)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
 
 
 # -- the client ---------------------------------------------------------------------------------------

@@ -2,9 +2,13 @@
 
 Starts bench/cnaf_backend.py and `garrison cnaf proxy` (every attack class on, effect prevent) in
 front of it, then alternates wrk runs direct / through the proxy and prints req/s, p99 latency,
-the req/s ratio (goal >= 0.80) and the p99 added (goal < 2 ms).
+the req/s ratio (goals, issue 12: >= 0.60 of direct with a unique URL per request, >= 0.80 with a
+repeated one), the p99 added (goal < 2 ms) and CPU per request. When the `libmodsecurity` wheel
+and a CRS are installed (`pip install -e '.[bench]'`, Debian's modsecurity-crs) ModSecurity v3 + CRS
+is measured in the same rounds as a proxy in front of the same back end (bench/cnaf_modsec.py) and
+the CNAF/ModSecurity ratio printed (goal >= 10).
 
-    .venv/bin/python bench/cnaf_throughput.py [--connections 32] [--duration 10] [--rounds 2]
+    .venv/bin/python bench/cnaf_throughput.py [--unique] [--connections 32] [--duration 10] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -104,6 +108,13 @@ def main() -> int:
         action="store_true",
         help="a second proxy with CRS off, measured in the same rounds (the cost of CRS in one run)",
     )
+    ap.add_argument(
+        "--modsec",
+        type=int,
+        default=1,
+        metavar="PL",
+        help="ModSecurity + CRS at this paranoia level in the same rounds (default 1, its cheapest; 0: not run)",
+    )
     ap.add_argument("--unique", action="store_true", help="a different URL on every request (no cache hits)")
     ap.add_argument("--path", default="/api/items?page=2&q=coffee+beans", help="request target wrk sends")
     args = ap.parse_args()
@@ -141,82 +152,112 @@ def main() -> int:
         )
         proxy = start_proxy(pport, bport, policy, "/dev/null", wait_crs=args.policy != "none" and args.crs)
         procs.append(proxy)
-        off = None
+        # (label, process, port): measured in every round after the direct run, in this order
+        targets: list[tuple[str, subprocess.Popen[str], int]] = [("via CNAF", proxy, pport)]
         if args.also_no_crs:
             off_policy = policy.with_name("cnaf-off.json")
             off_policy.write_text(json.dumps({**json.loads(policy.read_text()), "crs": {"enabled": False}}))
             off_port = free_port()
             off = start_proxy(off_port, bport, off_policy, "/dev/null", wait_crs=False)
             procs.append(off)
-            wait_port(off_port)
+            targets.append(("via CNAF, CRS off", off, off_port))
+        modsec = start_modsec(args.modsec, bport) if args.modsec else None
+        if modsec is not None:
+            procs.append(modsec[0])
+            targets.append((f"via ModSecurity + CRS PL{args.modsec}", *modsec))
         wait_port(bport)
-        wait_port(pport)
-        direct_url = f"http://127.0.0.1:{bport}{args.path}"
-        proxy_url = f"http://127.0.0.1:{pport}{args.path}"
+        for _, _, port in targets:
+            wait_port(port)
         script = None
         if args.unique:
             script = str(Path(tempfile.mkdtemp()) / "unique.lua")
             Path(script).write_text(_UNIQUE_LUA)
-        wrk(direct_url, args.connections, 2, args.threads, script)  # warm-up
-        wrk(proxy_url, args.connections, 2, args.threads, script)
-        d_rps, d_p99, p_rps, p_p99 = [], [], [], []
-        o_rps: list[float] = []
-        app_cpu = proxy_cpu = off_cpu = 0.0
-        app_n = proxy_n = off_n = 0
+        runs: dict[str, list[tuple[float, float]]] = {"direct": []}  # (req/s, p99 ms) per round
+        cpu: dict[str, list[float]] = {}  # [CPU seconds, requests]
+        everyone = [("direct", backend, bport), *targets]
+        for _label, _, port in everyone:  # warm-up
+            wrk(f"http://127.0.0.1:{port}{args.path}", args.connections, 2, args.threads, script)
         for _ in range(args.rounds):
-            c0 = cpu_seconds(backend.pid)
-            r, lat, n = wrk(direct_url, args.connections, args.duration, args.threads, script)
-            app_cpu += cpu_seconds(backend.pid) - c0
-            app_n += n
-            d_rps.append(r)
-            d_p99.append(lat)
-            c0 = cpu_seconds(proxy.pid)
-            r, lat, n = wrk(proxy_url, args.connections, args.duration, args.threads, script)
-            proxy_cpu += cpu_seconds(proxy.pid) - c0
-            proxy_n += n
-            p_rps.append(r)
-            p_p99.append(lat)
-            if off is not None:
-                c0 = cpu_seconds(off.pid)
+            for label, proc, port in everyone:
+                c0 = cpu_seconds(proc.pid)
                 r, lat, n = wrk(
-                    f"http://127.0.0.1:{off_port}{args.path}",
+                    f"http://127.0.0.1:{port}{args.path}",
                     args.connections,
                     args.duration,
                     args.threads,
                     script,
                 )
-                off_cpu += cpu_seconds(off.pid) - c0
-                off_n += n
-                o_rps.append(r)
+                spent = cpu.setdefault(label, [0.0, 0.0])
+                spent[0] += cpu_seconds(proc.pid) - c0
+                spent[1] += n
+                runs.setdefault(label, []).append((r, lat))
     finally:
         for p in reversed(procs):
             p.terminate()
             p.wait(timeout=10)
-    dr, pr = statistics.median(d_rps), statistics.median(p_rps)
-    dl, pl = statistics.median(d_p99), statistics.median(p_p99)
+    report(args, runs, cpu)
+    return 0
+
+
+def start_modsec(paranoia: int, upstream_port: int) -> tuple[subprocess.Popen[str], int] | None:
+    """ModSecurity + CRS as a proxy in front of the back end, or None (said why) when not installed."""
+    try:
+        import libmodsecurity  # noqa: F401
+    except ImportError:
+        print(
+            "ModSecurity not measured: pip install -e '.[bench]' (the libmodsecurity wheel)", file=sys.stderr
+        )
+        return None
+    if not Path("/usr/share/modsecurity-crs/rules").is_dir():
+        print("ModSecurity not measured: no CRS in /usr/share/modsecurity-crs", file=sys.stderr)
+        return None
+    proc = subprocess.Popen(
+        [PY, str(ROOT / "bench" / "cnaf_modsec.py"), str(paranoia), "--upstream", str(upstream_port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.isdigit():
+        proc.terminate()
+        raise SystemExit(f"ModSecurity server did not start: {line!r}")
+    return proc, int(line)
+
+
+def report(
+    args: argparse.Namespace, runs: dict[str, list[tuple[float, float]]], cpu: dict[str, list[float]]
+) -> None:
+    med = {label: statistics.median(r for r, _ in rs) for label, rs in runs.items()}
+    p99 = {label: statistics.median(lat for _, lat in rs) for label, rs in runs.items()}
     print(
         f"back end {args.backend}, CNAF policy {args.policy}, CRS {'on' if args.crs else 'off'}; wrk -t{args.threads} -c{args.connections} "
         f"-d{args.duration}s x{args.rounds} rounds, GET {'<unique URL per request>' if args.unique else args.path}"
     )
     load = os.getloadavg()
     print(
-        f"load average during the run: {load[0]:.1f} (1 min) on {os.cpu_count()} CPUs — other load skews both sides"
+        f"load average after the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on "
+        f"{os.cpu_count()} CPUs — other load skews every side; CPU per request barely moves"
     )
-    print(f"direct      {dr:10.0f} req/s   p99 {dl:7.2f} ms   (runs: {', '.join(f'{x:.0f}' for x in d_rps)})")
-    print(f"via CNAF    {pr:10.0f} req/s   p99 {pl:7.2f} ms   (runs: {', '.join(f'{x:.0f}' for x in p_rps)})")
-    print(f"ratio       {pr / dr:10.2f}   (goal >= 0.80)")
-    print(f"p99 added   {pl - dl:10.2f} ms  (goal < 2 ms)")
-    print(
-        f"CPU per request: app {1e6 * app_cpu / max(app_n, 1):.1f} µs, CNAF proxy "
-        f"{1e6 * proxy_cpu / max(proxy_n, 1):.1f} µs (from /proc; robust to other load)"
-    )
-    if o_rps:
-        orr = statistics.median(o_rps)
+    for label, rs in runs.items():
+        spent, n = cpu[label]
         print(
-            f"via CNAF, CRS off {orr:10.0f} req/s   (runs: {', '.join(f'{x:.0f}' for x in o_rps)}); ratio {orr / dr:.2f}; "
-            f"proxy CPU {1e6 * off_cpu / max(off_n, 1):.1f} µs/request"
+            f"{label:34s} {med[label]:9.0f} req/s   p99 {p99[label]:7.2f} ms   CPU/request {1e6 * spent / max(n, 1):7.1f} µs"
+            f"   (runs: {', '.join(f'{r:.0f}' for r, _ in rs)})"
         )
-    return 0
+    dr = med["direct"]
+    goal = 0.60 if args.unique else 0.80
+    print(
+        f"ratio CNAF/direct     {med['via CNAF'] / dr:6.2f}   (goal >= {goal:.2f}{' with unique URLs' if args.unique else ''})"
+    )
+    print(f"p99 added by CNAF     {p99['via CNAF'] - p99['direct']:6.2f} ms (goal < 2 ms)")
+    if "via CNAF, CRS off" in med:
+        print(f"ratio CNAF (CRS off)/direct {med['via CNAF, CRS off'] / dr:6.2f}")
+    modsec = next((label for label in med if label.startswith("via ModSecurity")), None)
+    if modsec is not None:
+        print(
+            f"ratio ModSecurity/direct {med[modsec] / dr:6.3f}; CNAF/ModSecurity {med['via CNAF'] / med[modsec]:6.1f}x "
+            f"(goal >= 10x)"
+        )
 
 
 if __name__ == "__main__":

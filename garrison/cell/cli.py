@@ -31,6 +31,7 @@ class CellOptions:
     data_folder: str | None = None
     connect_timeout: float = 10.0
     dns_upstreams: tuple[str, ...] = ()
+    profile_interval: float = 60.0
 
 DEFAULT_DATA_FOLDER = "/var/vcap/data/garrison/cell"
 
@@ -101,6 +102,7 @@ def run(opts: CellOptions) -> int:
     forensics = ForensicLog(Path(opts.forensics_dir)) if opts.forensics_dir else None
     defender = CellDefender(policy, emit, roots=opts.runc_roots or RUNC_ROOTS, forensics=forensics,
                             host=link.host if link else None, dns_upstreams=upstreams)
+    defender.profile_interval = opts.profile_interval
     if link is not None:
         link.attach(defender)
     stop = threading.Event()

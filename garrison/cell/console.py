@@ -13,12 +13,14 @@ from pathlib import Path
 from garrison import __version__
 from garrison.channel.bundle import InstallBundle
 from garrison.channel.client import DefenderChannelClient
-from garrison.channel.policy_cache import ForeignPolicyCache, PolicyCacheError, load_cached_policy
+from garrison.channel.policy_cache import ForeignPolicyCache, PolicyCacheError
 from garrison.channel.protocol import Hello, Workloads
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
 
 log = logging.getLogger("garrison.cell.console")
+RESTART_WAIT_S = 1.0
+"""with a cached policy, how long a (re)start waits for the console before gating execs on the cache"""
 
 
 class CellConsoleLink:
@@ -43,7 +45,11 @@ class CellConsoleLink:
         self.client.on_policy = self._pushed
         self.client.on_connect = defender.workloads
         defender.on_workloads = self.send_workloads
+        defender.on_profile = self.client.send_now  # learning reports: a lost one heals with the next
+        defender.profile_connects = lambda: int(self.client.stats.get("connects", 0))
         threading.Thread(target=self._applier, name="cell-policy", daemon=True).start()
+        if self.client.policy is not None and self.client.policy is not defender.policy:
+            self._pushed(0, self.client.policy)  # answered after the defender started on its cache
 
     def _pushed(self, _revision: int, policy: RuntimePolicy) -> None:
         """Called on the channel's event loop: re-applying to hundreds of containers (an nft run each)
@@ -70,23 +76,23 @@ class CellConsoleLink:
         self.client.submit(ev)
 
     def first_policy(self, timeout: float) -> tuple[RuntimePolicy | None, str]:
-        """The console's policy (waiting up to `timeout`), else the cached one; (None, why) if neither."""
+        """The console's policy (waiting up to `timeout`), else the cached one; (None, why) if neither.
+        With a cached policy of this console (a restart) the wait is at most `RESTART_WAIT_S`: the
+        running containers' execs are not gated until the defender starts, and the console's current
+        policy replaces the cached one as soon as it answers (see `attach`)."""
         self.client.start()
-        if self.client.wait_policy(timeout) and self.client.policy is not None:
-            return self.client.policy, f"policy revision {self.client.policy.revision} from the console"
-        why = self.client.last_error or "no answer"
-        if self.client.identity_note:
-            why = f"{why}; {self.client.identity_note}"
         try:
-            cached = load_cached_policy(
-                self.data_folder,
-                console_ca=self.client.console_ca,
-                accept_unbound=self.client.identity_verified,
-            )
+            cached, unusable = self.client.cached_policy(), ""
         except (PolicyCacheError, ForeignPolicyCache) as exc:
-            return None, f"console unreachable ({why}); {exc}"
+            cached, unusable = None, str(exc)
+        if self.client.wait_policy(min(timeout, RESTART_WAIT_S) if cached is not None else timeout) \
+                and self.client.policy is not None:
+            return self.client.policy, f"policy revision {self.client.policy.revision} from the console"
+        why = self.client.unreachable_reason()
         if cached is not None:
-            return cached, f"console unreachable ({why}): cached policy revision {cached.revision}"
+            return cached, f"console not answering yet ({why}): cached policy revision {cached.revision} until it does"
+        if unusable:
+            return None, f"console unreachable ({why}); {unusable}"
         return None, f"console unreachable ({why}) and no cached policy"
 
     def stop(self) -> None:

@@ -195,7 +195,8 @@ def _ns(pid: int, kind: str) -> str | None:
         return None
 
 
-def _environ(pid: int) -> dict[str, str] | None:
+def environment(pid: int) -> dict[str, str] | None:
+    """A process's environment (None when it is gone)."""
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
@@ -242,7 +243,7 @@ def find_app_processes(containers: list[Container]) -> dict[str, tuple[int, Hell
         cid = wanted.get((ns, _ns(pid, "mnt") or ""))
         if cid is None:
             continue
-        env = _environ(pid)
+        env = environment(pid)
         if not env or "VCAP_APPLICATION" not in env:
             continue
         started = _start_time(pid)

@@ -28,13 +28,15 @@ from garrison.cell.containers import (
     list_containers,
 )
 from garrison.cell.dns import ContainerResolver
+from garrison.cell.exec_cache import Cached, VerdictCache, runs_interpreter
 from garrison.cell.forensics import ForensicLog, process_facts
-from garrison.channel.protocol import MAX_WORKLOADS, Workload, Workloads
+from garrison.cell.learning import WorkloadLearner, parent_exe
+from garrison.channel.protocol import MAX_WORKLOADS, ProfileReport, Workload, Workloads
 from garrison.defender.execinfo import is_loader
 from garrison.defender.net.dns_proxy import Upstream, resolv_conf_upstreams
 from garrison.defender.net.portscan import PortScanTracker
 from garrison.kernel import memfd
-from garrison.kernel.fanotify import FanotifyPerm, PermEvent
+from garrison.kernel.fanotify import FanotifyPerm, PermEvent, native_responder
 from garrison.kernel.inotify import Inotify
 from garrison.kernel.netns import socket_in_netns
 from garrison.kernel.nflog import LoggedPacket, NflogSocket
@@ -42,6 +44,7 @@ from garrison.kernel.proc_connector import ProcConnector
 from garrison.kernel.sock_diag import NETLINK_SOCK_DIAG
 from garrison.policy.audit import AuditEvent
 from garrison.policy.evaluate import Decision, decide_bind, decide_fork, decide_privileges
+from garrison.policy.learning import view_learning
 from garrison.policy.model import Rule, RuntimePolicy
 from garrison.policy.scope import Identity, select_rule
 
@@ -72,6 +75,7 @@ class _Tracked:
     mounts: dict[int, Mount] = field(default_factory=dict)  # marked mounts other than the root, by id
     memfd_scope: int = 0  # vm.memfd_noexec set in the container's pid namespace
     forks: forkrate.ForkRate = field(default_factory=forkrate.ForkRate)
+    learner: WorkloadLearner | None = None  # while (or since) a control of its rule learns
 
 
 def _identity(c: Container) -> Identity:
@@ -86,17 +90,26 @@ class CellDefender:
     def __init__(
         self, policy: RuntimePolicy, emit: Callable[[AuditEvent], None], *,
         roots: Iterable[str] = RUNC_ROOTS, host: str | None = None, forensics: ForensicLog | None = None,
-        dns_upstreams: list[Upstream] | None = None,
+        dns_upstreams: list[Upstream] | None = None, exec_responder: str = "native",
     ) -> None:
         """`dns_upstreams`: where the containers' resolver forwards allowed names (default: the cell's
-        resolv.conf, which is what Garden gives containers)."""
+        resolv.conf, which is what Garden gives containers). `exec_responder`: "native" answers execs
+        from a verdict cache in a native thread (Python decides files it does not know), "python"
+        answers every exec in Python (also the fallback where the extension is not built)."""
         self.dns_upstreams = dns_upstreams if dns_upstreams is not None else resolv_conf_upstreams()
         self.policy = policy
         self.emit = emit
         self.roots = tuple(roots)
         self.host = host or socket.gethostname()
         self.gate = FanotifyPerm(report_tid=True)
-        self._pairing = exec_gate.InterpreterPairing()
+        self._native, self.exec_responder_note = (
+            native_responder(self.gate) if exec_responder == "native" else (None, "python (as chosen)"))
+        self._verdicts = VerdictCache(self._native) if self._native is not None else None
+        self.exec_responder = "native" if self._native is not None else "python"
+        # one pairing table for both responders: a program answered natively pairs with an interpreter
+        # Python decides, and the other way round
+        self._pairing: exec_gate.Pairing = (self._native if self._native is not None
+                                            else exec_gate.InterpreterPairing())
         self._tracked: dict[str, _Tracked] = {}
         self._by_dev: dict[int, _Tracked] = {}
         self._by_mnt: dict[int, _Tracked] = {}  # mount id -> container, for execs from its other mounts
@@ -114,12 +127,23 @@ class CellDefender:
         gone: the console link sends them on at once"""
         self._procs: ProcConnector | None = None
         self._ticks = 0  # discovery passes
+        self.on_profile: Callable[[ProfileReport], bool] | None = None
+        """sends a learning report (the console link); without it nothing is learnt (alert view only)"""
+        self.profile_connects: Callable[[], int] | None = None
+        """how many times the link connected: every container's whole profile is re-sent after each"""
+        self.profile_interval = 60.0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.discover()
+        if self._native is not None:
+            self._native.start()
+        self._defender_audit("cell.exec_responder", "low",
+                             "execs answered natively from a verdict cache (files it does not know decided in "
+                             "Python)" if self._native is not None
+                             else f"execs answered in Python: {self.exec_responder_note}")
         loops = [(self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
-                 (self._netlog_loop, "cell-netlog")]
+                 (self._netlog_loop, "cell-netlog"), (self._profile_loop, "cell-profiles")]
         for target, name in loops:
             self._thread(target, name)
         self._watch_processes()
@@ -144,11 +168,14 @@ class CellDefender:
         os.write(self._net_w, b"x")
         for t in self._threads:
             t.join(5)
+        if self._native is not None:
+            self._native.stop()  # before the group's fd closes: the native thread reads it
         self.gate.close()  # held execs are released (allowed) by the kernel when the group closes
         if self._procs is not None:
             self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
+        _flush([tr.learner for tr in self._tracked.values()])  # the last counts, while the link is up
         for tr in self._tracked.values():
             if tr.nflog is not None:
                 tr.nflog.close()
@@ -209,6 +236,11 @@ class CellDefender:
             except Exception:
                 log.exception("workload report not sent")
 
+    def exec_stats(self) -> dict[str, int]:
+        """The native responder's counts (execs answered natively, handed to Python, files cached);
+        {} when Python answers every exec."""
+        return self._native.stats() if self._native is not None else {}
+
     def containers(self) -> list[Container]:
         with self._lock:
             return [t.container for t in self._tracked.values()]
@@ -254,12 +286,16 @@ class CellDefender:
         with self._lock:
             known = {cid: tr.container.init_pid for cid, tr in self._tracked.items()}
         found = list_containers(self.roots, known)
+        ended: list[WorkloadLearner | None] = []
         with self._lock:
             gone = sorted(k for k in self._tracked if found.get(k, "gone") is not None)  # gone, or id reused
             for cid in gone:
                 tr = self._tracked.pop(cid)
+                ended.append(tr.learner)
                 if tr.container.layers:
                     self._by_dev.pop(tr.container.layers.dev, None)
+                    if self._verdicts is not None:
+                        self._verdicts.forget(tr.container.layers.dev, gone=True)
                 for mnt_id in tr.mounts:  # the marks went with the mounts
                     self._by_mnt.pop(mnt_id, None)
                 if tr.nflog is not None:
@@ -281,11 +317,12 @@ class CellDefender:
             gated = [tr for tr in new if self._gate(tr)]
             for tr in gated:
                 self._protect(tr)
-            if not apps:
-                if gone or new:
-                    self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
-                return
-            waiting = [tr.container for tr in self._tracked.values() if tr.container.identity is None]
+            if not apps and (gone or new):
+                self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
+            waiting = [tr.container for tr in self._tracked.values() if apps and tr.container.identity is None]
+        _flush(ended)  # a stopped container's last counts (outside the lock: a send may wait)
+        if not apps:
+            return
         started = find_app_processes(waiting) if waiting else {}  # one pass over /proc, outside the lock
         with self._lock:
             for cid, app in started.items():
@@ -327,6 +364,8 @@ class CellDefender:
             if (x.protocol, x.port) in tr.listen_audited:
                 continue
             tr.listen_audited.add((x.protocol, x.port))
+            if tr.learner is not None:
+                tr.learner.listen(x.port, x.protocol)  # once each time it starts listening
             d = decide_bind(tr.rule, x.port)
             if d.audited:
                 self._audit(tr, type="network", effect=d.effect, severity="high", control=d.control,
@@ -348,6 +387,8 @@ class CellDefender:
         except OSError as exc:
             self._info(tr, "container_unprotected", f"container {c.id}: exec gate not set: {exc}", "high")
             return False
+        if self._verdicts is not None:  # a device number an earlier container had
+            self._verdicts.forget(c.layers.dev, gone=True)
         self._by_dev[c.layers.dev] = tr
         tr.exec_gated = True
         self._mark_mounts(tr)
@@ -381,6 +422,9 @@ class CellDefender:
 
     def _apply_rule(self, tr: _Tracked) -> None:
         tr.rule = select_rule(self.policy, _identity(tr.container))
+        self._apply_learning(tr)
+        if self._verdicts is not None and tr.container.layers is not None:
+            self._verdicts.forget(tr.container.layers.dev)  # decided again under this rule and start time
         self._apply_network(tr)
         self._apply_memfd(tr)
         guard = tr.rule.processes.fork_bomb_guard if tr.rule and tr.rule.processes.effect != "disable" else None
@@ -392,6 +436,27 @@ class CellDefender:
                 tr.pids_refused = pids.refusals(path)
             except OSError as exc:
                 self._info(tr, "pids_limit_failed", f"pids.max not set for {tr.container.name}: {exc}", "high")
+
+    def _apply_learning(self, tr: _Tracked) -> None:
+        """A learner for a container whose rule learns (once its CF identity is known and there is a
+        console to report to); kept when learning ends, so its last counts still go."""
+        learning = view_learning(tr.rule)
+        if tr.learner is None and learning and tr.container.identity is not None and self.on_profile is not None:
+            tr.learner = WorkloadLearner(tr.container, self.on_profile, self.profile_connects)
+            if tr.resolver is not None:
+                tr.learner.recorder.names_for = tr.resolver.pins.names_for
+        if tr.learner is not None:
+            tr.learner.set_rule(tr.rule)
+
+    def _learns(self, tr: _Tracked, control: str) -> bool:
+        return tr.learner is not None and control in tr.learner.controls
+
+    def _profile_loop(self) -> None:
+        """Every container's learning report, every `profile_interval` seconds."""
+        while not self._stop.wait(self.profile_interval):
+            with self._lock:
+                learners = [tr.learner for tr in self._tracked.values()]
+            _flush(learners)
 
     def _apply_memfd(self, tr: _Tracked) -> None:
         """Under drift prevention no memfd can be made executable in the container (vm.memfd_noexec =
@@ -422,6 +487,7 @@ class CellDefender:
         rule, c = tr.rule, tr.container
         net_on = rule is not None and rule.network.effect != "disable"
         dns_on = rule is not None and rule.dns.effect != "disable" and bool(rule.dns.allow or rule.dns.deny)
+        dns_on = dns_on or self._learns(tr, "dns") or self._learns(tr, "network")  # names, and a destination's
         shares_host = _shares_cell_ns(c, "net")
         if shares_host is None:
             return
@@ -432,8 +498,10 @@ class CellDefender:
                            "namespace: outbound and DNS rules are not applied (they would hold the cell)", "high")
             return
         self._apply_resolver(tr, dns_on)
-        want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
-                                dns_port=tr.resolver.port if tr.resolver else None)
+        log_flows = self.forensics is not None or self._learns(tr, "network")
+        want = (network.ruleset(rule.network, log_flows=log_flows, dns=rule.dns,
+                                dns_port=tr.resolver.port if tr.resolver else None,
+                                count_flows=self._learns(tr, "network"))
                 if rule is not None and (net_on or tr.resolver is not None) else None)
         if tr.net_checked and (want == tr.net_script or (want is None and tr.net_script is None)):
             return
@@ -465,8 +533,15 @@ class CellDefender:
             self._audit(tr, type="dns", effect="prevent" if decision.blocked else "alert", control=decision.control,
                         dest_name=name[:512], protocol="dns", message=decision.reason)
 
+        def query(name: str, _client: object) -> None:
+            if tr.learner is not None:
+                tr.learner.query(name)
+
         try:
-            tr.resolver = ContainerResolver(tr.container.init_pid, lambda: tr.rule, audit, self.dns_upstreams)
+            tr.resolver = ContainerResolver(tr.container.init_pid, lambda: tr.rule, audit, self.dns_upstreams,
+                                            on_query=query)
+            if tr.learner is not None:
+                tr.learner.recorder.names_for = tr.resolver.pins.names_for
         except OSError as exc:
             self._info(tr, "dns_unprotected", f"DNS of {tr.container.name} not steered: {exc}", "high")
 
@@ -520,6 +595,8 @@ class CellDefender:
         for one window."""
         if self.forensics is not None:
             self.forensics.record(tr.container.id, "connect", dest_ip=pkt.dst, dest_port=pkt.dport, protocol=proto)
+        if tr.learner is not None and pkt.dport is not None:  # (DNS to our resolver is accepted before the log)
+            tr.learner.flow(pkt.dst, pkt.dport, proto)
         rule = tr.rule
         cfg = rule.network.port_scan if rule else None
         if rule is None or cfg is None or not cfg.enabled or pkt.dport is None:
@@ -658,18 +735,51 @@ class CellDefender:
 
     # -- exec gate -------------------------------------------------------------------------------
     def _exec_loop(self) -> None:
-        while not self._stop.is_set():
+        if self._native is not None and not self._native_loop():
+            return
+        while not self._stop.is_set():  # the Python responder (chosen, or the native one failed)
             ready, _, _ = select.select([self.gate.fd, self._wake_r], [], [])
             if self.gate.fd not in ready:
                 continue
             for ev in self.gate.read():
                 self._answer(ev)
 
-    def _owner(self, fd: int) -> tuple[_Tracked | None, Mount | None]:
+    def _native_loop(self) -> bool:
+        """Events the native responder handed over (still held: answered first), then the reports of
+        its own answers. True when it failed and Python must answer from now on."""
+        native = self._native
+        assert native is not None
+        while not self._stop.is_set():
+            ready, _, _ = select.select([native.notify_fd, self._wake_r], [], [])
+            if native.notify_fd not in ready:
+                continue
+            misses, records, dropped, error = native.take()
+            for fd, tid, mask, paired in misses:
+                self._answer(PermEvent(mask=mask, fd=fd, pid=tid, paired=None if paired < 0 else bool(paired)))
+            for cookie, tid, allowed in records:
+                self._native_answered(cookie, tid, bool(allowed))
+            if dropped:
+                log.warning("%d native exec reports dropped (ring full)", dropped)
+                self._defender_audit("cell.exec_reports_dropped", "high", f"{dropped} exec(s) answered natively "
+                                     "were not reported (report ring full): audits/forensics missing for them")
+            if error:
+                native.stop()
+                self._defender_audit("cell.exec_responder", "high", f"native exec responder stopped "
+                                     f"({os.strerror(error)}): execs answered in Python from now on")
+                return True
+        return False
+
+    def _native_answered(self, cookie: int, tid: int, allowed: bool) -> None:
+        assert self._verdicts is not None
+        cached = self._verdicts.lookup(cookie)
+        if cached is not None:
+            self._after_answer(cached.owner, cached.facts, cached.decision, tid, allowed)  # type: ignore[arg-type]
+
+    def _owner(self, fd: int, dev: int) -> tuple[_Tracked | None, Mount | None]:
         """The container an exec'd file belongs to: by its overlay's device, else by the mount the
         file was reached through. Lock-free (single dict reads; discovery replaces entries whole), so
         a held exec never waits for a discovery round over hundreds of containers."""
-        tr = self._by_dev.get(os.fstat(fd).st_dev)
+        tr = self._by_dev.get(dev)
         if tr is not None or not self._by_mnt:
             return tr, None
         mnt_id = _mount_id(fd)
@@ -681,15 +791,19 @@ class CellDefender:
                  else exec_gate.identify(tr.container, ev.fd))
         if not is_loader(facts.path):
             return facts
-        if self._pairing.is_interpreter(ev.pid):
+        if ev.paired if ev.paired is not None else self._pairing.is_interpreter(ev.pid):
             return facts
         return exec_gate.unpaired_loader(facts, ev.pid)
 
     def _answer(self, ev: PermEvent) -> None:
-        """Answer first (the exec waits for it), audit after."""
-        allow, tr, decision, facts = True, None, None, None
+        """Answer first (the exec waits for it), audit after; a decision that depends only on the file
+        and the rule is cached for the native responder (not while the container's processes are
+        learnt: each exec's argv is read from the waiting thread)."""
+        allow, tr, decision, facts, cache, learnt = True, None, None, None, None, None
+        generation = self._verdicts.generation() if self._verdicts is not None else 0
         try:
-            tr, mount = self._owner(ev.fd)
+            st = os.fstat(ev.fd)
+            tr, mount = self._owner(ev.fd, st.st_dev)
             rule = tr.rule if tr else None
             if tr is not None and (rule is not None or self.forensics is not None):
                 facts = self._facts(tr, mount, ev)
@@ -698,17 +812,38 @@ class CellDefender:
                 allow = not decision.blocked
             if tr is not None and allow and facts is not None and facts.loaded is None:
                 self._pairing.program_exec(ev.pid)  # its interpreter, if any, is opened next
+            if allow and facts is not None and tr is not None and self._learns(tr, "processes"):
+                learnt = _held_exec(facts, ev.pid)  # read while the thread waits for the answer
+            elif (self._verdicts is not None and tr is not None and mount is None and facts is not None
+                    and facts.loaded is None and facts.layer != "unknown" and tr.container.app_started is not None
+                    and not self._learns(tr, "processes")):
+                loader = is_loader(facts.path)
+                cache = (st, loader, allow and not loader and runs_interpreter(ev.fd))
         except Exception:  # never leave an exec hanging: decide by the rule's effect
             log.exception("exec decision failed")
             allow = not (tr is not None and tr.rule is not None and tr.rule.processes.effect == "prevent")
+            cache = None
         finally:
             with contextlib.suppress(OSError):
                 self.gate.answer(ev, allow)
-        if tr is not None and facts is not None and self.forensics is not None:
-            # synchronous (the exec was held): the file that ran even when the process is gone at once
-            self.forensics.record(tr.container.id, "exec_file", pid=ev.pid, exe=facts.path, layer=facts.layer,
+        if learnt is not None and tr is not None and tr.learner is not None:
+            tr.learner.exec(*learnt)
+        if cache is not None and tr is not None and facts is not None and self._verdicts is not None:
+            st, loader, interp = cache
+            record = self.forensics is not None or (decision is not None and decision.audited)
+            self._verdicts.remember(st, facts.path, allow=allow, loader=loader, interp=interp, record=record,
+                                    entry=Cached(tr, facts, decision), generation=generation)
+        if tr is not None and facts is not None:
+            self._after_answer(tr, facts, decision, ev.pid, allow)
+
+    def _after_answer(self, tr: _Tracked, facts: exec_gate.ExecFacts, decision: Decision | None, pid: int,
+                      allow: bool) -> None:
+        """The forensic record and the audit of one answered exec (answered here or natively)."""
+        if self.forensics is not None:
+            # the file that ran, recorded even when the process is gone at once
+            self.forensics.record(tr.container.id, "exec_file", pid=pid, exe=facts.path, layer=facts.layer,
                                   allowed=allow, **({"loaded": facts.loaded, "argv": facts.argv} if facts.loaded else {}))
-        if tr is not None and decision is not None and facts is not None and decision.audited:
+        if decision is not None and decision.audited:
             kind = "drift" if decision.control == "processes.drift_prevention" else "process"
             extra: dict[str, object] = {"layer": facts.layer, "inode": facts.ino}
             message = decision.reason
@@ -716,7 +851,7 @@ class CellDefender:
                 extra.update(loader=facts.path, argv=facts.argv)
                 message += f" (run through the dynamic loader {facts.path}, which maps it past the exec check)"
             self._audit(tr, type=kind, effect=decision.effect, severity="high", control=decision.control,
-                        message=message, pid=ev.pid, exe=facts.program, extra=extra)
+                        message=message, pid=pid, exe=facts.program, extra=extra)
 
     # -- audits ----------------------------------------------------------------------------------
     def _audit(self, tr: _Tracked, **fields: object) -> None:
@@ -734,9 +869,35 @@ class CellDefender:
         except Exception:
             log.exception("audit not delivered")
 
+    def _defender_audit(self, control: str, severity: str, message: str) -> None:
+        """An audit about the cell defender itself (no container)."""
+        with contextlib.suppress(Exception):
+            self.emit(AuditEvent(defender_id=f"cell:{self.host}", type="defender", effect="info",
+                                 severity=severity, control=control, message=message,  # type: ignore[arg-type]
+                                 extra={"cell": self.host}))
+
     def _info(self, tr: _Tracked, action: str, message: str, severity: str = "low") -> None:
         self._audit(tr, type="defender", effect="info", severity=severity, control=f"cell.{action}",
                     message=message)
+
+
+def _held_exec(facts: exec_gate.ExecFacts, tid: int) -> tuple[str, list[str], str] | None:
+    """(program, argv, parent executable) of a held exec for the profile; None for the interpreter
+    the kernel opens for a program (the program itself was recorded)."""
+    if facts.loaded is None and is_loader(facts.path):
+        return None
+    argv = facts.argv if facts.argv is not None else exec_gate.held_execve(tid)[1]
+    return facts.program, argv, parent_exe(tid)
+
+
+def _flush(learners: Iterable[WorkloadLearner | None]) -> None:
+    for learner in learners:
+        if learner is None:
+            continue
+        try:
+            learner.flush()
+        except Exception:  # one container's report must not stop the others'
+            log.exception("profile report failed")
 
 
 def _mount_id(fd: int) -> int | None:

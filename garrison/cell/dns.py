@@ -45,10 +45,12 @@ class NftPins(PinTable):
 
 
 class ContainerResolver:
-    def __init__(self, pid: int, rule: Callable[[], Rule | None], audit: AuditFn, upstreams: list[Upstream]) -> None:
+    def __init__(self, pid: int, rule: Callable[[], Rule | None], audit: AuditFn, upstreams: list[Upstream],
+                 on_query: Callable[[str, Upstream], None] | None = None) -> None:
+        """`on_query`: every name asked (learning)."""
         netns = f"/proc/{pid}/ns/net"
         self.pins = NftPins(pid, rule)
-        self.proxy = DnsProxy(rule, audit, self.pins, upstreams, host="127.0.0.1",
+        self.proxy = DnsProxy(rule, audit, self.pins, upstreams, host="127.0.0.1", on_query=on_query,
                               listen_socket=lambda fam, kind: socket_in_netns(netns, fam, kind))
         self.port = self.proxy.start()[1]
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from typing import Protocol
 
 from garrison.cell.containers import Container, Mount
 from garrison.defender.execinfo import is_loader, loader_target, read_argv
@@ -108,6 +109,11 @@ def identify_on_mount(container: Container, mount: Mount, fd: int) -> ExecFacts:
     return ExecFacts(path, "mount-new" if _new_since_start(container, st.st_ctime) else "mount-baseline", st.st_ino)
 
 
+class Pairing(Protocol):
+    def program_exec(self, tid: int, /) -> None: ...
+    def is_interpreter(self, tid: int, /) -> bool: ...
+
+
 class InterpreterPairing:
     """Tells the kernel opening an ELF interpreter for a program it is executing from a process
     running the loader itself. The program's exec event and its interpreter's come from the same
@@ -135,11 +141,11 @@ class InterpreterPairing:
         self._last.pop(tid, None)
 
 
-def unpaired_loader(facts: ExecFacts, tid: int) -> ExecFacts:
-    """Facts for a loader opened with no program exec before it, with what the thread's execve asked
-    for: `ld.so PROGRAM` (the program its argv names) or a file we never saw (a memfd, a file on an
-    unmarked mount), read from the waiting thread's registers and memory for the audit only."""
-    loaded, argv = f"{facts.path} (program unknown)", []
+def held_execve(tid: int) -> tuple[str, list[str]]:
+    """(the path, argv) the thread's held execve/execveat was called with, read from its registers and
+    memory (the thread waits for our answer, so neither can change meanwhile; another thread of the
+    process could rewrite the memory: for audits and profiles only, never a decision). ("", []) when
+    unreadable; an execveat of an fd with an empty path gives the fd's target."""
     state = syscall_state(tid)
     mem = MemReader(tid)
     try:
@@ -153,16 +159,25 @@ def unpaired_loader(facts: ExecFacts, tid: int) -> ExecFacts:
         named = mem.read_cstring(path_ptr).decode(errors="surrogateescape")
         if not named and dirfd >= 0:
             named = os.readlink(f"/proc/{tid}/fd/{dirfd}")  # execveat(fd, "", AT_EMPTY_PATH): a memfd...
-        if is_loader(named) or named == facts.path:
-            i = loader_target(argv)
-            if i is not None:
-                loaded = argv[i]
-        elif named:
-            loaded = named
+        return named, argv
     except (OSError, ValueError, IndexError):
-        pass
+        return "", []
     finally:
         mem.close()
+
+
+def unpaired_loader(facts: ExecFacts, tid: int) -> ExecFacts:
+    """Facts for a loader opened with no program exec before it, with what the thread's execve asked
+    for: `ld.so PROGRAM` (the program its argv names) or a file we never saw (a memfd, a file on an
+    unmarked mount), read from the waiting thread's registers and memory for the audit only."""
+    loaded = f"{facts.path} (program unknown)"
+    named, argv = held_execve(tid)
+    if is_loader(named) or named == facts.path:
+        i = loader_target(argv)
+        if i is not None:
+            loaded = argv[i]
+    elif named:
+        loaded = named
     return ExecFacts(facts.path, facts.layer, facts.ino, loaded, argv)
 
 

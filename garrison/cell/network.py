@@ -4,8 +4,9 @@ every decision logged to an NFLOG group the cell defender reads back as audits.
 
 nftables sees the packets the kernel actually sends, after routing: an IPv4-mapped or unspecified
 destination has already become the IPv4 (loopback) address on the wire, so no address form escapes
-a rule. Only new flows are checked (`ct state new`); the order is the evaluator's: bad reputation,
-deny list, allow list."""
+a rule. Only new flows are checked (a TCP connection's SYN; other protocols per packet, or through
+conntrack where the rule needs it anyway); the order is the evaluator's: bad reputation, deny list,
+allow list."""
 
 from __future__ import annotations
 
@@ -44,13 +45,35 @@ def _match(t: NetTarget) -> list[str]:
     return parts
 
 
+NEW_OUTBOUND_TCP = "tcp flags & (syn | ack) != syn accept"
+"""Without conntrack, only the first packet of a new outbound TCP connection (a SYN without ACK)
+goes past this line: every other TCP packet leaves after one comparison."""
+ESTABLISHED = "ct state established,related accept"
+FLOW_WINDOW_S = 10
+
+
+def needs_conntrack(net: NetworkControls, dns_port: int | None) -> bool:
+    """Conntrack is loaded into the container's namespace only when a rule cannot do without it: DNS
+    steering (NAT redirect) and refusing inbound flows to listening ports (an inbound UDP packet is a
+    reply to the app's own query or a new flow only conntrack can tell). Tracking every connection
+    costs each connect more than all our rules together, so outbound rules and flow logging are
+    stateless: TCP is checked on its SYN, other protocols per packet."""
+    return dns_port is not None or bool(_inbound(net, dns_port, lambda _c, _i: ""))
+
+
 def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls | None = None,
-            dns_port: int | None = None) -> str:
+            dns_port: int | None = None, count_flows: bool = False) -> str:
     """The whole `inet garrison` table for one container, replaced atomically by `nft -f`
-    (`log_flows`: every new flow is logged too, for forensics). With `dns_port`, every UDP/TCP packet
-    to port 53 is redirected to the defender's resolver listening on 127.0.0.1:`dns_port` in the
-    container; with a DNS allow-list too, new flows go only to addresses allowed names resolved to
-    (`pinned4`/`pinned6`, filled by the resolver), to the outbound allow list, or to loopback."""
+    (`log_flows`: each new destination is logged too, for forensics; `count_flows`: every new flow,
+    through conntrack, for learning, which counts connections). With `dns_port`, every UDP/TCP
+    packet to port 53 is redirected to the defender's resolver listening on 127.0.0.1:`dns_port` in
+    the container; with a DNS allow-list too, new flows go only to addresses allowed names resolved
+    to (`pinned4`/`pinned6`, filled by the resolver), to the outbound allow list, or to loopback.
+
+    Layout (chains to extend rather than rules to insert): `output` = the new-flow filter (SYN-only
+    without conntrack, `ct state` with it), then `watch` (logging only, never a verdict: port-scan and
+    forensic flow logs), then the decisions in the evaluator's order (scan block, bad reputation,
+    deny list, allow list, DNS pins), each refusal through `refuse`."""
     net_on = net.effect != "disable"
     pin = dns is not None and dns_port is not None and dns.effect != "disable" and bool(dns.allow)
 
@@ -73,6 +96,9 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
     scan = net_on and net.port_scan is not None and net.port_scan.enabled
     if scan:  # the defender fills it for a while once a scan is seen (prevent): new flows refused
         lines.append("  set scan_block { type inet_proto; flags timeout; }")
+    stateful = needs_conntrack(net, dns_port) or count_flows
+    watch_sets, watch = _watch(net, scan, log_flows and net_on, every=count_flows)
+    lines += watch_sets
     if pin:
         lines += ["  set pinned4 { type ipv4_addr; flags timeout; }", "  set pinned6 { type ipv6_addr; flags timeout; }"]
     if dns_port is not None:
@@ -88,15 +114,16 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
         "    meta l4proto tcp reject with tcp reset",
         "    reject with icmpx type admin-prohibited",
         "  }",
+        *watch,
         "  chain output {",
         "    type filter hook output priority 0; policy accept;",
-        "    ct state established,related accept",
+        f"    {ESTABLISHED if stateful else NEW_OUTBOUND_TCP}",
     ]
+    lines += _to_resolver(dns_port)
+    if watch:
+        lines.append("    jump watch")
     if scan and net.effect == "prevent":
-        lines.append(f"    ct state new meta l4proto @scan_block {logged('network.port_scan', 1)}")
-    if net_on and (scan or log_flows):
-        # every new flow, for port-scan detection and forensics (the log statement does not end the chain)
-        lines.append(f'    ct state new meta l4proto {{ tcp, udp }} log prefix "g|flow|-|0" group {NFLOG_GROUP}')
+        lines.append(f"    meta l4proto @scan_block {logged('network.port_scan', 1)}")
     if bad4:
         lines.append(f"    ip daddr @badrep4 {logged('network.bad_reputation', 0)}")
     if bad6:
@@ -116,6 +143,36 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
     lines += _inbound(net, dns_port, logged)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _watch(net: NetworkControls, scan: bool, log_flows: bool, *, every: bool) -> tuple[list[str], list[str]]:
+    """(sets, chain) of `watch`: each new (address, port) destination of a TCP/UDP flow logged once
+    per window (a dynamic set remembers it, so repeated connections to one service are not logged
+    again): port-scan counting (distinct destinations per window: the same count) and the forensic
+    trail; with `every`, each new flow (conntrack says which are new). Logging only, never a verdict."""
+    if not (scan or log_flows or every):
+        return [], []
+    if every:
+        return [], ["  chain watch {",
+                    f'    meta l4proto {{ tcp, udp }} log prefix "g|flow|-|0" group {NFLOG_GROUP}', "  }"]
+    window = max(1, int(net.port_scan.window_s)) if scan and net.port_scan is not None else FLOW_WINDOW_S
+    families = (("ip", "flows4", "ipv4_addr"), ("ip6", "flows6", "ipv6_addr"))
+    sets = [f"  set {name} {{ type {kind} . inet_service; size 65536; flags dynamic,timeout; timeout {window}s; }}"
+            for _fam, name, kind in families]
+    chain = ["  chain watch {",
+             *(f"    meta l4proto {{ tcp, udp }} {fam} daddr . th dport != @{name} add @{name} {{ {fam} daddr . "
+               f'th dport }} log prefix "g|flow|-|0" group {NFLOG_GROUP}' for fam, name, _kind in families),
+             "  }"]
+    return sets, chain
+
+
+def _to_resolver(dns_port: int | None) -> list[str]:
+    """DNS steered to the defender's resolver (the nat chain ran first: the app asked port 53 anywhere)
+    passes the outbound lists: the resolver decides names itself, and an outbound allow list would
+    otherwise refuse every lookup."""
+    if dns_port is None:
+        return []
+    return [f"    ip daddr 127.0.0.1 meta l4proto {{ tcp, udp }} th dport {dns_port} accept"]
 
 
 def _inbound(net: NetworkControls, dns_port: int | None, logged: Callable[[str, int], str]) -> list[str]:

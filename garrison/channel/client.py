@@ -39,7 +39,7 @@ from garrison.channel.credentials import (
     load_credentials,
     save_credentials,
 )
-from garrison.channel.policy_cache import CACHE_FILE, save_cached_policy
+from garrison.channel.policy_cache import CACHE_FILE, load_cached_policy, save_cached_policy
 from garrison.channel.spool import EventSpool
 from garrison.pki.ca import client_ssl_context, make_key_and_csr
 from garrison.policy.audit import AuditEvent
@@ -263,6 +263,20 @@ class DefenderChannelClient:
         if loop is not None and wake is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
+
+    def unreachable_reason(self) -> str:
+        """Why there is no policy from the console yet (its last error; another console's identity
+        set aside, if any)."""
+        why = self.last_error or "no answer"
+        if self.identity_note and self.identity_note not in why:
+            why = f"{why}; {self.identity_note}"
+        return why
+
+    def cached_policy(self) -> RuntimePolicy | None:
+        """The policy this console last sent, cached in the data folder (None if none; PolicyCacheError,
+        or ForeignPolicyCache when it is another console's)."""
+        return load_cached_policy(self.data_folder, console_ca=self.console_ca,
+                                  accept_unbound=self.identity_verified)
 
     def wait_policy(self, timeout: float | None = None) -> bool:
         return self.policy_event.wait(timeout)

@@ -248,6 +248,17 @@ class SeenListen(_Seen):
 ProfileControl = Literal["processes", "network", "listening", "dns"]
 
 
+class ProfileWorkload(AppIdentity):
+    """The container a cell defender's report describes (a cell reports for every app on it); the
+    console files it under the identity the cell reported for that container, never this claim alone."""
+
+    container_id: str = Field(min_length=1, max_length=256)
+
+
+class ProfileRefused(ValueError):
+    """A learning report the console does not file: its workload is not one the defender reported."""
+
+
 class ProfileReport(_Msg):
     """What a defender in learn mode saw: aggregated counts, never one message per call.
     Items are cumulative for (defender, run_id); only items that changed since the last report are
@@ -267,6 +278,9 @@ class ProfileReport(_Msg):
     dns: list[SeenName] = Field(default_factory=list, max_length=MAX_PROFILE_ITEMS)
     listening: list[SeenListen] = Field(default_factory=list, max_length=256)
     dropped: _Count = Field(default=0, description="distinct items the defender could not keep (its bound)")
+    workload: ProfileWorkload | None = Field(
+        default=None, description="cell defenders only: the container (workload) the report describes"
+    )
 
 
 class Command(_Msg):
@@ -294,6 +308,8 @@ ErrorCode = Literal[
     "internal",
     "replaced",  # another connection with the same defender id took over
     "too_slow",  # the defender does not read fast enough; reconnect for a fresh snapshot
+    "rate_limited",  # over the defender's budget of learning reports (per minute)
+    "profile_refused",  # a learning report for a workload this defender may not report for
 ]
 
 

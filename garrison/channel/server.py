@@ -30,6 +30,7 @@ from websockets.http11 import Request, Response
 from garrison.channel import protocol as p
 from garrison.channel.backend import ChannelBackend, DefenderHello, EnrolmentRefused
 from garrison.channel.budget import DEFAULT_BUDGET_BYTES, ByteBudget
+from garrison.channel.rate import Limits, PerKeyBudget
 from garrison.pki.ca import DEFENDER_OU
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
@@ -185,13 +186,15 @@ class ChannelServer:
         admission: Callable[[], str | None] | None = None,
         retry_after_s: int = 30,
         ingest_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        profile_limits: Limits | None = None,
     ) -> None:
         """`policy_poll_interval`: also push when the stored revision changed behind our back (another
         console replica on the same PostgreSQL took the PUT); None disables polling.
         `admission()` returns why a new connection must be refused now (e.g. file descriptors near
         the limit) or None; a refused defender gets HTTP 503 with `Retry-After: retry_after_s`.
         `ingest_budget_bytes`: messages being validated and stored at once, all connections together
-        (garrison.channel.budget): bounds the console's memory whatever the fleet sends."""
+        (garrison.channel.budget): bounds the console's memory whatever the fleet sends.
+        `profile_limits`: learning reports per defender (garrison.channel.rate)."""
         self.backend = backend
         self.ssl_context = ssl_context
         self.host = host
@@ -209,6 +212,10 @@ class ChannelServer:
         self.budget = ByteBudget(ingest_budget_bytes)
         self.refused: collections.Counter[str] = collections.Counter()
         """connections refused before the WebSocket opened, by reason"""
+        self.profile_budget = PerKeyBudget(profile_limits or Limits())
+        self.profile_refused: collections.Counter[str] = collections.Counter()
+        """learning reports refused, by reason: rate, bytes (per-defender budget), size (one message
+        over its limit), workload (a report naming a workload the defender may not report for)"""
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -502,8 +509,13 @@ class ChannelServer:
     async def _handle_message(self, peer: _Peer, raw: str | bytes, bad: list[int]) -> bool:
         """One message from a defender; False = the connection is closed."""
         too_big = _oversized(raw)
+        is_profile = _is_profile(raw)
         if too_big:
+            if is_profile:
+                self.profile_refused["size"] += 1
             return await self._malformed(peer, bad, "malformed", too_big)
+        if is_profile and not self._profile_admitted(peer, len(raw)):
+            return True
         batch = p.parse_event_batch(raw)
         if batch is not None:
             good, rejected = _split_oversized(batch.events, len(raw))
@@ -521,7 +533,9 @@ class ChannelServer:
             if why:
                 peer.send(p.Error(code="unsupported", message=why))
         elif isinstance(msg, p.ProfileReport):
-            await self._profile(peer, msg)
+            # a report whose type was not in its head was held to the small-message limit: budget it now
+            if is_profile or self._profile_admitted(peer, len(raw)):
+                await self._profile(peer, msg)
         elif isinstance(msg, p.CommandResult):
             fut = peer.commands.get(msg.id)
             if fut is not None and not fut.done():
@@ -538,6 +552,18 @@ class ChannelServer:
         peer.send(p.Error(code=code, message=message))
         return True
 
+    def _profile_admitted(self, peer: _Peer, size: int) -> bool:
+        """Within the defender's budget of learning reports (checked before parsing); else refused with
+        an error that says so. Nothing is lost: counts are cumulative, a later report carries them."""
+        over = self.profile_budget.take(peer.defender_id, size)
+        if not over:
+            return True
+        self.profile_refused[over] += 1
+        peer.send(p.Error(code="rate_limited", message=(
+            f"profile report refused: over this defender's budget of {self.profile_budget.limits.describe()} "
+            f"({'reports' if over == 'rate' else 'bytes'}); counts are cumulative, send fewer, larger reports")))
+        return False
+
     async def _profile(self, peer: _Peer, msg: p.ProfileReport) -> None:
         """A learning report, stored under the bound app identity (never what the defender claims).
         Counts are cumulative per defender run, so no ack is needed: a lost report heals with the next."""
@@ -547,6 +573,9 @@ class ChannelServer:
             return
         try:
             await store(peer.defender_id, _identity(peer), msg)
+        except p.ProfileRefused as exc:
+            self.profile_refused["workload"] += 1
+            peer.send(p.Error(code="profile_refused", message=str(exc)[:4000]))
         except Exception:
             log.exception("storing the profile report of %s failed", peer.defender_id)
             peer.send(p.Error(code="internal", message="could not store the profile report"))
@@ -602,6 +631,11 @@ class ChannelServer:
             )
         peer.send(p.Ack(seq=seq, stored=stored, rejected=len(rejected)))
         return True
+
+
+def _is_profile(raw: str | bytes) -> bool:
+    head = raw[:64].decode(errors="replace") if isinstance(raw, bytes) else raw[:64]
+    return '"type":"profile"' in head.replace(" ", "")
 
 
 def _oversized(raw: str | bytes) -> str:

@@ -29,6 +29,7 @@ from garrison.cnaf.detect import (
 )
 from garrison.cnaf.fields import Field, extract
 from garrison.cnaf.request import HttpRequest
+from garrison.cnaf.structure import header_level, is_code_snippet, is_json_document
 from garrison.policy.cnaf import CnafControls, CnafException
 
 Detector = Callable[[str, Field], str | None]
@@ -54,8 +55,8 @@ _SAFE_PATH = re.compile(r"(?:/[\w\-]+(?:\.[\w\-]+)*)*/?\Z", re.ASCII)
 # beans"). Split into a character class, substring tests and a word-set lookup because one big
 # case-insensitive alternation costs several microseconds per value in `re`.
 _MAYBE_SIGNS = (
-    r"--|://|\.\.|/(?:etc|proc|var|bin|dev)|script|\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|"
-    r"web\.config|php\]"
+    r"--|://|\.\.|/(?:etc|proc|sys|var|bin|dev)|script|\.(?:ini|ht|ssh|aws|git|env)|system32|winnt|web-inf|"
+    r"web\.config|php\]|0x(?:2e|2f|5c)"
 )
 _MAYBE_CHARS = re.compile(r"['\"`;#()=<>|&@{}$%\\\n\r\x00*]|" + _MAYBE_SIGNS)  # on lower-cased text
 # The same for a whole raw query string, where '&' and '=' are separators (encodings start with '%').
@@ -81,7 +82,16 @@ _MAYBE_WORDS = frozenset(
         "classloader",
     ]
 )
-_LETTERS = re.compile(r"[a-z]+")
+# Every byte that is not a-z becomes a space: the words of a lower-cased text are then its split()
+# — the runs of `[a-z]+`, as a regex would find them, several times faster (a UTF-8 multi-byte
+# character is all bytes >= 0x80, so it separates words as it does in the text).
+_NOT_LETTER = bytes(c if 0x61 <= c <= 0x7A else 0x20 for c in range(256))
+
+
+def has_maybe_word(low: str) -> bool:
+    """Whether the lower-cased `low` holds one of `_MAYBE_WORDS` as a whole run of letters a-z."""
+    words = low.encode("utf-8", "surrogatepass").translate(_NOT_LETTER).decode("ascii").split()
+    return not _MAYBE_WORDS.isdisjoint(words)
 
 
 def maybe_attack(value: str, signs: re.Pattern[str] = _MAYBE_CHARS) -> bool:
@@ -89,7 +99,7 @@ def maybe_attack(value: str, signs: re.Pattern[str] = _MAYBE_CHARS) -> bool:
     low = value.lower()
     if signs.search(low):
         return True
-    return not _MAYBE_WORDS.isdisjoint(_LETTERS.findall(low))
+    return has_maybe_word(low)
 
 
 VALUE_AUDIT_LIMIT = 256
@@ -134,6 +144,10 @@ def _scan(fld: Field, value: str) -> Hits:
             for name, fn in (("shellshock", _SHELLSHOCK), ("code_injection", _CODE))
             if (reason := fn(value, fld)) is not None
         )
+    if (loc == "filename" or (loc == "header" and fld.name.lower() in code_injection.FILENAME_HEADERS)) and (
+        reason := code_injection.script_upload(value)
+    ):
+        return (("code_injection", reason),)
     if loc == "path":
         if _SAFE_PATH.match(value):  # still check the path for /etc/passwd-like names
             reason = _LFI(value, fld)
@@ -171,16 +185,47 @@ def scan(fld: Field) -> Hits:
     return hit
 
 
+def _plain_query(query: str, crs_on: bool) -> bool:
+    """No detector could fire on any part of this raw query string: it is not split into fields.
+    With CRS on, more characters count (its rules read `ftp?`, `http://x.y`)."""
+    low = query.lower()
+    if crs_on:
+        if _CRS_QUERY_SIGNS.search(low):
+            return False
+        # Only word characters and & = + , - are left: of `_MAYBE_CHARS_QUERY` just these
+        # substrings can still be there (the same test, without its slow alternation)
+        if "--" in low or "script" in low or "system32" in low or "winnt" in low or "web-inf" in low:
+            return False
+    elif _MAYBE_CHARS_QUERY.search(low):
+        return False
+    return not has_maybe_word(low)
+
+
 def request_fields(req: HttpRequest, *, crs_on: bool) -> tuple[list[Field], bool]:
     """The request's fields, and whether its target is plain (no CRS URI/query variables needed):
     a query nothing could fire on is not split (the common request stays cheap)."""
     query = req.query
-    split = bool(query) and (
-        maybe_attack(query, _MAYBE_CHARS_QUERY)
-        # CRS rules read more characters than the own detectors' pre-check (`ftp?`, `http://x.y`)
-        or (crs_on and maybe_attack(query, _CRS_QUERY_SIGNS))
-    )
+    split = bool(query) and not _plain_query(query, crs_on)
     return extract(req, query=split), not split and _SAFE_PATH.match(req.path) is not None
+
+
+def detection_key(req: HttpRequest, crs_on: bool) -> tuple[tuple[object, ...], bool]:
+    """What `inspect` on this body-less request depends on, as a cache key, and whether a plain
+    query string was left out of it. A plain query (see `request_fields`) under a plain path is
+    read by nothing: the own detectors skip it whole, CRS's URI/query variables are left out for a
+    plain target (and `REQUEST_LINE` needs a '('), and it names no session id. So requests that
+    differ only in such a query (`?page=2`, `?page=3`) share one result — except for findings
+    that quote the request line, which the caller must not share (see `Firewall._inspect`)."""
+    target = req.target
+    path, sep, query = target.partition("?")
+    if (
+        sep
+        and _SAFE_PATH.match(path) is not None
+        and not session_fixation.may_name_session(query)
+        and _plain_query(query, crs_on)
+    ):
+        return (req.method, path, crs_on, req.version, tuple(req.headers)), True
+    return (req.method, target, crs_on, req.version, tuple(req.headers)), False
 
 
 def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
@@ -334,9 +379,7 @@ class _HitContext:
 
     def consider(self, var: Variable, first: dict[int, tuple[crs.CrsRule, Field]]) -> None:
         value = var.value[:_MAX_VALUE]
-        if not value or (
-            _CRS_PLAIN.match(value) and _MAYBE_WORDS.isdisjoint(_LETTERS.findall(value.lower()))
-        ):
+        if not value or (_CRS_PLAIN.match(value) and not has_maybe_word(value.lower())):
             return
         if var.collection in _FREE_TEXT:
             if "`" in value and " " in value:
@@ -345,7 +388,14 @@ class _HitContext:
                 value = _XML_PI.sub(" ", value).strip()
             if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
                 return
-            max_level = 1 if _looks_like_prose(value) or _is_document(value) else self.level
+            if is_code_snippet(var.key, value):
+                return  # self-contained code in a field made for code: the own detectors decide
+            prose = _looks_like_prose(value) or _is_document(value) or is_json_document(value)
+            max_level = 1 if prose else self.level
+        elif var.collection == "REQUEST_HEADERS" and (level := header_level(var.key, value)) is not None:
+            if level == 0:
+                return
+            max_level = min(level, self.level)
         else:
             max_level = self.level
         controls = self.controls

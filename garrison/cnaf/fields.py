@@ -157,6 +157,9 @@ def _multipart_fields(body: bytes, boundary: bytes) -> Iterator[Field]:
         hname.clear()
         hvalue.clear()
 
+    if b"\r\n" not in body[: len(boundary) + 4] and b"\n" in body[: len(boundary) + 4]:
+        # bare-LF line endings: lenient back ends (PHP, many frameworks) read them, so inspect them too
+        body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     parser = MultipartParser(
         boundary,
         {
@@ -217,11 +220,11 @@ def _body_fields(req: HttpRequest) -> Iterator[Field]:
     elif ctype_s == "multipart/form-data" and opts.get(b"boundary"):
         yield from _multipart_fields(req.body, opts[b"boundary"])
     elif ctype_s.endswith(("xml", "+xml")):
-        yield from _xml_fields(_text(req.body))
+        yield from xml_fields(_text(req.body))
     elif ctype_s.startswith("text/") or not ctype_s:
         text = _text(req.body)
         if _XML_START.match(text):
-            yield from _xml_fields(text)
+            yield from xml_fields(text)
         else:
             yield Field("body", "", decode(text))
 
@@ -233,7 +236,7 @@ _XML_ATTR = re.compile(r"=\s*(?:\"([^\"]*)\"|'([^']*)')")
 _XML_CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.S)
 
 
-def _xml_fields(text: str) -> Iterator[Field]:
+def xml_fields(text: str) -> Iterator[Field]:
     """An XML document as its text content (`xml`) and attribute values (`xml:@`).
 
     Markup itself (the `<?xml …?>` declaration, element tags) is structure, not input: matching it

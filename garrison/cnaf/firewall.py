@@ -13,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from garrison.cnaf.engine import VALUE_AUDIT_LIMIT, Finding, inspect
+from garrison.cnaf import crs
+from garrison.cnaf.engine import VALUE_AUDIT_LIMIT, Finding, detection_key, inspect
 from garrison.cnaf.limits import BanList, RateLimiter
 from garrison.cnaf.request import HttpRequest
 from garrison.policy.audit import AuditEvent, Severity
@@ -101,7 +102,11 @@ class Firewall:
         self.rates = RateLimiter(clock)
         self._clock = clock
         self._last_rate_audit: dict[str, float] = {}
-        self._recent: OrderedDict[tuple[object, ...], tuple[CnafControls, list[Finding]]] = OrderedDict()
+        # detection key -> (controls, CRS rule set, findings): a policy change or CRS finishing its load
+        # (the rule set appears) makes an entry stale
+        self._recent: OrderedDict[
+            tuple[object, ...], tuple[CnafControls, crs.CrsRuleSet | None, list[Finding]]
+        ] = OrderedDict()
 
     # -- audit helpers -------------------------------------------------------------------------
     def _event(
@@ -158,17 +163,26 @@ class Firewall:
 
     def _inspect(self, req: HttpRequest, controls: CnafControls) -> list[Finding]:
         """Detection is a pure function of the request, so identical body-less requests (health checks,
-        polling, assets) reuse the previous result; bans, rate limits and audits still run every time."""
-        if req.body or len(req.target) + sum(len(v) for _, v in req.headers) > _RECENT_HEAD_MAX:
+        polling, assets) reuse the previous result, and so do requests that differ only in a query
+        string nothing reads (`detection_key`); bans, rate limits and audits still run every time."""
+        if req.body:
             return inspect(req, controls)
-        key = (req.method, req.target, req.version, tuple(req.headers))
+        head = len(req.target)
+        for k, v in req.headers:
+            head += len(k) + len(v) + 4
+        if head > _RECENT_HEAD_MAX or head > controls.max_header_bytes:  # (an oversized head is a finding)
+            return inspect(req, controls)
+        rules = crs.current() if controls.crs.enabled else None
+        key, shared = detection_key(req, rules is not None)
         hit = self._recent.get(key)
-        if hit is not None and hit[0] is controls:
-            return hit[1]
+        if hit is not None and hit[0] is controls and hit[1] is rules:
+            return hit[2]
         findings = inspect(req, controls)
+        if shared and findings:
+            return findings  # findings quote the request line or target: not shared between targets
         if len(self._recent) >= _RECENT_MAX:
             self._recent.popitem(last=False)  # O(1); deleting a plain dict's first key is not
-        self._recent[key] = (controls, findings)
+        self._recent[key] = (controls, rules, findings)
         return findings
 
     def _apply(self, req: HttpRequest, ip: str, controls: CnafControls, findings: list[Finding]) -> Verdict:

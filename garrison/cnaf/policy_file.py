@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from garrison.policy.cnaf import CnafControls
+from garrison.policy.files import PolicyFileError, read_document, validation_message
 from garrison.policy.model import Rule, RuntimePolicy
 
-
-class PolicyFileError(ValueError):
-    pass
+__all__ = ["PolicyFileError", "load_controls"]
 
 
 def load_controls(path: Path, rule_name: str | None = None) -> CnafControls:
@@ -22,14 +19,7 @@ def load_controls(path: Path, rule_name: str | None = None) -> CnafControls:
     From a RuntimePolicy the named rule is used, else the first enabled rule that has CNAF controls.
     Errors name the file and the offending field.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyFileError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise PolicyFileError(f"{path}: not valid JSON/YAML: {exc}") from exc
+    doc = read_document(path)
     if not isinstance(doc, dict):
         raise PolicyFileError(f"{path}: expected a mapping at the top level")
     try:
@@ -48,7 +38,4 @@ def load_controls(path: Path, rule_name: str | None = None) -> CnafControls:
             return rule.cnaf
         return CnafControls.model_validate(doc)
     except ValidationError as exc:
-        errs = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()[:10]
-        )
-        raise PolicyFileError(f"{path}: invalid policy: {errs}") from exc
+        raise PolicyFileError(validation_message(path, exc)) from exc

@@ -294,8 +294,9 @@ class _ClientConn(asyncio.Protocol):
         req = self.req
         assert req is not None
         parts = [self.parser.get_method(), b" ", self.url, b" HTTP/", req.version.encode(), b"\r\n"]
+        strip_expect = self.sent_continue
         for k, v in self.headers:
-            if self.sent_continue and k.lower() == b"expect":
+            if strip_expect and k.lower() == b"expect":
                 continue
             parts += (k, b": ", v, b"\r\n")
         parts.append(b"\r\n")

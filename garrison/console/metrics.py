@@ -26,6 +26,19 @@ class _CounterView:
         yield family
 
 
+class _ReasonCounter:
+    """A counter by `reason` whose values live in a Counter elsewhere (read at scrape time)."""
+
+    def __init__(self, name: str, doc: str, values: Mapping[str, int]) -> None:
+        self.name, self.doc, self.values = name, doc, values
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.doc, labels=["reason"])
+        for reason, value in sorted(self.values.items()):
+            family.add_metric([reason], value)
+        yield family
+
+
 class ConsoleMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -83,6 +96,15 @@ class ConsoleMetrics:
         Gauge("garrison_https_connections", "Open HTTPS connections", registry=self.registry).set_function(
             lambda: sum(https.per_address.values())
         )
+
+    def watch_profiles(self, refused: Mapping[str, int]) -> None:
+        """Learning reports refused by the channel, read at scrape time."""
+        self.registry.register(_ReasonCounter(
+            "garrison_profile_reports_refused",
+            "Learning reports refused: rate and bytes (a defender's per-minute budget), size (one message over "
+            "its limit), workload (a cell's report for a workload it never reported)",
+            refused,
+        ))  # fmt: skip
 
     def watch_cluster(self, cluster: ClusterService) -> None:
         """The change listener's state, read at scrape time."""

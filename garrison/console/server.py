@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from garrison.channel.protocol import CommandResult
+from garrison.channel.rate import limits_from_env
 from garrison.channel.server import ChannelServer
 from garrison.console.api.app import asgi
 from garrison.console.api.settings import load_alert_settings
@@ -127,6 +128,7 @@ async def serve(cfg: ConsoleConfig) -> None:
         cfg.defender_port,
         admission=fd_admission(),
         policy_poll_interval=None,  # changes from other replicas arrive through the cluster listener
+        profile_limits=limits_from_env(os.environ.get("GARRISON_PROFILE_LIMITS")),
     )
     await channel.start()
     ctx.channel = channel
@@ -137,6 +139,7 @@ async def serve(cfg: ConsoleConfig) -> None:
     trimmer = asyncio.create_task(trim_while_busy(lambda: (ingested[0], channel.connected_count())))
     https_stats = https_limits_from_env(os.environ.get("GARRISON_HTTPS_LIMITS"))
     ctx.metrics.watch_connections(channel.refused, https_stats)
+    ctx.metrics.watch_profiles(channel.profile_refused)
 
     sock = _bind(cfg.host, cfg.port)
     port = sock.getsockname()[1]

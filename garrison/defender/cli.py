@@ -91,6 +91,10 @@ def group(run_app: Callable[[list[str], Options], int] = run_app_embedded) -> ty
         forensics_dir: str = typer.Option(
             None, "--forensics-dir", help="per-container process and connection trail (JSON lines, 0600)"
         ),
+        profile_interval: float = typer.Option(
+            60.0, "--profile-interval", envvar="DEFENDER_PROFILE_INTERVAL", min=0.2,
+            help="seconds between learning reports of each learning container",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """The cell defender (root, one per Diego cell): protects every app container on the cell."""
@@ -100,6 +104,7 @@ def group(run_app: Callable[[list[str], Options], int] = run_app_embedded) -> ty
             policy_file=policy, runc_roots=tuple(runc_root or ()), audit_log=audit_log, duration=duration,
             quiet=quiet, forensics_dir=forensics_dir, install_bundle=install_bundle, data_folder=data_folder,
             connect_timeout=connect_timeout, dns_upstreams=tuple(dns_upstream or ()),
+            profile_interval=profile_interval,
         )))
 
     return group

@@ -179,7 +179,7 @@ class AppEmbeddedDefender:
             return load_policy_file(self.opts.policy_file)
         from garrison.channel.bundle import BundleError, decode_bundle
         from garrison.channel.client import DefenderChannelClient
-        from garrison.channel.policy_cache import ForeignPolicyCache, PolicyCacheError, load_cached_policy
+        from garrison.channel.policy_cache import ForeignPolicyCache, PolicyCacheError
 
         try:
             bundle = decode_bundle(self.env.get("INSTALL_BUNDLE"))
@@ -209,17 +209,11 @@ class AppEmbeddedDefender:
         self.client.start()
         if got.wait(self.opts.connect_timeout):
             return first[0]
-        why = self.client.last_error or "no answer"
+        why = self.client.unreachable_reason()
         self.client.on_policy = on_policy  # a late policy still applies live
         got.set()
-        if self.client.identity_note and self.client.identity_note not in why:
-            why = f"{why}; {self.client.identity_note}"
         try:
-            cached = load_cached_policy(
-                self.data,
-                console_ca=self.client.console_ca,
-                accept_unbound=self.client.identity_verified,
-            )
+            cached = self.client.cached_policy()
         except PolicyCacheError as exc:
             raise LaunchError(EX_CONFIG, f"console unreachable ({why}) and {exc}") from None
         except ForeignPolicyCache as exc:

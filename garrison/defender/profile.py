@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import uuid
@@ -86,9 +87,12 @@ class _Item:
 class ProfileRecorder:
     """Thread-safe counters of what the app did, for the controls that learn."""
 
-    def __init__(self, names_for: Callable[[str], list[str]] | None = None) -> None:
+    def __init__(self, names_for: Callable[[str], list[str]] | None = None, *, root: str = "") -> None:
+        """`root`: where the app's file system is seen from here (a cell's container: its init's
+        /proc/<pid>/root), for hashing the executables it ran."""
         self.controls: frozenset[str] = frozenset()
         self.names_for = names_for
+        self.root = root
         self.run_id = uuid.uuid4().hex
         self.dropped = 0
         self._items: dict[str, dict[tuple[Any, ...], _Item]] = {
@@ -109,13 +113,7 @@ class ProfileRecorder:
             exe = _real_exe(str(facts.get("exe") or ""))
             if exe:
                 argv = facts.get("argv") or []
-                shape = tuple(argv_shape([str(a) for a in argv])) if isinstance(argv, list) else ()
-                parent = _exe_of(facts.get("ppid"))
-                self._hit(
-                    "process",
-                    (exe, shape, parent),
-                    lambda: {"exe": exe, "argv_shape": list(shape), "parent": parent},
-                )
+                self.observe_process(exe, argv if isinstance(argv, list) else [], _exe_of(facts.get("ppid")))
         elif kind == "net" and "network" in controls:
             self._net(facts)
         elif kind == "dns" and "dns" in controls:
@@ -127,6 +125,14 @@ class ProfileRecorder:
             if isinstance(port, int) and port > 0:
                 proto = str(facts.get("protocol") or "")
                 self._hit("listen", (port, proto), lambda: {"port": port, "protocol": proto})
+
+    def observe_process(self, exe: str, argv: list[Any], parent: str) -> None:
+        """An exec of `exe` (the real file, as the app sees it) by a process of `parent`."""
+        if "processes" not in self.controls or not exe:
+            return
+        shape = tuple(argv_shape([str(a) for a in argv]))
+        self._hit("process", (exe, shape, parent),
+                  lambda: {"exe": exe[:4096], "argv_shape": list(shape), "parent": parent[:4096]})
 
     def _net(self, facts: dict[str, Any]) -> None:
         """The hot one (every connect): a known destination is a counter bump; the resolver's names
@@ -171,7 +177,8 @@ class ProfileRecorder:
             return item
 
     # -- reporting --------------------------------------------------------------------------------
-    def take(self, *, full: bool = False, addresses: list[str] | None = None, routes: list[str] | None = None
+    def take(self, *, full: bool = False, addresses: list[str] | None = None, routes: list[str] | None = None,
+             workload: p.ProfileWorkload | None = None,
              ) -> tuple[list[p.ProfileReport], set[tuple[str, tuple[Any, ...]]]]:  # fmt: skip
         """The reports to send (changed items, or all) and the keys they cover (to `untake` when
         sending failed)."""
@@ -200,7 +207,7 @@ class ProfileRecorder:
         reports: list[p.ProfileReport] = []
         common = {
             "run_id": self.run_id, "controls": sorted(self.controls), "addresses": (addresses or [])[:16],
-            "routes": (routes or [])[:64], "dropped": dropped,
+            "routes": (routes or [])[:64], "dropped": dropped, "workload": workload,
         }  # fmt: skip
         chunk: dict[str, list[Any]] = {k: [] for k in items}
         n = 0
@@ -223,28 +230,41 @@ class ProfileRecorder:
         with self._lock:
             self._dirty |= keys
 
-    def _sha256(self, path: str) -> str:
+    def _sha256(self, exe: str) -> str:
+        """The file's digest, read through one fd that names a regular file (no FIFO can hold the
+        reporter). Under a container's `root`, absolute symlinks on the way would resolve from the
+        cell's own root: only a file on the device of `root` itself is hashed."""
+        path = self.root + exe
         try:
-            st = os.stat(path)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             return ""
-        key = (path, st.st_dev, st.st_ino, st.st_mtime_ns)
-        hit = self._hashes.get(key)
-        if hit is not None:
-            return hit
-        if st.st_size > MAX_HASH_BYTES:
-            return ""
-        h = hashlib.sha256()
-        try:
-            with open(path, "rb") as f:
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_HASH_BYTES or not self._under_root(st):
+                return ""
+            key = (path, st.st_dev, st.st_ino, st.st_mtime_ns)
+            hit = self._hashes.get(key)
+            if hit is not None:
+                return hit
+            h = hashlib.sha256()
+            try:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
-        except OSError:
-            return ""
+            except OSError:
+                return ""
         if len(self._hashes) > 4096:
             self._hashes.clear()
         self._hashes[key] = h.hexdigest()
         return self._hashes[key]
+
+    def _under_root(self, st: os.stat_result) -> bool:
+        if not self.root:
+            return True
+        try:
+            return os.stat(self.root).st_dev == st.st_dev
+        except OSError:
+            return False
 
 
 def instance_addresses(env: dict[str, str]) -> list[str]:
@@ -282,8 +302,11 @@ class ProfileReporter:
         addresses: list[str] | None = None,
         routes: list[str] | None = None,
         connects: Callable[[], int] | None = None,
+        workload: p.ProfileWorkload | None = None,
     ) -> None:
+        """`workload`: the container a cell defender reports for (each report names it)."""
         self.recorder = recorder
+        self.workload = workload
         self.send = send
         self.interval = interval
         self.addresses = addresses or []
@@ -318,7 +341,8 @@ class ProfileReporter:
         now = time.monotonic()
         connects = self.connects() if self.connects else 0
         full = now - self._last_full >= FULL_EVERY_S or connects != self._seen_connects
-        reports, keys = self.recorder.take(full=full, addresses=self.addresses, routes=self.routes)
+        reports, keys = self.recorder.take(full=full, addresses=self.addresses, routes=self.routes,
+                                           workload=self.workload)
         if not reports:
             return
         for r in reports:

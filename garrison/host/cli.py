@@ -85,16 +85,13 @@ def cis_command(
 
 
 def _load_policy(path: Path) -> CellPolicy:
-    import yaml
-
     from garrison.host.posture import CellPolicy
+    from garrison.policy.files import PolicyFileError, load_model
 
     try:
-        text = path.read_text("utf-8")
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        return CellPolicy.model_validate(doc or {})
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise _fail(f"cell policy {path}: {exc}") from exc
+        return load_model(path, CellPolicy)
+    except PolicyFileError as exc:
+        raise _fail(f"cell policy {exc}") from exc
 
 
 def _print_cis(report: CisReport, verdict: str, reasons: list[str]) -> None:

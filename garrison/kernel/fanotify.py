@@ -11,6 +11,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from garrison.kernel._libc import libc
 
@@ -239,11 +240,13 @@ _RESPONSE = struct.Struct("=iI")
 @dataclass(frozen=True)
 class PermEvent:
     """An exec the kernel holds until it is answered: `fd` is the file about to run (caller closes it
-    through `FanotifyPerm.answer`), `pid` the process doing the exec."""
+    through `FanotifyPerm.answer`), `pid` the process doing the exec. `paired` is set when the native
+    responder already checked an interpreter's pairing (and so consumed its record)."""
 
     mask: int
     fd: int
     pid: int
+    paired: bool | None = None
 
 
 class FanotifyPerm:
@@ -297,3 +300,43 @@ class FanotifyPerm:
             os.write(self.fd, _RESPONSE.pack(event.fd, FAN_ALLOW if allow else FAN_DENY))
         finally:
             os.close(event.fd)
+
+
+# -- the native responder (garrison/kernel/_fanperm.c) ------------------------------------------
+try:
+    from garrison.kernel import _fanperm
+except ImportError:  # optional extension: every event is answered in Python
+    _fanperm = None  # type: ignore[assignment]
+
+CACHE_ALLOW, CACHE_LOADER, CACHE_INTERP, CACHE_RECORD = 1, 2, 4, 8
+"""verdict-cache flags: allowed; an ELF interpreter (answered natively only when paired); a program
+whose interpreter the kernel opens next (pair it); report each hit to Python (audit/forensics)"""
+
+
+class NativeResponder(Protocol):
+    """garrison/kernel/_fanperm.c's Responder: answers `perm`'s events in a native thread from the
+    verdict cache, hands the rest to Python (`take`), and keeps the interpreter-pairing table both use."""
+
+    notify_fd: int
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def put(self, dev: int, ino: int, ctime_ns: int, mtime_ns: int, size: int, path: bytes, flags: int,
+            cookie: int, generation: int, /) -> bool: ...
+    def clear(self, dev: int | None = None, /) -> int: ...
+    def generation(self) -> int: ...
+    def take(self) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int, int]], int, int]: ...
+    def stats(self) -> dict[str, int]: ...
+    def program_exec(self, tid: int, /) -> None: ...
+    def is_interpreter(self, tid: int, /) -> bool: ...
+    def forget(self, tid: int, /) -> None: ...
+
+
+def native_responder(perm: FanotifyPerm) -> tuple[NativeResponder | None, str]:
+    """A native responder for `perm`'s events (not started), or None and why not."""
+    if _fanperm is None:
+        return None, "native responder not built (garrison/kernel/_fanperm.c)"
+    try:
+        return _fanperm.Responder(perm.fd), "native"
+    except OSError as exc:
+        return None, f"native responder unavailable: {exc}"

@@ -34,14 +34,12 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
 
 
 def _load_policy(path: Path) -> AssurancePolicy:
-    import yaml
+    from garrison.policy.files import PolicyFileError, load_model
 
     try:
-        text = path.read_text("utf-8")
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        return AssurancePolicy.model_validate(doc or {})
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise _fail(f"assurance policy {path}: {exc}") from exc
+        return load_model(path, AssurancePolicy)
+    except PolicyFileError as exc:
+        raise _fail(f"assurance policy {exc}") from exc
 
 
 DbOpt = Annotated[

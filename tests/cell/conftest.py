@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -20,9 +22,11 @@ from typing import Any
 import pytest
 
 from garrison.cell.defender import CellDefender
+from garrison.channel.credentials import load_credentials
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
 
+REPO = Path(__file__).resolve().parents[2]
 BUSYBOX = "/bin/busybox"
 START_SH = "while true; do sleep 1; done"
 MAXIMUS = 4294967294  # Garden maps container root here
@@ -239,3 +243,56 @@ def started_app(garden: Callable[..., GardenContainer], audits: Audits, droplet:
     return c
 
 
+
+
+def until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what} not reached"
+        time.sleep(0.1)
+
+
+class CellProcess:
+    def __init__(self, console: Any, runc_root: Path, data: Path) -> None:
+        with console.api() as api:
+            r = api.get("/defenders/install-bundle/cell")
+            r.raise_for_status()
+            self.bundle = r.json()["bundle"]
+        self.console, self.runc_root, self.data = console, runc_root, data
+        self.log = data.parent / f"{data.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str) -> CellProcess:
+        env = {**os.environ, "INSTALL_BUNDLE": self.bundle, "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "garrison", "defender", "cell", "--runc-root", str(self.runc_root),
+                 "--data-folder", str(self.data), "--connect-timeout", "30", *args],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        until(lambda: (creds := load_credentials(self.data)) and creds.defender_id, what="enrolment")
+        return self
+
+    @property
+    def defender_id(self) -> str:
+        creds = load_credentials(self.data)
+        assert creds is not None
+        return creds.defender_id
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+        self.proc = None
+
+
+
+
+@pytest.fixture
+def cell(console: Any, runc_root: Path, tmp_path: Path) -> Iterator[CellProcess]:
+    """The cell defender CLI, enrolled from the console's cell bundle (start it with `.start()`)."""
+    c = CellProcess(console, runc_root, tmp_path / "cell-data")
+    yield c
+    c.stop()

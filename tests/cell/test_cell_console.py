@@ -5,30 +5,14 @@ container's app, policy pushes re-applied to running containers, stopped contain
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from garrison.channel.credentials import load_credentials
-from tests.cell.conftest import START_SH
+from tests.cell.conftest import START_SH, CellProcess
+from tests.cell.conftest import until as _until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} not reached"
-        time.sleep(0.1)
 
 
 def _policy(rule: str, deny: list[str]) -> dict[str, Any]:
@@ -37,46 +21,6 @@ def _policy(rule: str, deny: list[str]) -> dict[str, Any]:
         {"name": rule, "scope": {"orgs": ["acme"]},
          "processes": {"effect": "prevent", "deny": deny, "drift_prevention": True}},
     ]}  # fmt: skip
-
-
-class CellProcess:
-    def __init__(self, console: Any, runc_root: Path, data: Path) -> None:
-        with console.api() as api:
-            r = api.get("/defenders/install-bundle/cell")
-            r.raise_for_status()
-            self.bundle = r.json()["bundle"]
-        self.console, self.runc_root, self.data = console, runc_root, data
-        self.log = data.parent / f"{data.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> CellProcess:
-        env = {**os.environ, "INSTALL_BUNDLE": self.bundle, "PYTHONUNBUFFERED": "1"}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "garrison", "defender", "cell", "--runc-root", str(self.runc_root),
-                 "--data-folder", str(self.data), "--connect-timeout", "30"],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        _until(lambda: (creds := load_credentials(self.data)) and creds.defender_id, what="enrolment")
-        return self
-
-    @property
-    def defender_id(self) -> str:
-        creds = load_credentials(self.data)
-        assert creds is not None
-        return creds.defender_id
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
-        self.proc = None
-
-
-@pytest.fixture
-def cell(console: Any, runc_root: Path, tmp_path: Path) -> Iterator[CellProcess]:
-    c = CellProcess(console, runc_root, tmp_path / "cell-data")
-    yield c
-    c.stop()
 
 
 def workloads(console: Any, did: str, **params: str) -> list[dict[str, Any]]:

@@ -45,14 +45,14 @@ def _connect(c: Any, ip: str, port: int) -> bool:
     return "rc=0" in r.stdout
 
 
-def _started_wired(garden: Any) -> tuple[Any, str]:
+def _started_wired(garden: Any, script: str = START_SH) -> tuple[Any, str]:
     """A started app container wired as Garden wires it: a veth pair, the default route via the cell."""
     c = garden()
     host_ip, _ = c.veth(next(_subnets))
     pid = json.loads(subprocess.run(["runc", "--root", str(c.runc_root), "state", c.id], capture_output=True,
                                     text=True, check=True).stdout)["pid"]
     subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "route", "add", "default", "via", host_ip], check=True)
-    c.run_app(START_SH)
+    c.run_app(script)
     return c, host_ip
 
 

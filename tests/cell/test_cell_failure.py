@@ -12,27 +12,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from garrison.policy.model import RuntimePolicy
+from tests.cell.conftest import until as _until
 from tests.cell.test_cell_dns import _lookup, _started_wired
 from tests.defender.net.conftest import DnsServer
 from tests.defender.net.servers import TcpServer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        assert time.monotonic() < deadline, f"{what} not reached"
-        time.sleep(0.1)
-    return got
 
 
 def _connect(c: Any, ip: str, port: int) -> bool:

@@ -105,7 +105,18 @@ def test_ruleset_shape() -> None:
     assert "ip daddr 10.0.0.0/8 meta l4proto { tcp, udp } th dport { 25 }" in text
     assert "ip6 daddr 2001:db8::1/128" in text and "tcp dport { 6667 }" in text
     assert "ip daddr @badrep4" in text and "203.0.113.0/24" in text
-    assert "ct state established,related accept" in text and text.count("goto refuse") == 5
+    assert text.count("goto refuse") == 5
+    # stateless: only a new connection's SYN is checked, no conntrack in the container's namespace
+    assert "tcp flags & (syn | ack) != syn accept" in text and " ct " not in text
+    # DNS steering needs NAT, so conntrack is there anyway: established flows leave at once
+    assert "ct state established,related accept" in ruleset(net, dns_port=5353)
+    # port-scan/forensic flow logging: once per destination per window, not per connection
+    scan = NetworkControls.model_validate({"effect": "alert", "port_scan": {"threshold": 5, "window_s": 30}})
+    text = ruleset(scan)
+    assert "timeout 30s" in text and "!= @flows4 add @flows4" in text and "jump watch" in text
+    # learning counts connections: every new flow, known as new through conntrack
+    text = ruleset(scan, count_flows=True)
+    assert "ct state established,related accept" in text and "@flows4" not in text and "jump watch" in text
 
 
 def test_port_scan_detected_then_new_flows_refused_in_kernel(wired: Any) -> None:

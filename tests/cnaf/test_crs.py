@@ -271,3 +271,22 @@ def test_prose_counts_only_level_one_rules(installed: CrsRuleSet) -> None:
     assert crs_findings(r, controls(2)) == []  # 942903 + 942904 are level 2: not on prose
     short = req("/s", body=b"q=tea+or+coffee%3Dfine", ctype="application/x-www-form-urlencoded")
     assert [a for a, _ in crs_findings(short, controls(2))] == ["sqli"]
+
+
+def test_cached_result_is_not_reused_once_the_rule_set_is_loaded(rules: CrsRuleSet) -> None:
+    """A request decided while CRS was still loading (own detectors only) is decided again when the
+    rule set is there: the detection cache is keyed by the rule set too."""
+    from garrison.cnaf.firewall import Firewall
+
+    c = controls(1)
+    fw = Firewall(lambda: c, lambda _ev: None)
+    r = req("/r?page=2", [("Cookie", "s=wget /x")])  # CRS 932901 only; the own cmdi detector passes it
+    try:
+        crs.set_ruleset(None)
+        assert fw.check(r).status is None
+        crs.set_ruleset(rules)
+        assert fw.check(r).status == 403
+        assert fw.check(req("/r?page=3", [("Cookie", "s=wget /x")])).status == 403
+    finally:
+        crs.set_ruleset(None)
+        crs._loaded = crs._UNSET

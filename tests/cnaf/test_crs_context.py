@@ -156,8 +156,8 @@ def test_one_scan_matcher_equals_rule_by_rule(rules: CrsRuleSet, value: str) -> 
 
 def test_multi_line_text_counts_level_one_rules_only(rules: CrsRuleSet) -> None:
     snippet = "for (let i = 0; i < n; i++) {\n  total += i;\n}\n"
-    body = ("code=" + re.sub(r"[^A-Za-z0-9]", lambda m: f"%{ord(m.group()):02X}", snippet)).encode()
+    body = ("note=" + re.sub(r"[^A-Za-z0-9]", lambda m: f"%{ord(m.group()):02X}", snippet)).encode()
     r = req("/docs", body=body, ctype="application/x-www-form-urlencoded")
     assert fired(r) == set()  # 932940 (punctuation) is level 2
-    one_line = req("/docs", body=b"code=a+%7Bb%7D", ctype="application/x-www-form-urlencoded")
+    one_line = req("/docs", body=b"note=a+%7Bb%7D", ctype="application/x-www-form-urlencoded")
     assert fired(one_line) == {"OWASP CRS 932940"}

@@ -9,6 +9,8 @@ import time
 import uuid
 from typing import Any
 
+import httpx
+
 from garrison.channel import protocol as p
 from garrison.console.api.learning import DiscoveryMap
 from tests.console.defender_client import bundle_fields, enrol, next_of, open_defender
@@ -234,3 +236,49 @@ def test_hostile_reports_are_refused_or_sanitised(any_console):
         assert detail["processes"][0]["argv_shape"] == ["-c", "x" * 200]
         prop = api.get(f"/profiles/{row['id']}/proposal")
         assert prop.status_code == 200 and prop.json()["rule"]["dns"]["allow"] == ["ok.example"]
+
+
+def test_a_flooding_defender_is_rate_limited_per_defender(console_factory):
+    """Learning reports are budgeted per defender (GARRISON_PROFILE_LIMITS: reports and MiB per minute):
+    over it, each report is refused with a `rate_limited` error that says why, the connection is
+    still served, other defenders are not affected, and /metrics counts the refusals by reason. A
+    report whose type is not at its head (not sniffed before parsing) is budgeted all the same."""
+    console = console_factory(env={"GARRISON_PROFILE_LIMITS": "5,1"}, args=["--public-metrics"])
+    token = bundle_fields(console.install_bundle())["enrolment_token"]
+    small = p.dump(_report("r1", dns=[_seen(name="a.example")]))
+    tail_typed = small.replace('"type":"profile",', "")[:-1] + ',"type":"profile"}'
+    big = p.dump(_report("r2", dns=[_seen(name=f"{'b' * 200}{i}.example") for i in range(1000)]))  # ~0.3 MB
+
+    async def flood(app: str, messages: list[str]) -> list[p.Error]:
+        ident = await enrol(console.ws_address, console.ca_pem, token, requested_id=app)
+        conn, _ = await open_defender(console.ws_address, console.ca_pem, ident, app_name=app, org="o9", space="s9")
+        errors: list[p.Error] = []
+        try:
+            for m in messages:
+                await conn.send(m)
+            await conn.send(p.dump(p.Events(seq=1, events=[])))
+            while True:  # errors come in order, before the ack of the batch sent last
+                msg = p.parse(await conn.recv())
+                if isinstance(msg, p.Ack):
+                    return errors
+                if isinstance(msg, p.Error):
+                    errors.append(msg)
+        finally:
+            await conn.close()
+
+    flooded = asyncio.run(flood("flood", [small] * 25 + [tail_typed] * 5))
+    assert len(flooded) >= 20 and {e.code for e in flooded} == {"rate_limited"}
+    assert "5 reports and 1 MiB per 60 s" in flooded[0].message
+    heavy = asyncio.run(flood("heavy", [big] * 5))  # within 5 reports, over 1 MiB
+    assert heavy and {e.code for e in heavy} == {"rate_limited"} and "(bytes)" in heavy[0].message
+    calm = asyncio.run(flood("calm", [small]))  # another defender's budget is its own
+    assert calm == []
+    with console.api() as api:
+        assert {r["app"] for r in api.get("/profiles", params={"org": "o9"}).json()} == {"flood", "heavy", "calm"}
+    metrics = httpx.get(console.url + "/metrics", verify=console.ssl_context()).text
+    counted = {
+        line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("garrison_profile_reports_refused_total{")
+    }
+    assert counted["rate"] >= 20 and counted["bytes"] >= 1

@@ -8,11 +8,10 @@ so once on stderr/log and runs its own detectors only.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
-from pathlib import Path
 
+from garrison.cnaf.crs.data import DEFAULT_RULES_DIR, rules_dir
 from garrison.cnaf.crs.ruleset import CrsRule, CrsRuleSet, RuleMatch
 from garrison.cnaf.crs.tuning import DEFAULT_EXCLUDED_RULES
 
@@ -28,19 +27,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("garrison.cnaf.crs")
-DEFAULT_RULES_DIR = Path("/usr/share/modsecurity-crs/rules")
 _UNSET = object()
 _loaded: object = _UNSET
 _status = "not loaded"
 _lock = threading.Lock()
 _loader: threading.Thread | None = None
-
-
-def _rules_dir() -> Path | None:
-    env = os.environ.get("GARRISON_CNAF_CRS_RULES")
-    if env is not None:
-        return Path(env) if env and env.lower() not in ("0", "off", "none") else None
-    return DEFAULT_RULES_DIR
 
 
 def _say(message: str) -> None:
@@ -68,6 +59,9 @@ def start_loading() -> None:
 def current() -> CrsRuleSet | None:
     """The rule set for inspecting a request now: while a background load runs, None (the CNAF's
     own detectors still inspect); without a background load, load now."""
+    loaded = _loaded
+    if isinstance(loaded, CrsRuleSet):  # the per-request case: no lock once loaded
+        return loaded
     if _loader is not None and _loader.is_alive():
         return None
     return ruleset()
@@ -76,7 +70,7 @@ def current() -> CrsRuleSet | None:
 def _load_locked() -> CrsRuleSet | None:
     global _loaded, _status
     if _loaded is _UNSET:
-        path = _rules_dir()
+        path = rules_dir()
         if path is None:
             _loaded, _status = None, "OWASP CRS disabled (GARRISON_CNAF_CRS_RULES=off)"
         elif not path.is_dir() or not any(path.glob("REQUEST-9*.conf")):

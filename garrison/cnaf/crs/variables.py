@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from garrison.cnaf.decode import decode, fold_overlong
-from garrison.cnaf.fields import Field
+from garrison.cnaf.fields import Field, xml_fields
 from garrison.cnaf.request import HttpRequest
+from garrison.cnaf.structure import is_xml_document
 
 # CNAF field location → ModSecurity collection.
 _LOCATION_COLLECTION = {
@@ -80,4 +81,9 @@ def variables(
         yield Variable("QUERY_STRING", "", query, Field("query", "", req.query))
     if req.body:
         text = req.body[:_MAX_RAW].decode("utf-8", "replace")
+        if text.lstrip().startswith("<") and is_xml_document(text):
+            # a well-formed XML document: its text and attribute values, not its markup (element names)
+            text = " ".join(f.value for f in xml_fields(text))
+            yield Variable("REQUEST_BODY", "", text, Field("body", "", text))
+            return
         yield Variable("REQUEST_BODY", "", decode(text), Field("body", "", text))

@@ -7,7 +7,9 @@ is how real Log4Shell payloads evaded string matching.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
+from garrison.cnaf.crs.data import phrases
 from garrison.cnaf.fields import Field
 
 _LOOKUP_DEFAULT = re.compile(r"\$\{[^${}]*?:-([^${}]*)\}")
@@ -28,7 +30,9 @@ _RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
     # (`<?xml …?>`, `<?xml-stylesheet?>`, `<?xpacket?>`), whose `?>` ending is no PHP either.
     (
         re.compile(
-            r"<\?\s*(?:php\b|=)|<\?\s+(?:[$@]|\w+\s*\(|echo\b|print\b|include|require)|;\s*\?>\s*$|<\?\s*$",
+            r"<\?\s*(?:php\b|=)|<\?\s+(?:[$@]|\w+\s*\(|echo\b|print\b|include|require)|;\s*\?>\s*$|<\?\s*$|"
+            # `<?xml` that opens no XML declaration (`<?xml :echo 1;`): a short open tag
+            r"<\?xml(?!\s+(?:version|encoding|standalone)\s*=|-stylesheet\b|\s*\?>)\s*[^\w\s-]",
             re.I,
         ),
         "PHP open tag",
@@ -58,6 +62,8 @@ _RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
         ("(",),
     ),
     (re.compile(r"\$_(?:GET|POST|REQUEST|COOKIE|SERVER)\s*\[", re.I), "PHP superglobal", ("$_",)),
+    # PHP variable variables: `$ { CONSTANT }` (a space no shell or template allows), `${'name'}`
+    (re.compile(r"\$\s+\{\s*\w|\$\{\s*['\"]\w+['\"]\s*\}"), "PHP variable variable", ("$",)),
     (
         re.compile(r"\bphpinfo\s*\(\s*\)|\bbase64_decode\s*\(", re.I),
         "PHP function",
@@ -135,9 +141,79 @@ def deobfuscate_lookups(value: str) -> str:
     return value
 
 
+# A file name ending in (or carrying as an inner extension: `x.php.jpg`, `x.phar .png`) a
+# server-side script type: uploaded, the web server would run it.
+_SCRIPT_UPLOAD = re.compile(
+    r"\.(?:php\d*|phtml|phar|pht|phpt|phps|pgif|inc|shtml|asp|aspx|ashx|asmx|asa|cer|jspx?|jspf|cfm|cgi|war)"
+    r"(?:[.\s]*$|[.\s]+[a-z0-9]{1,5}[.\s]*$)|^\.(?:htaccess|user\.ini)$|(?:^|[/\\])sess_[\w,\-]{16,}$",
+    re.I,
+)
+# Request headers some upload APIs read the file name from (CRS reads the same ones).
+FILENAME_HEADERS = frozenset({"x-filename", "x_filename", "x.filename", "x-file-name"})
+
+
+def script_upload(value: str) -> str | None:
+    """An upload file name the web server would execute (PHP/ASP/JSP) or a PHP session file."""
+    m = _SCRIPT_UPLOAD.search(value.strip())
+    if m is None:
+        return None
+    return (
+        "code injection (PHP session file upload)"
+        if "sess_" in m.group(0).lower()
+        else (f"code injection (script file upload {m.group(0).strip()!r})")
+    )
+
+
+_CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]{2,})\s*\(")
+# PHP extension prefixes of function names newer than the installed CRS lists (`pg_`, `sodium_`…)
+_PHP_EXT_PREFIX = re.compile(
+    r"(?:pg|ldap|tidy|zend|sodium|mysqli|mysql|openssl|posix|pcntl|mb|iconv|imap|ftp|ssh2|opcache|apcu|"
+    r"libxml|simplexml|xmlrpc|finfo|exif|mcrypt|dba|oci|odbc|ibase|fbird|sqlsrv|sqlite|grapheme|numfmt|"
+    r"msgfmt|datefmt|collator|stream|proc|array|str|preg|curl|gz|bz|zip|ob|func|get_defined|ini)_[a-z0-9_]+\Z"
+)
+
+
+@lru_cache(maxsize=1)
+def _php_functions() -> frozenset[str]:
+    """PHP function names of the installed CRS (933150, and the 933151 ones with an underscore:
+    `foreach`, `count`, `date` also name functions of other languages)."""
+    return phrases("php-function-names-933150.data") | frozenset(
+        n for n in phrases("php-function-names-933151.data") if "_" in n
+    )
+
+
+@lru_cache(maxsize=1)
+def _php_ini_sections() -> frozenset[str]:
+    """The section prefixes of php.ini directives in the installed CRS list (`session.`, `opcache.`)."""
+    return frozenset(d.split(".", 1)[0] for d in phrases("php-config-directives.data") if "." in d)
+
+
+_INI_DIRECTIVE = re.compile(r"(?:^|[\s;&])([a-z][a-z0-9_]*)\.[a-z_][a-z0-9_.]*\s*=", re.I)
+
+
+def _php_call(value: str) -> str | None:
+    """A PHP function name with its call parenthesis (`array_diff (`, `pg_enter_pipeline_mode(`)."""
+    names = _php_functions()
+    for m in _CALL.finditer(value):
+        name = m.group(1).lower()
+        if name in names or ("_" in name and _PHP_EXT_PREFIX.match(name)):
+            return f"code injection (PHP function call {name}())"
+    return None
+
+
 def detect(value: str, field: Field) -> str | None:
+    upload = field.location == "filename" or (
+        field.location == "header" and field.name.lower() in FILENAME_HEADERS
+    )
+    if upload and (reason := script_upload(value)):
+        return reason
+    m = _INI_DIRECTIVE.search(value) if "=" in value and "." in value else None
+    if m is not None and m.group(1).lower() in _php_ini_sections():
+        return "code injection (PHP configuration directive)"
     if not _QUICK.search(value):
         return None
+    if "(" in value and value.count("\n", 0, 4096) < 2 and (reason := _php_call(value)):
+        return reason
     if "${" in value and (_JNDI.search(value) or _JNDI.search(deobfuscate_lookups(value))):
         return "JNDI lookup (Log4Shell)"
     low = value.lower()

@@ -6,9 +6,15 @@ these checks cover what a strict parser still accepts but a back end may read di
 
 from __future__ import annotations
 
+from garrison.cnaf.detect import multipart
 from garrison.cnaf.request import HttpRequest
 
 MAX_HEADERS = 100
+# Headers no browser or API client sends; back ends act on them (WebDAV `If`/`Lock-Token`,
+# `Content-Range` on a request, `Proxy` → HTTP_PROXY in CGI: httpoxy).
+_RESTRICTED_HEADERS = frozenset({"proxy", "lock-token", "content-range", "if"})
+_BODYLESS_METHODS = frozenset({"GET", "HEAD"})
+MAX_RANGES = 5
 _ALLOWED_VERSIONS = frozenset({"1.0", "1.1"})
 
 
@@ -63,4 +69,28 @@ def check(req: HttpRequest, max_header_bytes: int) -> str | None:
     for k, v in req.headers:
         if "\x00" in v or "\r" in v or "\n" in v:
             return f"control character in header {k}"
+    return _semantics(req, bool(te))
+
+
+def _semantics(req: HttpRequest, chunked: bool) -> str | None:
+    """What parses but no real client sends: a body on GET/HEAD, restricted headers, malformed or
+    evasive Content-Type, range abuse, multipart tricks."""
+    if req.method in _BODYLESS_METHODS and (req.body or chunked):
+        return f"{req.method} request with a body"
+    ctype = ""
+    for k, v in req.headers:
+        lk = k.lower()
+        if lk in _RESTRICTED_HEADERS:
+            return f"restricted header {k}"
+        if lk == "content-type":
+            ctype = v
+        elif lk in ("range", "request-range") and (
+            v.count(",") >= MAX_RANGES or "bytes=0-," in v.replace(" ", "")
+        ):
+            return f"{k} header abuse ({v[:40]!r})"
+    if ctype:
+        if problem := multipart.content_type_problem(ctype):
+            return problem
+        if ctype.lower().lstrip().startswith("multipart/form-data"):
+            return multipart.check(ctype, req.body)
     return None

@@ -23,8 +23,8 @@ _SESSION_NAME = re.compile(
     r"[a-z0-9]+_session|rack\.session|play_session|cakephp|ci_session|_session_id|symfony)\Z",
     re.I,
 )
-# Every name above contains one of these (case-insensitively): a cheap test for the common request.
-_HINT = re.compile(r"sess|sid|cfid|cftoken|token|cakephp|symfony", re.I)
+# Every name above contains one of these (case-insensitively): a cheap test for the common request
+# (`may_name_session` spells them out: substring tests are several times faster than a regex).
 _PARAM_LOCATIONS = frozenset({"query", "body", "query_name", "body_name"})
 
 
@@ -38,9 +38,22 @@ def _referer_host(req: HttpRequest) -> str | None:
         return ""
 
 
+def may_name_session(text: str) -> bool:
+    """False when no session-id parameter name can be in `text` (a URL or a query string)."""
+    low = text.lower()
+    return (
+        "sess" in low
+        or "sid" in low
+        or "cfid" in low
+        or "token" in low
+        or "cakephp" in low
+        or "symfony" in low
+    )
+
+
 def check(req: HttpRequest, fields: Iterable[Field]) -> str | None:
     """The session parameter's name when one arrives from outside the app's own pages, else None."""
-    if not req.body and _HINT.search(req.target) is None:
+    if not req.body and not may_name_session(req.target):
         return None  # the common request: no session-like name anywhere in the URL
     names = [f.name for f in fields if f.location in _PARAM_LOCATIONS]
     query = req.query

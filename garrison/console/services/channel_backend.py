@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from garrison.channel.backend import DefenderHello
-from garrison.channel.protocol import AppIdentity, DefenderType, ProfileReport, Workloads
+from garrison.channel.protocol import AppIdentity, DefenderType, ProfileRefused, ProfileReport, Workloads
 from garrison.console.services.defenders import DefenderService
 from garrison.console.services.group_commit import GroupCommit
 from garrison.console.services.heartbeats import HeartbeatBuffer
@@ -121,8 +121,33 @@ class ConsoleChannelBackend:
         return len(new_ids)
 
     async def store_profile(self, defender_id: str, identity: dict[str, Any], report: ProfileReport) -> int:
-        """A learning report into its app's profile; returns how many items were new."""
-        return await asyncio.to_thread(self.learning.ingest, defender_id, identity, report)
+        """A learning report into its app's profile; returns how many items were new. ProfileRefused
+        for a report whose workload this defender may not report for."""
+        return await asyncio.to_thread(self._store_profile, defender_id, identity, report)
+
+    def _store_profile(self, defender_id: str, identity: dict[str, Any], report: ProfileReport) -> int:
+        return self.learning.ingest(defender_id, self._profile_identity(defender_id, identity, report), report)
+
+    def _profile_identity(self, defender_id: str, bound: dict[str, Any], report: ProfileReport) -> dict[str, Any]:
+        """Whose profile a report feeds: an app-embedded defender's own (bound) app; for a cell, the
+        identity the cell reported for the named container (the report must agree with it)."""
+        wl = report.workload
+        if self.store.defenders.defender_type(defender_id) != "cell":
+            if wl is not None:
+                raise ProfileRefused("only cell defenders send profile reports for a workload")
+            return bound
+        if wl is None:
+            raise ProfileRefused("a cell defender's profile report must name its workload (container)")
+        row = self.store.workloads.get(defender_id, wl.container_id)
+        if row is None:
+            raise ProfileRefused(f"workload {wl.container_id!r} was never reported by this cell")
+        fields = ("app_id", "app_name", "org", "space", "app_guid", "instance")
+        claimed = wl.model_dump(include=set(fields))
+        known = {k: row[k] for k in fields}
+        if claimed != known:
+            raise ProfileRefused(f"workload {wl.container_id!r} is {known['org']}/{known['space']}/"
+                                 f"{known['app_name']}#{known['instance']} on this cell, not what the report says")
+        return known
 
     async def droplet_verdict(self, digest: str, app_guid: str) -> dict[str, Any]:
         if self.scans is None:

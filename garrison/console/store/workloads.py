@@ -53,6 +53,13 @@ class WorkloadStore:
                 c.execute(update(w).where(running, w.c.container_id.in_(list(gone))).values(gone_at=now, updated_at=now))
             c.execute(delete(w).where(key, w.c.gone_at < now - GONE_KEPT_S))
 
+    def get(self, defender_id: str, container_id: str) -> dict[str, Any] | None:
+        """One container a cell reported (running or stopped within the day)."""
+        q = select(w).where(w.c.defender_id == defender_id, w.c.container_id == container_id)
+        with self.engine.connect() as c:
+            row = c.execute(q).mappings().first()
+        return dict(row) if row is not None else None
+
     def list(
         self,
         *,
