@@ -19,8 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import httptools
-from cnaf_crs import BLOCKED, load_cases
+from cnaf_crs import BLOCKED, load_cases, parse_request
 from cnaf_eval import build, load
 
 from garrison.cnaf import crs, engine
@@ -29,36 +28,6 @@ from garrison.cnaf.request import HttpRequest
 from garrison.policy.cnaf import ATTACK_CLASSES, CnafControls
 
 CLASSES = ("930", "931", "932", "933", "934", "941", "942", "943", "944")
-
-
-class _Parsed:
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[str, str]] = []
-        self.body = b""
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-
-def parse(raw: bytes) -> HttpRequest | None:
-    p = _Parsed()
-    parser = httptools.HttpRequestParser(p)
-    try:
-        parser.feed_data(raw)
-    except httptools.HttpParserUpgrade:
-        pass
-    except httptools.HttpParserError:
-        return None  # the proxy refuses it (400) whatever the rules
-    return HttpRequest(
-        parser.get_method().decode(), p.url.decode("latin-1"), parser.get_http_version(), p.headers, p.body
-    )
 
 
 def profile(req: HttpRequest | None, rules: crs.CrsRuleSet) -> tuple[bool, dict[int, int]]:
@@ -95,7 +64,7 @@ def main() -> None:
     for case, ms in zip(cases, modsec, strict=True):
         if case.holdout or case.cls not in CLASSES:
             continue
-        own, hits = profile(parse(case.raw), rules)
+        own, hits = profile(parse_request(case.raw), rules)
         if case.attack:
             rows.append(("attack", case.cls, 1, own, hits))
             total[case.cls] += 1

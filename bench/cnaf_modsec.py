@@ -85,21 +85,9 @@ class _Upstream(asyncio.Protocol):
         self.client.close()
 
 
-class _Handler(asyncio.Protocol):
-    def __init__(self, verdict: Verdict, upstream_port: int | None) -> None:
-        self.verdict = verdict
-        self.upstream_port = upstream_port
-        self.up: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.t: asyncio.Transport = transport  # type: ignore[assignment]
-        self.p = httptools.HttpRequestParser(self)
-        self.raw = bytearray()
-        self.on_message_begin()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.up is not None:
-            self.up.close()
+class RequestCollector:
+    """httptools callbacks collecting one request's URL, headers and body (this server and the
+    in-process replay of bench/cnaf_crs.py / cnaf_crs_tune.py parse with them)."""
 
     def on_message_begin(self) -> None:
         self.url = b""
@@ -114,6 +102,23 @@ class _Handler(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body += body
+
+
+class _Handler(RequestCollector, asyncio.Protocol):
+    def __init__(self, verdict: Verdict, upstream_port: int | None) -> None:
+        self.verdict = verdict
+        self.upstream_port = upstream_port
+        self.up: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+        self.p = httptools.HttpRequestParser(self)
+        self.raw = bytearray()
+        self.on_message_begin()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.up is not None:
+            self.up.close()
 
     def on_message_complete(self) -> None:
         status = self.verdict(

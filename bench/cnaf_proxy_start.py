@@ -25,8 +25,10 @@ def start_proxy(
     *,
     wait_crs: bool,
     timeout: float = 300.0,
+    checkout: Path = ROOT,
 ) -> subprocess.Popen[str]:
-    """The proxy process; with `wait_crs`, returns once its CRS line ("… OWASP CRS …") was printed."""
+    """The proxy process; with `wait_crs`, returns once its CRS line ("… OWASP CRS …") was printed.
+    `checkout`: the source tree whose `garrison` runs (another checkout: an A/B of two versions)."""
     proc = subprocess.Popen(
         [
             PY,
@@ -46,7 +48,7 @@ def start_proxy(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=ROOT,
+        cwd=checkout,
     )
     ready = threading.Event()
 

@@ -8,7 +8,7 @@ and a CRS are installed (`pip install -e '.[bench]'`, Debian's modsecurity-crs) 
 is measured in the same rounds as a proxy in front of the same back end (bench/cnaf_modsec.py) and
 the CNAF/ModSecurity ratio printed (goal >= 10).
 
-    .venv/bin/python bench/cnaf_throughput.py [--unique] [--connections 32] [--duration 10] [--rounds 2]
+    .venv/bin/python bench/cnaf_throughput.py [--unique] [--connections 32] [--duration 10] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are printed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", choices=["asgi", "raw"], default="asgi", help="see bench/cnaf_backend.py")
     ap.add_argument(
@@ -114,6 +114,13 @@ def main() -> int:
         default=1,
         metavar="PL",
         help="ModSecurity + CRS at this paranoia level in the same rounds (default 1, its cheapest; 0: not run)",
+    )
+    ap.add_argument(
+        "--baseline-checkout",
+        type=Path,
+        metavar="DIR",
+        help="also a CNAF proxy run from this source tree (e.g. a `git worktree` of an older commit), "
+        "same policy, measured in the same rounds: an A/B of two versions",
     )
     ap.add_argument("--unique", action="store_true", help="a different URL on every request (no cache hits)")
     ap.add_argument("--path", default="/api/items?page=2&q=coffee+beans", help="request target wrk sends")
@@ -150,7 +157,8 @@ def main() -> int:
                 }
             )
         )
-        proxy = start_proxy(pport, bport, policy, "/dev/null", wait_crs=args.policy != "none" and args.crs)
+        wait_crs = args.policy != "none" and args.crs
+        proxy = start_proxy(pport, bport, policy, "/dev/null", wait_crs=wait_crs)
         procs.append(proxy)
         # (label, process, port): measured in every round after the direct run, in this order
         targets: list[tuple[str, subprocess.Popen[str], int]] = [("via CNAF", proxy, pport)]
@@ -161,6 +169,18 @@ def main() -> int:
             off = start_proxy(off_port, bport, off_policy, "/dev/null", wait_crs=False)
             procs.append(off)
             targets.append(("via CNAF, CRS off", off, off_port))
+        if args.baseline_checkout is not None:
+            base_port = free_port()
+            base = start_proxy(
+                base_port,
+                bport,
+                policy,
+                "/dev/null",
+                wait_crs=wait_crs,
+                checkout=args.baseline_checkout.resolve(),
+            )
+            procs.append(base)
+            targets.append((f"via CNAF of {args.baseline_checkout.name}", base, base_port))
         modsec = start_modsec(args.modsec, bport) if args.modsec else None
         if modsec is not None:
             procs.append(modsec[0])
@@ -252,6 +272,12 @@ def report(
     print(f"p99 added by CNAF     {p99['via CNAF'] - p99['direct']:6.2f} ms (goal < 2 ms)")
     if "via CNAF, CRS off" in med:
         print(f"ratio CNAF (CRS off)/direct {med['via CNAF, CRS off'] / dr:6.2f}")
+    per_request = {label: 1e6 * spent / max(n, 1) for label, (spent, n) in cpu.items()}
+    for label in [label for label in med if label.startswith("via CNAF of ")]:
+        print(
+            f"ratio {label[4:]}/direct {med[label] / dr:6.2f}; CNAF proxy CPU/request {per_request[label]:.1f} µs "
+            f"(baseline) -> {per_request['via CNAF']:.1f} µs (this checkout)"
+        )
     modsec = next((label for label in med if label.startswith("via ModSecurity")), None)
     if modsec is not None:
         print(

@@ -91,7 +91,7 @@ def _defender(
 def http_round(policy: Path, data: Path, plane: str | None, backend: int, seconds: int) -> float:
     port = _free_port()
     cmd, env = _defender(policy, data, plane, [sys.executable, "-c", SERVICE, str(backend), str(port)])
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=data)
     try:
         assert p.stdout is not None
         if p.stdout.readline().strip() != "ready":
@@ -111,7 +111,9 @@ def http_round(policy: Path, data: Path, plane: str | None, backend: int, second
 
 def sh_round(policy: Path, data: Path, plane: str | None, runs: int) -> float:
     cmd, env = _defender(policy, data, plane, ["/bin/sh", "-c", SH_JOB, "job", str(runs)])
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.split()
+    # in the data directory: the defender captures the drift baseline of its working directory (in
+    # the background under allow-all, while the job runs), which must not be this whole checkout
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=data).stdout.split()
     return float(out[-1]) - float(out[0])
 
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 from garrison.defender.net import TRAP_ONLY_IF_ARG_NONZERO, NetworkGuard
 from garrison.defender.net.standalone import StandaloneContext, Supervised
@@ -132,8 +133,18 @@ def run(
         )
         _note_cpu(before)
         return float(out.stdout)
-    ctx = StandaloneContext(rule)
+    return supervise(StandaloneContext(rule), argv, user, dataplane, expect_emulated=rule is not None)[0]
+
+
+def supervise(
+    ctx: Any, argv: list[str], user: tuple[int, int] | None, dataplane: str, *, expect_emulated: bool,
+    on_guard: Callable[[NetworkGuard], None] | None = None,
+) -> tuple[float, NetworkGuard]:
+    """`argv` run under the supervisor with a network guard for `ctx` (`on_guard` sees it before it
+    starts): the figure the app printed, and the guard (stopped; its stats stay)."""
     guard = NetworkGuard(ctx, upstreams=[])
+    if on_guard is not None:
+        on_guard(guard)
     guard.start()
     try:
         sup = Supervised(
@@ -141,9 +152,9 @@ def run(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, dataplane=dataplane, guard=guard,
         )  # fmt: skip
         rc, out, err = sup.communicate(timeout=300)
-        if rc != 0 or (rule is not None and guard.stats["emulated"] == 0):
+        if rc != 0 or (expect_emulated and guard.stats["emulated"] == 0 and sup.native is None):
             raise SystemExit(f"supervised run failed (rc={rc}, stats={guard.stats}): {err}")
-        return float(out)
+        return float(out), guard
     finally:
         guard.stop()
 

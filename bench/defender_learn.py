@@ -23,12 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from defender_connect import C_APP, PY_APP, RULE, server
+from defender_connect import C_APP, PY_APP, RULE, server, supervise
 
 from garrison.defender.context import DefenderContext
 from garrison.defender.forensics import ForensicRing
-from garrison.defender.net import TRAP_ONLY_IF_ARG_NONZERO, NetworkGuard
-from garrison.defender.net.standalone import Supervised
 from garrison.defender.profile import ProfileRecorder
 from garrison.kernel.features import probe
 from garrison.policy.model import Rule, RuntimePolicy
@@ -56,24 +54,16 @@ def run(
     ctx = DefenderContext(Identity(app_name="bench"), "bench", probe(), ForensicRing(ring_dir, name="f"))
     ctx.profile = ProfileRecorder()
     ctx.set_policy(RuntimePolicy(rules=[rule(effect)]))
-    guard = NetworkGuard(ctx, upstreams=[])
-    ctx.profile.names_for = guard.pins.names_for
-    guard.start()
+    recorder = ctx.profile
     cpu0 = _cpu()
     try:
-        sup = Supervised(
-            argv, guard.handlers, ctx, nonzero_arg=TRAP_ONLY_IF_ARG_NONZERO, user=user,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, dataplane=dataplane, guard=guard,
-        )  # fmt: skip
-        rc, out, err = sup.communicate(timeout=300)
-        cpu = _cpu() - cpu0
-        if rc != 0 or (argv[-1] != "0" and guard.stats["emulated"] == 0 and sup.native is None):
-            raise SystemExit(f"supervised run failed (rc={rc}, stats={guard.stats}): {err}")
-        reports, _ = ctx.profile.take(full=True)
+        us, _guard = supervise(ctx, argv, user, dataplane, expect_emulated=argv[-1] != "0",
+                               on_guard=lambda g: setattr(recorder, "names_for", g.pins.names_for))
+        cpu = _cpu() - cpu0  # (the guard's threads have stopped: all their CPU is counted)
+        reports, _ = recorder.take(full=True)
         counted = sum(d.count for r in reports for d in r.destinations)
-        return float(out), cpu, counted
+        return us, cpu, counted
     finally:
-        guard.stop()
         ctx.forensics.close()
         shutil.rmtree(ring_dir, ignore_errors=True)
 

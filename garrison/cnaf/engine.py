@@ -376,6 +376,7 @@ class _HitContext:
         self.rules, self.req, self.controls, self.path, self.disabled = rules, req, controls, path, disabled
         self.level = controls.crs.paranoia_level
         self.headers: dict[str, str] | None = None
+        self.json_body = bool(req.body) and "json" in (req.header("content-type") or "").lower()
 
     def consider(self, var: Variable, first: dict[int, tuple[crs.CrsRule, Field]]) -> None:
         value = var.value[:_MAX_VALUE]
@@ -388,7 +389,7 @@ class _HitContext:
                 value = _XML_PI.sub(" ", value).strip()
             if value.startswith("data:image/") and _IMAGE_DATA_URI.match(value):
                 return
-            if is_code_snippet(var.key, value):
+            if is_code_snippet(var.key, value, structured=var.collection == "ARGS_POST" and self.json_body):
                 return  # self-contained code in a field made for code: the own detectors decide
             prose = _looks_like_prose(value) or _is_document(value) or is_json_document(value)
             max_level = 1 if prose else self.level

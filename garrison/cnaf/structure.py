@@ -54,19 +54,22 @@ def is_xml_document(text: str) -> bool:
 
 
 # Parameter names that say the field holds code or a code-like text (a docs or code-sharing app).
+# Not `code` or `source`: OAuth codes, promo codes and campaign sources are everyday parameters.
 _CODE_FIELD = re.compile(
-    r"(?:^|[_.\-\[])(?:snippet|code|source|sql|python|py|shell|bash|css|template|markdown|md|regex|"
+    r"(?:^|[_.\-\[])(?:snippet|sql|python|py|shell|bash|css|template|markdown|md|regex|"
     r"example|sample|diff|patch|gist|program|javascript|js|ruby|go|java|yaml|dockerfile)s?(?:[_.\-\]\[]|$)",
     re.I,
 )
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 
 
-def is_code_snippet(name: str, value: str) -> bool:
-    """A value of a code field (`snippet`, `sql`, `python`…) that is self-contained: its quotes
-    and brackets balance. An injection breaks out of a context, which leaves them unbalanced
-    (`x'); DROP TABLE t;--`, `"><script>`)."""
-    if not name or not _CODE_FIELD.search(name.rsplit(".", 1)[-1]):
+def is_code_snippet(name: str, value: str, *, structured: bool) -> bool:
+    """A value of a code field (`snippet`, `sql`, `python`…) of a JSON document, or of several
+    lines, that is self-contained: its quotes and brackets balance. An injection breaks out of a
+    context, which leaves them unbalanced (`x'); DROP TABLE t;--`, `"><script>`); a one-line query
+    or form parameter is where injections are tried, so it does not qualify (`structured` says the
+    value came from a JSON body)."""
+    if not name or not (structured or "\n" in value) or not _CODE_FIELD.search(name.rsplit(".", 1)[-1]):
         return False
     stack: list[str] = []
     quote = ""

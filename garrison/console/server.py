@@ -137,6 +137,7 @@ async def serve(cfg: ConsoleConfig) -> None:
     ctx.metrics.defenders_connected.set_function(channel.connected_count)
     ctx.metrics.resident_bytes.set_function(rss_bytes)
     trimmer = asyncio.create_task(trim_while_busy(lambda: (ingested[0], channel.connected_count())))
+    auto_accepter = asyncio.create_task(_auto_accept_loop(ctx, channel, _learning_tick()))
     https_stats = https_limits_from_env(os.environ.get("GARRISON_HTTPS_LIMITS"))
     ctx.metrics.watch_connections(channel.refused, https_stats)
     ctx.metrics.watch_profiles(channel.profile_refused)
@@ -199,6 +200,7 @@ async def serve(cfg: ConsoleConfig) -> None:
         with contextlib.suppress(FileNotFoundError):
             state_path.unlink()
         trimmer.cancel()
+        auto_accepter.cancel()
         await channel.stop()
         await backend.aclose()
         await cluster.stop()
@@ -263,3 +265,25 @@ def run(cfg: ConsoleConfig) -> None:
         asyncio.run(serve(cfg))
     else:
         uvloop.run(serve(cfg))
+
+
+def _learning_tick() -> float:
+    """Seconds between auto-accept checks (GARRISON_LEARNING_TICK_S; windows are hours, a minute is fine)."""
+    try:
+        return max(0.2, float(os.environ.get("GARRISON_LEARNING_TICK_S") or 60))
+    except ValueError:
+        return 60.0
+
+
+async def _auto_accept_loop(ctx: ConsoleContext, channel: ChannelServer, every: float) -> None:
+    """Profiles whose auto-accept condition holds get their proposal accepted (alert mode) and pushed."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            saved = await asyncio.to_thread(ctx.learning.auto_accept_due)
+        except Exception:
+            log.exception("auto-accept check failed")
+            continue
+        if saved:
+            ctx.metrics.policy_revision.set(saved[-1].revision)
+            await channel.notify_policy_changed()

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _EXECVEAT = SYSCALLS["execveat"]
 EXEC_AUDIT_WINDOW_S = 2.0
+STOP_CMDLINE_MAX = 65536  # how much of /proc/<pid>/cmdline the exec stop reads
 
 
 class ExecAuditOnce:
@@ -272,7 +273,8 @@ class ProcessControls:
         base = f"/proc/{pid}"
         exe = os.readlink(f"{base}/exe")
         with open(f"{base}/cmdline", "rb") as f:
-            argv = [a.decode(errors="surrogateescape") for a in f.read(65536).split(b"\0")[:-1]][:MAX_ARGS]
+            cmdline = f.read(STOP_CMDLINE_MAX)
+        argv = [a.decode(errors="surrogateescape") for a in cmdline.split(b"\0")[:-1]][:MAX_ARGS]
         cwd = os.readlink(f"{base}/cwd")
         memfd = exe.startswith("/memfd:")
         fd = os.open(f"{base}/exe", os.O_PATH | os.O_CLOEXEC)  # the exact inode now mapped
@@ -298,6 +300,9 @@ class ProcessControls:
                 t = inner
         d = self._decide(rule, t, self.in_baseline(rule, t))
         if not d.blocked:
+            dp = getattr(self.ctx, "dataplane", None)
+            if dp is not None and not memfd and not t.via_loader and len(cmdline) < STOP_CMDLINE_MAX:
+                dp.remember_exec_stop(rule, exe, cmdline, st)  # the native tracer lets it go on from now on
             return False
         self._audit_exec(self.ctx, pid, t, d, stage="killed at the exec stop (ptrace)")
         return True

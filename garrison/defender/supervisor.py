@@ -97,6 +97,9 @@ def build_filter_spec(
     return spec
 
 
+_WALL = 0x40000000  # __WALL (linux/wait.h): Python has no name for it
+
+
 class Supervisor:
     def __init__(
         self,
@@ -122,7 +125,7 @@ class Supervisor:
         self._workers: list[threading.Thread] = []
         self.notifications = 0
         self._magic = 0
-        self.tracer: ExecTracer | None = None
+        self.tracer: Any = None  # ExecTracer, or NativeExecTracer on the native data plane
 
     # ---- launch --------------------------------------------------------------------------------
     def start(self, plan: LaunchPlan) -> int:
@@ -190,7 +193,12 @@ class Supervisor:
                 wt.start()
                 self._workers.append(wt)
         if plan.post_exec_check is not None:
-            self.tracer = ExecTracer(plan.post_exec_check, plan.on_traced_fork)
+            if self.native is not None:  # the tracer loop in C; Python checks what it has not seen
+                from garrison.defender.dataplane.tracer import NativeExecTracer
+
+                self.tracer = NativeExecTracer(self.native, plan.post_exec_check)
+            else:
+                self.tracer = ExecTracer(plan.post_exec_check, plan.on_traced_fork)
             self.tracer.start()
         installed.clear()
         go.set()
@@ -372,9 +380,10 @@ class Supervisor:
 
     @staticmethod
     def _has_children() -> bool:
-        """Any child at all, alive or not yet reaped (waitid without reaping)."""
+        """Any child at all, alive or not yet reaped (waitid without reaping; __WALL: whatever
+        signal it was cloned with)."""
         try:
-            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
         except ChildProcessError:
             return False
         return True

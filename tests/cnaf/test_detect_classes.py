@@ -105,6 +105,12 @@ def test_php_upload_in_multipart_with_bare_lf() -> None:
         req("/a", [("Content-Type", "no-slash-type")], b"x=1"),
         req("/a", [("Content-Type", "application/x-www-form-urlencoded; charset=utf-7")], b"x=1"),
         req("/a", [("Content-Type", "text/plain; charset=utf-8; charset=utf-7")], b"x"),
+        req("/a", [("Content-Type", 'application/x-www-form-urlencoded; boundary="charset=utf-7"')], b"x=1"),
+        req("/a?name%00=x"),
+        req("/a", [("Accept", "")]),
+        req("/a", [("Accept", "text/html;charset=CP1026,*/*")]),
+        req("/a", [("Accept-Charset", "utf-7")]),
+        req("/a", [("Request-Range", "bytes=1-2")]),
     ],
 )
 def test_protocol_variants(r: HttpRequest) -> None:
@@ -122,6 +128,7 @@ MP = "multipart/form-data; boundary=XyZ"
         b'--XyZ\r\nContent-Disposition: form-data; name="a"; filename="x\'.txt"\r\n\r\nx\r\n--XyZ--\r\n',
         b'--XyZ\r\nContent-Disposition: form-data; name="a=b"\r\n\r\nx\r\n--XyZ--\r\n',
         b'--XyZ\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\nibm037\r\n--XyZ--\r\n',
+        b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=utf-16\r\n\r\nx\r\n--XyZ--\r\n',
         b'--Other\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\r\n--Other--\r\n',
     ],
 )
@@ -151,6 +158,10 @@ def test_benign_paths_and_values_pass() -> None:
     assert classes(req("/static/app.9f3c.js")) == set()
     assert classes(req("/a?q=array+of+strings")) == set()
     assert classes(req("/a", [("X-Filename", "report.pdf")])) == set()
+    browser = [("Accept", "text/html,*/*;q=0.8"), ("Accept-Charset", "utf-8, iso-8859-1;q=0.5")]
+    assert classes(req("/a", browser)) == set()
+    assert "lfi" in classes(req("/backup/users.db"))
+    assert "lfi" in classes(req("/dump.rdb"))
 
 
 def test_structure_checks() -> None:
@@ -159,9 +170,16 @@ def test_structure_checks() -> None:
     assert is_xml_document('<?xml version="1.0"?><a x="1"><b>t</b></a>')
     assert not is_xml_document("<a><b></a>")
     assert not is_xml_document('<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>')
-    assert is_code_snippet("snippet", "if (a == b) { return; }")
-    assert not is_code_snippet("snippet", "x'); DROP TABLE t;--")  # a breakout leaves a quote open
-    assert not is_code_snippet("q", "if (a == b) { return; }")  # not a field made for code
+    assert is_code_snippet("snippet", "if (a == b) { return; }", structured=True)
+    assert is_code_snippet("doc.sql", "SELECT a\nFROM t WHERE b = 'x';", structured=False)  # several lines
+    assert not is_code_snippet(
+        "snippet", "if (a == b) { return; }", structured=False
+    )  # a one-line form value
+    assert not is_code_snippet(
+        "snippet", "x'); DROP TABLE t;--", structured=True
+    )  # a breakout leaves a quote open
+    assert not is_code_snippet("q", "if (a == b) { return; }", structured=True)  # not a field made for code
+    assert not is_code_snippet("code", "time ifconfig", structured=True)  # OAuth/promo codes are no snippets
     chrome = (
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
         "Chrome/120.0.0.0 Safari/537.36"

@@ -282,3 +282,66 @@ def test_a_flooding_defender_is_rate_limited_per_defender(console_factory):
         if line.startswith("garrison_profile_reports_refused_total{")
     }
     assert counted["rate"] >= 20 and counted["bytes"] >= 1
+
+
+def test_auto_accept_when_the_window_ends_or_the_profile_is_stable(console_factory):
+    """An operator lets the console accept a profile by itself: into alert mode (never prevent), as
+    `system` in the management audit, once (window: the learning window passed; stable: nothing new
+    for stable_hours), never for a profile that saw nothing; the option is audited and set through the
+    API, refused once the profile no longer learns."""
+    console = console_factory(env={"GARRISON_LEARNING_TICK_S": "0.3"})
+    token = bundle_fields(console.install_bundle())["enrolment_token"]
+    tiny = 1 / 3600  # one second, in hours
+    with console.api() as api:
+        for app, body in (("win", {"window_hours": tiny, "stable_hours": 1000, "auto_accept": "window"}),
+                          ("calm", {"window_hours": 1000, "stable_hours": 1000}),
+                          ("quiet", {"window_hours": tiny, "stable_hours": tiny, "auto_accept": "window"}),
+                          ("manual", {"window_hours": tiny, "stable_hours": tiny})):
+            r = api.post("/profiles", json={"org": "o1", "space": "s1", "app": app, **body})
+            assert r.status_code == 201, r.text
+        calm = _by_app(api.get("/profiles", params={"org": "o1"}).json(), "calm")
+        r = api.put(f"/profiles/{calm['id']}/auto-accept", json={"auto_accept": "stable"})
+        assert r.status_code == 200 and r.json()["auto_accept"] == "stable"
+        assert api.put(f"/profiles/{calm['id']}/auto-accept", json={"auto_accept": "now"}).status_code == 422
+
+    async def learn() -> None:
+        for app in ("win", "calm", "manual"):
+            await _send(console, token, app, 0, [_report("r", dns=[_seen(name=f"{app}.example")],
+                                                         processes=[_seen(exe="/bin/app")])])
+
+    asyncio.run(learn())
+
+    def states() -> dict[str, dict[str, Any]]:
+        with console.api() as api:
+            return {r["app"]: r for r in api.get("/profiles", params={"org": "o1"}).json()}
+
+    deadline = time.monotonic() + 60
+    while states()["win"]["state"] != "accepted":
+        assert time.monotonic() < deadline, states()["win"]
+        time.sleep(0.2)
+    win = states()["win"]
+    assert win["accepted_by"] == "system" and win["auto_accept"] == "off"  # done once
+    with console.api() as api:
+        rule = next(r for r in console.policy()["rules"] if r["name"] == "learned: o1/s1/win")
+        assert {rule["processes"]["effect"], rule["network"]["effect"], rule["dns"]["effect"]} == {"alert"}
+        assert rule["dns"]["allow"] == ["win.example"]
+        mgmt = api.get("/audits/mgmt", params={"limit": 100}).json()
+        auto = [a for a in mgmt if a["action"] == "learning.accept" and a["target"] == "o1/s1/win"]
+        assert len(auto) == 1 and auto[0]["username"] == "system" and auto[0]["detail"]["auto_accept"] == "window"
+        assert any(a["action"] == "learning.auto_accept" and a["target"] == "o1/s1/calm"
+                   and a["detail"]["auto_accept"] == "stable" and a["username"] == console.admin_user for a in mgmt)
+        # the stable one is not stable for 1,000 h; nothing seen is never accepted; off stays manual
+        now = states()
+        assert (now["calm"]["state"], now["quiet"]["state"], now["manual"]["state"]) == ("learning",) * 3
+        assert now["quiet"]["auto_accept"] == "window"
+        assert api.put(f"/profiles/{win['id']}/auto-accept", json={"auto_accept": "window"}).status_code == 409
+        # stable: the calm one's stable period shortened by learning again with it
+        r = api.post("/profiles", json={"org": "o1", "space": "s1", "app": "calm", "window_hours": 1000,
+                                        "stable_hours": tiny, "auto_accept": "stable"})
+        assert r.status_code == 201
+    asyncio.run(_send(console, token, "calm", 0, [_report("r2", dns=[_seen(name="calm.example")])]))
+    deadline = time.monotonic() + 60
+    while states()["calm"]["state"] != "accepted":
+        assert time.monotonic() < deadline, states()["calm"]
+        time.sleep(0.2)
+    assert states()["calm"]["accepted_by"] == "system"

@@ -114,6 +114,57 @@ def test_forensic_records_rebuild_the_process_tree(sandbox: Sandbox, mode3: str,
     assert any(e["exe"].endswith("/echo") for c in app["children"] for e in c["execs"])
 
 
+LINES_APP = r"""
+import os, subprocess, threading, time
+args = ['q"uote', "back\\slash", "tab\there", "del\x7f", "ctl\x01", "new\nline", "caf\u00e9"]
+subprocess.run(["/bin/echo", *args], stdout=subprocess.DEVNULL)
+subprocess.run(["/bin/echo", "plain"], stdout=subprocess.DEVNULL)
+def work():  # a thread that forks and is gone before the record is written
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("thread", threading.get_native_id(), flush=True)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print("app", os.getpid(), flush=True)
+time.sleep(0.3)  # the records are drained (and counted) before the exit audit
+"""
+EXEC_KEYS = ["t", "kind", "pid", "ppid", "exe", "argv", "loader", "script", "verdict"]
+FORK_KEYS = ["t", "kind", "pid", "tid", "ppid", "syscall", "verdict"]
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+def test_exec_and_fork_lines_are_the_same_on_both_planes(sandbox: Sandbox, dataplane: str) -> None:
+    """The native loop formats the exec and fork lines itself: byte for byte what json.dumps writes
+    (keys, order, escapes of quotes, backslashes and control characters; a non-ASCII argument is left
+    to Python); a fork by a thread that is gone by the time lines are written is recorded under its
+    process (thread group), with the thread in `tid`."""
+    from tests.defender.helpers import ALLOW_ALL, unpriv_python
+
+    py, _ = unpriv_python()
+    sandbox.write("app.py", LINES_APP, mode=0o644)
+    r = sandbox.run(ALLOW_ALL, [py, "app.py"], env={"DEFENDER_DATAPLANE": dataplane})
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    app_pid, thread = int(words[words.index("app") + 1]), int(words[words.index("thread") + 1])
+    lines = (sandbox.data / "garrison-forensics.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    for line, rec in zip(lines, records, strict=True):
+        if rec["kind"] in ("exec", "fork"):
+            assert json.dumps(rec) == line
+            assert list(rec) == (EXEC_KEYS if rec["kind"] == "exec" else FORK_KEYS), line
+    echoes = [x["argv"][1:] for x in records if x["kind"] == "exec" and x["exe"].endswith("/echo")]
+    assert echoes == [['q"uote', "back\\slash", "tab\there", "del\x7f", "ctl\x01", "new\nline", "caf\u00e9"],
+                      ["plain"]]  # fmt: skip
+    (fork,) = [x for x in records if x["kind"] == "fork" and x["tid"] == thread]
+    assert fork["pid"] == app_pid and fork["ppid"] and fork["verdict"] == "allow"
+    if dataplane == "native":
+        [ex] = r.of("defender", "exit")
+        assert ex["extra"]["native"]["proc_lines"] >= 4  # formatted by the loop, not by Python
+
+
 def _walk(n: dict) -> list[dict]:
     return [n, *(x for c in n["children"] for x in _walk(c))]
 

@@ -100,6 +100,7 @@ def test_learning_review_accept_map_rules_enforce(
     page.fill("#learn-form [name=org]", ORG)
     page.fill("#learn-form [name=space]", "prod")
     page.fill("#learn-form [name=app]", FRONT)
+    page.select_option("#learn-form [name=auto_accept]", "stable")
     page.click("#learn-form button[type=submit]")
     row = page.locator("#profiles-table tbody tr", has_text=FRONT).filter(has_text=ORG)
     expect(row).to_have_count(1)
@@ -125,6 +126,9 @@ def test_learning_review_accept_map_rules_enforce(
     )
     expect(page.locator("#rule-proposed")).to_contain_text('"effect": "alert"')
     expect(page.locator("#enforce")).to_be_disabled()
+    expect(page.locator("#auto-accept")).to_have_value("stable")  # chosen when learning started
+    page.select_option("#auto-accept", "off")  # the operator reviews it instead (audited)
+    expect(page.locator("#toast")).to_contain_text("Auto-accept off")
     shot(page, screenshots, "learning-review")
     page.click("#accept")
     expect(page.locator("#proposal-result")).to_contain_text("Accepted in alert mode")
@@ -133,6 +137,8 @@ def test_learning_review_accept_map_rules_enforce(
     with console.api() as c:
         mgmt = c.get("/audits/mgmt", params={"limit": 50}).json()
     assert any(m.get("action") == "learning.accept" for m in mgmt), mgmt[:3]
+    assert any(m.get("action") == "learning.auto_accept" and m["detail"]["auto_accept"] == "off" for m in mgmt)
+    expect(page.locator("#auto-accept")).to_be_disabled()
 
     # 3. after accepting, the frontend reaches a new host: new since accept, alerted on by the rule
     send_reports(console, [_frontend([seen(time.time(), ip="192.0.2.99", port=6379)])], run_id="run-2")

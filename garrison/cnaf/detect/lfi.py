@@ -51,7 +51,7 @@ _QUICK = re.compile(
 
 # Files a web app never serves, asked for by name in the URL path: backups, dumps, logs, keys.
 _PROBE = re.compile(
-    r"\.(?:bak|backup|old|orig|save|swp|swo|sql|sqlite3?|mdb|dbf|log|pem|key|p12|pfx|kdbx|tfstate|htpasswd|"
+    r"\.(?:bak|backup|old|orig|save|swp|swo|sql|sqlite3?|db|rdb|mdb|dbf|log|pem|key|p12|pfx|kdbx|tfstate|htpasswd|"
     r"passwd)(?:\.(?:gz|zip|tar|tgz|bz2|7z|rar|xz))?$",
     re.I,
 )

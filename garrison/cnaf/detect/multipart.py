@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-# Charsets a browser or API client sends; UTF-7 and EBCDIC code pages are how filters are evaded.
+# Charsets a browser or API client sends; UTF-7, UTF-16 and EBCDIC code pages are how filters are evaded.
 _CHARSET_OK = re.compile(
-    r"(?:utf-?8|us-ascii|ascii|iso-8859-\d{1,2}|windows-125\d|utf-16(?:le|be)?|shift_jis|euc-(?:jp|kr)|"
+    r"(?:utf-?8|us-ascii|ascii|iso-8859-\d{1,2}|windows-125\d|shift_jis|euc-(?:jp|kr)|"
     r"gb2312|gbk|gb18030|big5|koi8-[ru])\Z",
     re.I,
 )
@@ -27,15 +27,34 @@ _DISPOSITION_PARAM = re.compile(r";\s*(name|filename\*?)\s*=\s*(\"(?:[^\"\\]|\\.
 
 
 def content_type_problem(value: str) -> str | None:
-    """A Content-Type that is malformed, names a dangerous charset or declares one twice."""
+    """A Content-Type that is malformed, names a dangerous charset, declares one twice or puts
+    a boundary on a type that has none (`x-www-form-urlencoded; boundary="charset=utf-7"`)."""
     if not _MEDIA_TYPE.match(value.strip()):
         return "malformed Content-Type"
     params = [(k.lower(), v.strip('"')) for k, v in _PARAM.findall(value)]
     charsets = [v for k, v in params if k == "charset"]
-    if len(charsets) > 1 or sum(k == "boundary" for k, _ in params) > 1:
+    boundaries = sum(k == "boundary" for k, _ in params)
+    if len(charsets) > 1 or boundaries > 1:
         return "Content-Type declares a parameter twice"
+    if boundaries and not value.lstrip().lower().startswith("multipart/"):
+        return "boundary on a Content-Type that is not multipart"
     if charsets and not _CHARSET_OK.match(charsets[0]):
         return f"Content-Type charset {charsets[0][:40]!r} not allowed"
+    return None
+
+
+_CHARSET_PARAM = re.compile(r"charset\s*=\s*\"?([^\s\";,]+)", re.I)
+
+
+def charset_problem(value: str) -> str | None:
+    """A charset named in Accept / Accept-Charset that no browser asks for (UTF-7, EBCDIC)."""
+    if "charset=" in value.lower():
+        names = _CHARSET_PARAM.findall(value)
+    else:
+        names = [p.split(";", 1)[0].strip() for p in value.split(",")] if "-" in value else []
+    for name in names:
+        if name and name != "*" and not _CHARSET_OK.match(name):
+            return f"charset {name[:40]!r} not allowed"
     return None
 
 

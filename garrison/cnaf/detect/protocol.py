@@ -12,7 +12,8 @@ from garrison.cnaf.request import HttpRequest
 MAX_HEADERS = 100
 # Headers no browser or API client sends; back ends act on them (WebDAV `If`/`Lock-Token`,
 # `Content-Range` on a request, `Proxy` → HTTP_PROXY in CGI: httpoxy).
-_RESTRICTED_HEADERS = frozenset({"proxy", "lock-token", "content-range", "if"})
+# `Request-Range` is Netscape's pre-standard Range: no client of this century sends it.
+_RESTRICTED_HEADERS = frozenset({"proxy", "lock-token", "content-range", "if", "request-range"})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD"})
 MAX_RANGES = 5
 _ALLOWED_VERSIONS = frozenset({"1.0", "1.1"})
@@ -73,10 +74,12 @@ def check(req: HttpRequest, max_header_bytes: int) -> str | None:
 
 
 def _semantics(req: HttpRequest, chunked: bool) -> str | None:
-    """What parses but no real client sends: a body on GET/HEAD, restricted headers, malformed or
-    evasive Content-Type, range abuse, multipart tricks."""
+    """What parses but no real client sends: a body on GET/HEAD, NUL bytes in the target, restricted headers, an empty Accept, malformed or evasive
+    Content-Type / charsets, range abuse, multipart tricks."""
     if req.method in _BODYLESS_METHODS and (req.body or chunked):
         return f"{req.method} request with a body"
+    if "%00" in req.target:
+        return "NUL byte in the request target"
     ctype = ""
     for k, v in req.headers:
         lk = k.lower()
@@ -84,10 +87,12 @@ def _semantics(req: HttpRequest, chunked: bool) -> str | None:
             return f"restricted header {k}"
         if lk == "content-type":
             ctype = v
-        elif lk in ("range", "request-range") and (
-            v.count(",") >= MAX_RANGES or "bytes=0-," in v.replace(" ", "")
-        ):
+        elif lk == "range" and (v.count(",") >= MAX_RANGES or "bytes=0-," in v.replace(" ", "")):
             return f"{k} header abuse ({v[:40]!r})"
+        elif lk == "accept" and not v.strip():
+            return "empty Accept header"
+        elif lk in ("accept", "accept-charset") and (problem := multipart.charset_problem(v)):
+            return f"{k}: {problem}"
     if ctype:
         if problem := multipart.content_type_problem(ctype):
             return problem

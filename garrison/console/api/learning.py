@@ -17,6 +17,10 @@ router = APIRouter(tags=["learning"])
 _Name = Annotated[str | None, Query(max_length=256)]
 ProfileId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 ProfileState = Literal["learning", "accepted", "enforcing"]
+AutoAccept = Literal["off", "window", "stable"]
+_AUTO_DOC = ("accept the proposed rule by itself, in alert mode (never prevent), as user `system`: `window` once "
+             "the learning window has passed, `stable` once nothing new was seen for stable_hours; `off`: an "
+             "operator accepts")
 
 
 class ProfileCounts(BaseModel):
@@ -50,6 +54,7 @@ class ProfileSummary(BaseModel):
     addresses: list[str] = Field(description="the instances' own addresses (service identity)")
     routes: list[str]
     dropped: int = Field(default=0, description="new items refused: the profile holds 20,000 of that kind")
+    auto_accept: AutoAccept = Field(default="off", description=_AUTO_DOC)
 
 
 class _Item(BaseModel):
@@ -126,6 +131,13 @@ class StartLearning(BaseModel):
     app: str = Field(min_length=1, max_length=256)
     window_hours: float = Field(default=24.0, gt=0, le=24 * 90)
     stable_hours: float = Field(default=4.0, gt=0, le=24 * 90)
+    auto_accept: AutoAccept = Field(default="off", description=_AUTO_DOC)
+
+
+class AutoAcceptBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    auto_accept: AutoAccept = Field(description=_AUTO_DOC)
 
 
 class AcceptBody(BaseModel):
@@ -227,7 +239,7 @@ async def start_learning(body: StartLearning, c: Ctx, p: Writer) -> Any:
     listening ports and DNS in `learn`; the profile's window starts now."""
     prof, policy = await run_in_threadpool(
         c.learning.start, body.org, body.space, body.app, p.username,
-        window_hours=body.window_hours, stable_hours=body.stable_hours,
+        window_hours=body.window_hours, stable_hours=body.stable_hours, auto_accept=body.auto_accept,
     )  # fmt: skip
     await _pushed(c, policy)
     return {
@@ -256,6 +268,14 @@ async def accept(profile_id: ProfileId, c: Ctx, p: Writer, body: AcceptBody | No
     prof, policy = await run_in_threadpool(c.learning.accept, profile_id, p.username, rev)
     await _pushed(c, policy)
     return {"profile": _summary(c, prof), "policy": policy}
+
+
+@router.put("/profiles/{profile_id}/auto-accept", response_model=ProfileSummary)
+def set_auto_accept(profile_id: ProfileId, body: AutoAcceptBody, c: Ctx, p: Writer) -> Any:
+    """Let the console accept this profile's proposal by itself (alert mode only) when its window
+    ends or it is stable; audited as `learning.auto_accept`, the acceptance itself as `learning.accept`
+    by `system`. 409 once the profile is no longer learning."""
+    return _summary(c, c.learning.set_auto_accept(profile_id, body.auto_accept, p.username))
 
 
 @router.post("/profiles/{profile_id}/enforce", response_model=ProfileChange)

@@ -38,6 +38,8 @@ from garrison.policy.model import (
 from garrison.policy.scope import Identity, select_rule_raw
 
 RULE_PREFIX = "learned: "
+SYSTEM_USER = "system"
+"""who the management audit names for what the console did by itself (auto-accept)"""
 LEARN_CONTROLS = ("processes", "network", "listening", "dns")
 
 
@@ -218,6 +220,7 @@ class LearningService:
             "addresses": row["addresses"],
             "routes": row["routes"],
             "dropped": row.get("dropped") or 0,
+            "auto_accept": row.get("auto_accept") or "off",
         }
 
     def detail(self, profile_id: int, resolve: Any = None) -> dict[str, Any]:
@@ -309,7 +312,8 @@ class LearningService:
 
     # -- review → enforce ---------------------------------------------------------------------------
     def start(
-        self, org: str, space: str, app: str, user: str, *, window_hours: float, stable_hours: float
+        self, org: str, space: str, app: str, user: str, *, window_hours: float, stable_hours: float,
+        auto_accept: str = "off",
     ) -> tuple[dict[str, Any], RuntimePolicy]:
         """Put the app in learn mode: its own rule (first in the list) with every learnable control in
         `learn`, the other settings copied from the rule it had."""
@@ -340,18 +344,20 @@ class LearningService:
         self.store.profiles.update(
             prof["id"], state="learning", learning_since=now, last_new_at=None, window_hours=window_hours,
             stable_hours=stable_hours, accepted_at=None, accepted_by="", accepted_revision=None,
+            auto_accept=auto_accept,
         )  # fmt: skip
         self.store.mgmt.record(
             user, "learning.start", f"{org}/{space}/{app}",
             {"profile": prof["id"], "revision": saved.revision, "window_hours": window_hours,
-             "stable_hours": stable_hours},
+             "stable_hours": stable_hours, "auto_accept": auto_accept},
         )  # fmt: skip
         return self.profile(prof["id"]), saved
 
     def accept(
-        self, profile_id: int, user: str, expected_revision: int | None = None
+        self, profile_id: int, user: str, expected_revision: int | None = None, *, auto: str = ""
     ) -> tuple[dict[str, Any], RuntimePolicy]:
-        """The proposed rule goes into the policy in alert mode (replacing the app's learned rule)."""
+        """The proposed rule goes into the policy in alert mode (replacing the app's learned rule);
+        `auto`: accepted by the system (the profile's auto-accept: window or stable), said in the audit."""
         row = self.profile(profile_id)
         policy = self.policies.runtime()
         if expected_revision is not None and expected_revision != policy.revision:
@@ -376,9 +382,39 @@ class LearningService:
         )
         self.store.mgmt.record(
             user, "learning.accept", _target(row),
-            {"profile": profile_id, "revision": saved.revision, "rule": rule.name, "effect": "alert", "diff": diff},
+            {"profile": profile_id, "revision": saved.revision, "rule": rule.name, "effect": "alert", "diff": diff,
+             **({"auto_accept": auto} if auto else {})},
         )  # fmt: skip
         return self.profile(profile_id), saved
+
+    def set_auto_accept(self, profile_id: int, mode: str, user: str) -> dict[str, Any]:
+        """Accept the proposal by itself (alert mode, never prevent) once the learning window has
+        passed (`window`) or nothing new was seen for `stable_hours` (`stable`); `off`: an operator does."""
+        row = self.profile(profile_id)
+        if mode != "off" and row["state"] != "learning":
+            raise Conflict(f"the profile is {row['state']}: auto-accept applies while it learns")
+        self.store.profiles.update(profile_id, auto_accept=mode)
+        self.store.mgmt.record(user, "learning.auto_accept", _target(row), {"profile": profile_id, "auto_accept": mode})
+        return self.profile(profile_id)
+
+    def auto_accept_due(self) -> list[RuntimePolicy]:
+        """Accept (as `system`, alert mode) every learning profile whose auto-accept condition holds and
+        that has seen something; returns the policies saved. Each profile is claimed first, so with
+        several console replicas exactly one accepts it."""
+        saved: list[RuntimePolicy] = []
+        for s in self.summaries(state="learning"):
+            mode = s["auto_accept"]
+            due = (mode == "window" and s["window_elapsed"]) or (mode == "stable" and s["stable"])
+            if not due or not any(s["counts"].values()):
+                continue
+            if not self.store.profiles.claim_auto_accept(s["id"], mode):
+                continue
+            try:
+                saved.append(self.accept(s["id"], SYSTEM_USER, auto=mode)[1])
+            except Conflict as exc:  # e.g. the resulting policy would be invalid: left to the operator (once)
+                self.store.mgmt.record(SYSTEM_USER, "learning.auto_accept_failed", _target(s),
+                                       {"profile": s["id"], "auto_accept": mode, "error": str(exc)[:500]})
+        return saved
 
     def enforce(self, profile_id: int, user: str) -> tuple[dict[str, Any], RuntimePolicy]:
         """Switch the app's accepted rule from alert to prevent."""

@@ -79,6 +79,15 @@ class ProfileStore:
         with self.engine.begin() as c:
             c.execute(update(profiles).where(profiles.c.id == profile_id).values(**values))
 
+    def claim_auto_accept(self, profile_id: int, mode: str) -> bool:
+        """Take the profile's auto-accept (cleared to "off"): True for exactly one caller, whichever
+        console replica ran the check, so a proposal is accepted by the system once."""
+        q = (update(profiles)
+             .where(profiles.c.id == profile_id, profiles.c.state == "learning", profiles.c.auto_accept == mode)
+             .values(auto_accept="off"))  # fmt: skip
+        with self.engine.begin() as c:
+            return c.execute(q).rowcount == 1
+
     def list(
         self,
         *,

@@ -285,6 +285,7 @@ profiles = Table(
     Column("addresses", JSON, nullable=False),  # the instances' own IPs, newest report per run
     Column("routes", JSON, nullable=False),
     Column("dropped", BigInteger, nullable=False, server_default="0"),  # learning_0002
+    Column("auto_accept", String(16), nullable=False, server_default="off"),  # learning_0003: off|window|stable
     UniqueConstraint("org", "space", "app", name="uq_profiles_app"),
 )
 

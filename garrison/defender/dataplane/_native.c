@@ -37,7 +37,11 @@
 #include <linux/openat2.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <linux/stat.h>
 #include <sys/vfs.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -114,7 +118,9 @@ struct tables {
 };
 
 /* ---- records handed to Python ------------------------------------------------------------------ */
-enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3, REC_FORK = 4 }; /* REC_FORK: pid = tid, control = nr */
+/* REC_EXEC: pid = thread group, err = ppid, blob = path\0argv...; REC_FORK: pid = thread group,
+ * entry = tid, control = nr, err = ppid; REC_CHILD (the exec tracer): pid = parent, entry = child */
+enum { REC_NET = 1, REC_AUDIT = 2, REC_EXEC = 3, REC_FORK = 4, REC_CHILD = 5 };
 enum { CTL_NONE = 0, CTL_BADREP = 1, CTL_DENY = 2, CTL_ALLOW = 3 };
 
 struct record {
@@ -171,19 +177,79 @@ struct pidfd_slot {
     int fd; /* -1: empty */
 };
 
-/* An exec Python decided "let through, nothing to audit": the file as the app resolved it (identity
- * and change times: content, drift baseline and copy-of-denied all follow from them) and the exact
- * bytes of the path, the resolved path and argv. Valid until the rule changes (cleared then). */
+/* Exec verdicts Python decided "let through, nothing to audit", keyed on the exact bytes of what the
+ * decision read (path, resolved path, argv -- or, at the exec stop, /proc/<pid>/exe and cmdline) and
+ * on the file as the app resolved it (identity and change times: content, drift baseline and
+ * copy-of-denied all follow from them). Valid until the rule changes (cleared then).
+ * Lock-free: one reader thread (the loop, or the tracer) and one writer at a time (Python, under the
+ * GIL). Entries are immutable; the reader publishes the entry it compares in a hazard slot, and the
+ * writer frees a replaced entry only once the reader no longer holds it (as for the tables). */
 #define EXEC_CACHE 512
 #define EXEC_KEY_MAX 16384
 #define EXEC_MAX_ARGS 256 /* execinfo.MAX_ARGS: Python reads no more */
 #define EXEC_MAX_ARG 4096 /* execinfo.MAX_ARG_BYTES */
-struct exec_entry {
-    uint64_t hash, dev, ino, size;
+struct vfacts {
+    uint64_t dev, ino, size;
     int64_t mtime_ns, ctime_ns;
-    uint32_t mode, key_len, exe_off, argv_off;
-    char *key; /* raw\0exe\0argv0\0argv1\0...; NULL: empty slot */
+    uint32_t mode;
 };
+struct ventry {
+    uint64_t hash;
+    struct vfacts f;
+    uint32_t key_len;
+    char key[];
+};
+struct vcache {
+    _Atomic(struct ventry *) slot[EXEC_CACHE];
+    _Atomic(struct ventry *) hazard;
+};
+
+static void vcache_retire(struct vcache *c, struct ventry *old) {
+    if (!old)
+        return;
+    struct timespec ts = {0, 20000};
+    while (atomic_load_explicit(&c->hazard, memory_order_seq_cst) == old)
+        nanosleep(&ts, NULL); /* the reader holds it for one comparison */
+    free(old);
+}
+
+static void vcache_put(struct vcache *c, struct ventry *e) {
+    vcache_retire(c, atomic_exchange_explicit(&c->slot[e->hash % EXEC_CACHE], e, memory_order_seq_cst));
+}
+
+static void vcache_clear(struct vcache *c) {
+    for (int i = 0; i < EXEC_CACHE; i++)
+        vcache_retire(c, atomic_exchange_explicit(&c->slot[i], NULL, memory_order_seq_cst));
+}
+
+static int same_facts(const struct vfacts *a, const struct vfacts *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns &&
+           a->ctime_ns == b->ctime_ns && a->mode == b->mode;
+}
+
+static int vcache_hit(struct vcache *c, uint64_t h, const char *key, size_t klen, const struct vfacts *f) {
+    _Atomic(struct ventry *) *slot = &c->slot[h % EXEC_CACHE];
+    struct ventry *e = atomic_load_explicit(slot, memory_order_acquire);
+    for (;;) {
+        atomic_store_explicit(&c->hazard, e, memory_order_seq_cst);
+        struct ventry *again = atomic_load_explicit(slot, memory_order_seq_cst);
+        if (again == e)
+            break;
+        e = again;
+    }
+    int hit = e && e->hash == h && e->key_len == klen && same_facts(&e->f, f) && !memcmp(e->key, key, klen);
+    atomic_store_explicit(&c->hazard, NULL, memory_order_release);
+    return hit;
+}
+
+static void facts_of(const struct stat *st, struct vfacts *f) {
+    f->dev = (uint64_t)st->st_dev;
+    f->ino = (uint64_t)st->st_ino;
+    f->size = (uint64_t)st->st_size;
+    f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+    f->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+    f->mode = (uint32_t)st->st_mode;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -208,13 +274,11 @@ typedef struct {
     size_t hhead, hcount;
     int hclosed;
     struct fork_guard fg;
-    /* exec verdicts Python let through (see remember_exec); a mutex: execs are not the hot path */
-    pthread_mutex_t emu;
-    struct exec_entry *ecache;
+    struct vcache *ecache; /* exec verdicts Python let through (see remember_exec) */
     _Atomic uint64_t n_exec_hits, n_exec_missing;
     /* counters */
     _Atomic uint64_t n_recv, n_native, n_handoff, n_emulated, n_continued, n_refused, n_drops,
-        n_waiters, n_gone, n_wake, n_exec, n_fork, n_pidfd_open;
+        n_waiters, n_gone, n_wake, n_exec, n_fork, n_pidfd_open, n_lines;
     _Atomic int waiters_live;
 } LoopObject;
 
@@ -397,6 +461,65 @@ static long read_ppid(uint32_t pid) {
             sscanf(close_paren + 2, "%*c %ld", &ppid);
     }
     return ppid;
+}
+
+/* PIDFD_GET_INFO (6.13): a task's pid, thread group and parent from its pidfd -- a few microseconds,
+ * where rendering /proc/<tid>/stat of a process never looked at before costs 20-30. */
+struct pidfd_info_v0 {
+    uint64_t mask, cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code;
+};
+#define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
+static _Atomic int pidfd_info_ok = 1;
+
+/* The thread group and parent of thread `tid` (each -1 when unknown), read while it waits for our
+ * answer: a worker that forks or execs and exits at once would be gone by the time Python looked,
+ * leaving its node orphaned or recorded under a thread id. pidfd first, else /proc/<tid>/status. */
+static void proc_facts(LoopObject *L, uint32_t tid, long *tgid, long *ppid) {
+    *tgid = *ppid = -1;
+    if (atomic_load_explicit(&pidfd_info_ok, memory_order_relaxed)) {
+        for (int attempt = 0; attempt < 2; attempt++) {
+            uint32_t group;
+            int cached;
+            int pfd = thread_pidfd(L, tid, &group, &cached);
+            if (pfd < 0)
+                break;
+            struct pidfd_info_v0 info;
+            memset(&info, 0, sizeof info);
+            info.mask = 1; /* PIDFD_INFO_PID */
+            int r = ioctl(pfd, PIDFD_GET_INFO_V0, &info);
+            int e = errno;
+            if (!cached && L->pidfds[tid % PIDFD_CACHE].fd != pfd)
+                close(pfd);
+            if (r == 0) {
+                *tgid = info.tgid;
+                *ppid = info.ppid;
+                return;
+            }
+            if (e == ENOTTY || e == EINVAL || e == EOPNOTSUPP) {
+                atomic_store(&pidfd_info_ok, 0); /* before 6.13 */
+                break;
+            }
+            if (!cached)
+                break;
+            forget_pidfd(L, tid); /* a stale pidfd: the tid was reused */
+        }
+    }
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%u/status", tid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "Tgid:", 5))
+            *tgid = atol(line + 5);
+        else if (!strncmp(line, "PPid:", 5)) {
+            *ppid = atol(line + 5);
+            break;
+        }
+    }
+    fclose(f);
 }
 
 /* The identity an audit carries, read while the process still waits for our answer:
@@ -1242,13 +1365,14 @@ static int on_execve_cached(LoopObject *L, const struct tables *t, const struct 
  * at once, and the forensic tree needs the edge (as the Python handler does). */
 static void exec_reply_record(LoopObject *L, const struct tables *t, const struct seccomp_notif *n, char *blob,
                               size_t blob_len) {
-    long ppid = read_ppid(n->pid);
+    long tgid, ppid;
+    proc_facts(L, n->pid, &tgid, &ppid);
     atomic_fetch_add(&L->n_exec, 1);
     reply(L->listener, n->id, 0, 0, 1);
     struct record r;
     memset(&r, 0, sizeof r);
     r.kind = REC_EXEC;
-    r.pid = n->pid;
+    r.pid = tgid > 0 ? (uint32_t)tgid : n->pid; /* after the exec the thread is its group's leader */
     r.err = (int32_t)ppid;
     r.generation = t->generation;
     r.blob = blob;
@@ -1322,11 +1446,20 @@ static int on_procfs(int fd) {
     return fstatfs(fd, &sf) < 0 || sf.f_type == PROC_SUPER_MAGIC;
 }
 
-static uint64_t our_mnt_ns;
+static uint64_t our_mnt_ns, our_root_mnt, our_root_dev, our_root_ino;
 
-/* The app sees the file system as we do (same mount namespace): the drift baseline compares system
- * files with our view of them, so a verdict is only reused where both views are one. */
-static int same_mount_ns(uint32_t tid) {
+/* The app sees the file system as we do: the drift baseline compares system files with our view of
+ * them, so a verdict is only reused where both views are one. Its root is our root directory on the
+ * very mount we have as root (a mount belongs to one namespace, and lookups from it follow that
+ * namespace's mount tree) -- one statx of the root fd we hold anyway, where stat()ing
+ * /proc/<tid>/ns/mnt of a process never looked at before cost ~40 % of the loop's exec time; kernels
+ * without STATX_MNT_ID compare the mount namespaces. */
+static int same_view(uint32_t tid, int rootfd) {
+    struct statx sx;
+    if (our_root_mnt && syscall(SYS_statx, rootfd, "", AT_EMPTY_PATH, STATX_INO | STATX_MNT_ID, &sx) == 0 &&
+        (sx.stx_mask & STATX_MNT_ID))
+        return sx.stx_mnt_id == our_root_mnt && makedev(sx.stx_dev_major, sx.stx_dev_minor) == our_root_dev &&
+               sx.stx_ino == our_root_ino;
     char path[64];
     struct stat st;
     snprintf(path, sizeof path, "/proc/%u/ns/mnt", tid);
@@ -1360,7 +1493,7 @@ static int nothing_to_run(int rootfd, const char *raw) {
 
 /* Returns 1 when answered natively, 0 to hand over (Python decides, and may teach the cache). */
 static int on_execve_cached(LoopObject *L, const struct tables *t, const struct seccomp_notif *n) {
-    if (n->data.nr != SYS_execve || !same_mount_ns(n->pid))
+    if (n->data.nr != SYS_execve)
         return 0;
     char *key = malloc(EXEC_KEY_MAX), *args = malloc(EXEC_KEY_MAX);
     int done = 0, rootfd = -1, fd = -1;
@@ -1390,7 +1523,7 @@ static int on_execve_cached(LoopObject *L, const struct tables *t, const struct 
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/%u/root", n->pid);
     rootfd = open(proc, O_PATH | O_CLOEXEC);
-    if (rootfd < 0)
+    if (rootfd < 0 || !same_view(n->pid, rootfd))
         goto out;
     fd = openat2_path(rootfd, key, 0);
     if (fd < 0) {
@@ -1424,16 +1557,9 @@ static int on_execve_cached(LoopObject *L, const struct tables *t, const struct 
     memcpy(key + off, args, alen);
     size_t klen = off + alen;
     uint64_t h = fnv1a(key, klen);
-    int hit = 0;
-    pthread_mutex_lock(&L->emu);
-    struct exec_entry *e = &L->ecache[h % EXEC_CACHE];
-    if (e->key && e->hash == h && e->key_len == klen && e->dev == (uint64_t)st.st_dev &&
-        e->ino == (uint64_t)st.st_ino && e->size == (uint64_t)st.st_size &&
-        e->mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec &&
-        e->ctime_ns == (int64_t)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec &&
-        e->mode == (uint32_t)st.st_mode && !memcmp(e->key, key, klen))
-        hit = 1;
-    pthread_mutex_unlock(&L->emu);
+    struct vfacts f;
+    facts_of(&st, &f);
+    int hit = vcache_hit(L->ecache, h, key, klen, &f);
     if (!hit)
         goto out;
     if (!id_valid(L->listener, n->id)) { /* ID_VALID after the reads, before answering */
@@ -1455,15 +1581,6 @@ out:
     free(key);
     free(args);
     return done;
-}
-
-static void exec_cache_clear(LoopObject *L) {
-    pthread_mutex_lock(&L->emu);
-    for (int i = 0; i < EXEC_CACHE; i++) {
-        free(L->ecache[i].key);
-        L->ecache[i].key = NULL;
-    }
-    pthread_mutex_unlock(&L->emu);
 }
 
 #define CLONE_UNTRACED_FLAG 0x00800000ULL
@@ -1517,13 +1634,15 @@ static int on_fork(LoopObject *L, const struct tables *t, const struct seccomp_n
         }
     }
     atomic_fetch_add(&L->n_fork, 1);
-    struct record r; /* the forensic fork line (Python adds the thread group, off this path) */
+    struct record r; /* the forensic fork line */
     memset(&r, 0, sizeof r);
-    r.err = (int32_t)read_ppid(n->pid); /* before the reply: a worker that forks and exits would be
-                                          * gone by the time Python reads it, leaving its node orphaned */
+    long tgid, ppid;
+    proc_facts(L, n->pid, &tgid, &ppid); /* before the reply (see proc_facts) */
     reply(L->listener, n->id, 0, 0, 1);
     r.kind = REC_FORK;
-    r.pid = n->pid;
+    r.pid = tgid > 0 ? (uint32_t)tgid : n->pid;
+    r.entry = n->pid;
+    r.err = (int32_t)ppid;
     r.control = (uint32_t)n->data.nr;
     r.generation = t->generation;
     ring_push(L, &r, 0);
@@ -1596,6 +1715,7 @@ static void *loop_main(void *arg) {
     sigdelset(&only_wake, WAKE_SIGNAL);
     pthread_sigmask(SIG_SETMASK, &only_wake, NULL); /* the app's and the operator's signals go to Python */
     struct seccomp_notif n;
+    pthread_setname_np(pthread_self(), "garrison-dp-c"); /* for top/perf: the loop's own CPU */
     int use_poll = !recv_sees_hangup();
     while (!atomic_load_explicit(&L->stopping, memory_order_acquire)) {
         if (use_poll) {
@@ -1711,12 +1831,11 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
     self->ring_mask = (size_t)slots - 1;
     for (size_t i = 0; i < (size_t)slots; i++)
         atomic_init(&self->ring[i].seq, i);
-    self->ecache = calloc(EXEC_CACHE, sizeof(struct exec_entry));
+    self->ecache = calloc(1, sizeof(struct vcache));
     if (!self->ecache) {
         PyErr_NoMemory();
         return -1;
     }
-    pthread_mutex_init(&self->emu, NULL);
     pthread_mutex_init(&self->fg.mu, NULL);
     self->fg.base = 1; /* the app itself, started with no notification (AppTree starts the same) */
     self->fg.tasks_limit = 1; /* unknown until Python says: every guarded fork goes to Python */
@@ -1724,6 +1843,13 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
     struct stat ns;
     if (!our_mnt_ns && stat("/proc/self/ns/mnt", &ns) == 0)
         our_mnt_ns = (uint64_t)ns.st_ino;
+    struct statx rx;
+    if (!our_root_mnt && syscall(SYS_statx, AT_FDCWD, "/", 0, STATX_INO | STATX_MNT_ID, &rx) == 0 &&
+        (rx.stx_mask & STATX_MNT_ID)) {
+        our_root_dev = makedev(rx.stx_dev_major, rx.stx_dev_minor);
+        our_root_ino = rx.stx_ino;
+        our_root_mnt = rx.stx_mnt_id;
+    }
     pthread_mutex_init(&self->hmu, NULL);
     pthread_cond_init(&self->hcv, NULL);
     pthread_cond_init(&self->hspace, NULL);
@@ -1884,15 +2010,21 @@ static int fmt_ip(char *out, size_t cap, int v6, const uint8_t *a) {
     return off;
 }
 
+/* round(t, 6) as Python's repr writes it (the forensic lines' "t") */
+static int fmt_time(char *t, size_t cap, double when) {
+    long long us = (long long)(when * 1e6 + 0.5);
+    int tl = snprintf(t, cap, "%lld.%06lld", us / 1000000LL, us % 1000000LL);
+    while (tl > 2 && t[tl - 1] == '0' && t[tl - 2] != '.')
+        t[--tl] = 0;
+    return tl;
+}
+
 /* The forensic "net" line the network guard writes for an allowed destination (same keys, same
  * order as json.dumps of its record() call), stamped with the time of the decision. */
 static int fmt_net_line(char *out, size_t cap, const struct record *r) {
     char ip[64], t[48];
     fmt_ip(ip, sizeof ip, r->family == 6, r->addr);
-    long long us = (long long)(r->t * 1e6 + 0.5);
-    int tl = snprintf(t, sizeof t, "%lld.%06lld", us / 1000000LL, us % 1000000LL);
-    while (tl > 2 && t[tl - 1] == '0' && t[tl - 2] != '.') /* like Python's repr of round(t, 6) */
-        t[--tl] = 0;
+    fmt_time(t, sizeof t, r->t);
     const char *proto = r->proto == 1 ? "tcp" : r->proto == 2 ? "udp" : NULL;
     if (!proto)
         return snprintf(out, cap, "{\"t\": %s, \"kind\": \"net\", \"pid\": %u, \"dest_ip\": \"%s\", \"dest_port\": %u}\n",
@@ -1901,6 +2033,108 @@ static int fmt_net_line(char *out, size_t cap, const struct record *r) {
                     "{\"t\": %s, \"kind\": \"net\", \"pid\": %u, \"dest_ip\": \"%s\", \"dest_port\": %u, "
                     "\"protocol\": \"%s\", \"names\": []}\n",
                     t, r->pid, ip, r->port, proto);
+}
+
+/* A string as json.dumps writes it (ensure_ascii); -1 when it holds a byte above 0x7f (Python decodes
+ * those with errors="replace": it formats that line) or does not fit. */
+static int json_str(char *out, size_t cap, const char *s, size_t n) {
+    size_t o = 0;
+    if (cap < 3)
+        return -1;
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (cap - o < 8)
+            return -1;
+        if (c >= 0x80)
+            return -1;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            out[o++] = (char)c;
+        } else {
+            const char *short_esc = c == '\n' ? "n" : c == '\r' ? "r" : c == '\t' ? "t" : c == '\b' ? "b" : c == '\f' ? "f" : NULL;
+            if (short_esc) {
+                out[o++] = '\\';
+                out[o++] = *short_esc;
+            } else {
+                o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+            }
+        }
+    }
+    out[o++] = '"';
+    return (int)o;
+}
+
+#define FORENSIC_ARGS 32 /* the exec line's argv[:32] */
+
+/* The forensic "exec" line of an exec the loop let through: ProcessControls.on_exec's record() call
+ * (as NativeDataplane._exec_line wrote it): path and argv from the blob. -1: Python formats it. */
+static int fmt_exec_line(char *out, size_t cap, const struct record *r) {
+    char t[48], pp[24];
+    fmt_time(t, sizeof t, r->t);
+    if (r->err >= 0)
+        snprintf(pp, sizeof pp, "%d", r->err);
+    else
+        strcpy(pp, "null");
+    int o = snprintf(out, cap, "{\"t\": %s, \"kind\": \"exec\", \"pid\": %u, \"ppid\": %s, \"exe\": ", t, r->pid, pp);
+    const char *b = r->blob ? r->blob : "", *end = b + (r->blob ? r->blob_len : 0);
+    const char *nul = r->blob ? memchr(b, 0, (size_t)(end - b)) : NULL;
+    int w = json_str(out + o, cap - (size_t)o, b, nul ? (size_t)(nul - b) : 0);
+    if (w < 0)
+        return -1;
+    o += w;
+    o += snprintf(out + o, cap - (size_t)o, ", \"argv\": [");
+    const char *a = nul ? nul + 1 : end;
+    for (int i = 0; a < end && i < FORENSIC_ARGS; i++) {
+        const char *z = memchr(a, 0, (size_t)(end - a));
+        if (!z)
+            break; /* an unterminated tail is not an argument (split(b"\0")[:-1]) */
+        if ((size_t)o + 2 >= cap)
+            return -1;
+        if (i) {
+            out[o++] = ',';
+            out[o++] = ' ';
+        }
+        w = json_str(out + o, cap - (size_t)o, a, (size_t)(z - a));
+        if (w < 0)
+            return -1;
+        o += w;
+        a = z + 1;
+    }
+    int tail = snprintf(out + o, cap - (size_t)o, "], \"loader\": null, \"script\": null, \"verdict\": \"allow\"}\n");
+    if (tail < 0 || (size_t)(o + tail) >= cap)
+        return -1;
+    return o + tail;
+}
+
+static const char *fork_syscall(uint32_t nr) {
+    return nr == SYS_clone ? "clone" : nr == SYS_fork ? "fork" : nr == SYS_vfork ? "vfork" : NULL;
+}
+
+/* The forensic "fork" line of a fork the loop let through (ProcessControls._record_fork's keys). */
+static int fmt_fork_line(char *out, size_t cap, const struct record *r) {
+    char t[48], pp[24];
+    const char *sc = fork_syscall(r->control);
+    if (!sc)
+        return -1;
+    fmt_time(t, sizeof t, r->t);
+    if (r->err >= 0)
+        snprintf(pp, sizeof pp, "%d", r->err);
+    else
+        strcpy(pp, "null");
+    return snprintf(out, cap,
+                    "{\"t\": %s, \"kind\": \"fork\", \"pid\": %u, \"tid\": %u, \"ppid\": %s, \"syscall\": \"%s\", "
+                    "\"verdict\": \"allow\"}\n",
+                    t, r->pid, r->entry, pp, sc);
+}
+
+/* The forensic "child" line of a fork the exec tracer saw (ProcessControls.record_child's keys). */
+static int fmt_child_line(char *out, size_t cap, const struct record *r) {
+    char t[48];
+    fmt_time(t, sizeof t, r->t);
+    return snprintf(out, cap, "{\"t\": %s, \"kind\": \"child\", \"pid\": %u, \"child\": %u}\n", t, r->pid, r->entry);
 }
 
 static int flush_lines(PyObject *out, char *buf, size_t *len) {
@@ -1916,12 +2150,45 @@ static int flush_lines(PyObject *out, char *buf, size_t *len) {
     return 0;
 }
 
-/* drain(max, timeout_ms, lines=False) -> list of record tuples (waits until something is urgent or
- * the timeout). lines=True: each run of allowed-destination records comes as one str of forensic
- * "net" lines instead (formatted here: the common record never becomes Python objects). */
+enum { LINES_NET = 1, LINES_PROC = 2 };
+
+/* One record as a forensic line into buf (flushed first when it might not fit); 0 when it is not a
+ * line of a kind asked for (or Python must format it): then it becomes a tuple. */
+static int record_line(LoopObject *L, PyObject *out, char *buf, size_t *blen, size_t cap, const struct record *r,
+                       int lines) {
+    enum { SHORT_LINE = 256 };
+    if (r->kind == REC_NET && (lines & LINES_NET)) {
+        if (*blen + SHORT_LINE > cap && flush_lines(out, buf, blen) < 0)
+            return -1;
+        *blen += (size_t)fmt_net_line(buf + *blen, cap - *blen, r);
+        return 1;
+    }
+    if (!(lines & LINES_PROC) || (r->kind != REC_EXEC && r->kind != REC_FORK && r->kind != REC_CHILD))
+        return 0;
+    size_t need = r->kind == REC_EXEC ? SHORT_LINE + 6 * (size_t)r->blob_len : SHORT_LINE;
+    if (need > cap)
+        return 0;
+    if (*blen + need > cap && flush_lines(out, buf, blen) < 0)
+        return -1;
+    int w = r->kind == REC_EXEC ? fmt_exec_line(buf + *blen, cap - *blen, r)
+            : r->kind == REC_FORK ? fmt_fork_line(buf + *blen, cap - *blen, r)
+                                  : fmt_child_line(buf + *blen, cap - *blen, r);
+    if (w < 0 || (size_t)w >= cap - *blen)
+        return 0;
+    *blen += (size_t)w;
+    free(r->blob);
+    atomic_fetch_add_explicit(&L->n_lines, 1, memory_order_relaxed);
+    return 1;
+}
+
+/* drain(max, timeout_ms, lines=0) -> list of record tuples (waits until something is urgent or the
+ * timeout). `lines` (LINES_NET | LINES_PROC): records of those kinds -- allowed destinations; execs,
+ * forks and the tracer's children the loop let through -- come as runs of forensic lines (one str
+ * each) instead, formatted here in the keys and order of Python's json.dumps: the common record
+ * never becomes Python objects. */
 static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     int max = 4096, timeout_ms = 100, lines = 0;
-    if (!PyArg_ParseTuple(args, "|iip", &max, &timeout_ms, &lines))
+    if (!PyArg_ParseTuple(args, "|iii", &max, &timeout_ms, &lines))
         return NULL;
     if (timeout_ms > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -1936,7 +2203,7 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     PyObject *out = PyList_New(0);
     if (!out)
         return NULL;
-    enum { LINE_MAX_LEN = 256, LINES_CAP = 1 << 16 };
+    enum { LINES_CAP = 1 << 18 };
     char *buf = lines ? malloc(LINES_CAP) : NULL;
     size_t blen = 0;
     if (lines && !buf) {
@@ -1945,12 +2212,13 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     }
     struct record r;
     for (int i = 0; i < max && ring_pop(self, &r); i++) {
-        if (lines && r.kind == REC_NET) {
-            if (blen + LINE_MAX_LEN > LINES_CAP && flush_lines(out, buf, &blen) < 0)
-                goto fail;
-            blen += (size_t)fmt_net_line(buf + blen, LINES_CAP - blen, &r);
-            continue;
+        int done = lines ? record_line(self, out, buf, &blen, LINES_CAP, &r, lines) : 0;
+        if (done < 0) {
+            free(r.blob);
+            goto fail;
         }
+        if (done)
+            continue;
         if (flush_lines(out, buf, &blen) < 0) {
             free(r.blob);
             goto fail;
@@ -2008,28 +2276,19 @@ static PyObject *Loop_remember_exec(LoopObject *self, PyObject *args) {
     if (klen > EXEC_KEY_MAX || memchr(raw, 0, (size_t)rl) || memchr(exe, 0, (size_t)el) ||
         (al && argv[al - 1] != 0))
         Py_RETURN_FALSE;
-    char *key = malloc(klen);
-    if (!key)
+    struct ventry *e = malloc(sizeof *e + klen);
+    if (!e)
         return PyErr_NoMemory();
+    char *key = e->key;
     memcpy(key, raw, (size_t)rl);
     key[rl] = 0;
     memcpy(key + rl + 1, exe, (size_t)el);
     key[rl + 1 + el] = 0;
     memcpy(key + rl + el + 2, argv, (size_t)al);
-    uint64_t h = fnv1a(key, klen);
-    pthread_mutex_lock(&self->emu);
-    struct exec_entry *e = &self->ecache[h % EXEC_CACHE];
-    free(e->key);
-    e->key = key;
+    e->hash = fnv1a(key, klen);
     e->key_len = (uint32_t)klen;
-    e->hash = h;
-    e->dev = dev;
-    e->ino = ino;
-    e->size = size;
-    e->mtime_ns = mtime;
-    e->ctime_ns = ctime;
-    e->mode = mode;
-    pthread_mutex_unlock(&self->emu);
+    e->f = (struct vfacts){dev, ino, size, mtime, ctime, mode};
+    vcache_put(self->ecache, e);
     Py_RETURN_TRUE;
 }
 
@@ -2077,13 +2336,13 @@ static PyObject *Loop_fork_tasks(LoopObject *self, PyObject *args) {
 }
 
 static PyObject *Loop_clear_execs(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
-    exec_cache_clear(self);
+    vcache_clear(self->ecache);
     Py_RETURN_NONE;
 }
 
 static PyObject *Loop_stats(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "received", (unsigned long long)atomic_load(&self->n_recv),
         "native", (unsigned long long)atomic_load(&self->n_native), "handed_over",
         (unsigned long long)atomic_load(&self->n_handoff), "emulated", (unsigned long long)atomic_load(&self->n_emulated),
         "continued", (unsigned long long)atomic_load(&self->n_continued), "refused",
@@ -2093,6 +2352,7 @@ static PyObject *Loop_stats(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
         (unsigned long long)atomic_load(&self->n_pidfd_open), "exec_hits", (unsigned long long)atomic_load(&self->n_exec_hits),
         "exec_missing", (unsigned long long)atomic_load(&self->n_exec_missing), "execs",
         (unsigned long long)atomic_load(&self->n_exec), "forks", (unsigned long long)atomic_load(&self->n_fork),
+        "proc_lines", (unsigned long long)atomic_load(&self->n_lines),
         "ring_slots", (Py_ssize_t)(self->ring_mask + 1));
 }
 
@@ -2115,9 +2375,8 @@ static void Loop_dealloc(LoopObject *self) {
     if (self->wake_fd > 0)
         close(self->wake_fd);
     if (self->ecache) {
-        exec_cache_clear(self);
+        vcache_clear(self->ecache);
         free(self->ecache);
-        pthread_mutex_destroy(&self->emu);
         pthread_mutex_destroy(&self->fg.mu);
     }
     pthread_mutex_destroy(&self->hmu);
@@ -2151,6 +2410,400 @@ static PyTypeObject LoopType = {
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,
     .tp_methods = Loop_methods,
+};
+
+
+/* ---- the exec tracer ------------------------------------------------------------------------------ */
+/* Where the ptrace exec stop runs (a deny/allow list under prevent, or no Landlock), this thread is the
+ * tracer: it seizes the app (fork, vfork, clone and exec events; EXITKILL), and is the only waiter of
+ * the defender. At each exec stop the new image is loaded but has not run an instruction: the loop
+ * reads /proc/<pid>/exe and cmdline and lets the process go on when the process controls already let
+ * this very exec through (the verdict cache Python teaches, keyed on the exe path, the cmdline bytes
+ * and the file's identity and change times, the path naming that same file in our view). Anything
+ * else -- a first exec, the dynamic loader, memfd, a changed file -- is handed to Python's
+ * ProcessControls.check_exec_stop, and the loop waits for its verdict (kill or go on), as the Python
+ * tracer did. Fork events become "child" forensic lines through the loop's ring. */
+#define STOP_CMDLINE_MAX 65536 /* check_exec_stop reads this much of cmdline */
+
+typedef struct {
+    PyObject_HEAD
+    LoopObject *loop; /* its ring carries the child lines */
+    pthread_t thread;
+    int running;
+    pid_t app;
+    unsigned long options;
+    int release_fd;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int attached, attach_errno, finished, have_status, app_status;
+    int ask_pid, asked, verdict; /* one exec stop at a time waits for Python */
+    _Atomic int mode;            /* 0: the rule cannot kill at the exec stop; 1: check */
+    struct vcache *cache;
+    char *buf; /* exe\0cmdline of the stop being checked (tracer thread only) */
+    _Atomic uint64_t n_execs, n_hits, n_handed, n_children;
+} TracerObject;
+
+/* 1 when this exec stop is one Python already let through (same exe, cmdline and file) */
+static int stop_known(TracerObject *T, pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d", (int)pid);
+    int dfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC), known = 0, cfd = -1, xfd = -1;
+    if (dfd < 0)
+        return 0;
+    char *key = T->buf;
+    ssize_t el = readlinkat(dfd, "exe", key, EXEC_MAX_ARG);
+    if (el <= 0 || el >= EXEC_MAX_ARG || key[0] != '/')
+        goto out;
+    key[el] = 0;
+    cfd = openat(dfd, "cmdline", O_RDONLY | O_CLOEXEC);
+    if (cfd < 0)
+        goto out;
+    ssize_t cl = read(cfd, key + el + 1, STOP_CMDLINE_MAX);
+    if (cl < 0 || cl >= STOP_CMDLINE_MAX)
+        goto out; /* what Python reads would be cut: it decides */
+    xfd = openat(dfd, "exe", O_PATH | O_CLOEXEC);
+    struct stat st, ours;
+    if (xfd < 0 || fstat(xfd, &st) < 0 || !S_ISREG(st.st_mode))
+        goto out;
+    /* the path names this very file for us too (the baseline compares the path in our view; a
+     * deleted or replaced file, or another mount namespace's, goes to Python) */
+    if (stat(key, &ours) < 0 || ours.st_dev != st.st_dev || ours.st_ino != st.st_ino)
+        goto out;
+    size_t klen = (size_t)el + 1 + (size_t)cl;
+    struct vfacts f;
+    facts_of(&st, &f);
+    known = vcache_hit(T->cache, fnv1a(key, klen), key, klen, &f);
+out:
+    if (xfd >= 0)
+        close(xfd);
+    if (cfd >= 0)
+        close(cfd);
+    close(dfd);
+    return known;
+}
+
+/* Python's verdict on an exec stop (1 = kill); the tracer waits for it (fail-closed: kill when the
+ * Python side is gone) */
+static int ask_python(TracerObject *T, pid_t pid) {
+    atomic_fetch_add(&T->n_handed, 1);
+    pthread_mutex_lock(&T->mu);
+    T->ask_pid = (int)pid;
+    T->asked = 0;
+    T->verdict = -1;
+    pthread_cond_broadcast(&T->cv);
+    while (T->verdict < 0)
+        pthread_cond_wait(&T->cv, &T->mu);
+    int v = T->verdict;
+    T->ask_pid = 0;
+    pthread_mutex_unlock(&T->mu);
+    return v;
+}
+
+static int exec_stop(TracerObject *T, pid_t pid) {
+    atomic_fetch_add(&T->n_execs, 1);
+    if (!atomic_load_explicit(&T->mode, memory_order_acquire))
+        return 0; /* no rule, or one that does not prevent: check_exec_stop never kills */
+    if (stop_known(T, pid)) {
+        atomic_fetch_add(&T->n_hits, 1);
+        return 0;
+    }
+    return ask_python(T, pid);
+}
+
+static void record_child(TracerObject *T, pid_t parent, unsigned long child) {
+    struct record r;
+    memset(&r, 0, sizeof r);
+    r.kind = REC_CHILD;
+    r.pid = (uint32_t)parent;
+    r.entry = (uint32_t)child;
+    atomic_fetch_add(&T->n_children, 1);
+    ring_push(T->loop, &r, 0);
+}
+
+static void tracer_loop(TracerObject *T) {
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, __WALL);
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* ECHILD: nothing left */
+        }
+        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            if (pid == T->app) {
+                pthread_mutex_lock(&T->mu);
+                T->app_status = status;
+                T->have_status = 1;
+                pthread_mutex_unlock(&T->mu);
+                return;
+            }
+            continue;
+        }
+        if (!WIFSTOPPED(status))
+            continue;
+        int sig = WSTOPSIG(status), event = (int)((unsigned)status >> 16);
+        if (event == PTRACE_EVENT_EXEC) {
+            if (exec_stop(T, pid))
+                kill(pid, SIGKILL);
+            ptrace(PTRACE_CONT, pid, 0, 0);
+        } else if (event == PTRACE_EVENT_STOP) {
+            if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+                ptrace(PTRACE_LISTEN, pid, 0, 0); /* a real group-stop: stay stopped until SIGCONT */
+            else
+                ptrace(PTRACE_CONT, pid, 0, 0);
+        } else if (event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
+            unsigned long child = 0;
+            if (ptrace(PTRACE_GETEVENTMSG, pid, 0, &child) == 0)
+                record_child(T, pid, child);
+            ptrace(PTRACE_CONT, pid, 0, 0);
+        } else if (event) {
+            ptrace(PTRACE_CONT, pid, 0, 0); /* clone events (threads) */
+        } else {
+            ptrace(PTRACE_CONT, pid, 0, (void *)(long)sig); /* signal-delivery-stop: deliver it */
+        }
+    }
+}
+
+static void *tracer_main(void *arg) {
+    TracerObject *T = arg;
+    sigset_t all;
+    sigfillset(&all);
+    /* The app's and the operator's signals go to Python -- except SIGCHLD: every ptrace stop sends
+     * one to the tracer, and a blocked signal is never dropped as ignored: it would be queued for the
+     * process and wake a Python thread (the main one) three or four times per fork+exec for nothing.
+     * Unblocked here, the kernel drops it at once (SIGCHLD's default is to ignore it). */
+    sigdelset(&all, SIGCHLD);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    pthread_setname_np(pthread_self(), "garrison-trace");
+    pthread_mutex_lock(&T->mu);
+    while (!T->app) /* attach() names the app */
+        pthread_cond_wait(&T->cv, &T->mu);
+    pthread_mutex_unlock(&T->mu);
+    int err = ptrace(PTRACE_SEIZE, T->app, NULL, (void *)T->options) < 0 ? errno : 0;
+    if (write(T->release_fd, "g", 1) < 0) { /* the child goes on to exec (or fails and exits) */
+    }
+    close(T->release_fd);
+    pthread_mutex_lock(&T->mu);
+    T->attach_errno = err;
+    T->attached = 1;
+    pthread_cond_broadcast(&T->cv);
+    pthread_mutex_unlock(&T->mu);
+    tracer_loop(T);
+    pthread_mutex_lock(&T->mu);
+    T->finished = 1;
+    pthread_cond_broadcast(&T->cv);
+    pthread_mutex_unlock(&T->mu);
+    return NULL;
+}
+
+static int Tracer_init(TracerObject *self, PyObject *args, PyObject *kw) {
+    PyObject *loop;
+    if (!PyArg_ParseTuple(args, "O!", &LoopType, &loop))
+        return -1;
+    Py_INCREF(loop);
+    self->loop = (LoopObject *)loop;
+    self->cache = calloc(1, sizeof(struct vcache));
+    self->buf = malloc(EXEC_MAX_ARG + STOP_CMDLINE_MAX + 2);
+    if (!self->cache || !self->buf) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pthread_mutex_init(&self->mu, NULL);
+    pthread_cond_init(&self->cv, NULL);
+    return 0;
+}
+
+/* start(): the tracer thread, created here (from an unrestricted thread: a thread inherits the seccomp
+ * filter and Landlock domain of the thread that creates it, and the spawn helper that attaches is
+ * restricted); it waits for attach() */
+static PyObject *Tracer_start(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->running)
+        Py_RETURN_NONE;
+    int e = pthread_create(&self->thread, NULL, tracer_main, self);
+    if (e) {
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->running = 1;
+    Py_INCREF(self); /* the thread's reference, dropped once it is joined */
+    Py_RETURN_NONE;
+}
+
+/* attach(pid, release_fd, options): the tracer thread seizes `pid`, then writes to release_fd so the
+ * child goes on to exec; raises OSError when the seize failed (the thread still waits for the app,
+ * as the Python tracer did) */
+static PyObject *Tracer_attach(TracerObject *self, PyObject *args) {
+    int pid, fd;
+    unsigned long options;
+    if (!PyArg_ParseTuple(args, "iik", &pid, &fd, &options))
+        return NULL;
+    if (!self->running || self->app || pid <= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "start() first, and attach once");
+        return NULL;
+    }
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->mu);
+    self->release_fd = fd;
+    self->options = options;
+    self->app = pid;
+    pthread_cond_broadcast(&self->cv);
+    while (!self->attached)
+        pthread_cond_wait(&self->cv, &self->mu);
+    err = self->attach_errno;
+    pthread_mutex_unlock(&self->mu);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* take(timeout_ms) -> pid of an exec stop Python must check | None; EOFError once the app is gone */
+static PyObject *Tracer_take(TracerObject *self, PyObject *args) {
+    int timeout_ms = -1;
+    if (!PyArg_ParseTuple(args, "|i", &timeout_ms))
+        return NULL;
+    int pid = 0, finished = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000 + 1;
+    pthread_mutex_lock(&self->mu);
+    while (!(self->ask_pid && !self->asked) && !self->finished) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&self->cv, &self->mu);
+        else if (pthread_cond_timedwait(&self->cv, &self->mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    if (self->ask_pid && !self->asked) {
+        pid = self->ask_pid;
+        self->asked = 1;
+    }
+    finished = self->finished;
+    pthread_mutex_unlock(&self->mu);
+    Py_END_ALLOW_THREADS
+    if (pid)
+        return PyLong_FromLong(pid);
+    if (finished) {
+        if (self->running) {
+            Py_BEGIN_ALLOW_THREADS
+            pthread_join(self->thread, NULL);
+            Py_END_ALLOW_THREADS
+            self->running = 0;
+            Py_DECREF(self);
+        }
+        return PyErr_Format(PyExc_EOFError, "the app is gone");
+    }
+    Py_RETURN_NONE;
+}
+
+/* answer(pid, kill): Python's verdict on the exec stop it took */
+static PyObject *Tracer_answer(TracerObject *self, PyObject *args) {
+    int pid, kill_it;
+    if (!PyArg_ParseTuple(args, "ip", &pid, &kill_it))
+        return NULL;
+    pthread_mutex_lock(&self->mu);
+    if (self->ask_pid == pid && self->verdict < 0) {
+        self->verdict = kill_it;
+        pthread_cond_broadcast(&self->cv);
+    }
+    pthread_mutex_unlock(&self->mu);
+    Py_RETURN_NONE;
+}
+
+/* remember(exe, cmdline, dev, ino, size, mtime_ns, ctime_ns, mode): check_exec_stop let this exec
+ * go on; the same stop of the same unchanged file is let go on natively until clear() */
+static PyObject *Tracer_remember(TracerObject *self, PyObject *args) {
+    const char *exe, *cmd;
+    Py_ssize_t el, cl;
+    unsigned long long dev, ino, size;
+    long long mtime, ctime;
+    unsigned int mode;
+    if (!PyArg_ParseTuple(args, "y#y#KKKLLI", &exe, &el, &cmd, &cl, &dev, &ino, &size, &mtime, &ctime, &mode))
+        return NULL;
+    if (el <= 0 || el >= EXEC_MAX_ARG || cl >= STOP_CMDLINE_MAX || memchr(exe, 0, (size_t)el))
+        Py_RETURN_FALSE;
+    size_t klen = (size_t)el + 1 + (size_t)cl;
+    struct ventry *e = malloc(sizeof *e + klen);
+    if (!e)
+        return PyErr_NoMemory();
+    memcpy(e->key, exe, (size_t)el);
+    e->key[el] = 0;
+    memcpy(e->key + el + 1, cmd, (size_t)cl);
+    e->hash = fnv1a(e->key, klen);
+    e->key_len = (uint32_t)klen;
+    e->f = (struct vfacts){dev, ino, size, mtime, ctime, mode};
+    vcache_put(self->cache, e);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Tracer_clear(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
+    vcache_clear(self->cache);
+    Py_RETURN_NONE;
+}
+
+/* set_mode(check): whether the current rule can kill at the exec stop (prevent) */
+static PyObject *Tracer_set_mode(TracerObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    atomic_store_explicit(&self->mode, on, memory_order_release);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Tracer_app_status(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
+    pthread_mutex_lock(&self->mu);
+    int have = self->have_status, st = self->app_status;
+    pthread_mutex_unlock(&self->mu);
+    if (!have)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(st);
+}
+
+static PyObject *Tracer_stats(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
+    return Py_BuildValue("{s:K,s:K,s:K,s:K}", "stop_execs", (unsigned long long)atomic_load(&self->n_execs),
+                         "stop_hits", (unsigned long long)atomic_load(&self->n_hits), "stop_handed_over",
+                         (unsigned long long)atomic_load(&self->n_handed), "children",
+                         (unsigned long long)atomic_load(&self->n_children));
+}
+
+static void Tracer_dealloc(TracerObject *self) {
+    /* a running tracer holds a reference: here its thread is joined (or was never started) */
+    if (self->cache) {
+        vcache_clear(self->cache);
+        free(self->cache);
+    }
+    free(self->buf);
+    pthread_mutex_destroy(&self->mu);
+    pthread_cond_destroy(&self->cv);
+    Py_XDECREF(self->loop);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Tracer_methods[] = {
+    {"start", (PyCFunction)Tracer_start, METH_NOARGS, "Start the tracer thread (it waits for attach)."},
+    {"attach", (PyCFunction)Tracer_attach, METH_VARARGS, "The tracer thread seizes the app, then releases it."},
+    {"take", (PyCFunction)Tracer_take, METH_VARARGS, "Next exec stop Python must check (GIL released while waiting)."},
+    {"answer", (PyCFunction)Tracer_answer, METH_VARARGS, "Python's verdict on an exec stop: kill or go on."},
+    {"remember", (PyCFunction)Tracer_remember, METH_VARARGS, "An exec stop Python let go on, to answer natively."},
+    {"clear", (PyCFunction)Tracer_clear, METH_NOARGS, "Forget every remembered exec stop (rule change)."},
+    {"set_mode", (PyCFunction)Tracer_set_mode, METH_O, "Whether the rule can kill at the exec stop."},
+    {"app_status", (PyCFunction)Tracer_app_status, METH_NOARGS, "The app's wait status once it exited, else None."},
+    {"stats", (PyCFunction)Tracer_stats, METH_NOARGS, "Counters."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TracerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "garrison.defender.dataplane._native.Tracer",
+    .tp_basicsize = sizeof(TracerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Native ptrace exec-stop tracer deciding repeats from a verdict cache.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Tracer_init,
+    .tp_dealloc = (destructor)Tracer_dealloc,
+    .tp_methods = Tracer_methods,
 };
 
 /* decide(blob, addr, port, proto) -> (kind, control, entry, effect): the loop's decision for one
@@ -2193,7 +2846,7 @@ static PyMethodDef mod_methods[] = {
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_native", "Garrison native data plane.", -1, mod_methods};
 
 PyMODINIT_FUNC PyInit__native(void) {
-    if (PyType_Ready(&LoopType) < 0)
+    if (PyType_Ready(&LoopType) < 0 || PyType_Ready(&TracerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (!m)
@@ -2201,6 +2854,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&LoopType);
     if (PyModule_AddObject(m, "Loop", (PyObject *)&LoopType) < 0) {
         Py_DECREF(&LoopType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&TracerType);
+    if (PyModule_AddObject(m, "Tracer", (PyObject *)&TracerType) < 0) {
+        Py_DECREF(&TracerType);
         Py_DECREF(m);
         return NULL;
     }

@@ -29,11 +29,17 @@ from garrison.policy.model import Rule
 
 log = logging.getLogger(__name__)
 
-REC_NET, REC_AUDIT, REC_EXEC, REC_FORK = 1, 2, 3, 4
+REC_NET, REC_AUDIT, REC_EXEC, REC_FORK, REC_CHILD = 1, 2, 3, 4, 5
+LINES_NET, LINES_PROC = 1, 2
 _FORK_NAMES = {56: "clone", 57: "fork", 58: "vfork"}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _EFFECT_NAMES = {1: "alert", 2: "prevent"}
 _GUARD_COUNTERS = ("emulated", "continued", "refused")
+
+
+def _stop_can_kill(rule: Rule | None) -> bool:
+    """ProcessControls.check_exec_stop kills only under a rule whose process effect is prevent."""
+    return rule is not None and rule.processes.effect == "prevent"
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class NativeDataplane:
         self.guard = guard
         self.threads = threads
         self._loop = _native.Loop(listener, ring_slots)
+        self._tracer: Any = None  # the native exec tracer, where the ptrace exec stop runs
         self._compiled: OrderedDict[int, tables.Compiled] = OrderedDict()
         self._rule: Rule | None = None
         self._current: tables.Compiled | None = None
@@ -113,6 +120,10 @@ class NativeDataplane:
                 compiled = tables.handoff_all(rule)
             if rule is not self._rule:
                 self._loop.clear_execs()  # exec verdicts are the old rule's (before the new tables)
+                if self._tracer is not None:
+                    self._tracer.clear()
+            if self._tracer is not None:
+                self._tracer.set_mode(_stop_can_kill(rule))
             fb = rule.processes.fork_bomb_guard if rule is not None else None
             self._loop.set_fork_guard(*((fb.max_forks_per_s, fb.max_procs) if fb is not None else (0, 0)))
             self._rule, self._emulate, self._current = rule, emulate, compiled
@@ -173,7 +184,7 @@ class NativeDataplane:
         self._loop.stop()
         for t in self._workers:
             t.join(timeout=5)
-        self._process(self._loop.drain(1 << 20, 0, self._lines_sink() is not None))
+        self._process(self._loop.drain(1 << 20, 0, self._lines()))
         self._merge_stats()
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
@@ -207,6 +218,26 @@ class NativeDataplane:
             facts = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
             return bool(self._loop.remember_exec(*key, *facts))
 
+    @property
+    def loop(self) -> Any:
+        return self._loop
+
+    def attach_tracer(self, tracer: Any) -> None:
+        """The native exec tracer (dataplane/tracer.py): its verdicts and mode follow the rule."""
+        with self._swap_lock:
+            self._tracer = tracer
+            tracer.set_mode(_stop_can_kill(self._rule))
+
+    def remember_exec_stop(self, rule: Rule | None, exe: str, cmdline: bytes, st: os.stat_result) -> bool:
+        """check_exec_stop let this exec go on under `rule` (it audits only what it kills): the native
+        tracer lets the same stop (exe path, cmdline bytes, the unchanged file) go on itself until
+        the rule changes."""
+        with self._swap_lock:
+            if self._tracer is None or rule is not self._rule or self._stopped.is_set():
+                return False
+            facts = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+            return bool(self._tracer.remember(os.fsencode(exe), cmdline, *facts))
+
     def forks_seen(self) -> int:
         """Fork notifications the loop has counted (read before counting the tree, for fork_counted)."""
         return int(self._loop.forks_seen())
@@ -220,7 +251,10 @@ class NativeDataplane:
         self._loop.fork_tasks(count, at, tasks.limit or 0)
 
     def stats(self) -> dict[str, int]:
-        return dict(self._loop.stats())
+        out = dict(self._loop.stats())
+        if self._tracer is not None:
+            out.update(self._tracer.stats())
+        return out
 
     # -- handed-over notifications ------------------------------------------------------------------
     def _handoff(self) -> None:
@@ -249,7 +283,7 @@ class NativeDataplane:
                 self._stopped.wait(0.05)
                 continue
             try:
-                records = self._loop.drain(4096, 100, self._lines_sink() is not None)
+                records = self._loop.drain(4096, 100, self._lines())
                 self._process(records)
                 self._merge_stats()
                 if self.ctx.rule() is not self._rule or self._emulate_now() != self._emulate:
@@ -259,11 +293,18 @@ class NativeDataplane:
                 log.exception("data plane: drain")
 
     def _lines_sink(self) -> Callable[[str], None] | None:
-        """Where the loop's own forensic "net" lines go: the context's ring, when there is a guard
-        (whose record() calls these lines replace) and the context takes formatted lines."""
-        if self.guard is None:
-            return None
+        """Where the loop's own forensic lines go: the context's ring, when it takes formatted lines."""
         return getattr(self.ctx, "record_lines", None)
+
+    def _lines(self) -> int:
+        """Which records the loop formats as forensic lines itself: allowed destinations where there
+        is a guard (whose record() calls these lines replace); execs, forks and the tracer's children
+        unless the processes are being learned (the profile observes those records one by one)."""
+        if self._lines_sink() is None:
+            return 0
+        profile = getattr(self.ctx, "profile", None)
+        learning = profile is not None and "processes" in (profile.controls or ())
+        return (LINES_NET if self.guard is not None else 0) | (0 if learning else LINES_PROC)
 
     def _process(self, records: list[tuple[Any, ...] | str]) -> None:
         g = self.guard
@@ -298,7 +339,10 @@ class NativeDataplane:
             self._exec_line(pid, err_or_ppid, blob, when)
             return
         if kind == REC_FORK:
-            self._fork_line(pid, control, err_or_ppid, when)
+            self._fork_line(pid, entry, control, err_or_ppid, when)
+            return
+        if kind == REC_CHILD:
+            self._record("child", t=round(when, 6), pid=pid, child=entry)
             return
         ip = ipaddress.ip_address(addr)
         proto_name = tables.PROTO_NAMES.get(proto)
@@ -320,37 +364,30 @@ class NativeDataplane:
             g, compiled, _Pid(pid, info), (ip, cand, port), proto_name or "tcp", (control, entry, effect)
         )
 
-    def _exec_line(self, pid: int, ppid: int, blob: bytes, when: float) -> None:
-        """The forensic line of an exec the loop let through (no process control could object); the
-        loop read the parent before answering, like the Python handler. `when` is the loop's time of
-        the decision (lines are drained in batches, up to 100 ms later)."""
+    def _record(self, kind: str, **facts: Any) -> None:
         record = getattr(self.ctx, "record", None)
-        if record is None:
-            return
-        path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
-        with contextlib.suppress(Exception):
-            record(
-                "exec", t=round(when, 6), pid=pid, ppid=ppid if ppid >= 0 else None, exe=path,
-                argv=argv[:32], loader=None, script=None, verdict="allow",
-            )  # fmt: skip
+        if record is not None:
+            with contextlib.suppress(Exception):
+                record(kind, **facts)
 
-    def _fork_line(self, tid: int, nr: int, ppid_then: int, when: float) -> None:
-        """The forensic line of a fork the loop let through: the parent and the time as the loop saw
-        them when it answered, the thread group read now (best effort: the forker may be gone)."""
-        record = getattr(self.ctx, "record", None)
-        if record is None:
-            return
-        pid, ppid = tid, ppid_then if ppid_then >= 0 else None
-        with contextlib.suppress(OSError, ValueError), open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    pid = int(line.split()[1])
-                    break
-        with contextlib.suppress(Exception):
-            record(
-                "fork", t=round(when, 6), pid=pid, tid=tid, ppid=ppid,
-                syscall=_FORK_NAMES.get(nr, str(nr)), verdict="allow",
-            )  # fmt: skip
+    def _exec_line(self, pid: int, ppid: int, blob: bytes, when: float) -> None:
+        """The forensic line of an exec the loop let through, where the loop did not format it (a
+        name that is not ASCII, processes being learned); the loop read the thread group and parent
+        before answering, like the Python handler. `when` is the loop's time of the decision (lines
+        are drained in batches, up to 100 ms later)."""
+        path, *argv = [p.decode(errors="replace") for p in blob.split(b"\0")[:-1]] or [""]
+        self._record(
+            "exec", t=round(when, 6), pid=pid, ppid=ppid if ppid >= 0 else None, exe=path,
+            argv=argv[:32], loader=None, script=None, verdict="allow",
+        )  # fmt: skip
+
+    def _fork_line(self, pid: int, tid: int, nr: int, ppid: int, when: float) -> None:
+        """The forensic line of a fork the loop let through: the thread group, the parent and the
+        time as the loop saw them when it answered (the forker may be gone by now)."""
+        self._record(
+            "fork", t=round(when, 6), pid=pid, tid=tid, ppid=ppid if ppid >= 0 else None,
+            syscall=_FORK_NAMES.get(nr, str(nr)), verdict="allow",
+        )  # fmt: skip
 
     @staticmethod
     def _audit(

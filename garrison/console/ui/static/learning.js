@@ -51,6 +51,7 @@ function initLearning() {
     const fd = new FormData(form);
     const body = { org: String(fd.get("org")).trim(), space: String(fd.get("space")).trim(), app: String(fd.get("app")).trim() };
     for (const k of ["window_hours", "stable_hours"]) if (String(fd.get(k)).trim() !== "") body[k] = Number(fd.get(k));
+    body.auto_accept = String(fd.get("auto_accept") || "off");
     try {
       const { data } = await api("/profiles", { method: "POST", body });
       toast(`Learning ${appPath(data.profile || body)}`);
@@ -115,7 +116,7 @@ function initLearningReview() {
       ["Window", `${p.window_hours} h${p.window_elapsed ? " (elapsed)" : ""} · stable after ${p.stable_hours} h without anything new${p.stable ? " (stable)" : ""}`],
       ["Instances", String(p.instances ?? 0)], ["Seen", seenCounts(p.counts)],
       ["Addresses", (p.addresses || []).join(", ")], ["Routes", (p.routes || []).join(", ")],
-      ["Accepted", p.accepted_at ? `${fmtTime(p.accepted_at)} by ${p.accepted_by || "?"} (policy revision ${p.accepted_revision})` : ""],
+      ["Accepted", p.accepted_at ? `${fmtTime(p.accepted_at)} by ${p.accepted_by || "?"}${p.accepted_by === "system" ? " (auto-accept)" : ""} (policy revision ${p.accepted_revision})` : ""],
     ].filter(([, v]) => v);
     $("#review-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
     const order = ["learning", "accepted", "enforcing"];
@@ -143,6 +144,8 @@ function initLearningReview() {
     fill("#listening-table", p.listening || [], (x) => el("tr", { class: x.new_since_accept ? "new" : "" },
       el("td", { class: "mono" }, `${x.port}/${x.protocol || "tcp"}`, newPill(x)), seenCell(x), el("td", { text: ago(x.last_seen) })));
     $("#enforce").disabled = p.state !== "accepted";
+    $("#auto-accept").value = p.auto_accept || "off";
+    $("#auto-accept").disabled = p.state !== "learning";
     $("#accept").textContent = p.state === "learning" ? "Accept in alert mode" : "Accept again (alert mode)";
   }
 
@@ -181,6 +184,16 @@ function initLearningReview() {
     await load().catch((e) => showError($("#review-error"), errorText(e.detail ?? e.message)));
   }
   $("#accept").addEventListener("click", () => act(`/profiles/${encodeURIComponent(id)}/accept`, { policy_revision: proposal?.policy_revision }, "accepted"));
+  $("#auto-accept").addEventListener("change", async (ev) => {
+    showError($("#proposal-error"), "");
+    try {
+      const { data } = await api(`/profiles/${encodeURIComponent(id)}/auto-accept`, { method: "PUT", body: { auto_accept: ev.target.value } });
+      toast(data.auto_accept === "off" ? "Auto-accept off" : `Auto-accept: ${data.auto_accept === "window" ? "when the window ends" : "when stable"} (alert mode)`);
+    } catch (e) {
+      showError($("#proposal-error"), errorText(e.detail ?? e.message));
+    }
+    await load().catch((e) => showError($("#review-error"), errorText(e.detail ?? e.message)));
+  });
   $("#enforce").addEventListener("click", () => act(`/profiles/${encodeURIComponent(id)}/enforce`, undefined, "enforced"));
   load().catch((e) => showError($("#review-error"), errorText(e.detail ?? e.message)));
 }
