@@ -48,6 +48,7 @@ def main() -> None:
     policy = RuntimePolicy.model_validate(POLICY)
     cpu: dict[str, list[float]] = {"native": [], "python": []}
     stats: dict[str, int] = {}
+    thread_cpu: list[float] = []
     with bench_cell("garrison-cell-bench-", "bench") as (_base, runc_root, _pid):
 
         def guarded(responder: str) -> Callable[[], float]:
@@ -56,8 +57,12 @@ def main() -> None:
                 defender.start()
                 assert defender.exec_responder == responder, defender.exec_responder_note
                 loop(runc_root, 20)  # the files it runs are decided once (and cached) before timing
+                before = defender.exec_stats()
                 wall, used = loop(runc_root, a.execs)
-                stats.update(defender.exec_stats())
+                after = defender.exec_stats()
+                if after:
+                    thread_cpu.append((after["cpu_us"] - before["cpu_us"]) / a.execs)
+                stats.update(after)
                 defender.stop()
                 cpu[responder].append(used)
                 return wall
@@ -91,6 +96,7 @@ def main() -> None:
               f"Python responder {p:.0f} µs = {p / b:.2f}x")
         print(f"  defender CPU per exec (all its threads): native {cn:.1f} µs, Python {cp:.1f} µs; last native "
               f"round: {stats.get('answered', 0)} execs answered natively, {stats.get('handed', 0)} by Python")
+        print(f"  the native responder thread's own CPU per exec: {statistics.median(thread_cpu):.1f} µs")
     print(f"after: {load()}")
 
 

@@ -31,6 +31,8 @@ class CellOptions:
     data_folder: str | None = None
     connect_timeout: float = 10.0
     dns_upstreams: tuple[str, ...] = ()
+    exec_responder: str = "native"
+    exec_fail_closed: float = 0.0
     profile_interval: float = 60.0
 
 DEFAULT_DATA_FOLDER = "/var/vcap/data/garrison/cell"
@@ -62,6 +64,24 @@ def run(opts: CellOptions) -> int:
     except ValueError as exc:
         print(f"garrison cell defender: --dns-upstream: {exc}", file=sys.stderr)
         return 2
+    if opts.exec_responder not in ("native", "python"):
+        print("garrison cell defender: --exec-responder is native or python", file=sys.stderr)
+        return 2
+    keeper = None
+    if opts.exec_fail_closed > 0:  # before any thread starts: the keeper is forked from this process
+        from garrison.cell.fdkeeper import KeeperLink
+
+        folder = opts.data_folder or (DEFAULT_DATA_FOLDER if opts.install_bundle else None)
+        if folder is None:
+            print("garrison cell defender: --exec-fail-closed needs --data-folder (the keeper's socket)",
+                  file=sys.stderr)
+            return 2
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+            keeper = KeeperLink(Path(folder) / "exec-gate.sock", opts.exec_fail_closed)
+        except OSError as exc:
+            print(f"garrison cell defender: fail-closed exec gate: {exc}", file=sys.stderr)
+            return 2
     link = None
     if opts.install_bundle:
         from garrison.cell.console import CellConsoleLink
@@ -101,7 +121,8 @@ def run(opts: CellOptions) -> int:
 
     forensics = ForensicLog(Path(opts.forensics_dir)) if opts.forensics_dir else None
     defender = CellDefender(policy, emit, roots=opts.runc_roots or RUNC_ROOTS, forensics=forensics,
-                            host=link.host if link else None, dns_upstreams=upstreams)
+                            host=link.host if link else None, dns_upstreams=upstreams,
+                            exec_responder=opts.exec_responder, keeper=keeper)
     defender.profile_interval = opts.profile_interval
     if link is not None:
         link.attach(defender)

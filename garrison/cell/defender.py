@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import select
 import socket
 import threading
@@ -29,6 +30,7 @@ from garrison.cell.containers import (
 )
 from garrison.cell.dns import ContainerResolver
 from garrison.cell.exec_cache import Cached, VerdictCache, runs_interpreter
+from garrison.cell.fdkeeper import KeeperLink
 from garrison.cell.forensics import ForensicLog, process_facts
 from garrison.cell.learning import WorkloadLearner, parent_exe
 from garrison.channel.protocol import MAX_WORKLOADS, ProfileReport, Workload, Workloads
@@ -91,17 +93,25 @@ class CellDefender:
         self, policy: RuntimePolicy, emit: Callable[[AuditEvent], None], *,
         roots: Iterable[str] = RUNC_ROOTS, host: str | None = None, forensics: ForensicLog | None = None,
         dns_upstreams: list[Upstream] | None = None, exec_responder: str = "native",
+        keeper: KeeperLink | None = None,
     ) -> None:
         """`dns_upstreams`: where the containers' resolver forwards allowed names (default: the cell's
         resolv.conf, which is what Garden gives containers). `exec_responder`: "native" answers execs
         from a verdict cache in a native thread (Python decides files it does not know), "python"
-        answers every exec in Python (also the fallback where the extension is not built)."""
+        answers every exec in Python (also the fallback where the extension is not built). `keeper`:
+        fail-closed exec gate, the group kept open by a keeper process while this defender is down."""
         self.dns_upstreams = dns_upstreams if dns_upstreams is not None else resolv_conf_upstreams()
         self.policy = policy
         self.emit = emit
         self.roots = tuple(roots)
         self.host = host or socket.gethostname()
-        self.gate = FanotifyPerm(report_tid=True)
+        self.keeper = keeper
+        adopted = keeper.take() if keeper is not None else None
+        self.gate = FanotifyPerm.adopt(adopted) if adopted is not None else FanotifyPerm(report_tid=True)
+        self.orphans_refused = (self.gate.refuse_orphans(_max_fd()) if adopted is not None else 0)
+        """execs a predecessor took from the kept group and never answered (refused at takeover)"""
+        if keeper is not None and adopted is None:
+            keeper.keep(self.gate.fd)
         self._native, self.exec_responder_note = (
             native_responder(self.gate) if exec_responder == "native" else (None, "python (as chosen)"))
         self._verdicts = VerdictCache(self._native) if self._native is not None else None
@@ -138,6 +148,12 @@ class CellDefender:
         self.discover()
         if self._native is not None:
             self._native.start()
+        if self.keeper is not None:
+            self._defender_audit("cell.exec_fail_closed", "low" if self.orphans_refused == 0 else "high",
+                                 f"exec gate fail-closed: execs are held up to {self.keeper.grace_s:g}s while the "
+                                 "defender is down" + (f"; took the gate back from the keeper and refused "
+                                 f"{self.orphans_refused} exec(s) held when the previous defender died"
+                                 if self.orphans_refused else ""))
         self._defender_audit("cell.exec_responder", "low",
                              "execs answered natively from a verdict cache (files it does not know decided in "
                              "Python)" if self._native is not None
@@ -170,7 +186,9 @@ class CellDefender:
             t.join(5)
         if self._native is not None:
             self._native.stop()  # before the group's fd closes: the native thread reads it
-        self.gate.close()  # held execs are released (allowed) by the kernel when the group closes
+        self.gate.close()
+        if self.keeper is not None:
+            self.keeper.close()  # the keeper holds the group for its grace (a restart takes it back)  # held execs are released (allowed) by the kernel when the group closes
         if self._procs is not None:
             self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
@@ -898,6 +916,13 @@ def _flush(learners: Iterable[WorkloadLearner | None]) -> None:
             learner.flush()
         except Exception:  # one container's report must not stop the others'
             log.exception("profile report failed")
+
+
+def _max_fd() -> int:
+    """The fd numbers a predecessor (same binary, same limits) could have had: the kernel hands out the
+    lowest free number, and 65,536 open files is far beyond what a cell defender holds (a few per
+    container), so the sweep at takeover stays ~0.1 s whatever the limit."""
+    return min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)
 
 
 def _mount_id(fd: int) -> int | None:

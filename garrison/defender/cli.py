@@ -86,6 +86,16 @@ def group() -> typer.Typer:
             60.0, "--profile-interval", envvar="DEFENDER_PROFILE_INTERVAL", min=0.2,
             help="seconds between learning reports of each learning container",
         ),
+        exec_responder: str = typer.Option(
+            "native", "--exec-responder",
+            help="native: execs answered from a verdict cache in a native thread (unknown files in Python); "
+                 "python: every exec answered in Python",
+        ),
+        exec_fail_closed: float = typer.Option(
+            0, "--exec-fail-closed",
+            help="seconds execs are held while the defender is down (a keeper process holds the exec gate "
+                 "open for its restart); 0 = fail-open",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """The cell defender (root, one per Diego cell): protects every app container on the cell."""
@@ -95,7 +105,7 @@ def group() -> typer.Typer:
             policy_file=policy, runc_roots=tuple(runc_root or ()), audit_log=audit_log, duration=duration,
             quiet=quiet, forensics_dir=forensics_dir, install_bundle=install_bundle, data_folder=data_folder,
             connect_timeout=connect_timeout, dns_upstreams=tuple(dns_upstream or ()),
-            profile_interval=profile_interval,
+            profile_interval=profile_interval, exec_responder=exec_responder, exec_fail_closed=exec_fail_closed,
         )))
 
     return group

@@ -35,7 +35,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/fanotify.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { F_ALLOW = 1, F_LOADER = 2, F_INTERP = 4, F_RECORD = 8 };
@@ -76,6 +78,7 @@ typedef struct {
     struct rec ring[RING_CAP];
     uint32_t head, tail;
     uint64_t dropped, hits, handed;
+    _Atomic int64_t cpu_ns; /* the native thread's CPU time, when it ended */
     pthread_mutex_t pmu; /* interpreter pairing */
     struct pair *pairs;
     uint32_t plive, pused;
@@ -298,6 +301,9 @@ static void *run(void *arg) {
         }
         if (R->error) break;
     }
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    R->cpu_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     wake_python(R); /* Python sees the error (or the stop) and takes over */
     return NULL;
 }
@@ -484,9 +490,15 @@ static PyObject *Responder_take(Responder *self, PyObject *Py_UNUSED(x)) {
 }
 
 static PyObject *Responder_stats(Responder *self, PyObject *Py_UNUSED(x)) {
+    int64_t cpu_ns = self->cpu_ns;
+    clockid_t cid;
+    struct timespec ts;
+    if (self->running && !pthread_getcpuclockid(self->thread, &cid) && !clock_gettime(cid, &ts))
+        cpu_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     pthread_mutex_lock(&self->mu);
-    PyObject *d = Py_BuildValue("{sKsKsI}", "answered", (unsigned long long)self->hits, "handed",
-                                (unsigned long long)self->handed, "cached", self->count);
+    PyObject *d = Py_BuildValue("{sKsKsIsL}", "answered", (unsigned long long)self->hits, "handed",
+                                (unsigned long long)self->handed, "cached", self->count, "cpu_us",
+                                (long long)(cpu_ns / 1000));
     pthread_mutex_unlock(&self->mu);
     return d;
 }

@@ -259,6 +259,27 @@ class FanotifyPerm:
         flags = FAN_CLOEXEC | FAN_CLASS_CONTENT | FAN_UNLIMITED_QUEUE | (FAN_REPORT_TID if report_tid else 0)
         self.fd = _check(libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE), "fanotify_init(FAN_CLASS_CONTENT)")
 
+    @classmethod
+    def adopt(cls, fd: int) -> FanotifyPerm:
+        """A group an earlier process created and passed on (its marks still in place)."""
+        group = cls.__new__(cls)
+        group.fd = fd
+        return group
+
+    def refuse_orphans(self, max_fd: int) -> int:
+        """Refuse (FAN_DENY) every event an earlier reader of this group took and never answered (it
+        died while the exec was held): the kernel matches a response by the event's fd number only,
+        so every number the reader could have had is answered; the kernel says ENOENT for the rest.
+        Call before reading any event of our own. Returns how many were held."""
+        held = 0
+        for fd in range(max_fd):
+            try:
+                os.write(self.fd, _RESPONSE.pack(fd, FAN_DENY))
+                held += 1
+            except OSError:
+                pass
+        return held
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

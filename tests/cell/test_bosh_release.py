@@ -64,6 +64,8 @@ def test_ctl_scripts_are_bash_and_start_the_commands(tmp_path: Path) -> None:
         assert needle in text
     cell = render("cell-ctl.erb")
     assert "--runc-root /run/containerd/runc/garden" in cell and "--runc-root /run/runc" in cell
+    assert "--exec-fail-closed" not in cell
+    assert "--exec-fail-closed 30.0 \\" in render("cell-ctl.erb", {"garrison": {"cell": {"exec_fail_closed_s": 30}}})
     host = render("host-ctl.erb")
     assert "--path /var/vcap/packages" in host and "--name diego-cell-0d1c9a7e" in host
     env = render("env.erb")

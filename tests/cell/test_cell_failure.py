@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from garrison.policy.model import RuntimePolicy
+from tests.cell.conftest import START_SH
 from tests.cell.conftest import until as _until
 from tests.cell.test_cell_dns import _lookup, _started_wired
 from tests.defender.net.conftest import DnsServer
@@ -119,3 +122,104 @@ def test_defender_killed_then_restarted(garden: Any, runc_root: Path, tmp_path: 
             cli.kill(signal.SIGTERM)
     finally:
         bad.close()
+
+
+def test_fail_closed_exec_gate_holds_execs_until_the_restart(garden: Any, runc_root: Path, tmp_path: Path,
+                                                              upstream: DnsServer) -> None:
+    """--exec-fail-closed: a keeper process holds the fanotify group while the defender is down, so an
+    exec started then waits for the restarted defender, which decides it (a denied one refused)."""
+    c = garden()
+    c.run_app(START_SH)
+    policy = tmp_path / "policy.json"
+    policy.write_text(RuntimePolicy.model_validate({"rules": [{
+        "name": "cell-rule", "processes": {"effect": "prevent", "deny": ["wget"]}}]}).model_dump_json())
+    cli = Cli(tmp_path, runc_root, policy, upstream)
+    cli.cmd += ["--exec-fail-closed", "60"]
+    cli.start()
+    held: list[subprocess.Popen[str]] = []
+    try:
+        _until(lambda: cli.protected(c.id) == 1, what="protected")
+        assert "not permitted" in c.exec("/bin/wget", "--help").stderr.lower()
+        cli.kill()  # SIGKILL
+        runc = ["runc", "--root", str(runc_root), "exec", c.id]
+        held = [subprocess.Popen([*runc, "/bin/wget", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True),
+                subprocess.Popen([*runc, "/bin/true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+        time.sleep(1.5)
+        assert [p.poll() for p in held] == [None, None]  # waiting for a defender, not run ungated
+        cli.start()  # what monit does
+        _, err = held[0].communicate(timeout=60)
+        assert "not permitted" in err.lower() and held[0].returncode != 0
+        assert held[1].wait(60) == 0
+        _until(lambda: len([e for e in cli.events() if e["control"] == "cell.exec_fail_closed"]) == 2,
+               what="both runs say the gate is fail-closed")
+    finally:
+        for p in held:
+            if p.poll() is None:
+                p.kill()
+        cli.kill(signal.SIGTERM)
+        for pid in _keepers(tmp_path):  # it would hold the gate for its grace after the test
+            os.kill(pid, signal.SIGKILL)
+
+
+def _keepers(tmp_path: Path) -> list[int]:
+    """The keeper forked by this test's defender (same command line), once the defender is gone."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(tmp_path).encode() in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                pass
+    return out
+
+
+def test_keeper_releases_the_gate_when_no_defender_returns(tmp_path: Path) -> None:
+    """The grace is the bound: a defender that never comes back does not hold the cell's execs forever."""
+    from garrison.cell.fdkeeper import KeeperLink
+    from garrison.kernel.fanotify import FanotifyPerm
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
+    try:
+        shutil.copy2("/bin/true", mnt / "prog")
+        gate = FanotifyPerm()
+        gate.mark_mount(str(mnt))
+        link = KeeperLink(tmp_path / "keeper.sock", grace_s=2)
+        assert link.take() is None  # a first start
+        link.keep(gate.fd)
+        gate.close()
+        link.close()  # the defender is gone: nobody reads the group the keeper holds
+        prog = subprocess.Popen(["/bin/sh", "-c", f"exec {mnt / 'prog'}"])  # sh itself is not held
+        time.sleep(0.5)
+        assert prog.poll() is None  # held
+        assert prog.wait(60) == 0  # released after the grace (fail-open), not hanging
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_takeover_refuses_execs_the_dead_reader_held(tmp_path: Path) -> None:
+    """An event read by a defender that died before answering stays held in the kept group; the next
+    defender's takeover answers it by fd number (refused: fail-closed), and only it."""
+    from garrison.kernel.fanotify import FanotifyPerm
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
+    try:
+        shutil.copy2("/bin/true", mnt / "prog")
+        dead = FanotifyPerm()
+        dead.mark_mount(str(mnt))
+        prog = subprocess.Popen(["/bin/sh", "-c", f"exec {mnt / 'prog'}"], stderr=subprocess.PIPE, text=True)
+        events = dead.read()
+        assert len(events) == 1
+        os.close(events[0].fd)  # the reader died: its fds are gone, the event is still held
+        heir = FanotifyPerm.adopt(os.dup(dead.fd))  # what the keeper hands the restarted defender
+        dead.close()
+        assert heir.refuse_orphans(1 << 16) == 1
+        assert prog.wait(30) != 0 and "not permitted" in prog.communicate()[1].lower()
+        heir.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -111,13 +111,14 @@ print(*out)
 
 
 @pytest.mark.parametrize("plane", ["native", "python"])
-def test_exec_stop_outcomes_are_the_same_on_both_planes(sandbox: Sandbox, plane: str) -> None:
+def test_exec_stop_outcomes_are_the_same_on_both_planes(sandbox: Sandbox, mode: str, plane: str) -> None:
     """A deny list under prevent switches the ptrace exec stop on: the same outputs and audits on both
-    data planes; on the native one the repeated execs are let go on by the C tracer itself."""
+    data planes, with the full kernel and under the Garden-like filter (no pidfd: /proc fallbacks);
+    on the native plane the repeated execs are let go on by the C tracer itself."""
     py, _ = unpriv_python()
     sandbox.write("app.py", APP, mode=0o644)
     pol = rule(processes={"effect": "prevent", "deny": ["/usr/bin/false"]})
-    r = sandbox.run(pol, [py, "app.py"], env={"DEFENDER_DATAPLANE": plane})
+    r = sandbox.run(pol, [py, "app.py"], garden=mode == "garden", env={"DEFENDER_DATAPLANE": plane})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["0"] * 12 + ["refused13"]
     assert [a["exe"] for a in r.of("process", "processes.deny")] == ["/usr/bin/false"]
