@@ -209,6 +209,8 @@ class Bench:
         self.console = console
         self.tmp = tmp
         self.workers: list[Worker] = []
+        self.results: list[tuple[float, float]] = []
+        """(events/s, console CPU µs per event) of each ingest round"""
         self.sampler = RssSampler(console.proc.pid)
         self.api = console.api()
         self.bundle_file = tmp / "bundle.txt"
@@ -295,6 +297,7 @@ class Bench:
         for w in self.workers:
             w.send("go")
         end = max(w.read()["delivered"] for w in self.workers)
+        cpu = self.sampler.cpu_s() - cpu0  # before the count below (a table scan, not ingest)
         dt = end - t0
         total = per * n
         stored = int(
@@ -303,9 +306,10 @@ class Bench:
             ]
         )
         ok = "exactly once" if stored == total else f"MISMATCH: {stored} stored"
+        self.results.append((total / dt, cpu / total * 1e6))
         print(
             f"ingest round {rnd}: {n} defenders x {per} events = {total} in {dt:.2f} s = {total / dt:,.0f} events/s "
-            f"(batches <= {self.args.batch}); stored {ok}; console CPU {self.sampler.cpu_s() - cpu0:.1f} s; "
+            f"(batches <= {self.args.batch}); stored {ok}; console CPU {cpu:.1f} s = {cpu / total * 1e6:.1f} µs/event; "
             f"RSS {self.sampler.rss_mib()} MiB ({load_note()})",
             flush=True,
         )

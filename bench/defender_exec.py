@@ -5,7 +5,9 @@ the defender with an allow-all policy, with drift prevention (Landlock), and wit
 (which switches the ptrace exec stop on, as does a host without Landlock), and with a deny list matched
 by identity (`@shells`: the files' contents) plus the fork-bomb guard (the app tree counted per fork),
 each on both data planes (DEFENDER_DATAPLANE=python|native). Goals: ≤ 1.15x allow-all/Landlock,
-≤ 1.35x with the ptrace stop.
+≤ 1.35x with the ptrace stop. Besides wall time it prints CPU per op twice: app + defender of a run
+of n minus a run of none, and "loop CPU": the app, its children and every defender thread
+(/proc/<defender>/task/*/schedstat) while the loop ran -- no start-up in it, steadier under load.
 
     .venv/bin/python bench/defender_exec.py [--n 2000] [--rounds 5]
 """

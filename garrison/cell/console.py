@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from garrison import __version__
 from garrison.channel.bundle import InstallBundle
@@ -42,6 +43,7 @@ class CellConsoleLink:
 
         assert isinstance(defender, CellDefender)
         self._apply = defender.set_policy
+        self.client.on_command = lambda name, args: self._command(defender, name, args)
         self.client.on_policy = self._pushed
         self.client.on_connect = defender.workloads
         defender.on_workloads = self.send_workloads
@@ -50,6 +52,23 @@ class CellConsoleLink:
         threading.Thread(target=self._applier, name="cell-policy", daemon=True).start()
         if self.client.policy is not None and self.client.policy is not defender.policy:
             self._pushed(0, self.client.policy)  # answered after the defender started on its cache
+
+    @staticmethod
+    def _command(defender: object, name: str, args: dict[str, Any]) -> Any:
+        """The console's commands: `upload_forensics` of one container (`container`: its id) for the
+        incident page's process tree."""
+        from garrison.cell.defender import CellDefender
+        from garrison.cell.forensics import container_records
+
+        assert isinstance(defender, CellDefender)
+        if name not in ("upload_forensics", "forensics"):
+            raise ValueError(f"unknown command {name!r}")
+        if defender.forensics is None:
+            raise ValueError("this cell keeps no forensic trail (garrison defender cell --forensics-dir)")
+        container = str(args.get("container") or "")
+        if not container:
+            raise ValueError("a cell holds many containers: name one (container)")
+        return {"records": container_records(defender.forensics, container, int(args.get("max_bytes", 4 << 20)))}
 
     def _pushed(self, _revision: int, policy: RuntimePolicy) -> None:
         """Called on the channel's event loop: re-applying to hundreds of containers (an nft run each)

@@ -55,3 +55,49 @@ def process_facts(pid: int) -> dict[str, Any]:
     with contextlib.suppress(OSError, IndexError, ValueError):
         out["ppid"] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     return out
+
+
+def container_records(log: ForensicLog, container_id: str, limit_bytes: int) -> list[dict[str, Any]]:
+    """A container's trail as the console's process-tree builder reads records (garrison.defender.
+    forensics.process_tree): `child` for each fork, `exec` for each program (with the gate's verdict
+    and the connector's argv), oldest first, at most about `limit_bytes` of the most recent ones."""
+    if not container_id or "/" in container_id or container_id.startswith("."):
+        raise ValueError("no such container")
+    lines: list[bytes] = []
+    path = log.path(container_id)
+    for p in (path.with_suffix(".jsonl.1"), path):
+        with contextlib.suppress(FileNotFoundError), open(p, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - limit_bytes))
+            lines += f.read().splitlines()
+    out: list[dict[str, Any]] = []
+    execs: dict[tuple[int, str], dict[str, Any]] = {}  # the gate's record, completed by the connector's
+    total = 0
+    for raw in reversed(lines):
+        total += len(raw)
+        if total > limit_bytes:
+            break
+        with contextlib.suppress(ValueError):
+            r = json.loads(raw)
+            if isinstance(r, dict):
+                out.append(r)
+    tree: list[dict[str, Any]] = []
+    for r in reversed(out):
+        pid, kind, t = r.get("pid"), r.get("kind"), r.get("time")
+        if not isinstance(pid, int):
+            continue
+        if kind == "fork" and isinstance(r.get("ppid"), int):
+            tree += [{"kind": "child", "pid": r["ppid"], "child": pid, "t": t},
+                     {"kind": "fork", "pid": r["ppid"], "t": t}]
+        elif kind == "exec_file":
+            rec = {"kind": "exec", "pid": pid, "t": t, "exe": r.get("exe"),
+                   "verdict": "allowed" if r.get("allowed") else "refused", "loader": r.get("loaded")}
+            execs[(pid, str(r.get("exe")))] = rec
+            tree.append(rec)
+        elif kind == "exec":
+            known = execs.pop((pid, str(r.get("exe"))), None)
+            if known is not None:
+                known["argv"] = r.get("argv")
+            else:
+                tree.append({"kind": "exec", "pid": pid, "ppid": r.get("ppid"), "t": t, "exe": r.get("exe"),
+                             "argv": r.get("argv")})
+    return tree

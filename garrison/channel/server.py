@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from garrison.channel import protocol as p
 from garrison.channel.backend import ChannelBackend, DefenderHello, EnrolmentRefused
@@ -106,7 +108,12 @@ class _Peer:
                 self.conn.close(_CLOSE_OVERLOAD, "too slow: reconnect for a fresh snapshot")
             )
             return
-        self.outbox.append(p.dump(msg))
+        text = p.dump(msg)
+        # Nothing queued and the socket keeps up: write now (an ack per stored batch would
+        # otherwise wake the writer task and go through websockets' send path each time).
+        if self.can_take_broadcast() and _write_frame(self.conn, _text_frame(text)):
+            return
+        self.outbox.append(text)
         self.wake.set()
 
     async def run_writer(self) -> None:
@@ -280,15 +287,13 @@ class ChannelServer:
             text = p.dump(p.PolicySnapshot(revision=policy.revision, policy=policy))
             self._snapshot = _Snapshot(policy, text, time.monotonic())
             peers = list(self._peers.values())
-            # Fast path: one encoding, frames written straight into each idle socket's buffer. Busy or
-            # slow defenders get the policy through their own writer (newest revision wins).
-            direct = []
+            # Fast path: the frame is built once (server frames are unmasked, so it is the same bytes
+            # for every defender) and written straight into each idle connection's TLS transport.
+            # Busy or slow defenders get the policy through their own writer (newest revision wins).
+            frame = _text_frame(text)
             for peer in peers:
-                if peer.can_take_broadcast():
-                    direct.append(peer.conn)
-                else:
+                if not (peer.can_take_broadcast() and _write_frame(peer.conn, frame)):
                     peer.push_policy(text)
-            broadcast(direct, text.encode(), text=True)
             return len(peers)
 
     async def send_command(
@@ -498,7 +503,13 @@ class ChannelServer:
 
     async def _read_loop(self, peer: _Peer) -> None:
         bad = [0]
-        async for raw in peer.conn:
+        while True:
+            try:
+                # Text frames as bytes: pydantic validates UTF-8 while it parses, so websockets'
+                # own decode to str would be a second pass over every batch.
+                raw = await peer.conn.recv(decode=False)
+            except ConnectionClosedOK:
+                return
             taken = await self.budget.acquire(len(raw))  # held until the batch is stored and acked
             try:
                 if not await self._handle_message(peer, raw, bad):
@@ -631,6 +642,27 @@ class ChannelServer:
             )
         peer.send(p.Ack(seq=seq, stored=stored, rejected=len(rejected)))
         return True
+
+
+def _text_frame(text: str) -> bytes:
+    """A complete server-to-client text frame (unmasked, uncompressed: compression is off)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+def _write_frame(conn: ServerConnection, frame: bytes) -> bool:
+    """Write a complete, already serialised frame to an open connection; False = not written (the
+    caller queues the message instead). What websockets' broadcast() does per connection, minus
+    building the same frame again for each one."""
+    if conn.protocol.state is not State.OPEN or conn.send_in_progress is not None:
+        return False
+    if conn.protocol.expect_continuation_frame or conn.transport.is_closing():
+        return False
+    try:
+        conn.transport.write(frame)
+    except Exception as exc:  # e.g. the transport closed under us: the writer's send reports it
+        log.debug("direct policy write failed: %s", exc)
+        return False
+    return True
 
 
 def _is_profile(raw: str | bytes) -> bool:

@@ -34,7 +34,7 @@ from garrison.console.connections import (
     with_handshake_timeout,
 )
 from garrison.console.context import ConsoleContext
-from garrison.console.memory import rss_bytes, trim_while_busy, tune_malloc
+from garrison.console.memory import rss_bytes, trim_while_busy, tune_gc, tune_malloc
 from garrison.console.replicas import install_shared_ca, single_console_lock
 from garrison.console.services.channel_backend import ConsoleChannelBackend
 from garrison.console.services.cluster import ClusterService
@@ -102,6 +102,7 @@ async def serve(cfg: ConsoleConfig) -> None:
     if after != before:
         log.info("raised the open-files limit from %d to %d", before, after)
     ctx, cert, key = await asyncio.to_thread(prepare, cfg)
+    tune_gc()
     if cfg.blobstore is not None:
         cfg.blobstore.mkdir(parents=True, exist_ok=True)
         ctx.scans.start_blobstore(cfg.blobstore, cfg.blobstore_poll_s)

@@ -42,7 +42,7 @@ def test_containers_are_workloads_audits_name_them_policy_pushes_apply(
     console: Any, garden: Any, cell: CellProcess
 ) -> None:
     console.put_policy(_policy("cell-rule", ["wget", "nc"]))
-    cell.start()
+    cell.start("--forensics-dir", str(cell.data.parent / "forensics"))
     did = cell.defender_id
     with console.api() as api:
         me = _until(lambda: (d := api.get(f"/defenders/{did}").json())["connected"] and d, what="connected")
@@ -72,6 +72,16 @@ def test_containers_are_workloads_audits_name_them_policy_pushes_apply(
     assert (ev["app_name"], ev["org"], ev["space"], ev["rule"], ev["effect"]) == ("shop", "acme", "prod", "cell-rule",
                                                                                   "prevent")
     assert ev["exe"] == "/bin/wget" and ev["extra"]["cell"]
+    # the incident page's process tree: the cell's forensic trail of that container, the audit's pid
+    with console.api() as api:
+        r = api.get(f"/defenders/{did}/forensics/tree", params={"pid": ev["pid"], "container": shop.id})
+        assert r.status_code == 200, r.text
+        node = r.json()["tree"][0]
+        while node["pid"] != ev["pid"]:
+            node = node["children"][0]
+        assert {"exe": "/bin/wget", "verdict": "refused"}.items() <= node["execs"][-1].items(), node
+        r = api.get(f"/defenders/{did}/forensics/tree")  # a cell holds many containers
+        assert r.status_code == 409 and "container" in r.text
     # a policy push re-applies to running containers: wget allowed, the new rule name reported
     console.put_policy(_policy("cell-rule-v2", ["nc"]))
     _until(lambda: "not permitted" not in shop.exec("/bin/wget", "--help").stderr.lower(), what="push applied")

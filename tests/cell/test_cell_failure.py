@@ -198,3 +198,28 @@ def test_keeper_releases_the_gate_when_no_defender_returns(tmp_path: Path) -> No
         assert prog.wait(60) == 0  # released after the grace (fail-open), not hanging
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_takeover_refuses_execs_the_dead_reader_held(tmp_path: Path) -> None:
+    """An event read by a defender that died before answering stays held in the kept group; the next
+    defender's takeover answers it by fd number (refused: fail-closed), and only it."""
+    from garrison.kernel.fanotify import FanotifyPerm
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
+    try:
+        shutil.copy2("/bin/true", mnt / "prog")
+        dead = FanotifyPerm()
+        dead.mark_mount(str(mnt))
+        prog = subprocess.Popen(["/bin/sh", "-c", f"exec {mnt / 'prog'}"], stderr=subprocess.PIPE, text=True)
+        events = dead.read()
+        assert len(events) == 1
+        os.close(events[0].fd)  # the reader died: its fds are gone, the event is still held
+        heir = FanotifyPerm.adopt(os.dup(dead.fd))  # what the keeper hands the restarted defender
+        dead.close()
+        assert heir.refuse_orphans(1 << 16) == 1
+        assert prog.wait(30) != 0 and "not permitted" in prog.communicate()[1].lower()
+        heir.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -165,6 +165,17 @@ def test_forensic_trail_rebuilds_the_process_tree_and_connections(garden: Any, r
         # the parent is known: the tree can be rebuilt
         assert any(r["kind"] == "fork" and r["pid"] == echo["pid"] and r["ppid"] == shell["pid"] for r in records)
         assert any(r["kind"] == "connect" and r["dest_ip"] == host_ip for r in records)
+        # what the console's incident page draws: the echo under the shell that forked it
+        from garrison.cell.forensics import container_records
+        from garrison.defender.forensics import process_tree
+
+        branch = process_tree(container_records(d.forensics, c.id, 1 << 20), echo["pid"])
+        assert branch, records
+        node = branch[0]
+        while node["pid"] != echo["pid"]:
+            node = node["children"][0]
+        assert node["ppid"] == shell["pid"] and node["execs"][0]["exe"] == "/bin/echo"
+        assert node["execs"][0]["verdict"] == "allowed"
         assert oct(path.stat().st_mode & 0o777) == "0o600"
         ok.close()
     finally:

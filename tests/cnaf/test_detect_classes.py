@@ -125,7 +125,8 @@ MP = "multipart/form-data; boundary=XyZ"
     [
         b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=utf-7\r\n\r\n+ADw-\r\n--XyZ--\r\n',
         b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\nContent-Transfer-Encoding: base64\r\n\r\nx\r\n--XyZ--\r\n',
-        b'--XyZ\r\nContent-Disposition: form-data; name="a"; filename="x\'.txt"\r\n\r\nx\r\n--XyZ--\r\n',
+        b'--XyZ\r\nContent-Disposition: form-data; name="a"; filename="x;.txt"\r\n\r\nx\r\n--XyZ--\r\n',
+        b"--XyZ\r\nContent-Disposition: form-data; name=a; filename='x.php'\r\n\r\nx\r\n--XyZ--\r\n",
         b'--XyZ\r\nContent-Disposition: form-data; name="a=b"\r\n\r\nx\r\n--XyZ--\r\n',
         b'--XyZ\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\nibm037\r\n--XyZ--\r\n',
         b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=utf-16\r\n\r\nx\r\n--XyZ--\r\n',
@@ -140,7 +141,7 @@ def test_multipart_variants(body: bytes) -> None:
 def test_benign_multipart_and_content_types_pass() -> None:
     body = (
         b'--XyZ\r\nContent-Disposition: form-data; name="name"\r\n\r\nZo\xc3\xab\r\n'
-        b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="K&auml;se.pdf"\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="K&auml;se O\'Brien.pdf"\r\n'
         b"Content-Type: application/pdf\r\n\r\n%PDF\r\n--XyZ--\r\n"
     )
     assert multipart.check(MP, body) is None

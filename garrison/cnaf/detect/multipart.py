@@ -20,8 +20,10 @@ _MEDIA_TYPE = re.compile(
 )
 _PARAM = re.compile(r";\s*([\w!#$&^.+\-]+)\s*=\s*(\"[^\"]*\"|[^;\s]*)")
 _PART_HEADERS = frozenset({"content-disposition", "content-type"})
-# In a raw part name or file name: a quote, '=' or a ';' that ends no HTML entity (`&auml;` is fine).
-_BYPASS_CHARS = re.compile(r"['\"=;]")
+# In a raw part name or file name: a quote, '=' or a ';' that ends no HTML entity (`&auml;` is fine);
+# an apostrophe only outside double quotes (`filename="O'Brien CV.pdf"` is a name).
+_BYPASS_CHARS = re.compile(r"[\"=;]")
+_BYPASS_CHARS_UNQUOTED = re.compile(r"['\"=;]")  # unquoted, an apostrophe may open a quote
 _ENTITY = re.compile(r"&(?:[A-Za-z]{1,8}|#\d{1,7}|#x[0-9A-Fa-f]{1,6});")
 _DISPOSITION_PARAM = re.compile(r";\s*(name|filename\*?)\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[^;\r\n]*)", re.I)
 
@@ -91,8 +93,10 @@ def check(content_type: str, body: bytes) -> str | None:
                 return f"multipart part: {problem}"
             if name == "content-disposition":
                 for _key, raw in _DISPOSITION_PARAM.findall(value):
-                    inner = raw[1:-1] if raw.startswith('"') and raw.endswith('"') and len(raw) > 1 else raw
-                    if _BYPASS_CHARS.search(_ENTITY.sub("", inner) if "&" in inner else inner):
+                    quoted = raw.startswith('"') and raw.endswith('"') and len(raw) > 1
+                    inner = raw[1:-1] if quoted else raw
+                    chars = _BYPASS_CHARS if quoted else _BYPASS_CHARS_UNQUOTED
+                    if chars.search(_ENTITY.sub("", inner) if "&" in inner else inner):
                         return "multipart name or file name with quote/';'/'=' (parser bypass)"
         disposition = next((v for k, v in headers if k == "content-disposition"), "")
         if 'name="_charset_"' in disposition.lower():

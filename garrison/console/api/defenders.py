@@ -152,9 +152,11 @@ async def defender_forensics(
     c: Ctx,
     p: Writer,
     max_bytes: Annotated[int, Query(ge=1024, le=16 * 1024 * 1024)] = 4 * 1024 * 1024,
+    container: Annotated[str | None, Query(max_length=256, description="a cell defender's container")] = None,
 ) -> Any:
-    """Ask a connected defender for its forensic records (recent process and network activity)."""
-    return await _upload_forensics(defender_id, c, p, max_bytes)
+    """Ask a connected defender for its forensic records (recent process and network activity); a cell
+    defender's of one container (an audit's `extra.container`)."""
+    return await _upload_forensics(defender_id, c, p, max_bytes, container)
 
 
 @router.get("/defenders/{defender_id}/forensics/tree")
@@ -164,24 +166,27 @@ async def defender_process_tree(
     p: Writer,
     pid: Annotated[int | None, Query(ge=1, description="an incident's pid: only its branch")] = None,
     max_bytes: Annotated[int, Query(ge=1024, le=16 * 1024 * 1024)] = 4 * 1024 * 1024,
+    container: Annotated[str | None, Query(max_length=256, description="a cell defender's container")] = None,
 ) -> dict[str, Any]:
     """The app's process tree rebuilt from the defender's forensic records (exec/fork records with
     ppid): who started what, the programs each process ran and the audits about it. With `pid`, the
     branch of that process (ancestors and descendants), e.g. for an incident's audit."""
     from garrison.defender.forensics import process_tree
 
-    data = await _upload_forensics(defender_id, c, p, max_bytes)
+    data = await _upload_forensics(defender_id, c, p, max_bytes, container)
     records = data.get("records", []) if isinstance(data, dict) else []
     return {"defender_id": defender_id, "pid": pid, "tree": process_tree(records, pid)}
 
 
-async def _upload_forensics(defender_id: str, c: Any, p: Any, max_bytes: int) -> Any:
+async def _upload_forensics(defender_id: str, c: Any, p: Any, max_bytes: int, container: str | None = None) -> Any:
     from garrison.channel.server import DefenderNotConnected
 
     if c.channel is None:
         raise HTTPException(status_code=409, detail="the defender channel is not running")
     await run_in_threadpool(c.store.mgmt.record, p.username, "defender.forensics", defender_id)
-    args = {"max_bytes": max_bytes}
+    args: dict[str, Any] = {"max_bytes": max_bytes}
+    if container:
+        args["container"] = container
     try:
         try:
             result = await c.channel.send_command(defender_id, "upload_forensics", args, timeout=30)

@@ -110,9 +110,10 @@ class ConsoleChannelBackend:
     async def store_events(self, defender_id: str, events: Sequence[AuditEvent]) -> int:
         # The store records the authenticated defender id, whatever the events claim.
         new_ids = await self.writer.write(events, defender_id)
-        if new_ids and self.on_events is not None:
-            self.on_events([e for e in events if e.id in new_ids])
-        anomalies = [e for e in events if e.control in ANOMALY_CONTROLS and e.id in new_ids]
+        fresh = list(events) if len(new_ids) == len(events) else [e for e in events if e.id in new_ids]
+        if fresh and self.on_events is not None:
+            self.on_events(fresh)
+        anomalies = [e for e in fresh if e.control in ANOMALY_CONTROLS]
         if anomalies:
             try:
                 await asyncio.to_thread(self.learning.ingest_anomalies, anomalies)

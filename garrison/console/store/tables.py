@@ -154,7 +154,6 @@ events = Table(
     UniqueConstraint("defender_id", "event_id", name="uq_events_defender_event"),
     Index("ix_events_time", "time"),
     Index("ix_events_app_type_time", "app_name", "type", "time"),
-    Index("ix_events_defender", "defender_id"),
 )
 
 scans = Table(

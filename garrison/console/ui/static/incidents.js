@@ -72,6 +72,7 @@ function initIncident() {
     if (!selected) { note("No audit of this incident names a process, so there is no process tree to show."); return; }
     const q = new URLSearchParams();
     if (!whole) q.set("pid", String(selected.pid));
+    if (selected.extra && selected.extra.container) q.set("container", String(selected.extra.container));  // a cell
     $("#tree-subject").textContent = `· defender ${selected.defender_id} · pid ${selected.pid}`;
     note("Asking the defender for its forensic records…");
     let data;
