@@ -1415,6 +1415,9 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
         atomic_fetch_add(&L->n_gone, 1);
         return 1;
     }
+    char *fit = realloc(blob, off); /* what the ring holds until the drain: the bytes read, not 16 KiB */
+    if (fit)
+        blob = fit;
     exec_reply_record(L, t, n, blob, off);
     return 1;
 }
