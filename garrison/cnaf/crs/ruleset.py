@@ -476,8 +476,15 @@ class CrsRuleSet:
                 found.extend(matcher.candidates(apply(pipe, value), reads))
         else:
             texts = [value]
+            # A transformation is pure: the same function on the same text (most leave a value as it
+            # is, normalisePath/normalizePath are one function) is computed once per value.
+            done: dict[tuple[object, int], str] = {}
             for name, parent in self._plan_for.get(collection, ()):
-                texts.append(TRANSFORMS[name](texts[parent]))
+                fn, src = TRANSFORMS[name], texts[parent]
+                text = done.get((fn, id(src)))  # `texts` keeps every source alive: ids stay unique
+                if text is None:
+                    text = done[(fn, id(src))] = fn(src)
+                texts.append(text)
             low = ""
             for i, (_pipe, matcher, node, caseless) in enumerate(self._pipes_plan.get(collection, ())):
                 text = texts[node]
