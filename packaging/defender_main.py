@@ -8,15 +8,21 @@ framework, database driver or scanner rules: smaller, faster to start, less to p
 from __future__ import annotations
 
 import sys
-
-import typer
+from typing import TYPE_CHECKING
 
 from garrison import __version__
-from garrison.defender import cli as defender_cli
+from garrison.cli.defender_entry import run_plain_app_embedded
+
+if TYPE_CHECKING:
+    import typer
 
 
 def defender_group() -> typer.Typer:
     """The `defender` command group as the defender component registers it on the garrison app."""
+    import typer
+
+    from garrison.defender import cli as defender_cli
+
     app = typer.Typer()
     defender_cli.register(app)
     for g in app.registered_groups:
@@ -30,6 +36,9 @@ def main() -> None:
     if args[:1] in (["version"], ["--version"]):
         print(__version__)
         return
+    run_plain_app_embedded(args)  # the command a manifest runs: without building the typer tree
+    import typer
+
     # get_group keeps `app-embedded` a sub-command even when it is the group's only command
     # (a bare Typer with one command would run it directly and take "app-embedded" as the program).
     typer.main.get_group(defender_group())(args=args, prog_name="defender")

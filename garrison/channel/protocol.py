@@ -18,6 +18,7 @@ Flow::
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -40,8 +41,14 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_EVENTS_PER_BATCH = 5000
 
 
+_CONFIG = ConfigDict(extra="forbid", defer_build=True)
+"""`defer_build`: a model's validator is built the first time it is used, not at import. The
+app-embedded defender imports this module for `Hello` alone when it runs on a policy file, and every
+schema built at import was start-up time added to the app."""
+
+
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
 
     v: int = Field(default=PROTOCOL_VERSION, ge=1)
 
@@ -64,7 +71,7 @@ class AppIdentity(BaseModel):
     Claimed at enrolment: a scoped install bundle only enrols the org/space/app it was made for, and
     the console binds the defender id to this identity (later `hello`s cannot change it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
 
     app_id: Name = ""
     app_name: Name = ""
@@ -152,7 +159,7 @@ class Workloads(_Msg):
 class DropletVerdict(BaseModel):
     """The console's assurance verdict for the droplet named in `hello` (the run-time gate)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
 
     digest: str = Field(max_length=128)
     verdict: Literal["pass", "fail", "unknown"]
@@ -206,7 +213,7 @@ _Host = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 class _Seen(BaseModel):
     """Cumulative since the defender run started (`run_id`): a re-sent report changes nothing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
 
     count: _Count = 1
     first_seen: _Time
@@ -329,7 +336,13 @@ Message = Annotated[
     | ProfileReport,
     Field(discriminator="type"),
 ]
-_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+@cache
+def _adapter() -> TypeAdapter[Message]:
+    """Built on first use (see `_CONFIG`)."""
+    return TypeAdapter(Message)
+
 KNOWN_TYPES = frozenset(
     {
         "enrol",
@@ -359,7 +372,7 @@ class ProtocolError(ValueError):
 def parse(raw: str | bytes) -> Message:
     """Decode one wire message, raising ProtocolError with a short, peer-safe explanation."""
     try:
-        obj = _ADAPTER.validate_json(raw)
+        obj = _adapter().validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0] if errors else {"type": "", "loc": (), "msg": "invalid"}

@@ -9,8 +9,34 @@ from __future__ import annotations
 import sys
 
 
+def run_plain_app_embedded(args: list[str]) -> None:
+    """`app-embedded` with a plain command line: run it without typer and exit (see
+    `garrison.defender.argv`); anything else returns, for the typer command to read."""
+    if args[:1] != ["app-embedded"]:
+        return
+    import os
+
+    from garrison.defender.argv import parse_app_embedded, run_app_embedded
+
+    parsed = parse_app_embedded(args[1:], os.environ)
+    if parsed is None:
+        return
+    code = run_app_embedded(*parsed)
+    # The defender has stopped, closed its logs and delivered its audits. The interpreter's own
+    # teardown (every module and pydantic schema freed one by one, ~30-50 ms of CPU) would only
+    # delay the app's exit status reaching whoever waits for it.
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run(args: list[str], prog_name: str = "defender") -> None:
-    """`defender ARGS` (or `garrison defender ARGS`) with only the defender's commands loaded."""
+    """`defender ARGS` (or `garrison defender ARGS`) with only the defender's commands loaded; a plain
+    `app-embedded` command line without typer at all."""
+    run_plain_app_embedded(args)
     import typer
 
     from garrison.defender import cli as defender_cli

@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from garrison.cnaf import crs
-from garrison.cnaf.crs.variables import Variable, variables
+from garrison.cnaf.crs.variables import Variable, header_variables, variables
 from garrison.cnaf.decode import decode_path
 from garrison.cnaf.detect import (
     attack_tools,
@@ -337,29 +337,75 @@ def crs_hits(
     ctx = _HitContext(rules, req, controls, path, disabled)
     for var in variables(req, fields, plain_target=plain_target, headers=False):
         ctx.consider(var, first)
-    # The header variables are the same on every request of one client (User-Agent, Accept…): their
-    # hits are kept per header list (not when exceptions, which depend on the path, are set).
-    key = (tuple(req.headers), id(controls), disabled) if not controls.exceptions else None
-    cached = _header_hits.get(key) if key is not None else None
-    if cached is not None and cached[0] is controls:  # the same policy object, not a reused id
-        head = cached[1]
-    else:
-        head = {}
-        for var in variables(req, [], plain_target=True, only_headers=True):
-            ctx.consider(var, head)
-        if key is not None:
-            if len(_header_hits) >= _HEADER_HITS_MAX:
-                _header_hits.popitem(last=False)
-            _header_hits[key] = (controls, head)
+    # Header lines repeat across requests (User-Agent, Accept, Accept-Language…) even when others
+    # (Cookie, Referer) are new: each line's hits are memoised (see `_HeaderMemo`).
+    memo = _header_memo.current(rules, controls, disabled)
+    head: dict[int, tuple[crs.CrsRule, Field]] = {}
+    for name, value in req.headers:
+        line = memo.get(name, value) if memo is not None else None
+        if line is None:
+            line = {}
+            ctx.headers = None  # set again only if a rule needs the other headers (then not memoised)
+            for var in header_variables(name, value):
+                ctx.consider(var, line)
+            if memo is not None and ctx.headers is None:
+                memo.put(name, value, line)
+        for rid, hit in line.items():
+            head.setdefault(rid, hit)
     for rid, hit in head.items():
         first.setdefault(rid, hit)
     return first
 
 
-_header_hits: OrderedDict[tuple[object, ...], tuple[CnafControls, dict[int, tuple[crs.CrsRule, Field]]]] = (
-    OrderedDict()
-)
-_HEADER_HITS_MAX = 2048
+_HeaderHits = dict[int, tuple[crs.CrsRule, Field]]
+
+
+class _HeaderMemo:
+    """One header line → the CRS rules it fires (with its Field), across requests.
+
+    Exact: an entry is only what `_HitContext.consider` gave on that line alone, valid for one
+    (rule set, policy object, disabled rules) generation — any change of these empties the memo.
+    Lines whose hits depended on the rest of the request (context rules reading Referer/Host) are
+    not stored, nor are memos kept under path-dependent exceptions. Bounded in entries and in the
+    length of a line (a longer line is inspected every time)."""
+
+    MAX_ENTRIES = 4096
+    MAX_LINE = 2048
+
+    def __init__(self) -> None:
+        self._gen: tuple[object, ...] = ()
+        self._lines: OrderedDict[tuple[str, str], _HeaderHits] = OrderedDict()
+
+    def current(
+        self, rules: crs.CrsRuleSet, controls: CnafControls, disabled: set[int] | frozenset[int]
+    ) -> _HeaderMemo | None:
+        """The memo for this generation (emptied if it changed), or None when it must not be used."""
+        if controls.exceptions:
+            return None
+        gen = (rules, controls, disabled)
+        if len(self._gen) != 3 or any(a is not b for a, b in zip(self._gen, gen, strict=True)):
+            self._lines.clear()
+            self._gen = gen
+        return self
+
+    def get(self, name: str, value: str) -> _HeaderHits | None:
+        hits = self._lines.get((name, value))
+        if hits is not None:
+            self._lines.move_to_end((name, value))  # least recently used goes first
+        return hits
+
+    def put(self, name: str, value: str, hits: _HeaderHits) -> None:
+        if len(name) + len(value) > self.MAX_LINE:
+            return
+        if len(self._lines) >= self.MAX_ENTRIES:
+            self._lines.popitem(last=False)  # oldest first, O(1)
+        self._lines[(name, value)] = hits
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+
+_header_memo = _HeaderMemo()
 
 
 class _HitContext:

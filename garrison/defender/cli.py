@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
+
+from garrison.defender.argv import (
+    CONNECT_TIMEOUT_ENV,
+    DEFAULT_CONNECT_TIMEOUT,
+    FAIL_OPEN_ENV,
+    POLICY_ENV,
+    run_app_embedded,
+)
+
+if TYPE_CHECKING:
+    from garrison.defender.launch import Options
 
 _CTX = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
 
@@ -14,8 +26,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group())
 
 
-def group() -> typer.Typer:
-    """The `defender` command group (`garrison defender ...`, or on its own as `defender ...`)."""
+def group(run_app: Callable[[list[str], Options], int] = run_app_embedded) -> typer.Typer:
+    """The `defender` command group (`garrison defender ...`, or on its own as `defender ...`).
+    `run_app` runs `app-embedded` (the tests pass one that records what typer read)."""
     group = typer.Typer(name="defender", help="The app-embedded defender.", no_args_is_help=True)
 
     @group.command("app-embedded", context_settings=_CTX)
@@ -24,32 +37,28 @@ def group() -> typer.Typer:
         policy: str = typer.Option(
             None,
             "--policy",
-            envvar="DEFENDER_POLICY_FILE",
+            envvar=POLICY_ENV,
             help="runtime policy file (JSON/YAML) instead of the console",
         ),
         fail_open: bool = typer.Option(
             False,
             "--fail-open",
-            envvar="DEFENDER_FAIL_OPEN",
+            envvar=FAIL_OPEN_ENV,
             help="start even without a policy or enforcement",
         ),
         connect_timeout: float = typer.Option(
-            10.0,
+            DEFAULT_CONNECT_TIMEOUT,
             "--connect-timeout",
-            envvar="DEFENDER_CONNECT_TIMEOUT",
+            envvar=CONNECT_TIMEOUT_ENV,
             help="seconds to wait for the console",
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no start-up report"),
     ) -> None:
         """Run PROGRAM under the defender: it becomes the app's parent and enforces the runtime policy."""
-        from garrison.defender.launch import Options, main
+        from garrison.defender.launch import Options
 
-        code = main(
-            list(program or []),
-            Options(policy_file=policy, fail_open=fail_open, connect_timeout=connect_timeout, quiet=quiet),
-            dict(os.environ),
-        )
-        raise typer.Exit(code)
+        opts = Options(policy_file=policy, fail_open=fail_open, connect_timeout=connect_timeout, quiet=quiet)
+        raise typer.Exit(run_app(list(program or []), opts))
 
     @group.command("cell")
     def cell(

@@ -28,6 +28,7 @@ from garrison.defender.identity import IdentityMatcher
 from garrison.defender.notify import Handler, Notification, NotificationGone, ProcInfo, SupervisorContext
 from garrison.defender.proctree import AppTree, UserTasks
 from garrison.kernel import memfd as kmemfd
+from garrison.kernel import pidfd as kpidfd
 from garrison.kernel._libc import SYSCALLS
 from garrison.kernel.clone import CLONE_THREAD, CLONE_UNTRACED
 from garrison.kernel.procmem import MemReader
@@ -472,8 +473,9 @@ class ProcessControls:
         ctx.record("fork", pid=pid, tid=n.tid, ppid=_ppid(pid), syscall=n.syscall, verdict=verdict)
 
     def record_child(self, parent: int, child: int) -> None:
-        """The ptrace tracer saw `parent` fork `child` (forensics: the tree's edges, exactly)."""
-        self.ctx.record("child", pid=parent, child=child)
+        """The ptrace tracer saw thread `parent` fork `child` (forensics: the tree's edges, exactly;
+        the edge is from the forker's process, as the native tracer records it)."""
+        self.ctx.record("child", pid=_thread_group(parent), child=child)
 
     def on_clone_untraced(self, n: Notification, ctx: SupervisorContext, flags: int) -> None:
         """clone(CLONE_UNTRACED) would give a child (or thread) the ptrace exec stop never sees: it is
@@ -533,6 +535,24 @@ def _audit_proc(ctx: SupervisorContext, pid: int, info: ProcInfo | None = None, 
     ctx.audit(
         AuditEvent(pid=pid, ppid=info.ppid, exe=info.exe, argv=info.argv or None, cwd=info.cwd, **event)
     )
+
+
+def _thread_group(tid: int) -> int:
+    """The process of thread `tid` (stopped at a ptrace event, so still there): a group leader's
+    pidfd opens (two syscalls), any other thread's does not and /proc/<tid>/status says."""
+    try:
+        os.close(kpidfd.pidfd_open(tid))
+        return tid
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return tid
 
 
 def _exec_key(pid: int, t: ExecTarget, d: Decision) -> tuple[object, ...]:

@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _load_libc() -> ctypes.CDLL:
+    """glibc by its soname; `find_library` (which runs `ldconfig -p`, a fork + exec added to every
+    defender start) only where that name does not load (musl)."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c"), use_errno=True)
+
+
+libc = _load_libc()
+
+
+def release_free_heap() -> None:
+    """Give the heap Python freed back to the system (glibc `malloc_trim`; nothing elsewhere). A
+    process that built its validators and compiled its code at start keeps those pages resident
+    otherwise, for as long as it runs."""
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 libc.syscall.restype = ctypes.c_long
 
 # x86_64 syscall table (arch/x86/entry/syscalls/syscall_64.tbl), the ones Garrison traps or calls.

@@ -26,7 +26,7 @@ ATTACK_CLASSES = (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class CnafException(_Strict):

@@ -24,7 +24,7 @@ _PORT_MAX = 65535
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _check_globs(values: list[str]) -> list[str]:

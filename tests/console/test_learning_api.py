@@ -345,3 +345,22 @@ def test_auto_accept_when_the_window_ends_or_the_profile_is_stable(console_facto
         assert time.monotonic() < deadline, states()["calm"]
         time.sleep(0.2)
     assert states()["calm"]["accepted_by"] == "system"
+
+
+def test_map_stream_pushes_a_change_when_a_profile_gets_a_report(console):
+    """`GET /discovery/stream` (Server-Sent Events): `hello`, then `map` once a report changed a
+    profile; without credentials it is refused."""
+    token = bundle_fields(console.install_bundle())["enrolment_token"]
+    app = f"pushed-{uuid.uuid4().hex[:6]}"
+    with httpx.Client(base_url=console.url + "/api/v1", verify=console.ssl_context(), timeout=30) as anon:
+        assert anon.get("/discovery/stream").status_code == 401
+    with console.api() as api, api.stream("GET", "/discovery/stream") as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        assert "event: hello" in [next(lines) for _ in range(2)]
+        asyncio.run(_send(console, token, app, 0, [_report("r", dns=[_seen(name="pushed.example")])]))
+        deadline = time.monotonic() + 90  # (keep-alives every 15 s: the loop never waits for ever)
+        for line in lines:
+            if line == "event: map" or time.monotonic() > deadline:
+                break
+        assert line == "event: map"

@@ -10,7 +10,7 @@ The fuzzer is an admin with its own token; the console itself keeps it from lock
 Runs against a real console (SQLite, and PostgreSQL when available) with bounded examples per operation, authenticated as an admin
 via a Bearer token. `PUT /settings/alerts` is excluded: fuzzed webhook/syslog targets would make
 the console send traffic to arbitrary (non-loopback) addresses; it is covered by test_alerts.py.
-The live audit stream never ends by design and is excluded too (tests/ui/test_live.py covers it).
+The live audit and map streams never end by design and are excluded too (tests/ui/test_live.py covers it).
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def api_schema(fuzz_target):
         c.url + "/api/v1/openapi.json", verify=c.ssl_context(), headers={"authorization": f"Bearer {token}"}
     ).json()
     schema = schemathesis.openapi.from_dict(spec)
-    # The live SSE stream never ends by design (its bad input is tested in tests/ui/test_live.py).
+    # The live SSE streams never end by design (tests/ui/test_live.py, tests/ui/test_discovery_map.py).
     schema = schema.exclude(path="/api/v1/audits/runtime/app-embedded/stream")
+    schema = schema.exclude(path="/api/v1/discovery/stream")
     return schema.exclude(method="PUT", path="/api/v1/settings/alerts")
 
 
@@ -143,7 +144,7 @@ def test_api_contract(fuzz_target, tmp_path):
     cmd = [str(st), "--config-file", str(config), "run", str(spec), "--url", c.url,
            "--phases", "examples,coverage,fuzzing,stateful", "-n", str(CONTRACT_EXAMPLES),
            "--generation-deterministic", "--tls-verify", str(c.ca_path), "-H", f"Authorization: Bearer {token}",
-           "--exclude-path", "/api/v1/audits/runtime/app-embedded/stream",
+           "--exclude-path", "/api/v1/audits/runtime/app-embedded/stream", "--exclude-path", "/api/v1/discovery/stream",
            "--exclude-operation-id", "put_alerts_api_v1_settings_alerts_put",
            "--workers", "1", "--request-timeout", "60", "--no-color",
            "--report", "junit", "--report-dir", str(tmp_path / "report")]  # fmt: skip

@@ -128,3 +128,34 @@ def test_exec_stop_outcomes_are_the_same_on_both_planes(sandbox: Sandbox, mode: 
         [ex] = r.of("defender", "exit")
         st = ex["extra"]["native"]
         assert st["stop_hits"] >= 10 and st["stop_handed_over"] <= 3, st
+
+
+THREAD_FORK = """
+import os, subprocess, threading, time
+def work():
+    subprocess.run(["/bin/true"])  # a fork by a thread that is not the process's main thread
+    print("thread", threading.get_native_id(), flush=True)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print("app", os.getpid(), flush=True)
+time.sleep(0.3)  # drained before the exit
+"""
+
+
+@pytest.mark.parametrize("plane", ["native", "python"])
+def test_a_fork_by_a_thread_is_an_edge_from_its_process(sandbox: Sandbox, plane: str) -> None:
+    """The tracer's "child" line names the forking thread's process, not the thread: the tree's
+    edge runs from a node that exists."""
+    py, _ = unpriv_python()
+    sandbox.write("app.py", THREAD_FORK, mode=0o644)
+    pol = rule(processes={"effect": "prevent", "deny": ["/usr/bin/false"]})
+    r = sandbox.run(pol, [py, "app.py"], env={"DEFENDER_DATAPLANE": plane})
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    app_pid, thread = int(words[words.index("app") + 1]), int(words[words.index("thread") + 1])
+    assert thread != app_pid
+    records = [json.loads(x) for x in (sandbox.data / "garrison-forensics.jsonl").read_text().splitlines()]
+    (true_exec,) = [x for x in records if x["kind"] == "exec" and x["exe"].endswith("/true")]
+    (edge,) = [x for x in records if x["kind"] == "child" and x["child"] == true_exec["pid"]]
+    assert edge["pid"] == app_pid

@@ -140,10 +140,16 @@ def test_learning_review_accept_map_rules_enforce(
     assert any(m.get("action") == "learning.auto_accept" and m["detail"]["auto_accept"] == "off" for m in mgmt)
     expect(page.locator("#auto-accept")).to_be_disabled()
 
-    # 3. after accepting, the frontend reaches a new host: new since accept, alerted on by the rule
-    send_reports(console, [_frontend([seen(time.time(), ip="192.0.2.99", port=6379)])], run_id="run-2")
+    # 3. after accepting, the frontend reaches a new host: new since accept, alerted on by the rule;
+    # the open map shows it when the console pushes the change (the page no longer polls)
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/discovery/stream" in r.url else None)
     page.goto(f"/discovery?org={ORG}")
     _map_ready(page, 5)
+    expect(page.locator("#live-indicator")).to_have_text("Live")
+    send_reports(console, [_frontend([seen(time.time(), ip="192.0.2.99", port=6379)])], run_id="run-2")
+    _map_ready(page, 6)
+    assert streams, "the map page did not open the push stream"
     front, worker = node("prod", FRONT), node("dev", WORKER)
     expect(page.locator(f'#map [data-v="{node("prod", BILLING)}"]')).to_have_count(1)
     expect(page.locator('#map [data-v="dns:api.example.org"]')).to_have_count(1)

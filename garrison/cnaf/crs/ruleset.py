@@ -308,6 +308,8 @@ _INERT_SAFE = frozenset(
 )
 _CACHE_MAX = 16384
 _CACHE_VALUE_MAX = 2048
+_APPLIES_MAX = 65536
+_APPLIES_KEY_MAX = 256
 
 
 class CrsRuleSet:
@@ -383,6 +385,7 @@ class CrsRuleSet:
         self.stats.python_only = sum(m.python_only for m in self._matchers)
         self.stats.hyperscan = use_hyperscan and any(m._db is not None for m in self._matchers)
         self._cache: OrderedDict[tuple[str, str, str], tuple[CrsRule, ...]] = OrderedDict()
+        self._applies_memo: dict[tuple[int, str, str], bool] = {}
 
     def _compile(
         self, sec: SecRule, attack: str, by_pipeline: dict[tuple[str, ...], list[Pattern]]
@@ -473,8 +476,15 @@ class CrsRuleSet:
                 found.extend(matcher.candidates(apply(pipe, value), reads))
         else:
             texts = [value]
+            # A transformation is pure: the same function on the same text (most leave a value as it
+            # is, normalisePath/normalizePath are one function) is computed once per value.
+            done: dict[tuple[object, int], str] = {}
             for name, parent in self._plan_for.get(collection, ()):
-                texts.append(TRANSFORMS[name](texts[parent]))
+                fn, src = TRANSFORMS[name], texts[parent]
+                text = done.get((fn, id(src)))  # `texts` keeps every source alive: ids stay unique
+                if text is None:
+                    text = done[(fn, id(src))] = fn(src)
+                texts.append(text)
             low = ""
             for i, (_pipe, matcher, node, caseless) in enumerate(self._pipes_plan.get(collection, ())):
                 text = texts[node]
@@ -489,16 +499,31 @@ class CrsRuleSet:
             found.extend(union.candidates(value, self._pids_of(collection, unchanged)))
         for pid in found:
             rule = self.rules[pid]
-            if (not rule.keyed or rule.applies(collection, key)) and (not rule.chain or rule.chain_ok(value)):
+            if (not rule.keyed or self._applies(rule, collection, key)) and (
+                not rule.chain or rule.chain_ok(value)
+            ):
                 out.append(rule)
         if self._special is not None:
             for rule in self._special_for.get(collection, ()):
-                if rule.rule_id in self._skip or not rule.applies(collection, key):
+                if rule.rule_id in self._skip or not self._applies(rule, collection, key):
                     continue
                 fn = self._special[0] if rule.special == "detectSQLi" else self._special[1]
                 if fn(apply(rule.pipeline, value)):
                     out.append(rule)
         return tuple(out)
+
+    def _applies(self, rule: CrsRule, collection: str, key: str) -> bool:
+        """`rule.applies`, memoised: parameter and header names repeat across requests, and a rule's
+        targets never change once loaded. Bounded: emptied when full, long names not stored."""
+        if len(key) > _APPLIES_KEY_MAX:
+            return rule.applies(collection, key)
+        ak = (id(rule), collection, key)  # rules live as long as the rule set
+        hit = self._applies_memo.get(ak)
+        if hit is None:
+            if len(self._applies_memo) >= _APPLIES_MAX:
+                self._applies_memo.clear()
+            hit = self._applies_memo[ak] = rule.applies(collection, key)
+        return hit
 
     def _pids_of(self, collection: str, mask: int) -> frozenset[int]:
         """Rules of `collection` whose pipeline is one of those in bit `mask` (memoised)."""

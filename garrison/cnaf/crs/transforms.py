@@ -62,6 +62,10 @@ def _normalise_path(value: str) -> str:
     return "/".join(parts)
 
 
+def _normalise_path_win(value: str) -> str:
+    return _normalise_path(value.replace("\\", "/") if "\\" in value else value)
+
+
 def _css_decode(value: str) -> str:
     if "\\" not in value:
         return value
@@ -109,8 +113,8 @@ TRANSFORMS: dict[str, Callable[[str], str]] = {
     "removeComments": lambda v: _REMOVE_COMMENT.sub("", v),
     "normalisePath": _normalise_path,
     "normalizePath": _normalise_path,
-    "normalisePathWin": lambda v: _normalise_path(v.replace("\\", "/") if "\\" in v else v),
-    "normalizePathWin": lambda v: _normalise_path(v.replace("\\", "/") if "\\" in v else v),
+    "normalisePathWin": _normalise_path_win,
+    "normalizePathWin": _normalise_path_win,
     "cssDecode": _css_decode,
     "base64Decode": _base64,
     "base64decode": _base64,

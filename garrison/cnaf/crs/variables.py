@@ -42,6 +42,15 @@ class Variable:
     field: Field  # what an audit names as the carrier
 
 
+def header_variables(name: str, value: str) -> tuple[Variable, Variable]:
+    """REQUEST_HEADERS_NAMES and REQUEST_HEADERS of one header line."""
+    fld = Field("header", name, value)
+    return (
+        Variable("REQUEST_HEADERS_NAMES", name.lower(), name, fld),
+        Variable("REQUEST_HEADERS", name.lower(), decode(value), fld),
+    )
+
+
 def variables(
     req: HttpRequest,
     fields: list[Field],
@@ -55,9 +64,7 @@ def variables(
     `headers=False` leaves out REQUEST_HEADERS(_NAMES), `only_headers` yields nothing else."""
     if headers:
         for name, value in req.headers:
-            fld = Field("header", name, value)
-            yield Variable("REQUEST_HEADERS_NAMES", name.lower(), name, fld)
-            yield Variable("REQUEST_HEADERS", name.lower(), decode(value), fld)
+            yield from header_variables(name, value)
     if only_headers:
         return
     for fld in fields:

@@ -10,9 +10,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator, Field
 
-from garrison.console.api.deps import Ctx, Reader, principal
+from garrison.console.api.deps import SSE_HEADERS, Ctx, Reader, still_allowed
 from garrison.console.services.live import audit_stream
-from garrison.console.services.throttle import Throttled
 from garrison.console.store.events import EventFilter
 from garrison.policy.audit import AuditEffect, AuditType
 
@@ -117,18 +116,10 @@ def runtime_audits_stream(
         # "from now" is fixed before the 200 goes out: the client may act as soon as it sees the
         # headers, and an audit stored before the stream's first read must still be streamed
         after = c.store.events.max_seq()
-
-    def still_allowed() -> bool:
-        try:
-            principal(request, c)
-        except (HTTPException, Throttled):
-            return False
-        return True
-
     return StreamingResponse(
-        audit_stream(c.store, c.live, flt, after, still_allowed),
+        audit_stream(c.store, c.live, flt, after, still_allowed(request, c)),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=SSE_HEADERS,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -11,6 +12,7 @@ from fastapi.security import HTTPBasic, HTTPBearer
 
 from garrison.console.context import ConsoleContext
 from garrison.console.services.auth import Principal
+from garrison.console.services.throttle import Throttled
 
 # Declared for the OpenAPI document (so clients and schemathesis know both schemes); parsing is ours.
 _basic = HTTPBasic(auto_error=False)
@@ -71,3 +73,19 @@ def admin(p: Annotated[Principal, Depends(principal)]) -> Principal:
 Reader = Annotated[Principal, Depends(principal)]
 Writer = Annotated[Principal, Depends(writer)]
 Admin = Annotated[Principal, Depends(admin)]
+
+
+def still_allowed(request: Request, c: ConsoleContext) -> Callable[[], bool]:
+    """For a long-lived stream: are the request's credentials still good (token not revoked, user
+    not deleted)? Re-checked now and then by the stream."""
+    def check() -> bool:
+        try:
+            principal(request, c)
+        except (HTTPException, Throttled):
+            return False
+        return True
+
+    return check
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

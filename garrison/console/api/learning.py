@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from garrison.console.api.deps import Ctx, Reader, Writer
+from garrison.console.api.deps import SSE_HEADERS, Ctx, Reader, Writer, still_allowed
+from garrison.console.services.live import change_stream
 from garrison.policy.model import RuntimePolicy
 
 router = APIRouter(tags=["learning"])
@@ -306,6 +307,23 @@ def discovery_map(
     # built by the service in exactly this shape (tests check it against the schema): serialised
     # directly, a 2,000-edge map does not pay for a second validation pass
     return JSONResponse(graph)
+
+
+@router.get(
+    "/discovery/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def discovery_stream(c: Ctx, _p: Reader, request: Request) -> StreamingResponse:
+    """Server-Sent Events for the live map: `event: map` whenever a profile got a report, was
+    created, accepted or enforced, or the policy changed (at most once a second; then fetch
+    `/discovery/map`), `event: hello` at the start. The credentials are re-checked every 30 s."""
+
+    def mark() -> tuple[Any, ...]:
+        return (*c.store.profiles.change_mark(), c.policies.runtime().revision)
+
+    return StreamingResponse(change_stream(c.live, mark, still_allowed(request, c)),
+                             media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.post("/discovery/rules", response_model=SelectionResult)

@@ -57,6 +57,47 @@ class LiveHub:
             self._waiters.discard(fut)
 
 
+class _Credentials:
+    """A stream's credentials, asked again every REAUTH_EVERY_S (a revoked token ends the stream)."""
+
+    def __init__(self, still_allowed: Callable[[], bool]) -> None:
+        self._check = still_allowed
+        self._next = time.monotonic() + REAUTH_EVERY_S
+
+    async def lost(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + REAUTH_EVERY_S
+        return not await asyncio.to_thread(self._check)
+
+
+async def change_stream(
+    hub: LiveHub, mark: Callable[[], Any], still_allowed: Callable[[], bool], *, event: str = "map",
+    min_gap_s: float = 1.0,
+) -> AsyncIterator[str]:
+    """`event` (data: {"at": time}) whenever `mark()` (read in a thread) differs from the last one —
+    the page then fetches what changed — at most once per `min_gap_s`; read at once when this console
+    stores audits (anomalies) and at least every POLL_S for reports and other replicas' writes."""
+    last = await asyncio.to_thread(mark)
+    creds = _Credentials(still_allowed)
+    next_keepalive = time.monotonic()
+    yield "retry: 3000\nevent: hello\ndata: {}\n\n"
+    while not hub.closed:
+        await asyncio.sleep(min_gap_s)
+        await hub.wait(POLL_S)
+        now = time.monotonic()
+        if await creds.lost(now):
+            yield _sse("signed-out", {})
+            return
+        fresh = await asyncio.to_thread(mark)
+        if fresh != last:
+            last = fresh
+            yield _sse(event, {"at": time.time()})
+        elif now >= next_keepalive:
+            yield ": keep-alive\n\n"
+            next_keepalive = now + KEEPALIVE_S
+
+
 def _sse(event: str, data: Any, event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
@@ -76,17 +117,14 @@ async def audit_stream(
     cursor = after if after is not None else await asyncio.to_thread(store.events.max_seq)
     sent: set[int] = set()
     summary: dict[str, Any] | None = None
-    now = time.monotonic()
-    next_summary = next_keepalive = now
-    next_auth = now + REAUTH_EVERY_S
+    creds = _Credentials(still_allowed)
+    next_summary = next_keepalive = time.monotonic()
     yield f"retry: 3000\nid: {cursor}\nevent: hello\ndata: {{}}\n\n"
     while not hub.closed:
         now = time.monotonic()
-        if now >= next_auth:
-            if not await asyncio.to_thread(still_allowed):
-                yield _sse("signed-out", {})
-                return
-            next_auth = now + REAUTH_EVERY_S
+        if await creds.lost(now):
+            yield _sse("signed-out", {})
+            return
         if now >= next_summary:
             fresh = await asyncio.to_thread(store.defenders.summary)
             if fresh != summary:

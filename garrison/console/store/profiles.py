@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -78,6 +78,16 @@ class ProfileStore:
     def update(self, profile_id: int, **values: Any) -> None:
         with self.engine.begin() as c:
             c.execute(update(profiles).where(profiles.c.id == profile_id).values(**values))
+
+    def change_mark(self) -> tuple[Any, ...]:
+        """Moves whenever a profile is created, reported to, accepted or enforced (what the discovery
+        map shows): one aggregate over the profiles table, cheap to ask every second."""
+        q = select(
+            func.count(), func.max(profiles.c.last_report_at), func.max(profiles.c.accepted_at),
+            func.max(profiles.c.learning_since), func.sum(case((profiles.c.state == "enforcing", 1), else_=0)),
+        )  # fmt: skip
+        with self.engine.connect() as c:
+            return tuple(c.execute(q).one())
 
     def claim_auto_accept(self, profile_id: int, mode: str) -> bool:
         """Take the profile's auto-accept (cleared to "off"): True for exactly one caller, whichever

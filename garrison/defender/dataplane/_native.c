@@ -41,6 +41,7 @@
 #include <linux/stat.h>
 #include <sys/vfs.h>
 #include <sys/ptrace.h>
+#include <sys/user.h>
 #include <sys/wait.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -1415,6 +1416,9 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
         atomic_fetch_add(&L->n_gone, 1);
         return 1;
     }
+    char *fit = realloc(blob, off); /* what the ring holds until the drain: the bytes read, not 16 KiB */
+    if (fit)
+        blob = fit;
     exec_reply_record(L, t, n, blob, off);
     return 1;
 }
@@ -2425,9 +2429,55 @@ static PyTypeObject LoopType = {
  * tracer did. Fork events become "child" forensic lines through the loop's ring. */
 #define STOP_CMDLINE_MAX 65536 /* check_exec_stop reads this much of cmdline */
 
+/* The app's threads (tid -> thread group), from the tracer's clone events: a fork by a thread is
+ * recorded under its process. Open addressing; a full probe run forgets (that thread's forks are then
+ * recorded under its own id, as before). */
+#define THREAD_SLOTS 4096
+#define THREAD_PROBES 8
+struct thread_slot {
+    uint32_t tid, tgid; /* tid 0: empty */
+};
+
+static uint32_t group_of(const struct thread_slot *m, uint32_t tid) {
+    for (int i = 0; i < THREAD_PROBES; i++) {
+        const struct thread_slot *e = &m[(tid + (uint32_t)i) % THREAD_SLOTS];
+        if (e->tid == tid)
+            return e->tgid;
+    }
+    return tid; /* not a thread we saw created: a process (its own group) */
+}
+
+static void thread_put(struct thread_slot *m, uint32_t tid, uint32_t tgid) {
+    struct thread_slot *free_slot = NULL;
+    for (int i = 0; i < THREAD_PROBES; i++) { /* lookups scan every probe: a slot may be empty mid-run */
+        struct thread_slot *e = &m[(tid + (uint32_t)i) % THREAD_SLOTS];
+        if (e->tid == tid) {
+            e->tgid = tgid;
+            return;
+        }
+        if (!e->tid && !free_slot)
+            free_slot = e;
+    }
+    if (free_slot) {
+        free_slot->tid = tid;
+        free_slot->tgid = tgid;
+    }
+}
+
+static void thread_gone(struct thread_slot *m, uint32_t tid) {
+    for (int i = 0; i < THREAD_PROBES; i++) {
+        struct thread_slot *e = &m[(tid + (uint32_t)i) % THREAD_SLOTS];
+        if (e->tid == tid) {
+            e->tid = 0;
+            return;
+        }
+    }
+}
+
 typedef struct {
     PyObject_HEAD
     LoopObject *loop; /* its ring carries the child lines */
+    struct thread_slot *threads; /* tracer thread only */
     pthread_t thread;
     int running;
     pid_t app;
@@ -2530,6 +2580,7 @@ static void tracer_loop(TracerObject *T) {
             return; /* ECHILD: nothing left */
         }
         if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            thread_gone(T->threads, (uint32_t)pid);
             if (pid == T->app) {
                 pthread_mutex_lock(&T->mu);
                 T->app_status = status;
@@ -2554,10 +2605,17 @@ static void tracer_loop(TracerObject *T) {
         } else if (event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
             unsigned long child = 0;
             if (ptrace(PTRACE_GETEVENTMSG, pid, 0, &child) == 0)
-                record_child(T, pid, child);
+                record_child(T, (pid_t)group_of(T->threads, (uint32_t)pid), child);
+            ptrace(PTRACE_CONT, pid, 0, 0);
+        } else if (event == PTRACE_EVENT_CLONE) {
+            unsigned long tid = 0;
+            struct user_regs_struct regs;
+            if (ptrace(PTRACE_GETEVENTMSG, pid, 0, &tid) == 0 && ptrace(PTRACE_GETREGS, pid, 0, &regs) == 0 &&
+                regs.orig_rax == SYS_clone && (regs.rdi & CLONE_THREAD))
+                thread_put(T->threads, (uint32_t)tid, group_of(T->threads, (uint32_t)pid));
             ptrace(PTRACE_CONT, pid, 0, 0);
         } else if (event) {
-            ptrace(PTRACE_CONT, pid, 0, 0); /* clone events (threads) */
+            ptrace(PTRACE_CONT, pid, 0, 0);
         } else {
             ptrace(PTRACE_CONT, pid, 0, (void *)(long)sig); /* signal-delivery-stop: deliver it */
         }
@@ -2604,7 +2662,8 @@ static int Tracer_init(TracerObject *self, PyObject *args, PyObject *kw) {
     self->loop = (LoopObject *)loop;
     self->cache = calloc(1, sizeof(struct vcache));
     self->buf = malloc(EXEC_MAX_ARG + STOP_CMDLINE_MAX + 2);
-    if (!self->cache || !self->buf) {
+    self->threads = calloc(THREAD_SLOTS, sizeof(struct thread_slot));
+    if (!self->cache || !self->buf || !self->threads) {
         PyErr_NoMemory();
         return -1;
     }
@@ -2776,6 +2835,7 @@ static void Tracer_dealloc(TracerObject *self) {
         free(self->cache);
     }
     free(self->buf);
+    free(self->threads);
     pthread_mutex_destroy(&self->mu);
     pthread_cond_destroy(&self->cv);
     Py_XDECREF(self->loop);

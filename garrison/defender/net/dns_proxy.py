@@ -19,11 +19,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
-
 from garrison.policy.evaluate import Decision, decide_dns
 from garrison.policy.model import Rule
 
@@ -206,6 +201,12 @@ class DnsProxy:
     # -- one query ---------------------------------------------------------------------------------
     def handle(self, wire: bytes, client: Upstream, *, tcp: bool) -> bytes | None:
         """Decide and answer one query; None means no reply (unparseable or upstream silent)."""
+        # dnspython is imported by the first query, not at start: it is ~15 % of the defender's
+        # start-up and memory, and many apps never resolve a name
+        import dns.exception
+        import dns.message
+        import dns.rcode
+
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
@@ -249,6 +250,10 @@ class DnsProxy:
         return None
 
     def _record(self, answer: bytes) -> None:
+        import dns.exception
+        import dns.message
+        import dns.rdatatype
+
         try:
             msg = dns.message.from_wire(answer)
         except dns.exception.DNSException:

@@ -4,7 +4,7 @@
  * (their edges merged), so 200 apps / 2,000 edges stay readable; pan (drag), zoom (wheel, buttons),
  * search, filters; select edges/nodes and turn them into allow/deny rules in one step
  * (POST /api/v1/discovery/rules). Loaded after app.js, whose helpers (api, el, svg, pill, toast,
- * poll, ago, fmtTime, errorText, PAGES) it uses. All text goes through textContent. */
+ * liveStream, ago, fmtTime, errorText, PAGES) it uses. All text goes through textContent. */
 "use strict";
 
 const MAP_NODE_W = 184;       // one node's cell: circle + label
@@ -14,7 +14,6 @@ const MAP_HEAD = 30;          // a group box's title bar
 const MAP_GAP = 28;           // between group boxes
 const MAP_OUT_GAP = 180;      // between the apps and the outside boxes: room for the edges
 const MAP_AUTO_COLLAPSE = 60; // more apps than this: groups start collapsed
-const MAP_POLL_MS = 10000;
 const MAP_LABEL_CHARS = 23;
 /** The box a node is drawn in: apps by org/space; DNS names by their parent domain (the last two
  * labels); external hosts by network (IPv4 /24, IPv6 /48). Outside keys start with "~". */
@@ -73,7 +72,7 @@ function packColumns(sized, target, x0) {
 }
 
 /** Positions of boxes and visible nodes. `collapsed`: box keys drawn as one node; `aspect`: the
- * view's width / height, which the packing aims at. Pure: same data, same picture (a poll that
+ * view's width / height, which the packing aims at. Pure: same data, same picture (a refresh that
  * brings nothing new moves nothing). */
 function layoutMap(data, collapsed, aspect = 1.4) {
   const groups = new Map(); // key -> [node]
@@ -579,7 +578,15 @@ function initDiscovery() {
     reload();
   });
   reload();
-  poll(load, MAP_POLL_MS); // live: a poll that brings nothing new redraws nothing
+  // live: the console pushes `map` when a profile changes (a report, an anomaly, accept/enforce, a
+  // policy change); the page then reads the map again (a read that brings nothing new redraws nothing)
+  let loading = null, again = false;
+  const refresh = () => {
+    if (loading) { again = true; return; }
+    loading = load().catch((e) => showError($("#map-error"), errorText(e.detail ?? e.message)))
+      .finally(() => { loading = null; if (again) { again = false; refresh(); } });
+  };
+  liveStream("/discovery/stream", { map: refresh, reconnected: refresh });
 }
 
 PAGES.discovery = initDiscovery;
