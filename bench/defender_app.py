@@ -2,7 +2,9 @@
 
 1. `http`: a small HTTP service (asyncio) whose every request opens a new TCP connection to a
    backend on loopback (what a service calling a database or another service without a pool does),
-   driven by `wrk` with keep-alive; req/s under the defender vs bare. Goal ≥ 0.95. The rule has the
+   driven by `wrk` with keep-alive; req/s under the defender vs bare. Goal ≥ 0.95. Also the CPU of
+   the service and its defender per request while wrk ran (start-up excluded), which stays
+   meaningful on a loaded machine where req/s do not. The rule has the
    1,000-entry network rule of bench/defender_connect.py, so every backend connect is decided.
 2. `sh`: a shell job running 2,000 short `sh -c` invocations (a fork and an exec each); wall time,
    reported as bare/defender. Goal ≥ 0.90. Run with an allow-all rule and with drift prevention
@@ -88,7 +90,30 @@ def _defender(
     return cmd, {**os.environ, "DATA_FOLDER": str(data), "DEFENDER_DATAPLANE": plane}
 
 
-def http_round(policy: Path, data: Path, plane: str | None, backend: int, seconds: int) -> float:
+def _cpu_s(pids: list[int]) -> float:
+    """CPU time (user + system, every thread) of these processes so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def http_round(policy: Path, data: Path, plane: str | None, backend: int, seconds: int) -> tuple[float, float]:
+    """(req/s, CPU µs per request of the service and its defender while wrk ran: start-up excluded,
+    and steadier than req/s on a loaded machine)."""
     port = _free_port()
     cmd, env = _defender(policy, data, plane, [sys.executable, "-c", SERVICE, str(backend), str(port)])
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=data)
@@ -96,14 +121,18 @@ def http_round(policy: Path, data: Path, plane: str | None, backend: int, second
         assert p.stdout is not None
         if p.stdout.readline().strip() != "ready":
             raise SystemExit(f"service did not start: {p.stderr.read() if p.stderr else ''}")
+        tree = [p.pid] + (_children(p.pid) if plane is not None else [])
+        cpu0 = _cpu_s(tree)
         out = subprocess.run(
             ["wrk", "-t2", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
+        cpu = _cpu_s(tree) - cpu0
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if not m or "Non-2xx" in out or "Socket errors" in out:
+        n = re.search(r"(\d+) requests in", out)
+        if not m or not n or "Non-2xx" in out or "Socket errors" in out:
             raise SystemExit(f"wrk run failed:\n{out}")
-        return float(m.group(1))
+        return float(m.group(1)), cpu / max(1, int(n.group(1))) * 1e6
     finally:
         p.terminate()
         p.wait(timeout=30)
@@ -156,20 +185,23 @@ def main() -> None:
                 assert be.stdout is not None
                 backend = int(be.stdout.readline())
                 try:
-                    res: dict[str | None, list[float]] = {p: [] for p in planes}
+                    res: dict[str | None, list[tuple[float, float]]] = {p: [] for p in planes}
                     for _ in range(a.rounds):
                         for p in planes:
                             res[p].append(http_round(files["allow-all"], tmp, p, backend, a.seconds))
                 finally:
                     be.kill()
-                bare = statistics.median(res[None])
+                bare = statistics.median(r[0] for r in res[None])
+                bare_cpu = statistics.median(r[1] for r in res[None])
                 print(
                     f"http service, a new backend connection per request, wrk -c16 {a.seconds}s x {a.rounds}:"
                 )
                 for p in planes:
-                    med = statistics.median(res[p])
+                    med = statistics.median(r[0] for r in res[p])
+                    cpu = statistics.median(r[1] for r in res[p])
                     print(
-                        f"  {label[p]:30s} median {med:9.0f} req/s  ({med / bare:4.2f} of bare; goal >= 0.95)"
+                        f"  {label[p]:30s} median {med:9.0f} req/s  ({med / bare:4.2f} of bare; goal >= 0.95); "
+                        f"CPU of service + defender {cpu:6.1f} µs/request ({cpu / bare_cpu:4.2f}x)"
                     )
         if a.only in (None, "sh"):
             for pol in ("allow-all", "drift"):

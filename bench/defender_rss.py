@@ -3,7 +3,7 @@
 
 Bytecode as in bench/defender_startup.py: cached by default (an installed defender), or compiled at
 start with `--no-bytecode-cache` (a source checkout under PYTHONDONTWRITEBYTECODE: the compiler's
-memory stays in the process, ~5 MiB; the 2026-12-02 morning figure, 41.5 MiB, was taken that way).
+memory stays in the process, 1.3-3 MiB; the 2026-12-02 morning figure, 41.5 MiB, was taken that way).
 
     .venv/bin/python bench/defender_rss.py [--no-bytecode-cache]
 """

@@ -8,8 +8,8 @@ Two figures per run, each against the bare program measured in the same rounds:
 
 Bytecode: an installed defender runs from compiled bytecode (pip writes it at install, the standalone
 build bundles it). A source checkout with PYTHONDONTWRITEBYTECODE set compiles every module on every
-start, which adds ~45 ms and ~5 MiB. The bench measures the installed case by default, with the
-bytecode cached in a temporary directory (PYTHONPYCACHEPREFIX), and the other case with
+start, which adds up to ~65 ms of CPU and 1.3-3 MiB. The bench measures the installed case by
+default, with the bytecode cached in a temporary directory (PYTHONPYCACHEPREFIX), and the other with
 `--no-bytecode-cache` (the 2026-12-02 morning figure, 571 ms, was taken that way).
 
 App directory: under drift prevention the defender records every executable of the app's

@@ -33,6 +33,7 @@ from garrison.defender.process_controls import ProcessControls
 from garrison.defender.proctree import nproc_limit, user_tasks
 from garrison.defender.profile import ProfileRecorder, ProfileReporter, app_routes, instance_addresses
 from garrison.defender.supervisor import LaunchPlan, SpawnError, Supervisor
+from garrison.kernel._libc import release_free_heap
 from garrison.kernel.features import KernelFeatures, probe
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import Rule, RuntimePolicy
@@ -531,6 +532,7 @@ class AppEmbeddedDefender:
             )
         )
         self._start_reporter(ctx)
+        release_free_heap()
         stop = threading.Event()
 
         def flusher() -> None:

@@ -18,6 +18,15 @@ def _load_libc() -> ctypes.CDLL:
 
 
 libc = _load_libc()
+
+
+def release_free_heap() -> None:
+    """Give the heap Python freed back to the system (glibc `malloc_trim`; nothing elsewhere). A
+    process that built its validators and compiled its code at start keeps those pages resident
+    otherwise, for as long as it runs."""
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 libc.syscall.restype = ctypes.c_long
 
 # x86_64 syscall table (arch/x86/entry/syscalls/syscall_64.tbl), the ones Garrison traps or calls.

@@ -251,6 +251,37 @@ def test_listener_reconnects_and_catches_up(pair: Pair) -> None:
         _wait(lambda: c.get("/cluster/replicas").json()["listening"], "A listening again")
 
 
+def _kill(console: RunningConsole) -> None:
+    """SIGKILL: no shutdown path runs (connections, lease and spooled state as after a crash)."""
+    assert console.proc is not None
+    console.proc.send_signal(signal.SIGKILL)
+    console.proc.wait(10)
+    console.proc = None
+
+
+def _ingest_across(
+    pair: Pair, fleet: Fleet, per_defender: int, *, midway: int, action: Callable[[], None]
+) -> set[tuple[str, str]]:
+    """Every defender of `fleet` sends `per_defender` events in chunks of 250; once `midway` each are
+    queued and some are stored, `action()` strikes mid-ingest. Returns the (defender, event) keys
+    sent, after every spool is empty (all acknowledged)."""
+    ids = fleet.ids()
+    expected: set[tuple[str, str]] = set()
+    for chunk in range(0, per_defender, 250):
+        for i, defender_id in enumerate(ids):
+            events = [
+                AuditEvent(id=f"{defender_id}-{k:05d}", type="network", effect="alert", dest_port=k)
+                for k in range(chunk, chunk + 250)
+            ]
+            expected.update((defender_id, e.id) for e in events)
+            fleet.submit(i, events)
+        if chunk == midway:
+            _wait(lambda: pair.sql("SELECT count(*) FROM events")[0][0] > 0, "some events stored")
+            action()
+    fleet.run(fleet.fleet.wait_delivered(WAIT_S * 2))
+    return expected
+
+
 def test_replica_killed_mid_ingest_loses_nothing(pair: Pair) -> None:
     n, per_defender = 8, 3000
     with TcpBalancer([("127.0.0.1", pair.a.defender_port), ("127.0.0.1", pair.b.defender_port)]) as lb:
@@ -258,23 +289,8 @@ def test_replica_killed_mid_ingest_loses_nothing(pair: Pair) -> None:
         ra, rb = pair.replica_id(pair.a), pair.replica_id(pair.b)
         on_a = [d for d, row in pair.defenders().items() if row["replica_id"] == ra]
         assert on_a, "the balancer sent no defender to A"
-        expected: set[tuple[str, str]] = set()
         ids = fleet.ids()
-        for chunk in range(0, per_defender, 250):
-            for i in range(n):
-                events = [
-                    AuditEvent(id=f"{ids[i]}-{k:05d}", type="network", effect="alert", dest_port=k)
-                    for k in range(chunk, chunk + 250)
-                ]
-                expected.update((ids[i], e.id) for e in events)
-                fleet.submit(i, events)
-            if chunk == 1000:  # mid-ingest: A is storing batches right now
-                _wait(lambda: pair.sql("SELECT count(*) FROM events")[0][0] > 0, "some events stored")
-                assert pair.a.proc is not None
-                pair.a.proc.send_signal(signal.SIGKILL)
-                pair.a.proc.wait(10)
-                pair.a.proc = None
-        fleet.run(fleet.fleet.wait_delivered(WAIT_S * 2))
+        expected = _ingest_across(pair, fleet, per_defender, midway=1000, action=lambda: _kill(pair.a))
 
         rows = pair.sql("SELECT defender_id, event_id FROM events")
         assert len(rows) == len(expected)  # exactly once: nothing lost, nothing twice
@@ -299,10 +315,7 @@ def test_connection_state_after_crash_and_restart(pair: Pair) -> None:
     only_a = pair.fleet(_addr(pair.a), 3, "crash")  # pinned to A: they cannot move
     ra = pair.replica_id(pair.a)
     assert all(pair.defenders()[d]["connected"] for d in only_a.ids())
-    assert pair.a.proc is not None
-    pair.a.proc.send_signal(signal.SIGKILL)
-    pair.a.proc.wait(10)
-    pair.a.proc = None
+    _kill(pair.a)
     # B reaps A when its lease expires: no stale "connected" rows for a dead replica
     _wait(
         lambda: not any(pair.defenders()[d]["connected"] for d in only_a.ids()), "A's defenders disconnected"
@@ -404,19 +417,9 @@ def test_postgres_restart_mid_ingest_loses_nothing_and_changes_still_flow(pair: 
     with TcpBalancer([("127.0.0.1", pair.a.defender_port), ("127.0.0.1", pair.b.defender_port)]) as lb:
         fleet = pair.fleet(f"127.0.0.1:{lb.port}", n, "pgcrash")
         ids = fleet.ids()
-        expected: set[tuple[str, str]] = set()
-        for chunk in range(0, per_defender, 250):
-            for i in range(n):
-                events = [
-                    AuditEvent(id=f"{ids[i]}-{k:05d}", type="network", effect="alert", dest_port=k)
-                    for k in range(chunk, chunk + 250)
-                ]
-                expected.update((ids[i], e.id) for e in events)
-                fleet.submit(i, events)
-            if chunk == 500:
-                _wait(lambda: pair.sql("SELECT count(*) FROM events")[0][0] > 0, "some events stored")
-                _restart_postgres_immediately(pair)
-        fleet.run(fleet.fleet.wait_delivered(WAIT_S * 2))
+        expected = _ingest_across(
+            pair, fleet, per_defender, midway=500, action=lambda: _restart_postgres_immediately(pair)
+        )
         rows = pair.sql("SELECT defender_id, event_id FROM events")
         assert len(rows) == len(expected) and set(rows) == expected
 
