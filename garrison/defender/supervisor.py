@@ -124,6 +124,8 @@ class Supervisor:
         self._helper_release = threading.Event()
         self._workers: list[threading.Thread] = []
         self.notifications = 0
+        self._inflight = 0  # handlers still running (their forensic lines come after the reply)
+        self._idle = threading.Condition()
         self._magic = 0
         self.tracer: Any = None  # ExecTracer, or NativeExecTracer on the native data plane
 
@@ -290,6 +292,17 @@ class Supervisor:
         if handler is None:
             n.reply_continue()
             return
+        with self._idle:
+            self._inflight += 1
+        try:
+            self._handle(handler, n)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                if not self._inflight:
+                    self._idle.notify_all()
+
+    def _handle(self, handler: Handler, n: Notification) -> None:
         try:
             handler(n, self.ctx)
         except NotificationGone:
@@ -304,9 +317,13 @@ class Supervisor:
                     log.exception("fail-safe reply failed")
 
     def stop_dataplane(self) -> None:
-        """Flush the native loop's last records into audits (no-op for the Python data plane)."""
+        """Flush the native loop's last records into audits, and let handlers still running finish:
+        a handler writes its forensic line after its reply, so the app's last exec can end the app
+        before its line is written (the forensic ring is closed right after this)."""
         if self.native is not None:
             self.native.stop()
+        with self._idle:
+            self._idle.wait_for(lambda: not self._inflight, timeout=1.0)
 
     @staticmethod
     def _answer_if_still_waiting(n: Notification) -> None:
