@@ -13,6 +13,8 @@ import httpx
 
 from garrison.channel import protocol as p
 from garrison.console.api.learning import DiscoveryMap
+from garrison.policy.evaluate import decide_bind, decide_connect
+from garrison.policy.model import Rule
 from tests.console.defender_client import bundle_fields, enrol, next_of, open_defender
 
 T0 = time.time() - 100
@@ -191,6 +193,23 @@ def test_start_learning_puts_a_learn_rule_first(any_console):
         assert bad.status_code == 422
         assert api.get("/profiles/999999").status_code == 404
         assert api.get("/profiles/999999/proposal").status_code == 404
+
+
+def test_an_app_seen_doing_nothing_on_the_network_is_proposed_nothing(console):
+    """A worker that neither connected, resolved nor listened while learning: the proposal must not
+    leave the allow-lists empty (the model's "any") but admit nothing, and still allow ephemeral binds."""
+    app = f"worker-{uuid.uuid4().hex[:6]}"
+    token = bundle_fields(console.install_bundle())["enrolment_token"]
+    only_runs = _report("w", processes=[_seen(exe="/usr/bin/python3", argv_shape=["worker.py"], parent="/bin/sh")])
+    asyncio.run(_send(console, token, app, 0, [only_runs]))
+    with console.api() as api:
+        prof = _by_app(api.get("/profiles", params={"org": "o1", "space": "s1"}).json(), app)
+        rule = Rule.model_validate(api.get(f"/profiles/{prof['id']}/proposal").json()["rule"])
+    assert rule.network.outbound.allow and rule.network.listening.allow
+    for ip, port, proto in [("10.0.0.1", 443, "tcp"), ("127.0.0.1", 5432, "tcp"), ("::1", 80, "tcp"),
+                            ("10.0.0.53", 53, "udp"), ("0.0.0.0", 8080, "tcp")]:  # fmt: skip
+        assert decide_connect(rule, ip, port, proto).violation, (ip, port, proto)
+    assert decide_bind(rule, 8080).violation and not decide_bind(rule, 0).violation
 
 
 def test_hostile_reports_are_refused_or_sanitised(any_console):

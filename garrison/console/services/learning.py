@@ -116,6 +116,13 @@ def _anomaly_item(e: AuditEvent) -> SeenItem | None:
     return _seen("dns", {"name": name}, {"name": name}, seen) if name else None
 
 
+# What a proposal allows where the app was never seen doing something: in the policy model an empty
+# allow-list means "any", so "nothing" is an allow-list whose only entry no real call can match (no
+# connect goes to 0.0.0.0 port 0; a listening socket always has a real port).
+NOTHING_OUTBOUND = NetTarget(cidr="0.0.0.0/32", protocol="tcp", ports=[PortRange(start=0, end=0)])
+NOTHING_LISTENING = PortRange(start=0, end=0)
+
+
 def rule_name(org: str, space: str, app: str) -> str:
     """The app's own rule; names too long for a rule name keep a digest, so two apps never share one."""
     name = f"{RULE_PREFIX}{org}/{space}/{app}"
@@ -285,6 +292,9 @@ class LearningService:
             NetTarget(cidr=cidr, protocol=proto, ports=[PortRange(start=pt, end=pt) for pt in sorted(ports)])  # type: ignore[arg-type]
             for (cidr, proto), ports in sorted(targets.items())
         ]
+        if not allow_net and not names:
+            allow_net = [NOTHING_OUTBOUND]  # saw no outbound at all: an empty list would mean "any"
+        listen_allow = [PortRange(start=pt, end=pt) for pt in listen] or [NOTHING_LISTENING]
         return Rule(
             name=rule_name(row["org"], row["space"], row["app"]),
             scope=app_scope(row["org"], row["space"], row["app"]),
@@ -298,9 +308,7 @@ class LearningService:
             network=NetworkControls(
                 effect=effect,  # type: ignore[arg-type]
                 outbound=OutboundControls(allow=allow_net, deny=base.network.outbound.deny),
-                listening=ListeningControls(
-                    allow=[PortRange(start=pt, end=pt) for pt in listen], deny=base.network.listening.deny
-                ),
+                listening=ListeningControls(allow=listen_allow, deny=base.network.listening.deny),
                 port_scan=base.network.port_scan,
                 bad_reputation_ips=base.network.bad_reputation_ips,
             ),
