@@ -203,6 +203,12 @@ def main() -> None:
     srv, port = server()
     apps: dict[str, list[str]] = {"python": ["/usr/bin/python3" if user else sys.executable, "-c", PY_APP]}
     tmp = tempfile.mkdtemp(prefix="garrison-bench-")
+    # The defender captures the drift baseline of its working directory in the background; run it in
+    # an empty one (as an app's own directory would be small), or walking the checkout (.venv: ~14,000
+    # files) overlaps the timed connects and is measured as connect cost.
+    app_dir = os.path.join(tmp, "app")
+    os.mkdir(app_dir)
+    os.chdir(app_dir)
     os.chmod(tmp, 0o755)
     if shutil.which("gcc"):
         src = os.path.join(tmp, "connect.c")
