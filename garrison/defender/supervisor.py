@@ -145,6 +145,7 @@ class Supervisor:
         go = threading.Event()
         result: dict[str, object] = {}
         r, w = os.pipe2(os.O_CLOEXEC)
+        self._forward_signals()  # before the app exists: one sent while it starts is kept for it
         # same-uid app processes must not read or write our memory through /proc/<pid>/mem
         prctl.prctl(prctl.PR_SET_DUMPABLE, 0)
         prctl.set_child_subreaper()  # orphans of the app tree come to us: reaped, and killed with the app
@@ -211,7 +212,7 @@ class Supervisor:
         if "error" in result:
             raise result["error"]  # type: ignore[misc]
         self.app_pid = int(result["pid"])  # type: ignore[call-overload]
-        self._forward_signals()  # first: the app may already be running and be signalled through us
+        self._flush_held_signals()  # the app may have printed "ready" and been signalled through us
         if self.native is not None:
             self.native.start_drain()
         if err:
@@ -345,15 +346,26 @@ class Supervisor:
 
     # ---- waiting -------------------------------------------------------------------------------
     def _forward_signals(self) -> None:
-        """From the moment the app exists, the signals an operator or CF sends us are the app's."""
-        app = self.app_pid
+        """The signals an operator or CF sends us are the app's. Installed before the app is spawned
+        (a SIGTERM racing the spawn must not kill the defender and leave the app unsignalled): until
+        its pid is known they are held, then sent by `_flush_held_signals`."""
+        self._held_signals: list[int] = []
 
         def forward(sig: int, _frame: object) -> None:
+            if not self.app_pid:
+                self._held_signals.append(sig)
+                return
             with contextlib.suppress(ProcessLookupError):
-                os.kill(app, sig)
+                os.kill(self.app_pid, sig)
 
         for s in FORWARDED_SIGNALS:
             signal.signal(s, forward)
+
+    def _flush_held_signals(self) -> None:
+        held, self._held_signals = self._held_signals, []
+        for sig in held:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.app_pid, sig)
 
     def wait(self) -> int:
         """Forward signals to the app, reap everything re-parented to us, return the app's status as
