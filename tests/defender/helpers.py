@@ -161,6 +161,8 @@ class Sandbox:
             "HOME": str(self.app),
             "DATA_FOLDER": str(self.data),
             **pyenv,
+            # `DEFENDER_DATAPLANE=python pytest tests/defender` runs the whole suite on the Python plane
+            **{k: v for k, v in os.environ.items() if k == "DEFENDER_DATAPLANE"},
             **(env or {}),
         }
         audit_log = self.data / "garrison-audit.jsonl"
