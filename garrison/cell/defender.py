@@ -196,6 +196,7 @@ class CellDefender:
             self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
+        self._read_execs()
         for tr in self._tracked.values():
             self._read_flows(tr)
         _flush([tr.learner for tr in self._tracked.values()])  # the last counts, while the link is up
@@ -314,6 +315,8 @@ class CellDefender:
         ended: list[WorkloadLearner | None] = []
         with self._lock:
             gone = sorted(k for k in self._tracked if found.get(k, "gone") is not None)  # gone, or id reused
+            if gone:
+                self._read_execs()  # while the gone containers' cache entries still say whose they are
             for cid in gone:
                 tr = self._tracked.pop(cid)
                 ended.append(tr.learner)
@@ -369,6 +372,8 @@ class CellDefender:
                 if self._ticks % LISTEN_EVERY_TICKS == 0:
                     self._check_listening(tr)
                     self._read_flows(tr)
+            if self._ticks % LISTEN_EVERY_TICKS == 0:
+                self._read_execs()
             self._ticks += 1
             self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
 
@@ -485,10 +490,26 @@ class CellDefender:
         """Every container's learning report, every `profile_interval` seconds."""
         while not self._stop.wait(self.profile_interval):
             with self._lock:
+                self._read_execs()
                 for tr in self._tracked.values():
                     self._read_flows(tr)
                 learners = [tr.learner for tr in self._tracked.values()]
             _flush(learners)
+
+    def _read_execs(self) -> None:
+        """Execs the native responder answered and counted while the processes are learnt (each with
+        the argv and parent it read from the waiting thread), into their containers' learners."""
+        if self._verdicts is None:
+            return
+        try:
+            rows = self._verdicts.learned()
+        except Exception:
+            log.exception("learned execs")
+            return
+        for entry, argv, parent, count in rows:
+            tr = entry.owner
+            if isinstance(tr, _Tracked) and tr.learner is not None:
+                tr.learner.exec(entry.facts.program, argv, parent, count)
 
     def _read_flows(self, tr: _Tracked) -> None:
         """New flows the kernel counted per destination since the last read, into the learner (a
@@ -847,8 +868,8 @@ class CellDefender:
 
     def _answer(self, ev: PermEvent) -> None:
         """Answer first (the exec waits for it), audit after; a decision that depends only on the file
-        and the rule is cached for the native responder (not while the container's processes are
-        learnt: each exec's argv is read from the waiting thread)."""
+        and the rule is cached for the native responder (also while the container's processes are
+        learnt: the native side then reads each exec's argv and parent itself and counts them)."""
         allow, tr, decision, facts, cache, learnt = True, None, None, None, None, None
         generation = self._verdicts.generation() if self._verdicts is not None else 0
         try:
@@ -862,11 +883,11 @@ class CellDefender:
                 allow = not decision.blocked
             if tr is not None and allow and facts is not None and facts.loaded is None:
                 self._pairing.program_exec(ev.pid)  # its interpreter, if any, is opened next
-            if allow and facts is not None and tr is not None and self._learns(tr, "processes"):
+            learning = tr is not None and self._learns(tr, "processes")
+            if allow and facts is not None and learning:
                 learnt = _held_exec(facts, ev.pid)  # read while the thread waits for the answer
-            elif (self._verdicts is not None and tr is not None and mount is None and facts is not None
-                    and facts.loaded is None and facts.layer != "unknown" and tr.container.app_started is not None
-                    and not self._learns(tr, "processes")):
+            if (self._verdicts is not None and tr is not None and mount is None and facts is not None
+                    and facts.loaded is None and facts.layer != "unknown" and tr.container.app_started is not None):
                 loader = is_loader(facts.path)
                 cache = (st, loader, allow and not loader and runs_interpreter(ev.fd))
         except Exception:  # never leave an exec hanging: decide by the rule's effect
@@ -882,7 +903,8 @@ class CellDefender:
             st, loader, interp = cache
             record = self.forensics is not None or (decision is not None and decision.audited)
             self._verdicts.remember(st, facts.path, allow=allow, loader=loader, interp=interp, record=record,
-                                    entry=Cached(tr, facts, decision), generation=generation)
+                                    entry=Cached(tr, facts, decision), generation=generation,
+                                    learn=self._learns(tr, "processes") and not loader)
         if tr is not None and facts is not None:
             self._after_answer(tr, facts, decision, ev.pid, allow)
 

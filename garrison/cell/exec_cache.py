@@ -22,7 +22,14 @@ import time
 from dataclasses import dataclass
 
 from garrison.cell.exec_gate import ExecFacts
-from garrison.kernel.fanotify import CACHE_ALLOW, CACHE_INTERP, CACHE_LOADER, CACHE_RECORD, NativeResponder
+from garrison.kernel.fanotify import (
+    CACHE_ALLOW,
+    CACHE_INTERP,
+    CACHE_LEARN,
+    CACHE_LOADER,
+    CACHE_RECORD,
+    NativeResponder,
+)
 from garrison.policy.evaluate import Decision
 
 SETTLE_S = 1.0
@@ -72,30 +79,52 @@ class VerdictCache:
         self._lock = threading.Lock()
         self._cookies: dict[int, Cached] = {}
         self._cookie_of: dict[tuple[int, int], int] = {}
+        # replaced cookies the native side may still have counts for (kept over two learned() calls: a
+        # put races a drain)
+        self._retired: dict[int, Cached] = {}
+        self._retired_before: dict[int, Cached] = {}
         self._next = 1
 
     def generation(self) -> int:
         return self.responder.generation()
 
     def remember(self, st: os.stat_result, path: str, *, allow: bool, loader: bool, interp: bool,
-                 record: bool, entry: Cached, generation: int) -> bool:
-        """Cache one decision (`st`: the fd's stat taken before deciding)."""
+                 record: bool, entry: Cached, generation: int, learn: bool = False) -> bool:
+        """Cache one decision (`st`: the fd's stat taken before deciding); `learn`: the native side
+        counts each hit with its argv and parent (learned())."""
         if st.st_ctime >= time.time() - SETTLE_S:
             return False
         flags = ((CACHE_ALLOW if allow else 0) | (CACHE_LOADER if loader else 0) | (CACHE_INTERP if interp else 0)
-                 | (CACHE_RECORD if record else 0))
+                 | (CACHE_RECORD if record else 0) | (CACHE_LEARN if learn and allow else 0))
         key = (st.st_dev, st.st_ino)
         with self._lock:
             cookie = self._next
             self._next += 1
             old = self._cookie_of.pop(key, None)
             if old is not None:
-                self._cookies.pop(old, None)
+                gone = self._cookies.pop(old, None)
+                if learn and gone is not None and len(self._retired) < 65536:
+                    self._retired[old] = gone  # counted under the old cookie since the last learned()
             self._cookies[cookie] = entry
             self._cookie_of[key] = cookie
         return self.responder.put(
             st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size, os.fsencode(path), flags, cookie,
             generation)
+
+    def learned(self) -> list[tuple[Cached, list[str], str, int]]:
+        """Execs the native side answered and counted while learning, since the last call: (what the
+        cookie stands for, argv, parent executable, count)."""
+        out = []
+        rows = self.responder.learned()
+        with self._lock:
+            retired = {**self._retired_before, **self._retired}
+            self._retired_before, self._retired = self._retired, {}
+        for cookie, argv, parent, count in rows:
+            entry = self.lookup(cookie) or retired.get(cookie)
+            if entry is not None:
+                args = [a.decode(errors="surrogateescape") for a in argv.split(b"\0")[:-1]]
+                out.append((entry, args, parent.decode(errors="surrogateescape")[:4096], count))
+        return out
 
     def lookup(self, cookie: int) -> Cached | None:
         with self._lock:

@@ -41,8 +41,8 @@ class WorkloadLearner:
         """`rule` as the cell enforces it (the enforcing view of a learning rule)."""
         self.recorder.set_controls(view_learning(rule))
 
-    def exec(self, exe: str, argv: list[str], parent: str) -> None:
-        self.recorder.observe_process(exe, argv, parent)
+    def exec(self, exe: str, argv: list[str], parent: str, count: int = 1) -> None:
+        self.recorder.observe_process(exe, argv, parent, count)
 
     def flows(self, rows: list[tuple[str, int, str, int, float, float]]) -> None:
         """New flows counted in the kernel: (ip, port, protocol, count, first, last) per destination."""

@@ -134,13 +134,13 @@ class ProfileRecorder:
                 proto = str(facts.get("protocol") or "")
                 self._hit("listen", (port, proto), lambda: {"port": port, "protocol": proto})
 
-    def observe_process(self, exe: str, argv: list[Any], parent: str) -> None:
-        """An exec of `exe` (the real file, as the app sees it) by a process of `parent`."""
+    def observe_process(self, exe: str, argv: list[Any], parent: str, count: int = 1) -> None:
+        """`count` execs of `exe` (the real file, as the app sees it) by a process of `parent`."""
         if "processes" not in self.controls or not exe:
             return
         shape = tuple(argv_shape([str(a) for a in argv]))
         self._hit("process", (exe, shape, parent),
-                  lambda: {"exe": exe[:4096], "argv_shape": list(shape), "parent": parent[:4096]})
+                  lambda: {"exe": exe[:4096], "argv_shape": list(shape), "parent": parent[:4096]}, count)
 
     def _net(self, facts: dict[str, Any]) -> None:
         """The hot one (every connect): a known destination is a counter bump; the resolver's names
@@ -191,7 +191,7 @@ class ProfileRecorder:
             with self._lock:
                 self.dropped += dropped
 
-    def _hit(self, kind: str, key: tuple[Any, ...], facts: Callable[[], dict[str, Any]]) -> _Item | None:
+    def _hit(self, kind: str, key: tuple[Any, ...], facts: Callable[[], dict[str, Any]], count: int = 1) -> _Item | None:
         now = time.time()
         with self._lock:
             table = self._items[kind]
@@ -201,7 +201,7 @@ class ProfileRecorder:
                     self.dropped += 1
                     return None
                 item = table[key] = _Item(facts(), now)
-            item.count += 1
+            item.count += count
             item.last = now
             self._dirty.add((kind, key))
             return item

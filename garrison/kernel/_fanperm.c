@@ -20,7 +20,12 @@
  * shared with Python's path (program_exec / is_interpreter), so mixed hits and misses pair.
  *
  * Records for audits and forensics (flag F_RECORD) go to a bounded ring drained by Python in
- * batches; a full ring counts drops and never delays an answer. */
+ * batches; a full ring counts drops and never delays an answer.
+ *
+ * Learning (flag F_LEARN, while a container's processes are learnt): a cached allowed exec is still
+ * answered here, after its argv (from the waiting thread's registers and memory) and its parent's
+ * executable are read and counted per (cookie, argv, parent) in a bounded table Python drains
+ * (learned()); when the table is full the exec goes to Python instead, so nothing is lost. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -37,10 +42,11 @@
 #include <sys/fanotify.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-enum { F_ALLOW = 1, F_LOADER = 2, F_INTERP = 4, F_RECORD = 8 };
+enum { F_ALLOW = 1, F_LOADER = 2, F_INTERP = 4, F_RECORD = 8, F_LEARN = 16 };
 
 #define CACHE_MAX_SLOTS (1u << 19)
 #define PAIR_SLOTS 16384u
@@ -62,6 +68,12 @@ struct pair {
 };
 
 struct miss { int fd; int32_t tid; uint64_t mask; int paired; };
+
+#define LEARN_MAX 4096u             /* distinct (cookie, argv, parent) between two drains */
+#define LEARN_BYTES_MAX (8u << 20)  /* argv and parent bytes kept between two drains */
+#define LEARN_ARGS 17               /* argv[0..16]: what the profile's argv shape looks at */
+#define LEARN_ARG_BYTES 4096        /* per argument, as Python reads it (execinfo.MAX_ARG_BYTES) */
+struct learnt { uint64_t cookie, hash, count; uint32_t argv_len, parent_len; char *argv, *parent; };
 struct rec { uint64_t cookie; int32_t tid; int32_t allowed; };
 
 typedef struct {
@@ -82,6 +94,10 @@ typedef struct {
     pthread_mutex_t pmu; /* interpreter pairing */
     struct pair *pairs;
     uint32_t plive, pused;
+    pthread_mutex_t lmu; /* learning counts */
+    struct learnt *learnt; /* LEARN_MAX * 2 slots, open addressing by hash */
+    uint32_t nlearnt;
+    size_t learnt_bytes;
 } Responder;
 
 static uint64_t mix(uint64_t dev, uint64_t ino) {
@@ -200,6 +216,108 @@ static int pair_check(Responder *R, int32_t tid) {
 }
 
 /* ---- the loop --------------------------------------------------------------------------------- */
+/* ---- learning ---------------------------------------------------------------------------------- */
+/* `len` bytes of the thread's memory at `addr` into out, page by page (a read crossing into an unmapped
+ * page still returns what lies before it); the number of bytes read */
+static size_t mem_read(int32_t tid, uint64_t addr, char *out, size_t len) {
+    size_t done = 0;
+    while (done < len) {
+        size_t chunk = 4096 - ((addr + done) & 4095);
+        if (chunk > len - done) chunk = len - done;
+        struct iovec l = {out + done, chunk}, r = {(void *)(uintptr_t)(addr + done), chunk};
+        ssize_t n = process_vm_readv(tid, &l, 1, &r, 1, 0);
+        if (n <= 0) break;
+        done += (size_t)n;
+        if ((size_t)n < chunk) break;
+    }
+    return done;
+}
+
+/* argv[0..LEARN_ARGS-1] of the thread's held execve/execveat, NUL-terminated each, into out; -1 if
+ * unreadable (then Python reads it) */
+static int held_argv(int32_t tid, char *out, size_t cap, size_t *len) {
+    char st[PAIR_STATE + 1];
+    int n = syscall_state(tid, st, PAIR_STATE);
+    if (n < 0) return -1;
+    st[n] = 0;
+    long nr;
+    unsigned long long a0, a1, a2;
+    if (sscanf(st, "%ld %llx %llx %llx", &nr, &a0, &a1, &a2) != 4 || (nr != 59 && nr != 322)) return -1;
+    uint64_t ptrs[LEARN_ARGS], argv_ptr = nr == 322 ? a2 : a1;
+    size_t got = argv_ptr ? mem_read(tid, argv_ptr, (char *)ptrs, sizeof ptrs) / 8 : 0;
+    *len = 0;
+    for (size_t i = 0; i < got && ptrs[i]; i++) {
+        if (cap - *len < LEARN_ARG_BYTES + 1) return -1;
+        size_t r = mem_read(tid, ptrs[i], out + *len, LEARN_ARG_BYTES);
+        size_t sl = strnlen(out + *len, r);
+        if (sl == r && r < LEARN_ARG_BYTES) return -1; /* no NUL and not at the limit: unreadable */
+        *len += sl;
+        out[(*len)++] = 0;
+    }
+    return 0;
+}
+
+/* the executable of tid's parent ("" when gone), as Python's cell.learning.parent_exe reads it */
+static size_t parent_exe(int32_t tid, char *out, size_t cap) {
+    char p[64], buf[512];
+    snprintf(p, sizeof p, "/proc/%d/stat", tid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    char *end = strrchr(buf, ')');
+    int ppid = 0;
+    if (!end || sscanf(end + 1, " %*c %d", &ppid) != 1 || ppid <= 0) return 0;
+    snprintf(p, sizeof p, "/proc/%d/exe", ppid);
+    ssize_t l = readlink(p, out, cap);
+    return l > 0 ? (size_t)l : 0;
+}
+
+static uint64_t fnv(uint64_t h, const char *b, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)b[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* count one exec of cookie's file; 0 when it could not be counted (the caller hands it to Python) */
+static int learn_exec(Responder *R, uint64_t cookie, int32_t tid) {
+    static __thread char argv[LEARN_ARGS * (LEARN_ARG_BYTES + 1)];
+    char parent[4096];
+    size_t alen;
+    if (held_argv(tid, argv, sizeof argv, &alen) < 0) return 0;
+    size_t plen = parent_exe(tid, parent, sizeof parent);
+    uint64_t h = fnv(fnv(fnv(1469598103934665603ULL, (const char *)&cookie, sizeof cookie), argv, alen), "\1", 1);
+    h = fnv(h, parent, plen);
+    int ok = 0;
+    pthread_mutex_lock(&R->lmu);
+    if (!R->learnt) R->learnt = calloc(LEARN_MAX * 2, sizeof *R->learnt);
+    for (uint32_t i = (uint32_t)h & (LEARN_MAX * 2 - 1); R->learnt; i = (i + 1) & (LEARN_MAX * 2 - 1)) {
+        struct learnt *e = &R->learnt[i];
+        if (!e->count) {
+            if (R->nlearnt >= LEARN_MAX || R->learnt_bytes + alen + plen > LEARN_BYTES_MAX) break;
+            e->argv = malloc(alen + 1);
+            e->parent = malloc(plen + 1);
+            if (!e->argv || !e->parent) { free(e->argv); free(e->parent); e->argv = e->parent = NULL; break; }
+            memcpy(e->argv, argv, alen);
+            memcpy(e->parent, parent, plen);
+            *e = (struct learnt){cookie, h, 1, (uint32_t)alen, (uint32_t)plen, e->argv, e->parent};
+            R->nlearnt++;
+            R->learnt_bytes += alen + plen;
+            ok = 1;
+            break;
+        }
+        if (e->hash == h && e->cookie == cookie && e->argv_len == alen && e->parent_len == plen &&
+            !memcmp(e->argv, argv, alen) && !memcmp(e->parent, parent, plen)) {
+            e->count++;
+            ok = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&R->lmu);
+    return ok;
+}
+
 static void respond(Responder *R, int fd, int allow) {
     struct fanotify_response r = {.fd = fd, .response = allow ? FAN_ALLOW : FAN_DENY};
     ssize_t w = write(R->fan_fd, &r, sizeof r);
@@ -269,6 +387,10 @@ static void handle(Responder *R, const struct fanotify_event_metadata *m) {
         return;
     }
     int allow = flags & F_ALLOW;
+    if (allow && (flags & F_LEARN) && !learn_exec(R, cookie, m->pid)) {
+        hand_over(R, m, -1); /* not countable here (table full, argv unreadable): Python records it */
+        return;
+    }
     if (allow && (flags & F_INTERP)) pair_record(R, m->pid); /* its interpreter is opened next */
     respond(R, m->fd, allow);
     pthread_mutex_lock(&R->mu);
@@ -321,6 +443,7 @@ static int Responder_init(Responder *self, PyObject *args, PyObject *kw) {
     }
     pthread_mutex_init(&self->mu, NULL);
     pthread_mutex_init(&self->pmu, NULL);
+    pthread_mutex_init(&self->lmu, NULL);
     self->gen = 1;
     return 0;
 }
@@ -370,6 +493,9 @@ static void Responder_dealloc(Responder *self) {
     free(self->misses);
     free_slots(self->slots, self->cap);
     free(self->pairs);
+    if (self->learnt)
+        for (uint32_t i = 0; i < LEARN_MAX * 2; i++) { free(self->learnt[i].argv); free(self->learnt[i].parent); }
+    free(self->learnt);
     if (self->wake_fd >= 0) close(self->wake_fd);
     if (self->notify_fd >= 0) close(self->notify_fd);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -489,6 +615,33 @@ static PyObject *Responder_take(Responder *self, PyObject *Py_UNUSED(x)) {
     return Py_BuildValue("NNKi", lm, lr, (unsigned long long)dropped, self->running ? self->error : 0);
 }
 
+/* learned() -> [(cookie, argv: bytes, NUL-terminated each, parent: bytes, count)] since the last call */
+static PyObject *Responder_learned(Responder *self, PyObject *Py_UNUSED(x)) {
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    pthread_mutex_lock(&self->lmu);
+    for (uint32_t i = 0; self->learnt && i < LEARN_MAX * 2 && self->nlearnt; i++) {
+        struct learnt *e = &self->learnt[i];
+        if (!e->count) continue;
+        PyObject *row = Py_BuildValue("Ky#y#K", (unsigned long long)e->cookie, e->argv, (Py_ssize_t)e->argv_len,
+                                      e->parent, (Py_ssize_t)e->parent_len, (unsigned long long)e->count);
+        if (!row || PyList_Append(out, row) < 0) {
+            Py_XDECREF(row);
+            Py_DECREF(out);
+            pthread_mutex_unlock(&self->lmu);
+            return NULL;
+        }
+        Py_DECREF(row);
+        free(e->argv);
+        free(e->parent);
+        *e = (struct learnt){0};
+        self->nlearnt--;
+    }
+    self->learnt_bytes = 0;
+    pthread_mutex_unlock(&self->lmu);
+    return out;
+}
+
 static PyObject *Responder_stats(Responder *self, PyObject *Py_UNUSED(x)) {
     int64_t cpu_ns = self->cpu_ns;
     clockid_t cid;
@@ -543,6 +696,7 @@ static PyMethodDef Responder_methods[] = {
     {"take", (PyCFunction)Responder_take, METH_NOARGS,
      "(misses [(fd, tid, mask, paired)], records [(cookie, tid, allowed)], dropped, error)"},
     {"stats", (PyCFunction)Responder_stats, METH_NOARGS, "answered natively, handed to Python, cached"},
+    {"learned", (PyCFunction)Responder_learned, METH_NOARGS, "execs counted while learning, since the last call"},
     {"program_exec", (PyCFunction)Responder_program_exec, METH_VARARGS, "record tid's program exec"},
     {"is_interpreter", (PyCFunction)Responder_is_interpreter, METH_VARARGS, "is tid opening its program's interpreter"},
     {"forget", (PyCFunction)Responder_forget, METH_VARARGS, "drop tid's pairing record"},

@@ -105,3 +105,32 @@ def test_python_responder_on_request(garden: Any, defender: Any) -> None:
     assert c.exec("/bin/true").returncode == 0
     assert _refused(c.exec("/bin/wget"))
     assert d.exec_stats() == {}
+
+
+def test_learnt_execs_are_answered_and_counted_natively(garden: Any, defender: Any) -> None:
+    """While the processes are learnt, a known file's exec is still answered by the native responder,
+    which reads its argv and parent from the waiting thread and counts them (kernel/_fanperm.c,
+    F_LEARN): the profile has every exec with its argv shape, as if Python had seen each."""
+    d, audits = defender(RuntimePolicy.model_validate({"rules": [{"name": "learn", "processes": {"effect": "learn"}}]}))
+    d.on_profile = lambda report: True  # a console link: the container learns
+    c = garden()
+    time.sleep(SETTLE_S + 0.2)  # cached only once the image's ctime has settled
+    c.run_app(START_SH)
+    audits.wait(lambda e: e.control == "cell.container_protected" and e.extra["container"] == c.id)
+    deadline = time.monotonic() + 10
+    while not any(tr.learner for tr in d._tracked.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.exec("/bin/true", "0").returncode == 0  # decided (and counted) in Python, then cached
+    before = d.exec_stats()["answered"]
+    for i in range(1, 6):
+        assert c.exec("/bin/true", str(i)).returncode == 0
+    assert c.exec("/bin/true", "--mode=fast", "z" * 200).returncode == 0
+    assert d.exec_stats()["answered"] - before >= 6, d.exec_stats()  # none went to Python
+    with d._lock:
+        d._read_execs()
+        (learner,) = [tr.learner for tr in d._tracked.values() if tr.learner is not None]
+    (report,), _ = learner.recorder.take(full=True)
+    seen = {tuple(p.argv_shape): p for p in report.processes if p.exe == "/bin/true"}
+    assert seen[("<n>",)].count == 6  # one in Python, five natively: one item
+    assert seen[("--mode=fast", "<long>")].count == 1
+    assert seen[("<n>",)].parent == seen[("--mode=fast", "<long>")].parent
