@@ -6,6 +6,7 @@ No I/O and no state: what to do about a finding (alert, 403, ban) is the firewal
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from garrison.cnaf.detect import (
     cmdi,
     code_injection,
     lfi,
+    prefilter,
     protocol,
     rfi,
     session_fixation,
@@ -45,6 +47,19 @@ DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("sqli", sqli.detect),
     ("xss", xss.detect),
 )
+# Their big regexes answer "cannot match" from one Hyperscan pass per text once `start_prefilter`
+# has built the database (exact: see detect/prefilter.py); before that they run as written.
+prefilter.GATE.wrap_modules([attack_tools, shellshock, code_injection, cmdi, lfi, rfi, sqli, xss])
+
+
+def start_prefilter(*, background: bool = True) -> None:
+    """Build the detectors' prefilter database (seconds the first time, then read from the cache)."""
+    if background:
+        threading.Thread(target=prefilter.GATE.build, name="cnaf-prefilter", daemon=True).start()
+    else:
+        prefilter.GATE.build()
+
+
 _MAX_VALUE = 64 * 1024
 # Values made only of word characters with single dots/dashes (ids, numbers, slugs, file names)
 # cannot carry any of the attacks above; skipping them keeps the common request cheap.

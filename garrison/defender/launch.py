@@ -551,8 +551,9 @@ class AppEmbeddedDefender:
                 control="exit",
                 pid=pid,
                 message=f"app exited with status {status}",
-                # what the native data plane answered itself and what it handed to Python
-                extra={"native": self.sup.native.stats()} if self.sup.native is not None else {},
+                # notifications Python handled, and what the native data plane answered itself
+                extra={"notifications": self.sup.notifications}
+                | ({"native": self.sup.native.stats()} if self.sup.native is not None else {}),
             )
         )
         self._shutdown()

@@ -19,16 +19,9 @@ from garrison.channel.client import DefenderChannelClient
 from garrison.pki.ca import client_ssl_context, make_key_and_csr
 from garrison.policy.audit import AuditEvent
 from tests.fixtures.console import RunningConsole
+from tests.polling import until as _until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def _until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.05)
 
 
 def _client(bundle: InstallBundle, folder: Path, app: str) -> DefenderChannelClient:

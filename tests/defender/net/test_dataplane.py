@@ -20,22 +20,9 @@ from garrison.policy.model import Rule
 
 from .conftest import HOST4, HOST6, rule_from
 from .servers import TcpServer, UdpServer
+from .test_outbound import CONNECT, _results
 
 native = pytest.mark.skipif(not native_available()[0], reason=native_available()[1] or "native")
-
-CONNECT = """
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-for port in sys.argv[2:]:
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    print(port, s.connect_ex((sys.argv[1], int(port))))
-    s.close()
-"""
-
-
-def _results(out: str) -> dict[int, int]:
-    return {int(p): int(r) for p, r in (line.split() for line in out.split("\n") if line.strip())}
-
 
 # -- tables vs the evaluator -------------------------------------------------------------------------
 _v4 = st.integers(0, (1 << 32) - 1).map(lambda n: ipaddress.IPv4Address(n))
