@@ -7,6 +7,7 @@ import ctypes
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from garrison.kernel._libc import syscall
 from garrison.kernel.bpf import BpfObject, object_path
@@ -100,6 +101,8 @@ class MemfdWatch:
 
 def watch_unavailable() -> str | None:
     """Why memfd executables cannot be reported from the kernel here (None: they can be tried)."""
+    if not any(Path(d, "events").is_dir() for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")):
+        return "tracefs is not mounted (/sys/kernel/tracing): tracepoint programs cannot be attached"
     return bpf_unavailable(WATCH_OBJECT)
 
 
