@@ -8,8 +8,9 @@ learn, until its learner exists), then runs `sh -c 'while ...; do /bin/true; don
 (fork+exec+wait) and connect+close from the container's network namespace to a listener on the cell
 side of a veth pair. Wall time per op, and this process's CPU per op (the defender's threads: less
 disturbed by a loaded machine). In learn, every exec is answered in Python (its argv is read from
-the waiting thread) and every new flow is one NFLOG message counted in Python; in alert the native
-responder answers a known file's exec and flows are logged only for forensics (none here).
+the waiting thread) and new flows are counted per destination in the kernel (read once a second);
+in alert the native responder answers a known file's exec and flows are not logged (no forensics
+here). The last line checks the counts: every exec and every connect of the last learn round.
 
     flock /work/cell.lock .venv/bin/python bench/cell_learn.py [--execs 1000] [--connects 2000] [--rounds 5]
 """

@@ -49,6 +49,9 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+DRAIN_CPU = [0.0]  # the native record drain thread's CPU seconds in the last run (where learning counts)
+
+
 def run(
     argv: list[str], effect: str, dataplane: str, user: tuple[int, int] | None, tmp: str
 ) -> tuple[float, float, int]:
@@ -64,6 +67,7 @@ def run(
         cpu = _cpu() - cpu0  # (the guard's threads have stopped: all their CPU is counted)
         reports, _ = recorder.take(full=True)
         counted = sum(d.count for r in reports for d in r.destinations)
+        DRAIN_CPU[0] = ctx.dataplane.drain_cpu_s if ctx.dataplane is not None else 0.0
         return us, cpu, counted
     finally:
         ctx.forensics.close()
@@ -97,12 +101,14 @@ def main() -> None:
     for name, argv in apps.items():
         for dp in planes:
             res: dict[str, list[float]] = {"alert": [], "learn": [], "alert cpu": [], "learn cpu": []}
+            drain: dict[str, list[float]] = {"alert": [], "learn": []}
             counted = 0
             for _ in range(rounds):
                 a = [*argv, str(port), str(n)]
                 for mode in ("alert", "learn"):
                     us, cpu, got = run(a, mode, dp, user, tmp)
                     res[mode].append(us)
+                    drain[mode].append(DRAIN_CPU[0] / n * 1e6)
                     # CPU per connect: minus a run of none (set-up and exit cancel)
                     cpu -= run([*argv, str(port), "0"], mode, dp, user, tmp)[1]
                     res[f"{mode} cpu"].append(cpu / n * 1e6)
@@ -117,6 +123,12 @@ def main() -> None:
             print(
                 f"  {name:6s} {dp:6s} connects counted by the recorder in the last learn round: {counted}/{n}"
             )
+            if dp == "native":  # learning's only extra work on this plane runs on the drain thread
+                da, dl = statistics.median(drain["alert"]), statistics.median(drain["learn"])
+                al = statistics.median(res["alert cpu"])
+                print(f"  {name:6s} {dp:6s} record drain thread CPU per connect (median): alert {da:5.2f} us, "
+                      f"learn {dl:5.2f} us: learning adds {dl - da:+5.2f} us = {(dl - da) / al * 100:+5.1f} % "
+                      "of the alert CPU per connect")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     shutil.rmtree(tmp, ignore_errors=True)
     srv.kill()

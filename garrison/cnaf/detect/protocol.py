@@ -6,8 +6,9 @@ these checks cover what a strict parser still accepts but a back end may read di
 
 from __future__ import annotations
 
-from garrison.cnaf.detect import multipart
+from garrison.cnaf.detect import arguments, multipart
 from garrison.cnaf.request import HttpRequest
+from garrison.policy.cnaf import ProtocolSettings
 
 MAX_HEADERS = 100
 # Headers no browser or API client sends; back ends act on them (WebDAV `If`/`Lock-Token`,
@@ -37,8 +38,13 @@ def classify_parser_error(message: str) -> str:
     return f"malformed request ({message})"
 
 
-def check(req: HttpRequest, max_header_bytes: int) -> str | None:
-    """First protocol violation in a parsed request head, or None."""
+_DEFAULT_SETTINGS = ProtocolSettings()
+
+
+def check(
+    req: HttpRequest, max_header_bytes: int, settings: ProtocolSettings = _DEFAULT_SETTINGS
+) -> str | None:
+    """First protocol violation in a parsed request (head, then body framing and parameters), or None."""
     if req.version not in _ALLOWED_VERSIONS:
         return f"unsupported HTTP version {req.version}"
     if len(req.headers) > MAX_HEADERS:
@@ -47,6 +53,7 @@ def check(req: HttpRequest, max_header_bytes: int) -> str | None:
     if size > max_header_bytes:
         return f"oversized request head ({size} > {max_header_bytes} bytes)"
     cl = te = host = 0
+    header_params = False  # a Cookie or method-override header for the parameter checks
     te_value = ""
     for k, v in req.headers:
         lk = k.lower()
@@ -57,6 +64,10 @@ def check(req: HttpRequest, max_header_bytes: int) -> str | None:
             te_value = v
         elif lk == "host":
             host += 1
+            if not v.strip():
+                return "empty Host header"
+        elif lk == "cookie" or lk in arguments.OVERRIDE_HEADERS:
+            header_params = True
     if cl and te:
         return "request smuggling: both Content-Length and Transfer-Encoding"
     if cl > 1:
@@ -70,7 +81,12 @@ def check(req: HttpRequest, max_header_bytes: int) -> str | None:
     for k, v in req.headers:
         if "\x00" in v or "\r" in v or "\n" in v:
             return f"control character in header {k}"
-    return _semantics(req, bool(te))
+    if problem := _semantics(req, bool(te)):
+        return problem
+    target = req.target
+    if header_params or req.body or ("?" in target and arguments.needs_pairs(target.partition("?")[2])):
+        return arguments.check(req, settings)
+    return None
 
 
 def _semantics(req: HttpRequest, chunked: bool) -> str | None:

@@ -2203,6 +2203,7 @@ struct learned_dest {
 
 struct learned {
     struct learned_dest slot[LEARN_SLOTS];
+    uint16_t order[LEARN_SLOTS / 2]; /* the used slots, in the order they were filled */
     size_t used;
     uint64_t dropped; /* distinct destinations beyond the table's bound (reported, then zeroed) */
 };
@@ -2227,7 +2228,7 @@ static void learn_count(LoopObject *L, const struct record *r) {
             *d = (struct learned_dest){.used = 1, .v6 = v6, .proto = (uint8_t)r->proto, .port = (uint16_t)r->port,
                                        .count = 1, .first = r->t, .last = r->t};
             memcpy(d->addr, r->addr, alen);
-            t->used++;
+            t->order[t->used++] = (uint16_t)i;
             return;
         }
         if (d->v6 == v6 && d->port == r->port && d->proto == r->proto && !memcmp(d->addr, r->addr, alen)) {
@@ -2247,10 +2248,8 @@ static PyObject *Loop_take_learned(LoopObject *self, PyObject *Py_UNUSED(ignored
     struct learned *t = self->learned;
     if (!out || !t)
         return out ? Py_BuildValue("(NK)", out, 0ULL) : NULL;
-    for (size_t i = 0; i < LEARN_SLOTS && t->used; i++) {
-        struct learned_dest *d = &t->slot[i];
-        if (!d->used)
-            continue;
+    for (size_t i = 0; i < t->used; i++) {
+        struct learned_dest *d = &t->slot[t->order[i]];
         char ip[64];
         fmt_ip(ip, sizeof ip, d->v6, d->addr);
         PyObject *row = Py_BuildValue("(sIIKdd)", ip, (unsigned)d->port, (unsigned)d->proto,
@@ -2262,7 +2261,8 @@ static PyObject *Loop_take_learned(LoopObject *self, PyObject *Py_UNUSED(ignored
         }
         Py_DECREF(row);
     }
-    memset(t->slot, 0, sizeof t->slot);
+    for (size_t i = 0; i < t->used; i++) /* only what was used: a take costs per destination, not per slot */
+        t->slot[t->order[i]].used = 0;
     t->used = 0;
     unsigned long long dropped = t->dropped;
     t->dropped = 0;

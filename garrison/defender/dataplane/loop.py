@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,8 @@ class NativeDataplane:
         self._stopped = threading.Event()
         self._workers: list[threading.Thread] = []
         self.handed_over = 0
+        self.drain_cpu_s = 0.0
+        """CPU time of the record drain thread so far (where learning's counting runs: bench/defender_learn.py)"""
         # while set, records stay in the ring (lets a test fill it; the app must never notice)
         self.hold_records = hold_records or threading.Event()
 
@@ -279,7 +282,9 @@ class NativeDataplane:
 
     # -- records → audits and forensic lines ---------------------------------------------------------
     def _drain(self) -> None:
+        start = time.thread_time()
         while not self._stopped.is_set():
+            self.drain_cpu_s = time.thread_time() - start
             if self.hold_records.is_set():
                 self._stopped.wait(0.05)
                 continue
@@ -293,6 +298,7 @@ class NativeDataplane:
                 self._refresh_pins()
             except Exception:
                 log.exception("data plane: drain")
+        self.drain_cpu_s = time.thread_time() - start
 
     def _lines_sink(self) -> Callable[[str], None] | None:
         """Where the loop's own forensic lines go: the context's ring, when it takes formatted lines."""
