@@ -116,8 +116,10 @@ async def serve(cfg: ConsoleConfig) -> None:
         ctx.metrics.events_ingested.inc(len(events))
         ctx.alerts.submit(events)
         ctx.live.notify()
+        cluster.audits_stored()
 
     cluster = ctx.cluster = ClusterService(ctx.store)
+    cluster.on_audits = ctx.live.notify
     backend = ConsoleChannelBackend(
         ctx.store, ctx.defenders, ctx.policies, on_events, ctx.scans, replica_id=cluster.replica_id
     )
