@@ -367,6 +367,16 @@ class AppEmbeddedDefender:
             return out
         raise ValueError(f"unknown command {name!r}")
 
+    def _exit_counters(self) -> dict[str, Any]:
+        sup = self.sup
+        assert sup is not None
+        if sup.native is not None:
+            return {"native": sup.native.stats()}
+        out = {"received": sup.notifications}
+        if sup.tracer is not None:
+            out["stops"] = sup.tracer.stops
+        return {"python": out}
+
     def _local_audit(self, event: AuditEvent) -> None:
         with self._audit_lock:
             if self._audit_file is None:
@@ -551,8 +561,9 @@ class AppEmbeddedDefender:
                 control="exit",
                 pid=pid,
                 message=f"app exited with status {status}",
-                # what the native data plane answered itself and what it handed to Python
-                extra={"native": self.sup.native.stats()} if self.sup.native is not None else {},
+                # what the native data plane answered itself and what it handed to Python (the Python
+                # plane: how many notifications and ptrace stops the app waited for)
+                extra=self._exit_counters(),
             )
         )
         self._shutdown()
