@@ -3,9 +3,13 @@
 1. `http`: a small HTTP service (asyncio) whose every request opens a new TCP connection to a
    backend on loopback (what a service calling a database or another service without a pool does),
    driven by `wrk` with keep-alive; req/s under the defender vs bare. Goal ≥ 0.95. Also the CPU of
-   the service and its defender per request while wrk ran (start-up excluded), which stays
-   meaningful on a loaded machine where req/s do not. The rule has the
-   1,000-entry network rule of bench/defender_connect.py, so every backend connect is decided.
+   the service and its defender per request while wrk ran (start-up excluded; the defender's share
+   apart), which stays meaningful on a loaded machine where req/s do not, and the seccomp
+   notifications per request (from the exit audit: whole run, the few of start-up included). The
+   rule has the 1,000-entry network rule of bench/defender_connect.py, so every backend connect is
+   decided. The service listens on its own port: no CNAF sits in front of it (the rule has no
+   `cnaf` and PORT is not set), so this is the app under the defender, not the WAF path
+   (bench/cnaf_throughput.py measures that).
 2. `sh`: a shell job running 2,000 short `sh -c` invocations (a fork and an exec each); wall time,
    reported as bare/defender. Goal ≥ 0.90. Run with an allow-all rule and with drift prevention
    (Landlock), the same 1,000-entry network rule in both.
@@ -25,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -112,9 +117,30 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def http_round(policy: Path, data: Path, plane: str | None, backend: int, seconds: int) -> tuple[float, float]:
-    """(req/s, CPU µs per request of the service and its defender while wrk ran: start-up excluded,
-    and steadier than req/s on a loaded machine)."""
+def _notifications(data: Path) -> int:
+    """Notifications the last run's defender received (its exit audit): the native loop's count, or
+    what Python handled on the Python data plane."""
+    n = -1
+    log = data / "garrison-audit.jsonl"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        ev = json.loads(line)
+        if ev.get("control") == "exit":
+            extra = ev.get("extra") or {}
+            n = int(extra["native"]["received"]) if "native" in extra else int(extra.get("notifications", -1))
+    return n
+
+
+@dataclass
+class HttpRound:
+    rps: float
+    cpu_us: float  # service + defender, per request
+    defender_us: float  # the defender's own share (its loop thread included)
+    notifications: float  # per request
+
+
+def http_round(policy: Path, data: Path, plane: str | None, backend: int, seconds: int) -> HttpRound:
+    """One wrk run: req/s and the CPU per request of the service and its defender while wrk ran
+    (start-up excluded, and steadier than req/s on a loaded machine)."""
     port = _free_port()
     cmd, env = _defender(policy, data, plane, [sys.executable, "-c", SERVICE, str(backend), str(port)])
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=data)
@@ -123,20 +149,23 @@ def http_round(policy: Path, data: Path, plane: str | None, backend: int, second
         if p.stdout.readline().strip() != "ready":
             raise SystemExit(f"service did not start: {p.stderr.read() if p.stderr else ''}")
         tree = [p.pid] + (_children(p.pid) if plane is not None else [])
-        cpu0 = _cpu_s(tree)
+        cpu0, own0 = _cpu_s(tree), _cpu_s(tree[:1])
         out = subprocess.run(
             ["wrk", "-t2", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        cpu = _cpu_s(tree) - cpu0
+        cpu, own = _cpu_s(tree) - cpu0, _cpu_s(tree[:1]) - own0
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
         n = re.search(r"(\d+) requests in", out)
         if not m or not n or "Non-2xx" in out or "Socket errors" in out:
             raise SystemExit(f"wrk run failed:\n{out}")
-        return float(m.group(1)), cpu / max(1, int(n.group(1))) * 1e6
+        requests = max(1, int(n.group(1)))
     finally:
         p.terminate()
         p.wait(timeout=30)
+    notes = _notifications(data) / requests if plane is not None else 0.0
+    own_us = own * 1e6 / requests if plane is not None else 0.0
+    return HttpRound(float(m.group(1)), cpu / requests * 1e6, own_us, notes)
 
 
 def sh_round(policy: Path, data: Path, plane: str | None, runs: int) -> tuple[float, float]:
@@ -188,24 +217,29 @@ def main() -> None:
                 assert be.stdout is not None
                 backend = int(be.stdout.readline())
                 try:
-                    res: dict[str | None, list[tuple[float, float]]] = {p: [] for p in planes}
+                    res: dict[str | None, list[HttpRound]] = {p: [] for p in planes}
                     for _ in range(a.rounds):
                         for p in planes:
                             res[p].append(http_round(files["allow-all"], tmp, p, backend, a.seconds))
                 finally:
                     be.kill()
-                bare = statistics.median(r[0] for r in res[None])
-                bare_cpu = statistics.median(r[1] for r in res[None])
+                bare = statistics.median(r.rps for r in res[None])
+                bare_cpu = statistics.median(r.cpu_us for r in res[None])
                 print(
                     f"http service, a new backend connection per request, wrk -c16 {a.seconds}s x {a.rounds}:"
                 )
                 for p in planes:
-                    med = statistics.median(r[0] for r in res[p])
-                    cpu = statistics.median(r[1] for r in res[p])
-                    print(
+                    med = statistics.median(r.rps for r in res[p])
+                    cpu = statistics.median(r.cpu_us for r in res[p])
+                    line = (
                         f"  {label[p]:30s} median {med:9.0f} req/s  ({med / bare:4.2f} of bare; goal >= 0.95); "
                         f"CPU of service + defender {cpu:6.1f} µs/request ({cpu / bare_cpu:4.2f}x)"
                     )
+                    if p is not None:
+                        own = statistics.median(r.defender_us for r in res[p])
+                        notes = statistics.median(r.notifications for r in res[p])
+                        line += f", of it the defender {own:5.1f} µs; {notes:4.2f} notifications/request"
+                    print(line)
         if a.only in (None, "sh"):
             for pol in ("allow-all", "drift"):
                 sres: dict[str | None, list[tuple[float, float]]] = {p: [] for p in planes}

@@ -118,7 +118,9 @@ def trapped_per_op(data: Path, n: int) -> tuple[float, float]:
     exit audit (what the app waited for: each is a round trip through a defender thread)."""
     audits = (data / "garrison-audit.jsonl").read_text().splitlines()
     last = next(json.loads(a) for a in reversed(audits) if '"control":"exit"' in a.replace(" ", ""))
-    counters = last["extra"].get("native") or last["extra"].get("python") or {}
+    extra = last["extra"]
+    native = extra.get("native")
+    counters = native if native is not None else {"received": extra.get("notifications", 0), **extra}
     return counters.get("received", 0) / n, counters.get("stops", 0) / n
 
 

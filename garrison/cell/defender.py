@@ -37,7 +37,7 @@ from garrison.channel.protocol import MAX_WORKLOADS, ProfileReport, Workload, Wo
 from garrison.defender.execinfo import is_loader
 from garrison.defender.net.dns_proxy import Upstream, resolv_conf_upstreams
 from garrison.defender.net.portscan import PortScanTracker
-from garrison.kernel import memfd
+from garrison.kernel import memfd, nftset
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent, native_responder
 from garrison.kernel.inotify import Inotify
 from garrison.kernel.netns import socket_in_netns
@@ -78,6 +78,9 @@ class _Tracked:
     memfd_scope: int = 0  # vm.memfd_noexec set in the container's pid namespace
     forks: forkrate.ForkRate = field(default_factory=forkrate.ForkRate)
     learner: WorkloadLearner | None = None  # while (or since) a control of its rule learns
+    counting: bool = False  # our table counts new flows per destination (network learns)
+    nft: socket.socket | None = None  # netfilter netlink socket in its netns (reads those counts)
+    flow_counts: dict[tuple[str, str, int], int] = field(default_factory=dict)  # as last read
 
 
 def _identity(c: Container) -> Identity:
@@ -193,8 +196,12 @@ class CellDefender:
             self._procs.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
+        for tr in self._tracked.values():
+            self._read_flows(tr)
         _flush([tr.learner for tr in self._tracked.values()])  # the last counts, while the link is up
         for tr in self._tracked.values():
+            if tr.nft is not None:
+                tr.nft.close()
             if tr.nflog is not None:
                 tr.nflog.close()
             if tr.resolver is not None:
@@ -326,6 +333,10 @@ class CellDefender:
                 if tr.diag is not None:
                     tr.diag.close()
                     tr.diag = None
+                self._read_flows(tr)  # our socket keeps its namespace (and the counts) alive until now
+                if tr.nft is not None:
+                    tr.nft.close()
+                    tr.nft = None
                 for ns in [k for k, v in self._by_pidns.items() if v is tr]:
                     del self._by_pidns[ns]
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
@@ -357,6 +368,7 @@ class CellDefender:
                 self._check_pids(tr)
                 if self._ticks % LISTEN_EVERY_TICKS == 0:
                     self._check_listening(tr)
+                    self._read_flows(tr)
             self._ticks += 1
             self._report(list(self._tracked.values()), [g[:256] for g in gone if g not in found])
 
@@ -473,8 +485,29 @@ class CellDefender:
         """Every container's learning report, every `profile_interval` seconds."""
         while not self._stop.wait(self.profile_interval):
             with self._lock:
+                for tr in self._tracked.values():
+                    self._read_flows(tr)
                 learners = [tr.learner for tr in self._tracked.values()]
             _flush(learners)
+
+    def _read_flows(self, tr: _Tracked) -> None:
+        """New flows the kernel counted per destination since the last read, into the learner (a
+        netlink dump of our table's sets: nothing per flow reaches user space). Called once a second,
+        before the table is replaced (which starts the counts again) and when the container is gone."""
+        if not tr.counting or tr.learner is None:
+            return
+        try:
+            if tr.nft is None:
+                tr.nft = nftset.open_socket(f"/proc/{tr.container.init_pid}/ns/net")
+            now = network.learned_flows(tr.nft)
+        except OSError:
+            return
+        t, old = time.time(), tr.flow_counts
+        rows = [(ip, port, proto, n - old.get((ip, proto, port), 0), t, t)
+                for (ip, proto, port), n in now.items() if n > old.get((ip, proto, port), 0)]
+        tr.flow_counts = now
+        if rows:
+            tr.learner.flows(rows)
 
     def _apply_memfd(self, tr: _Tracked) -> None:
         """Under drift prevention no memfd can be made executable in the container (vm.memfd_noexec =
@@ -516,16 +549,17 @@ class CellDefender:
                            "namespace: outbound and DNS rules are not applied (they would hold the cell)", "high")
             return
         self._apply_resolver(tr, dns_on)
-        log_flows = self.forensics is not None or self._learns(tr, "network")
-        want = (network.ruleset(rule.network, log_flows=log_flows, dns=rule.dns,
-                                dns_port=tr.resolver.port if tr.resolver else None,
-                                count_flows=self._learns(tr, "network"))
+        counting = self._learns(tr, "network")
+        want = (network.ruleset(rule.network, log_flows=self.forensics is not None, dns=rule.dns,
+                                dns_port=tr.resolver.port if tr.resolver else None, count_flows=counting)
                 if rule is not None and (net_on or tr.resolver is not None) else None)
         if tr.net_checked and (want == tr.net_script or (want is None and tr.net_script is None)):
             return
         tr.net_checked = True  # the first time, a table a previous run left is cleared if unwanted
         try:
+            self._read_flows(tr)  # the counts so far: replacing the table starts them again
             network.apply(c.init_pid, want or network.clear_script())
+            tr.counting, tr.flow_counts = bool(want) and counting, {}
             if want and tr.nflog is None:
                 tr.nflog = NflogSocket(network.NFLOG_GROUP, f"/proc/{c.init_pid}/ns/net")
                 self._nudge()
@@ -613,8 +647,6 @@ class CellDefender:
         for one window."""
         if self.forensics is not None:
             self.forensics.record(tr.container.id, "connect", dest_ip=pkt.dst, dest_port=pkt.dport, protocol=proto)
-        if tr.learner is not None and pkt.dport is not None:  # (DNS to our resolver is accepted before the log)
-            tr.learner.flow(pkt.dst, pkt.dport, proto)
         rule = tr.rule
         cfg = rule.network.port_scan if rule else None
         if rule is None or cfg is None or not cfg.enabled or pkt.dport is None:

@@ -2,8 +2,9 @@
 recorder counts it, reported as the same `profile` message naming the container's workload.
 
 Fed by what the cell defender already sees, nothing trapped per call: the exec gate (the file a held
-execve runs, its argv from the waiting thread, the parent's executable), NFLOG of new outbound flows
-(one message per new connection, never per packet; counted here), the container's resolver (names
+execve runs, its argv from the waiting thread, the parent's executable), new outbound flows counted per
+destination in the kernel (a dynamic nftables set with counters, read once a second: nothing per
+connection reaches user space), the container's resolver (names
 queried, and the names that resolved to a destination's address) and the listening-port check."""
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class WorkloadLearner:
     def exec(self, exe: str, argv: list[str], parent: str) -> None:
         self.recorder.observe_process(exe, argv, parent)
 
-    def flow(self, ip: str, port: int, protocol: str) -> None:
-        self.recorder.observe("net", {"dest_ip": ip, "dest_port": port, "protocol": protocol})
+    def flows(self, rows: list[tuple[str, int, str, int, float, float]]) -> None:
+        """New flows counted in the kernel: (ip, port, protocol, count, first, last) per destination."""
+        self.recorder.observe_destinations(rows)
 
     def query(self, name: str) -> None:
         self.recorder.observe("dns", {"name": name})

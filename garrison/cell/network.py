@@ -11,13 +11,17 @@ allow list."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import subprocess
 from collections.abc import Callable
 
+from garrison.kernel import nftset
 from garrison.policy.model import DnsControls, NetTarget, NetworkControls, PortRange
 
 NFLOG_GROUP = 7341
 TABLE = "garrison"
+LEARN_SETS = (("ip", "learned4", "ipv4_addr"), ("ip6", "learned6", "ipv6_addr"))
+LEARN_SET_SIZE = 65536  # distinct destinations per family while learning (beyond: not counted)
 _FULL = (0, 65535)
 
 
@@ -65,7 +69,7 @@ def ruleset(net: NetworkControls, *, log_flows: bool = False, dns: DnsControls |
             dns_port: int | None = None, count_flows: bool = False) -> str:
     """The whole `inet garrison` table for one container, replaced atomically by `nft -f`
     (`log_flows`: each new destination is logged too, for forensics; `count_flows`: every new flow,
-    through conntrack, for learning, which counts connections). With `dns_port`, every UDP/TCP
+    through conntrack, counted per destination in the kernel for learning: `learned_flows`). With `dns_port`, every UDP/TCP
     packet to port 53 is redirected to the defender's resolver listening on 127.0.0.1:`dns_port` in
     the container; with a DNS allow-list too, new flows go only to addresses allowed names resolved
     to (`pinned4`/`pinned6`, filled by the resolver), to the outbound allow list, or to loopback.
@@ -149,21 +153,40 @@ def _watch(net: NetworkControls, scan: bool, log_flows: bool, *, every: bool) ->
     """(sets, chain) of `watch`: each new (address, port) destination of a TCP/UDP flow logged once
     per window (a dynamic set remembers it, so repeated connections to one service are not logged
     again): port-scan counting (distinct destinations per window: the same count) and the forensic
-    trail; with `every`, each new flow (conntrack says which are new). Logging only, never a verdict."""
+    trail; with `every`, each new flow (conntrack says which are new) counted per (address, protocol,
+    port) in a dynamic set with counters, read back by learned_flows(). Never a verdict."""
     if not (scan or log_flows or every):
         return [], []
-    if every:
-        return [], ["  chain watch {",
-                    f'    meta l4proto {{ tcp, udp }} log prefix "g|flow|-|0" group {NFLOG_GROUP}', "  }"]
-    window = max(1, int(net.port_scan.window_s)) if scan and net.port_scan is not None else FLOW_WINDOW_S
-    families = (("ip", "flows4", "ipv4_addr"), ("ip6", "flows6", "ipv6_addr"))
-    sets = [f"  set {name} {{ type {kind} . inet_service; size 65536; flags dynamic,timeout; timeout {window}s; }}"
-            for _fam, name, kind in families]
-    chain = ["  chain watch {",
-             *(f"    meta l4proto {{ tcp, udp }} {fam} daddr . th dport != @{name} add @{name} {{ {fam} daddr . "
-               f'th dport }} log prefix "g|flow|-|0" group {NFLOG_GROUP}' for fam, name, _kind in families),
-             "  }"]
-    return sets, chain
+    sets: list[str] = []
+    rules: list[str] = []
+    if every:  # counted in the kernel per destination, read by learned_flows(): no message per flow
+        sets += [f"  set {name} {{ type {kind} . inet_proto . inet_service; size {LEARN_SET_SIZE}; flags dynamic; "
+                 "counter; }" for _fam, name, kind in LEARN_SETS]
+        rules += [f"    meta l4proto {{ tcp, udp }} update @{name} {{ {fam} daddr . meta l4proto . th dport }}"
+                  for fam, name, _kind in LEARN_SETS]
+    if scan or log_flows:
+        window = max(1, int(net.port_scan.window_s)) if scan and net.port_scan is not None else FLOW_WINDOW_S
+        families = (("ip", "flows4", "ipv4_addr"), ("ip6", "flows6", "ipv6_addr"))
+        sets += [f"  set {name} {{ type {kind} . inet_service; size 65536; flags dynamic,timeout; timeout {window}s; }}"
+                 for _fam, name, kind in families]
+        rules += [f"    meta l4proto {{ tcp, udp }} {fam} daddr . th dport != @{name} add @{name} {{ {fam} daddr . "
+                  f'th dport }} log prefix "g|flow|-|0" group {NFLOG_GROUP}' for fam, name, _kind in families]
+    return sets, ["  chain watch {", *rules, "  }"]
+
+
+def learned_flows(sock: socket.socket) -> dict[tuple[str, str, int], int]:
+    """{(address, protocol, port): new flows} counted since our table was loaded in the namespace of
+    `sock` (a netfilter netlink socket there: kernel/nftset.py), from the `count_flows` sets."""
+    out: dict[tuple[str, str, int], int] = {}
+    for _fam, name, kind in LEARN_SETS:
+        size = 4 if kind == "ipv4_addr" else 16
+        for key, packets in nftset.counters(sock, TABLE, name).items():
+            if len(key) < size + 8:
+                continue
+            proto = {6: "tcp", 17: "udp"}.get(key[size], str(key[size]))
+            addr = str(ipaddress.ip_address(key[:size]))
+            out[(addr, proto, int.from_bytes(key[size + 4 : size + 6], "big"))] = packets
+    return out
 
 
 def _to_resolver(dns_port: int | None) -> list[str]:

@@ -6,6 +6,7 @@ No I/O and no state: what to do about a finding (alert, 403, ban) is the firewal
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,13 +14,16 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from garrison.cnaf import crs
+from garrison.cnaf.crs.refine import BENIGN_SIDE
 from garrison.cnaf.crs.variables import Variable, header_variables, variables
 from garrison.cnaf.decode import decode_path
 from garrison.cnaf.detect import (
+    arguments,
     attack_tools,
     cmdi,
     code_injection,
     lfi,
+    prefilter,
     protocol,
     rfi,
     session_fixation,
@@ -45,6 +49,19 @@ DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("sqli", sqli.detect),
     ("xss", xss.detect),
 )
+# Their big regexes answer "cannot match" from one Hyperscan pass per text once `start_prefilter`
+# has built the database (exact: see detect/prefilter.py); before that they run as written.
+prefilter.GATE.wrap_modules([attack_tools, shellshock, code_injection, cmdi, lfi, rfi, sqli, xss])
+
+
+def start_prefilter(*, background: bool = True) -> None:
+    """Build the detectors' prefilter database (seconds the first time, then read from the cache)."""
+    if background:
+        threading.Thread(target=prefilter.GATE.build, name="cnaf-prefilter", daemon=True).start()
+    else:
+        prefilter.GATE.build()
+
+
 _MAX_VALUE = 64 * 1024
 # Values made only of word characters with single dots/dashes (ids, numbers, slugs, file names)
 # cannot carry any of the attacks above; skipping them keeps the common request cheap.
@@ -222,6 +239,7 @@ def detection_key(req: HttpRequest, crs_on: bool) -> tuple[tuple[object, ...], b
         sep
         and _SAFE_PATH.match(path) is not None
         and not session_fixation.may_name_session(query)
+        and not arguments.may_override_method(query)
         and _plain_query(query, crs_on)
     ):
         return (req.method, path, crs_on, req.version, tuple(req.headers)), True
@@ -236,7 +254,7 @@ def inspect(req: HttpRequest, controls: CnafControls) -> list[Finding]:
     exceptions = controls.exceptions
     effect_for = controls.effect_for
     if effect_for("protocol") != "disable":
-        violation = protocol.check(req, controls.max_header_bytes)
+        violation = protocol.check(req, controls.max_header_bytes, controls.protocol)
         if violation and not _excepted(exceptions, path, "protocol", None):
             findings.append(
                 Finding("protocol", "request", "", req.request_line[:VALUE_AUDIT_LIMIT], violation)
@@ -437,17 +455,23 @@ class _HitContext:
                 return
             if is_code_snippet(var.key, value, structured=var.collection == "ARGS_POST" and self.json_body):
                 return  # self-contained code in a field made for code: the own detectors decide
-            prose = _looks_like_prose(value) or _is_document(value) or is_json_document(value)
+            sentences = _looks_like_prose(value)
+            prose = sentences or _is_document(value) or is_json_document(value)
             max_level = 1 if prose else self.level
-        elif var.collection == "REQUEST_HEADERS" and (level := header_level(var.key, value)) is not None:
-            if level == 0:
-                return
-            max_level = min(level, self.level)
         else:
-            max_level = self.level
+            sentences = False
+            if var.collection == "REQUEST_HEADERS" and (level := header_level(var.key, value)) is not None:
+                if level == 0:
+                    return
+                max_level = min(level, self.level)
+            else:
+                max_level = self.level
         controls = self.controls
         for rule in self.rules.match(var.collection, var.key, value):
             if rule.paranoia_level > max_level or rule.rule_id in self.disabled or rule.rule_id in first:
+                continue
+            benign = BENIGN_SIDE.get(rule.rule_id)
+            if benign is not None and benign(value, sentences):
                 continue
             if rule.context:  # chain links on the request (Referer, Host): not part of the cached match
                 if rule.capture is not None and _url_param(var.key):

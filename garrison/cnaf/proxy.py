@@ -577,10 +577,12 @@ async def serve(
     `controls_getter` is called per request (return None to pass traffic through uninspected);
     `audit` receives every AuditEvent (type "cnaf") and must not block. The OWASP CRS rule set
     loads in the background (a missing one is reported); until it is ready the CNAF's own
-    detectors inspect alone.
+    detectors inspect alone. So does the detectors' Hyperscan prefilter (same verdicts, faster).
     """
     from garrison.cnaf import crs
+    from garrison.cnaf.engine import start_prefilter
 
     crs.start_loading()
+    start_prefilter()
     fw = Firewall(controls_getter, audit)
     return await CnafProxy(fw, upstream_host, upstream_port, startup_grace_s).start(listen_host, listen_port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -106,17 +105,9 @@ class DefenderContext:
                 log.debug("profile observe failed", exc_info=True)
 
     def record_lines(self, lines: str) -> None:
-        """Forensic lines already formatted (the native data plane writes its own "net" lines); while
-        the network is being learned they feed the profile as record() would."""
+        """Forensic lines already formatted (the native data plane writes its own "net" lines; while
+        the network is learned it also counts their destinations itself: NativeDataplane._feed_learned)."""
         self.forensics.add_lines(lines)
-        profile = self.profile
-        if profile is not None and "network" in profile.controls:
-            try:
-                for line in lines.splitlines():
-                    facts = json.loads(line)
-                    profile.observe(str(facts.pop("kind", "")), facts)
-            except Exception:  # learning must never disturb the decision path
-                log.debug("profile observe failed", exc_info=True)
 
 
 class RateWindow:

@@ -370,12 +370,12 @@ class AppEmbeddedDefender:
     def _exit_counters(self) -> dict[str, Any]:
         sup = self.sup
         assert sup is not None
+        out: dict[str, Any] = {"notifications": sup.notifications}
         if sup.native is not None:
-            return {"native": sup.native.stats()}
-        out = {"received": sup.notifications}
-        if sup.tracer is not None:
+            out["native"] = sup.native.stats()
+        elif sup.tracer is not None:
             out["stops"] = sup.tracer.stops
-        return {"python": out}
+        return out
 
     def _local_audit(self, event: AuditEvent) -> None:
         with self._audit_lock:
@@ -561,8 +561,8 @@ class AppEmbeddedDefender:
                 control="exit",
                 pid=pid,
                 message=f"app exited with status {status}",
-                # what the native data plane answered itself and what it handed to Python (the Python
-                # plane: how many notifications and ptrace stops the app waited for)
+                # notifications Python handled, what the native data plane answered itself, and the
+                # ptrace stops the app waited for (Python's tracer; the native one counts its own)
                 extra=self._exit_counters(),
             )
         )

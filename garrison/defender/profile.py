@@ -84,6 +84,14 @@ class _Item:
         self.last = now
 
 
+def _add_names(item: _Item, names: list[str]) -> None:
+    """The resolver's names for a destination's address, at most 8 kept (caller holds the lock)."""
+    known = item.facts["names"]
+    for n in names:
+        if n not in known and len(known) < 8:
+            known.append(str(n)[:253])
+
+
 class ProfileRecorder:
     """Thread-safe counters of what the app did, for the controls that learn."""
 
@@ -156,10 +164,32 @@ class ProfileRecorder:
             item = self._hit("net", key, lambda: {"ip": ip, "port": port, "protocol": proto, "names": []})
         if item is not None and names:
             with self._lock:
-                known = item.facts["names"]
-                for n in names:
-                    if n not in known and len(known) < 8:
-                        known.append(str(n)[:253])
+                _add_names(item, names)
+
+    def observe_destinations(self, rows: list[tuple[str, int, str, int, float, float]], dropped: int = 0) -> None:
+        """Destinations counted elsewhere (the native data plane's table): (ip, port, protocol, count,
+        first, last) each, plus how many distinct ones did not fit there. The resolver's names for
+        each address are looked up once per row (a row stands for every connect since the last)."""
+        if "network" not in self.controls:
+            return
+        for ip, port, proto, count, first, last in rows:
+            names = self.names_for(ip) if self.names_for else []
+            key = (ip, port, proto)
+            with self._lock:
+                table = self._items["net"]
+                item = table.get(key)
+                if item is None:
+                    if len(table) >= MAX_ITEMS_PER_KIND:
+                        self.dropped += 1
+                        continue
+                    item = table[key] = _Item({"ip": ip, "port": port, "protocol": proto, "names": []}, first)
+                item.count += count
+                item.first, item.last = min(item.first, first), max(item.last, last)
+                self._dirty.add(("net", key))
+                _add_names(item, names)
+        if dropped:
+            with self._lock:
+                self.dropped += dropped
 
     def _hit(self, kind: str, key: tuple[Any, ...], facts: Callable[[], dict[str, Any]]) -> _Item | None:
         now = time.time()

@@ -9,7 +9,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from garrison.kernel.netlink import NLMSG, drain
+from garrison.kernel.netlink import NLMSG, attrs, drain
+from garrison.kernel.netlink import attr as _attr
 from garrison.kernel.netns import socket_in_netns
 
 NETLINK_NETFILTER = 12
@@ -27,7 +28,6 @@ NLM_F_ACK = 4
 NLMSG_ERROR = 2
 
 _NFGEN = struct.Struct("=BBH")
-_ATTR = struct.Struct("=HH")
 
 
 
@@ -38,11 +38,6 @@ class LoggedPacket:
     dst: str
     proto: int  # IPPROTO_*
     dport: int | None
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = _ATTR.size + len(payload)
-    return _ATTR.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
 
 
 def _config(group: int, attrs: bytes, seq: int) -> bytes:
@@ -87,18 +82,11 @@ class NflogSocket:
 def _parse(msg: bytes) -> LoggedPacket | None:
     family = msg[0]
     prefix, payload = "", b""
-    off = _NFGEN.size
-    while off + _ATTR.size <= len(msg):
-        alen, kind = _ATTR.unpack_from(msg, off)
-        if alen < _ATTR.size:
-            break
-        value = msg[off + _ATTR.size : off + alen]
-        kind &= 0x7FFF
+    for kind, value in attrs(msg, _NFGEN.size):
         if kind == NFULA_PREFIX:
             prefix = value.split(b"\0", 1)[0].decode(errors="replace")
         elif kind == NFULA_PAYLOAD:
             payload = value
-        off += (alen + 3) & ~3
     return _packet(prefix, family, payload)
 
 

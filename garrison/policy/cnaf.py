@@ -72,6 +72,24 @@ class CrsSettings(_Strict):
     )
 
 
+class ProtocolSettings(_Strict):
+    """Protocol checks whose right answer depends on the site's framework and clients."""
+
+    method_override: Literal["deny", "forms", "allow"] = Field(
+        default="forms",
+        description=(
+            "`_method` parameters and X-HTTP-Method-Override headers: 'forms' lets a POST become PUT, "
+            "PATCH or DELETE (Rails, Laravel and Spring forms) and refuses every other override (in the "
+            "query string, on GET, to TRACE/CONNECT/WebDAV/unknown methods); 'deny' refuses all; 'allow' none"
+        ),
+    )
+    utf8_arguments: bool = Field(
+        default=True,
+        description="refuse percent-encoded parameters that are not valid UTF-8 (overlong or cut "
+        "sequences); switch off for sites whose pages still submit forms in a legacy charset",
+    )
+
+
 def _default_effects() -> dict[str, CnafEffect]:
     return dict.fromkeys(ATTACK_CLASSES, "alert")
 
@@ -88,6 +106,7 @@ class CnafControls(_Strict):
     trust_x_forwarded_for: bool = False
     max_header_bytes: int = Field(default=16384, ge=1024, le=1 << 20)
     max_body_inspect_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    protocol: ProtocolSettings = Field(default_factory=lambda: ProtocolSettings())
     crs: CrsSettings = Field(
         default_factory=lambda: CrsSettings(),
         description="OWASP CRS rules loaded from the installed rule set (see docs/cnaf.md)",

@@ -25,6 +25,7 @@ from garrison.cell.defender import CellDefender
 from garrison.channel.credentials import load_credentials
 from garrison.policy.audit import AuditEvent
 from garrison.policy.model import RuntimePolicy
+from tests.polling import until
 
 REPO = Path(__file__).resolve().parents[2]
 BUSYBOX = "/bin/busybox"
@@ -243,16 +244,6 @@ def started_app(garden: Callable[..., GardenContainer], audits: Audits, droplet:
     return c
 
 
-
-
-def until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} not reached"
-        time.sleep(0.1)
 
 
 class CellProcess:

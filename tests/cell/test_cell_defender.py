@@ -164,11 +164,11 @@ def test_fork_bomb_rate_guard_kills_the_burst_and_spares_the_app(garden: Any, de
                              "bomb() { bomb | bomb & }; bomb; sleep 30"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        ev = audits.wait(lambda e: e.type == "fork_bomb" and "fork rate" in e.message, timeout=30)
+        ev = audits.wait(lambda e: e.type == "fork_bomb" and "fork rate" in e.message, timeout=90)
         assert ev.effect == "prevent" and ev.extra["killed"] > 0 and ev.extra["offenders"]
         assert ev.control == "processes.fork_bomb_guard" and ev.app_name == "shop"
         pids_dir = Path("/sys/fs/cgroup/pids/garden") / c.id
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # bounds, not timings: the suite runs on a loaded 2-core box
         while int((pids_dir / "pids.current").read_text()) > 10:  # the bomb is gone
             assert time.monotonic() < deadline, [(e.type, e.message) for e in audits.events]
             time.sleep(0.2)

@@ -7,6 +7,7 @@ exec gate and its resolver back, and reports the unprotected window."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -175,16 +176,25 @@ def _keepers(tmp_path: Path) -> list[int]:
     return out
 
 
-def test_keeper_releases_the_gate_when_no_defender_returns(tmp_path: Path) -> None:
-    """The grace is the bound: a defender that never comes back does not hold the cell's execs forever."""
-    from garrison.cell.fdkeeper import KeeperLink
-    from garrison.kernel.fanotify import FanotifyPerm
-
+@contextlib.contextmanager
+def _tmpfs_with_prog(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mount of its own (a fanotify mount mark sees only it) holding an executable `prog`."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
     try:
         shutil.copy2("/bin/true", mnt / "prog")
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_keeper_releases_the_gate_when_no_defender_returns(tmp_path: Path) -> None:
+    """The grace is the bound: a defender that never comes back does not hold the cell's execs forever."""
+    from garrison.cell.fdkeeper import KeeperLink
+    from garrison.kernel.fanotify import FanotifyPerm
+
+    with _tmpfs_with_prog(tmp_path) as mnt:
         gate = FanotifyPerm()
         gate.mark_mount(str(mnt))
         link = KeeperLink(tmp_path / "keeper.sock", grace_s=2)
@@ -196,8 +206,6 @@ def test_keeper_releases_the_gate_when_no_defender_returns(tmp_path: Path) -> No
         time.sleep(0.5)
         assert prog.poll() is None  # held
         assert prog.wait(60) == 0  # released after the grace (fail-open), not hanging
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_takeover_refuses_execs_the_dead_reader_held(tmp_path: Path) -> None:
@@ -205,11 +213,7 @@ def test_takeover_refuses_execs_the_dead_reader_held(tmp_path: Path) -> None:
     defender's takeover answers it by fd number (refused: fail-closed), and only it."""
     from garrison.kernel.fanotify import FanotifyPerm
 
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
-    try:
-        shutil.copy2("/bin/true", mnt / "prog")
+    with _tmpfs_with_prog(tmp_path) as mnt:
         dead = FanotifyPerm()
         dead.mark_mount(str(mnt))
         prog = subprocess.Popen(["/bin/sh", "-c", f"exec {mnt / 'prog'}"], stderr=subprocess.PIPE, text=True)
@@ -221,5 +225,3 @@ def test_takeover_refuses_execs_the_dead_reader_held(tmp_path: Path) -> None:
         assert heir.refuse_orphans(1 << 16) == 1
         assert prog.wait(30) != 0 and "not permitted" in prog.communicate()[1].lower()
         heir.close()
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)

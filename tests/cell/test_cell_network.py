@@ -114,9 +114,13 @@ def test_ruleset_shape() -> None:
     scan = NetworkControls.model_validate({"effect": "alert", "port_scan": {"threshold": 5, "window_s": 30}})
     text = ruleset(scan)
     assert "timeout 30s" in text and "!= @flows4 add @flows4" in text and "jump watch" in text
-    # learning counts connections: every new flow, known as new through conntrack
+    # learning counts connections: every new flow (conntrack says which), per destination in the kernel
     text = ruleset(scan, count_flows=True)
-    assert "ct state established,related accept" in text and "@flows4" not in text and "jump watch" in text
+    assert "ct state established,related accept" in text and "jump watch" in text
+    assert "update @learned4 { ip daddr . meta l4proto . th dport }" in text and "flags dynamic; counter;" in text
+    assert "!= @flows4 add @flows4" in text  # the scan's distinct destinations: still once per window
+    text = ruleset(NetworkControls.model_validate({"effect": "alert"}), count_flows=True)
+    assert "update @learned6" in text and "log prefix" not in text  # nothing per flow to user space
 
 
 def test_port_scan_detected_then_new_flows_refused_in_kernel(wired: Any) -> None:

@@ -25,6 +25,7 @@ from garrison.policy.audit import AuditEvent
 from garrison.policy.model import ProcessControls, Rule, RuntimePolicy
 from tests.channel.conftest import TOKEN, Pki, ServerThread, running_server
 from tests.channel.sqlite_backend import SqliteBackend
+from tests.polling import until_async as _until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -35,14 +36,6 @@ def _hello(name: str = "app1") -> p.Hello:
 
 def _ev(i: int, prefix: str = "ev") -> AuditEvent:
     return AuditEvent(id=f"{prefix}-{i:06d}", type="network", effect="alert", dest_port=i % 65535)
-
-
-async def _until(cond: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 class Running:

@@ -19,16 +19,9 @@ from garrison.channel.client import DefenderChannelClient
 from garrison.pki.ca import client_ssl_context, make_key_and_csr
 from garrison.policy.audit import AuditEvent
 from tests.fixtures.console import RunningConsole
+from tests.polling import until as _until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def _until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.05)
 
 
 def _client(bundle: InstallBundle, folder: Path, app: str) -> DefenderChannelClient:
@@ -111,7 +104,7 @@ def test_deleted_defender_is_refused(console: RunningConsole, tmp_path: Path) ->
 def _raw_enrol(bundle: InstallBundle, msg: p.Enrol) -> p.Message:
     with connect(bundle.ws_address, ssl=client_ssl_context(bundle.ca_pem.encode()), proxy=None) as ws:
         ws.send(p.dump(msg))
-        return p.parse(ws.recv(10))
+        return p.parse(ws.recv(60))
 
 
 def test_replayed_stale_and_bad_token_enrolments_refused(console: RunningConsole) -> None:
@@ -136,10 +129,10 @@ def test_without_certificate_only_enrolment(console: RunningConsole) -> None:
     for msg in (p.Hello(defender_id="sneaky"), p.Events(seq=1, events=[]), p.Heartbeat()):
         with connect(bundle.ws_address, ssl=client_ssl_context(bundle.ca_pem.encode()), proxy=None) as ws:
             ws.send(p.dump(msg))
-            err = p.parse(ws.recv(10))
+            err = p.parse(ws.recv(60))
             assert isinstance(err, p.Error) and err.code == "unauthenticated"
             with pytest.raises(ConnectionClosed):
-                ws.recv(10)
+                ws.recv(60)
 
 
 def test_garbled_messages_do_not_hurt(console: RunningConsole, tmp_path: Path) -> None:
@@ -155,14 +148,14 @@ def test_garbled_messages_do_not_hurt(console: RunningConsole, tmp_path: Path) -
     ctx = client_ssl_context(bundle.ca_pem.encode(), cert_pem=enrolled.cert_pem.encode(), key_pem=key)
     with connect(bundle.ws_address, ssl=ctx, proxy=None) as ws:
         ws.send(p.dump(p.Hello(app_name="garbled")))
-        assert isinstance(p.parse(ws.recv(10)), p.PolicySnapshot)
+        assert isinstance(p.parse(ws.recv(60)), p.PolicySnapshot)
         for raw in ("{", "null", '{"type":"events","seq":-1,"events":[]}', '{"type":"policy"}', "\x00" * 100):
             ws.send(raw)
-            err = p.parse(ws.recv(10))
+            err = p.parse(ws.recv(60))
             assert isinstance(err, p.Error) and not err.fatal
         ws.send(p.dump(p.Events(seq=3, events=[{"id": "short"}, {"type": "process", "effect": "alert"}])))
-        assert isinstance(p.parse(ws.recv(10)), p.Error)  # rejected_events
-        ack = p.parse(ws.recv(10))
+        assert isinstance(p.parse(ws.recv(60)), p.Error)  # rejected_events
+        ack = p.parse(ws.recv(60))
         assert isinstance(ack, p.Ack) and ack.seq == 3 and ack.stored == 1 and ack.rejected == 1
     # the console is fine: a normal defender still works
     c = _client(bundle, tmp_path, "after-garbage")

@@ -9,11 +9,11 @@ import json
 import re
 import socket
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.console.defender_client import bundle_fields, deliver
+from tests.polling import until as _wait
 
 RFC5424 = re.compile(rb"^<(\d+)>1 \S+ \S+ garrison - (\S+) \[garrison@32473 [^\]]*\] (.*)$")
 
@@ -35,13 +35,6 @@ class _Hook(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-def _wait(cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_webhook_and_syslog(console):

@@ -4,9 +4,7 @@ list on connect, changes after), audits keeping each container's app identity.""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from garrison.channel import protocol as p
@@ -14,6 +12,7 @@ from garrison.channel.bundle import decode_bundle
 from garrison.channel.client import DefenderChannelClient
 from garrison.policy.audit import AuditEvent
 from tests.console.defender_client import bundle_fields, enrol, enrol_msg, enrol_raw, next_of, open_defender
+from tests.polling import until as _until
 
 
 def _bundle(console: Any, kind: str = "") -> str:
@@ -21,16 +20,6 @@ def _bundle(console: Any, kind: str = "") -> str:
         r = c.get("/defenders/install-bundle" + (f"/{kind}" if kind else ""))
         assert r.status_code == 200, r.text
         return str(r.json()["bundle"])
-
-
-def _until(pred: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def _wl(cid: str, app: str, **kw: Any) -> p.Workload:

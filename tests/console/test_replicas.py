@@ -33,6 +33,7 @@ from garrison.channel.simulate import SimulatedFleet
 from garrison.policy.audit import AuditEvent
 from tests.fixtures.console import RunningConsole, fresh_pg_database
 from tests.fixtures.tcp_balancer import TcpBalancer
+from tests.polling import until
 
 T = TypeVar("T")
 pytestmark = pytest.mark.slow
@@ -41,13 +42,7 @@ WAIT_S = 90.0
 
 
 def _wait(cond: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return until(cond, timeout, what, interval=0.1)
 
 
 class Fleet:

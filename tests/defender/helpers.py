@@ -145,22 +145,21 @@ class Sandbox:
         "garden" (that user under the Garden-like filter); default: the user, `garden` as given."""
         if mode is not None:
             garden = mode == "garden"
-        py, pyenv = unpriv_python()
+        _, pyenv = unpriv_python()
         args = list(defender_args or [])
         if policy is not None:
             pf = self.root / "policy.json"
             pf.write_text(json.dumps(policy))
             os.chmod(pf, 0o644)
             args += ["--policy", str(pf)]
-        cmd = as_root() if mode == "root" else [*as_nobody()]
-        if garden:
-            cmd += [py, "-m", "tests.defender.gardenlike"]
-        cmd += [py, "-m", "garrison", "defender", "app-embedded", "-q", *args, *argv]
+        cmd = defender_command([*args, *argv], garden=garden, as_root_user=mode == "root")
         full_env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.app),
             "DATA_FOLDER": str(self.data),
             **pyenv,
+            # `DEFENDER_DATAPLANE=python pytest tests/defender` runs the whole suite on the Python plane
+            **{k: v for k, v in os.environ.items() if k == "DEFENDER_DATAPLANE"},
             **(env or {}),
         }
         audit_log = self.data / "garrison-audit.jsonl"
@@ -173,6 +172,16 @@ class Sandbox:
         if audit_log.exists():
             audits = [json.loads(line) for line in audit_log.read_text().splitlines() if line.strip()]
         return Run(p.returncode, p.stdout, p.stderr, audits)
+
+
+def defender_command(args: list[str], *, garden: bool = False, as_root_user: bool = False) -> list[str]:
+    """argv that starts `garrison defender app-embedded -q <args>` as the test's user (or root),
+    under the Garden-like filter if asked: for tests that need the defender as a live Popen."""
+    py, _ = unpriv_python()
+    cmd = as_root() if as_root_user else [*as_nobody()]
+    if garden:
+        cmd += [py, "-m", "tests.defender.gardenlike"]
+    return [*cmd, py, "-m", "garrison", "defender", "app-embedded", "-q", *args]
 
 
 def rule(**controls: Any) -> dict[str, Any]:

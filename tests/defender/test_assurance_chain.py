@@ -10,7 +10,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from garrison.scan.vulndb.index import VulnIndex
 from tests.defender.helpers import Sandbox, unpriv_python
 from tests.defender.test_console import _wait_audits
 from tests.fixtures.console import RunningConsole
+from tests.polling import until
 from tests.scan.cfstaging import (
     CfApp,
     python_buildpack,
@@ -61,14 +61,7 @@ def garrison(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 def _until(what: str, fn: Any, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+    return until(fn, timeout, what, interval=0.3)
 
 
 def test_stage_pass_then_new_advisory_rescan_fails_and_restart_is_refused(

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.defender.helpers import Sandbox, as_nobody, rule, unpriv_python
+from tests.defender.helpers import Sandbox, defender_command, rule, unpriv_python
 
 APP = """
 import http.server, os
@@ -47,19 +47,7 @@ def test_cnaf_blocks_sqli_and_passes_benign(sandbox: Sandbox) -> None:
     (sandbox.root / "p.json").write_text(json.dumps(pol))
     port = _free_port()
     p = subprocess.Popen(
-        [
-            *as_nobody(),
-            py,
-            "-m",
-            "garrison",
-            "defender",
-            "app-embedded",
-            "-q",
-            "--policy",
-            str(sandbox.root / "p.json"),
-            py,
-            "web.py",
-        ],
+        defender_command(["--policy", str(sandbox.root / "p.json"), py, "web.py"]),
         cwd=sandbox.app,
         env={
             "PATH": "/usr/bin:/bin",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from tests.defender.helpers import Sandbox
 from tests.defender.test_console import _audits, _put_rule, _vcap
 from tests.fixtures.console import RunningConsole
+from tests.polling import until as _wait
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +31,6 @@ def _defender_ids(console: RunningConsole, app: str) -> list[str]:
         r = c.get("/defenders", params={"app": app})
         r.raise_for_status()
         return [str(d["id"]) for d in r.json()]
-
-
-def _wait(pred: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
 
 
 def _snapshot(src: Path, dst: Path) -> None:

@@ -62,25 +62,14 @@ def test_policy_refusing_the_app_itself_is_126(sandbox: Sandbox) -> None:
 
 
 def test_signals_are_forwarded(sandbox: Sandbox) -> None:
-    from tests.defender.helpers import as_nobody, unpriv_python
+    from tests.defender.helpers import defender_command, unpriv_python
 
     sandbox.write(
         "trap.sh", "#!/bin/sh\ntrap 'echo got-term; exit 42' TERM\necho ready\nwhile :; do sleep 0.05; done\n"
     )
-    py, env = unpriv_python()
+    _, env = unpriv_python()
     p = subprocess.Popen(
-        [
-            *as_nobody(),
-            py,
-            "-m",
-            "garrison",
-            "defender",
-            "app-embedded",
-            "-q",
-            "--policy",
-            str(_pol(sandbox)),
-            "./trap.sh",
-        ],
+        defender_command(["--policy", str(_pol(sandbox)), "./trap.sh"]),
         cwd=sandbox.app,
         env={"PATH": "/usr/bin:/bin", "DATA_FOLDER": str(sandbox.data), **env},
         stdout=subprocess.PIPE,
@@ -138,17 +127,13 @@ time.sleep(300)
 def test_supervisor_death_fails_closed(sandbox: Sandbox, mode: str) -> None:
     """SIGKILL the defender: the app dies (PDEATHSIG; with the ptrace exec stop the whole tree dies,
     EXITKILL); a surviving descendant cannot fork/exec/connect any more (ENOSYS)."""
-    from tests.defender.helpers import as_nobody, unpriv_python
+    from tests.defender.helpers import defender_command, unpriv_python
 
     py, env = unpriv_python()
     sandbox.write("app.py", FAIL_CLOSED_APP, mode=0o644)
     out = sandbox.data / "grandchild.txt"
-    cmd = [*as_nobody()]
-    if mode == "garden":
-        cmd += [py, "-m", "tests.defender.gardenlike"]
-    cmd += [py, "-m", "garrison", "defender", "app-embedded", "-q", "--policy", str(_pol(sandbox))]
     p = subprocess.Popen(
-        [*cmd, py, "app.py", str(out)],
+        defender_command(["--policy", str(_pol(sandbox)), py, "app.py", str(out)], garden=mode == "garden"),
         cwd=sandbox.app,
         env={"PATH": "/usr/bin:/bin", "DATA_FOLDER": str(sandbox.data), **env},
         stdout=subprocess.PIPE,

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -27,6 +26,7 @@ import pytest
 from tests.defender.net.conftest import HOST4, OTHER4, DnsServer, in_netns
 from tests.defender.net.servers import TcpServer, free_port
 from tests.fixtures.console import RunningConsole
+from tests.polling import until
 
 pytestmark = pytest.mark.slow
 ORG, SPACE = "acme", "prod"
@@ -44,15 +44,7 @@ def _skip_reason() -> str | None:
 
 
 def _wait(what: str, fn: Callable[[], Any], timeout: float = 90.0) -> Any:
-    """Poll until fn() is truthy (the console and the defenders work asynchronously)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return until(fn, timeout, what, interval=0.3)
 
 
 def _get(url: str) -> tuple[int, dict[str, Any]]:

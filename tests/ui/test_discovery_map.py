@@ -109,6 +109,15 @@ def test_learning_review_accept_map_rules_enforce(
     page.reload()  # (the list also refreshes itself every 5 s)
     page.fill("#prof-q", ORG)
     expect(row.locator("td").nth(5)).to_contain_text("3 destinations")
+    # the list shows each profile's auto-accept, and an operator changes it there (audited)
+    choice = row.locator("select.auto-accept")
+    expect(choice).to_have_value("stable")
+    choice.select_option("window")
+    expect(page.locator("#toast")).to_contain_text("auto-accept when the window ends")
+    expect(row.locator("select.auto-accept")).to_have_value("window")  # as the console now has it
+    with console.api() as c:
+        (listed,) = [x for x in c.get("/profiles", params={"org": ORG, "app": FRONT}).json()]
+    assert listed["auto_accept"] == "window"
     shot(page, screenshots, "learning")
 
     # 2. review: what was seen, the proposed rule and its diff; accept in alert mode
@@ -126,7 +135,7 @@ def test_learning_review_accept_map_rules_enforce(
     )
     expect(page.locator("#rule-proposed")).to_contain_text('"effect": "alert"')
     expect(page.locator("#enforce")).to_be_disabled()
-    expect(page.locator("#auto-accept")).to_have_value("stable")  # chosen when learning started
+    expect(page.locator("#auto-accept")).to_have_value("window")  # as chosen on the list
     page.select_option("#auto-accept", "off")  # the operator reviews it instead (audited)
     expect(page.locator("#toast")).to_contain_text("Auto-accept off")
     shot(page, screenshots, "learning-review")
@@ -270,6 +279,9 @@ def test_auditor_reads_the_map_and_profiles_but_makes_no_rules(
         p.goto("/learning")
         expect(p.locator("#learn-form")).to_be_hidden()
         p.fill("#prof-q", ORG)
+        worker = p.locator("#profiles-table tbody tr", has_text=WORKER)  # learning (reports only)
+        expect(worker.locator("td").nth(7).locator(".auditor-only")).to_have_text("off (I review)")  # read only
+        expect(worker.locator("select.auto-accept")).to_be_hidden()
         p.locator("#profiles-table tbody tr", has_text=FRONT).locator("a", has_text=FRONT).click()
         expect(p.locator("#review-title")).to_contain_text(FRONT)
         expect(p.locator("#accept")).to_be_hidden()

@@ -89,6 +89,42 @@ def _cache_dir() -> Path | None:
     return None
 
 
+def cache_stem(digest: str) -> Path | None:
+    """Where a database compiled from expressions hashing to `digest` is kept (None: no cache)."""
+    cache = _cache_dir()
+    return cache / f"hs-{digest[:32]}" if cache else None
+
+
+def read_cached(stem: Path | None) -> tuple[Any, dict[str, Any]] | None:
+    """(database with its scratch, metadata) from the cache, or None when absent or unreadable."""
+    assert _hs is not None
+    if stem is None or not stem.with_suffix(".db").is_file():
+        return None
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text())
+        db = _hs.loadb(stem.with_suffix(".db").read_bytes(), _hs.HS_MODE_BLOCK)
+    except Exception:
+        log.info("CNAF: ignoring unreadable Hyperscan cache %s", stem)
+        return None
+    db.scratch = _hs.Scratch(db)
+    return db, meta
+
+
+def write_cached(stem: Path | None, db: Any, meta: dict[str, Any]) -> None:
+    """Store a compiled database (atomically: a reader never sees half a file)."""
+    assert _hs is not None
+    if stem is None:
+        return
+    try:
+        tmp = stem.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(_hs.dumpb(db))
+        os.replace(tmp, stem.with_suffix(".db"))
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, stem.with_suffix(".json"))
+    except OSError:
+        pass
+
+
 class MultiMatcher:
     """`candidates(text)` → ids of the patterns that match `text` (confirmed, exact).
 
@@ -119,31 +155,21 @@ class MultiMatcher:
         digest = hashlib.sha256(str(getattr(_hs, "__version__", "")).encode())
         for p in patterns:
             digest.update(repr((p.pid, p.source, p.caseless, p.phrases)).encode())
-        cache = _cache_dir()
-        stem = cache / f"hs-{digest.hexdigest()[:32]}" if cache else None
-        if stem is not None and stem.with_suffix(".db").is_file():
-            try:
-                meta = json.loads(stem.with_suffix(".json").read_text())
-                db = _hs.loadb(stem.with_suffix(".db").read_bytes(), _hs.HS_MODE_BLOCK)
-            except Exception:
-                log.info("CNAF: ignoring unreadable Hyperscan cache %s", stem)
-            else:
-                self._expr_owner = meta["owner"]
-                self._confirm = set(meta["confirm"])
-                self._always = meta["always"]
-                db.scratch = _hs.Scratch(db)
-                return db
+        stem = cache_stem(digest.hexdigest())
+        cached = read_cached(stem)
+        if cached is not None:
+            db, meta = cached
+            self._expr_owner = meta["owner"]
+            self._confirm = set(meta["confirm"])
+            self._always = meta["always"]
+            return db
         db = self._compile(patterns)
-        if stem is not None and db is not None:
-            meta = {"owner": self._expr_owner, "confirm": sorted(self._confirm), "always": self._always}
-            try:
-                tmp = stem.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(_hs.dumpb(db))
-                os.replace(tmp, stem.with_suffix(".db"))
-                tmp.write_text(json.dumps(meta))
-                os.replace(tmp, stem.with_suffix(".json"))
-            except OSError:
-                pass
+        if db is not None:
+            write_cached(
+                stem,
+                db,
+                {"owner": self._expr_owner, "confirm": sorted(self._confirm), "always": self._always},
+            )
         return db
 
     def _compile(self, patterns: Sequence[Pattern]) -> Any:

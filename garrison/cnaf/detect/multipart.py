@@ -19,6 +19,9 @@ _MEDIA_TYPE = re.compile(
     re.I,
 )
 _PARAM = re.compile(r";\s*([\w!#$&^.+\-]+)\s*=\s*(\"[^\"]*\"|[^;\s]*)")
+# Inside a part, a charset other than these is an evasion (browsers send none; `_charset_` names
+# the form's): a filter decodes the part as UTF-8 while the back end decodes EUC-JP, UTF-7…
+_PART_CHARSET_OK = re.compile(r"(?:utf-?8|us-ascii|iso-8859-15?|windows-1252)\Z", re.I)
 _PART_HEADERS = frozenset({"content-disposition", "content-type"})
 # In a raw part name or file name: a quote, '=' or a ';' that ends no HTML entity (`&auml;` is fine);
 # an apostrophe only outside double quotes (`filename="O'Brien CV.pdf"` is a name).
@@ -89,8 +92,12 @@ def check(content_type: str, body: bytes) -> str | None:
         for name, value in headers:
             if name not in _PART_HEADERS:
                 return f"illegal multipart part header {name[:40]!r}"
-            if name == "content-type" and (problem := content_type_problem(value)):
-                return f"multipart part: {problem}"
+            if name == "content-type":
+                if problem := content_type_problem(value):
+                    return f"multipart part: {problem}"
+                charset = next((v.strip('"') for k, v in _PARAM.findall(value) if k.lower() == "charset"), "")
+                if charset and not _PART_CHARSET_OK.match(charset):
+                    return f"multipart part charset {charset[:40]!r} not allowed"
             if name == "content-disposition":
                 for _key, raw in _DISPOSITION_PARAM.findall(value):
                     quoted = raw.startswith('"') and raw.endswith('"') and len(raw) > 1
@@ -98,6 +105,10 @@ def check(content_type: str, body: bytes) -> str | None:
                     chars = _BYPASS_CHARS if quoted else _BYPASS_CHARS_UNQUOTED
                     if chars.search(_ENTITY.sub("", inner) if "&" in inner else inner):
                         return "multipart name or file name with quote/';'/'=' (parser bypass)"
+                    if "\\" in inner.rpartition(".")[2] and "." in inner:
+                        # `1.j\s\p`: a back end that unescapes reads `.jsp`; a Windows path
+                        # (`C:\Users\cv.pdf`) has its backslashes before the extension
+                        return "multipart name or file name with a backslash in its extension"
         disposition = next((v for k, v in headers if k == "content-disposition"), "")
         if 'name="_charset_"' in disposition.lower():
             charset = data.strip().decode("latin-1", "replace")

@@ -6,8 +6,9 @@ these checks cover what a strict parser still accepts but a back end may read di
 
 from __future__ import annotations
 
-from garrison.cnaf.detect import multipart
+from garrison.cnaf.detect import arguments, multipart
 from garrison.cnaf.request import HttpRequest
+from garrison.policy.cnaf import ProtocolSettings
 
 MAX_HEADERS = 100
 # Headers no browser or API client sends; back ends act on them (WebDAV `If`/`Lock-Token`,
@@ -37,8 +38,13 @@ def classify_parser_error(message: str) -> str:
     return f"malformed request ({message})"
 
 
-def check(req: HttpRequest, max_header_bytes: int) -> str | None:
-    """First protocol violation in a parsed request head, or None."""
+_DEFAULT_SETTINGS = ProtocolSettings()
+
+
+def check(
+    req: HttpRequest, max_header_bytes: int, settings: ProtocolSettings = _DEFAULT_SETTINGS
+) -> str | None:
+    """First protocol violation in a parsed request (head, then body framing and parameters), or None."""
     if req.version not in _ALLOWED_VERSIONS:
         return f"unsupported HTTP version {req.version}"
     if len(req.headers) > MAX_HEADERS:
@@ -57,6 +63,8 @@ def check(req: HttpRequest, max_header_bytes: int) -> str | None:
             te_value = v
         elif lk == "host":
             host += 1
+            if not v.strip():
+                return "empty Host header"
     if cl and te:
         return "request smuggling: both Content-Length and Transfer-Encoding"
     if cl > 1:
@@ -70,7 +78,7 @@ def check(req: HttpRequest, max_header_bytes: int) -> str | None:
     for k, v in req.headers:
         if "\x00" in v or "\r" in v or "\n" in v:
             return f"control character in header {k}"
-    return _semantics(req, bool(te))
+    return _semantics(req, bool(te)) or arguments.check(req, settings)
 
 
 def _semantics(req: HttpRequest, chunked: bool) -> str | None:

@@ -315,12 +315,35 @@ _NOSQL_OPS = (
 _NOSQL_NAME = re.compile(rf"\[\s*{_NOSQL_OPS}\s*\]|^{_NOSQL_OPS}$")
 
 
+# Every alternative of `_PATTERNS` needs one of the tokens q (a quote: only the quote-context
+# tokenisations have it, and they need that quote in the value), U, E, X, O or & (one of the words
+# below, or `&&`/`||`) — or, after a leading number, `;` or a comment c (`#`, `--`, `/*`). A value
+# with none of their sources cannot form a fingerprint that matches: not tokenised at all (URLs,
+# e-mail addresses). A tokenizer word is a run of [A-Za-z0-9_$] starting with no digit, so a trigger
+# word (letters and '_' only) is also a run of the value split at everything but letters and '_'.
+# tests/cnaf/test_detect_prefilter.py checks `_PATTERNS` against fingerprints without these tokens.
+_TRIGGER_MARKS = ("'", '"', ";", "#", "--", "/*", "&&", "||")
+TRIGGER_WORDS = frozenset({"union", "and", "or", "xor", "div"} | _STATEMENTS | _DANGEROUS | _CLAUSES)
+_TRIGGER_BYTES = frozenset(w.encode("ascii") for w in TRIGGER_WORDS)
+_WORD_BYTES = bytes(
+    c + 32 if 0x41 <= c <= 0x5A else c if (0x61 <= c <= 0x7A or c == 0x5F) else 0x20 for c in range(256)
+)
+
+
+def may_fingerprint(value: str) -> bool:
+    """False only when no fingerprint of `value` can match `_PATTERNS` (see `_TRIGGER_MARKS`)."""
+    if any(mark in value for mark in _TRIGGER_MARKS):
+        return True
+    words = value.encode("utf-8", "surrogatepass").translate(_WORD_BYTES).split()
+    return not _TRIGGER_BYTES.isdisjoint(words)
+
+
 def detect(value: str, field: Field) -> str | None:
     if field.location.endswith("_name") and "$" in value and _NOSQL_NAME.search(value):
         return "NoSQL operator injection"
     if "_" in value and _MSSQL_PROCS.search(value):
         return "SQL injection (MSSQL command procedure)"
-    if len(value) < 2 or not _QUICK.search(value):
+    if len(value) < 2 or not _QUICK.search(value) or not may_fingerprint(value):
         return None
     for fp in fingerprints(value):
         if _PATTERNS.search(fp):

@@ -276,6 +276,7 @@ typedef struct {
     int hclosed;
     struct fork_guard fg;
     struct vcache *ecache; /* exec verdicts Python let through (see remember_exec) */
+    struct learned *learned; /* destinations counted while the network is learned (drain thread, GIL) */
     _Atomic uint64_t n_exec_hits, n_exec_missing;
     /* counters */
     _Atomic uint64_t n_recv, n_native, n_handoff, n_emulated, n_continued, n_refused, n_drops,
@@ -2241,7 +2242,7 @@ static int flush_lines(PyObject *out, char *buf, size_t *len) {
     return 0;
 }
 
-enum { LINES_NET = 1, LINES_PROC = 2 };
+enum { LINES_NET = 1, LINES_PROC = 2, LINES_LEARN_NET = 4 };
 
 /* One record as a forensic line into buf (flushed first when it might not fit); 0 when it is not a
  * line of a kind asked for (or Python must format it): then it becomes a tuple. */
@@ -2272,11 +2273,95 @@ static int record_line(LoopObject *L, PyObject *out, char *buf, size_t *blen, si
     return 1;
 }
 
+/* ---- learning: allowed destinations counted here, sent to Python as counts ------------------------
+ * While the network is learned, every allowed connect's record is counted per destination (address,
+ * port, protocol) as the drain reads it, and Python takes the counts now and then (take_learned): one
+ * Python item per destination and drain, never one per connect. The app's path is untouched (the
+ * drain runs off it, the table is touched with the GIL held only). */
+#define LEARN_SLOTS 8192 /* open addressing, at most half full: the recorder keeps 4,096 per kind */
+
+struct learned_dest {
+    uint8_t used, v6, proto;
+    uint16_t port;
+    uint8_t addr[16];
+    uint64_t count;
+    double first, last;
+};
+
+struct learned {
+    struct learned_dest slot[LEARN_SLOTS];
+    uint16_t order[LEARN_SLOTS / 2]; /* the used slots, in the order they were filled */
+    size_t used;
+    uint64_t dropped; /* distinct destinations beyond the table's bound (reported, then zeroed) */
+};
+
+static void learn_count(LoopObject *L, const struct record *r) {
+    if (!L->learned && !(L->learned = calloc(1, sizeof(struct learned))))
+        return;
+    struct learned *t = L->learned;
+    uint8_t v6 = r->family == 6;
+    size_t alen = v6 ? 16 : 4;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < alen; i++)
+        h = (h ^ r->addr[i]) * 1099511628211ULL;
+    h = (h ^ (r->port | (uint64_t)r->proto << 16 | (uint64_t)v6 << 24)) * 1099511628211ULL;
+    for (size_t i = (size_t)h & (LEARN_SLOTS - 1);; i = (i + 1) & (LEARN_SLOTS - 1)) {
+        struct learned_dest *d = &t->slot[i];
+        if (!d->used) {
+            if (t->used >= LEARN_SLOTS / 2) {
+                t->dropped++;
+                return;
+            }
+            *d = (struct learned_dest){.used = 1, .v6 = v6, .proto = (uint8_t)r->proto, .port = (uint16_t)r->port,
+                                       .count = 1, .first = r->t, .last = r->t};
+            memcpy(d->addr, r->addr, alen);
+            t->order[t->used++] = (uint16_t)i;
+            return;
+        }
+        if (d->v6 == v6 && d->port == r->port && d->proto == r->proto && !memcmp(d->addr, r->addr, alen)) {
+            d->count++;
+            if (r->t > d->last)
+                d->last = r->t;
+            if (r->t < d->first)
+                d->first = r->t;
+            return;
+        }
+    }
+}
+
+/* take_learned() -> ([(ip, port, proto, count, first, last)], dropped): the counts since the last take */
+static PyObject *Loop_take_learned(LoopObject *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(0);
+    struct learned *t = self->learned;
+    if (!out || !t)
+        return out ? Py_BuildValue("(NK)", out, 0ULL) : NULL;
+    for (size_t i = 0; i < t->used; i++) {
+        struct learned_dest *d = &t->slot[t->order[i]];
+        char ip[64];
+        fmt_ip(ip, sizeof ip, d->v6, d->addr);
+        PyObject *row = Py_BuildValue("(sIIKdd)", ip, (unsigned)d->port, (unsigned)d->proto,
+                                      (unsigned long long)d->count, d->first, d->last);
+        if (!row || PyList_Append(out, row) < 0) {
+            Py_XDECREF(row);
+            Py_DECREF(out);
+            return NULL; /* the counts stay: the next take reports them */
+        }
+        Py_DECREF(row);
+    }
+    for (size_t i = 0; i < t->used; i++) /* only what was used: a take costs per destination, not per slot */
+        t->slot[t->order[i]].used = 0;
+    t->used = 0;
+    unsigned long long dropped = t->dropped;
+    t->dropped = 0;
+    return Py_BuildValue("(NK)", out, dropped);
+}
+
 /* drain(max, timeout_ms, lines=0) -> list of record tuples (waits until something is urgent or the
  * timeout). `lines` (LINES_NET | LINES_PROC): records of those kinds -- allowed destinations; execs,
  * forks and the tracer's children the loop let through -- come as runs of forensic lines (one str
  * each) instead, formatted here in the keys and order of Python's json.dumps: the common record
- * never becomes Python objects. */
+ * never becomes Python objects. LINES_LEARN_NET: allowed destinations are also counted for
+ * take_learned(). */
 static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     int max = 4096, timeout_ms = 100, lines = 0;
     if (!PyArg_ParseTuple(args, "|iii", &max, &timeout_ms, &lines))
@@ -2303,6 +2388,8 @@ static PyObject *Loop_drain(LoopObject *self, PyObject *args) {
     }
     struct record r;
     for (int i = 0; i < max && ring_pop(self, &r); i++) {
+        if ((lines & LINES_LEARN_NET) && r.kind == REC_NET)
+            learn_count(self, &r);
         int done = lines ? record_line(self, out, buf, &blen, LINES_CAP, &r, lines) : 0;
         if (done < 0) {
             free(r.blob);
@@ -2465,6 +2552,7 @@ static void Loop_dealloc(LoopObject *self) {
         close(self->stop_fd);
     if (self->wake_fd > 0)
         close(self->wake_fd);
+    free(self->learned);
     if (self->ecache) {
         vcache_clear(self->ecache);
         free(self->ecache);
@@ -2482,6 +2570,7 @@ static PyMethodDef Loop_methods[] = {
     {"stop", (PyCFunction)Loop_stop, METH_NOARGS, "Stop the native thread and wait for it."},
     {"take", (PyCFunction)Loop_take, METH_VARARGS, "Next notification handed over to Python (GIL released while waiting)."},
     {"drain", (PyCFunction)Loop_drain, METH_VARARGS, "Records of native decisions (batch)."},
+    {"take_learned", (PyCFunction)Loop_take_learned, METH_NOARGS, "Destinations counted while learning (and cleared)."},
     {"stats", (PyCFunction)Loop_stats, METH_NOARGS, "Counters."},
     {"remember_exec", (PyCFunction)Loop_remember_exec, METH_VARARGS, "An exec Python let through, to answer natively."},
     {"clear_execs", (PyCFunction)Loop_clear_execs, METH_NOARGS, "Forget every remembered exec (rule change)."},

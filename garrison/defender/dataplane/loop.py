@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from garrison.policy.model import Rule
 log = logging.getLogger(__name__)
 
 REC_NET, REC_AUDIT, REC_EXEC, REC_FORK, REC_CHILD = 1, 2, 3, 4, 5
-LINES_NET, LINES_PROC = 1, 2
+LINES_NET, LINES_PROC, LINES_LEARN_NET = 1, 2, 4
 _FORK_NAMES = {56: "clone", 57: "fork", 58: "vfork"}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _EFFECT_NAMES = {1: "alert", 2: "prevent"}
@@ -100,6 +101,8 @@ class NativeDataplane:
         self._stopped = threading.Event()
         self._workers: list[threading.Thread] = []
         self.handed_over = 0
+        self.drain_cpu_s = 0.0
+        """CPU time of the record drain thread so far (where learning's counting runs: bench/defender_learn.py)"""
         # while set, records stay in the ring (lets a test fill it; the app must never notice)
         self.hold_records = hold_records or threading.Event()
 
@@ -185,6 +188,7 @@ class NativeDataplane:
         for t in self._workers:
             t.join(timeout=5)
         self._process(self._loop.drain(1 << 20, 0, self._lines()))
+        self._feed_learned()
         self._merge_stats()
         listeners = getattr(self.ctx, "policy_listeners", None)
         if isinstance(listeners, list):
@@ -278,19 +282,23 @@ class NativeDataplane:
 
     # -- records → audits and forensic lines ---------------------------------------------------------
     def _drain(self) -> None:
+        start = time.thread_time()
         while not self._stopped.is_set():
+            self.drain_cpu_s = time.thread_time() - start
             if self.hold_records.is_set():
                 self._stopped.wait(0.05)
                 continue
             try:
                 records = self._loop.drain(4096, 100, self._lines())
                 self._process(records)
+                self._feed_learned()
                 self._merge_stats()
                 if self.ctx.rule() is not self._rule or self._emulate_now() != self._emulate:
                     self.update()  # a context without policy listeners, or pidfd_getfd found refused
                 self._refresh_pins()
             except Exception:
                 log.exception("data plane: drain")
+        self.drain_cpu_s = time.thread_time() - start
 
     def _lines_sink(self) -> Callable[[str], None] | None:
         """Where the loop's own forensic lines go: the context's ring, when it takes formatted lines."""
@@ -298,13 +306,30 @@ class NativeDataplane:
 
     def _lines(self) -> int:
         """Which records the loop formats as forensic lines itself: allowed destinations where there
-        is a guard (whose record() calls these lines replace); execs, forks and the tracer's children
-        unless the processes are being learned (the profile observes those records one by one)."""
+        is a guard (whose record() calls these lines replace), also counted per destination while
+        the network is learned (_feed_learned); execs, forks and the tracer's children unless the
+        processes are being learned (the profile observes those records one by one)."""
         if self._lines_sink() is None:
             return 0
+        controls = self._learning()
+        net = 0 if self.guard is None else LINES_NET | (LINES_LEARN_NET if "network" in controls else 0)
+        return net | (0 if "processes" in controls else LINES_PROC)
+
+    def _learning(self) -> frozenset[str]:
         profile = getattr(self.ctx, "profile", None)
-        learning = profile is not None and "processes" in (profile.controls or ())
-        return (LINES_NET if self.guard is not None else 0) | (0 if learning else LINES_PROC)
+        return frozenset(profile.controls or ()) if profile is not None else frozenset()
+
+    def _feed_learned(self) -> None:
+        """The loop's per-destination counts since the last drain into the profile: learning costs
+        Python one item per destination and drain, not one event per connect."""
+        rows, dropped = self._loop.take_learned()
+        profile = getattr(self.ctx, "profile", None)
+        if (rows or dropped) and profile is not None:
+            protos = tables.PROTO_NAMES
+            profile.observe_destinations(
+                [(ip, port, protos.get(proto) or "", n, first, last) for ip, port, proto, n, first, last in rows],
+                dropped,
+            )
 
     def _process(self, records: list[tuple[Any, ...] | str]) -> None:
         g = self.guard

@@ -17,25 +17,13 @@ from garrison.defender.net import NetworkGuard
 from garrison.defender.net.normalise import normalise
 from garrison.defender.net.standalone import StandaloneContext
 from garrison.policy.model import Rule
+from tests.polling import until
 
 from .conftest import HOST4, HOST6, rule_from
 from .servers import TcpServer, UdpServer
+from .test_outbound import CONNECT, _results
 
 native = pytest.mark.skipif(not native_available()[0], reason=native_available()[1] or "native")
-
-CONNECT = """
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-for port in sys.argv[2:]:
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    print(port, s.connect_ex((sys.argv[1], int(port))))
-    s.close()
-"""
-
-
-def _results(out: str) -> dict[int, int]:
-    return {int(p): int(r) for p, r in (line.split() for line in out.split("\n") if line.strip())}
-
 
 # -- tables vs the evaluator -------------------------------------------------------------------------
 _v4 = st.integers(0, (1 << 32) - 1).map(lambda n: ipaddress.IPv4Address(n))
@@ -199,30 +187,35 @@ def test_native_udp_sendto_and_sendmsg_v6(run_app, ns_call, dataplane):
 
 
 LIVE = """
-import socket, sys, time
-host, port = sys.argv[1], int(sys.argv[2])
+import os, socket, sys, time
+host, port, pushed = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = socket.socket(); print(s.connect_ex((host, port))); s.close()
-sys.stdout.flush(); time.sleep(1.5)
+sys.stdout.flush()
+deadline = time.monotonic() + 60
+while not os.path.exists(pushed) and time.monotonic() < deadline:
+    time.sleep(0.01)
 s = socket.socket(); print(s.connect_ex((host, port))); s.close()
 """
 
 
 @native
 @pytest.mark.slow
-def test_policy_push_swaps_the_tables_of_a_running_loop(run_app, ns_call, dataplane):
+def test_policy_push_swaps_the_tables_of_a_running_loop(run_app, ns_call, dataplane, tmp_path):
+    """The push lands between the app's two connects (the app waits for it: no timer to race)."""
     srv = ns_call(lambda: TcpServer(HOST4))
     new = rule_from({"network": {"effect": "alert", "outbound": {"deny": [f"{HOST4}:{srv.port}"]}}})
     newer = rule_from({"network": {"effect": "prevent", "outbound": {"deny": [f"{HOST4}/32"]}}})
+    pushed = tmp_path / "pushed"
+    tmp_path.chmod(0o755)
 
-    def later(ctx) -> None:
-        def push() -> None:
-            ctx.current = new
-            ctx.current = newer  # two pushes back to back: the last one holds
-
-        threading.Timer(0.5, push).start()
+    def between_the_connects(ctx) -> None:
+        until(lambda: srv.accepted == 1, 60, "the app's first connect")
+        ctx.current = new
+        ctx.current = newer  # two pushes back to back: the last one holds
+        pushed.touch()
 
     r = run_app({"network": {"effect": "prevent", "outbound": {"allow": ["*"]}}}, LIVE, HOST4, str(srv.port),
-                during=later)  # fmt: skip
+                str(pushed), during=between_the_connects)  # fmt: skip
     assert r.out.split() == ["0", "111"], r.err
     assert [(a.control, a.effect) for a in r.of("network")] == [("network.outbound.deny", "prevent")]
 

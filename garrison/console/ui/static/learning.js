@@ -15,6 +15,21 @@ function seenCounts(c) {
     .map(([k, noun]) => `${c[k] || 0} ${noun}`).join(" · ");
 }
 
+const AUTO_ACCEPT = { off: "off (I review)", window: "when the window ends", stable: "when stable" };
+
+/** A profile's auto-accept in the list: writers change it there while it learns (PUT .../auto-accept,
+ * audited); auditors read it; once accepted it says whether the console accepted it by itself. */
+function autoAcceptCell(p, changed) {
+  if (p.state !== "learning") {
+    return el("td", { class: "small muted", text: p.accepted_by === "system" ? "auto-accepted" : "—" });
+  }
+  const value = p.auto_accept || "off";
+  const select = el("select", { class: "auto-accept writer-only", "aria-label": `Auto-accept of ${appPath(p)}` },
+    ...Object.entries(AUTO_ACCEPT).map(([v, label]) => el("option", { value: v, text: label, selected: v === value })));
+  select.addEventListener("change", () => changed(p, select));
+  return el("td", {}, select, el("span", { class: "auditor-only small", text: AUTO_ACCEPT[value] || value }));
+}
+
 function initLearning() {
   const tbody = $("#profiles-table tbody");
   let rows = [];
@@ -31,10 +46,21 @@ function initLearning() {
         el("td", { text: String(p.instances ?? 0) }),
         el("td", { class: "small", text: seenCounts(p.counts) }),
         el("td", {}, p.ready ? pill("ready", "ok") : pill(p.window_elapsed ? "not stable yet" : "learning", "off")),
+        autoAcceptCell(p, setAutoAccept),
         el("td", {}, el("a", { class: "btn btn-small", href: `/learning/review?id=${encodeURIComponent(p.id)}`, text: p.state === "learning" ? "Review" : "Open" })));
     }));
     $("#profiles-empty").hidden = shown.length > 0;
     $("#profiles-table").hidden = shown.length === 0;
+  }
+  async function setAutoAccept(p, select) {
+    select.disabled = true;
+    try {
+      const { data } = await api(`/profiles/${encodeURIComponent(p.id)}/auto-accept`, { method: "PUT", body: { auto_accept: select.value } });
+      toast(`${appPath(p)}: auto-accept ${AUTO_ACCEPT[data.auto_accept] || data.auto_accept}`);
+    } catch (e) {
+      toast(errorText(e.detail ?? e.message), true);
+    }
+    await load().catch((e) => toast(e.message, true));
   }
   async function load() {
     const q = new URLSearchParams({ limit: "1000" });
