@@ -96,13 +96,14 @@ class CellDefender:
         self, policy: RuntimePolicy, emit: Callable[[AuditEvent], None], *,
         roots: Iterable[str] = RUNC_ROOTS, host: str | None = None, forensics: ForensicLog | None = None,
         dns_upstreams: list[Upstream] | None = None, exec_responder: str = "native",
-        keeper: KeeperLink | None = None,
+        keeper: KeeperLink | None = None, memfd_watch: bool = True,
     ) -> None:
         """`dns_upstreams`: where the containers' resolver forwards allowed names (default: the cell's
         resolv.conf, which is what Garden gives containers). `exec_responder`: "native" answers execs
         from a verdict cache in a native thread (Python decides files it does not know), "python"
         answers every exec in Python (also the fallback where the extension is not built). `keeper`:
-        fail-closed exec gate, the group kept open by a keeper process while this defender is down."""
+        fail-closed exec gate, the group kept open by a keeper process while this defender is down.
+        `memfd_watch`: memfd executables reported from the kernel (BPF tracepoints) where it can."""
         self.dns_upstreams = dns_upstreams if dns_upstreams is not None else resolv_conf_upstreams()
         self.policy = policy
         self.emit = emit
@@ -135,6 +136,14 @@ class CellDefender:
         self._scans = PortScanTracker()  # keyed by container init pid
         self.forensics = forensics
         self._by_pidns: dict[str, _Tracked] = {}
+        self._by_mntns: dict[int, _Tracked] = {}  # mount namespace inode -> container (memfd reports)
+        self._memfd_watch: memfd.MemfdWatch | None = None
+        self._memfd_watch_note = "off (as chosen)" if not memfd_watch else memfd.watch_unavailable()
+        if self._memfd_watch_note is None:
+            try:
+                self._memfd_watch = memfd.MemfdWatch(self._memfd_event)
+            except OSError as exc:
+                self._memfd_watch_note = str(exc)
         self.on_workloads: Callable[[Workloads], None] | None = None
         """called (under the defender's lock, so in order) with containers appearing, changing and
         gone: the console link sends them on at once"""
@@ -161,6 +170,13 @@ class CellDefender:
                              "execs answered natively from a verdict cache (files it does not know decided in "
                              "Python)" if self._native is not None
                              else f"execs answered in Python: {self.exec_responder_note}")
+        self._defender_audit("cell.memfd_watch", "low" if self._memfd_watch is not None else "medium",
+                             "memfd executables reported from the kernel (BPF tracepoints: memfd_create with "
+                             "MFD_EXEC, programs run from a memfd)" if self._memfd_watch is not None
+                             else f"memfd executables not reported from the kernel: {self._memfd_watch_note} "
+                             "(under drift prevention vm.memfd_noexec still refuses them, without an audit)")
+        if self._memfd_watch is not None:
+            self._thread(self._memfd_loop, "cell-memfd-watch")
         loops = [(self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
                  (self._netlog_loop, "cell-netlog"), (self._profile_loop, "cell-profiles")]
         for target, name in loops:
@@ -194,6 +210,8 @@ class CellDefender:
             self.keeper.close()  # the keeper holds the group for its grace (a restart takes it back)  # held execs are released (allowed) by the kernel when the group closes
         if self._procs is not None:
             self._procs.close()
+        if self._memfd_watch is not None:
+            self._memfd_watch.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
         for tr in self._tracked.values():
@@ -339,6 +357,10 @@ class CellDefender:
                     tr.nft = None
                 for ns in [k for k, v in self._by_pidns.items() if v is tr]:
                     del self._by_pidns[ns]
+                for mnt in [k for k, v in self._by_mntns.items() if v is tr]:
+                    del self._by_mntns[mnt]
+                    if self._memfd_watch is not None:
+                        self._memfd_watch.unwatch(mnt)
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
             # one found by the first round may carry a table a previous run left (checked once)
             new = [self._tracked.setdefault(cid, _Tracked(container=c, net_checked=self._ticks > 0))
@@ -424,9 +446,56 @@ class CellDefender:
         self._mark_mounts(tr)
         with contextlib.suppress(OSError):
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
+        self._watch_memfd(tr)
         self._info(tr, "container_watched", f"container {c.id}: exec gate on (overlay root and "
                    f"{len(tr.mounts)} other mount(s))")
         return True
+
+    def _watch_memfd(self, tr: _Tracked) -> None:
+        """memfd executables of this container reported by the kernel (keyed by its mount namespace,
+        never the cell's own)."""
+        if self._memfd_watch is None:
+            return
+        try:
+            mnt = os.stat(f"/proc/{tr.container.init_pid}/ns/mnt").st_ino
+            if mnt == os.stat("/proc/self/ns/mnt").st_ino:
+                return
+            self._memfd_watch.watch(mnt)
+        except OSError as exc:
+            self._info(tr, "container_unprotected", f"memfd executables of {tr.container.name} not reported: "
+                       f"{exc}", "medium")
+            return
+        self._by_mntns[mnt] = tr
+
+    def _memfd_loop(self) -> None:
+        watch = self._memfd_watch
+        assert watch is not None
+        while not self._stop.is_set():
+            ready, _, _ = select.select([watch.ring_fd, self._wake_r], [], [])
+            if watch.ring_fd in ready:
+                watch.consume()
+
+    def _memfd_event(self, ev: memfd.MemfdEvent) -> None:
+        """A memfd executable the kernel reported: memfd_create(MFD_EXEC) where vm.memfd_noexec = 2
+        refused it (the kernel has no audit of its own that names the container), or a program run
+        from a memfd (where nothing refused it: decided as drift by the rule, reported after the fact)."""
+        tr = self._by_mntns.get(ev.mntns)
+        if tr is None or tr.rule is None:
+            return
+        exe = f"/{ev.name}" if ev.kind == memfd.EV_MEMFD_RUN else f"/memfd:{ev.name}"  # as /proc/<pid>/exe shows it
+        if ev.kind == memfd.EV_MFD_EXEC:
+            if tr.memfd_scope != 2:
+                return  # not refused: what matters is whether it runs (reported then)
+            self._audit(tr, type="drift", effect="prevent", severity="high", control="processes.drift_prevention",
+                        message=f"memfd_create(MFD_EXEC) refused by vm.memfd_noexec=2: an executable in memory "
+                                f"only ({ev.comm})", pid=ev.pid, exe=exe, extra={"layer": "memfd"})
+            return
+        decision = exec_gate.decide(tr.rule, tr.container, exec_gate.ExecFacts(exe, "memfd", 0))
+        if decision.audited:
+            self._audit(tr, type="drift" if decision.control == "processes.drift_prevention" else "process",
+                        effect="alert", severity="high", control=decision.control,
+                        message=f"{decision.reason} (run from a memfd by {ev.comm}; seen by the kernel after it "
+                                "started, nothing refused it here)", pid=ev.pid, exe=exe, extra={"layer": "memfd"})
 
     def _protect(self, tr: _Tracked) -> None:
         """The rest of a new container's protection: its pids cgroup and its rule's controls."""

@@ -42,7 +42,7 @@ _EXECVEAT = 322  # x86_64; execve is 59
 @dataclass(frozen=True)
 class ExecFacts:
     path: str  # as the container sees it
-    layer: str  # lower | upper-baseline | upper-new | mount-ro | mount-baseline | mount-new | unknown
+    layer: str  # lower | upper-baseline | upper-new | mount-ro | mount-baseline | mount-new | memfd | unknown
     ino: int
     # the dynamic loader opened with no program exec before it: what the caller asked to run (the
     # program the loader's argv names, or the memfd / unmarked file it was asked to execute) and the

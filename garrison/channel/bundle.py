@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 BUNDLE_VERSION = 1
 ENV_VAR = "INSTALL_BUNDLE"
+MAX_FALLBACKS = 16
 
 
 class BundleError(ValueError):
@@ -30,14 +31,42 @@ class InstallBundle(BaseModel):
     ws_address: str = Field(min_length=1, description="wss://host:port of the defender channel")
     console_url: str = Field(default="", description="https URL of the console API/UI")
     enrolment_token: str = Field(min_length=1, description="credential that lets a defender enrol once")
+    ws_fallbacks: tuple[str, ...] = Field(
+        default=(),
+        max_length=MAX_FALLBACKS,
+        description="other console replicas' channel addresses, tried in turn when one fails",
+    )
 
     @field_validator("ws_address")
     @classmethod
     def _ws_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("wss", "ws") or not parts.hostname:
-            raise ValueError(f"must be a wss://host:port address, got {v!r}")
-        return v
+        return _ws_url(v)
+
+    @field_validator("ws_fallbacks")
+    @classmethod
+    def _ws_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_ws_url(a) for a in v)
+
+    @property
+    def ws_addresses(self) -> tuple[str, ...]:
+        """Every console address, the primary first, without repeats."""
+        return tuple(dict.fromkeys((self.ws_address, *self.ws_fallbacks)))
+
+
+def ws_addresses_from_env(text: str | None) -> tuple[str, ...]:
+    """`GARRISON_CONSOLE_WS_ADDRESSES`: comma-separated wss:// addresses put in every bundle."""
+    listed = tuple(a.strip() for a in (text or "").split(",") if a.strip())
+    try:
+        return tuple(_ws_url(a) for a in listed)[:MAX_FALLBACKS]
+    except ValueError as exc:
+        raise ValueError(f"GARRISON_CONSOLE_WS_ADDRESSES: {exc}") from None
+
+
+def _ws_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("wss", "ws") or not parts.hostname:
+        raise ValueError(f"must be a wss://host:port address, got {v!r}")
+    return v
 
     @field_validator("ca_pem")
     @classmethod
@@ -48,7 +77,12 @@ class InstallBundle(BaseModel):
 
 
 def encode_bundle(
-    *, ca_pem: str | bytes, ws_address: str, enrolment_token: str, console_url: str = ""
+    *,
+    ca_pem: str | bytes,
+    ws_address: str,
+    enrolment_token: str,
+    console_url: str = "",
+    ws_fallbacks: tuple[str, ...] = (),
 ) -> str:
     """Build the base64 text the console serves at /api/v1/defenders/install-bundle."""
     bundle = InstallBundle(
@@ -57,8 +91,11 @@ def encode_bundle(
         ws_address=ws_address,
         console_url=console_url,
         enrolment_token=enrolment_token,
+        ws_fallbacks=tuple(a for a in dict.fromkeys(ws_fallbacks) if a != ws_address)[:MAX_FALLBACKS],
     )
-    raw = json.dumps(bundle.model_dump(), separators=(",", ":")).encode()
+    # Without fallbacks the bundle is what older defenders knew (they ignore the field anyway).
+    data = bundle.model_dump(exclude=set() if bundle.ws_fallbacks else {"ws_fallbacks"})
+    raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.b64encode(raw).decode("ascii")
 
 

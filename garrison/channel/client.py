@@ -3,7 +3,10 @@
 One asyncio coroutine (`run`) does everything: enrol once, connect with the defender certificate,
 send `hello`, apply policy snapshots/pushes, stream the on-disk event spool in sequence-numbered
 batches (several in flight, deleted only when acked), send heartbeats, answer commands, and reconnect
-with jittered exponential backoff. The defender's supervisor is threaded, so `start()`/`stop()` run
+with jittered exponential backoff. A bundle may list several console replicas (`ws_fallbacks`): each
+failed attempt or lost connection moves to the next address, so a replica's death moves its
+defenders to the others without a load balancer; the spool is re-sent from its first unacknowledged
+event and the console deduplicates per (defender, event id), so nothing is lost or stored twice. The defender's supervisor is threaded, so `start()`/`stop()` run
 that coroutine on a private event loop in a background thread and `submit()` is thread-safe;
 simulations run many clients on one loop with `await client.run()`.
 """
@@ -155,6 +158,8 @@ class DefenderChannelClient:
         `on_connect()` gives messages sent right after each policy snapshot (a cell defender's full
         workload list); `send_message()` queues more while connected (deltas)."""
         self.bundle = bundle
+        self.addresses = bundle.ws_addresses
+        self._address_at = 0
         self.data_folder = Path(data_folder)
         self.hello = hello
         self.on_policy = on_policy
@@ -378,17 +383,28 @@ class DefenderChannelClient:
                 self._ws = None
             if self._stopping.is_set():
                 break
+            self._next_address()
             attempt += 1
             delay = random.uniform(0, min(delay_cap, self.backoff_base * 2**attempt))  # full jitter
             delay = max(delay, at_least * random.uniform(1.0, 1.5))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
+    @property
+    def address(self) -> str:
+        """The console address this client connects to now."""
+        return self.addresses[self._address_at]
+
+    def _next_address(self) -> None:
+        if len(self.addresses) > 1:
+            self._address_at = (self._address_at + 1) % len(self.addresses)
+            log.info("next console address: %s", self.address)
+
     # -- enrolment ---------------------------------------------------------------------------
     def _connect(self, ctx: ssl.SSLContext) -> connect:
         return connect(
-            self.bundle.ws_address,
-            ssl=ctx if self.bundle.ws_address.startswith("wss:") else None,
+            self.address,
+            ssl=ctx if self.address.startswith("wss:") else None,
             proxy=self.proxy,
             compression=None,
             max_size=p.MAX_MESSAGE_BYTES,

@@ -8,10 +8,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from garrison.channel.bundle import ws_addresses_from_env
 from garrison.console.metrics import ConsoleMetrics
 from garrison.console.services.alerts import AlertDispatcher
 from garrison.console.services.audits import AuditService
 from garrison.console.services.auth import AuthService
+from garrison.console.services.client_address import Network, trusted_proxies_from_env
 from garrison.console.services.defenders import DefenderService
 from garrison.console.services.discovery import DiscoveryService
 from garrison.console.services.hosts import HostService
@@ -51,6 +53,10 @@ class ConsoleContext:
     live: LiveHub = field(default_factory=LiveHub)
     cluster: ClusterService | None = None
     """this console as a replica: leases, change listener, commands routed to other replicas"""
+    ws_fallbacks: tuple[str, ...] = ()
+    """GARRISON_CONSOLE_WS_ADDRESSES: console addresses every install bundle lists for fail-over"""
+    trusted_proxies: tuple[Network, ...] = ()
+    """GARRISON_TRUSTED_PROXIES: peers whose X-Forwarded-For is believed (login throttling)"""
     single_lock: IO[str] | None = None
     """SQLite: the lock file held while this console serves the database (one console per file)"""
 
@@ -73,7 +79,9 @@ class ConsoleContext:
             metrics=metrics,
             auth=AuthService(
                 store,
-                throttle=LoginThrottle(policy_from_env(os.environ.get("GARRISON_LOGIN_THROTTLE"))),
+                throttle=LoginThrottle(
+                    store.throttle, policy_from_env(os.environ.get("GARRISON_LOGIN_THROTTLE"))
+                ),
                 on_login_event=lambda kind: metrics.logins.labels(kind).inc(),
             ),
             policies=policies,
@@ -82,4 +90,6 @@ class ConsoleContext:
             defenders=DefenderService(store, ca),
             audits=AuditService(store),
             alerts=AlertDispatcher(on_drop=lambda name: metrics.alerts_dropped.labels(name).inc()),
+            trusted_proxies=trusted_proxies_from_env(os.environ.get("GARRISON_TRUSTED_PROXIES")),
+            ws_fallbacks=ws_addresses_from_env(os.environ.get("GARRISON_CONSOLE_WS_ADDRESSES")),
         )

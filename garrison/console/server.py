@@ -116,8 +116,10 @@ async def serve(cfg: ConsoleConfig) -> None:
         ctx.metrics.events_ingested.inc(len(events))
         ctx.alerts.submit(events)
         ctx.live.notify()
+        cluster.audits_stored()
 
     cluster = ctx.cluster = ClusterService(ctx.store)
+    cluster.on_audits = ctx.live.notify
     backend = ConsoleChannelBackend(
         ctx.store, ctx.defenders, ctx.policies, on_events, ctx.scans, replica_id=cluster.replica_id
     )
@@ -135,6 +137,7 @@ async def serve(cfg: ConsoleConfig) -> None:
     ctx.channel = channel
     _follow_changes(ctx, cluster, channel)
     ctx.metrics.watch_cluster(cluster)
+    ctx.metrics.watch_throttle(ctx.store.throttle.count)
     ctx.metrics.defenders_connected.set_function(channel.connected_count)
     ctx.metrics.resident_bytes.set_function(rss_bytes)
     trimmer = asyncio.create_task(trim_while_busy(lambda: (ingested[0], channel.connected_count())))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from garrison.kernel import memfd
 from garrison.policy.model import RuntimePolicy
 from tests.cell.conftest import LOADER, started_app
 
@@ -75,14 +76,29 @@ def test_loader_after_a_failed_exec_of_the_same_thread_is_not_an_interpreter(
     audits.wait(lambda e: e.type == "drift" and e.exe == "/tmp/dropped")
 
 
+def _memfd_watched() -> None:
+    """The kernel reports memfd executables through BPF tracepoints: skipped only where this kernel
+    cannot load them (the object itself is built by scripts/bootstrap --test: missing is a failure)."""
+    assert memfd.object_built(), "garrison/kernel/memfd_watch.bpf.o not built (scripts/bootstrap builds it)"
+    why = memfd.watch_unavailable()
+    if why is not None:
+        pytest.skip(why)
+
+
 def test_memfd_exec_refused_in_the_kernel(garden: Any, defender: Any, memexec: bytes) -> None:
+    _memfd_watched()
     _d, audits = defender(_policy())
     c = _app(garden, audits, memexec)
+    audits.wait(lambda e: e.control == "cell.memfd_watch" and "reported from the kernel" in e.message)
     for payload in ("/bin/true", "/bin/dyn-true"):  # static and dynamic
         plain = c.exec("/home/vcap/app/bin/memexec", "memfd", "0", payload)
         assert plain.returncode != 0 and "fexecve: Permission denied" in plain.stdout, plain
         asked = c.exec("/home/vcap/app/bin/memexec", "memfd", str(MFD_EXEC), payload)
         assert asked.returncode == 3 and "memfd_create: Permission denied" in asked.stdout, asked
+    # the refusal of MFD_EXEC is audited with the container's app (the kernel only logs a cell-wide pid)
+    ev = audits.wait(lambda e: e.type == "drift" and "MFD_EXEC" in e.message)
+    assert ev.effect == "prevent" and ev.exe == "/memfd:payload" and ev.app_name
+    assert ev.extra["container"] == c.id and "memexec" in ev.message
     pid = c.exec("/bin/sh", "-c", "echo $$")  # the container cannot lower it: /proc/sys is read-only
     assert pid.returncode == 0
     low = c.exec("/bin/sh", "-c", "echo 0 > /proc/sys/vm/memfd_noexec")
@@ -97,6 +113,24 @@ def test_memfd_exec_of_a_dynamic_program_seen_in_alert_mode(garden: Any, defende
     assert r.returncode == 0, r  # alert: it ran
     ev = audits.wait(lambda e: e.type == "drift" and "memfd:payload" in (e.exe or ""))
     assert ev.effect == "alert" and ev.extra["loader"] == LOADER
+
+
+def test_static_memfd_program_seen_in_alert_mode(garden: Any, defender: Any, memexec: bytes) -> None:
+    """No interpreter to pair, nothing on a marked mount: only the kernel's exec tracepoint sees it."""
+    _memfd_watched()
+    _d, audits = defender(_policy("alert"))
+    c = _app(garden, audits, memexec)
+    r = c.exec("/home/vcap/app/bin/memexec", "memfd", "0", "/bin/true")
+    assert r.returncode == 0, r  # alert: it ran
+    ev = audits.wait(lambda e: e.type == "drift" and e.exe == "/memfd:payload")
+    assert ev.effect == "alert" and ev.extra["layer"] == "memfd" and ev.app_name
+    assert ev.extra["container"] == c.id
+
+
+def test_memfd_watch_off_by_option_said_at_start(garden: Any, defender: Any) -> None:
+    _d, audits = defender(_policy(), memfd_watch=False)
+    ev = audits.wait(lambda e: e.control == "cell.memfd_watch")
+    assert "not reported from the kernel: off (as chosen)" in ev.message and ev.severity == "medium"
 
 
 def test_program_on_another_mount_of_the_container_gated(garden: Any, defender: Any) -> None:

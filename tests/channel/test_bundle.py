@@ -60,3 +60,20 @@ def test_truncated_bundle(pki: Pki) -> None:
     text = encode_bundle(ca_pem=pki.ca.cert_pem, ws_address="wss://h:1", enrolment_token="t")
     with pytest.raises(BundleError):
         decode_bundle(text[: len(text) // 2])
+
+
+def test_fallback_addresses_round_trip_and_are_checked(pki: Pki) -> None:
+    text = encode_bundle(
+        ca_pem=pki.ca.cert_pem,
+        ws_address="wss://a.example:8084",
+        enrolment_token="t",
+        ws_fallbacks=("wss://b.example:8084", "wss://a.example:8084", "wss://b.example:8084"),
+    )
+    b = decode_bundle(text)
+    assert b.ws_addresses == ("wss://a.example:8084", "wss://b.example:8084")
+    plain = decode_bundle(encode_bundle(ca_pem=pki.ca.cert_pem, ws_address="wss://a:1", enrolment_token="t"))
+    assert plain.ws_addresses == ("wss://a:1",)
+    raw = json.loads(base64.b64decode(text))
+    for bad, fragment in ((["https://x"], "wss://host:port"), (["wss://x:1"] * 17, "at most 16")):
+        with pytest.raises(BundleError, match=fragment):
+            decode_bundle(_b64(raw | {"ws_fallbacks": bad}))

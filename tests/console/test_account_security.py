@@ -7,12 +7,18 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
 import pytest
 
+from garrison.console.services.client_address import client_address, trusted_proxies_from_env
 from garrison.console.services.throttle import LoginThrottle, Throttled, ThrottlePolicy, policy_from_env
+from garrison.console.store import throttle as throttle_store
+from garrison.console.store.db import make_engine
+from garrison.console.store.open import Store
+from garrison.console.store.throttle import ThrottleStore
 from tests.fixtures.console import RunningConsole
 
 
@@ -24,17 +30,22 @@ class _Clock:
         return self.now
 
 
-def test_throttle_backs_off_then_locks_per_user_and_per_address():
+FULLWIDTH_ADMIN = "\uff41\uff44\uff4d\uff49\uff4e"
+
+
+def _throttle(store: Store, clock: _Clock, **policy: float) -> LoginThrottle:
+    return LoginThrottle(ThrottleStore(store.engine, clock), ThrottlePolicy(**policy))  # type: ignore[arg-type]
+
+
+def test_throttle_backs_off_then_locks_per_user_and_per_address(store: Store) -> None:
     clock = _Clock()
-    t = LoginThrottle(
-        ThrottlePolicy(free=3, base_delay_s=1, max_delay_s=8, lockout_after=8, lockout_s=600), clock
-    )
-    # Per user, from ever-changing addresses (a botnet guessing one account).
-    for i in range(3):
-        t.check("admin", f"10.0.0.{i}")
-        t.failed("admin", f"10.0.0.{i}")
-    t.check("admin", "10.0.1.1")  # three free failures
-    t.failed("admin", "10.0.1.1")
+    t = _throttle(store, clock, free=3, base_delay_s=1, max_delay_s=8, lockout_after=8, lockout_s=600)
+    # Per user, from ever-changing addresses (a botnet guessing one account), under name variants.
+    for i, name in enumerate(["admin", "Admin", " ADMIN "]):
+        t.check(name, f"10.0.0.{i}")
+        t.failed(name, f"10.0.0.{i}")
+    t.check(FULLWIDTH_ADMIN, "10.0.1.1")  # three free failures (fullwidth: the same user after NFKC)
+    t.failed(FULLWIDTH_ADMIN, "10.0.1.1")
     with pytest.raises(Throttled) as exc:
         t.check("admin", "10.0.1.2")
     assert exc.value.retry_after == 1 and not exc.value.locked
@@ -48,24 +59,98 @@ def test_throttle_backs_off_then_locks_per_user_and_per_address():
         delays.append(exc.value.retry_after)
     assert delays == [2, 4, 8]  # exponential, capped
     clock.now += 100
+    # During the back-off, an attempt takes the slot: a parallel second attempt waits.
+    t.check("admin", "10.0.9.8")
+    with pytest.raises(Throttled):
+        t.check("admin", "10.0.9.7")
     assert t.failed("admin", "10.0.3.1") == ["user:admin"]  # the 8th failure locks the user
     with pytest.raises(Throttled) as exc:
         t.check("admin", "192.168.1.1")
     assert exc.value.locked and exc.value.retry_after == 600
     clock.now += 601
     t.check("admin", "192.168.1.1")
-    # Per address, spraying many user names.
+    # Per address, spraying many user names; an IPv6 attacker's whole /64 is one address.
     for i in range(4):
-        t.failed(f"user{i}", "172.16.0.1")
+        t.failed(f"user{i}", f"2001:db8:1:2::{i + 1}")
     with pytest.raises(Throttled):
-        t.check("fresh-user", "172.16.0.1")
-    t.succeeded("fresh-user", "172.16.0.1")  # a success clears the address
-    t.check("fresh-user", "172.16.0.1")
+        t.check("fresh-user", "2001:db8:1:2:ffff::9")
+    t.check("fresh-user", "2001:db8:1:3::1")  # the next /64 is someone else
+    # A success clears the user's count only: owning one account does not reset the address, it
+    # only gives back the slot its attempt took.
+    clock.now += 100
+    t.failed("owned", "2001:db8:1:2::1")
+    clock.now += 100
+    t.succeeded("owned", "2001:db8:1:2::1", t.check("owned", "2001:db8:1:2::1"))
+    t.check("other", "2001:db8:1:2::1")  # the slot was given back: this attempt may go
+    t.failed("other", "2001:db8:1:2::1")  # and a failure still backs off, from the count kept
+    with pytest.raises(Throttled) as exc:
+        t.check("another", "2001:db8:1:2::1")
+    assert exc.value.retry_after == 4
+
+
+def test_concurrent_failures_from_two_replicas_are_all_counted(store: Store) -> None:
+    """Two stores on two engines (as two replicas have), 2 x 4 threads failing the same user at once:
+    every failure counts (no lost update), and the lockout is reported exactly once."""
+    engines = [store.engine, make_engine(store.engine.url.render_as_string(hide_password=False))]
+    policy = {"free": 1000, "lockout_after": 80, "lockout_s": 600}
+    throttles = [LoginThrottle(ThrottleStore(e), ThrottlePolicy(**policy)) for e in engines]  # type: ignore[arg-type]
+    barrier = threading.Barrier(8)
+    locked: list[str] = []
+
+    def fail(t: LoginThrottle, n: int) -> None:
+        barrier.wait()
+        for i in range(10):
+            locked.extend(t.failed("Victim", f"10.9.{n}.{i}"))
+
+    threads = [threading.Thread(target=fail, args=(throttles[n % 2], n)) for n in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert locked == ["user:victim"]
+    _, rows = store.throttle.read(["user:victim"])
+    assert rows["user:victim"].locked_until > 0
+    engines[1].dispose()
+
+
+def test_throttle_table_is_bounded_under_a_flood_of_keys(store: Store) -> None:
+    clock = _Clock()
+    t = _throttle(store, clock, max_keys=50, forget_after_s=60, lockout_after=3, lockout_s=600)
+    t.failed("admin", "10.0.0.1")
+    t.failed("admin", "10.0.0.1")
+    t.failed("admin", "10.0.0.1")  # locks admin: kept while other keys are evicted
+    for i in range(300):  # many addresses and user names
+        clock.now += 0.01
+        t.failed(f"u{i}", f"10.1.{i // 250}.{i % 250}")
+    assert store.throttle.count() <= 50 + 2 * throttle_store.PRUNE_EVERY
+    t.store.prune(forget_s=60, max_rows=50)
+    assert store.throttle.count() <= 50
+    with pytest.raises(Throttled) as exc:
+        t.check("admin", "10.2.0.1")
+    assert exc.value.locked
+    clock.now += 700  # everything expired: pruned to nothing
+    t.store.prune(forget_s=60, max_rows=50)
+    assert store.throttle.count() == 0
+
+
+def test_client_address_believes_forwarded_for_only_from_trusted_proxies() -> None:
+    proxies = trusted_proxies_from_env("10.0.0.0/24, 2001:db8::1")
+    spoofed = ["1.2.3.4, 5.6.7.8"]
+    assert client_address("203.0.113.9", spoofed, ()) == "203.0.113.9"  # none trusted: header ignored
+    assert client_address("203.0.113.9", spoofed, proxies) == "203.0.113.9"  # peer is not a proxy
+    # Through a trusted proxy: the rightmost hop that is not a trusted proxy (the client's own
+    # entries to its left are whatever it wrote).
+    assert client_address("10.0.0.5", ["6.6.6.6, 198.51.100.7"], proxies) == "198.51.100.7"
+    assert client_address("10.0.0.5", ["6.6.6.6", "198.51.100.7, 10.0.0.4"], proxies) == "198.51.100.7"
+    assert client_address("10.0.0.5", ["garbage"], proxies) == "10.0.0.5"
+    assert client_address("10.0.0.5", [], proxies) == "10.0.0.5"
+    with pytest.raises(ValueError, match="GARRISON_TRUSTED_PROXIES"):
+        trusted_proxies_from_env("10.0.0.0/33")
 
 
 def test_throttle_settings_from_env():
-    assert policy_from_env("free=2,lockout_after=4,lockout_s=60") == ThrottlePolicy(
-        free=2, lockout_after=4, lockout_s=60.0
+    assert policy_from_env("free=2,lockout_after=4,lockout_s=60,max_keys=10") == ThrottlePolicy(
+        free=2, lockout_after=4, lockout_s=60.0, max_keys=10
     )
     with pytest.raises(ValueError, match="unknown setting"):
         policy_from_env("fee=1")

@@ -61,6 +61,7 @@ PROPS = {
             "database_url": "postgresql://garrison:p'a$s w@pg.example.test:5432/garrison",
             "public_address": "garrison.example.test",
             "ca": {"certificate": CA_CERT, "private_key": CA_KEY},
+            "ws_addresses": ["wss://10.0.1.5:8084", "wss://10.0.2.5:8084"],
         }
     }
 }
@@ -108,6 +109,8 @@ def test_job_templates_render_and_the_ctl_starts_a_replica(tmp_path: Path) -> No
     assert env["GARRISON_CONSOLE_CA_CERT"].strip() == CA_CERT.strip()
     assert env["GARRISON_CONSOLE_CA_KEY"].strip() == CA_KEY.strip()
     assert env["GARRISON_REPLICA_LEASE"] == "30.0"
+    assert env["GARRISON_CONSOLE_WS_ADDRESSES"] == "wss://10.0.1.5:8084,wss://10.0.2.5:8084"
+    assert env["GARRISON_TRUSTED_PROXIES"] == ""
 
 
 @needs_ruby

@@ -4,14 +4,16 @@ Defenders are real channel clients (garrison.channel.simulate), connected either
 replica or through a real TCP load balancer (tests/fixtures/tcp_balancer.py) in front of both.
 Replicas share the CA through GARRISON_CONSOLE_CA_CERT/KEY, as a Cloud Foundry deployment does.
 Policy polling is off in the console, so a change reaching the other replica's defenders proves
-the LISTEN/NOTIFY path (or its catch-up after a reconnect). No timing asserts: every wait is a
-generous deadline.
+the LISTEN/NOTIFY path (or its catch-up after a reconnect); likewise the live audit stream's
+backstop read is set to an hour, so an audit reaching another replica's stream proves
+`NOTIFY garrison_audits`. No timing asserts: every wait is a generous deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +26,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
@@ -38,6 +41,7 @@ from tests.polling import until
 T = TypeVar("T")
 pytestmark = pytest.mark.slow
 LEASE_S = "3"  # replicas renew every second; an expired lease is reaped within a few seconds
+THROTTLE = "free=3,base=0.2,max=0.4,lockout_after=6,lockout_s=600"
 WAIT_S = 90.0
 
 
@@ -96,7 +100,11 @@ class Pair:
 
     def __init__(self, base: Path, db_url: str) -> None:
         self.base, self.db_url = base, db_url
-        env = {"GARRISON_REPLICA_LEASE": LEASE_S}
+        env = {
+            "GARRISON_REPLICA_LEASE": LEASE_S,
+            "GARRISON_LOGIN_THROTTLE": THROTTLE,
+            "GARRISON_LIVE_BACKSTOP_S": "3600",
+        }
         self.a = RunningConsole(base / "a", db_url=db_url, env=env).start()
         ca_env = {
             "GARRISON_CONSOLE_CA_CERT": (self.a.data_dir / "ca.pem").read_text(),
@@ -106,7 +114,8 @@ class Pair:
         self.b.admin_password = self.a.admin_password  # the admin exists once, in the shared database
         self.fleets: list[Fleet] = []
 
-    def fleet(self, via: str, n: int, prefix: str) -> Fleet:
+    def fleet(self, via: str | None, n: int, prefix: str) -> Fleet:
+        """`via` None: the bundle A gives without `consoleaddr` (A first, the other replicas after)."""
         bundle = self.a.install_bundle(consoleaddr=via)
         f = Fleet(bundle, self.base / f"fleet-{prefix}", n, prefix)
         self.fleets.append(f)
@@ -434,3 +443,104 @@ def test_postgres_restart_mid_ingest_loses_nothing_and_changes_still_flow(pair: 
             ),
             "every defender connected to a live replica",
         )
+
+
+def test_defenders_fail_over_across_the_bundles_addresses(pair: Pair) -> None:
+    """No balancer: the bundle lists both replicas. A is SIGKILLed mid-ingest; its defenders move to
+    B by themselves, every event is stored exactly once, and a policy changed afterwards reaches
+    them through B."""
+    bundle = decode_bundle(pair.a.install_bundle())
+    ports = [int(a.rsplit(":", 1)[1]) for a in bundle.ws_addresses]
+    assert ports == [pair.a.defender_port, pair.b.defender_port]  # A's own first, then B's
+    fleet = pair.fleet(None, 4, "failover")
+    ra, rb = pair.replica_id(pair.a), pair.replica_id(pair.b)
+    ids = fleet.ids()
+    assert all(pair.defenders()[d]["replica_id"] == ra for d in ids)  # the primary address is A's
+    expected = _ingest_across(pair, fleet, 2000, midway=750, action=lambda: _kill(pair.a))
+    rows = pair.sql("SELECT defender_id, event_id FROM events")
+    assert len(rows) == len(expected) and set(rows) == expected  # nothing lost, nothing twice
+    _wait(
+        lambda: all(
+            row["connected"] and row["replica_id"] == rb for d, row in pair.defenders().items() if d in ids
+        ),
+        "every defender connected to B",
+    )
+    assert all(c.address.endswith(f":{pair.b.defender_port}") for c in fleet.fleet.clients)
+    started = time.monotonic()
+    rev = pair.b.put_policy(_policy("after-failover"))["revision"]
+    _wait(lambda: fleet.has_revision(rev), "the policy pushed through B")
+    print(f"policy pushed through B reached the moved defenders in {time.monotonic() - started:.3f} s")
+
+
+def test_login_throttle_is_shared_by_the_replicas(pair: Pair) -> None:
+    """Failures spread over both replicas (and over spellings of the name, with spoofed
+    X-Forwarded-For) add up: the user is locked on both, once, in the management audit."""
+    pair.a.create_user("victim", "right-password-1", "auditor")
+    with pair.a.api() as c:  # the attack below locks its address (127.0.0.1) too
+        token = c.post("/authenticate", json={"username": "admin", "password": pair.a.admin_password}).json()
+    details: list[str] = []
+    for i in range(6):
+        console = (pair.a, pair.b)[i % 2]
+        name = ("victim", "Victim", " VICTIM")[i % 3]
+        with httpx.Client(base_url=console.url + "/api/v1", verify=console.ssl_context()) as anon:
+            for _ in range(20):  # respect the back-off (Retry-After), as a patient attacker does
+                r = anon.post(
+                    "/authenticate",
+                    json={"username": name, "password": f"guess-{i}"},
+                    headers={"x-forwarded-for": f"198.51.100.{i}"},
+                )
+                if "too many" not in r.json()["detail"]:
+                    break
+                time.sleep(0.25)
+        assert r.status_code == 401
+        details.append(r.json()["detail"])
+    for console in (pair.a, pair.b):
+        with httpx.Client(base_url=console.url + "/api/v1", verify=console.ssl_context()) as anon:
+            r = anon.post("/authenticate", json={"username": "victim", "password": "right-password-1"})
+        assert r.status_code == 401 and "locked" in r.json()["detail"], r.text
+        assert int(r.headers["retry-after"]) > 500
+    with pair.b.api(token=token["token"]) as c:
+        audits = c.get("/audits/mgmt", params={"limit": 100}).json()
+        metrics = c.get(pair.b.url + "/metrics").text
+    assert len([a for a in audits if a["action"] == "auth.login_failed"]) == 6
+    locks = sorted(a["target"] for a in audits if a["action"] == "auth.lockout")
+    assert locks == ["addr:127.0.0.1", "user:victim"]  # once each, though two replicas counted
+    assert all(a["detail"]["address"] == "127.0.0.1" for a in audits if a["action"] == "auth.login_failed")
+    assert 'garrison_login_failures_total{kind="failed"}' in metrics
+    assert re.search(r"^garrison_login_throttle_keys [1-9]", metrics, re.M)  # both replicas' failures
+    assert pair.sql("SELECT count(*) FROM login_throttle WHERE key = 'user:victim' AND locked_until > 0") == [
+        (1,)
+    ]
+
+
+def test_live_audit_stream_shows_audits_ingested_by_another_replica(pair: Pair) -> None:
+    """The web UI's stream on A carries the audits B stores: B's NOTIFY wakes A's stream (its
+    backstop read is an hour away in these replicas)."""
+    fleet = pair.fleet(_addr(pair.b), 1, "live")
+    seen: list[str] = []
+    opened = threading.Event()
+
+    def read_stream() -> None:
+        with (
+            pair.a.api() as c,
+            c.stream(
+                "GET", "/audits/runtime/app-embedded/stream", timeout=httpx.Timeout(WAIT_S, read=WAIT_S)
+            ) as r,
+        ):
+            for line in r.iter_lines():
+                if line.startswith("event: hello"):
+                    opened.set()
+                if line.startswith("data:") and "live-audit-" in line:
+                    seen.append(line)
+                    if len(seen) >= 3:
+                        return
+
+    reader = threading.Thread(target=read_stream, daemon=True)
+    reader.start()
+    assert opened.wait(WAIT_S)
+    time.sleep(1.5)  # let the stream finish its first read: what follows must come from a wake-up
+    fleet.submit(
+        0, [AuditEvent(id=f"live-audit-{k}", type="network", effect="alert", dest_port=k) for k in range(3)]
+    )
+    reader.join(WAIT_S)
+    assert len(seen) == 3, seen

@@ -27,11 +27,13 @@ def _no_request_line(value: str, prose: bool) -> bool:
 
 
 # 942360 (concatenated SQL) reads a keyword after leading punctuation: `/select-quote`,
-# `.select-gws-banana`, `/load.php`, `Update: after…` are an identifier, a file name or a label —
-# the keyword is glued to `-word`/`.word` or closes a label. Its `… as x from …` branch reads
+# `.select-gws-banana`, `/load.php`, `Update: after…`, `"desc"` are an identifier, a file name, a
+# label or a quoted word — the keyword is glued to `-word`/`.word`, closes a label or stands quoted alone. Its `… as x from …` branch reads
 # sentences (`… . As evidence from the following …`): SQL names a table after FROM, not an article.
 _KEYWORD = r"(?:alter|create|delete|desc|insert|load|rename|select|truncate|update|union)"
-_GLUED_KEYWORD = re.compile(r"[\W\d]*?\s*" + _KEYWORD + r"(?:[-.][a-z]|:\s+[a-z])", re.I)
+_GLUED_KEYWORD = re.compile(
+    r"[\W\d]*?\s*(?:" + _KEYWORD + r"(?:[-.][a-z]|:\s+[a-z])|([\"'`])" + _KEYWORD + r"\1\W*\Z)", re.I
+)
 _PROSE_AS_FROM = re.compile(
     r"[.!?,;:]\s+as\s+\w+\s+from\s+(?:the|a|an|this|that|these|those|my|our|your|his|her|their|its)\s",
     re.I,
@@ -45,6 +47,12 @@ def _sql_keyword_in_words(value: str, prose: bool) -> bool:
     if _PROSE_AS_FROM.search(value):
         return True
     return _GLUED_KEYWORD.match(value) is not None and _SQL_SIGNS.search(value) is None
+
+
+# 921130 (response splitting) reads `HTTP/2` and `<html` in prose ("servers accepting HTTP/2
+# requests"): a split response needs a line break before its status line or markup.
+def _no_line_break(value: str, prose: bool) -> bool:
+    return "\n" not in value and "\r" not in value
 
 
 # 942490 (quote, digits, punctuation) reads Swiss/Liechtenstein thousands separators: 1'000'000.
@@ -87,6 +95,7 @@ BENIGN_SIDE: dict[int, Callable[[str, bool], bool]] = {
     942432: _fewer_specials(2),
     942460: _no_ascii_non_word_run,
     921110: _no_request_line,
+    921130: _no_line_break,
     942360: _sql_keyword_in_words,
     942490: _grouped_number,
     932150: _sentence,

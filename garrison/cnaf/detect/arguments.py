@@ -35,7 +35,19 @@ _LEGACY_CHARSET = re.compile(r"charset\s*=\s*\"?(?!utf-?8\b|us-ascii\b)[\w\-]+",
 
 def may_override_method(query: str) -> bool:
     """Whether a raw query string may hold a `_method` parameter (cheap; for cache keys)."""
-    return "_method" in query.lower()
+    return "_" in query and "_method" in query.lower()
+
+
+# A percent-encoded control character (%00-%1F, %7F), byte outside ASCII (%80-%FF), ']' or '_': without
+# one (and without raw non-ASCII text, ']' or `_method`) no parameter can break a check here.
+_SUSPECT_ESCAPE = re.compile(r"%(?:[0189a-fA-F]|7[fF]|5[dDfF])")
+
+
+def needs_pairs(raw: str) -> bool:
+    """Whether any parameter of a raw query or form body may break a check here (cheap)."""
+    return (
+        _SUSPECT_ESCAPE.search(raw) is not None or "]" in raw or not raw.isascii() or may_override_method(raw)
+    )
 
 
 def _pairs(raw: str) -> Iterator[tuple[bytes, bytes]]:
@@ -87,22 +99,28 @@ def _pair_problem(name: bytes, value: bytes, utf8: bool, where: str) -> str | No
 def check(req: HttpRequest, settings: ProtocolSettings) -> str | None:
     """First parameter-level violation of the request, or None."""
     mode = settings.method_override
-    if mode != "allow":
-        for k, v in req.headers:
-            if k.lower() in OVERRIDE_HEADERS and (problem := method_override(req, v, "header", mode)):
-                return problem
+    ctype = cookie = ""
+    for k, v in req.headers:  # one pass: this runs on every request
+        lk = k.lower()
+        if lk == "content-type":
+            ctype = v.lower()
+        elif lk == "cookie":
+            cookie = v
+        elif (
+            lk in OVERRIDE_HEADERS
+            and mode != "allow"
+            and (problem := method_override(req, v, "header", mode))
+        ):
+            return problem
     sources: list[tuple[str, str, bool]] = []
-    if req.query:
+    if req.query and needs_pairs(req.query):
         sources.append(("query", req.query, settings.utf8_arguments))
-    ctype = (req.header("content-type") or "").lower()
     if req.body and ctype.startswith("application/x-www-form-urlencoded"):
-        legacy = _LEGACY_CHARSET.search(ctype) is not None
-        sources.append(
-            ("body", req.body[: 1 << 20].decode("latin-1"), settings.utf8_arguments and not legacy)
-        )
+        body = req.body[: 1 << 20].decode("latin-1")
+        if needs_pairs(body):
+            legacy = _LEGACY_CHARSET.search(ctype) is not None
+            sources.append(("body", body, settings.utf8_arguments and not legacy))
     for where, raw, utf8 in sources:
-        if "%" not in raw and "]" not in raw and not may_override_method(raw):
-            continue
         for name, value in _pairs(raw):
             if problem := _pair_problem(name, value, utf8, where):
                 return problem
@@ -112,8 +130,7 @@ def check(req: HttpRequest, settings: ProtocolSettings) -> str | None:
                 and (problem := method_override(req, value.decode("latin-1"), where, mode))
             ):
                 return problem
-    cookie = req.header("cookie")
-    if cookie and "%" in cookie:
+    if "%" in cookie:
         for item in cookie.split(";"):
             name = unquote_to_bytes(item.partition("=")[0].strip())
             if _CONTROL_OR_BREAK.search(name):

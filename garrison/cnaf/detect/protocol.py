@@ -53,6 +53,7 @@ def check(
     if size > max_header_bytes:
         return f"oversized request head ({size} > {max_header_bytes} bytes)"
     cl = te = host = 0
+    header_params = False  # a Cookie or method-override header for the parameter checks
     te_value = ""
     for k, v in req.headers:
         lk = k.lower()
@@ -65,6 +66,8 @@ def check(
             host += 1
             if not v.strip():
                 return "empty Host header"
+        elif lk == "cookie" or lk in arguments.OVERRIDE_HEADERS:
+            header_params = True
     if cl and te:
         return "request smuggling: both Content-Length and Transfer-Encoding"
     if cl > 1:
@@ -78,7 +81,12 @@ def check(
     for k, v in req.headers:
         if "\x00" in v or "\r" in v or "\n" in v:
             return f"control character in header {k}"
-    return _semantics(req, bool(te)) or arguments.check(req, settings)
+    if problem := _semantics(req, bool(te)):
+        return problem
+    target = req.target
+    if header_params or req.body or ("?" in target and arguments.needs_pairs(target.partition("?")[2])):
+        return arguments.check(req, settings)
+    return None
 
 
 def _semantics(req: HttpRequest, chunked: bool) -> str | None:

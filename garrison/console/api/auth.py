@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from garrison.console.api.deps import Admin, Ctx, Reader
+from garrison.console.api.deps import Admin, Ctx, Reader, login_address
 from garrison.console.services.auth import Role, token_hash
 
 
@@ -58,7 +58,7 @@ router = APIRouter(tags=["auth"])
 
 @router.post("/authenticate", response_model=TokenOut)
 async def authenticate(body: Credentials, c: Ctx, request: Request) -> Any:
-    address = request.client.host if request.client else ""
+    address = login_address(request, c)
     p = await run_in_threadpool(c.auth.login, body.username, body.password, address, via="authenticate")
     if p is None:
         raise HTTPException(status_code=401, detail="wrong username or password")

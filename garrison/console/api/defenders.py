@@ -72,7 +72,7 @@ def install_bundle(
     `/defenders/install-bundle/cell` instead."""
     ws = _ws_for(consoleaddr, c.ws_address) if consoleaddr else c.ws_address
     scope = {k: v for k, v in (("org", org), ("space", space), ("app", app), ("app_guid", app_guid)) if v}
-    return {"bundle": make_bundle(c, p.username, ws, scope, "app-embedded")}
+    return {"bundle": make_bundle(c, p.username, ws, scope, "app-embedded", replicas=not consoleaddr)}
 
 
 @router.get("/defenders/install-bundle/cell", response_model=BundleOut)
@@ -84,17 +84,35 @@ def cell_install_bundle(
     """A bundle that enrols cell defenders only (the BOSH add-on carries one): a cell defender reports
     for every app container on its cell, so it has no app scope, and an app bundle cannot enrol one."""
     ws = _ws_for(consoleaddr, c.ws_address) if consoleaddr else c.ws_address
-    return {"bundle": make_bundle(c, p.username, ws, {}, "cell")}
+    return {"bundle": make_bundle(c, p.username, ws, {}, "cell", replicas=not consoleaddr)}
 
 
-def make_bundle(c: Any, username: str, ws: str, scope: dict[str, str], defender_type: DefenderType) -> str:
-    """A fresh enrolment token wrapped in an install bundle (recorded in the management audit)."""
+def make_bundle(
+    c: Any, username: str, ws: str, scope: dict[str, str], defender_type: DefenderType, *, replicas: bool = False
+) -> str:
+    """A fresh enrolment token wrapped in an install bundle (recorded in the management audit).
+
+    Fail-over addresses: GARRISON_CONSOLE_WS_ADDRESSES (comma-separated wss:// addresses, the
+    operator's list) and, with `replicas` (no `consoleaddr` given), every live replica's own."""
     token = c.defenders.new_enrolment_token(username, scope, defender_type=defender_type)
     detail: dict[str, Any] = {"scope": scope} if scope else {}
     if defender_type != "app-embedded":
         detail["type"] = defender_type
     c.store.mgmt.record(username, "defender.install_bundle", ws, detail or None)
-    return encode_bundle(ca_pem=c.ca.cert_pem, ws_address=ws, enrolment_token=token, console_url=c.console_url)
+    return encode_bundle(
+        ca_pem=c.ca.cert_pem,
+        ws_address=ws,
+        enrolment_token=token,
+        console_url=c.console_url,
+        ws_fallbacks=fallback_addresses(c, replicas=replicas),
+    )
+
+
+def fallback_addresses(c: Any, *, replicas: bool) -> tuple[str, ...]:
+    listed = list(c.ws_fallbacks)
+    if replicas and c.cluster is not None and c.cluster.shared:
+        listed += [r["ws_address"] for r in c.store.cluster.replicas() if r["ws_address"]]
+    return tuple(listed)
 
 
 @router.get("/defenders/{defender_id}/workloads")

@@ -12,6 +12,7 @@ from fastapi.security import HTTPBasic, HTTPBearer
 
 from garrison.console.context import ConsoleContext
 from garrison.console.services.auth import Principal
+from garrison.console.services.client_address import client_address
 from garrison.console.services.throttle import Throttled
 
 # Declared for the OpenAPI document (so clients and schemathesis know both schemes); parsing is ours.
@@ -29,6 +30,12 @@ Ctx = Annotated[ConsoleContext, Depends(ctx)]
 
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers=_CHALLENGE)
+
+
+def login_address(request: Request, c: ConsoleContext) -> str:
+    """The address login throttling keys on (see services/client_address.py for what is trusted)."""
+    peer = request.client.host if request.client else ""
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), c.trusted_proxies)
 
 
 def principal(
@@ -50,7 +57,7 @@ def principal(
             username, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
         except (binascii.Error, ValueError):
             raise _unauthorized("malformed Basic credentials") from None
-        address = request.client.host if request.client else ""
+        address = login_address(request, c)
         p = c.auth.login(username, password, address, via="basic") if sep else None
         if p is None:
             raise _unauthorized("wrong username or password")

@@ -63,7 +63,7 @@ class AuthService:
     ) -> None:
         """`on_login_event(kind)`: kind is "failed", "throttled" or "lockout" (for /metrics)."""
         self.store = store
-        self.throttle = throttle or LoginThrottle()
+        self.throttle = throttle or LoginThrottle(store.throttle)
         self.on_login_event = on_login_event
         # argon2 costs ~50 ms by design; Basic-auth clients send the password on every request, so a
         # verified (username, password) is remembered for a minute under a keyed hash (never the password).
@@ -80,13 +80,14 @@ class AuthService:
         """Check a password under the brute-force throttle (raises Throttled); failures are logged,
         counted and recorded in the management audit, and so is a lockout."""
         try:
-            self.throttle.check(username, address)
+            on_record = self.throttle.check(username, address)
         except Throttled:
             self._event("throttled")
             raise
         p = self.check_password(username, password)
         if p is not None:
-            self.throttle.succeeded(username, address)
+            if on_record:
+                self.throttle.succeeded(username, address, on_record)
             return p
         locked = self.throttle.failed(username, address)
         self._event("failed")
@@ -209,6 +210,7 @@ class AuthService:
         else:
             self.store.users.update("admin", password_hash=hashed, role="admin")
             self.store.users.delete_tokens("admin")
+        self.throttle.clear_user("admin")
         self.forget_cached()
         return password
 

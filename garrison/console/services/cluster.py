@@ -10,6 +10,10 @@
   partitioned) are marked disconnected — unless they already reconnected to a live replica, which
   then holds them (`defenders.replica_id`). A replica that finds its own lease gone (it stalled
   longer than the lease) registers again and re-asserts the defenders it still holds.
+- **Audits**: a replica that stored audits sends `NOTIFY garrison_audits` (at most every
+  `AUDIT_NOTIFY_GAP_S`, after the commit); the others' listeners wake their web UI live streams
+  (`on_audits`), which read the new rows from the store. Nothing to catch up: a stream also reads
+  every `live.BACKSTOP_S`, so a notification lost while the listener reconnects only delays it.
 - **Commands** (forensics uploads) for a defender held by another replica go through
   `cluster_commands`: the holder claims, runs and answers them; the asker waits for the answer.
 
@@ -31,7 +35,7 @@ from typing import Any
 
 from garrison.channel import protocol as p
 from garrison.channel.server import DefenderNotConnected
-from garrison.console.store.cluster import NOTIFY_CHANNEL, TOPICS
+from garrison.console.store.cluster import AUDITS_CHANNEL, NOTIFY_CHANNEL, TOPICS
 from garrison.console.store.open import Store
 
 log = logging.getLogger("garrison.console.cluster")
@@ -39,6 +43,7 @@ log = logging.getLogger("garrison.console.cluster")
 DEFAULT_LEASE_S = 30.0
 SAFETY_CHECK_S = 30.0
 RECONNECT_MAX_S = 10.0
+AUDIT_NOTIFY_GAP_S = 0.2
 Handler = Callable[[], Awaitable[None]]
 
 
@@ -76,6 +81,10 @@ class ClusterService:
         self._command_waiters: set[asyncio.Event] = set()
         self._catch_up_lock = asyncio.Lock()
         self._held: Callable[[], list[str]] = list
+        self.on_audits: Callable[[], None] = lambda: None
+        """called (on the loop) when another replica stored audits"""
+        self._audit_notice: asyncio.Task[None] | None = None
+        self._audits_pending = False
 
     @property
     def shared(self) -> bool:
@@ -108,7 +117,7 @@ class ClusterService:
 
     async def stop(self) -> None:
         """Stop the tasks and hand this replica's defenders back at once (clean shutdown)."""
-        tasks = [*self._tasks, *self._running]
+        tasks = [*self._tasks, *self._running, *([self._audit_notice] if self._audit_notice else [])]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -175,12 +184,19 @@ class ClusterService:
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {AUDITS_CHANNEL}")
                     self.listening = True
                     attempt = 0
                     await self.catch_up()  # whatever changed before LISTEN took effect
+                    self.on_audits()  # and audits stored meanwhile
                     while True:
-                        async for _ in conn.notifies(timeout=SAFETY_CHECK_S, stop_after=1):
-                            pass
+                        audits_only = False
+                        async for n in conn.notifies(timeout=SAFETY_CHECK_S, stop_after=1):
+                            audits_only = n.channel == AUDITS_CHANNEL
+                            if audits_only:
+                                self.on_audits()
+                        if audits_only:
+                            continue
                         await conn.execute("SELECT 1")  # a dead connection fails here, not silently
                         await self.catch_up()
             except asyncio.CancelledError:
@@ -194,6 +210,24 @@ class ClusterService:
                 await asyncio.sleep(min(RECONNECT_MAX_S, 0.2 * 2**attempt))
             finally:
                 self.listening = False
+
+    def audits_stored(self) -> None:
+        """This replica stored audits (called on the loop after the commit): notify the others,
+        at most every AUDIT_NOTIFY_GAP_S however busy ingest is."""
+        if not self.shared:
+            return
+        self._audits_pending = True
+        if self._audit_notice is None or self._audit_notice.done():
+            self._audit_notice = asyncio.get_running_loop().create_task(self._announce_audits())
+
+    async def _announce_audits(self) -> None:
+        while self._audits_pending:
+            self._audits_pending = False
+            try:
+                await asyncio.to_thread(self.store.cluster.announce_audits)
+            except Exception as exc:  # the other streams' backstop read still shows them
+                log.info("could not announce new audits to the other replicas: %s", exc)
+            await asyncio.sleep(AUDIT_NOTIFY_GAP_S)
 
     async def catch_up(self) -> None:
         """Run the handler of every topic whose version moved since it last ran successfully."""

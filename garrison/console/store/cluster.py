@@ -16,9 +16,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
 
+from garrison.console.store.db import db_now
 from garrison.console.store.tables import cluster_commands, cluster_versions, console_replicas, defenders
 
 NOTIFY_CHANNEL = "garrison_changes"
+AUDITS_CHANNEL = "garrison_audits"
+"""a replica stored new audits: wakes the other replicas' live audit streams (nothing to catch up)"""
 TOPICS = ("policy", "settings", "auth", "defenders", "commands")
 
 
@@ -35,14 +38,6 @@ def bump(conn: Connection, topic: str) -> None:
         conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, topic)))
 
 
-def _db_now(conn: Connection) -> Any:
-    """The database's clock as UNIX seconds (a SQL expression): replicas' clocks may disagree, the
-    database's is the one every lease is compared with."""
-    if conn.dialect.name == "postgresql":
-        return func.extract("epoch", func.clock_timestamp())
-    return time.time()
-
-
 class ClusterStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -56,10 +51,15 @@ class ClusterStore:
         with self.engine.begin() as c:
             bump(c, topic)
 
+    def announce_audits(self) -> None:
+        """PostgreSQL: tell the other replicas' live streams that audits were stored (committed)."""
+        with self.engine.begin() as c:
+            c.execute(select(func.pg_notify(AUDITS_CHANNEL, "")))
+
     # -- replicas and leases -----------------------------------------------------------------
     def register(self, replica_id: str, *, hostname: str, pid: int, url: str, ws_address: str) -> None:
         with self.engine.begin() as c:
-            now = _db_now(c)
+            now = db_now(c)
             c.execute(delete(console_replicas).where(console_replicas.c.id == replica_id))
             c.execute(
                 insert(console_replicas).values(
@@ -77,7 +77,7 @@ class ClusterStore:
         """Renew the lease; False when the row is gone (the others declared this replica dead)."""
         with self.engine.begin() as c:
             q = update(console_replicas).where(console_replicas.c.id == replica_id)
-            return c.execute(q.values(heartbeat_at=_db_now(c))).rowcount > 0
+            return c.execute(q.values(heartbeat_at=db_now(c))).rowcount > 0
 
     def reassert(self, replica_id: str, defender_ids: Iterable[str]) -> None:
         """After a lost lease: the defenders this replica still holds are connected, here."""
@@ -94,7 +94,7 @@ class ClusterStore:
         """Replicas whose lease expired are dead: their defenders are disconnected (unless they
         already reconnected elsewhere), their unfinished commands fail. Returns defenders marked."""
         with self.engine.begin() as c:
-            cutoff = _db_now(c) - lease_s
+            cutoff = db_now(c) - lease_s
             dead = [
                 r.id
                 for r in c.execute(
@@ -141,7 +141,7 @@ class ClusterStore:
         )
         with self.engine.connect() as c:
             now = (
-                c.execute(select(_db_now(c))).scalar_one() if c.dialect.name == "postgresql" else time.time()
+                c.execute(select(db_now(c))).scalar_one() if c.dialect.name == "postgresql" else time.time()
             )
             rows = c.execute(
                 select(console_replicas, func.coalesce(counts.c.n, 0).label("defenders_connected"))
@@ -159,7 +159,7 @@ class ClusterStore:
                 .where(
                     defenders.c.id == defender_id,
                     defenders.c.connected.is_(True),
-                    console_replicas.c.heartbeat_at >= _db_now(c) - lease_s,
+                    console_replicas.c.heartbeat_at >= db_now(c) - lease_s,
                 )
             ).first()
         return str(row.replica_id) if row else None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -48,3 +51,16 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def db_now(conn: Connection) -> Any:
+    """The database's clock as UNIX seconds (a SQL expression on PostgreSQL): replicas' clocks may
+    disagree, the database's is the one shared state (leases, login throttling) is compared with."""
+    if conn.dialect.name == "postgresql":
+        return func.extract("epoch", func.clock_timestamp())
+    return time.time()
+
+
+def insert_ignore(engine: Engine, table: Any) -> Any:
+    """`INSERT ... ON CONFLICT` of the engine's dialect (both spell `on_conflict_do_nothing` alike)."""
+    return (pg_insert if engine.dialect.name == "postgresql" else sqlite_insert)(table)

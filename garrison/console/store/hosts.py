@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from garrison.console.store.db import insert_ignore
 from garrison.console.store.tables import host_events, host_reports, hosts
 
 
@@ -18,7 +17,7 @@ class HostStore:
         self.engine = engine
 
     def _insert_ignore(self, table: Any) -> Any:
-        return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
+        return insert_ignore(self.engine, table)
 
     def touch(self, name: str) -> dict[str, Any]:
         """The host's posture, creating the host on first contact."""

@@ -18,6 +18,7 @@ from garrison.console.store.policies import PolicyStore
 from garrison.console.store.profiles import ProfileStore
 from garrison.console.store.scans import ScanStore
 from garrison.console.store.settings import SettingsStore
+from garrison.console.store.throttle import ThrottleStore
 from garrison.console.store.users import UserStore
 from garrison.console.store.workloads import WorkloadStore
 
@@ -36,6 +37,7 @@ class Store:
     cluster: ClusterStore
     workloads: WorkloadStore
     profiles: ProfileStore
+    throttle: ThrottleStore
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path) -> Store:
@@ -54,6 +56,7 @@ class Store:
             cluster=ClusterStore(engine),
             workloads=WorkloadStore(engine),
             profiles=ProfileStore(engine),
+            throttle=ThrottleStore(engine),
         )
 
     @property

@@ -313,3 +313,13 @@ profile_sources = Table(
     Column("count", BigInteger, nullable=False),
     Column("last_seen", Float, nullable=False),
 )
+
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(200), primary_key=True),  # "user:<folded name>" or "addr:<address or /64>"
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("wait_until", Float, nullable=False, server_default="0"),
+    Column("locked_until", Float, nullable=False, server_default="0"),
+    Column("last_failure", Float, nullable=False, server_default="0", index=True),
+)
