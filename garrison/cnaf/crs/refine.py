@@ -55,6 +55,36 @@ def _no_line_break(value: str, prose: bool) -> bool:
     return "\n" not in value and "\r" not in value
 
 
+# 921151 (a line break in a query value) reads text from a multi-line field sent by script
+# ("Go to store.\nAt the store, shop."). An injection needs the next line to speak a protocol: a
+# header or parameter (`Name:`, `next=`), a command verb (`MAIL FROM`, `RETR 1`, `a001 EXAMINE`),
+# markup or code (a line that does not start with a letter), an empty line — or a CR (CRLF is what mail, IMAP and HTTP lines end with).
+_INJECTED_LINE = re.compile(r"\n[ \t]*(?:[\w.\-]+[ \t]*[:=]|\w*[ \t]*[A-Z]{3,}\b|[^A-Za-z \t]|$)")
+
+
+def _line_break_in_text(value: str, prose: bool) -> bool:
+    return "\r" not in value and _INJECTED_LINE.search(value) is None
+
+
+# 942400 (`and` before a number) reads counted things: "and 7 oranges". An injection compares or
+# quotes (`and '5'`, `and 7=7`) or goes on in SQL (`and 1 union …`), or ends the value (`5 and 1`).
+_AND_NUMBER_WORD = re.compile(r"\band\s+\d{1,10}\s+([a-z]{2,})", re.I)
+_SQL_CONTINUATION = frozenset(
+    {
+        *("union", "select", "or", "and", "xor", "div", "mod", "order", "group", "limit", "having"),
+        *("procedure", "into", "from", "where", "like", "rlike", "regexp", "between", "is", "not"),
+        *("null", "sleep", "benchmark", "waitfor"),
+    }
+)
+
+
+def _counted_things(value: str, prose: bool) -> bool:
+    if any(c in value for c in "=<>'\"`"):
+        return False
+    words = [m.group(1).lower() for m in _AND_NUMBER_WORD.finditer(value)]
+    return bool(words) and _SQL_CONTINUATION.isdisjoint(words) and len(words) == value.lower().count("and ")
+
+
 # 942490 (quote, digits, punctuation) reads Swiss/Liechtenstein thousands separators: 1'000'000.
 _GROUPED_NUMBER = re.compile(r"(?<![\w'])\d{1,3}(?:'\d{3})+(?![\w'])")
 
@@ -96,6 +126,8 @@ BENIGN_SIDE: dict[int, Callable[[str, bool], bool]] = {
     942460: _no_ascii_non_word_run,
     921110: _no_request_line,
     921130: _no_line_break,
+    921151: _line_break_in_text,
+    942400: _counted_things,
     942360: _sql_keyword_in_words,
     942490: _grouped_number,
     932150: _sentence,
