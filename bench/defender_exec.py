@@ -7,7 +7,9 @@ by identity (`@shells`: the files' contents) plus the fork-bomb guard (the app t
 each on both data planes (DEFENDER_DATAPLANE=python|native). Goals: ≤ 1.15x allow-all/Landlock,
 ≤ 1.35x with the ptrace stop. Besides wall time it prints CPU per op twice: app + defender of a run
 of n minus a run of none, and "loop CPU": the app, its children and every defender thread
-(/proc/<defender>/task/*/schedstat) while the loop ran -- no start-up in it, steadier under load.
+(/proc/<defender>/task/*/schedstat) while the loop ran -- no start-up in it, steadier under load --
+and how many seccomp notifications and ptrace stops the app waited for per op (the defender's exit
+audit): each is a round trip through a defender thread, the part of the cost no table makes cheaper.
 
     .venv/bin/python bench/defender_exec.py [--n 2000] [--rounds 5]
 """
@@ -111,6 +113,17 @@ def cpu_per_op(cmd: list[str], env: dict[str, str], n: int, cwd: str | None = No
     return (full - empty) / n * 1e6
 
 
+def trapped_per_op(data: Path, n: int) -> tuple[float, float]:
+    """(seccomp notifications, ptrace stops) per op of the run that just ended, from the defender's
+    exit audit (what the app waited for: each is a round trip through a defender thread)."""
+    audits = (data / "garrison-audit.jsonl").read_text().splitlines()
+    last = next(json.loads(a) for a in reversed(audits) if '"control":"exit"' in a.replace(" ", ""))
+    extra = last["extra"]
+    native = extra.get("native")
+    counters = native if native is not None else {"received": extra.get("notifications", 0), **extra}
+    return counters.get("received", 0) / n, counters.get("stops", 0) / n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
@@ -181,11 +194,14 @@ def main() -> None:
         results: dict[str, list[float]] = {k: [] for k in variants}
         cpu: dict[str, list[float]] = {k: [] for k in variants}
         loop_cpu: dict[str, list[float]] = {k: [] for k in variants}
+        trapped: dict[str, tuple[float, float]] = {}
         for _ in range(a.rounds):  # interleaved so machine noise hits every variant alike
             for name, (cmd, env) in variants.items():
                 # run in the temporary directory: the defender captures the drift baseline of its
                 # working directory (in the background under allow-all), which must not be this checkout
                 wall, in_loop, _ = measure(cmd, env, d)
+                if name != "bare":
+                    trapped[name] = trapped_per_op(tmp, a.n)
                 results[name].append(wall)
                 loop_cpu[name].append(in_loop)
                 cpu[name].append(cpu_per_op(cmd, env, a.n, d))
@@ -205,6 +221,9 @@ def main() -> None:
             f"  min {lo:7.1f} µs/op ({lo / bare_min:4.2f}x)  |  CPU {c:7.1f} µs/op ({c / bare_cpu:4.2f}x)"
             f"  |  loop CPU {lc:7.1f} µs/op ({lc / bare_loop:4.2f}x)"
         )
+        if name in trapped:
+            notes, stops = trapped[name]
+            print(f"  {'':36s} per op: {notes:.2f} seccomp notifications, {stops:.2f} ptrace stops")
     print("goals: ≤ 1.15x allow-all and Landlock, ≤ 1.35x with the ptrace exec stop")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

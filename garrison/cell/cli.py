@@ -34,7 +34,7 @@ class CellOptions:
     exec_responder: str = "native"
     exec_fail_closed: float = 0.0
     profile_interval: float = 60.0
-    memfd_watch: bool = True
+    exec_watch: bool = True
 
 DEFAULT_DATA_FOLDER = "/var/vcap/data/garrison/cell"
 
@@ -123,7 +123,7 @@ def run(opts: CellOptions) -> int:
     forensics = ForensicLog(Path(opts.forensics_dir)) if opts.forensics_dir else None
     defender = CellDefender(policy, emit, roots=opts.runc_roots or RUNC_ROOTS, forensics=forensics,
                             host=link.host if link else None, dns_upstreams=upstreams,
-                            exec_responder=opts.exec_responder, keeper=keeper, memfd_watch=opts.memfd_watch)
+                            exec_responder=opts.exec_responder, keeper=keeper, exec_watch=opts.exec_watch)
     defender.profile_interval = opts.profile_interval
     if link is not None:
         link.attach(defender)

@@ -38,6 +38,8 @@ from garrison.defender.execinfo import is_loader
 from garrison.defender.net.dns_proxy import Upstream, resolv_conf_upstreams
 from garrison.defender.net.portscan import PortScanTracker
 from garrison.kernel import memfd, nftset
+from garrison.kernel.exec_watch import EV_MAPPED_DRIFT, EV_MEMFD_RUN, EV_MFD_EXEC, ExecWatch, WatchEvent
+from garrison.kernel.exec_watch import unavailable as exec_watch_unavailable
 from garrison.kernel.fanotify import FanotifyPerm, PermEvent, native_responder
 from garrison.kernel.inotify import Inotify
 from garrison.kernel.netns import socket_in_netns
@@ -96,14 +98,15 @@ class CellDefender:
         self, policy: RuntimePolicy, emit: Callable[[AuditEvent], None], *,
         roots: Iterable[str] = RUNC_ROOTS, host: str | None = None, forensics: ForensicLog | None = None,
         dns_upstreams: list[Upstream] | None = None, exec_responder: str = "native",
-        keeper: KeeperLink | None = None, memfd_watch: bool = True,
+        keeper: KeeperLink | None = None, exec_watch: bool = True,
     ) -> None:
         """`dns_upstreams`: where the containers' resolver forwards allowed names (default: the cell's
         resolv.conf, which is what Garden gives containers). `exec_responder`: "native" answers execs
         from a verdict cache in a native thread (Python decides files it does not know), "python"
         answers every exec in Python (also the fallback where the extension is not built). `keeper`:
         fail-closed exec gate, the group kept open by a keeper process while this defender is down.
-        `memfd_watch`: memfd executables reported from the kernel (BPF tracepoints) where it can."""
+        `exec_watch`: code run without an exec (memfd executables, libraries mapped executable) seen
+        from the kernel (BPF tracepoints) where it can."""
         self.dns_upstreams = dns_upstreams if dns_upstreams is not None else resolv_conf_upstreams()
         self.policy = policy
         self.emit = emit
@@ -137,13 +140,13 @@ class CellDefender:
         self.forensics = forensics
         self._by_pidns: dict[str, _Tracked] = {}
         self._by_mntns: dict[int, _Tracked] = {}  # mount namespace inode -> container (memfd reports)
-        self._memfd_watch: memfd.MemfdWatch | None = None
-        self._memfd_watch_note = "off (as chosen)" if not memfd_watch else memfd.watch_unavailable()
-        if self._memfd_watch_note is None:
+        self._watch: ExecWatch | None = None
+        self._watch_note = "off (as chosen)" if not exec_watch else exec_watch_unavailable()
+        if self._watch_note is None:
             try:
-                self._memfd_watch = memfd.MemfdWatch(self._memfd_event)
+                self._watch = ExecWatch(self._watch_event)
             except OSError as exc:
-                self._memfd_watch_note = str(exc)
+                self._watch_note = str(exc)
         self.on_workloads: Callable[[Workloads], None] | None = None
         """called (under the defender's lock, so in order) with containers appearing, changing and
         gone: the console link sends them on at once"""
@@ -170,13 +173,15 @@ class CellDefender:
                              "execs answered natively from a verdict cache (files it does not know decided in "
                              "Python)" if self._native is not None
                              else f"execs answered in Python: {self.exec_responder_note}")
-        self._defender_audit("cell.memfd_watch", "low" if self._memfd_watch is not None else "medium",
-                             "memfd executables reported from the kernel (BPF tracepoints: memfd_create with "
-                             "MFD_EXEC, programs run from a memfd)" if self._memfd_watch is not None
-                             else f"memfd executables not reported from the kernel: {self._memfd_watch_note} "
-                             "(under drift prevention vm.memfd_noexec still refuses them, without an audit)")
-        if self._memfd_watch is not None:
-            self._thread(self._memfd_loop, "cell-memfd-watch")
+        self._defender_audit("cell.exec_watch", "low" if self._watch is not None else "medium",
+                             "code run without an exec seen from the kernel (BPF tracepoints: memfd executables; "
+                             "files changed after the app started mmap'd executable, refused under drift "
+                             "prevention)" if self._watch is not None
+                             else f"code run without an exec not seen from the kernel: {self._watch_note} (memfd "
+                             "executables are still refused by vm.memfd_noexec under drift prevention, without an "
+                             "audit; dropped libraries mapped executable are not refused)")
+        if self._watch is not None:
+            self._thread(self._watch_loop, "cell-exec-watch")
         loops = [(self._discovery_loop, "cell-discovery"), (self._exec_loop, "cell-exec-gate"),
                  (self._netlog_loop, "cell-netlog"), (self._profile_loop, "cell-profiles")]
         for target, name in loops:
@@ -210,8 +215,8 @@ class CellDefender:
             self.keeper.close()  # the keeper holds the group for its grace (a restart takes it back)  # held execs are released (allowed) by the kernel when the group closes
         if self._procs is not None:
             self._procs.close()
-        if self._memfd_watch is not None:
-            self._memfd_watch.close()
+        if self._watch is not None:
+            self._watch.close()
         for fd in (self._wake_r, self._wake_w, self._net_r, self._net_w):
             os.close(fd)
         self._read_execs()
@@ -362,8 +367,8 @@ class CellDefender:
                     del self._by_pidns[ns]
                 for mnt in [k for k, v in self._by_mntns.items() if v is tr]:
                     del self._by_mntns[mnt]
-                    if self._memfd_watch is not None:
-                        self._memfd_watch.unwatch(mnt)
+                    if self._watch is not None:
+                        self._watch.unwatch(mnt)
                 self._info(tr, "container_gone", f"container {tr.container.name} stopped")
             # one found by the first round may carry a table a previous run left (checked once)
             new = [self._tracked.setdefault(cid, _Tracked(container=c, net_checked=self._ticks > 0))
@@ -451,56 +456,80 @@ class CellDefender:
         self._mark_mounts(tr)
         with contextlib.suppress(OSError):
             self._by_pidns[os.readlink(f"/proc/{c.init_pid}/ns/pid")] = tr
-        self._watch_memfd(tr)
+        self._watch_container(tr)
         self._info(tr, "container_watched", f"container {c.id}: exec gate on (overlay root and "
                    f"{len(tr.mounts)} other mount(s))")
         return True
 
-    def _watch_memfd(self, tr: _Tracked) -> None:
-        """memfd executables of this container reported by the kernel (keyed by its mount namespace,
-        never the cell's own)."""
-        if self._memfd_watch is None:
+    def _watch_container(self, tr: _Tracked) -> None:
+        """The kernel watch on this container (keyed by its mount namespace, never the cell's own): memfd
+        executables at once; drift of mapped files once its app has started (`_apply_watch`)."""
+        if self._watch is None:
             return
         try:
             mnt = os.stat(f"/proc/{tr.container.init_pid}/ns/mnt").st_ino
             if mnt == os.stat("/proc/self/ns/mnt").st_ino:
                 return
-            self._memfd_watch.watch(mnt)
+            self._watch.watch(mnt)
         except OSError as exc:
-            self._info(tr, "container_unprotected", f"memfd executables of {tr.container.name} not reported: "
+            self._info(tr, "container_unprotected", f"code run without an exec in {tr.container.name} not seen: "
                        f"{exc}", "medium")
             return
         self._by_mntns[mnt] = tr
 
-    def _memfd_loop(self) -> None:
-        watch = self._memfd_watch
+    def _apply_watch(self, tr: _Tracked) -> None:
+        """Files mapped executable whose data changed after the app started are drift: refused (the
+        caller killed in the call) under prevention, reported under alert."""
+        if self._watch is None:
+            return
+        pc = tr.rule.processes if tr.rule else None
+        drift = pc is not None and pc.effect != "disable" and pc.drift_prevention and tr.container.app_started
+        for mnt in [k for k, v in self._by_mntns.items() if v is tr]:
+            start_ns = int(tr.container.app_started * 1e9) if drift and tr.container.app_started else 0
+            with contextlib.suppress(OSError):
+                self._watch.watch(mnt, app_start_ns=start_ns, deny=bool(drift) and pc is not None
+                                  and pc.effect == "prevent")
+
+    def _watch_loop(self) -> None:
+        watch = self._watch
         assert watch is not None
         while not self._stop.is_set():
             ready, _, _ = select.select([watch.ring_fd, self._wake_r], [], [])
             if watch.ring_fd in ready:
                 watch.consume()
 
-    def _memfd_event(self, ev: memfd.MemfdEvent) -> None:
-        """A memfd executable the kernel reported: memfd_create(MFD_EXEC) where vm.memfd_noexec = 2
-        refused it (the kernel has no audit of its own that names the container), or a program run
-        from a memfd (where nothing refused it: decided as drift by the rule, reported after the fact)."""
+    def _watch_event(self, ev: WatchEvent) -> None:
+        """What the kernel saw: memfd_create(MFD_EXEC) where vm.memfd_noexec = 2 refused it (the kernel
+        has no audit of its own that names the container), a program run from a memfd (nothing refused
+        it: decided as drift by the rule, reported after the fact), or a file changed after the app
+        started mapped executable (killed in the call under prevention)."""
         tr = self._by_mntns.get(ev.mntns)
         if tr is None or tr.rule is None:
             return
-        exe = f"/{ev.name}" if ev.kind == memfd.EV_MEMFD_RUN else f"/memfd:{ev.name}"  # as /proc/<pid>/exe shows it
-        if ev.kind == memfd.EV_MFD_EXEC:
+        extra: dict[str, object] = {"layer": "memfd"}
+        if ev.kind == EV_MAPPED_DRIFT:
+            exe = f"{ev.directory}/{ev.name}" if ev.directory not in ("", "/") else f"/{ev.name}"
+            extra = {"layer": "mapped", "inode": ev.ino, "mapped_by": ev.comm}
+            self._audit(tr, type="drift", effect="prevent" if ev.killed else "alert", severity="high",
+                        control="processes.drift_prevention", pid=ev.pid, exe=exe, extra=extra,
+                        message=f"{ev.name} (written or changed after the app started) mapped executable by "
+                                f"{ev.comm} (LD_PRELOAD, dlopen)" + (": the process was killed in the call, before "
+                                                                      "any of it ran" if ev.killed else ""))
+            return
+        exe = f"/{ev.name}" if ev.kind == EV_MEMFD_RUN else f"/memfd:{ev.name}"  # as /proc/<pid>/exe shows it
+        if ev.kind == EV_MFD_EXEC:
             if tr.memfd_scope != 2:
                 return  # not refused: what matters is whether it runs (reported then)
             self._audit(tr, type="drift", effect="prevent", severity="high", control="processes.drift_prevention",
                         message=f"memfd_create(MFD_EXEC) refused by vm.memfd_noexec=2: an executable in memory "
-                                f"only ({ev.comm})", pid=ev.pid, exe=exe, extra={"layer": "memfd"})
+                                f"only ({ev.comm})", pid=ev.pid, exe=exe, extra=extra)
             return
         decision = exec_gate.decide(tr.rule, tr.container, exec_gate.ExecFacts(exe, "memfd", 0))
         if decision.audited:
             self._audit(tr, type="drift" if decision.control == "processes.drift_prevention" else "process",
                         effect="alert", severity="high", control=decision.control,
                         message=f"{decision.reason} (run from a memfd by {ev.comm}; seen by the kernel after it "
-                                "started, nothing refused it here)", pid=ev.pid, exe=exe, extra={"layer": "memfd"})
+                                "started, nothing refused it here)", pid=ev.pid, exe=exe, extra=extra)
 
     def _protect(self, tr: _Tracked) -> None:
         """The rest of a new container's protection: its pids cgroup and its rule's controls."""
@@ -531,6 +560,7 @@ class CellDefender:
             self._verdicts.forget(tr.container.layers.dev)  # decided again under this rule and start time
         self._apply_network(tr)
         self._apply_memfd(tr)
+        self._apply_watch(tr)
         guard = tr.rule.processes.fork_bomb_guard if tr.rule and tr.rule.processes.effect != "disable" else None
         path = tr.pids_path
         if guard is not None and path is not None and tr.limit != guard.max_procs:

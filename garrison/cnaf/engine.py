@@ -309,11 +309,15 @@ def _looks_like_prose(value: str) -> bool:
     return letters >= 0.85 * len(value) and len(_WORD.findall(value)) >= 8
 
 
-# Parameter names that say the value is a link (url, return_to, redirect_uri, website, next…):
-# CRS's off-site-reference rule (931130) reads any URL as a remote include; here it is the point.
+# Parameter names that say the value is a link (url, return_to, redirect_uri, website, next…) or
+# free text people paste links into (a search box, a comment, a message, a description): CRS's
+# off-site-reference rule (931130) reads any URL as a remote include; there it is the point. (The
+# own RFI detector and CRS's other RFI rules still read these parameters.)
 _URL_PARAM = re.compile(
     r"(?:^|[_.\-\[])(?:url|uri|link|href|redirect|return|returnto|next|callback|continue|website|homepage|"
-    r"webhook|feed|source|origin|referr?er)s?(?:[_\-\]]|$)",
+    r"webhook|feed|source|origin|referr?er|"
+    r"q|query|search|term|keyword|text|message|msg|comment|body|content|description|note|bio|"
+    r"subject|feedback|review|reply|caption|summary)s?(?:[_\-\]]|$)",
     re.I,
 )
 
@@ -329,7 +333,8 @@ _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 
 @lru_cache(maxsize=4096)
 def _url_param(name: str) -> bool:
-    """`callbackUrl`, `return_to`, `redirect-uri`, `links[0]`: a parameter meant to hold a link."""
+    """`callbackUrl`, `return_to`, `redirect-uri`, `links[0]`, `q`, `comment[body]`: a parameter
+    meant to hold a link, or free text that links are pasted into."""
     return _URL_PARAM.search(_CAMEL.sub(r"\1_\2", name)) is not None
 
 

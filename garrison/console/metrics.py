@@ -119,5 +119,21 @@ class ConsoleMetrics:
             registry=self.registry,
         ).set_function(lambda: cluster.listener_reconnects)
 
+    def watch_throttle(self, count: Callable[[], int]) -> None:
+        """Rows of the shared login throttle (every replica's), read at scrape time."""
+
+        def rows() -> float:
+            try:
+                return float(count())
+            except Exception:  # the database is away: say "unknown", not a failed scrape
+                return float("nan")
+
+        Gauge(
+            "garrison_login_throttle_keys",
+            "User names and source addresses with recent failed logins, shared by every replica "
+            "(bounded: GARRISON_LOGIN_THROTTLE max_keys)",
+            registry=self.registry,
+        ).set_function(rows)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -137,6 +137,7 @@ async def serve(cfg: ConsoleConfig) -> None:
     ctx.channel = channel
     _follow_changes(ctx, cluster, channel)
     ctx.metrics.watch_cluster(cluster)
+    ctx.metrics.watch_throttle(ctx.store.throttle.count)
     ctx.metrics.defenders_connected.set_function(channel.connected_count)
     ctx.metrics.resident_bytes.set_function(rss_bytes)
     trimmer = asyncio.create_task(trim_while_busy(lambda: (ingested[0], channel.connected_count())))

@@ -105,9 +105,10 @@ def group(run_app: Callable[[list[str], Options], int] = run_app_embedded) -> ty
             help="seconds execs are held while the defender is down (a keeper process holds the exec gate "
                  "open for its restart); 0 = fail-open",
         ),
-        memfd_watch: bool = typer.Option(
-            True, "--memfd-watch/--no-memfd-watch",
-            help="memfd executables reported from the kernel (BPF tracepoints, built at install with clang)",
+        exec_watch: bool = typer.Option(
+            True, "--exec-watch/--no-exec-watch",
+            help="code run without an exec seen from the kernel (BPF tracepoints, built at install "
+                 "with clang): memfd executables reported, dropped libraries mapped executable refused",
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
@@ -119,7 +120,7 @@ def group(run_app: Callable[[list[str], Options], int] = run_app_embedded) -> ty
             quiet=quiet, forensics_dir=forensics_dir, install_bundle=install_bundle, data_folder=data_folder,
             connect_timeout=connect_timeout, dns_upstreams=tuple(dns_upstream or ()),
             profile_interval=profile_interval, exec_responder=exec_responder, exec_fail_closed=exec_fail_closed,
-            memfd_watch=memfd_watch,
+            exec_watch=exec_watch,
         )))
 
     return group

@@ -37,6 +37,7 @@ class ExecTracer:
         self.app_status: int | None = None
         self.done = threading.Event()
         self.execs = 0
+        self.stops = 0  # every ptrace stop (exec, fork, clone, group, signal): each a round trip for the app
         self._attach: queue.Queue[tuple[int, int]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="garrison-ptrace", daemon=True)
         self._attached = threading.Event()
@@ -84,6 +85,7 @@ class ExecTracer:
                 continue
             if not os.WIFSTOPPED(status):
                 continue
+            self.stops += 1
             sig = os.WSTOPSIG(status)
             event = ptrace.event_of(status)
             try:

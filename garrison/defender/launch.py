@@ -367,6 +367,16 @@ class AppEmbeddedDefender:
             return out
         raise ValueError(f"unknown command {name!r}")
 
+    def _exit_counters(self) -> dict[str, Any]:
+        sup = self.sup
+        assert sup is not None
+        out: dict[str, Any] = {"notifications": sup.notifications}
+        if sup.native is not None:
+            out["native"] = sup.native.stats()
+        elif sup.tracer is not None:
+            out["stops"] = sup.tracer.stops
+        return out
+
     def _local_audit(self, event: AuditEvent) -> None:
         with self._audit_lock:
             if self._audit_file is None:
@@ -551,9 +561,9 @@ class AppEmbeddedDefender:
                 control="exit",
                 pid=pid,
                 message=f"app exited with status {status}",
-                # notifications Python handled, and what the native data plane answered itself
-                extra={"notifications": self.sup.notifications}
-                | ({"native": self.sup.native.stats()} if self.sup.native is not None else {}),
+                # notifications Python handled, what the native data plane answered itself, and the
+                # ptrace stops the app waited for (Python's tracer; the native one counts its own)
+                extra=self._exit_counters(),
             )
         )
         self._shutdown()

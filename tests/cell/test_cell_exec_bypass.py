@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from garrison.kernel import memfd
+from garrison.kernel import exec_watch
 from garrison.policy.model import RuntimePolicy
 from tests.cell.conftest import LOADER, started_app
 
@@ -76,20 +76,20 @@ def test_loader_after_a_failed_exec_of_the_same_thread_is_not_an_interpreter(
     audits.wait(lambda e: e.type == "drift" and e.exe == "/tmp/dropped")
 
 
-def _memfd_watched() -> None:
-    """The kernel reports memfd executables through BPF tracepoints: skipped only where this kernel
-    cannot load them (the object itself is built by scripts/bootstrap --test: missing is a failure)."""
-    assert memfd.object_built(), "garrison/kernel/memfd_watch.bpf.o not built (scripts/bootstrap builds it)"
-    why = memfd.watch_unavailable()
+def _watched() -> None:
+    """The kernel's exec watch (BPF tracepoints and kprobes): skipped only where this kernel cannot load
+    it (the object itself is built by scripts/bootstrap --test: missing is a failure)."""
+    assert exec_watch.object_built(), "garrison/kernel/exec_watch.bpf.o not built (scripts/bootstrap builds it)"
+    why = exec_watch.unavailable()
     if why is not None:
         pytest.skip(why)
 
 
 def test_memfd_exec_refused_in_the_kernel(garden: Any, defender: Any, memexec: bytes) -> None:
-    _memfd_watched()
+    _watched()
     _d, audits = defender(_policy())
     c = _app(garden, audits, memexec)
-    audits.wait(lambda e: e.control == "cell.memfd_watch" and "reported from the kernel" in e.message)
+    audits.wait(lambda e: e.control == "cell.exec_watch" and e.message.startswith("code run without an exec seen"))
     for payload in ("/bin/true", "/bin/dyn-true"):  # static and dynamic
         plain = c.exec("/home/vcap/app/bin/memexec", "memfd", "0", payload)
         assert plain.returncode != 0 and "fexecve: Permission denied" in plain.stdout, plain
@@ -117,7 +117,7 @@ def test_memfd_exec_of_a_dynamic_program_seen_in_alert_mode(garden: Any, defende
 
 def test_static_memfd_program_seen_in_alert_mode(garden: Any, defender: Any, memexec: bytes) -> None:
     """No interpreter to pair, nothing on a marked mount: only the kernel's exec tracepoint sees it."""
-    _memfd_watched()
+    _watched()
     _d, audits = defender(_policy("alert"))
     c = _app(garden, audits, memexec)
     r = c.exec("/home/vcap/app/bin/memexec", "memfd", "0", "/bin/true")
@@ -127,10 +127,62 @@ def test_static_memfd_program_seen_in_alert_mode(garden: Any, defender: Any, mem
     assert ev.extra["container"] == c.id
 
 
-def test_memfd_watch_off_by_option_said_at_start(garden: Any, defender: Any) -> None:
-    _d, audits = defender(_policy(), memfd_watch=False)
-    ev = audits.wait(lambda e: e.control == "cell.memfd_watch")
-    assert "not reported from the kernel: off (as chosen)" in ev.message and ev.severity == "medium"
+def test_exec_watch_off_by_option_said_at_start(garden: Any, defender: Any) -> None:
+    _d, audits = defender(_policy(), exec_watch=False)
+    ev = audits.wait(lambda e: e.control == "cell.exec_watch")
+    assert "not seen from the kernel: off (as chosen)" in ev.message and ev.severity == "medium"
+
+
+EVIL = """
+#include <unistd.h>
+__attribute__((constructor)) static void evil(void) { write(1, "evil ran\\n", 9); }
+"""
+
+
+@pytest.fixture(scope="session")
+def evil_so(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A library whose constructor says it ran (what LD_PRELOAD of a dropped library would do)."""
+    d = tmp_path_factory.mktemp("evil")
+    (d / "evil.c").write_text(EVIL)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(d / "evil.so"), str(d / "evil.c")],
+                   check=True, capture_output=True)
+    return (d / "evil.so").read_bytes()
+
+
+def _preload(c: Any, lib: str) -> subprocess.CompletedProcess[str]:
+    return c.exec("/bin/sh", "-c", f"LD_PRELOAD={lib} /bin/dyn-true; echo rc=$?")
+
+
+def test_dropped_library_mapped_executable_killed_before_it_runs(
+        garden: Any, defender: Any, memexec: bytes, evil_so: bytes) -> None:
+    _watched()
+    _d, audits = defender(_policy())
+    c = started_app(garden, audits, {"/home/vcap/app/bin/memexec": memexec, "/home/vcap/app/lib/own.so": evil_so})
+    assert "rc=0" in _preload(c, "/home/vcap/app/lib/own.so").stdout  # the droplet's own library: baseline
+    assert c.exec("/bin/dyn-true").returncode == 0  # the image's libraries
+    c.stream_in("/tmp/evil.so", evil_so, 0o644)  # dropped after the app started
+    r = _preload(c, "/tmp/evil.so")
+    assert "rc=137" in r.stdout and "evil ran" not in r.stdout, r  # SIGKILL inside the mmap, nothing of it ran
+    ev = audits.wait(lambda e: e.type == "drift" and (e.exe or "").endswith("tmp/evil.so"))
+    assert ev.effect == "prevent" and ev.extra["layer"] == "mapped" and ev.app_name and ev.extra["container"] == c.id
+    r = c.exec("/home/vcap/app/bin/memexec", "map", "/tmp/evil.so")  # mapped by a program of its own
+    assert r.returncode != 0 and "mapped" not in r.stdout, r
+    # the droplet's library rewritten in place through a shared mapping (no write(), no modify event)
+    assert c.exec("/home/vcap/app/bin/memexec", "poke", "/home/vcap/app/lib/own.so").stdout.strip() == "poked"
+    r = _preload(c, "/home/vcap/app/lib/own.so")
+    assert "rc=137" in r.stdout and "evil ran" not in r.stdout, r
+
+
+def test_dropped_library_mapped_executable_reported_in_alert_mode(
+        garden: Any, defender: Any, evil_so: bytes) -> None:
+    _watched()
+    _d, audits = defender(_policy("alert"))
+    c = _app(garden, audits)
+    c.stream_in("/tmp/evil.so", evil_so, 0o644)
+    r = _preload(c, "/tmp/evil.so")
+    assert "rc=0" in r.stdout and "evil ran" in r.stdout, r  # alert: it ran
+    ev = audits.wait(lambda e: e.type == "drift" and (e.exe or "").endswith("tmp/evil.so"))
+    assert ev.effect == "alert" and ev.extra["mapped_by"]
 
 
 def test_program_on_another_mount_of_the_container_gated(garden: Any, defender: Any) -> None:

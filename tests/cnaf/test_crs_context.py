@@ -113,6 +113,11 @@ def test_off_site_link_compares_with_the_host(rules: CrsRuleSet) -> None:
     # a parameter whose name says it holds a link
     for name in ("url", "return_url", "redirect_uri", "next", "website", "callbackUrl"):
         assert fired(req(f"/go?{name}=https://evil.example/welcome")) == set(), name
+    # free text that people paste links into (a search box, a comment, a message)
+    for name in ("q", "search", "comment", "comment[body]", "message", "description", "reviewText"):
+        assert fired(req(f"/go?{name}=https://evil.example/welcome")) == set(), name
+    for name in ("page", "file", "include", "template", "qq", "bodyguard"):  # no such name
+        assert fired(req(f"/go?{name}=https://evil.example/welcome")) == {"OWASP CRS 931930"}, name
 
 
 def test_query_characters_the_own_pre_check_ignores_reach_crs(rules: CrsRuleSet) -> None:

@@ -47,6 +47,8 @@ def protocol(r: HttpRequest, controls: CnafControls = OWN) -> str | None:
         req("/a?foo[1]a=bar"),  # PHP array name split differently by PHP and the firewall
         req("/a?foo[1]a[2]=bar"),
         req("/a", [FORM], b"user]x=1"),
+        req("/a?__proto__%5Btest%5D%3D1=x"),  # encoded brackets
+        req("/a?%5Fmethod=TRACE", method="POST"),  # encoded name
     ],
 )
 def test_argument_violations(r: HttpRequest) -> None:

@@ -30,6 +30,13 @@ def benign(rule: int, value: str, prose: bool = False) -> bool:
         (942360, "/load.php"),
         (942360, " Update: after the meeting"),
         (942360, "#delete-button"),
+        (942360, '"desc"'),  # a quoted word
+        (921151, "Go to store.\nAt the store, shop."),  # a multi-line field sent by script
+        (921151, "\nSeriously, noop"),
+        (942400, "and 7 oranges"),  # counted things
+        (942400, "apples and 7 oranges and 3 pears"),
+        (921130, "servers accepting HTTP/2 requests"),  # prose naming a protocol version
+        (921130, "Convert the <html> page to PDF"),
         (942360, "blablabla. As evidence from the following blablabla"),  # a sentence, not SELECT … AS … FROM
         (942360, "It works, as shown from the start"),
         (942490, "Schauen Sie sich diese Zahl an: 1'000'000\n"),  # Swiss thousands separators
@@ -60,6 +67,20 @@ def test_benign_side_passes_everyday_text(rule: int, value: str) -> None:
         (942360, ") AS orders FROM"),
         (942360, "/select-x from users"),  # glued keyword, but SQL follows
         (942360, "'.load_file('/etc/passwd')"),
+        (942360, '"desc" or 1=1'),
+        (921151, "test\nnext=more"),  # parameter injection
+        (921151, "\r\nMAIL FROM:<a@b.com>"),  # SMTP/IMAP/POP3 command injection
+        (921151, "\nRETR 123"),
+        (921151, "\na001 EXAMINE INBOX"),
+        (921151, "x\nSet-Cookie: sid=1"),
+        (921151, "x\n\n<script>"),
+        (921151, "@{[system 'id' #c\n]}"),  # code on the next line
+        (942400, "5 and 1"),  # a boolean probe
+        (942400, "and '5'x"),
+        (942400, "5 and 1 union select 1"),
+        (942400, "x and 7=7"),
+        (921130, "x\r\nHTTP/1.1 200 OK\r\nSet-Cookie: a=b"),  # a split response
+        (921130, "%0a<html><script>alert(1)</script>".replace("%0a", "\n")),
         (942490, "1'000' or '1'='1"),  # a grouped number does not hide a quote
         (942490, "1' or 1=1"),
         (932150, "tar -xzf /var/www/exfiltrate.tar.gz /etc"),  # no sentence

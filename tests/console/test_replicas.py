@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -506,6 +507,7 @@ def test_login_throttle_is_shared_by_the_replicas(pair: Pair) -> None:
     assert locks == ["addr:127.0.0.1", "user:victim"]  # once each, though two replicas counted
     assert all(a["detail"]["address"] == "127.0.0.1" for a in audits if a["action"] == "auth.login_failed")
     assert 'garrison_login_failures_total{kind="failed"}' in metrics
+    assert re.search(r"^garrison_login_throttle_keys [1-9]", metrics, re.M)  # both replicas' failures
     assert pair.sql("SELECT count(*) FROM login_throttle WHERE key = 'user:victim' AND locked_until > 0") == [
         (1,)
     ]

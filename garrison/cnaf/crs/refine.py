@@ -27,11 +27,13 @@ def _no_request_line(value: str, prose: bool) -> bool:
 
 
 # 942360 (concatenated SQL) reads a keyword after leading punctuation: `/select-quote`,
-# `.select-gws-banana`, `/load.php`, `Update: after…` are an identifier, a file name or a label —
-# the keyword is glued to `-word`/`.word` or closes a label. Its `… as x from …` branch reads
+# `.select-gws-banana`, `/load.php`, `Update: after…`, `"desc"` are an identifier, a file name, a
+# label or a quoted word — the keyword is glued to `-word`/`.word`, closes a label or stands quoted alone. Its `… as x from …` branch reads
 # sentences (`… . As evidence from the following …`): SQL names a table after FROM, not an article.
 _KEYWORD = r"(?:alter|create|delete|desc|insert|load|rename|select|truncate|update|union)"
-_GLUED_KEYWORD = re.compile(r"[\W\d]*?\s*" + _KEYWORD + r"(?:[-.][a-z]|:\s+[a-z])", re.I)
+_GLUED_KEYWORD = re.compile(
+    r"[\W\d]*?\s*(?:" + _KEYWORD + r"(?:[-.][a-z]|:\s+[a-z])|([\"'`])" + _KEYWORD + r"\1\W*\Z)", re.I
+)
 _PROSE_AS_FROM = re.compile(
     r"[.!?,;:]\s+as\s+\w+\s+from\s+(?:the|a|an|this|that|these|those|my|our|your|his|her|their|its)\s",
     re.I,
@@ -45,6 +47,42 @@ def _sql_keyword_in_words(value: str, prose: bool) -> bool:
     if _PROSE_AS_FROM.search(value):
         return True
     return _GLUED_KEYWORD.match(value) is not None and _SQL_SIGNS.search(value) is None
+
+
+# 921130 (response splitting) reads `HTTP/2` and `<html` in prose ("servers accepting HTTP/2
+# requests"): a split response needs a line break before its status line or markup.
+def _no_line_break(value: str, prose: bool) -> bool:
+    return "\n" not in value and "\r" not in value
+
+
+# 921151 (a line break in a query value) reads text from a multi-line field sent by script
+# ("Go to store.\nAt the store, shop."). An injection needs the next line to speak a protocol: a
+# header or parameter (`Name:`, `next=`), a command verb (`MAIL FROM`, `RETR 1`, `a001 EXAMINE`),
+# markup or code (a line that does not start with a letter), an empty line — or a CR (CRLF is what mail, IMAP and HTTP lines end with).
+_INJECTED_LINE = re.compile(r"\n[ \t]*(?:[\w.\-]+[ \t]*[:=]|\w*[ \t]*[A-Z]{3,}\b|[^A-Za-z \t]|$)")
+
+
+def _line_break_in_text(value: str, prose: bool) -> bool:
+    return "\r" not in value and _INJECTED_LINE.search(value) is None
+
+
+# 942400 (`and` before a number) reads counted things: "and 7 oranges". An injection compares or
+# quotes (`and '5'`, `and 7=7`) or goes on in SQL (`and 1 union …`), or ends the value (`5 and 1`).
+_AND_NUMBER_WORD = re.compile(r"\band\s+\d{1,10}\s+([a-z]{2,})", re.I)
+_SQL_CONTINUATION = frozenset(
+    {
+        *("union", "select", "or", "and", "xor", "div", "mod", "order", "group", "limit", "having"),
+        *("procedure", "into", "from", "where", "like", "rlike", "regexp", "between", "is", "not"),
+        *("null", "sleep", "benchmark", "waitfor"),
+    }
+)
+
+
+def _counted_things(value: str, prose: bool) -> bool:
+    if any(c in value for c in "=<>'\"`"):
+        return False
+    words = [m.group(1).lower() for m in _AND_NUMBER_WORD.finditer(value)]
+    return bool(words) and _SQL_CONTINUATION.isdisjoint(words) and len(words) == value.lower().count("and ")
 
 
 # 942490 (quote, digits, punctuation) reads Swiss/Liechtenstein thousands separators: 1'000'000.
@@ -87,6 +125,9 @@ BENIGN_SIDE: dict[int, Callable[[str, bool], bool]] = {
     942432: _fewer_specials(2),
     942460: _no_ascii_non_word_run,
     921110: _no_request_line,
+    921130: _no_line_break,
+    921151: _line_break_in_text,
+    942400: _counted_things,
     942360: _sql_keyword_in_words,
     942490: _grouped_number,
     932150: _sentence,

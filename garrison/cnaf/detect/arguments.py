@@ -38,9 +38,9 @@ def may_override_method(query: str) -> bool:
     return "_" in query and "_method" in query.lower()
 
 
-# A percent-encoded control character (%00-%1F, %7F) or byte outside ASCII (%80-%FF): without one,
-# and without raw non-ASCII text, no parameter can hold a control character or invalid UTF-8.
-_SUSPECT_ESCAPE = re.compile(r"%(?:[0189a-fA-F]|7[fF])")
+# A percent-encoded control character (%00-%1F, %7F), byte outside ASCII (%80-%FF), ']' or '_': without
+# one (and without raw non-ASCII text, ']' or `_method`) no parameter can break a check here.
+_SUSPECT_ESCAPE = re.compile(r"%(?:[0189a-fA-F]|7[fF]|5[dDfF])")
 
 
 def needs_pairs(raw: str) -> bool:

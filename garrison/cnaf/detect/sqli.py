@@ -317,12 +317,16 @@ _NOSQL_NAME = re.compile(rf"\[\s*{_NOSQL_OPS}\s*\]|^{_NOSQL_OPS}$")
 
 # Every alternative of `_PATTERNS` needs one of the tokens q (a quote: only the quote-context
 # tokenisations have it, and they need that quote in the value), U, E, X, O or & (one of the words
-# below, or `&&`/`||`) — or, after a leading number, `;` or a comment c (`#`, `--`, `/*`). A value
-# with none of their sources cannot form a fingerprint that matches: not tokenised at all (URLs,
-# e-mail addresses). A tokenizer word is a run of [A-Za-z0-9_$] starting with no digit, so a trigger
-# word (letters and '_' only) is also a run of the value split at everything but letters and '_'.
+# below, or `&&`/`||`) — or, after a leading number n, `;` or a comment c (`#`, `--`, `/*`). A value
+# with none of their sources cannot form a fingerprint that matches and is not tokenised at all
+# (URLs, e-mail addresses, User-Agents). The first token can only be a number if the first character
+# after blanks is a digit or '.' (or a comment was skipped: `/*` and `*/` always count). A tokenizer
+# word is a run of [A-Za-z0-9_$] starting with no digit, so a trigger word (letters and '_' only) is
+# also a run of the value split at everything but letters and '_'.
 # tests/cnaf/test_detect_prefilter.py checks `_PATTERNS` against fingerprints without these tokens.
-_TRIGGER_MARKS = ("'", '"', ";", "#", "--", "/*", "&&", "||")
+_TRIGGER_MARKS = ("'", '"', "&&", "||", "/*", "*/")
+_AFTER_NUMBER_MARKS = (";", "#", "--")
+_BLANKS = " \t\r\n\x0b\x0c\x00\xa0"  # what `tokenize` skips between tokens
 TRIGGER_WORDS = frozenset({"union", "and", "or", "xor", "div"} | _STATEMENTS | _DANGEROUS | _CLAUSES)
 _TRIGGER_BYTES = frozenset(w.encode("ascii") for w in TRIGGER_WORDS)
 _WORD_BYTES = bytes(
@@ -333,6 +337,9 @@ _WORD_BYTES = bytes(
 def may_fingerprint(value: str) -> bool:
     """False only when no fingerprint of `value` can match `_PATTERNS` (see `_TRIGGER_MARKS`)."""
     if any(mark in value for mark in _TRIGGER_MARKS):
+        return True
+    first = value.lstrip(_BLANKS)[:1]
+    if (first.isdigit() or first == ".") and any(mark in value for mark in _AFTER_NUMBER_MARKS):
         return True
     words = value.encode("utf-8", "surrogatepass").translate(_WORD_BYTES).split()
     return not _TRIGGER_BYTES.isdisjoint(words)

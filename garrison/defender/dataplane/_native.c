@@ -440,6 +440,94 @@ static ssize_t read_cstr(uint32_t tid, uint64_t addr, char *buf, size_t max) {
     return -1;
 }
 
+/* An exec's path and argv pointer array in one process_vm_readv (one remote read each used to cost
+ * the loop a system call that maps the app's pages: ~7 us here). The path's first chunk ends at its
+ * page, so it is read whole or not at all; one that does not end there, or a host without
+ * process_vm_readv, takes read_cstr and read_mem as before. Returns the path's length (as read_cstr:
+ * -1 when unreadable or not shorter than max - 1) and sets *nptrs to the pointers read. */
+static ssize_t read_path_and_ptrs(uint32_t tid, uint64_t path, char *buf, size_t max, uint64_t argvp, uint64_t *ptrs,
+                                  size_t ptrs_size, size_t *nptrs) {
+    *nptrs = 0;
+    size_t first = 4096 - (path & 4095);
+    if (first > max - 1)
+        first = max - 1;
+    if (argvp && atomic_load_explicit(&vm_readv_ok, memory_order_relaxed)) {
+        struct iovec l[2] = {{buf, first}, {ptrs, ptrs_size}};
+        struct iovec r[2] = {{(void *)(uintptr_t)path, first}, {(void *)(uintptr_t)argvp, ptrs_size}};
+        ssize_t got = syscall(SYS_process_vm_readv, (long)tid, l, 2L, r, 2L, 0L);
+        if (got >= (ssize_t)first) {
+            char *nul = memchr(buf, 0, first);
+            if (nul) {
+                *nptrs = (size_t)(got - (ssize_t)first) / 8;
+                return nul - buf;
+            }
+        } else if (got < 0 && errno != EFAULT && errno != EPERM && errno != ENOSYS) {
+            return -1;
+        }
+    }
+    ssize_t pl = read_cstr(tid, path, buf, max);
+    if (pl >= 0 && argvp) {
+        ssize_t got = read_mem(tid, argvp, ptrs, ptrs_size);
+        *nptrs = got > 0 ? (size_t)got / 8 : 0;
+    }
+    return pl;
+}
+
+/* The strings at addrs[0..n) read back to back into out (each with its NUL) in one process_vm_readv
+ * where they end within their page, exactly as a loop of read_cstr(tid, addrs[i], out + used,
+ * min(cap - used, each_max)) that stops at the first failure, or once fewer than min_room bytes are
+ * left, would: a string that does not end in its chunk, or does not fit, is read by read_cstr.
+ * Returns how many strings were read; *used is the bytes written. */
+#define CSTRS_BATCH 64
+static size_t read_cstrs(uint32_t tid, const uint64_t *addrs, size_t n, char *out, size_t cap, size_t each_max,
+                         size_t min_room, size_t *used) {
+    size_t i = 0, u = 0;
+    while (i < n && cap - u >= min_room) {
+        struct iovec l[CSTRS_BATCH], r[CSTRS_BATCH];
+        size_t k = 0, want = 0;
+        if (atomic_load_explicit(&vm_readv_ok, memory_order_relaxed)) {
+            for (size_t j = i; j < n && k < CSTRS_BATCH; j++, k++) {
+                size_t len = 4096 - (addrs[j] & 4095);
+                if (len > each_max - 1)
+                    len = each_max - 1;
+                if (want + len > cap - u)
+                    break;
+                l[k].iov_base = out + u + want;
+                l[k].iov_len = len;
+                r[k].iov_base = (void *)(uintptr_t)addrs[j];
+                r[k].iov_len = len;
+                want += len;
+            }
+        }
+        ssize_t got = k ? syscall(SYS_process_vm_readv, (long)tid, l, (long)k, r, (long)k, 0L) : -1;
+        size_t m = 0, seen = 0;
+        for (; got > 0 && m < k && seen < (size_t)got; m++) { /* compact: strings move left over read ones */
+            size_t have = (size_t)got - seen < l[m].iov_len ? (size_t)got - seen : l[m].iov_len;
+            char *nul = memchr(l[m].iov_base, 0, have);
+            size_t room = cap - u < each_max ? cap - u : each_max;
+            if (!nul || cap - u < min_room || (size_t)(nul - (char *)l[m].iov_base) + 2 > room)
+                break; /* read_cstr decides this one (it may fail: then the loop stops there) */
+            size_t sl = (size_t)(nul - (char *)l[m].iov_base) + 1;
+            memmove(out + u, l[m].iov_base, sl);
+            u += sl;
+            i++;
+            seen += l[m].iov_len;
+        }
+        if (k && m == k)
+            continue; /* every chunk of this batch held its string */
+        if (i < n && cap - u >= min_room) {
+            size_t room = cap - u < each_max ? cap - u : each_max;
+            ssize_t al = read_cstr(tid, addrs[i], out + u, room);
+            if (al < 0)
+                break;
+            u += (size_t)al + 1;
+            i++;
+        }
+    }
+    *used = u;
+    return i;
+}
+
 static ssize_t slurp(const char *path, char *buf, size_t max) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -1392,26 +1480,18 @@ static int on_execve(LoopObject *L, const struct tables *t, const struct seccomp
     char *blob = malloc(MAXBLOB);
     if (!blob)
         return 0;
-    ssize_t pl = read_cstr(n->pid, n->data.args[0], blob, 4096);
+    uint64_t ptrs[MAXARGS];
+    size_t cnt = 0, used = 0, argc = 0;
+    ssize_t pl = read_path_and_ptrs(n->pid, n->data.args[0], blob, 4096, n->data.args[1], ptrs, sizeof ptrs, &cnt);
     if (pl < 0) {
         free(blob);
         return 0; /* unreadable: Python's path decides what the kernel would say */
     }
     size_t off = (size_t)pl + 1;
-    uint64_t argvp = n->data.args[1], ptrs[MAXARGS];
-    if (argvp) {
-        ssize_t got = read_mem(n->pid, argvp, ptrs, sizeof ptrs);
-        size_t cnt = got > 0 ? (size_t)got / 8 : 0;
-        for (size_t i = 0; i < cnt && ptrs[i]; i++) {
-            if (off + 2 >= MAXBLOB)
-                break;
-            size_t room = MAXBLOB - off;
-            ssize_t al = read_cstr(n->pid, ptrs[i], blob + off, room > 4096 ? 4096 : room);
-            if (al < 0)
-                break;
-            off += (size_t)al + 1;
-        }
-    }
+    while (argc < cnt && ptrs[argc])
+        argc++;
+    read_cstrs(n->pid, ptrs, argc, blob + off, MAXBLOB - off, 4096, 3, &used); /* stops where one fails */
+    off += used;
     if (!id_valid(L->listener, n->id)) { /* ID_VALID after the reads, before answering */
         free(blob);
         atomic_fetch_add(&L->n_gone, 1);
@@ -1452,6 +1532,7 @@ static int on_procfs(int fd) {
 }
 
 static uint64_t our_mnt_ns, our_root_mnt, our_root_dev, our_root_ino;
+static int our_root_fd = -1; /* our root directory: where an app in our view resolves from */
 
 /* The app sees the file system as we do: the drift baseline compares system files with our view of
  * them, so a verdict is only reused where both views are one. Its root is our root directory on the
@@ -1501,38 +1582,42 @@ static int on_execve_cached(LoopObject *L, const struct tables *t, const struct 
     if (n->data.nr != SYS_execve)
         return 0;
     char *key = malloc(EXEC_KEY_MAX), *args = malloc(EXEC_KEY_MAX);
-    int done = 0, rootfd = -1, fd = -1;
+    int done = 0, rootfd = -1, fd = -1, from = -1;
     if (!key || !args)
         goto out;
-    ssize_t rl = read_cstr(n->pid, n->data.args[0], key, EXEC_MAX_ARG);
+    uint64_t argvp = n->data.args[1], ptrs[EXEC_MAX_ARGS];
+    size_t cnt = 0, argc = 0, alen = 0;
+    ssize_t rl = read_path_and_ptrs(n->pid, n->data.args[0], key, EXEC_MAX_ARG, argvp, ptrs, sizeof ptrs, &cnt);
     if (rl <= 0 || key[0] != '/')
         goto out; /* relative (resolved from the cwd), empty or unreadable: Python */
-    size_t alen = 0;
-    uint64_t argvp = n->data.args[1];
     if (argvp) {
-        uint64_t ptrs[EXEC_MAX_ARGS];
-        ssize_t got = read_mem(n->pid, argvp, ptrs, sizeof ptrs);
-        size_t cnt = got > 0 ? (size_t)got / 8 : 0, i;
-        for (i = 0; i < cnt && ptrs[i]; i++) {
-            if (EXEC_KEY_MAX - alen < 2)
-                goto out;
-            size_t room = EXEC_KEY_MAX - alen > EXEC_MAX_ARG ? EXEC_MAX_ARG : EXEC_KEY_MAX - alen;
-            ssize_t al = read_cstr(n->pid, ptrs[i], args + alen, room);
-            if (al < 0)
-                goto out; /* unreadable or longer than Python reads: Python */
-            alen += (size_t)al + 1;
-        }
-        if (i == cnt)
+        while (argc < cnt && ptrs[argc])
+            argc++;
+        if (argc == cnt)
             goto out; /* no NULL within what Python would read (or a fault): Python */
+        if (read_cstrs(n->pid, ptrs, argc, args, EXEC_KEY_MAX, EXEC_MAX_ARG, 2, &alen) != argc)
+            goto out; /* unreadable or longer than Python reads: Python */
     }
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/%u/root", n->pid);
-    rootfd = open(proc, O_PATH | O_CLOEXEC);
-    if (rootfd < 0 || !same_view(n->pid, rootfd))
-        goto out;
-    fd = openat2_path(rootfd, key, 0);
+    struct statx rx;
+    if (our_root_fd >= 0 && our_root_mnt &&
+        syscall(SYS_statx, AT_FDCWD, proc, 0, STATX_INO | STATX_MNT_ID, &rx) == 0 && (rx.stx_mask & STATX_MNT_ID)) {
+        /* one statx through the app's root link instead of open + statx + close: the very directory
+         * (mount, device, inode) we have as root, so resolving from our own root fd is the same walk */
+        if (rx.stx_mnt_id != our_root_mnt || makedev(rx.stx_dev_major, rx.stx_dev_minor) != our_root_dev ||
+            rx.stx_ino != our_root_ino)
+            goto out;
+        from = our_root_fd;
+    } else {
+        rootfd = open(proc, O_PATH | O_CLOEXEC);
+        if (rootfd < 0 || !same_view(n->pid, rootfd))
+            goto out;
+        from = rootfd;
+    }
+    fd = openat2_path(from, key, 0);
     if (fd < 0) {
-        if (errno != ENOENT || !nothing_to_run(rootfd, key))
+        if (errno != ENOENT || !nothing_to_run(from, key))
             goto out;
         if (!id_valid(L->listener, n->id)) {
             atomic_fetch_add(&L->n_gone, 1);
@@ -1855,6 +1940,8 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kw) {
         our_root_ino = rx.stx_ino;
         our_root_mnt = rx.stx_mnt_id;
     }
+    if (our_root_fd < 0)
+        our_root_fd = open("/", O_PATH | O_CLOEXEC | O_DIRECTORY);
     pthread_mutex_init(&self->hmu, NULL);
     pthread_cond_init(&self->hcv, NULL);
     pthread_cond_init(&self->hspace, NULL);
@@ -2579,14 +2666,14 @@ typedef struct {
     _Atomic int mode;            /* 0: the rule cannot kill at the exec stop; 1: check */
     struct vcache *cache;
     char *buf; /* exe\0cmdline of the stop being checked (tracer thread only) */
-    _Atomic uint64_t n_execs, n_hits, n_handed, n_children;
+    _Atomic uint64_t n_execs, n_hits, n_handed, n_children, n_stops;
 } TracerObject;
 
 /* 1 when this exec stop is one Python already let through (same exe, cmdline and file) */
 static int stop_known(TracerObject *T, pid_t pid) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d", (int)pid);
-    int dfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC), known = 0, cfd = -1, xfd = -1;
+    int dfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC), known = 0, cfd = -1;
     if (dfd < 0)
         return 0;
     char *key = T->buf;
@@ -2600,9 +2687,9 @@ static int stop_known(TracerObject *T, pid_t pid) {
     ssize_t cl = read(cfd, key + el + 1, STOP_CMDLINE_MAX);
     if (cl < 0 || cl >= STOP_CMDLINE_MAX)
         goto out; /* what Python reads would be cut: it decides */
-    xfd = openat(dfd, "exe", O_PATH | O_CLOEXEC);
     struct stat st, ours;
-    if (xfd < 0 || fstat(xfd, &st) < 0 || !S_ISREG(st.st_mode))
+    /* the very file mapped: stat through the exe link (one call where open + fstat + close were three) */
+    if (fstatat(dfd, "exe", &st, 0) < 0 || !S_ISREG(st.st_mode))
         goto out;
     /* the path names this very file for us too (the baseline compares the path in our view; a
      * deleted or replaced file, or another mount namespace's, goes to Python) */
@@ -2613,8 +2700,6 @@ static int stop_known(TracerObject *T, pid_t pid) {
     facts_of(&st, &f);
     known = vcache_hit(T->cache, fnv1a(key, klen), key, klen, &f);
 out:
-    if (xfd >= 0)
-        close(xfd);
     if (cfd >= 0)
         close(cfd);
     close(dfd);
@@ -2681,6 +2766,7 @@ static void tracer_loop(TracerObject *T) {
         }
         if (!WIFSTOPPED(status))
             continue;
+        atomic_fetch_add(&T->n_stops, 1); /* every stop costs the app a round trip through this thread */
         int sig = WSTOPSIG(status), event = (int)((unsigned)status >> 16);
         if (event == PTRACE_EVENT_EXEC) {
             if (exec_stop(T, pid))
@@ -2911,10 +2997,11 @@ static PyObject *Tracer_app_status(TracerObject *self, PyObject *Py_UNUSED(ignor
 }
 
 static PyObject *Tracer_stats(TracerObject *self, PyObject *Py_UNUSED(ignored)) {
-    return Py_BuildValue("{s:K,s:K,s:K,s:K}", "stop_execs", (unsigned long long)atomic_load(&self->n_execs),
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "stop_execs", (unsigned long long)atomic_load(&self->n_execs),
                          "stop_hits", (unsigned long long)atomic_load(&self->n_hits), "stop_handed_over",
                          (unsigned long long)atomic_load(&self->n_handed), "children",
-                         (unsigned long long)atomic_load(&self->n_children));
+                         (unsigned long long)atomic_load(&self->n_children), "stops",
+                         (unsigned long long)atomic_load(&self->n_stops));
 }
 
 static void Tracer_dealloc(TracerObject *self) {
